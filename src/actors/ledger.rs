@@ -1,0 +1,608 @@
+//! The Ledger actor: the source of truth for jobs.
+//!
+//! It holds every unfinished job in memory, sends every change that must survive a crash to the
+//! journal, and acts on it only once the journal says it is on disk: a submission is acknowledged,
+//! a result is acknowledged to its worker, a finished job leaves memory. It decides what a result
+//! means: the first success of a job is recorded, later ones are duplicates; a failure of the
+//! current attempt is retried with backoff until `max_attempts`; an attempt lost with its worker
+//! goes straight back to pending.
+//!
+//! Client requests are served in `ledger_client.rs`.
+
+use crate::actors::queue::PendingJob;
+use crate::actors::scheduler::{Enqueue, KillAttempts, Scheduler, Withdraw};
+use crate::actors::session::{Push, Session};
+use crate::job::{now_ms, AttemptResult, BatchId, JobId, JobSpec, JobState, Lease, Outcome};
+use crate::net::protocol::FromCoordinator;
+use crate::status::BatchInfo;
+use crate::storage::journal::{AttemptRow, Journal, JournalError, Replay, WorkOrder, Write};
+use actix::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A job lost with this many workers is failed: it is probably what kills them.
+pub const MAX_LOST_ATTEMPTS: u32 = 10;
+
+/// The longest wait between attempts of a failing job.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Where an unfinished job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// In the Scheduler's queue.
+    Queued,
+    /// Waiting out its retry backoff.
+    Backoff,
+    /// On a worker.
+    Running,
+    /// Its terminal state is being written; it leaves memory on commit.
+    Finishing,
+}
+
+/// An unfinished job.
+pub(crate) struct LiveJob {
+    pub(crate) spec: Arc<JobSpec>,
+    pub(crate) batch: BatchId,
+    pub(crate) queued_at_ms: u64,
+    pub(crate) phase: Phase,
+    pub(crate) attempts: u32,
+    pub(crate) failures: u32,
+    pub(crate) lost: u32,
+    pub(crate) lease: Lease,
+    pub(crate) started_at_ms: u64,
+    pub(crate) worker: Option<Arc<str>>,
+}
+
+/// A batch's counts; running includes jobs whose terminal state is not yet on disk.
+pub(crate) struct BatchCounts {
+    pub(crate) name: String,
+    pub(crate) submitted_at_ms: u64,
+    pub(crate) total: u64,
+    pub(crate) pending: u64,
+    pub(crate) running: u64,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+    pub(crate) cancelled: u64,
+}
+
+impl BatchCounts {
+    pub(crate) fn info(&self, id: BatchId) -> BatchInfo {
+        BatchInfo {
+            id,
+            name: self.name.clone(),
+            total: self.total,
+            pending: self.pending,
+            running: self.running,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            cancelled: self.cancelled,
+            done: self.pending == 0 && self.running == 0,
+            submitted_at_ms: self.submitted_at_ms,
+        }
+    }
+
+    fn count_terminal(&mut self, state: JobState) {
+        match state {
+            JobState::Succeeded => self.succeeded += 1,
+            JobState::Failed => self.failed += 1,
+            JobState::Cancelled => self.cancelled += 1,
+            JobState::Pending | JobState::Running => {}
+        }
+    }
+}
+
+/// Tunables of the Ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The wait before the second attempt of a failed job; doubled for each failure after.
+    pub retry_backoff: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            retry_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The source of truth for jobs.
+pub struct Ledger {
+    pub(crate) journal: Journal,
+    pub(crate) scheduler: Addr<Scheduler>,
+    config: LedgerConfig,
+    pub(crate) jobs: HashMap<JobId, LiveJob>,
+    pub(crate) batches: BTreeMap<BatchId, BatchCounts>,
+    pub(crate) next_job: JobId,
+    pub(crate) next_batch: BatchId,
+    pub(crate) waiters: HashMap<BatchId, Vec<oneshot::Sender<BatchInfo>>>,
+    duplicates: u64,
+}
+
+impl Ledger {
+    /// A ledger holding what the journal replayed.
+    pub fn new(
+        journal: Journal,
+        replay: Replay,
+        scheduler: Addr<Scheduler>,
+        config: LedgerConfig,
+    ) -> Self {
+        let mut batches: BTreeMap<BatchId, BatchCounts> = replay
+            .batches
+            .into_iter()
+            .map(|batch| {
+                let finished = batch.succeeded + batch.failed + batch.cancelled;
+                let counts = BatchCounts {
+                    name: batch.name,
+                    submitted_at_ms: batch.submitted_at_ms,
+                    total: batch.total,
+                    pending: batch.total.saturating_sub(finished),
+                    running: 0,
+                    succeeded: batch.succeeded,
+                    failed: batch.failed,
+                    cancelled: batch.cancelled,
+                };
+                (batch.id, counts)
+            })
+            .collect();
+        let mut jobs = HashMap::with_capacity(replay.unfinished.len());
+        for job in replay.unfinished {
+            batches.entry(job.batch).or_insert_with(|| BatchCounts {
+                name: String::new(),
+                submitted_at_ms: job.queued_at_ms,
+                total: 0,
+                pending: 0,
+                running: 0,
+                succeeded: 0,
+                failed: 0,
+                cancelled: 0,
+            });
+            jobs.insert(
+                job.id,
+                LiveJob {
+                    spec: Arc::new(job.spec),
+                    batch: job.batch,
+                    queued_at_ms: job.queued_at_ms,
+                    phase: Phase::Queued,
+                    attempts: job.attempts,
+                    failures: job.failures,
+                    lost: job.lost_attempts,
+                    lease: 0,
+                    started_at_ms: 0,
+                    worker: None,
+                },
+            );
+        }
+        let next_batch = batches.keys().next_back().map_or(1, |last| last + 1);
+        Ledger {
+            journal,
+            scheduler,
+            config,
+            jobs,
+            batches,
+            next_job: replay.next_job,
+            next_batch,
+            waiters: HashMap::new(),
+            duplicates: 0,
+        }
+    }
+
+    /// Writes `writes` and, once they are on disk (or failed), runs `then` on the actor.
+    pub(crate) fn commit(
+        &self,
+        ctx: &mut Context<Self>,
+        writes: Vec<Write>,
+        then: impl FnOnce(&mut Ledger, &mut Context<Ledger>, Result<(), JournalError>) + Send + 'static,
+    ) {
+        let ledger = ctx.address();
+        self.journal.commit(writes, move |result| {
+            ledger.do_send(AfterCommit(Box::new(move |actor, ctx| {
+                then(actor, ctx, result)
+            })));
+        });
+    }
+
+    pub(crate) fn pending_job(&self, id: JobId, job: &LiveJob) -> PendingJob {
+        PendingJob {
+            job: id,
+            batch: job.batch,
+            attempt: job.attempts + 1,
+            spec: job.spec.clone(),
+        }
+    }
+
+    /// Moves a job's count from one column to another.
+    pub(crate) fn recount(&mut self, batch: BatchId, from: Phase, to: Phase) {
+        let Some(counts) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        let waiting = |phase: Phase| matches!(phase, Phase::Queued | Phase::Backoff);
+        match (waiting(from), waiting(to)) {
+            (true, false) => {
+                counts.pending = counts.pending.saturating_sub(1);
+                counts.running += 1;
+            }
+            (false, true) => {
+                counts.running = counts.running.saturating_sub(1);
+                counts.pending += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Jobs whose terminal state is on disk leave memory; waiters on finished batches are told.
+    pub(crate) fn finished(&mut self, jobs: Vec<(JobId, JobState)>) {
+        let mut touched = Vec::new();
+        for (id, state) in jobs {
+            let Some(job) = self.jobs.remove(&id) else {
+                continue;
+            };
+            if let Some(counts) = self.batches.get_mut(&job.batch) {
+                counts.running = counts.running.saturating_sub(1);
+                counts.count_terminal(state);
+            }
+            touched.push(job.batch);
+        }
+        touched.dedup();
+        for batch in touched {
+            self.wake_waiters(batch);
+        }
+    }
+
+    pub(crate) fn wake_waiters(&mut self, batch: BatchId) {
+        let Some(counts) = self.batches.get(&batch) else {
+            return;
+        };
+        let info = counts.info(batch);
+        if !info.done {
+            return;
+        }
+        for waiter in self.waiters.remove(&batch).unwrap_or_default() {
+            let _ = waiter.send(info.clone());
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(20);
+        self.config
+            .retry_backoff
+            .saturating_mul(1 << doublings)
+            .min(MAX_BACKOFF)
+    }
+
+    /// After the backoff the job rejoins the queue, unless it was cancelled meanwhile.
+    fn retry_later(&mut self, ctx: &mut Context<Self>, id: JobId, delay: Duration) {
+        ctx.run_later(delay, move |ledger, _ctx| {
+            let Some(job) = ledger.jobs.get_mut(&id) else {
+                return;
+            };
+            if job.phase != Phase::Backoff {
+                return;
+            }
+            job.phase = Phase::Queued;
+            let pending = ledger.pending_job(id, &ledger.jobs[&id]);
+            ledger.scheduler.do_send(Enqueue(vec![pending]));
+        });
+    }
+
+    fn work_order(
+        id: JobId,
+        job: &LiveJob,
+        state: JobState,
+        result: Option<&AttemptResult>,
+        error: Option<String>,
+    ) -> Write {
+        Write::Finish(Box::new(WorkOrder {
+            job: id,
+            state,
+            worker: job.worker.as_deref().map(str::to_string),
+            attempts: job.attempts,
+            lost_attempts: job.lost,
+            failures: job.failures,
+            started_at_ms: result.map(|result| result.started_at_ms),
+            finished_at_ms: now_ms(),
+            duration_ms: result.map(|result| result.duration_ms),
+            exit_code: result.and_then(|result| result.exit_code),
+            output_tail: result.map(|result| result.output_tail.clone()),
+            error: error.or_else(|| result.and_then(|result| result.error.clone())),
+        }))
+    }
+
+    /// Puts jobs whose terminal write failed back in the queue, so nothing is lost; their
+    /// results were not acknowledged, so the workers report them again.
+    pub(crate) fn unfinish(&mut self, jobs: Vec<(JobId, JobState)>) {
+        let mut requeue = Vec::new();
+        for (id, _) in jobs {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            job.phase = Phase::Queued;
+            let batch = job.batch;
+            self.recount(batch, Phase::Running, Phase::Queued);
+            requeue.push(self.pending_job(id, &self.jobs[&id]));
+        }
+        if !requeue.is_empty() {
+            self.scheduler.do_send(Enqueue(requeue));
+        }
+    }
+}
+
+impl Actor for Ledger {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        let mut replayed: Vec<PendingJob> = self
+            .jobs
+            .iter()
+            .map(|(id, job)| self.pending_job(*id, job))
+            .collect();
+        replayed.sort_by_key(|job| job.job);
+        if !replayed.is_empty() {
+            tracing::info!(
+                jobs = replayed.len(),
+                "replayed unfinished jobs from the ledger"
+            );
+            self.scheduler.do_send(Enqueue(replayed));
+        }
+    }
+}
+
+/// Runs a continuation on the actor once a journal commit has ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AfterCommit(Box<dyn FnOnce(&mut Ledger, &mut Context<Ledger>) + Send>);
+
+impl Handler<AfterCommit> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, AfterCommit(then): AfterCommit, ctx: &mut Context<Self>) {
+        then(self, ctx);
+    }
+}
+
+/// The Scheduler handed jobs to a worker: (job, lease, attempt number).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptsStarted {
+    /// The worker's name.
+    pub worker_name: Arc<str>,
+    /// The attempts.
+    pub started: Vec<(JobId, Lease, u32)>,
+}
+
+impl Handler<AttemptsStarted> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, started: AttemptsStarted, _ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let mut unwanted = Vec::new();
+        for (id, lease, attempt) in started.started {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                unwanted.push(lease);
+                continue;
+            };
+            if job.phase != Phase::Queued {
+                // Cancelled or already finished while it waited in the queue.
+                unwanted.push(lease);
+                continue;
+            }
+            job.phase = Phase::Running;
+            job.lease = lease;
+            job.attempts = attempt;
+            job.started_at_ms = now;
+            job.worker = Some(started.worker_name.clone());
+            let batch = job.batch;
+            self.recount(batch, Phase::Queued, Phase::Running);
+        }
+        if !unwanted.is_empty() {
+            self.scheduler.do_send(KillAttempts(unwanted));
+        }
+    }
+}
+
+/// A worker's results, in the order the Scheduler saw them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResultsArrived {
+    /// The worker's name.
+    pub worker_name: Arc<str>,
+    /// Its session, for the acknowledgement.
+    pub session: Addr<Session>,
+    /// The results.
+    pub results: Vec<AttemptResult>,
+}
+
+impl Handler<ResultsArrived> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, arrived: ResultsArrived, ctx: &mut Context<Self>) {
+        let mut writes = Vec::new();
+        let mut finishing: Vec<(JobId, JobState)> = Vec::new();
+        let mut ack_now = Vec::new();
+        let mut ack_on_commit = Vec::new();
+        let mut kill = Vec::new();
+        let mut withdraw = Vec::new();
+        for result in &arrived.results {
+            let Some(job) = self.jobs.get_mut(&result.job) else {
+                // Finished (or never issued): acknowledge so the worker forgets it.
+                if result.outcome == Outcome::Succeeded && result.job < self.next_job {
+                    self.duplicates += 1;
+                    tracing::info!(job = result.job, lease = result.lease, worker = %arrived.worker_name, "duplicate result acknowledged, not recorded");
+                }
+                ack_now.push(result.lease);
+                continue;
+            };
+            let current = job.phase == Phase::Running && job.lease == result.lease;
+            match result.outcome {
+                Outcome::Succeeded if job.phase != Phase::Finishing => {
+                    // The first success wins, whichever attempt it comes from.
+                    match job.phase {
+                        Phase::Running if !current => kill.push(job.lease),
+                        Phase::Queued => withdraw.push(result.job),
+                        _ => {}
+                    }
+                    let before = job.phase;
+                    job.phase = Phase::Finishing;
+                    job.worker = Some(arrived.worker_name.clone());
+                    writes.push(Self::work_order(
+                        result.job,
+                        job,
+                        JobState::Succeeded,
+                        Some(result),
+                        None,
+                    ));
+                    finishing.push((result.job, JobState::Succeeded));
+                    ack_on_commit.push(result.lease);
+                    let batch = job.batch;
+                    self.recount(batch, before, Phase::Finishing);
+                }
+                Outcome::Failed | Outcome::TimedOut | Outcome::Killed if current => {
+                    job.failures += 1;
+                    writes.push(Write::Attempt(Box::new(AttemptRow {
+                        job: result.job,
+                        attempt: job.attempts,
+                        worker: arrived.worker_name.to_string(),
+                        outcome: result.outcome.as_str(),
+                        started_at_ms: result.started_at_ms,
+                        finished_at_ms: result.started_at_ms + result.duration_ms,
+                        exit_code: result.exit_code,
+                        error: result.error.clone(),
+                    })));
+                    ack_on_commit.push(result.lease);
+                    let batch = job.batch;
+                    if job.failures >= job.spec.max_attempts {
+                        job.phase = Phase::Finishing;
+                        let error = format!(
+                            "failed {} of {} attempts; last: {}",
+                            job.failures,
+                            job.spec.max_attempts,
+                            result.error.as_deref().unwrap_or(result.outcome.as_str())
+                        );
+                        writes.push(Self::work_order(
+                            result.job,
+                            job,
+                            JobState::Failed,
+                            Some(result),
+                            Some(error),
+                        ));
+                        finishing.push((result.job, JobState::Failed));
+                    } else {
+                        job.phase = Phase::Backoff;
+                        let failures = job.failures;
+                        let delay = self.backoff(failures);
+                        self.recount(batch, Phase::Running, Phase::Backoff);
+                        self.retry_later(ctx, result.job, delay);
+                    }
+                }
+                _ => {
+                    // A failure of an attempt that is no longer current, or a result for a job
+                    // whose terminal state is being written: nothing to record.
+                    if result.outcome == Outcome::Succeeded {
+                        self.duplicates += 1;
+                    }
+                    ack_now.push(result.lease);
+                }
+            }
+        }
+        if !kill.is_empty() {
+            self.scheduler.do_send(KillAttempts(kill));
+        }
+        if !withdraw.is_empty() {
+            self.scheduler.do_send(Withdraw(withdraw));
+        }
+        if !ack_now.is_empty() {
+            arrived
+                .session
+                .do_send(Push(FromCoordinator::Acked(ack_now)));
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let session = arrived.session;
+        self.commit(ctx, writes, move |ledger, _ctx, result| match result {
+            Ok(()) => {
+                ledger.finished(finishing);
+                session.do_send(Push(FromCoordinator::Acked(ack_on_commit)));
+            }
+            Err(error) => {
+                tracing::error!(%error, jobs = finishing.len(), "cannot record results; their jobs go back to pending");
+                ledger.unfinish(finishing);
+            }
+        });
+    }
+}
+
+/// A worker is gone; its attempts are lost and their jobs go back to pending at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerLost {
+    /// The worker's name.
+    pub worker_name: Arc<str>,
+    /// Its attempts: (job, lease).
+    pub attempts: Vec<(JobId, Lease)>,
+    /// Why it was declared lost.
+    pub reason: String,
+}
+
+impl Handler<WorkerLost> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, lost: WorkerLost, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let mut writes = Vec::new();
+        let mut requeue = Vec::new();
+        let mut finishing = Vec::new();
+        for (id, lease) in lost.attempts {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            if job.phase != Phase::Running || job.lease != lease {
+                continue;
+            }
+            job.lost += 1;
+            writes.push(Write::Attempt(Box::new(AttemptRow {
+                job: id,
+                attempt: job.attempts,
+                worker: lost.worker_name.to_string(),
+                outcome: "lost",
+                started_at_ms: job.started_at_ms,
+                finished_at_ms: now,
+                exit_code: None,
+                error: Some(lost.reason.clone()),
+            })));
+            let batch = job.batch;
+            if job.lost >= MAX_LOST_ATTEMPTS {
+                job.phase = Phase::Finishing;
+                let error = format!("lost with {} workers; last: {}", job.lost, lost.reason);
+                writes.push(Self::work_order(
+                    id,
+                    job,
+                    JobState::Failed,
+                    None,
+                    Some(error),
+                ));
+                finishing.push((id, JobState::Failed));
+            } else {
+                job.phase = Phase::Queued;
+                job.worker = None;
+                self.recount(batch, Phase::Running, Phase::Queued);
+                requeue.push(self.pending_job(id, &self.jobs[&id]));
+            }
+        }
+        if !requeue.is_empty() {
+            tracing::info!(worker = %lost.worker_name, jobs = requeue.len(), "jobs of a lost worker back to pending");
+            self.scheduler.do_send(Enqueue(requeue));
+        }
+        if !writes.is_empty() {
+            self.commit(ctx, writes, move |ledger, _ctx, result| match result {
+                Ok(()) => ledger.finished(finishing),
+                Err(error) => {
+                    tracing::error!(%error, "cannot record lost attempts");
+                    ledger.unfinish(finishing);
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The Ledger's answers to clients: submissions, progress, job records, cancel and retry.
+
+use crate::actors::ledger::{BatchCounts, Ledger, LiveJob, Phase};
+use crate::actors::queue::PendingJob;
+use crate::actors::scheduler::{Enqueue, KillAttempts, Withdraw};
+use crate::job::{now_ms, BatchId, JobId, JobSpec, JobState};
+use crate::net::protocol::{CancelTarget, ClientRequest, ClientResponse};
+use crate::status::JobInfo;
+use crate::storage::journal::{JournalError, WorkOrder, Write};
+use crate::storage::queries;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The most jobs one batch may hold.
+pub const MAX_JOBS_PER_BATCH: usize = 1_000_000;
+
+/// The most jobs one page of `Jobs` returns.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// A client's request, answered when it can be.
+#[derive(Message)]
+#[rtype(result = "ClientResponse")]
+pub struct ClientCall(pub ClientRequest);
+
+type Answer = ResponseActFuture<Ledger, ClientResponse>;
+
+fn ready(response: ClientResponse) -> Answer {
+    Box::pin(actix::fut::ready(response))
+}
+
+fn answer_from(rx: oneshot::Receiver<ClientResponse>) -> Answer {
+    Box::pin(
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                ClientResponse::Error("the coordinator is shutting down".into())
+            })
+        }
+        .into_actor_free(),
+    )
+}
+
+/// `into_actor` without an actor reference, for futures that need none.
+trait IntoActorFree: std::future::Future + Sized {
+    fn into_actor_free(self) -> actix::fut::future::FutureWrap<Self, Ledger> {
+        actix::fut::wrap_future(self)
+    }
+}
+
+impl<F: std::future::Future> IntoActorFree for F {}
+
+impl Handler<ClientCall> for Ledger {
+    type Result = Answer;
+
+    fn handle(&mut self, ClientCall(request): ClientCall, ctx: &mut Context<Self>) -> Answer {
+        match request {
+            ClientRequest::Submit { name, jobs } => self.submit(ctx, name, jobs),
+            ClientRequest::Batch(id) => ready(self.batch(id)),
+            ClientRequest::Batches => ready(ClientResponse::Batches(
+                self.batches
+                    .iter()
+                    .map(|(id, counts)| counts.info(*id))
+                    .collect(),
+            )),
+            ClientRequest::WaitBatch { batch, timeout_ms } => self.wait_batch(batch, timeout_ms),
+            ClientRequest::Job(id) => self.job(id),
+            ClientRequest::Jobs {
+                batch,
+                state,
+                after,
+                limit,
+            } => self.jobs_page(batch, state, after, limit.min(MAX_PAGE)),
+            ClientRequest::Workers => ready(ClientResponse::Error(
+                "workers are listed by the registry, not the ledger".into(),
+            )),
+            ClientRequest::Cancel(target) => self.cancel(ctx, target),
+            ClientRequest::Retry(batch) => self.retry(batch),
+        }
+    }
+}
+
+impl Ledger {
+    fn batch(&self, id: BatchId) -> ClientResponse {
+        match self.batches.get(&id) {
+            Some(counts) => ClientResponse::Batch(counts.info(id)),
+            None => ClientResponse::Error(format!("no batch {id}")),
+        }
+    }
+
+    fn submit(&mut self, ctx: &mut Context<Self>, name: String, jobs: Vec<JobSpec>) -> Answer {
+        if jobs.is_empty() {
+            return ready(ClientResponse::Error("the batch has no jobs".into()));
+        }
+        if jobs.len() > MAX_JOBS_PER_BATCH {
+            return ready(ClientResponse::Error(format!(
+                "the batch has {} jobs, more than the limit of {MAX_JOBS_PER_BATCH}; split it",
+                jobs.len()
+            )));
+        }
+        for (index, spec) in jobs.iter().enumerate() {
+            if let Err(error) = spec.validate() {
+                return ready(ClientResponse::Error(format!("job {}: {error}", index + 1)));
+            }
+        }
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        let first_job = self.next_job;
+        self.next_job += jobs.len() as u64;
+        let submitted_at_ms = now_ms();
+        let jobs = Arc::new(jobs);
+        let write = Write::Submit {
+            batch,
+            name: name.clone(),
+            submitted_at_ms,
+            first_job,
+            jobs: jobs.clone(),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.commit(ctx, vec![write], move |ledger, _ctx, result| {
+            let response = match result {
+                Ok(()) => ledger.accept_batch(batch, name, submitted_at_ms, first_job, jobs),
+                Err(error) => ClientResponse::Error(format!("cannot queue the batch: {error}")),
+            };
+            let _ = tx.send(response);
+        });
+        answer_from(rx)
+    }
+
+    /// The batch is on disk: its jobs join memory and the queue.
+    fn accept_batch(
+        &mut self,
+        batch: BatchId,
+        name: String,
+        submitted_at_ms: u64,
+        first_job: JobId,
+        jobs: Arc<Vec<JobSpec>>,
+    ) -> ClientResponse {
+        let count = jobs.len() as u64;
+        let specs = Arc::try_unwrap(jobs).unwrap_or_else(|shared| (*shared).clone());
+        self.jobs.reserve(specs.len());
+        let mut queued = Vec::with_capacity(specs.len());
+        for (offset, spec) in specs.into_iter().enumerate() {
+            let id = first_job + offset as u64;
+            let spec = Arc::new(spec);
+            queued.push(PendingJob {
+                job: id,
+                batch,
+                attempt: 1,
+                spec: spec.clone(),
+            });
+            self.jobs.insert(
+                id,
+                LiveJob {
+                    spec,
+                    batch,
+                    queued_at_ms: submitted_at_ms,
+                    phase: Phase::Queued,
+                    attempts: 0,
+                    failures: 0,
+                    lost: 0,
+                    lease: 0,
+                    started_at_ms: 0,
+                    worker: None,
+                },
+            );
+        }
+        tracing::info!(batch, %name, jobs = count, "batch queued");
+        self.batches.insert(
+            batch,
+            BatchCounts {
+                name,
+                submitted_at_ms,
+                total: count,
+                pending: count,
+                running: 0,
+                succeeded: 0,
+                failed: 0,
+                cancelled: 0,
+            },
+        );
+        self.scheduler.do_send(Enqueue(queued));
+        ClientResponse::Submitted {
+            batch,
+            first_job,
+            jobs: count,
+        }
+    }
+
+    fn wait_batch(&mut self, batch: BatchId, timeout_ms: u64) -> Answer {
+        let Some(counts) = self.batches.get(&batch) else {
+            return ready(ClientResponse::Error(format!("no batch {batch}")));
+        };
+        let info = counts.info(batch);
+        if info.done {
+            return ready(ClientResponse::Batch(info));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.entry(batch).or_default().push(tx);
+        let timeout = Duration::from_millis(timeout_ms);
+        Box::pin(
+            async move { tokio::time::timeout(timeout, rx).await }
+                .into_actor(self)
+                .map(move |waited, ledger, _ctx| match waited {
+                    Ok(Ok(info)) => ClientResponse::Batch(info),
+                    _ => ledger.batch(batch),
+                }),
+        )
+    }
+
+    fn live_info(&self, id: JobId, job: &LiveJob) -> JobInfo {
+        let state = match job.phase {
+            Phase::Queued | Phase::Backoff => JobState::Pending,
+            Phase::Running | Phase::Finishing => JobState::Running,
+        };
+        JobInfo {
+            id,
+            batch: job.batch,
+            name: job.spec.name.clone(),
+            state,
+            attempts: job.attempts,
+            lost_attempts: job.lost,
+            worker: job.worker.as_deref().map(str::to_string),
+            exit_code: None,
+            duration_ms: None,
+            queued_at_ms: job.queued_at_ms,
+            started_at_ms: (job.started_at_ms > 0).then_some(job.started_at_ms),
+            finished_at_ms: None,
+            output_tail: None,
+            error: None,
+            history: Vec::new(),
+        }
+    }
+
+    fn job(&mut self, id: JobId) -> Answer {
+        let live = self.jobs.get(&id).map(|job| self.live_info(id, job));
+        let journal = self.journal.clone();
+        Box::pin(
+            async move {
+                match live {
+                    Some(mut info) => {
+                        info.history = journal.read(move |conn| queries::history(conn, id)).await?;
+                        Ok(Some(info))
+                    }
+                    None => journal.read(move |conn| queries::job(conn, id)).await,
+                }
+            }
+            .into_actor_free()
+            .map(
+                move |found: Result<Option<JobInfo>, JournalError>, _ledger, _ctx| match found {
+                    Ok(Some(info)) => ClientResponse::Job(Box::new(info)),
+                    Ok(None) => ClientResponse::Error(format!("no job {id}")),
+                    Err(error) => ClientResponse::Error(error.to_string()),
+                },
+            ),
+        )
+    }
+
+    fn jobs_page(
+        &mut self,
+        batch: Option<BatchId>,
+        state: Option<JobState>,
+        after: JobId,
+        limit: u32,
+    ) -> Answer {
+        if let Some(batch) = batch {
+            if !self.batches.contains_key(&batch) {
+                return ready(ClientResponse::Error(format!("no batch {batch}")));
+            }
+        }
+        if let Some(wanted @ (JobState::Pending | JobState::Running)) = state {
+            // Unfinished jobs live in memory only.
+            let mut page: Vec<JobInfo> = self
+                .jobs
+                .iter()
+                .filter(|(id, job)| **id > after && batch.is_none_or(|batch| job.batch == batch))
+                .map(|(id, job)| self.live_info(*id, job))
+                .filter(|info| info.state == wanted)
+                .collect();
+            page.sort_unstable_by_key(|info| info.id);
+            page.truncate(limit as usize);
+            return ready(ClientResponse::Jobs(page));
+        }
+        let journal = self.journal.clone();
+        Box::pin(
+            async move {
+                journal
+                    .read(move |conn| queries::jobs(conn, batch, state, after, limit))
+                    .await
+            }
+            .into_actor(self)
+            .map(|page, ledger, _ctx| match page {
+                Ok(mut page) => {
+                    // The database sees unfinished jobs as pending; memory knows better.
+                    for info in page.iter_mut() {
+                        if let Some(job) = ledger.jobs.get(&info.id) {
+                            *info = ledger.live_info(info.id, job);
+                        }
+                    }
+                    ClientResponse::Jobs(page)
+                }
+                Err(error) => ClientResponse::Error(error.to_string()),
+            }),
+        )
+    }
+
+    fn cancel(&mut self, ctx: &mut Context<Self>, target: CancelTarget) -> Answer {
+        let chosen: Vec<JobId> = match target {
+            CancelTarget::Batch(batch) => {
+                if !self.batches.contains_key(&batch) {
+                    return ready(ClientResponse::Error(format!("no batch {batch}")));
+                }
+                self.jobs
+                    .iter()
+                    .filter(|(_, job)| job.batch == batch && job.phase != Phase::Finishing)
+                    .map(|(id, _)| *id)
+                    .collect()
+            }
+            CancelTarget::Job(id) => match self.jobs.get(&id) {
+                Some(job) if job.phase != Phase::Finishing => vec![id],
+                Some(_) => vec![],
+                None if id < self.next_job => return ready(ClientResponse::Changed(0)),
+                None => return ready(ClientResponse::Error(format!("no job {id}"))),
+            },
+        };
+        let mut writes = Vec::with_capacity(chosen.len());
+        let mut withdraw = Vec::new();
+        let mut kill = Vec::new();
+        let mut finishing = Vec::with_capacity(chosen.len());
+        let now = now_ms();
+        for id in chosen {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            match job.phase {
+                Phase::Queued => withdraw.push(id),
+                Phase::Running => kill.push(job.lease),
+                Phase::Backoff | Phase::Finishing => {}
+            }
+            let before = job.phase;
+            job.phase = Phase::Finishing;
+            writes.push(Write::Finish(Box::new(WorkOrder {
+                job: id,
+                state: JobState::Cancelled,
+                worker: job.worker.as_deref().map(str::to_string),
+                attempts: job.attempts,
+                lost_attempts: job.lost,
+                failures: job.failures,
+                started_at_ms: None,
+                finished_at_ms: now,
+                duration_ms: None,
+                exit_code: None,
+                output_tail: None,
+                error: Some("cancelled by a user".into()),
+            })));
+            finishing.push((id, JobState::Cancelled));
+            let batch = job.batch;
+            self.recount(batch, before, Phase::Finishing);
+        }
+        if !withdraw.is_empty() {
+            self.scheduler.do_send(Withdraw(withdraw));
+        }
+        if !kill.is_empty() {
+            self.scheduler.do_send(KillAttempts(kill));
+        }
+        let count = finishing.len() as u64;
+        if count == 0 {
+            return ready(ClientResponse::Changed(0));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commit(ctx, writes, move |ledger, _ctx, result| {
+            let response = match result {
+                Ok(()) => {
+                    ledger.finished(finishing);
+                    ClientResponse::Changed(count)
+                }
+                Err(error) => {
+                    // Not cancelled after all: the jobs run again.
+                    ledger.unfinish(finishing);
+                    ClientResponse::Error(format!("cannot cancel: {error}"))
+                }
+            };
+            let _ = tx.send(response);
+        });
+        answer_from(rx)
+    }
+
+    fn retry(&mut self, batch: BatchId) -> Answer {
+        if !self.batches.contains_key(&batch) {
+            return ready(ClientResponse::Error(format!("no batch {batch}")));
+        }
+        let journal = self.journal.clone();
+        Box::pin(
+            async move {
+                journal
+                    .read(move |conn| queries::failed_jobs(conn, batch))
+                    .await
+            }
+            .into_actor(self)
+            .then(move |found, ledger, ctx| {
+                let (tx, rx) = oneshot::channel();
+                match found {
+                    Ok(failed) => ledger.reopen(ctx, batch, failed, tx),
+                    Err(error) => {
+                        let _ = tx.send(ClientResponse::Error(error.to_string()));
+                    }
+                }
+                answer_from(rx)
+            }),
+        )
+    }
+
+    /// Puts failed jobs back to pending with fresh attempts, once that is on disk.
+    fn reopen(
+        &mut self,
+        ctx: &mut Context<Self>,
+        batch: BatchId,
+        failed: Vec<(JobId, JobSpec, u32, u32, u64)>,
+        tx: oneshot::Sender<ClientResponse>,
+    ) {
+        if failed.is_empty() {
+            let _ = tx.send(ClientResponse::Changed(0));
+            return;
+        }
+        let ids: Vec<JobId> = failed.iter().map(|(id, ..)| *id).collect();
+        self.commit(
+            ctx,
+            vec![Write::Reopen { jobs: ids }],
+            move |ledger, _ctx, result| {
+                if let Err(error) = result {
+                    let _ = tx.send(ClientResponse::Error(format!("cannot retry: {error}")));
+                    return;
+                }
+                let mut queued = Vec::with_capacity(failed.len());
+                for (id, spec, attempts, lost, queued_at_ms) in failed {
+                    if ledger.jobs.contains_key(&id) {
+                        continue;
+                    }
+                    let job = LiveJob {
+                        spec: Arc::new(spec),
+                        batch,
+                        queued_at_ms,
+                        phase: Phase::Queued,
+                        attempts,
+                        failures: 0,
+                        lost,
+                        lease: 0,
+                        started_at_ms: 0,
+                        worker: None,
+                    };
+                    queued.push(ledger.pending_job(id, &job));
+                    ledger.jobs.insert(id, job);
+                }
+                let count = queued.len() as u64;
+                if let Some(counts) = ledger.batches.get_mut(&batch) {
+                    counts.failed = counts.failed.saturating_sub(count);
+                    counts.pending += count;
+                }
+                tracing::info!(batch, jobs = count, "failed jobs retried");
+                ledger.scheduler.do_send(Enqueue(queued));
+                let _ = tx.send(ClientResponse::Changed(count));
+            },
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! The pending queue: priority first, then round-robin across batches, then FIFO, with jobs
+//! grouped by shape (slots and required labels) so a job no worker can take never blocks the
+//! ones behind it.
+
+use crate::job::{BatchId, JobId, JobSpec};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// A job waiting for a slot.
+#[derive(Debug, Clone)]
+pub struct PendingJob {
+    /// The job.
+    pub job: JobId,
+    /// Its batch.
+    pub batch: BatchId,
+    /// The number the next attempt will carry.
+    pub attempt: u32,
+    /// What it runs.
+    pub spec: Arc<JobSpec>,
+}
+
+/// What a worker must offer to take a job.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Shape {
+    slots: u32,
+    requires: Vec<String>,
+}
+
+impl Shape {
+    fn of(spec: &JobSpec) -> Shape {
+        let mut requires = spec.requires.clone();
+        requires.sort();
+        requires.dedup();
+        Shape {
+            slots: spec.slots,
+            requires,
+        }
+    }
+
+    fn fits(&self, free_slots: u32, labels: &HashSet<String>) -> bool {
+        self.slots <= free_slots && self.requires.iter().all(|label| labels.contains(label))
+    }
+}
+
+/// Jobs of one priority and shape, taken from their batches in turn.
+#[derive(Debug, Default)]
+struct ShapeQueue {
+    turns: VecDeque<BatchId>,
+    by_batch: HashMap<BatchId, VecDeque<PendingJob>>,
+}
+
+impl ShapeQueue {
+    fn push(&mut self, job: PendingJob) {
+        let queue = self.by_batch.entry(job.batch).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(job.batch);
+        }
+        queue.push_back(job);
+    }
+
+    fn pop(&mut self) -> Option<PendingJob> {
+        let batch = self.turns.pop_front()?;
+        let queue = self.by_batch.get_mut(&batch)?;
+        let job = queue.pop_front();
+        if queue.is_empty() {
+            self.by_batch.remove(&batch);
+        } else {
+            self.turns.push_back(batch);
+        }
+        job
+    }
+
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+}
+
+/// All pending jobs.
+#[derive(Debug, Default)]
+pub struct PendingQueue {
+    queues: BTreeMap<(Reverse<i32>, Shape), ShapeQueue>,
+    withdrawn: HashSet<JobId>,
+    len: usize,
+}
+
+impl PendingQueue {
+    /// Adds a job at the back of its batch's line.
+    pub fn push(&mut self, job: PendingJob) {
+        self.withdrawn.remove(&job.job);
+        let key = (Reverse(job.spec.priority), Shape::of(&job.spec));
+        self.queues.entry(key).or_default().push(job);
+        self.len += 1;
+    }
+
+    /// Marks jobs to be dropped when they reach the front (they were cancelled).
+    pub fn withdraw(&mut self, jobs: impl IntoIterator<Item = JobId>) {
+        self.withdrawn.extend(jobs);
+    }
+
+    /// The best job a worker with these free slots and labels can take.
+    pub fn pop_for(&mut self, free_slots: u32, labels: &HashSet<String>) -> Option<PendingJob> {
+        let mut emptied = Vec::new();
+        let mut found = None;
+        'queues: for (key, queue) in self.queues.iter_mut() {
+            if !key.1.fits(free_slots, labels) {
+                continue;
+            }
+            while let Some(job) = queue.pop() {
+                self.len -= 1;
+                if !self.withdrawn.remove(&job.job) {
+                    found = Some(job);
+                    if queue.is_empty() {
+                        emptied.push(key.clone());
+                    }
+                    break 'queues;
+                }
+            }
+            emptied.push(key.clone());
+        }
+        for key in emptied {
+            self.queues.remove(&key);
+        }
+        found
+    }
+
+    /// Jobs waiting, counting withdrawn ones not yet dropped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: JobId, batch: BatchId, priority: i32, requires: &[&str]) -> PendingJob {
+        let mut spec = JobSpec::call("noop", Vec::new());
+        spec.priority = priority;
+        spec.requires = requires.iter().map(|label| label.to_string()).collect();
+        PendingJob {
+            job: id,
+            batch,
+            attempt: 1,
+            spec: Arc::new(spec),
+        }
+    }
+
+    fn drain(queue: &mut PendingQueue, labels: &[&str]) -> Vec<JobId> {
+        let labels: HashSet<String> = labels.iter().map(|label| label.to_string()).collect();
+        std::iter::from_fn(|| queue.pop_for(1, &labels).map(|job| job.job)).collect()
+    }
+
+    #[test]
+    fn priority_then_round_robin_across_batches_then_fifo() {
+        let mut queue = PendingQueue::default();
+        for id in 1..=3 {
+            queue.push(job(id, 1, 0, &[]));
+        }
+        for id in 4..=5 {
+            queue.push(job(id, 2, 0, &[]));
+        }
+        queue.push(job(6, 3, 5, &[]));
+        assert_eq!(drain(&mut queue, &[]), vec![6, 1, 4, 2, 5, 3]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn unmatched_requirements_do_not_block_others() {
+        let mut queue = PendingQueue::default();
+        queue.push(job(1, 1, 9, &["gpu"]));
+        queue.push(job(2, 1, 0, &[]));
+        assert_eq!(drain(&mut queue, &[]), vec![2]);
+        assert_eq!(queue.len(), 1);
+        assert_eq!(drain(&mut queue, &["gpu", "ssd"]), vec![1]);
+    }
+
+    #[test]
+    fn slots_are_respected() {
+        let mut queue = PendingQueue::default();
+        let mut big = job(1, 1, 0, &[]);
+        Arc::make_mut(&mut big.spec).slots = 4;
+        queue.push(big);
+        assert!(queue.pop_for(3, &HashSet::new()).is_none());
+        assert_eq!(
+            queue.pop_for(4, &HashSet::new()).map(|job| job.job),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn withdrawn_jobs_are_skipped() {
+        let mut queue = PendingQueue::default();
+        for id in 1..=3 {
+            queue.push(job(id, 1, 0, &[]));
+        }
+        queue.withdraw([2]);
+        assert_eq!(drain(&mut queue, &[]), vec![1, 3]);
+        assert!(queue.is_empty());
+    }
+}

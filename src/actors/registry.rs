@@ -1,0 +1,293 @@
+//! The Registry actor: every connected worker, its liveness and its statistics.
+//!
+//! It declares a worker lost when its session closes or when it has been silent past the
+//! heartbeat timeout, and tells the Scheduler, which hands the worker's attempts to the Ledger.
+
+use crate::actors::scheduler::{Scheduler, WorkerGone, WorkerJoined};
+use crate::actors::session::{Close, Session};
+use crate::job::{now_ms, JobId, Lease, Outcome, WorkerId};
+use crate::status::WorkerInfo;
+use actix::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often silence is checked: a frozen worker is declared lost at most this long after its
+/// timeout passes.
+const LIVENESS_SWEEP: Duration = Duration::from_millis(25);
+
+/// When a worker was last heard from (ms since the Unix epoch), written by its session on every
+/// frame and read by the Registry's sweep: a shared clock, not shared state.
+pub type LastSeen = Arc<AtomicU64>;
+
+struct WorkerEntry {
+    name: Arc<str>,
+    address: String,
+    session: Addr<Session>,
+    slots: u32,
+    labels: Vec<String>,
+    last_seen: LastSeen,
+    connected_at_ms: u64,
+    draining: bool,
+    running: HashMap<Lease, JobId>,
+    done: u64,
+    failed: u64,
+    busy_ms: u64,
+}
+
+/// Knows every connected worker.
+pub struct Registry {
+    scheduler: Addr<Scheduler>,
+    heartbeat_timeout: Duration,
+    next_worker: WorkerId,
+    workers: BTreeMap<WorkerId, WorkerEntry>,
+}
+
+impl Registry {
+    /// A registry that declares workers lost after `heartbeat_timeout` of silence.
+    pub fn new(scheduler: Addr<Scheduler>, heartbeat_timeout: Duration) -> Self {
+        Registry {
+            scheduler,
+            heartbeat_timeout,
+            next_worker: 1,
+            workers: BTreeMap::new(),
+        }
+    }
+
+    fn lose(&mut self, worker: WorkerId, reason: String) {
+        let Some(entry) = self.workers.remove(&worker) else {
+            return;
+        };
+        tracing::warn!(
+            worker = %entry.name,
+            address = %entry.address,
+            running = entry.running.len(),
+            %reason,
+            "worker lost, its jobs go back to pending"
+        );
+        entry.session.do_send(Close {
+            reason: reason.clone(),
+        });
+        self.scheduler.do_send(WorkerGone { worker, reason });
+    }
+
+    fn sweep(&mut self) {
+        let now = now_ms();
+        let timeout_ms = self.heartbeat_timeout.as_millis() as u64;
+        let silent: Vec<(WorkerId, u64)> = self
+            .workers
+            .iter()
+            .filter_map(|(id, entry)| {
+                let silent_ms = now.saturating_sub(entry.last_seen.load(Ordering::Relaxed));
+                (silent_ms > timeout_ms).then_some((*id, silent_ms))
+            })
+            .collect();
+        for (worker, silent_ms) in silent {
+            let reason = format!(
+                "silent for {:.1}s, past the heartbeat timeout of {:.1}s",
+                silent_ms as f64 / 1000.0,
+                timeout_ms as f64 / 1000.0
+            );
+            self.lose(worker, reason);
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(LIVENESS_SWEEP, |registry, _ctx| registry.sweep());
+    }
+}
+
+/// A worker finished its handshake and announces itself; answered with its registration id.
+#[derive(Message)]
+#[rtype(result = "WorkerId")]
+pub struct RegisterWorker {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: String,
+    /// Its session.
+    pub session: Addr<Session>,
+    /// Slots it offers.
+    pub slots: u32,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// Attempts it kept running from an earlier registration: (lease, slots).
+    pub carried: Vec<(Lease, u32)>,
+    /// Updated by the session on every frame.
+    pub last_seen: LastSeen,
+}
+
+impl Handler<RegisterWorker> for Registry {
+    type Result = WorkerId;
+
+    fn handle(&mut self, register: RegisterWorker, _ctx: &mut Context<Self>) -> WorkerId {
+        let worker = self.next_worker;
+        self.next_worker += 1;
+        let name: Arc<str> = Arc::from(register.name);
+        tracing::info!(
+            worker = %name,
+            address = %register.address,
+            slots = register.slots,
+            labels = ?register.labels,
+            carried = register.carried.len(),
+            "worker registered"
+        );
+        self.scheduler.do_send(WorkerJoined {
+            worker,
+            name: name.clone(),
+            session: register.session.clone(),
+            slots: register.slots,
+            labels: register.labels.clone(),
+            carried: register.carried,
+        });
+        self.workers.insert(
+            worker,
+            WorkerEntry {
+                name,
+                address: register.address,
+                session: register.session,
+                slots: register.slots,
+                labels: register.labels,
+                last_seen: register.last_seen,
+                connected_at_ms: now_ms(),
+                draining: false,
+                running: HashMap::new(),
+                done: 0,
+                failed: 0,
+                busy_ms: 0,
+            },
+        );
+        worker
+    }
+}
+
+/// A worker's session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionClosed {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Why.
+    pub reason: String,
+}
+
+impl Handler<SessionClosed> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, closed: SessionClosed, _ctx: &mut Context<Self>) {
+        self.lose(closed.worker, closed.reason);
+    }
+}
+
+/// A worker is draining.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerDraining(pub WorkerId);
+
+impl Handler<WorkerDraining> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, WorkerDraining(worker): WorkerDraining, _ctx: &mut Context<Self>) {
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            tracing::info!(worker = %entry.name, "worker draining");
+            entry.draining = true;
+        }
+    }
+}
+
+/// The Scheduler gave a worker attempts: (lease, job).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobsAssigned {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The attempts.
+    pub jobs: Vec<(Lease, JobId)>,
+}
+
+impl Handler<JobsAssigned> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, assigned: JobsAssigned, _ctx: &mut Context<Self>) {
+        if let Some(entry) = self.workers.get_mut(&assigned.worker) {
+            entry.running.extend(assigned.jobs);
+        }
+    }
+}
+
+/// Attempts ended on a worker: (lease, outcome, run time in ms).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobsEnded {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The attempts.
+    pub ended: Vec<(Lease, Outcome, u64)>,
+}
+
+impl Handler<JobsEnded> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, ended: JobsEnded, _ctx: &mut Context<Self>) {
+        let Some(entry) = self.workers.get_mut(&ended.worker) else {
+            return;
+        };
+        for (lease, outcome, duration_ms) in ended.ended {
+            entry.running.remove(&lease);
+            entry.busy_ms += duration_ms;
+            match outcome {
+                Outcome::Succeeded => entry.done += 1,
+                Outcome::Failed | Outcome::TimedOut => entry.failed += 1,
+                Outcome::Killed => {}
+            }
+        }
+    }
+}
+
+/// Every connected worker, for `drover workers`.
+#[derive(Message)]
+#[rtype(result = "Vec<WorkerInfo>")]
+pub struct ListWorkers;
+
+impl Handler<ListWorkers> for Registry {
+    type Result = MessageResult<ListWorkers>;
+
+    fn handle(&mut self, _: ListWorkers, _ctx: &mut Context<Self>) -> Self::Result {
+        let now = now_ms();
+        let workers = self
+            .workers
+            .values()
+            .map(|entry| {
+                let mut jobs: Vec<JobId> = entry.running.values().copied().collect();
+                jobs.sort_unstable();
+                let state = if entry.draining {
+                    "draining"
+                } else if jobs.is_empty() {
+                    "idle"
+                } else {
+                    "busy"
+                };
+                WorkerInfo {
+                    name: entry.name.to_string(),
+                    address: entry.address.clone(),
+                    slots: entry.slots,
+                    labels: entry.labels.clone(),
+                    running: jobs.len() as u32,
+                    jobs,
+                    done: entry.done,
+                    failed: entry.failed,
+                    busy_ms: entry.busy_ms,
+                    last_seen_ms: now.saturating_sub(entry.last_seen.load(Ordering::Relaxed)),
+                    connected_at_ms: entry.connected_at_ms,
+                    state: state.to_string(),
+                }
+            })
+            .collect();
+        MessageResult(workers)
+    }
+}

@@ -1,0 +1,328 @@
+//! The Scheduler actor: holds the pending queue and every worker's free slots, and pushes a job to
+//! a matching idle slot the moment both exist.
+//!
+//! It is also the one road from workers to the Ledger: assignments and results pass through it in
+//! order, so the Ledger always learns of an attempt's start before its result or its loss.
+
+use crate::actors::ledger::{AttemptsStarted, Ledger, ResultsArrived, WorkerLost};
+use crate::actors::queue::{PendingJob, PendingQueue};
+use crate::actors::registry::{JobsAssigned, JobsEnded, Registry};
+use crate::actors::session::{Push, Session};
+use crate::job::{AttemptResult, JobId, Lease, WorkerId};
+use crate::net::protocol::{Assignment, FromCoordinator};
+use crate::storage::journal::lease;
+use actix::prelude::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// A worker's slots as the Scheduler sees them.
+struct WorkerSlots {
+    name: Arc<str>,
+    session: Addr<Session>,
+    labels: HashSet<String>,
+    free: u32,
+    draining: bool,
+    /// Attempts assigned on this registration: lease → (job, slots).
+    running: HashMap<Lease, (JobId, u32)>,
+    /// Attempts the worker kept running from an earlier registration: lease → slots.
+    carried: HashMap<Lease, u32>,
+}
+
+/// Matches pending jobs to free slots.
+pub struct Scheduler {
+    ledger: Addr<Ledger>,
+    registry: Addr<Registry>,
+    epoch: u64,
+    next_lease: u64,
+    pending: PendingQueue,
+    /// Ordered so assignment visits workers in a stable order.
+    workers: BTreeMap<WorkerId, WorkerSlots>,
+    dispatch_queued: bool,
+    /// Where the last dispatch pass started, so slots are filled round-robin across workers.
+    next_first_worker: WorkerId,
+}
+
+impl Scheduler {
+    /// A scheduler that issues leases of the given epoch.
+    pub fn new(ledger: Addr<Ledger>, registry: Addr<Registry>, epoch: u64) -> Self {
+        Scheduler {
+            ledger,
+            registry,
+            epoch,
+            next_lease: 1,
+            pending: PendingQueue::default(),
+            workers: BTreeMap::new(),
+            dispatch_queued: false,
+            next_first_worker: 0,
+        }
+    }
+
+    /// Runs a dispatch pass once the messages already in the mailbox are handled, so a burst of
+    /// events costs one pass.
+    fn queue_dispatch(&mut self, ctx: &mut Context<Self>) {
+        if !self.dispatch_queued && !self.pending.is_empty() {
+            self.dispatch_queued = true;
+            ctx.notify(Dispatch);
+        }
+    }
+
+    /// Fills free slots, one job per worker per round so work spreads across the fleet.
+    fn dispatch(&mut self) {
+        let mut assigned: HashMap<WorkerId, Vec<Assignment>> = HashMap::new();
+        let order: Vec<WorkerId> = self
+            .workers
+            .range(self.next_first_worker..)
+            .chain(self.workers.range(..self.next_first_worker))
+            .filter(|(_, slots)| slots.free > 0 && !slots.draining)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut active = order;
+        while !active.is_empty() && !self.pending.is_empty() {
+            active.retain(|worker| {
+                let Some(slots) = self.workers.get_mut(worker) else {
+                    return false;
+                };
+                let Some(job) = self.pending.pop_for(slots.free, &slots.labels) else {
+                    return false;
+                };
+                let lease = lease(self.epoch, self.next_lease);
+                self.next_lease += 1;
+                slots.free -= job.spec.slots;
+                slots.running.insert(lease, (job.job, job.spec.slots));
+                assigned.entry(*worker).or_default().push(Assignment {
+                    lease,
+                    job: job.job,
+                    batch: job.batch,
+                    attempt: job.attempt,
+                    spec: job.spec,
+                });
+                slots.free > 0
+            });
+        }
+        if let Some((last, _)) = self.workers.range(self.next_first_worker..).next() {
+            self.next_first_worker = last + 1;
+        } else {
+            self.next_first_worker = 0;
+        }
+        for (worker, assignments) in assigned {
+            let Some(slots) = self.workers.get(&worker) else {
+                continue;
+            };
+            let started = assignments
+                .iter()
+                .map(|assignment| (assignment.job, assignment.lease, assignment.attempt))
+                .collect::<Vec<_>>();
+            self.registry.do_send(JobsAssigned {
+                worker,
+                jobs: started
+                    .iter()
+                    .map(|(job, lease, _)| (*lease, *job))
+                    .collect(),
+            });
+            self.ledger.do_send(AttemptsStarted {
+                worker_name: slots.name.clone(),
+                started,
+            });
+            slots
+                .session
+                .do_send(Push(FromCoordinator::Assign(assignments)));
+        }
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Dispatch;
+
+impl Handler<Dispatch> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: Dispatch, _ctx: &mut Context<Self>) {
+        self.dispatch_queued = false;
+        self.dispatch();
+    }
+}
+
+/// Jobs became pending (new, retried after backoff, or taken back from a lost worker).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enqueue(pub Vec<PendingJob>);
+
+impl Handler<Enqueue> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, Enqueue(jobs): Enqueue, ctx: &mut Context<Self>) {
+        for job in jobs {
+            self.pending.push(job);
+        }
+        self.queue_dispatch(ctx);
+    }
+}
+
+/// Pending jobs that must not start (they were cancelled).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Withdraw(pub Vec<JobId>);
+
+impl Handler<Withdraw> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, Withdraw(jobs): Withdraw, _ctx: &mut Context<Self>) {
+        self.pending.withdraw(jobs);
+    }
+}
+
+/// Attempts to stop on their workers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KillAttempts(pub Vec<Lease>);
+
+impl Handler<KillAttempts> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, KillAttempts(leases): KillAttempts, _ctx: &mut Context<Self>) {
+        for slots in self.workers.values() {
+            let mine: Vec<Lease> = leases
+                .iter()
+                .copied()
+                .filter(|lease| {
+                    slots.running.contains_key(lease) || slots.carried.contains_key(lease)
+                })
+                .collect();
+            if !mine.is_empty() {
+                slots.session.do_send(Push(FromCoordinator::Kill(mine)));
+            }
+        }
+    }
+}
+
+/// A worker registered and can take jobs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerJoined {
+    /// Its registration.
+    pub worker: WorkerId,
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its session.
+    pub session: Addr<Session>,
+    /// Slots it offers.
+    pub slots: u32,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// Attempts it still runs from an earlier registration: (lease, slots).
+    pub carried: Vec<(Lease, u32)>,
+}
+
+impl Handler<WorkerJoined> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, joined: WorkerJoined, ctx: &mut Context<Self>) {
+        let carried: HashMap<Lease, u32> = joined.carried.into_iter().collect();
+        let busy: u32 = carried.values().sum();
+        self.workers.insert(
+            joined.worker,
+            WorkerSlots {
+                name: joined.name,
+                session: joined.session,
+                labels: joined.labels.into_iter().collect(),
+                free: joined.slots.saturating_sub(busy),
+                draining: false,
+                running: HashMap::new(),
+                carried,
+            },
+        );
+        self.queue_dispatch(ctx);
+    }
+}
+
+/// A worker is gone (its connection closed or it went silent); its attempts are lost.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerGone {
+    /// Its registration.
+    pub worker: WorkerId,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Handler<WorkerGone> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, gone: WorkerGone, _ctx: &mut Context<Self>) {
+        let Some(slots) = self.workers.remove(&gone.worker) else {
+            return;
+        };
+        let attempts: Vec<(JobId, Lease)> = slots
+            .running
+            .iter()
+            .map(|(lease, (job, _))| (*job, *lease))
+            .collect();
+        self.ledger.do_send(WorkerLost {
+            worker_name: slots.name,
+            attempts,
+            reason: gone.reason,
+        });
+    }
+}
+
+/// A worker stops taking new jobs (it is draining before exit).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAssigning(pub WorkerId);
+
+impl Handler<StopAssigning> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, StopAssigning(worker): StopAssigning, _ctx: &mut Context<Self>) {
+        if let Some(slots) = self.workers.get_mut(&worker) {
+            slots.draining = true;
+        }
+    }
+}
+
+/// A worker reported finished attempts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResultsReported {
+    /// The worker's registration.
+    pub worker: WorkerId,
+    /// Its session, for the acknowledgement.
+    pub session: Addr<Session>,
+    /// The results.
+    pub results: Vec<AttemptResult>,
+}
+
+impl Handler<ResultsReported> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, reported: ResultsReported, ctx: &mut Context<Self>) {
+        let Some(slots) = self.workers.get_mut(&reported.worker) else {
+            return;
+        };
+        let mut ended = Vec::with_capacity(reported.results.len());
+        for result in &reported.results {
+            // A result frees its slots once: repeats of a result free nothing.
+            if let Some((_, held)) = slots.running.remove(&result.lease) {
+                slots.free += held;
+                ended.push((result.lease, result.outcome, result.duration_ms));
+            } else if let Some(held) = slots.carried.remove(&result.lease) {
+                slots.free += held;
+            }
+        }
+        self.registry.do_send(JobsEnded {
+            worker: reported.worker,
+            ended,
+        });
+        self.ledger.do_send(ResultsArrived {
+            worker_name: slots.name.clone(),
+            session: reported.session,
+            results: reported.results,
+        });
+        self.queue_dispatch(ctx);
+    }
+}

@@ -1,0 +1,394 @@
+//! The Session actor: one per socket. It runs the handshake, decodes frames, forwards what they
+//! ask to the other actors, and writes what those send back. Nothing else touches a socket.
+
+use crate::actors::ledger::Ledger;
+use crate::actors::ledger_client::ClientCall;
+use crate::actors::registry::{
+    LastSeen, ListWorkers, RegisterWorker, Registry, SessionClosed, WorkerDraining,
+};
+use crate::actors::scheduler::{ResultsReported, Scheduler, StopAssigning};
+use crate::job::{now_ms, WorkerId};
+use crate::net::auth::{self, Secret, Side};
+use crate::net::codec::{CodecError, FrameCodec};
+use crate::net::protocol::{
+    ClientRequest, ClientResponse, FromCoordinator, Role, ToCoordinator, NONCE_LEN,
+    PROTOCOL_VERSION,
+};
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+/// The longest worker name and label accepted.
+const MAX_NAME_LEN: usize = 256;
+/// The most labels a worker may carry.
+const MAX_LABELS: usize = 64;
+
+/// What every session needs: the other actors and the connection policy.
+pub struct SessionContext {
+    /// The registry.
+    pub registry: Addr<Registry>,
+    /// The scheduler.
+    pub scheduler: Addr<Scheduler>,
+    /// The ledger.
+    pub ledger: Addr<Ledger>,
+    /// The client role's secret; without one, clients must connect over loopback.
+    pub client_secret: Option<Secret>,
+    /// The worker role's secret; without one, workers must connect over loopback.
+    pub worker_secret: Option<Secret>,
+    /// The largest frame accepted.
+    pub max_frame: usize,
+    /// How long a peer has to authenticate.
+    pub handshake_timeout: Duration,
+    /// How often workers are asked to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Sessions open now, for the connection limit.
+    pub open_sessions: AtomicUsize,
+}
+
+type Writer =
+    FramedWrite<FromCoordinator, OwnedWriteHalf, FrameCodec<ToCoordinator, FromCoordinator>>;
+
+enum Phase {
+    AwaitHello,
+    AwaitProof {
+        role: Role,
+        peer_nonce: [u8; NONCE_LEN],
+        nonce: [u8; NONCE_LEN],
+    },
+    Client,
+    AwaitRegister,
+    Worker(WorkerId),
+    /// Told to close; whatever still arrives is ignored.
+    Closed,
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::AwaitHello => "the handshake",
+            Phase::AwaitProof { .. } => "authentication",
+            Phase::Client => "a client session",
+            Phase::AwaitRegister => "registration",
+            Phase::Worker(_) => "a worker session",
+            Phase::Closed => "closing",
+        }
+    }
+}
+
+/// One peer's connection.
+pub struct Session {
+    peer: SocketAddr,
+    shared: Arc<SessionContext>,
+    writer: Writer,
+    phase: Phase,
+    last_seen: LastSeen,
+    close_reason: String,
+}
+
+impl Session {
+    /// Starts a session on an accepted socket.
+    pub fn start(
+        stream: TcpStream,
+        peer: SocketAddr,
+        shared: Arc<SessionContext>,
+    ) -> Addr<Session> {
+        let _ = stream.set_nodelay(true);
+        Session::create(move |ctx| {
+            let (read_half, write_half) = stream.into_split();
+            let max_frame = shared.max_frame;
+            ctx.add_stream(FramedRead::new(
+                read_half,
+                FrameCodec::<ToCoordinator, FromCoordinator>::new(max_frame),
+            ));
+            let writer = FramedWrite::new(write_half, FrameCodec::new(max_frame), ctx);
+            Session {
+                peer,
+                shared,
+                writer,
+                phase: Phase::AwaitHello,
+                last_seen: Arc::new(AtomicU64::new(now_ms())),
+                close_reason: "connection closed".into(),
+            }
+        })
+    }
+
+    /// Refuses the peer with a reason it will show its user, then closes.
+    fn refuse(&mut self, ctx: &mut Context<Self>, reason: String) {
+        tracing::warn!(peer = %self.peer, %reason, "refusing connection");
+        self.writer.write(FromCoordinator::Refused {
+            reason: reason.clone(),
+        });
+        self.close_reason = reason;
+        self.writer.close();
+        ctx.stop();
+    }
+
+    fn on_hello(
+        &mut self,
+        ctx: &mut Context<Self>,
+        version: u16,
+        role: Role,
+        peer_nonce: [u8; NONCE_LEN],
+    ) {
+        if version != PROTOCOL_VERSION {
+            return self.refuse(
+                ctx,
+                format!("protocol version {version} is not supported; this coordinator speaks version {PROTOCOL_VERSION}"),
+            );
+        }
+        if self.secret(role).is_none() && !self.peer.ip().is_loopback() {
+            return self.refuse(
+                ctx,
+                format!(
+                    "no {} token is configured on the coordinator, so it accepts {}s from loopback only",
+                    role.as_str(),
+                    role.as_str()
+                ),
+            );
+        }
+        let nonce = auth::nonce();
+        self.writer.write(FromCoordinator::Challenge { nonce });
+        self.phase = Phase::AwaitProof {
+            role,
+            peer_nonce,
+            nonce,
+        };
+    }
+
+    fn secret(&self, role: Role) -> Option<&Secret> {
+        match role {
+            Role::Client => self.shared.client_secret.as_ref(),
+            Role::Worker => self.shared.worker_secret.as_ref(),
+        }
+    }
+
+    fn on_proof(&mut self, ctx: &mut Context<Self>, mac: [u8; 32]) {
+        let Phase::AwaitProof {
+            role,
+            peer_nonce,
+            nonce,
+        } = self.phase
+        else {
+            return;
+        };
+        let secret = self.secret(role);
+        if !auth::verify(secret, Side::Peer, role, &peer_nonce, &nonce, &mac) {
+            return self.refuse(
+                ctx,
+                format!(
+                    "authentication failed: wrong {} token ({})",
+                    role.as_str(),
+                    match role {
+                        Role::Client => "DROVER_TOKEN or --token-file",
+                        Role::Worker => "DROVER_WORKER_TOKEN or --worker-token-file",
+                    }
+                ),
+            );
+        }
+        let mac = auth::proof(secret, Side::Coordinator, role, &peer_nonce, &nonce);
+        self.writer.write(FromCoordinator::Welcome { mac });
+        self.phase = match role {
+            Role::Client => Phase::Client,
+            Role::Worker => Phase::AwaitRegister,
+        };
+        tracing::debug!(peer = %self.peer, role = role.as_str(), "peer authenticated");
+    }
+
+    fn on_register(&mut self, ctx: &mut Context<Self>, register: ToCoordinator) {
+        let ToCoordinator::Register {
+            name,
+            slots,
+            labels,
+            carried,
+        } = register
+        else {
+            return;
+        };
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return self.refuse(
+                ctx,
+                format!("worker name must have 1 to {MAX_NAME_LEN} bytes"),
+            );
+        }
+        if slots == 0 {
+            return self.refuse(ctx, "a worker must offer at least one slot".into());
+        }
+        if labels.len() > MAX_LABELS
+            || labels
+                .iter()
+                .any(|label| label.is_empty() || label.len() > MAX_NAME_LEN)
+        {
+            return self.refuse(
+                ctx,
+                format!("at most {MAX_LABELS} labels of 1 to {MAX_NAME_LEN} bytes each"),
+            );
+        }
+        let register = RegisterWorker {
+            name,
+            address: self.peer.to_string(),
+            session: ctx.address(),
+            slots,
+            labels,
+            carried,
+            last_seen: self.last_seen.clone(),
+        };
+        // Nothing else from this peer may be handled before it has a registration, so this one
+        // wait on another actor is intended.
+        self.shared
+            .registry
+            .send(register)
+            .into_actor(self)
+            .map(|registered, session, ctx| match registered {
+                Ok(worker) => {
+                    session.phase = Phase::Worker(worker);
+                    session.writer.write(FromCoordinator::Registered {
+                        heartbeat_interval_ms: session.shared.heartbeat_interval.as_millis() as u64,
+                    });
+                }
+                Err(_) => ctx.stop(),
+            })
+            .wait(ctx);
+    }
+
+    fn on_request(&mut self, ctx: &mut Context<Self>, id: u64, body: ClientRequest) {
+        let answer = async_request(self.shared.clone(), body);
+        ctx.spawn(answer.into_actor(self).map(move |body, session, _ctx| {
+            session.writer.write(FromCoordinator::Response { id, body });
+        }));
+    }
+}
+
+async fn async_request(shared: Arc<SessionContext>, body: ClientRequest) -> ClientResponse {
+    let answered = match body {
+        ClientRequest::Workers => shared
+            .registry
+            .send(ListWorkers)
+            .await
+            .map(ClientResponse::Workers),
+        other => shared.ledger.send(ClientCall(other)).await,
+    };
+    answered.unwrap_or_else(|_| ClientResponse::Error("the coordinator is shutting down".into()))
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let deadline = self.shared.handshake_timeout;
+        ctx.run_later(deadline, move |session, ctx| {
+            if matches!(session.phase, Phase::AwaitHello | Phase::AwaitProof { .. }) {
+                let reason = format!("no handshake within {:.1}s", deadline.as_secs_f64());
+                session.refuse(ctx, reason);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.shared.open_sessions.fetch_sub(1, Ordering::Relaxed);
+        if let Phase::Worker(worker) = self.phase {
+            self.shared.registry.do_send(SessionClosed {
+                worker,
+                reason: self.close_reason.clone(),
+            });
+        }
+    }
+}
+
+impl WriteHandler<CodecError> for Session {
+    fn error(&mut self, error: CodecError, _ctx: &mut Self::Context) -> Running {
+        tracing::info!(peer = %self.peer, %error, "cannot write to peer, closing");
+        self.close_reason = format!("connection failed: {error}");
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
+    fn handle(&mut self, frame: Result<ToCoordinator, CodecError>, ctx: &mut Context<Self>) {
+        let message = match frame {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, %error, "bad frame, closing connection");
+                self.close_reason = format!("bad frame: {error}");
+                ctx.stop();
+                return;
+            }
+        };
+        self.last_seen.store(now_ms(), Ordering::Relaxed);
+        match (&self.phase, message) {
+            (
+                Phase::AwaitHello,
+                ToCoordinator::Hello {
+                    version,
+                    role,
+                    nonce,
+                },
+            ) => self.on_hello(ctx, version, role, nonce),
+            (Phase::AwaitProof { .. }, ToCoordinator::Proof { mac }) => self.on_proof(ctx, mac),
+            (Phase::AwaitRegister, register @ ToCoordinator::Register { .. }) => {
+                self.on_register(ctx, register)
+            }
+            (Phase::Worker(_), ToCoordinator::Heartbeat) => {}
+            (Phase::Worker(worker), ToCoordinator::Results(results)) => {
+                self.shared.scheduler.do_send(ResultsReported {
+                    worker: *worker,
+                    session: ctx.address(),
+                    results,
+                });
+            }
+            (Phase::Worker(worker), ToCoordinator::Draining) => {
+                self.shared.registry.do_send(WorkerDraining(*worker));
+                self.shared.scheduler.do_send(StopAssigning(*worker));
+            }
+            (Phase::Client, ToCoordinator::Request { id, body }) => self.on_request(ctx, id, body),
+            (Phase::Closed, _) => {}
+            (phase, _) => {
+                let reason = format!("unexpected message during {}", phase.name());
+                self.refuse(ctx, reason);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        tracing::debug!(peer = %self.peer, "peer closed the connection");
+        ctx.stop();
+    }
+}
+
+/// A message for the peer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Push(pub FromCoordinator);
+
+impl Handler<Push> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Push(message): Push, _ctx: &mut Context<Self>) {
+        self.writer.write(message);
+    }
+}
+
+/// Close the session (its worker was declared lost).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close {
+    /// Why.
+    pub reason: String,
+}
+
+impl Handler<Close> for Session {
+    type Result = ();
+
+    fn handle(&mut self, close: Close, ctx: &mut Context<Self>) {
+        self.close_reason = close.reason;
+        // The registry already forgot this worker; it must not be lost twice.
+        self.phase = Phase::Closed;
+        self.writer.close();
+        ctx.stop();
+    }
+}

@@ -1,0 +1,85 @@
+//! `drover-coordinator`: holds the jobs and pushes them to workers.
+
+use anyhow::Context;
+use clap::Parser;
+use drover::coordinator::{self, CoordinatorConfig};
+use drover::net::auth::Secret;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "The drover coordinator: holds the jobs, pushes them to workers, keeps the ledger"
+)]
+struct Args {
+    /// Address for workers and clients.
+    #[arg(long, env = "DROVER_LISTEN", default_value = "0.0.0.0:7700")]
+    listen: String,
+    /// Directory of the ledger.
+    #[arg(long, env = "DROVER_DATA_DIR", default_value = "drover-data")]
+    data_dir: PathBuf,
+    /// A worker silent this long is lost and its jobs go to others.
+    #[arg(long, env = "DROVER_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Duration,
+    /// How often workers heartbeat.
+    #[arg(long, env = "DROVER_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// File holding the client secret (else DROVER_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// File holding the worker secret (else DROVER_WORKER_TOKEN).
+    #[arg(long)]
+    worker_token_file: Option<PathBuf>,
+    /// Largest frame accepted, in bytes.
+    #[arg(long, env = "DROVER_MAX_FRAME_BYTES", default_value_t = drover::net::codec::DEFAULT_MAX_FRAME)]
+    max_frame_bytes: usize,
+    /// Connections beyond this many are closed at once.
+    #[arg(long, env = "DROVER_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// How long a peer has to authenticate.
+    #[arg(long, env = "DROVER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// Wait before retrying a failed job; doubles with each failure.
+    #[arg(long, env = "DROVER_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    retry_backoff: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    drover::logging::init("info");
+    let args = Args::parse();
+    let client_secret = Secret::load(
+        args.token_file.as_deref(),
+        std::env::var("DROVER_TOKEN").ok().as_deref(),
+    )?;
+    let worker_secret = Secret::load(
+        args.worker_token_file.as_deref(),
+        std::env::var("DROVER_WORKER_TOKEN").ok().as_deref(),
+    )?;
+    let config = CoordinatorConfig {
+        heartbeat_timeout: args.heartbeat_timeout,
+        heartbeat_interval: args.heartbeat_interval,
+        client_secret,
+        worker_secret,
+        max_frame: args.max_frame_bytes,
+        handshake_timeout: args.handshake_timeout,
+        max_connections: args.max_connections,
+        retry_backoff: args.retry_backoff,
+        ..CoordinatorConfig::new(args.data_dir)
+    };
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        coordinator::start(listener, config)?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down");
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,81 @@
+//! `drover-worker`: registers with the coordinator and runs what it is given.
+
+use clap::Parser;
+use drover::net::auth::Secret;
+use drover::worker::{self, Handlers, WorkerConfig};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A drover worker: registers with the coordinator and runs the jobs it pushes"
+)]
+struct Args {
+    /// The coordinator's address.
+    #[arg(long, env = "DROVER_COORDINATOR", default_value = "127.0.0.1:7700")]
+    coordinator: String,
+    /// The name people see (default: the host name).
+    #[arg(long, env = "DROVER_WORKER_NAME")]
+    name: Option<String>,
+    /// Jobs run at once (default: the number of CPUs).
+    #[arg(long, env = "DROVER_SLOTS")]
+    slots: Option<u32>,
+    /// A label jobs may require; repeat for more.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Where jobs get their scratch directories.
+    #[arg(long, env = "DROVER_SCRATCH_DIR")]
+    scratch_dir: Option<PathBuf>,
+    /// File holding the worker secret (else DROVER_WORKER_TOKEN).
+    #[arg(long)]
+    worker_token_file: Option<PathBuf>,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}
+
+fn main() -> anyhow::Result<()> {
+    drover::logging::init("info");
+    let args = Args::parse();
+    let secret = Secret::load(
+        args.worker_token_file.as_deref(),
+        std::env::var("DROVER_WORKER_TOKEN").ok().as_deref(),
+    )?;
+    let slots = args.slots.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u32)
+    });
+    anyhow::ensure!(slots > 0, "--slots must be at least 1");
+    let name = args.name.unwrap_or_else(host_name);
+    let scratch_dir = args.scratch_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("drover-scratch-{}", std::process::id()))
+    });
+    let config = WorkerConfig {
+        coordinator: args.coordinator,
+        name,
+        slots,
+        labels: args.labels,
+        scratch_dir,
+        secret,
+        handlers: Handlers::stock(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        worker::run(config, shutdown).await?;
+        anyhow::Ok(())
+    })
+}

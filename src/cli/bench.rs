@@ -1,0 +1,253 @@
+//! `drover bench`: a coordinator and worker processes on loopback, durability on, and figures:
+//! throughput, single-job round trip, and the coordinator's memory.
+
+use crate::client::Client;
+use crate::job::JobSpec;
+use crate::net::protocol::CancelTarget;
+use anyhow::{bail, Context};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options of `drover bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// No-op jobs pushed through for the throughput figure.
+    #[arg(long, default_value_t = 200_000)]
+    jobs: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 64)]
+    slots: u32,
+    /// Single-job round trips timed for the latency figures.
+    #[arg(long, default_value_t = 200)]
+    round_trips: usize,
+    /// Jobs held pending (no worker can take them) for the memory-per-job figure.
+    #[arg(long, default_value_t = 200_000)]
+    pending: usize,
+    /// Where the ledger goes (default: a temporary directory on the current disk).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Kills the child processes when the bench ends, however it ends.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot find the drover binary's directory")?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found next to {}; build all binaries (cargo build --release)",
+            name,
+            me.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Memory figures of a process from /proc: (current resident, peak resident), in bytes.
+fn memory_of(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// The median time of a 4 KiB write and fsync in `dir`: the floor under durable latency.
+fn fsync_time(dir: &Path) -> anyhow::Result<Duration> {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let clock = Instant::now();
+        file.write_all(&[0u8; 4096])?;
+        file.sync_data()?;
+        times.push(clock.elapsed());
+    }
+    std::fs::remove_file(&path)?;
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.jobs == 0 || args.workers == 0 || args.slots == 0 {
+        bail!("--jobs, --workers and --slots must be at least 1");
+    }
+    let temporary = tempfile::Builder::new()
+        .prefix("drover-bench-")
+        .tempdir_in(".")?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().join("data"));
+    std::fs::create_dir_all(&data_dir)?;
+    let address = format!("127.0.0.1:{}", free_port()?);
+    let mut processes = Processes(Vec::new());
+    let coordinator = Command::new(sibling_binary("drover-coordinator")?)
+        .args(["--listen", &address, "--data-dir"])
+        .arg(&data_dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("DROVER_TOKEN")
+        .env_remove("DROVER_WORKER_TOKEN")
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot start drover-coordinator")?;
+    let coordinator_pid = coordinator.id();
+    processes.0.push(coordinator);
+    let mut client = connect_when_up(&address).await?;
+    for index in 0..args.workers {
+        let worker = Command::new(sibling_binary("drover-worker")?)
+            .args([
+                "--coordinator",
+                &address,
+                "--name",
+                &format!("bench-{}", index + 1),
+            ])
+            .args(["--slots", &args.slots.to_string(), "--scratch-dir"])
+            .arg(temporary.path().join(format!("scratch-{index}")))
+            .env("RUST_LOG", "warn")
+            .env_remove("DROVER_WORKER_TOKEN")
+            .stdin(Stdio::null())
+            .spawn()
+            .context("cannot start drover-worker")?;
+        processes.0.push(worker);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.workers().await?.len() < args.workers {
+        if Instant::now() > deadline {
+            bail!("workers did not register within 20s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fsync = fsync_time(&data_dir)?;
+    println!(
+        "drover bench: {} workers x {} slots on loopback, ledger in {} (fsync of 4 KiB: {:.2} ms)",
+        args.workers,
+        args.slots,
+        data_dir.display(),
+        ms(fsync)
+    );
+
+    // Throughput: one batch of no-op jobs, submitted in one frame, until all are recorded.
+    let jobs = vec![JobSpec::call("noop", Vec::new()); args.jobs];
+    let clock = Instant::now();
+    let submitted = client.submit("bench-throughput", jobs).await?;
+    let accepted = clock.elapsed();
+    let info = loop {
+        let info = client
+            .wait_batch(submitted.batch, Duration::from_secs(60))
+            .await?;
+        if info.done {
+            break info;
+        }
+    };
+    let elapsed = clock.elapsed();
+    if info.succeeded != args.jobs as u64 {
+        bail!("only {} of {} jobs succeeded", info.succeeded, args.jobs);
+    }
+    println!(
+        "throughput: {} no-op jobs in {:.2}s = {:.0} jobs/s end to end (submission durable after {:.0} ms)",
+        args.jobs,
+        elapsed.as_secs_f64(),
+        args.jobs as f64 / elapsed.as_secs_f64(),
+        ms(accepted)
+    );
+
+    // Latency: one job at a time, submit to recorded result.
+    let mut round_trips = Vec::with_capacity(args.round_trips);
+    for _ in 0..args.round_trips {
+        let clock = Instant::now();
+        let submitted = client
+            .submit("bench-latency", vec![JobSpec::call("noop", Vec::new())])
+            .await?;
+        let info = client
+            .wait_batch(submitted.batch, Duration::from_secs(30))
+            .await?;
+        if !info.done {
+            bail!("a single job took more than 30s");
+        }
+        round_trips.push(clock.elapsed());
+    }
+    round_trips.sort();
+    if !round_trips.is_empty() {
+        println!(
+            "round trip of one job (submit, fsync, run, result, fsync): p50 {:.2} ms, p99 {:.2} ms over {} jobs",
+            ms(percentile(&round_trips, 0.5)),
+            ms(percentile(&round_trips, 0.99)),
+            round_trips.len()
+        );
+    }
+
+    // Memory: jobs no worker can take stay pending; the growth of the coordinator is their cost.
+    if args.pending > 0 {
+        let (before, _) = memory_of(coordinator_pid)?;
+        let mut spec = JobSpec::call("noop", Vec::new());
+        spec.requires = vec!["bench-no-such-label".into()];
+        let held = client
+            .submit("bench-pending", vec![spec; args.pending])
+            .await?;
+        let (after, _) = memory_of(coordinator_pid)?;
+        println!(
+            "memory: {} pending jobs add {:.1} MiB to the coordinator = {:.0} bytes per pending job",
+            args.pending,
+            (after.saturating_sub(before)) as f64 / (1024.0 * 1024.0),
+            after.saturating_sub(before) as f64 / args.pending as f64
+        );
+        client.cancel(CancelTarget::Batch(held.batch)).await?;
+    }
+    let (_, peak) = memory_of(coordinator_pid)?;
+    println!(
+        "coordinator peak resident memory: {:.1} MiB",
+        peak as f64 / (1024.0 * 1024.0)
+    );
+    drop(processes);
+    Ok(())
+}
+
+async fn connect_when_up(address: &str) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Client::connect(address, None).await {
+            Ok(client) => return Ok(client),
+            Err(error) if Instant::now() > deadline => {
+                return Err(error).context("the coordinator did not come up within 20s")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The `drover` command line: submit, inspect, cancel, retry, export, run locally, benchmark.
+
+pub mod bench;
+pub mod render;
+
+use crate::client::{Client, Submitted};
+use crate::coordinator::CoordinatorConfig;
+use crate::job::{BatchId, JobId, JobSpec, JobState};
+use crate::jobfile;
+use crate::local::{LocalCluster, LocalConfig};
+use crate::net::auth::Secret;
+use crate::net::protocol::CancelTarget;
+use crate::status::BatchInfo;
+use crate::worker::Handlers;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long one wait request lasts before the progress bar is redrawn.
+const WAIT_SLICE: Duration = Duration::from_millis(250);
+
+#[derive(Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Submit and watch work on a drover cluster"
+)]
+struct Cli {
+    /// The coordinator's address.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_COORDINATOR",
+        default_value = "127.0.0.1:7700"
+    )]
+    coordinator: String,
+    /// File holding the client secret (else DROVER_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit a JSON Lines job file as a batch; prints the batch id.
+    Submit {
+        /// The job file.
+        file: PathBuf,
+        /// The batch's name (default: the file's name).
+        #[arg(long)]
+        batch: Option<String>,
+        /// Wait until the batch is done (exits non-zero if a job failed).
+        #[arg(long)]
+        wait: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one command on the cluster and wait for it.
+    Run {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// One batch's progress.
+    Batch {
+        /// The batch id.
+        id: BatchId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every batch.
+    Batches {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job with its attempt history.
+    Job {
+        /// The job id.
+        id: JobId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Jobs, filtered.
+    Jobs {
+        /// Only this batch.
+        #[arg(long)]
+        batch: Option<BatchId>,
+        /// Only this state (pending, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        state: Option<JobState>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connected workers: who runs which job, how many each has done.
+    Workers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a batch's unfinished jobs, or one job.
+    Cancel {
+        /// The batch.
+        #[arg(long, conflicts_with = "job", required_unless_present = "job")]
+        batch: Option<BatchId>,
+        /// The job.
+        #[arg(long)]
+        job: Option<JobId>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a batch's failed jobs back to pending.
+    Retry {
+        /// The batch.
+        #[arg(long)]
+        batch: BatchId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a batch's completion log.
+    Log {
+        /// The batch.
+        #[arg(long)]
+        batch: BatchId,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: LogFormat,
+    },
+    /// Run a job file on a coordinator and workers started on this machine for the occasion.
+    Local {
+        /// The job file.
+        file: PathBuf,
+        /// How many workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Slots per worker.
+        #[arg(long, default_value_t = 2)]
+        slots: u32,
+        /// Keep the ledger here (default: a temporary directory, removed afterwards).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure throughput, latency and memory on loopback with real processes.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Jsonl,
+    Csv,
+}
+
+/// Runs the CLI; returns the process's exit code.
+pub fn main() -> std::process::ExitCode {
+    crate::logging::init("warn");
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("drover: cannot start: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("drover: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let secret = Secret::load(
+        cli.token_file.as_deref(),
+        std::env::var("DROVER_TOKEN").ok().as_deref(),
+    )?;
+    Ok(Client::connect(&cli.coordinator, secret.as_ref()).await?)
+}
+
+fn read_job_file(path: &Path) -> anyhow::Result<Vec<JobSpec>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    jobfile::parse(&text).with_context(|| {
+        format!(
+            "{} is not a valid job file; nothing was submitted",
+            path.display()
+        )
+    })
+}
+
+fn batch_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "batch".into())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match &cli.command {
+        Command::Submit {
+            file,
+            batch,
+            wait,
+            json,
+        } => {
+            let jobs = read_job_file(file)?;
+            let name = batch.clone().unwrap_or_else(|| batch_name(file));
+            let mut client = connect(&cli).await?;
+            let submitted = client.submit(&name, jobs).await?;
+            if !*wait {
+                print_submitted(&submitted, *json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !*json {
+                eprintln!(
+                    "batch {} queued with {} jobs",
+                    submitted.batch, submitted.jobs
+                );
+            }
+            let info = wait_with_progress(&mut client, submitted.batch, *json).await?;
+            if *json {
+                print_json(&info)?;
+            } else {
+                println!("{}", render::batch(&info));
+            }
+            Ok(if info.failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Run { json, cmd } => {
+            let mut client = connect(&cli).await?;
+            let submitted = client
+                .submit("run", vec![JobSpec::exec(cmd.clone())])
+                .await?;
+            wait_with_progress(&mut client, submitted.batch, true).await?;
+            let job = client.job(submitted.first_job).await?;
+            if *json {
+                print_json(&job)?;
+            } else {
+                if let Some(tail) = &job.output_tail {
+                    print!("{tail}");
+                }
+                if let Some(error) = &job.error {
+                    eprintln!("drover: job {} {}: {error}", job.id, job.state);
+                }
+            }
+            Ok(match job.exit_code {
+                Some(0) => ExitCode::SUCCESS,
+                Some(code) => ExitCode::from(code.clamp(1, 255) as u8),
+                None => ExitCode::FAILURE,
+            })
+        }
+        Command::Batch { id, json } => {
+            let info = connect(&cli).await?.batch(*id).await?;
+            if *json {
+                print_json(&info)?;
+            } else {
+                println!("{}", render::batch(&info));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Batches { json } => {
+            let batches = connect(&cli).await?.batches().await?;
+            if *json {
+                print_json(&batches)?;
+            } else {
+                println!("{}", render::batches(&batches));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Job { id, json } => {
+            let job = connect(&cli).await?.job(*id).await?;
+            if *json {
+                print_json(&job)?;
+            } else {
+                println!("{}", render::job(&job));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs { batch, state, json } => {
+            let jobs = connect(&cli).await?.jobs(*batch, *state).await?;
+            if *json {
+                print_json(&jobs)?;
+            } else {
+                println!("{}", render::jobs(&jobs));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Workers { json } => {
+            let workers = connect(&cli).await?.workers().await?;
+            if *json {
+                print_json(&workers)?;
+            } else {
+                println!("{}", render::workers(&workers));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { batch, job, json } => {
+            let target = match (batch, job) {
+                (Some(batch), _) => CancelTarget::Batch(*batch),
+                (None, Some(job)) => CancelTarget::Job(*job),
+                (None, None) => bail!("give --batch ID or --job ID"),
+            };
+            let count = connect(&cli).await?.cancel(target).await?;
+            if *json {
+                print_json(&serde_json::json!({ "cancelled": count }))?;
+            } else {
+                println!("cancelled {count} jobs");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { batch, json } => {
+            let count = connect(&cli).await?.retry(*batch).await?;
+            if *json {
+                print_json(&serde_json::json!({ "retried": count }))?;
+            } else {
+                println!("retrying {count} failed jobs of batch {batch}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Log { batch, format } => {
+            let mut client = connect(&cli).await?;
+            let mut finished = Vec::new();
+            for state in [JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
+                finished.extend(client.jobs(Some(*batch), Some(state)).await?);
+            }
+            finished.sort_by_key(|job| job.id);
+            write_log(&finished, *format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Local {
+            file,
+            workers,
+            slots,
+            data_dir,
+            json,
+        } => local(file, *workers, *slots, data_dir.clone(), *json).await,
+        Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn print_submitted(submitted: &Submitted, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(&serde_json::json!({ "batch": submitted.batch, "jobs": submitted.jobs }))
+    } else {
+        println!("{}", submitted.batch);
+        Ok(())
+    }
+}
+
+fn write_log(jobs: &[crate::status::JobInfo], format: LogFormat) -> anyhow::Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match format {
+        LogFormat::Jsonl => {
+            for job in jobs {
+                serde_json::to_writer(&mut out, job)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        LogFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            writer.write_record(render::csv_header())?;
+            for job in jobs {
+                writer.write_record(render::csv_record(job))?;
+            }
+            writer.flush()?;
+            return Ok(());
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Waits for a batch, drawing a progress bar on a terminal (unless `quiet`).
+pub async fn wait_with_progress(
+    client: &mut Client,
+    batch: BatchId,
+    quiet: bool,
+) -> anyhow::Result<BatchInfo> {
+    let mut info = client.batch(batch).await?;
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(info.total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {per_sec}  eta {eta}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    while !info.done {
+        bar.set_position(info.finished());
+        bar.set_message(format!("{} running, {} failed", info.running, info.failed));
+        info = client.wait_batch(batch, WAIT_SLICE).await?;
+    }
+    bar.finish_and_clear();
+    Ok(info)
+}
+
+async fn local(
+    file: &Path,
+    workers: usize,
+    slots: u32,
+    data_dir: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    if workers == 0 || slots == 0 {
+        bail!("--workers and --slots must be at least 1");
+    }
+    let jobs = read_job_file(file)?;
+    let temporary = tempfile::Builder::new().prefix("drover-local-").tempdir()?;
+    let ledger_dir = data_dir.unwrap_or_else(|| temporary.path().join("data"));
+    let cluster = LocalCluster::start(LocalConfig {
+        coordinator: CoordinatorConfig::new(&ledger_dir),
+        workers,
+        slots,
+        scratch_dir: temporary.path().join("scratch"),
+        handlers: Handlers::stock(),
+    })?;
+    let outcome = async {
+        let mut client = Client::connect(&cluster.address, None).await?;
+        let submitted = client.submit(&batch_name(file), jobs).await?;
+        let info = wait_with_progress(&mut client, submitted.batch, json).await?;
+        let jobs = client.jobs(Some(submitted.batch), None).await?;
+        let workers = client.workers().await?;
+        anyhow::Ok((info, jobs, workers))
+    }
+    .await;
+    cluster.stop().await;
+    let (info, jobs, workers) = outcome?;
+    if json {
+        print_json(&serde_json::json!({ "batch": info, "jobs": jobs, "workers": workers }))?;
+    } else {
+        println!("{}\n", render::batch(&info));
+        println!("{}\n", render::jobs(&jobs));
+        println!("{}", render::workers(&workers));
+    }
+    Ok(if info.failed > 0 {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}

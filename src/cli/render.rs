@@ -1,0 +1,280 @@
+//! Human-readable output of the CLI: aligned tables and short durations.
+
+use crate::job::now_ms;
+use crate::status::{BatchInfo, JobInfo, WorkerInfo};
+
+/// Renders rows under headers, columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `1.2s`, `350ms`, `4m05s`, `2h03m`.
+pub fn duration_ms(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
+}
+
+fn optional(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_string(), |value| value.to_string())
+}
+
+/// The `drover batches` table.
+pub fn batches(batches: &[BatchInfo]) -> String {
+    let rows: Vec<Vec<String>> = batches
+        .iter()
+        .map(|batch| {
+            vec![
+                batch.id.to_string(),
+                batch.name.clone(),
+                batch.total.to_string(),
+                batch.pending.to_string(),
+                batch.running.to_string(),
+                batch.succeeded.to_string(),
+                batch.failed.to_string(),
+                batch.cancelled.to_string(),
+                if batch.done { "done" } else { "running" }.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "NAME",
+            "TOTAL",
+            "PENDING",
+            "RUNNING",
+            "SUCCEEDED",
+            "FAILED",
+            "CANCELLED",
+            "STATUS",
+        ],
+        &rows,
+    )
+}
+
+/// The `drover batch ID` view.
+pub fn batch(batch: &BatchInfo) -> String {
+    let percent = if batch.total == 0 {
+        100.0
+    } else {
+        batch.finished() as f64 * 100.0 / batch.total as f64
+    };
+    format!(
+        "batch {} ({})\n  total      {}\n  pending    {}\n  running    {}\n  succeeded  {}\n  failed     {}\n  cancelled  {}\n  progress   {:.1}%{}",
+        batch.id,
+        batch.name,
+        batch.total,
+        batch.pending,
+        batch.running,
+        batch.succeeded,
+        batch.failed,
+        batch.cancelled,
+        percent,
+        if batch.done { ", done" } else { "" }
+    )
+}
+
+/// The `drover jobs` table.
+pub fn jobs(jobs: &[JobInfo]) -> String {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            vec![
+                job.id.to_string(),
+                job.batch.to_string(),
+                optional(job.name.as_ref()),
+                job.state.to_string(),
+                job.attempts.to_string(),
+                optional(job.worker.as_ref()),
+                optional(job.exit_code),
+                optional(job.duration_ms.map(duration_ms)),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "BATCH", "NAME", "STATE", "ATTEMPTS", "WORKER", "EXIT", "DURATION",
+        ],
+        &rows,
+    )
+}
+
+/// The `drover job ID` view, with its attempt history.
+pub fn job(job: &JobInfo) -> String {
+    let mut out = format!(
+        "job {}{}\n  batch      {}\n  state      {}\n  attempts   {} ({} lost with their worker)\n  worker     {}\n  exit code  {}\n  duration   {}",
+        job.id,
+        job.name.as_ref().map(|name| format!(" ({name})")).unwrap_or_default(),
+        job.batch,
+        job.state,
+        job.attempts,
+        job.lost_attempts,
+        optional(job.worker.as_ref()),
+        optional(job.exit_code),
+        optional(job.duration_ms.map(duration_ms)),
+    );
+    if let Some(error) = &job.error {
+        out.push_str(&format!("\n  error      {error}"));
+    }
+    if !job.history.is_empty() {
+        out.push_str("\n  earlier attempts:");
+        for attempt in &job.history {
+            out.push_str(&format!(
+                "\n    #{} on {}: {} after {}{}",
+                attempt.attempt,
+                attempt.worker,
+                attempt.outcome,
+                duration_ms(attempt.finished_at_ms.saturating_sub(attempt.started_at_ms)),
+                attempt
+                    .error
+                    .as_ref()
+                    .map(|error| format!(" ({error})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(tail) = job.output_tail.as_ref().filter(|tail| !tail.is_empty()) {
+        out.push_str("\n  output (tail):\n");
+        for line in tail.lines() {
+            out.push_str("    ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.pop();
+    }
+    out
+}
+
+/// The `drover workers` table: who runs what, how much each has done, time per job.
+pub fn workers(workers: &[WorkerInfo]) -> String {
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|worker| {
+            let finished = worker.done + worker.failed;
+            let per_job = (finished > 0).then(|| duration_ms(worker.busy_ms / finished));
+            let jobs = if worker.jobs.len() > 5 {
+                let shown: Vec<String> = worker.jobs[..5].iter().map(u64::to_string).collect();
+                format!("{},… ({})", shown.join(","), worker.jobs.len())
+            } else {
+                worker
+                    .jobs
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            vec![
+                worker.name.clone(),
+                worker.state.clone(),
+                format!("{}/{}", worker.running, worker.slots),
+                worker.done.to_string(),
+                worker.failed.to_string(),
+                optional(per_job),
+                duration_ms(worker.last_seen_ms),
+                duration_ms(now.saturating_sub(worker.connected_at_ms)),
+                if jobs.is_empty() { "-".into() } else { jobs },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATE",
+            "RUNNING",
+            "DONE",
+            "FAILED",
+            "TIME/JOB",
+            "LAST SEEN",
+            "UP",
+            "JOBS",
+        ],
+        &rows,
+    )
+}
+
+/// One CSV record of the completion log.
+pub fn csv_header() -> [&'static str; 13] {
+    [
+        "id",
+        "batch",
+        "name",
+        "state",
+        "worker",
+        "attempts",
+        "lost_attempts",
+        "queued_at_ms",
+        "started_at_ms",
+        "finished_at_ms",
+        "duration_ms",
+        "exit_code",
+        "error",
+    ]
+}
+
+/// The fields of [`csv_header`] for one job.
+pub fn csv_record(job: &JobInfo) -> Vec<String> {
+    vec![
+        job.id.to_string(),
+        job.batch.to_string(),
+        job.name.clone().unwrap_or_default(),
+        job.state.to_string(),
+        job.worker.clone().unwrap_or_default(),
+        job.attempts.to_string(),
+        job.lost_attempts.to_string(),
+        job.queued_at_ms.to_string(),
+        job.started_at_ms
+            .map(|ms| ms.to_string())
+            .unwrap_or_default(),
+        job.finished_at_ms
+            .map(|ms| ms.to_string())
+            .unwrap_or_default(),
+        job.duration_ms.map(|ms| ms.to_string()).unwrap_or_default(),
+        job.exit_code
+            .map(|code| code.to_string())
+            .unwrap_or_default(),
+        job.error.clone().unwrap_or_default(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(&["A", "LONGER"], &[vec!["wide cell".into(), "x".into()]]);
+        assert_eq!(text, "A          LONGER\nwide cell  x");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_ms(350), "350ms");
+        assert_eq!(duration_ms(1_250), "1.2s");
+        assert_eq!(duration_ms(245_000), "4m05s");
+        assert_eq!(duration_ms(7_380_000), "2h03m");
+    }
+}

@@ -1,0 +1,240 @@
+//! The coordinator: opens the ledger, starts the four actors and accepts connections.
+//!
+//! [`start`] runs inside an actix system and takes a bound listener, so tests and examples start
+//! a real coordinator on `127.0.0.1:0`. [`spawn`] runs one on a thread of its own.
+
+use crate::actors::ledger::{Ledger, LedgerConfig};
+use crate::actors::registry::Registry;
+use crate::actors::scheduler::Scheduler;
+use crate::actors::session::{Session, SessionContext};
+use crate::net::auth::Secret;
+use crate::net::codec::DEFAULT_MAX_FRAME;
+use crate::storage::journal::{Journal, JournalError};
+use actix::prelude::*;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The default binary-protocol port.
+pub const DEFAULT_PORT: u16 = 7700;
+
+/// How a coordinator runs.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Where the ledger lives.
+    pub data_dir: PathBuf,
+    /// Silence after which a worker is lost.
+    pub heartbeat_timeout: Duration,
+    /// How often workers heartbeat.
+    pub heartbeat_interval: Duration,
+    /// The client role's secret.
+    pub client_secret: Option<Secret>,
+    /// The worker role's secret.
+    pub worker_secret: Option<Secret>,
+    /// The largest frame accepted.
+    pub max_frame: usize,
+    /// How long a peer has to authenticate.
+    pub handshake_timeout: Duration,
+    /// Connections beyond this are closed at once.
+    pub max_connections: usize,
+    /// Backoff before the second attempt of a failed job, doubled after each failure.
+    pub retry_backoff: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Defaults with the ledger in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        CoordinatorConfig {
+            data_dir: data_dir.into(),
+            heartbeat_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            client_secret: None,
+            worker_secret: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            retry_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The listener could not be used.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// A started coordinator's actors.
+#[derive(Clone)]
+pub struct CoordinatorHandle {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    /// The ledger.
+    pub ledger: Addr<Ledger>,
+    /// The registry.
+    pub registry: Addr<Registry>,
+    /// The scheduler.
+    pub scheduler: Addr<Scheduler>,
+}
+
+/// Opens the ledger, starts the actors and accepts connections on `listener`; must be called
+/// inside an actix system.
+pub fn start(
+    listener: TcpListener,
+    config: CoordinatorConfig,
+) -> Result<CoordinatorHandle, StartError> {
+    let local_addr = listener.local_addr()?;
+    let (journal, replay) = Journal::open(&config.data_dir)?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        epoch = replay.epoch,
+        batches = replay.batches.len(),
+        unfinished = replay.unfinished.len(),
+        "ledger opened"
+    );
+    let epoch = replay.epoch;
+
+    // The actors know each other: make the addresses first, then start them.
+    let scheduler_ctx = Context::<Scheduler>::new();
+    let registry_ctx = Context::<Registry>::new();
+    let scheduler = scheduler_ctx.address();
+    let registry = registry_ctx.address();
+    let ledger = Ledger::new(
+        journal,
+        replay,
+        scheduler.clone(),
+        LedgerConfig {
+            retry_backoff: config.retry_backoff,
+        },
+    )
+    .start();
+    scheduler_ctx.run(Scheduler::new(ledger.clone(), registry.clone(), epoch));
+    registry_ctx.run(Registry::new(scheduler.clone(), config.heartbeat_timeout));
+
+    for (role, secret) in [
+        ("client", &config.client_secret),
+        ("worker", &config.worker_secret),
+    ] {
+        if secret.is_none() {
+            tracing::warn!(
+                role,
+                "no {role} token configured: accepting {role}s from loopback only"
+            );
+        }
+    }
+    let shared = Arc::new(SessionContext {
+        registry: registry.clone(),
+        scheduler: scheduler.clone(),
+        ledger: ledger.clone(),
+        client_secret: config.client_secret.clone(),
+        worker_secret: config.worker_secret.clone(),
+        max_frame: config.max_frame,
+        handshake_timeout: config.handshake_timeout,
+        heartbeat_interval: config.heartbeat_interval,
+        open_sessions: AtomicUsize::new(0),
+    });
+    let max_connections = config.max_connections;
+    actix_rt::spawn(accept_loop(listener, shared, max_connections));
+    tracing::info!(address = %local_addr, "coordinator listening");
+    Ok(CoordinatorHandle {
+        local_addr,
+        ledger,
+        registry,
+        scheduler,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<SessionContext>, max_connections: usize) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, usually: wait instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.open_sessions.fetch_add(1, Ordering::Relaxed) >= max_connections {
+            shared.open_sessions.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%peer, max_connections, "connection limit reached, closing new connection");
+            drop(stream);
+            continue;
+        }
+        Session::start(stream, peer, shared.clone());
+    }
+}
+
+/// A coordinator running on its own thread.
+pub struct SpawnedCoordinator {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    system: actix_rt::System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SpawnedCoordinator {
+    /// Stops it and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SpawnedCoordinator {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts a coordinator on a thread of its own, listening on `listener`.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    config: CoordinatorConfig,
+) -> Result<SpawnedCoordinator, StartError> {
+    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("drover-coordinator".into())
+        .spawn(move || {
+            let system = actix_rt::System::new();
+            let started = system.block_on(async move {
+                let listener = TcpListener::from_std(listener)?;
+                start(listener, config)
+            });
+            let ok = started.is_ok();
+            let _ = ready_tx.send(started.map(|_| actix_rt::System::current()));
+            if ok {
+                let _ = system.run();
+            }
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(system)) => Ok(SpawnedCoordinator {
+            local_addr,
+            system,
+            thread: Some(thread),
+        }),
+        Ok(Err(error)) => {
+            let _ = thread.join();
+            Err(error)
+        }
+        Err(_) => Err(StartError::Listen(std::io::Error::other(
+            "coordinator thread died while starting",
+        ))),
+    }
+}

@@ -1,0 +1,235 @@
+//! Domain types of the job model: what a job is, its states, and what an attempt reports.
+//!
+//! These types are shared by the coordinator, the worker and the client; the wire protocol
+//! carries them as they are (postcard), so a change here is a protocol change.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A job's id, assigned by the coordinator, unique for the life of a data directory.
+pub type JobId = u64;
+/// A batch's id, assigned by the coordinator.
+pub type BatchId = u64;
+/// A registration of a worker; a worker that reconnects gets a new one.
+pub type WorkerId = u64;
+/// One assignment of a job to a worker: unique across coordinator restarts, so a result
+/// always names exactly the attempt it belongs to.
+pub type Lease = u64;
+
+/// The default number of attempts a job may fail before it is marked failed.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// What a job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Task {
+    /// A command run as a child process in a fresh scratch directory.
+    Exec {
+        /// The program and its arguments.
+        cmd: Vec<String>,
+        /// Extra environment variables.
+        env: Vec<(String, String)>,
+    },
+    /// A handler registered with the worker library, called with a payload.
+    Call {
+        /// The handler's name (`noop` and `sleep` are built into the stock worker).
+        handler: String,
+        /// Bytes handed to the handler.
+        payload: Vec<u8>,
+    },
+}
+
+/// Everything a user says about one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// An optional human name.
+    pub name: Option<String>,
+    /// What to run.
+    pub task: Task,
+    /// Labels a worker must carry to take this job.
+    pub requires: Vec<String>,
+    /// Slots of a worker this job occupies.
+    pub slots: u32,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Wall-clock limit of one attempt; the process is killed and the attempt retried.
+    pub timeout_s: Option<u32>,
+    /// Attempts that may fail before the job is failed.
+    pub max_attempts: u32,
+}
+
+impl JobSpec {
+    /// A call job with the default policy.
+    pub fn call(handler: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Self::with_task(Task::Call {
+            handler: handler.into(),
+            payload: payload.into(),
+        })
+    }
+
+    /// An exec job with the default policy.
+    pub fn exec<S: Into<String>>(cmd: impl IntoIterator<Item = S>) -> Self {
+        Self::with_task(Task::Exec {
+            cmd: cmd.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+        })
+    }
+
+    /// Checks what the job file parser also checks, for specs that arrive over the network.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.task {
+            Task::Exec { cmd, .. } if cmd.is_empty() || cmd[0].is_empty() => {
+                return Err("cmd: must name a program".into())
+            }
+            Task::Call { handler, .. } if handler.is_empty() => {
+                return Err("handler: must not be empty".into())
+            }
+            _ => {}
+        }
+        if self.slots == 0 {
+            return Err("slots: must be at least 1".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("max_attempts: must be at least 1".into());
+        }
+        if self.timeout_s == Some(0) {
+            return Err("timeout_s: must be at least 1".into());
+        }
+        if self.requires.iter().any(|label| label.is_empty()) {
+            return Err("requires: labels must not be empty".into());
+        }
+        Ok(())
+    }
+
+    fn with_task(task: Task) -> Self {
+        JobSpec {
+            name: None,
+            task,
+            requires: Vec::new(),
+            slots: 1,
+            priority: 0,
+            timeout_s: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+/// The life of a job: `pending` → `running` → `succeeded` | `failed` | `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a worker (or for its retry backoff).
+    Pending,
+    /// Assigned to a worker.
+    Running,
+    /// A result was accepted.
+    Succeeded,
+    /// All attempts failed.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl JobState {
+    /// All states, in display order.
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    /// The lowercase name used in the CLI, the JSON output and the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// True when the job will not run again unless retried.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| {
+                format!("unknown state {text:?}: expected pending, running, succeeded, failed or cancelled")
+            })
+    }
+}
+
+/// How one attempt ended, as the worker saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Exit code 0, or the handler returned Ok.
+    Succeeded,
+    /// Non-zero exit, a signal, a handler error, or the job could not start.
+    Failed,
+    /// The attempt ran past `timeout_s` and was killed.
+    TimedOut,
+    /// Killed because the job was cancelled.
+    Killed,
+}
+
+impl Outcome {
+    /// The lowercase name used in logs and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Killed => "killed",
+        }
+    }
+}
+
+/// What a worker reports for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptResult {
+    /// The attempt this result belongs to.
+    pub lease: Lease,
+    /// The job.
+    pub job: JobId,
+    /// Slots the attempt held on the worker, freed by this result.
+    pub slots: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The process's exit code, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// When the attempt started on the worker (ms since the Unix epoch).
+    pub started_at_ms: u64,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// The last few KiB of stdout and stderr (or a handler's output).
+    pub output_tail: String,
+    /// Why it failed, in words.
+    pub error: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch, the timestamp unit everywhere in drover.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,392 @@
+//! The job file: JSON Lines, one job per line.
+//!
+//! ```text
+//! {"cmd": ["sh", "-c", "echo hi"], "name": "greet", "env": {"LANG": "C"}}
+//! {"handler": "sleep", "payload": "250", "priority": 5, "requires": ["gpu"], "slots": 2}
+//! ```
+//!
+//! Fields: `cmd` (argv) or `handler` (with `payload` or `payload_base64`), and optionally `name`,
+//! `env`, `requires`, `slots`, `priority`, `timeout_s`, `max_attempts`. A file with any bad line
+//! is refused whole, naming the line and the field at fault.
+
+use crate::job::{JobSpec, Task, DEFAULT_MAX_ATTEMPTS};
+use base64::Engine;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// The largest job line accepted, in bytes.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+const KNOWN_FIELDS: &[&str] = &[
+    "name",
+    "cmd",
+    "env",
+    "handler",
+    "payload",
+    "payload_base64",
+    "requires",
+    "slots",
+    "priority",
+    "timeout_s",
+    "max_attempts",
+];
+
+/// What is wrong with a job file, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct JobFileError {
+    /// The line, from 1.
+    pub line: usize,
+    /// The field at fault, if one is.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for JobFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "line {}, field {:?}: {}", self.line, field, self.message),
+            None => write!(f, "line {}: {}", self.line, self.message),
+        }
+    }
+}
+
+/// Parses a whole job file; any error refuses all of it.
+pub fn parse(text: &str) -> Result<Vec<JobSpec>, JobFileError> {
+    let mut jobs = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        jobs.push(parse_line(index + 1, line)?);
+    }
+    if jobs.is_empty() {
+        return Err(JobFileError {
+            line: 0,
+            field: None,
+            message: "the file holds no jobs".into(),
+        });
+    }
+    Ok(jobs)
+}
+
+/// Parses one line (numbered from 1, for errors).
+pub fn parse_line(line: usize, text: &str) -> Result<JobSpec, JobFileError> {
+    let fail = |field: Option<&str>, message: String| JobFileError {
+        line,
+        field: field.map(str::to_string),
+        message,
+    };
+    if text.len() > MAX_LINE_BYTES {
+        return Err(fail(
+            None,
+            format!(
+                "line is {} bytes, more than the limit of {MAX_LINE_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|error| fail(None, format!("not valid JSON: {error}")))?;
+    let Value::Object(object) = value else {
+        return Err(fail(None, "expected a JSON object".into()));
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|key| !KNOWN_FIELDS.contains(&key.as_str()))
+    {
+        let hint = match unknown.as_str() {
+            "inputs" | "outputs" => {
+                " (S3 and file inputs/outputs are not supported by this version yet)"
+            }
+            _ => "",
+        };
+        return Err(fail(Some(unknown), format!("unknown field{hint}")));
+    }
+    let fields = Fields {
+        object: &object,
+        fail: &fail,
+    };
+
+    let task = match (object.get("cmd"), object.get("handler")) {
+        (Some(_), Some(_)) => {
+            return Err(fail(
+                Some("handler"),
+                "a job has either cmd or handler, not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(fail(
+                Some("cmd"),
+                "missing: a job needs cmd (argv) or handler".into(),
+            ))
+        }
+        (Some(cmd), None) => {
+            let cmd = fields.strings("cmd", cmd)?;
+            if cmd.first().is_none_or(|program| program.is_empty()) {
+                return Err(fail(Some("cmd"), "must name a program".into()));
+            }
+            for field in ["payload", "payload_base64"] {
+                if object.contains_key(field) {
+                    return Err(fail(
+                        Some(field),
+                        "only call jobs (with handler) take a payload".into(),
+                    ));
+                }
+            }
+            Task::Exec {
+                cmd,
+                env: fields.env()?,
+            }
+        }
+        (None, Some(handler)) => {
+            let Value::String(handler) = handler else {
+                return Err(fail(Some("handler"), "expected a string".into()));
+            };
+            if handler.is_empty() {
+                return Err(fail(Some("handler"), "must not be empty".into()));
+            }
+            if object.contains_key("env") {
+                return Err(fail(
+                    Some("env"),
+                    "only exec jobs (with cmd) take env".into(),
+                ));
+            }
+            Task::Call {
+                handler: handler.clone(),
+                payload: fields.payload()?,
+            }
+        }
+    };
+    let requires = match object.get("requires") {
+        Some(value) => fields.strings("requires", value)?,
+        None => Vec::new(),
+    };
+    if requires.iter().any(String::is_empty) {
+        return Err(fail(Some("requires"), "labels must not be empty".into()));
+    }
+    let name = match object.get("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => return Err(fail(Some("name"), "expected a string".into())),
+    };
+    let timeout_s = match object.get("timeout_s") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(fields.positive("timeout_s")?),
+    };
+    Ok(JobSpec {
+        name,
+        task,
+        requires,
+        slots: fields.positive_or("slots", 1)?,
+        priority: fields.priority()?,
+        timeout_s,
+        max_attempts: fields.positive_or("max_attempts", DEFAULT_MAX_ATTEMPTS)?,
+    })
+}
+
+struct Fields<'a, F: Fn(Option<&str>, String) -> JobFileError> {
+    object: &'a Map<String, Value>,
+    fail: &'a F,
+}
+
+impl<F: Fn(Option<&str>, String) -> JobFileError> Fields<'_, F> {
+    fn strings(&self, field: &str, value: &Value) -> Result<Vec<String>, JobFileError> {
+        let expected = || (self.fail)(Some(field), "expected an array of strings".into());
+        let Value::Array(items) = value else {
+            return Err(expected());
+        };
+        items
+            .iter()
+            .map(|item| item.as_str().map(str::to_string).ok_or_else(expected))
+            .collect()
+    }
+
+    fn env(&self) -> Result<Vec<(String, String)>, JobFileError> {
+        match self.object.get("env") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Object(vars)) => vars
+                .iter()
+                .map(|(key, value)| match value {
+                    Value::String(value) if !key.is_empty() && !key.contains('=') => {
+                        Ok((key.clone(), value.clone()))
+                    }
+                    Value::String(_) => Err((self.fail)(
+                        Some("env"),
+                        format!("{key:?} is not a valid variable name"),
+                    )),
+                    _ => Err((self.fail)(
+                        Some("env"),
+                        format!("value of {key:?} must be a string"),
+                    )),
+                })
+                .collect(),
+            Some(_) => Err((self.fail)(
+                Some("env"),
+                "expected an object of strings".into(),
+            )),
+        }
+    }
+
+    fn payload(&self) -> Result<Vec<u8>, JobFileError> {
+        match (
+            self.object.get("payload"),
+            self.object.get("payload_base64"),
+        ) {
+            (Some(_), Some(_)) => Err((self.fail)(
+                Some("payload_base64"),
+                "give payload or payload_base64, not both".into(),
+            )),
+            (Some(Value::String(text)), None) => Ok(text.as_bytes().to_vec()),
+            (Some(_), None) => Err((self.fail)(Some("payload"), "expected a string".into())),
+            (None, Some(Value::String(encoded))) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|error| {
+                    (self.fail)(Some("payload_base64"), format!("not valid base64: {error}"))
+                }),
+            (None, Some(_)) => Err((self.fail)(
+                Some("payload_base64"),
+                "expected a string".into(),
+            )),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    fn positive(&self, field: &str) -> Result<u32, JobFileError> {
+        let value = self.object.get(field);
+        value
+            .and_then(Value::as_u64)
+            .filter(|number| (1..=u32::MAX as u64).contains(number))
+            .map(|number| number as u32)
+            .ok_or_else(|| {
+                (self.fail)(
+                    Some(field),
+                    format!(
+                        "expected a positive integer, got {}",
+                        value.map_or("nothing".into(), Value::to_string)
+                    ),
+                )
+            })
+    }
+
+    fn positive_or(&self, field: &str, default: u32) -> Result<u32, JobFileError> {
+        match self.object.get(field) {
+            None | Some(Value::Null) => Ok(default),
+            Some(_) => self.positive(field),
+        }
+    }
+
+    fn priority(&self) -> Result<i32, JobFileError> {
+        match self.object.get("priority") {
+            None | Some(Value::Null) => Ok(0),
+            Some(value) => value
+                .as_i64()
+                .and_then(|number| i32::try_from(number).ok())
+                .ok_or_else(|| {
+                    (self.fail)(
+                        Some("priority"),
+                        format!("expected an integer, got {value}"),
+                    )
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exec_and_call_jobs() {
+        let jobs = parse(concat!(
+            "{\"cmd\": [\"sh\", \"-c\", \"echo hi\"], \"name\": \"greet\", \"env\": {\"A\": \"1\"}, \"timeout_s\": 30}\n",
+            "\n",
+            "{\"handler\": \"sleep\", \"payload\": \"250\", \"priority\": -2, \"requires\": [\"gpu\"], \"slots\": 2, \"max_attempts\": 5}\n",
+            "{\"handler\": \"noop\", \"payload_base64\": \"aGk=\"}\n",
+        ))
+        .unwrap();
+        assert_eq!(jobs.len(), 3);
+        assert_eq!(jobs[0].name.as_deref(), Some("greet"));
+        assert_eq!(
+            jobs[0].task,
+            Task::Exec {
+                cmd: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                env: vec![("A".into(), "1".into())]
+            }
+        );
+        assert_eq!(jobs[0].timeout_s, Some(30));
+        assert_eq!(jobs[0].max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(
+            (jobs[1].priority, jobs[1].slots, jobs[1].max_attempts),
+            (-2, 2, 5)
+        );
+        assert_eq!(jobs[1].requires, vec!["gpu".to_string()]);
+        assert_eq!(
+            jobs[2].task,
+            Task::Call {
+                handler: "noop".into(),
+                payload: b"hi".to_vec()
+            }
+        );
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_line_and_field() {
+        let good = "{\"cmd\": [\"true\"]}\n";
+        assert_eq!(
+            error_of(&format!(
+                "{good}{good}{{\"cmd\": [\"true\"], \"slots\": 0}}\n"
+            )),
+            "line 3, field \"slots\": expected a positive integer, got 0"
+        );
+        assert_eq!(
+            error_of("{\"cmd\": \"true\"}"),
+            "line 1, field \"cmd\": expected an array of strings"
+        );
+        assert_eq!(
+            error_of("{\"cmd\": []}"),
+            "line 1, field \"cmd\": must name a program"
+        );
+        assert_eq!(
+            error_of("{\"name\": \"x\"}"),
+            "line 1, field \"cmd\": missing: a job needs cmd (argv) or handler"
+        );
+        assert_eq!(
+            error_of("{\"cmd\": [\"true\"], \"slot\": 2}"),
+            "line 1, field \"slot\": unknown field"
+        );
+        assert!(
+            error_of(&format!("{good}{{\"cmd\": [\"true\"]")).starts_with("line 2: not valid JSON")
+        );
+        assert_eq!(error_of("[1, 2]"), "line 1: expected a JSON object");
+        assert_eq!(
+            error_of("{\"handler\": \"noop\", \"payload_base64\": \"!!\"}"),
+            "line 1, field \"payload_base64\": not valid base64: Invalid symbol 33, offset 0."
+        );
+        assert_eq!(
+            error_of("{\"cmd\": [\"true\"], \"priority\": 1.5}"),
+            "line 1, field \"priority\": expected an integer, got 1.5"
+        );
+        assert_eq!(error_of("\n\n"), "line 0: the file holds no jobs");
+        assert!(error_of("{\"cmd\": [\"true\"], \"inputs\": []}").contains("not supported"));
+    }
+
+    #[test]
+    fn any_byte_soup_is_an_error_not_a_panic() {
+        for text in [
+            "\u{0}",
+            "{",
+            "}",
+            "{\"cmd\": [1]}",
+            "{\"cmd\": [\"a\"], \"env\": {\"=\": \"x\"}}",
+            "null",
+            "{\"handler\": 3}",
+        ] {
+            assert!(parse(text).is_err(), "{text:?} should be refused");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The wire messages between the coordinator and its peers (workers and clients).
+//!
+//! A connection starts with a handshake: the peer sends [`Hello`](ToCoordinator::Hello) with the
+//! protocol version, its role and a nonce; the coordinator answers with a
+//! [`Challenge`](FromCoordinator::Challenge); the peer proves it holds the role's secret with an
+//! HMAC over both nonces ([`Proof`](ToCoordinator::Proof)); the coordinator answers
+//! [`Welcome`](FromCoordinator::Welcome) with a proof of its own, or
+//! [`Refused`](FromCoordinator::Refused) and closes.
+
+use crate::job::{AttemptResult, BatchId, JobId, JobSpec, JobState, Lease};
+use crate::status::{BatchInfo, JobInfo, WorkerInfo};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Bumped on every incompatible change to these types.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Size of the nonces exchanged in the handshake.
+pub const NONCE_LEN: usize = 32;
+
+/// Which secret a peer proves it holds, and so what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Submits and inspects work (`drover`, the Rust client).
+    Client,
+    /// Runs work (`drover-worker`).
+    Worker,
+}
+
+impl Role {
+    /// The role's name in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// One job handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Names this attempt in the result.
+    pub lease: Lease,
+    /// The job.
+    pub job: JobId,
+    /// Its batch.
+    pub batch: BatchId,
+    /// The attempt's number, from 1 (`DROVER_ATTEMPT`).
+    pub attempt: u32,
+    /// What to run.
+    pub spec: Arc<JobSpec>,
+}
+
+/// Everything a peer sends to the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToCoordinator {
+    /// Opens the handshake.
+    Hello {
+        /// The peer's [`PROTOCOL_VERSION`].
+        version: u16,
+        /// The role it asks for.
+        role: Role,
+        /// The peer's half of the challenge.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// The peer's answer to the challenge.
+    Proof {
+        /// HMAC-SHA256 of the transcript under the role's secret.
+        mac: [u8; 32],
+    },
+    /// A worker announces itself (after the handshake).
+    Register {
+        /// A name for people to read; need not be unique.
+        name: String,
+        /// How many slots it offers.
+        slots: u32,
+        /// Labels jobs may require.
+        labels: Vec<String>,
+        /// Attempts it kept running across a reconnect, with the slots each holds: their
+        /// results free those slots when they arrive.
+        carried: Vec<(Lease, u32)>,
+    },
+    /// A worker is alive.
+    Heartbeat,
+    /// A worker finished attempts.
+    Results(Vec<AttemptResult>),
+    /// A worker is shutting down: send it nothing new.
+    Draining,
+    /// A client's request, answered by a [`Response`](FromCoordinator::Response) with the same id.
+    Request {
+        /// Chosen by the client to match the response.
+        id: u64,
+        /// What it asks.
+        body: ClientRequest,
+    },
+}
+
+/// Everything the coordinator sends to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromCoordinator {
+    /// The coordinator's half of the challenge.
+    Challenge {
+        /// Random bytes.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// The peer is authenticated; the coordinator proves it holds the secret too.
+    Welcome {
+        /// HMAC-SHA256 of the transcript, from the coordinator's side.
+        mac: [u8; 32],
+    },
+    /// The connection is refused; it closes after this.
+    Refused {
+        /// Why, in words meant for the person running the peer.
+        reason: String,
+    },
+    /// A worker's registration was accepted.
+    Registered {
+        /// How often the worker should heartbeat.
+        heartbeat_interval_ms: u64,
+    },
+    /// Jobs for a worker to run.
+    Assign(Vec<Assignment>),
+    /// Attempts a worker should stop (their jobs were cancelled).
+    Kill(Vec<Lease>),
+    /// Results that are durably recorded (or known duplicates): the worker may forget them.
+    Acked(Vec<Lease>),
+    /// The answer to a client's request.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: ClientResponse,
+    },
+}
+
+/// What a client can ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Queue a batch of jobs; answered once they are on disk.
+    Submit {
+        /// The batch's name.
+        name: String,
+        /// Its jobs.
+        jobs: Vec<JobSpec>,
+    },
+    /// One batch's progress.
+    Batch(BatchId),
+    /// Every batch's progress.
+    Batches,
+    /// Answered when the batch is done, or after `timeout_ms` with its progress so far.
+    WaitBatch {
+        /// The batch.
+        batch: BatchId,
+        /// The longest to wait.
+        timeout_ms: u64,
+    },
+    /// One job with its history.
+    Job(JobId),
+    /// Jobs in id order, a page at a time.
+    Jobs {
+        /// Only this batch.
+        batch: Option<BatchId>,
+        /// Only this state.
+        state: Option<JobState>,
+        /// Only ids above this one.
+        after: JobId,
+        /// At most this many.
+        limit: u32,
+    },
+    /// Connected workers.
+    Workers,
+    /// Cancel a batch's or a job's pending and running jobs.
+    Cancel(CancelTarget),
+    /// Put a batch's failed jobs back to pending with fresh attempts.
+    Retry(BatchId),
+}
+
+/// What a cancel applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelTarget {
+    /// Every unfinished job of a batch.
+    Batch(BatchId),
+    /// One job.
+    Job(JobId),
+}
+
+/// The coordinator's answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The batch is durably queued.
+    Submitted {
+        /// Its id.
+        batch: BatchId,
+        /// Its first job id; the others follow in order.
+        first_job: JobId,
+        /// How many jobs it has.
+        jobs: u64,
+    },
+    /// One batch.
+    Batch(BatchInfo),
+    /// Many batches.
+    Batches(Vec<BatchInfo>),
+    /// One job.
+    Job(Box<JobInfo>),
+    /// A page of jobs.
+    Jobs(Vec<JobInfo>),
+    /// Connected workers.
+    Workers(Vec<WorkerInfo>),
+    /// How many jobs a cancel or retry changed.
+    Changed(u64),
+    /// The request could not be served.
+    Error(String),
+}

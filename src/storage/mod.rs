@@ -1,0 +1,4 @@
+//! Durable storage behind the Ledger.
+
+pub mod journal;
+pub mod queries;

@@ -1,0 +1,120 @@
+//! Read queries on the journal: jobs, their work orders and their attempt histories.
+//!
+//! These run on the journal's reader thread. The database knows no `running` state (running is
+//! never written); the ledger overlays what it holds in memory for unfinished jobs.
+
+use crate::job::{BatchId, JobId, JobState};
+use crate::status::{AttemptRecord, JobInfo};
+use crate::storage::journal::JournalError;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+const JOB_COLUMNS: &str = "id, batch, name, state, attempts, lost_attempts, worker, exit_code,
+     duration_ms, queued_at_ms, started_at_ms, finished_at_ms, output_tail, error";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
+    let state: String = row.get(3)?;
+    Ok(JobInfo {
+        id: row.get::<_, i64>(0)? as u64,
+        batch: row.get::<_, i64>(1)? as u64,
+        name: row.get(2)?,
+        state: state.parse().unwrap_or(JobState::Pending),
+        attempts: row.get(4)?,
+        lost_attempts: row.get(5)?,
+        worker: row.get(6)?,
+        exit_code: row.get(7)?,
+        duration_ms: row.get::<_, Option<i64>>(8)?.map(|ms| ms as u64),
+        queued_at_ms: row.get::<_, i64>(9)? as u64,
+        started_at_ms: row.get::<_, Option<i64>>(10)?.map(|ms| ms as u64),
+        finished_at_ms: row.get::<_, Option<i64>>(11)?.map(|ms| ms as u64),
+        output_tail: row.get(12)?,
+        error: row.get(13)?,
+        history: Vec::new(),
+    })
+}
+
+/// One job with its attempt history, if the id exists.
+pub fn job(conn: &Connection, id: JobId) -> Result<Option<JobInfo>, JournalError> {
+    let mut statement =
+        conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
+    let Some(mut info) = statement
+        .query_row(params![id as i64], job_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    info.history = history(conn, id)?;
+    Ok(Some(info))
+}
+
+/// The attempts of a job that were not recorded as its result, oldest first.
+pub fn history(conn: &Connection, id: JobId) -> Result<Vec<AttemptRecord>, JournalError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT attempt, worker, outcome, started_at_ms, finished_at_ms, exit_code, error
+         FROM attempts WHERE job = ?1 ORDER BY rowid",
+    )?;
+    let rows = statement.query_map(params![id as i64], |row| {
+        Ok(AttemptRecord {
+            attempt: row.get(0)?,
+            worker: row.get(1)?,
+            outcome: row.get(2)?,
+            started_at_ms: row.get::<_, i64>(3)? as u64,
+            finished_at_ms: row.get::<_, i64>(4)? as u64,
+            exit_code: row.get(5)?,
+            error: row.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A page of jobs in id order, from the database's point of view (unfinished jobs appear as
+/// `pending`).
+pub fn jobs(
+    conn: &Connection,
+    batch: Option<BatchId>,
+    terminal_state: Option<JobState>,
+    after: JobId,
+    limit: u32,
+) -> Result<Vec<JobInfo>, JournalError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE id > ?1 AND (?2 IS NULL OR batch = ?2) AND (?3 IS NULL OR state = ?3)
+         ORDER BY id LIMIT ?4"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(
+        params![
+            after as i64,
+            batch.map(|batch| batch as i64),
+            terminal_state.map(JobState::as_str),
+            limit
+        ],
+        job_from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A batch's failed jobs, for a retry: (id, spec, attempts, lost attempts, queued at).
+pub fn failed_jobs(
+    conn: &Connection,
+    batch: BatchId,
+) -> Result<Vec<(JobId, crate::job::JobSpec, u32, u32, u64)>, JournalError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, spec, attempts, lost_attempts, queued_at_ms FROM jobs
+         WHERE batch = ?1 AND state = 'failed' ORDER BY id",
+    )?;
+    let mut rows = statement.query(params![batch as i64])?;
+    let mut failed = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id = row.get::<_, i64>(0)? as u64;
+        let spec_bytes: Vec<u8> = row.get(1)?;
+        let spec = postcard::from_bytes(&spec_bytes).map_err(|_| JournalError::CorruptSpec(id))?;
+        failed.push((
+            id,
+            spec,
+            row.get(2)?,
+            row.get(3)?,
+            row.get::<_, i64>(4)? as u64,
+        ));
+    }
+    Ok(failed)
+}

@@ -1,0 +1,386 @@
+//! Runs one attempt: an exec job as a child process in a fresh scratch directory, or a call job
+//! through its handler; enforces `timeout_s` and kills on request.
+
+use crate::job::{now_ms, AttemptResult, Outcome, Task};
+use crate::net::protocol::Assignment;
+use crate::worker::handlers::{CallContext, Handlers};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::oneshot;
+
+/// Bytes of stdout and of stderr kept for the result.
+const TAIL_BYTES: usize = 4096;
+
+/// How an attempt may be cut short.
+enum Interrupt {
+    TimedOut,
+    Killed,
+}
+
+/// Runs an attempt to its end and says how it went.
+pub async fn run(
+    assignment: Assignment,
+    scratch_root: PathBuf,
+    handlers: Handlers,
+    kill: oneshot::Receiver<()>,
+) -> AttemptResult {
+    let started_at_ms = now_ms();
+    let clock = Instant::now();
+    let timeout = assignment
+        .spec
+        .timeout_s
+        .map(|seconds| Duration::from_secs(seconds as u64));
+    let interrupt = async move {
+        let timed_out = async {
+            match timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = timed_out => Interrupt::TimedOut,
+            // A dropped sender means the worker no longer cares; keep running.
+            Ok(()) = kill => Interrupt::Killed,
+            else => std::future::pending().await,
+        }
+    };
+    let ended = match &assignment.spec.task {
+        Task::Exec { cmd, env } => run_exec(&assignment, cmd, env, &scratch_root, interrupt).await,
+        Task::Call { handler, payload } => {
+            run_call(&assignment, handler, payload.clone(), &handlers, interrupt).await
+        }
+    };
+    AttemptResult {
+        lease: assignment.lease,
+        job: assignment.job,
+        slots: assignment.spec.slots,
+        outcome: ended.outcome,
+        exit_code: ended.exit_code,
+        started_at_ms,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        output_tail: ended.output_tail,
+        error: ended.error,
+    }
+}
+
+struct Ended {
+    outcome: Outcome,
+    exit_code: Option<i32>,
+    output_tail: String,
+    error: Option<String>,
+}
+
+impl Ended {
+    fn failed(error: String) -> Ended {
+        Ended {
+            outcome: Outcome::Failed,
+            exit_code: None,
+            output_tail: String::new(),
+            error: Some(error),
+        }
+    }
+
+    fn interrupted(interrupt: Interrupt, timeout_s: Option<u32>, output_tail: String) -> Ended {
+        match interrupt {
+            Interrupt::TimedOut => Ended {
+                outcome: Outcome::TimedOut,
+                exit_code: None,
+                output_tail,
+                error: Some(format!(
+                    "timed out after {}s and was killed",
+                    timeout_s.unwrap_or(0)
+                )),
+            },
+            Interrupt::Killed => Ended {
+                outcome: Outcome::Killed,
+                exit_code: None,
+                output_tail,
+                error: Some("killed: the job was cancelled".into()),
+            },
+        }
+    }
+}
+
+async fn run_exec(
+    assignment: &Assignment,
+    cmd: &[String],
+    env: &[(String, String)],
+    scratch_root: &Path,
+    interrupt: impl std::future::Future<Output = Interrupt>,
+) -> Ended {
+    let Some((program, args)) = cmd.split_first() else {
+        return Ended::failed("cmd is empty".into());
+    };
+    let scratch = scratch_root.join(format!(
+        "job-{}-attempt-{}-{:x}",
+        assignment.job, assignment.attempt, assignment.lease
+    ));
+    if let Err(error) = tokio::fs::create_dir_all(&scratch).await {
+        return Ended::failed(format!(
+            "cannot create scratch directory {}: {error}",
+            scratch.display()
+        ));
+    }
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(&scratch)
+        .envs(env.iter().map(|(key, value)| (key, value)))
+        .env("DROVER_JOB_ID", assignment.job.to_string())
+        .env("DROVER_BATCH", assignment.batch.to_string())
+        .env("DROVER_ATTEMPT", assignment.attempt.to_string())
+        .env("DROVER_SCRATCH", &scratch)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a kill reaches whatever the job started.
+        .process_group(0)
+        .kill_on_drop(true);
+    let ended = match command.spawn() {
+        Err(error) => Ended::failed(format!("cannot start {program:?}: {error}")),
+        Ok(mut child) => {
+            let stdout = tokio::spawn(tail(child.stdout.take()));
+            let stderr = tokio::spawn(tail(child.stderr.take()));
+            let outcome = tokio::select! {
+                status = child.wait() => Ok(status),
+                interrupt = interrupt => {
+                    kill_group(child.id());
+                    let _ = child.wait().await;
+                    Err(interrupt)
+                }
+            };
+            let output_tail = join_tails(
+                stdout.await.unwrap_or_default(),
+                stderr.await.unwrap_or_default(),
+            );
+            match outcome {
+                Ok(Ok(status)) => match status.code() {
+                    Some(0) => Ended {
+                        outcome: Outcome::Succeeded,
+                        exit_code: Some(0),
+                        output_tail,
+                        error: None,
+                    },
+                    Some(code) => Ended {
+                        outcome: Outcome::Failed,
+                        exit_code: Some(code),
+                        output_tail,
+                        error: Some(format!("exited with code {code}")),
+                    },
+                    None => Ended {
+                        outcome: Outcome::Failed,
+                        exit_code: None,
+                        output_tail,
+                        error: Some(describe_signal(&status)),
+                    },
+                },
+                Ok(Err(error)) => {
+                    Ended::failed(format!("cannot wait for the job's process: {error}"))
+                }
+                Err(interrupt) => {
+                    Ended::interrupted(interrupt, assignment.spec.timeout_s, output_tail)
+                }
+            }
+        }
+    };
+    if let Err(error) = tokio::fs::remove_dir_all(&scratch).await {
+        tracing::warn!(scratch = %scratch.display(), %error, "cannot remove scratch directory");
+    }
+    ended
+}
+
+fn describe_signal(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(signal) => format!("killed by signal {signal}"),
+        None => "ended without an exit code".into(),
+    }
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        // SAFETY: kill(2) with a negative pid signals the process group the child leads; it
+        // touches no memory of ours.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+}
+
+/// Reads a stream to its end, keeping its last bytes.
+async fn tail(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
+    let Some(mut stream) = stream else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(read) => {
+                kept.extend_from_slice(&chunk[..read]);
+                if kept.len() > 2 * TAIL_BYTES {
+                    kept.drain(..kept.len() - TAIL_BYTES);
+                }
+            }
+        }
+    }
+}
+
+fn join_tails(stdout: Vec<u8>, stderr: Vec<u8>) -> String {
+    let last = |bytes: &[u8]| {
+        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(TAIL_BYTES)..]).into_owned()
+    };
+    match (stdout.is_empty(), stderr.is_empty()) {
+        (_, true) => last(&stdout),
+        (true, false) => last(&stderr),
+        (false, false) => format!("{}\n--- stderr ---\n{}", last(&stdout), last(&stderr)),
+    }
+}
+
+async fn run_call(
+    assignment: &Assignment,
+    name: &str,
+    payload: Vec<u8>,
+    handlers: &Handlers,
+    interrupt: impl std::future::Future<Output = Interrupt>,
+) -> Ended {
+    let Some(handler) = handlers.get(name) else {
+        return Ended::failed(format!("no handler named {name:?} on this worker"));
+    };
+    let context = CallContext {
+        job: assignment.job,
+        batch: assignment.batch,
+        attempt: assignment.attempt,
+    };
+    tokio::select! {
+        returned = handler(context, payload) => match returned {
+            Ok(output) => Ended {
+                outcome: Outcome::Succeeded,
+                exit_code: None,
+                output_tail: String::from_utf8_lossy(&output[output.len().saturating_sub(TAIL_BYTES)..]).into_owned(),
+                error: None,
+            },
+            Err(error) => Ended::failed(error),
+        },
+        interrupt = interrupt => Ended::interrupted(interrupt, assignment.spec.timeout_s, String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobSpec;
+    use std::sync::Arc;
+
+    fn assignment(spec: JobSpec) -> Assignment {
+        Assignment {
+            lease: 9,
+            job: 42,
+            batch: 7,
+            attempt: 2,
+            spec: Arc::new(spec),
+        }
+    }
+
+    #[tokio::test]
+    async fn exec_sees_its_environment_and_reports_exit_code_and_output() {
+        let scratch = tempfile::tempdir().unwrap();
+        let spec = JobSpec::exec([
+            "sh",
+            "-c",
+            "echo $DROVER_JOB_ID $DROVER_BATCH $DROVER_ATTEMPT; pwd; echo oops >&2; exit 3",
+        ]);
+        let (_kill, never) = oneshot::channel();
+        let result = run(
+            assignment(spec),
+            scratch.path().to_path_buf(),
+            Handlers::stock(),
+            never,
+        )
+        .await;
+        assert_eq!(result.outcome, Outcome::Failed);
+        assert_eq!(result.exit_code, Some(3));
+        assert!(
+            result.output_tail.starts_with("42 7 2\n"),
+            "{}",
+            result.output_tail
+        );
+        assert!(
+            result.output_tail.contains("job-42-attempt-2-9"),
+            "{}",
+            result.output_tail
+        );
+        assert!(
+            result.output_tail.ends_with("--- stderr ---\noops\n"),
+            "{}",
+            result.output_tail
+        );
+        // The scratch directory is gone afterwards.
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let scratch = tempfile::tempdir().unwrap();
+        let mut spec = JobSpec::exec(["sh", "-c", "sleep 30 & sleep 30; echo never"]);
+        spec.timeout_s = Some(1);
+        let (_kill, never) = oneshot::channel();
+        let clock = Instant::now();
+        let result = run(
+            assignment(spec),
+            scratch.path().to_path_buf(),
+            Handlers::stock(),
+            never,
+        )
+        .await;
+        assert_eq!(result.outcome, Outcome::TimedOut);
+        assert!(clock.elapsed() < Duration::from_secs(20));
+        assert!(!result.output_tail.contains("never"));
+    }
+
+    #[tokio::test]
+    async fn missing_program_and_unknown_handler_fail_with_a_reason() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (_kill, never) = oneshot::channel();
+        let missing = run(
+            assignment(JobSpec::exec(["/nonexistent/program"])),
+            scratch.path().to_path_buf(),
+            Handlers::stock(),
+            never,
+        )
+        .await;
+        assert_eq!(missing.outcome, Outcome::Failed);
+        assert!(missing.error.unwrap().contains("cannot start"));
+        let (_kill, never) = oneshot::channel();
+        let unknown = run(
+            assignment(JobSpec::call("frobnicate", Vec::new())),
+            scratch.path().to_path_buf(),
+            Handlers::stock(),
+            never,
+        )
+        .await;
+        assert_eq!(
+            unknown.error.as_deref(),
+            Some("no handler named \"frobnicate\" on this worker")
+        );
+    }
+
+    #[tokio::test]
+    async fn kill_stops_a_running_call() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (kill, killed) = oneshot::channel();
+        let running = tokio::spawn(run(
+            assignment(JobSpec::call("sleep", b"60000".to_vec())),
+            scratch.path().to_path_buf(),
+            Handlers::stock(),
+            killed,
+        ));
+        kill.send(()).unwrap();
+        let result = running.await.unwrap();
+        assert_eq!(result.outcome, Outcome::Killed);
+    }
+}

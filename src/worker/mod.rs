@@ -1,0 +1,324 @@
+//! The worker runtime: registers with the coordinator, heartbeats, runs what it is assigned, and
+//! reconnects on its own when the connection breaks.
+//!
+//! Attempts keep running across a reconnect; their results wait in an outbox until the
+//! coordinator acknowledges them, and are sent again after a reconnect or when an acknowledgement
+//! is slow, so a result finished while the coordinator was down is reported when it returns.
+
+pub mod attempt;
+pub mod handlers;
+
+pub use handlers::{CallContext, Handlers};
+
+use crate::job::{AttemptResult, Lease};
+use crate::net::auth::Secret;
+use crate::net::connect::{self, ConnectError, Connection};
+use crate::net::protocol::{Assignment, FromCoordinator, Role, ToCoordinator};
+use futures::SinkExt;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// The first wait before reconnecting; doubled up to [`MAX_RECONNECT_DELAY`].
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(3);
+/// A result not acknowledged this long after it was sent is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// How a worker runs.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// The coordinator's address (`host:port`).
+    pub coordinator: String,
+    /// The name people see.
+    pub name: String,
+    /// How many slots it offers.
+    pub slots: u32,
+    /// Labels jobs may require.
+    pub labels: Vec<String>,
+    /// Where attempts get their scratch directories.
+    pub scratch_dir: PathBuf,
+    /// The worker role's secret.
+    pub secret: Option<Secret>,
+    /// The call handlers it offers.
+    pub handlers: Handlers,
+}
+
+/// Why a worker stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The coordinator refused it (a wrong token, a bad registration); retrying cannot help.
+    #[error("{0}")]
+    Refused(String),
+    /// The scratch directory is unusable.
+    #[error("cannot use scratch directory {path}: {source}")]
+    Scratch {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+struct RunningAttempt {
+    slots: u32,
+    kill: Option<oneshot::Sender<()>>,
+}
+
+struct Outgoing {
+    result: AttemptResult,
+    sent_at: Option<Instant>,
+}
+
+/// The worker's state across connections.
+struct Worker {
+    config: WorkerConfig,
+    running: HashMap<Lease, RunningAttempt>,
+    outbox: BTreeMap<Lease, Outgoing>,
+    finished_tx: mpsc::UnboundedSender<AttemptResult>,
+    finished_rx: mpsc::UnboundedReceiver<AttemptResult>,
+    draining: bool,
+}
+
+/// Why a session with the coordinator ended.
+enum SessionEnd {
+    /// The connection broke; reconnect.
+    Broken(String),
+    /// Drained: nothing runs and every result is acknowledged.
+    Drained,
+}
+
+/// Runs a worker until `shutdown` resolves and its running attempts are finished and reported.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    std::fs::create_dir_all(&config.scratch_dir).map_err(|source| WorkerError::Scratch {
+        path: config.scratch_dir.clone(),
+        source,
+    })?;
+    let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+    let mut worker = Worker {
+        config,
+        running: HashMap::new(),
+        outbox: BTreeMap::new(),
+        finished_tx,
+        finished_rx,
+        draining: false,
+    };
+    tokio::pin!(shutdown);
+    let mut delay = FIRST_RECONNECT_DELAY;
+    let mut announced_failure = false;
+    loop {
+        if worker.draining && worker.running.is_empty() && worker.outbox.is_empty() {
+            return Ok(());
+        }
+        match worker.connect().await {
+            Ok(connection) => {
+                if announced_failure {
+                    tracing::info!(coordinator = %worker.config.coordinator, "reconnected");
+                }
+                announced_failure = false;
+                delay = FIRST_RECONNECT_DELAY;
+                match worker.session(connection, &mut shutdown).await {
+                    SessionEnd::Drained => return Ok(()),
+                    SessionEnd::Broken(reason) => {
+                        tracing::warn!(%reason, running = worker.running.len(), "connection to the coordinator lost, reconnecting");
+                    }
+                }
+            }
+            Err(ConnectError::Refused(reason)) => return Err(WorkerError::Refused(reason)),
+            Err(ConnectError::Impostor(address)) => {
+                return Err(WorkerError::Refused(
+                    ConnectError::Impostor(address).to_string(),
+                ))
+            }
+            Err(error) => {
+                if !announced_failure {
+                    tracing::warn!(%error, "cannot connect, retrying with backoff");
+                    announced_failure = true;
+                }
+            }
+        }
+        // Wait before the next try, still collecting results and watching for shutdown.
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                Some(result) = worker.finished_rx.recv() => worker.finished(result),
+                _ = &mut shutdown, if !worker.draining => {
+                    tracing::info!("draining: finishing running jobs, taking no new ones");
+                    worker.draining = true;
+                }
+            }
+        }
+        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+    }
+}
+
+impl Worker {
+    async fn connect(&mut self) -> Result<Connection, ConnectError> {
+        let mut connection = connect::connect(
+            &self.config.coordinator,
+            Role::Worker,
+            self.config.secret.as_ref(),
+        )
+        .await?;
+        let carried = self
+            .running
+            .iter()
+            .map(|(lease, attempt)| (*lease, attempt.slots))
+            .collect();
+        let register = ToCoordinator::Register {
+            name: self.config.name.clone(),
+            slots: self.config.slots,
+            labels: self.config.labels.clone(),
+            carried,
+        };
+        let broken = |reason: String| ConnectError::Handshake {
+            address: self.config.coordinator.clone(),
+            reason,
+        };
+        connection
+            .send(register)
+            .await
+            .map_err(|error| broken(error.to_string()))?;
+        match connect::next(&mut connection).await.map_err(broken)? {
+            FromCoordinator::Registered { .. } => {}
+            FromCoordinator::Refused { reason } => return Err(ConnectError::Refused(reason)),
+            other => {
+                return Err(broken(format!(
+                    "unexpected answer to registration: {other:?}"
+                )))
+            }
+        }
+        tracing::info!(
+            coordinator = %self.config.coordinator,
+            name = %self.config.name,
+            slots = self.config.slots,
+            carried = self.running.len(),
+            "registered"
+        );
+        Ok(connection)
+    }
+
+    fn finished(&mut self, result: AttemptResult) {
+        self.running.remove(&result.lease);
+        self.outbox.insert(
+            result.lease,
+            Outgoing {
+                result,
+                sent_at: None,
+            },
+        );
+    }
+
+    fn start(&mut self, assignment: Assignment) {
+        let (kill, killed) = oneshot::channel();
+        self.running.insert(
+            assignment.lease,
+            RunningAttempt {
+                slots: assignment.spec.slots,
+                kill: Some(kill),
+            },
+        );
+        let finished = self.finished_tx.clone();
+        let scratch = self.config.scratch_dir.clone();
+        let handlers = self.config.handlers.clone();
+        tokio::spawn(async move {
+            let result = attempt::run(assignment, scratch, handlers, killed).await;
+            let _ = finished.send(result);
+        });
+    }
+
+    /// Results not yet sent, or sent too long ago without an acknowledgement.
+    fn due_results(&mut self, now: Instant) -> Vec<AttemptResult> {
+        self.outbox
+            .values_mut()
+            .filter(|outgoing| {
+                outgoing
+                    .sent_at
+                    .is_none_or(|sent| now.duration_since(sent) >= RESEND_AFTER)
+            })
+            .map(|outgoing| {
+                outgoing.sent_at = Some(now);
+                outgoing.result.clone()
+            })
+            .collect()
+    }
+
+    async fn session(
+        &mut self,
+        mut connection: Connection,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> SessionEnd {
+        // Everything unacknowledged goes again on a new connection.
+        for outgoing in self.outbox.values_mut() {
+            outgoing.sent_at = None;
+        }
+        if self.draining {
+            if let Err(error) = connection.send(ToCoordinator::Draining).await {
+                return SessionEnd::Broken(error.to_string());
+            }
+        }
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let due = self.due_results(Instant::now());
+            if !due.is_empty() {
+                if let Err(error) = connection.send(ToCoordinator::Results(due)).await {
+                    return SessionEnd::Broken(error.to_string());
+                }
+            }
+            if self.draining && self.running.is_empty() && self.outbox.is_empty() {
+                tracing::info!("drained: every job finished and reported");
+                return SessionEnd::Drained;
+            }
+            tokio::select! {
+                message = connect::next(&mut connection) => match message {
+                    Ok(FromCoordinator::Assign(assignments)) => {
+                        for assignment in assignments {
+                            self.start(assignment);
+                        }
+                    }
+                    Ok(FromCoordinator::Kill(leases)) => {
+                        for lease in leases {
+                            if let Some(kill) = self.running.get_mut(&lease).and_then(|attempt| attempt.kill.take()) {
+                                let _ = kill.send(());
+                            }
+                        }
+                    }
+                    Ok(FromCoordinator::Acked(leases)) => {
+                        for lease in leases {
+                            self.outbox.remove(&lease);
+                        }
+                    }
+                    Ok(FromCoordinator::Refused { reason }) => return SessionEnd::Broken(format!("coordinator closed the session: {reason}")),
+                    Ok(_) => {}
+                    Err(reason) => return SessionEnd::Broken(reason),
+                },
+                Some(result) = self.finished_rx.recv() => {
+                    self.finished(result);
+                    // Gather whatever else finished meanwhile into the same frame.
+                    while let Ok(more) = self.finished_rx.try_recv() {
+                        self.finished(more);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if let Err(error) = connection.send(ToCoordinator::Heartbeat).await {
+                        return SessionEnd::Broken(error.to_string());
+                    }
+                }
+                _ = &mut *shutdown, if !self.draining => {
+                    tracing::info!(running = self.running.len(), "draining: finishing running jobs, taking no new ones");
+                    self.draining = true;
+                    if let Err(error) = connection.send(ToCoordinator::Draining).await {
+                        return SessionEnd::Broken(error.to_string());
+                    }
+                }
+            }
+        }
+    }
+}

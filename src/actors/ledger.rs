@@ -352,7 +352,9 @@ impl Actor for Ledger {
 /// Runs a continuation on the actor once a journal commit has ended.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct AfterCommit(Box<dyn FnOnce(&mut Ledger, &mut Context<Ledger>) + Send>);
+pub(crate) struct AfterCommit(Continuation);
+
+type Continuation = Box<dyn FnOnce(&mut Ledger, &mut Context<Ledger>) + Send>;
 
 impl Handler<AfterCommit> for Ledger {
     type Result = ();

@@ -415,14 +415,14 @@ impl Ledger {
         &mut self,
         ctx: &mut Context<Self>,
         batch: BatchId,
-        failed: Vec<(JobId, JobSpec, u32, u32, u64)>,
+        failed: Vec<queries::FailedJob>,
         tx: oneshot::Sender<ClientResponse>,
     ) {
         if failed.is_empty() {
             let _ = tx.send(ClientResponse::Changed(0));
             return;
         }
-        let ids: Vec<JobId> = failed.iter().map(|(id, ..)| *id).collect();
+        let ids: Vec<JobId> = failed.iter().map(|job| job.id).collect();
         self.commit(
             ctx,
             vec![Write::Reopen { jobs: ids }],
@@ -432,18 +432,19 @@ impl Ledger {
                     return;
                 }
                 let mut queued = Vec::with_capacity(failed.len());
-                for (id, spec, attempts, lost, queued_at_ms) in failed {
+                for found in failed {
+                    let id = found.id;
                     if ledger.jobs.contains_key(&id) {
                         continue;
                     }
                     let job = LiveJob {
-                        spec: Arc::new(spec),
+                        spec: Arc::new(found.spec),
                         batch,
-                        queued_at_ms,
+                        queued_at_ms: found.queued_at_ms,
                         phase: Phase::Queued,
-                        attempts,
+                        attempts: found.attempts,
                         failures: 0,
-                        lost,
+                        lost: found.lost_attempts,
                         lease: 0,
                         started_at_ms: 0,
                         worker: None,

@@ -93,11 +93,23 @@ pub fn jobs(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// A batch's failed jobs, for a retry: (id, spec, attempts, lost attempts, queued at).
-pub fn failed_jobs(
-    conn: &Connection,
-    batch: BatchId,
-) -> Result<Vec<(JobId, crate::job::JobSpec, u32, u32, u64)>, JournalError> {
+/// A failed job, as a retry needs it.
+#[derive(Debug)]
+pub struct FailedJob {
+    /// The job.
+    pub id: JobId,
+    /// What it runs.
+    pub spec: crate::job::JobSpec,
+    /// Attempts it had.
+    pub attempts: u32,
+    /// Attempts lost with workers.
+    pub lost_attempts: u32,
+    /// When it was submitted.
+    pub queued_at_ms: u64,
+}
+
+/// A batch's failed jobs, for a retry.
+pub fn failed_jobs(conn: &Connection, batch: BatchId) -> Result<Vec<FailedJob>, JournalError> {
     let mut statement = conn.prepare_cached(
         "SELECT id, spec, attempts, lost_attempts, queued_at_ms FROM jobs
          WHERE batch = ?1 AND state = 'failed' ORDER BY id",
@@ -108,13 +120,13 @@ pub fn failed_jobs(
         let id = row.get::<_, i64>(0)? as u64;
         let spec_bytes: Vec<u8> = row.get(1)?;
         let spec = postcard::from_bytes(&spec_bytes).map_err(|_| JournalError::CorruptSpec(id))?;
-        failed.push((
+        failed.push(FailedJob {
             id,
             spec,
-            row.get(2)?,
-            row.get(3)?,
-            row.get::<_, i64>(4)? as u64,
-        ));
+            attempts: row.get(2)?,
+            lost_attempts: row.get(3)?,
+            queued_at_ms: row.get::<_, i64>(4)? as u64,
+        });
     }
     Ok(failed)
 }

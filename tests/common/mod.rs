@@ -1,0 +1,345 @@
+//! Helpers for integration tests: a real coordinator and real worker processes on loopback.
+#![allow(dead_code)]
+
+use drover::client::Client;
+use drover::net::auth::Secret;
+use drover::status::{BatchInfo, JobInfo, WorkerInfo};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const COORDINATOR: &str = env!("CARGO_BIN_EXE_drover-coordinator");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_drover-worker");
+pub const CLI: &str = env!("CARGO_BIN_EXE_drover");
+
+/// A coordinator and workers as child processes, killed when dropped.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    pub coordinator_args: Vec<String>,
+    pub coordinator_env: Vec<(String, String)>,
+    coordinator: Option<Child>,
+    coordinator_starts: usize,
+    workers: Vec<(String, Child)>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// A cluster whose coordinator runs with these extra flags (not started yet).
+    pub fn new(coordinator_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("out")).unwrap();
+        Cluster {
+            address: format!("127.0.0.1:{}", free_port()),
+            dir,
+            coordinator_args: coordinator_args.iter().map(|arg| arg.to_string()).collect(),
+            coordinator_env: Vec::new(),
+            coordinator: None,
+            coordinator_starts: 0,
+            workers: Vec::new(),
+        }
+    }
+
+    /// Starts a cluster's coordinator and waits until it answers.
+    pub async fn start(coordinator_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::new(coordinator_args);
+        cluster.start_coordinator().await;
+        cluster
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Where jobs write what they want checked: `out/<job id>`.
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    pub fn coordinator_log(&self) -> String {
+        (1..=self.coordinator_starts)
+            .map(|start| {
+                std::fs::read_to_string(self.dir.path().join(format!("coordinator-{start}.log")))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    pub fn worker_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("worker-{name}.log")))
+            .unwrap_or_default()
+    }
+
+    pub async fn start_coordinator(&mut self) {
+        assert!(self.coordinator.is_none(), "coordinator already running");
+        self.coordinator_starts += 1;
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("coordinator-{}.log", self.coordinator_starts)),
+        )
+        .unwrap();
+        let child = Command::new(COORDINATOR)
+            .args(["--listen", &self.address, "--data-dir"])
+            .arg(self.data_dir())
+            .args(&self.coordinator_args)
+            .envs(self.coordinator_env.iter().cloned())
+            .env_remove("DROVER_TOKEN")
+            .env_remove("DROVER_WORKER_TOKEN")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.coordinator = Some(child);
+        self.wait_for_port().await;
+    }
+
+    async fn wait_for_port(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&self.address).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "coordinator did not listen within 30s:\n{}",
+                self.coordinator_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn coordinator_pid(&self) -> u32 {
+        self.coordinator.as_ref().expect("coordinator running").id()
+    }
+
+    /// Kills the coordinator with SIGKILL.
+    pub fn kill_coordinator(&mut self) {
+        let mut child = self.coordinator.take().expect("coordinator running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts a worker with extra flags.
+    pub fn start_worker(&mut self, name: &str, slots: u32, extra: &[&str]) {
+        self.start_worker_with_env(name, slots, extra, &[]);
+    }
+
+    pub fn start_worker_with_env(
+        &mut self,
+        name: &str,
+        slots: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) {
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("worker-{name}.log"))).unwrap();
+        let child = Command::new(WORKER)
+            .args([
+                "--coordinator",
+                &self.address,
+                "--name",
+                name,
+                "--slots",
+                &slots.to_string(),
+            ])
+            .arg("--scratch-dir")
+            .arg(self.dir.path().join("scratch").join(name))
+            .args(extra)
+            .env_remove("DROVER_WORKER_TOKEN")
+            .envs(
+                env.iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string())),
+            )
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("OUT", self.out_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.workers.push((name.to_string(), child));
+    }
+
+    pub fn worker_pid(&self, name: &str) -> u32 {
+        self.workers
+            .iter()
+            .find(|(worker, _)| worker == name)
+            .expect("no such worker")
+            .1
+            .id()
+    }
+
+    /// Sends a signal to a worker process.
+    pub fn signal_worker(&self, name: &str, signal: i32) {
+        let pid = self.worker_pid(name) as i32;
+        // SAFETY: kill(2) on a child process we started; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Waits for a worker process to exit and returns its status.
+    pub async fn wait_worker_exit(
+        &mut self,
+        name: &str,
+        within: Duration,
+    ) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = &mut self
+                .workers
+                .iter_mut()
+                .find(|(worker, _)| worker == name)
+                .expect("no such worker")
+                .1;
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker {name} did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.address, None)
+            .await
+            .expect("client connects")
+    }
+
+    pub async fn client_with(&self, token: &str) -> Client {
+        Client::connect(&self.address, Secret::from_text(token).as_ref())
+            .await
+            .expect("client connects")
+    }
+
+    /// Waits until `count` workers are registered.
+    pub async fn wait_for_workers(&self, count: usize) -> Vec<WorkerInfo> {
+        wait_for(Duration::from_secs(30), "workers to register", || async {
+            let mut client = Client::connect(&self.address, None).await.ok()?;
+            let workers = client.workers().await.ok()?;
+            (workers.len() >= count).then_some(workers)
+        })
+        .await
+    }
+
+    /// Runs the `drover` CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(CLI)
+            .args(args)
+            .env("DROVER_COORDINATOR", &self.address)
+            .env_remove("DROVER_TOKEN")
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Writes a job file into the test directory.
+    pub fn job_file(&self, name: &str, lines: &[String]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    }
+
+    /// How many times a job ran: the lines it appended to `out/<id>`.
+    pub fn runs_of(&self, job: u64) -> usize {
+        std::fs::read_to_string(self.out_dir().join(job.to_string()))
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(child) = &mut self.coordinator {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A job line that appends one line to `$OUT/<job id>`, then sleeps.
+pub fn recording_job(sleep_s: f64) -> String {
+    format!(
+        r#"{{"cmd": ["sh", "-c", "echo $DROVER_ATTEMPT >> \"$OUT/$DROVER_JOB_ID\"; sleep {sleep_s}"]}}"#
+    )
+}
+
+/// Polls `check` until it returns Some, or panics after `within`.
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until a batch is done.
+pub async fn wait_batch_done(client: &mut Client, batch: u64, within: Duration) -> BatchInfo {
+    let deadline = Instant::now() + within;
+    loop {
+        let info = client
+            .wait_batch(batch, Duration::from_millis(500))
+            .await
+            .unwrap();
+        if info.done {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batch {batch} not done within {within:?}: {info:?}"
+        );
+    }
+}
+
+/// Waits until a job is running, and returns it.
+pub async fn wait_running(client: &mut Client, job: u64, within: Duration) -> JobInfo {
+    let deadline = Instant::now() + within;
+    loop {
+        let info = client.job(job).await.unwrap();
+        if info.state == drover::job::JobState::Running {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} not running within {within:?}: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}

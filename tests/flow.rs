@@ -1,0 +1,296 @@
+//! Jobs flow end to end through real processes: spread over workers, recorded once, labels,
+//! cancel, retry, drain, and the CLI's JSON contract.
+
+mod common;
+
+use common::*;
+use drover::job::{JobSpec, JobState};
+use drover::net::protocol::CancelTarget;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_spreads_over_workers_and_each_job_is_recorded_once() {
+    let mut cluster = Cluster::start(&[]).await;
+    for name in ["w1", "w2", "w3"] {
+        cluster.start_worker(name, 2, &[]);
+    }
+    cluster.wait_for_workers(3).await;
+    let lines: Vec<String> = (0..30).map(|_| recording_job(0.1)).collect();
+    let file = cluster.job_file("spread.jsonl", &lines);
+
+    let output = cluster.cli(&["submit", path_str(&file), "--wait", "--json"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    assert_eq!(summary["total"], 30);
+    assert_eq!(summary["succeeded"], 30);
+    assert_eq!(summary["done"], true);
+    let batch = summary["id"].as_u64().unwrap();
+
+    let mut client = cluster.client().await;
+    let jobs = client.jobs(Some(batch), None).await.unwrap();
+    assert_eq!(jobs.len(), 30);
+    let ids: HashSet<u64> = jobs.iter().map(|job| job.id).collect();
+    assert_eq!(ids.len(), 30, "every job appears once");
+    let mut per_worker: HashMap<String, usize> = HashMap::new();
+    for job in &jobs {
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(job.exit_code, Some(0));
+        assert_eq!(
+            cluster.runs_of(job.id),
+            1,
+            "job {} ran exactly once",
+            job.id
+        );
+        *per_worker.entry(job.worker.clone().unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        per_worker.len(),
+        3,
+        "all three workers took jobs: {per_worker:?}"
+    );
+
+    // The workers table agrees with the completion log.
+    let workers = client.workers().await.unwrap();
+    for worker in &workers {
+        assert_eq!(worker.done as usize, per_worker[&worker.name], "{worker:?}");
+        assert_eq!(worker.running, 0);
+    }
+
+    // The log export has one line per finished job.
+    let log = cluster.cli(&["log", "--batch", &batch.to_string(), "--format", "jsonl"]);
+    assert!(log.status.success());
+    assert_eq!(stdout_of(&log).lines().count(), 30);
+    let csv = cluster.cli(&["log", "--batch", &batch.to_string(), "--format", "csv"]);
+    assert_eq!(stdout_of(&csv).lines().count(), 31, "header and 30 records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_json_follows_the_interface_contract() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("solo", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let file = cluster.job_file(
+        "one.jsonl",
+        &[r#"{"cmd": ["sh", "-c", "echo hello"], "name": "greet"}"#.to_string()],
+    );
+    let submitted = cluster.cli(&["submit", path_str(&file), "--batch", "greetings", "--json"]);
+    assert!(submitted.status.success(), "{}", stderr_of(&submitted));
+    let submitted: serde_json::Value = serde_json::from_str(&stdout_of(&submitted)).unwrap();
+    assert_eq!(submitted["jobs"], 1);
+    let batch = submitted["batch"].as_u64().unwrap().to_string();
+    let mut client = cluster.client().await;
+    wait_batch_done(&mut client, batch.parse().unwrap(), Duration::from_secs(30)).await;
+
+    let info: serde_json::Value =
+        serde_json::from_str(&stdout_of(&cluster.cli(&["batch", &batch, "--json"]))).unwrap();
+    for field in [
+        "id",
+        "name",
+        "total",
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "done",
+    ] {
+        assert!(
+            info.get(field).is_some(),
+            "batch --json lacks {field}: {info}"
+        );
+    }
+    assert_eq!(info["name"], "greetings");
+
+    let jobs: serde_json::Value = serde_json::from_str(&stdout_of(
+        &cluster.cli(&["jobs", "--batch", &batch, "--json"]),
+    ))
+    .unwrap();
+    let job_id = jobs[0]["id"].as_u64().unwrap().to_string();
+    let job: serde_json::Value =
+        serde_json::from_str(&stdout_of(&cluster.cli(&["job", &job_id, "--json"]))).unwrap();
+    for field in [
+        "id",
+        "batch",
+        "name",
+        "state",
+        "attempts",
+        "worker",
+        "exit_code",
+        "duration_ms",
+    ] {
+        assert!(job.get(field).is_some(), "job --json lacks {field}: {job}");
+    }
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["worker"], "solo");
+    assert_eq!(job["output_tail"], "hello\n");
+
+    let workers: serde_json::Value =
+        serde_json::from_str(&stdout_of(&cluster.cli(&["workers", "--json"]))).unwrap();
+    for field in [
+        "name",
+        "slots",
+        "running",
+        "done",
+        "failed",
+        "last_seen_ms",
+        "state",
+    ] {
+        assert!(
+            workers[0].get(field).is_some(),
+            "workers --json lacks {field}: {workers}"
+        );
+    }
+    assert_eq!(workers[0]["done"], 1);
+
+    let table = stdout_of(&cluster.cli(&["workers"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("solo"), "{table}");
+
+    let run = cluster.cli(&["run", "--", "sh", "-c", "echo ran; exit 7"]);
+    assert_eq!(run.status.code(), Some(7), "{}", stderr_of(&run));
+    assert_eq!(stdout_of(&run), "ran\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_labels_are_respected() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("plain", 1, &[]);
+    cluster.start_worker("gpu-box", 1, &["--label", "gpu"]);
+    cluster.wait_for_workers(2).await;
+    let mut client = cluster.client().await;
+    let mut gpu_job = JobSpec::exec(["true"]);
+    gpu_job.requires = vec!["gpu".into()];
+    let submitted = client
+        .submit("labels", vec![gpu_job.clone(), gpu_job.clone(), gpu_job])
+        .await
+        .unwrap();
+    wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    for job in client.jobs(Some(submitted.batch), None).await.unwrap() {
+        assert_eq!(job.worker.as_deref(), Some("gpu-box"), "{job:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_jobs_retry_with_backoff_then_fail_and_can_be_retried() {
+    let mut cluster = Cluster::start(&["--retry-backoff", "50ms"]).await;
+    cluster.start_worker("w", 2, &[]);
+    cluster.wait_for_workers(1).await;
+    let marker = cluster.out_dir().join("allow");
+    let line = format!(
+        r#"{{"cmd": ["sh", "-c", "echo $DROVER_ATTEMPT >> \"$OUT/$DROVER_JOB_ID\"; test -f {}"], "max_attempts": 3}}"#,
+        marker.display()
+    );
+    let file = cluster.job_file("flaky.jsonl", &[line.clone(), line]);
+    let output = cluster.cli(&["submit", path_str(&file), "--wait", "--json"]);
+    assert!(
+        !output.status.success(),
+        "--wait exits non-zero when a job failed"
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    assert_eq!(summary["failed"], 2);
+    let batch = summary["id"].as_u64().unwrap();
+
+    let mut client = cluster.client().await;
+    let jobs = client
+        .jobs(Some(batch), Some(JobState::Failed))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    for job in &jobs {
+        assert_eq!(cluster.runs_of(job.id), 3, "three attempts each");
+        let detail = client.job(job.id).await.unwrap();
+        assert_eq!(detail.attempts, 3);
+        assert_eq!(detail.history.len(), 3);
+        assert!(detail
+            .history
+            .iter()
+            .all(|attempt| attempt.outcome == "failed"));
+        assert!(
+            detail
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("failed 3 of 3 attempts"),
+            "{detail:?}"
+        );
+    }
+
+    std::fs::write(&marker, "").unwrap();
+    let retry = cluster.cli(&["retry", "--batch", &batch.to_string(), "--json"]);
+    assert!(retry.status.success(), "{}", stderr_of(&retry));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout_of(&retry)).unwrap()["retried"],
+        2
+    );
+    let info = wait_batch_done(&mut client, batch, Duration::from_secs(30)).await;
+    assert_eq!((info.succeeded, info.failed), (2, 0));
+    for job in &jobs {
+        assert_eq!(cluster.runs_of(job.id), 4);
+        assert_eq!(client.job(job.id).await.unwrap().attempts, 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_running_and_pending_jobs() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit("long", vec![JobSpec::exec(["sleep", "60"]); 3])
+        .await
+        .unwrap();
+    wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
+    let cancelled = client
+        .cancel(CancelTarget::Batch(submitted.batch))
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 3);
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(10)).await;
+    assert_eq!(info.cancelled, 3);
+    // The worker is free again: a new job runs at once.
+    let next = client
+        .submit("after", vec![JobSpec::exec(["true"])])
+        .await
+        .unwrap();
+    let info = wait_batch_done(&mut client, next.batch, Duration::from_secs(10)).await;
+    assert_eq!(info.succeeded, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_worker() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("drainer", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit(
+            "drain",
+            vec![JobSpec::exec(["sleep", "1"]), JobSpec::exec(["true"])],
+        )
+        .await
+        .unwrap();
+    wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
+    cluster.signal_worker("drainer", libc::SIGTERM);
+    let status = cluster
+        .wait_worker_exit("drainer", Duration::from_secs(30))
+        .await;
+    assert!(
+        status.success(),
+        "worker exits cleanly after draining: {status:?}"
+    );
+    let first = client.job(submitted.first_job).await.unwrap();
+    assert_eq!(
+        first.state,
+        JobState::Succeeded,
+        "the running job finished and was recorded"
+    );
+    let second = client.job(submitted.first_job + 1).await.unwrap();
+    assert_eq!(
+        second.state,
+        JobState::Pending,
+        "a draining worker takes no new job"
+    );
+    assert!(client.workers().await.unwrap().is_empty());
+}

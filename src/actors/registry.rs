@@ -5,7 +5,7 @@
 
 use crate::actors::scheduler::{Scheduler, WorkerGone, WorkerJoined};
 use crate::actors::session::{Close, Session};
-use crate::job::{now_ms, JobId, Lease, Outcome, WorkerId};
+use crate::job::{now_ms, AttemptResult, JobId, Lease, Outcome, WorkerId};
 use crate::status::WorkerInfo;
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -118,6 +118,8 @@ pub struct RegisterWorker {
     pub labels: Vec<String>,
     /// Attempts it kept running from an earlier registration: (lease, slots).
     pub carried: Vec<(Lease, u32)>,
+    /// Results it had not had acknowledged.
+    pub results: Vec<AttemptResult>,
     /// Updated by the session on every frame.
     pub last_seen: LastSeen,
 }
@@ -144,6 +146,7 @@ impl Handler<RegisterWorker> for Registry {
             slots: register.slots,
             labels: register.labels.clone(),
             carried: register.carried,
+            results: register.results,
         });
         self.workers.insert(
             worker,

@@ -8,7 +8,7 @@ use crate::actors::ledger::{AttemptsStarted, Ledger, ResultsArrived, WorkerLost}
 use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{JobsAssigned, JobsEnded, Registry};
 use crate::actors::session::{Push, Session};
-use crate::job::{AttemptResult, JobId, Lease, WorkerId};
+use crate::job::{AttemptResult, JobId, Lease, Outcome, WorkerId};
 use crate::net::protocol::{Assignment, FromCoordinator};
 use crate::storage::journal::lease;
 use actix::prelude::*;
@@ -216,12 +216,31 @@ pub struct WorkerJoined {
     pub labels: Vec<String>,
     /// Attempts it still runs from an earlier registration: (lease, slots).
     pub carried: Vec<(Lease, u32)>,
+    /// Results it had not had acknowledged, handled before it is given anything.
+    pub results: Vec<AttemptResult>,
 }
 
 impl Handler<WorkerJoined> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, joined: WorkerJoined, ctx: &mut Context<Self>) {
+        if !joined.results.is_empty() {
+            // A job that succeeded while its worker was away must not start again, whatever
+            // the Ledger makes of the result; if the Ledger cannot record it, it enqueues the
+            // job afresh, which undoes this.
+            self.pending.withdraw(
+                joined
+                    .results
+                    .iter()
+                    .filter(|result| result.outcome == Outcome::Succeeded)
+                    .map(|result| result.job),
+            );
+            self.ledger.do_send(ResultsArrived {
+                worker_name: joined.name.clone(),
+                session: joined.session.clone(),
+                results: joined.results,
+            });
+        }
         let carried: HashMap<Lease, u32> = joined.carried.into_iter().collect();
         let busy: u32 = carried.values().sum();
         self.workers.insert(
@@ -305,15 +324,23 @@ impl Handler<ResultsReported> for Scheduler {
             return;
         };
         let mut ended = Vec::with_capacity(reported.results.len());
+        let mut late_successes = Vec::new();
         for result in &reported.results {
             // A result frees its slots once: repeats of a result free nothing.
             if let Some((_, held)) = slots.running.remove(&result.lease) {
                 slots.free += held;
                 ended.push((result.lease, result.outcome, result.duration_ms));
-            } else if let Some(held) = slots.carried.remove(&result.lease) {
+                continue;
+            }
+            if let Some(held) = slots.carried.remove(&result.lease) {
                 slots.free += held;
             }
+            // Not an attempt of this registration: its job may be pending again meanwhile.
+            if result.outcome == Outcome::Succeeded {
+                late_successes.push(result.job);
+            }
         }
+        self.pending.withdraw(late_successes);
         self.registry.do_send(JobsEnded {
             worker: reported.worker,
             ended,

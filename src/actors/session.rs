@@ -206,6 +206,7 @@ impl Session {
             slots,
             labels,
             carried,
+            results,
         } = register
         else {
             return;
@@ -236,6 +237,7 @@ impl Session {
             slots,
             labels,
             carried,
+            results,
             last_seen: self.last_seen.clone(),
         };
         // Nothing else from this peer may be handled before it has a registration, so this one

@@ -80,6 +80,9 @@ pub enum ToCoordinator {
         /// Attempts it kept running across a reconnect, with the slots each holds: their
         /// results free those slots when they arrive.
         carried: Vec<(Lease, u32)>,
+        /// Results not yet acknowledged, reported before any new job is assigned, so a job
+        /// finished while disconnected is not started again.
+        results: Vec<AttemptResult>,
     },
     /// A worker is alive.
     Heartbeat,

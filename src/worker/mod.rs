@@ -171,11 +171,22 @@ impl Worker {
             .iter()
             .map(|(lease, attempt)| (*lease, attempt.slots))
             .collect();
+        // Everything unacknowledged goes with the registration, before any new assignment.
+        let now = Instant::now();
+        let results = self
+            .outbox
+            .values_mut()
+            .map(|outgoing| {
+                outgoing.sent_at = Some(now);
+                outgoing.result.clone()
+            })
+            .collect();
         let register = ToCoordinator::Register {
             name: self.config.name.clone(),
             slots: self.config.slots,
             labels: self.config.labels.clone(),
             carried,
+            results,
         };
         let broken = |reason: String| ConnectError::Handshake {
             address: self.config.coordinator.clone(),
@@ -254,10 +265,6 @@ impl Worker {
         mut connection: Connection,
         shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
     ) -> SessionEnd {
-        // Everything unacknowledged goes again on a new connection.
-        for outgoing in self.outbox.values_mut() {
-            outgoing.sent_at = None;
-        }
         if self.draining {
             if let Err(error) = connection.send(ToCoordinator::Draining).await {
                 return SessionEnd::Broken(error.to_string());

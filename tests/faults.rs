@@ -1,0 +1,199 @@
+//! Failures of real processes: a worker killed or frozen, the coordinator killed mid-batch.
+
+mod common;
+
+use common::*;
+use drover::job::{JobSpec, JobState};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_jobs_move_at_once_not_after_the_timeout() {
+    // A long heartbeat timeout: only the closed connection can explain a quick move.
+    let mut cluster = Cluster::start(&["--heartbeat-timeout", "60s"]).await;
+    cluster.start_worker("doomed", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut client = cluster.client().await;
+    let file_job = drover::jobfile::parse_line(1, &recording_job(1.0)).unwrap();
+    let submitted = client.submit("kill", vec![file_job]).await.unwrap();
+    let running = wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
+    assert_eq!(running.worker.as_deref(), Some("doomed"));
+
+    cluster.start_worker("survivor", 1, &[]);
+    cluster.wait_for_workers(2).await;
+    let killed_at = Instant::now();
+    cluster.signal_worker("doomed", libc::SIGKILL);
+    let moved = loop {
+        let job = client.job(submitted.first_job).await.unwrap();
+        if job.worker.as_deref() == Some("survivor") {
+            break job;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "job did not move: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(30),
+        "moved long before the 60s heartbeat timeout"
+    );
+    assert_eq!(moved.lost_attempts, 1);
+
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 1);
+    let job = client.job(submitted.first_job).await.unwrap();
+    assert_eq!(job.worker.as_deref(), Some("survivor"));
+    assert_eq!((job.attempts, job.lost_attempts), (2, 1));
+    assert_eq!(job.history.len(), 1);
+    assert_eq!(job.history[0].outcome, "lost");
+    assert_eq!(job.history[0].worker, "doomed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_workers_jobs_move_after_the_timeout_and_its_late_result_is_not_recorded() {
+    let mut cluster = Cluster::start(&["--heartbeat-timeout", "1s"]).await;
+    cluster.start_worker("frozen", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut client = cluster.client().await;
+    let job = drover::jobfile::parse_line(1, &recording_job(1.0)).unwrap();
+    let submitted = client.submit("freeze", vec![job]).await.unwrap();
+    wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
+    cluster.start_worker("thawed", 1, &[]);
+    cluster.wait_for_workers(2).await;
+
+    cluster.signal_worker("frozen", libc::SIGSTOP);
+    // The job runs elsewhere once the frozen worker has been silent for the timeout.
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 1);
+    let recorded = client.job(submitted.first_job).await.unwrap();
+    assert_eq!(recorded.worker.as_deref(), Some("thawed"));
+    assert_eq!(recorded.lost_attempts, 1);
+    assert!(
+        recorded.history[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("heartbeat timeout"),
+        "{recorded:?}"
+    );
+
+    // Thawed, the frozen worker finds its child finished, reconnects on its own and reports a
+    // success that must be acknowledged as a duplicate, not recorded.
+    cluster.signal_worker("frozen", libc::SIGCONT);
+    wait_for(
+        Duration::from_secs(30),
+        "the late result to arrive",
+        || async {
+            cluster
+                .coordinator_log()
+                .contains("duplicate result acknowledged")
+                .then_some(())
+        },
+    )
+    .await;
+    let workers = cluster.wait_for_workers(2).await;
+    assert!(
+        workers.iter().any(|worker| worker.name == "frozen"),
+        "it registered again"
+    );
+    let after = client.job(submitted.first_job).await.unwrap();
+    assert_eq!(after, recorded, "the record did not change");
+    assert_eq!(
+        cluster.runs_of(submitted.first_job),
+        2,
+        "it ran twice, recorded once"
+    );
+    assert_eq!(
+        client
+            .jobs(Some(submitted.batch), None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_killed_mid_batch_loses_nothing_and_records_nothing_twice() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("a", 4, &[]);
+    cluster.start_worker("b", 4, &[]);
+    cluster.wait_for_workers(2).await;
+    let total = 120;
+    let lines: Vec<String> = (0..total).map(|_| recording_job(0.05)).collect();
+    let jobs = drover::jobfile::parse(&lines.join("\n")).unwrap();
+    let mut client = cluster.client().await;
+    let submitted = client.submit("restart", jobs).await.unwrap();
+    // Kill it with a good part of the batch done and the rest pending or running.
+    wait_for(Duration::from_secs(60), "a third of the batch", || async {
+        let info = cluster.client().await.batch(submitted.batch).await.ok()?;
+        (info.succeeded >= total / 3).then_some(())
+    })
+    .await;
+    cluster.kill_coordinator();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.start_coordinator().await;
+
+    // Workers come back by themselves; the batch finishes.
+    cluster.wait_for_workers(2).await;
+    let mut client = cluster.client().await;
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(120)).await;
+    assert_eq!(info.total, total);
+    assert_eq!(info.succeeded, total, "{info:?}");
+    let jobs = client.jobs(Some(submitted.batch), None).await.unwrap();
+    let ids: HashSet<u64> = jobs.iter().map(|job| job.id).collect();
+    assert_eq!(
+        ids.len(),
+        total as usize,
+        "every acknowledged job is there once"
+    );
+    let mut reruns = 0;
+    for job in &jobs {
+        assert_eq!(job.state, JobState::Succeeded);
+        let runs = cluster.runs_of(job.id);
+        assert!(runs >= 1, "job {} never ran", job.id);
+        reruns += runs - 1;
+    }
+    eprintln!("jobs that ran more than once because of the restart: {reruns}");
+    // The log has every job once.
+    let log = cluster.cli(&["log", "--batch", &submitted.batch.to_string()]);
+    assert_eq!(stdout_of(&log).lines().count(), total as usize);
+
+    // And the restarted coordinator keeps taking work.
+    let next = client
+        .submit("after-restart", vec![JobSpec::exec(["true"])])
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_batch_done(&mut client, next.batch, Duration::from_secs(30))
+            .await
+            .succeeded,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_finished_while_the_coordinator_was_down_are_reported_after_it_returns() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("patient", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut client = cluster.client().await;
+    let job = drover::jobfile::parse_line(1, &recording_job(1.5)).unwrap();
+    let submitted = client.submit("outage", vec![job]).await.unwrap();
+    wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
+    cluster.kill_coordinator();
+    // The job finishes during the outage.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 1);
+    let job = client.job(submitted.first_job).await.unwrap();
+    assert_eq!(job.worker.as_deref(), Some("patient"));
+    assert_eq!(
+        cluster.runs_of(submitted.first_job),
+        1,
+        "the result from before the restart was accepted, not run again"
+    );
+}

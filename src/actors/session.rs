@@ -26,6 +26,8 @@ use tokio_util::codec::FramedRead;
 
 /// The longest worker name and label accepted.
 const MAX_NAME_LEN: usize = 256;
+/// How long a refused peer has to read its refusal before the socket is dropped.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 /// The most labels a worker may carry.
 const MAX_LABELS: usize = 64;
 
@@ -124,9 +126,18 @@ impl Session {
         self.writer.write(FromCoordinator::Refused {
             reason: reason.clone(),
         });
+        if let Phase::Worker(worker) = self.phase {
+            self.shared.registry.do_send(SessionClosed {
+                worker,
+                reason: reason.clone(),
+            });
+        }
         self.close_reason = reason;
+        self.phase = Phase::Closed;
+        // Closing the writer flushes the refusal, then stops the session; a peer that does not
+        // read it is cut off shortly after anyway.
         self.writer.close();
-        ctx.stop();
+        ctx.run_later(REFUSAL_GRACE, |_session, ctx| ctx.stop());
     }
 
     fn on_hello(

@@ -45,9 +45,19 @@ struct Args {
     retry_backoff: Duration,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     drover::logging::init("info");
     let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("drover-coordinator: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let client_secret = Secret::load(
         args.token_file.as_deref(),
         std::env::var("DROVER_TOKEN").ok().as_deref(),

@@ -39,9 +39,19 @@ fn host_name() -> String {
         .unwrap_or_else(|| "worker".into())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     drover::logging::init("info");
     let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("drover-worker: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let secret = Secret::load(
         args.worker_token_file.as_deref(),
         std::env::var("DROVER_WORKER_TOKEN").ok().as_deref(),

@@ -1,0 +1,272 @@
+//! Bad input gets a clear message and changes nothing: malformed job files, wrong tokens, hostile
+//! bytes, silent connections, connection floods, an unreachable coordinator.
+
+mod common;
+
+use common::*;
+use drover::client::{Client, ClientError};
+use drover::job::JobSpec;
+use drover::net::auth::Secret;
+use drover::net::connect::ConnectError;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the peer closes; panics if it stays open past `within`.
+async fn expect_closed(stream: &mut TcpStream, within: Duration) {
+    let mut sink = [0u8; 1024];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("connection still open after {within:?}"),
+        }
+    }
+}
+
+/// The coordinator still serves: a batch goes through on a fresh client.
+async fn still_serving(cluster: &Cluster) {
+    let mut client = cluster.client().await;
+    assert!(
+        client.batches().await.unwrap().is_empty(),
+        "no state was changed"
+    );
+    assert!(client
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .all(|worker| worker.name == "w"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_job_file_names_line_and_field_and_submits_nothing() {
+    let cluster = Cluster::start(&[]).await;
+    let file = cluster.job_file(
+        "bad.jsonl",
+        &[
+            r#"{"cmd": ["true"]}"#.to_string(),
+            r#"{"cmd": ["true"], "max_attempts": "three"}"#.to_string(),
+        ],
+    );
+    let output = cluster.cli(&["submit", common::path_str(&file)]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr_of(&output);
+    assert!(
+        message.contains("line 2, field \"max_attempts\": expected a positive integer"),
+        "{message}"
+    );
+    assert!(message.contains("nothing was submitted"), "{message}");
+    assert_eq!(
+        message.trim().lines().count(),
+        1,
+        "one line, no backtrace: {message}"
+    );
+    still_serving(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_refused_and_change_nothing() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.coordinator_env = vec![
+        ("DROVER_TOKEN".into(), "client-secret".into()),
+        ("DROVER_WORKER_TOKEN".into(), "worker-secret".into()),
+    ];
+    cluster.start_coordinator().await;
+
+    // A client with the wrong secret, or the worker's secret, is refused.
+    for wrong in ["guess", "worker-secret"] {
+        match Client::connect(&cluster.address, Secret::from_text(wrong).as_ref()).await {
+            Err(ClientError::Connect(ConnectError::Refused(reason))) => {
+                assert!(
+                    reason.contains("authentication failed: wrong client token"),
+                    "{reason}"
+                )
+            }
+            Err(other) => panic!("expected a refusal, got {other}"),
+            Ok(_) => panic!("a wrong client token was accepted"),
+        }
+    }
+    // The CLI says so in one line.
+    let file = cluster.job_file("ok.jsonl", &[r#"{"cmd": ["true"]}"#.to_string()]);
+    let output = std::process::Command::new(CLI)
+        .args([
+            "submit",
+            common::path_str(&file),
+            "--coordinator",
+            &cluster.address,
+        ])
+        .env("DROVER_TOKEN", "guess")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr_of(&output);
+    assert!(message.contains("wrong client token"), "{message}");
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+
+    // A worker with the wrong secret gives up with a clear message instead of retrying forever.
+    cluster.start_worker_with_env("intruder", 1, &[], &[("DROVER_WORKER_TOKEN", "guess")]);
+    let status = cluster
+        .wait_worker_exit("intruder", Duration::from_secs(30))
+        .await;
+    assert!(!status.success());
+    assert!(
+        cluster
+            .worker_log("intruder")
+            .contains("wrong worker token"),
+        "{}",
+        cluster.worker_log("intruder")
+    );
+
+    // The right secrets work, and nothing from the refused attempts is there.
+    let mut client = cluster.client_with("client-secret").await;
+    assert!(client.batches().await.unwrap().is_empty());
+    assert!(client.workers().await.unwrap().is_empty());
+    cluster.start_worker_with_env("w", 1, &[], &[("DROVER_WORKER_TOKEN", "worker-secret")]);
+    let submitted = client
+        .submit("ok", vec![JobSpec::exec(["true"])])
+        .await
+        .unwrap();
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bytes_close_only_their_connection() {
+    let mut cluster =
+        Cluster::start(&["--handshake-timeout", "1s", "--max-frame-bytes", "65536"]).await;
+    cluster.start_worker("w", 1, &[]);
+    cluster.wait_for_workers(1).await;
+
+    // Garbage that is not a frame of the protocol.
+    let mut garbage = TcpStream::connect(&cluster.address).await.unwrap();
+    garbage
+        .write_all(&[0, 0, 0, 8, 0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    expect_closed(&mut garbage, Duration::from_secs(5)).await;
+
+    // A length prefix far above the limit: refused before anything is buffered.
+    let mut oversized = TcpStream::connect(&cluster.address).await.unwrap();
+    oversized.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    expect_closed(&mut oversized, Duration::from_secs(5)).await;
+
+    // A frame cut short by the peer closing.
+    let mut truncated = TcpStream::connect(&cluster.address).await.unwrap();
+    truncated.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+    truncated.shutdown().await.unwrap();
+    expect_closed(&mut truncated, Duration::from_secs(5)).await;
+
+    // A connection that never speaks is closed at the handshake deadline.
+    let mut silent = TcpStream::connect(&cluster.address).await.unwrap();
+    expect_closed(&mut silent, Duration::from_secs(10)).await;
+
+    // A peer that skips the handshake and sends a request straight away.
+    let mut rude = TcpStream::connect(&cluster.address).await.unwrap();
+    let mut frame = bytes::BytesMut::new();
+    drover::net::codec::encode_frame(
+        &drover::net::protocol::ToCoordinator::Request {
+            id: 1,
+            body: drover::net::protocol::ClientRequest::Submit {
+                name: "sneaky".into(),
+                jobs: vec![JobSpec::exec(["true"])],
+            },
+        },
+        &mut frame,
+        1 << 20,
+    )
+    .unwrap();
+    rude.write_all(&frame).await.unwrap();
+    expect_closed(&mut rude, Duration::from_secs(5)).await;
+
+    let log = cluster.coordinator_log();
+    for expected in [
+        "malformed frame",
+        "exceeds the limit",
+        "no handshake within",
+        "unexpected message during the handshake",
+    ] {
+        assert!(
+            log.contains(expected),
+            "coordinator log lacks {expected:?}:\n{log}"
+        );
+    }
+    assert!(!log.contains("panicked"), "{log}");
+    still_serving(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_is_capped_and_the_coordinator_keeps_serving() {
+    let mut cluster =
+        Cluster::start(&["--max-connections", "16", "--handshake-timeout", "1s"]).await;
+    cluster.start_worker("w", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut flood = Vec::new();
+    for _ in 0..64 {
+        flood.push(TcpStream::connect(&cluster.address).await.unwrap());
+    }
+    // Every one of them is closed: the extras at once, the rest at the handshake deadline.
+    for stream in &mut flood {
+        expect_closed(stream, Duration::from_secs(10)).await;
+    }
+    assert!(cluster
+        .coordinator_log()
+        .contains("connection limit reached"));
+    // The worker kept its session through all this, and clients get in again.
+    still_serving(&cluster).await;
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit("after-flood", vec![JobSpec::exec(["true"])])
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30))
+            .await
+            .succeeded,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_coordinator_is_one_line_not_a_backtrace() {
+    let port = free_port();
+    let output = std::process::Command::new(CLI)
+        .args(["batches", "--coordinator", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr_of(&output);
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+    assert!(
+        message.starts_with("drover: cannot reach the coordinator at 127.0.0.1:"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_over_the_wire_are_refused_whole() {
+    let cluster = Cluster::start(&[]).await;
+    let mut client = cluster.client().await;
+    let mut zero_slots = JobSpec::exec(["true"]);
+    zero_slots.slots = 0;
+    match client
+        .submit("bad", vec![JobSpec::exec(["true"]), zero_slots])
+        .await
+    {
+        Err(ClientError::Coordinator(message)) => {
+            assert_eq!(message, "job 2: slots: must be at least 1")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match client.submit("empty", Vec::new()).await {
+        Err(ClientError::Coordinator(message)) => assert_eq!(message, "the batch has no jobs"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(client.batches().await.unwrap().is_empty());
+    match client.job(12345).await {
+        Err(ClientError::Coordinator(message)) => assert_eq!(message, "no job 12345"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}

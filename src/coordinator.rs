@@ -123,11 +123,21 @@ pub fn start(
         ("client", &config.client_secret),
         ("worker", &config.worker_secret),
     ] {
-        if secret.is_none() {
-            tracing::warn!(
+        match secret {
+            Some(_) => {}
+            None if local_addr.ip().is_loopback() => {
+                tracing::info!(
+                    role,
+                    "no {role} token configured: accepting {role}s from loopback only"
+                )
+            }
+            None => tracing::warn!(
                 role,
-                "no {role} token configured: accepting {role}s from loopback only"
-            );
+                "no {role} token configured: accepting {role}s from loopback only; \
+                 set DROVER_{}TOKEN or --{}token-file to let other machines in",
+                if role == "worker" { "WORKER_" } else { "" },
+                if role == "worker" { "worker-" } else { "" }
+            ),
         }
     }
     let shared = Arc::new(SessionContext {

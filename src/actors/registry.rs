@@ -59,13 +59,17 @@ impl Registry {
         let Some(entry) = self.workers.remove(&worker) else {
             return;
         };
-        tracing::warn!(
-            worker = %entry.name,
-            address = %entry.address,
-            running = entry.running.len(),
-            %reason,
-            "worker lost, its jobs go back to pending"
-        );
+        if entry.draining && entry.running.is_empty() {
+            tracing::info!(worker = %entry.name, address = %entry.address, "worker drained and left");
+        } else {
+            tracing::warn!(
+                worker = %entry.name,
+                address = %entry.address,
+                running = entry.running.len(),
+                %reason,
+                "worker lost, its jobs go back to pending"
+            );
+        }
         entry.session.do_send(Close {
             reason: reason.clone(),
         });

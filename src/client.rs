@@ -2,6 +2,7 @@
 
 use crate::job::{BatchId, JobId, JobSpec, JobState};
 use crate::net::auth::Secret;
+use crate::net::codec::CodecError;
 use crate::net::connect::{self, ConnectError, Connection};
 use crate::net::protocol::{
     CancelTarget, ClientRequest, ClientResponse, FromCoordinator, Role, ToCoordinator,
@@ -22,6 +23,14 @@ pub enum ClientError {
     /// The connection broke.
     #[error("lost the connection to the coordinator: {0}")]
     Connection(String),
+    /// The request does not fit in one frame.
+    #[error("the request is {size} bytes encoded, above the frame limit of {limit} bytes; split the batch into smaller ones")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The coordinator answered with an error.
     #[error("{0}")]
     Coordinator(String),
@@ -64,7 +73,10 @@ impl Client {
         self.connection
             .send(ToCoordinator::Request { id, body })
             .await
-            .map_err(|error| ClientError::Connection(error.to_string()))?;
+            .map_err(|error| match error {
+                CodecError::TooLarge { size, limit } => ClientError::TooLarge { size, limit },
+                other => ClientError::Connection(other.to_string()),
+            })?;
         loop {
             match connect::next(&mut self.connection)
                 .await

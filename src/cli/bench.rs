@@ -38,8 +38,12 @@ struct Processes(Vec<Child>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
+        // Workers drain first (they were started last), then the coordinator stops.
+        for child in self.0.iter_mut().rev() {
+            // SAFETY: kill(2) on our own child; no memory is involved.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
             let _ = child.wait();
         }
     }
@@ -163,6 +167,37 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ms(fsync)
     );
 
+    // Memory, first, on a fresh heap: jobs no worker can take stay pending; the growth of the
+    // coordinator is their cost.
+    if args.pending > 0 {
+        let (before, _) = memory_of(coordinator_pid)?;
+        let mut spec = JobSpec::call("noop", Vec::new());
+        spec.requires = vec!["bench-no-such-label".into()];
+        // In batches of a size that fits one frame whatever the spec.
+        let mut held = Vec::new();
+        let mut left = args.pending;
+        while left > 0 {
+            let count = left.min(100_000);
+            held.push(
+                client
+                    .submit("bench-pending", vec![spec.clone(); count])
+                    .await?
+                    .batch,
+            );
+            left -= count;
+        }
+        let (after, _) = memory_of(coordinator_pid)?;
+        println!(
+            "memory: {} pending jobs add {:.1} MiB to the coordinator = {:.0} bytes per pending job",
+            args.pending,
+            (after.saturating_sub(before)) as f64 / (1024.0 * 1024.0),
+            after.saturating_sub(before) as f64 / args.pending as f64
+        );
+        for batch in held {
+            client.cancel(CancelTarget::Batch(batch)).await?;
+        }
+    }
+
     // Throughput: one batch of no-op jobs, submitted in one frame, until all are recorded.
     let jobs = vec![JobSpec::call("noop", Vec::new()); args.jobs];
     let clock = Instant::now();
@@ -213,23 +248,6 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    // Memory: jobs no worker can take stay pending; the growth of the coordinator is their cost.
-    if args.pending > 0 {
-        let (before, _) = memory_of(coordinator_pid)?;
-        let mut spec = JobSpec::call("noop", Vec::new());
-        spec.requires = vec!["bench-no-such-label".into()];
-        let held = client
-            .submit("bench-pending", vec![spec; args.pending])
-            .await?;
-        let (after, _) = memory_of(coordinator_pid)?;
-        println!(
-            "memory: {} pending jobs add {:.1} MiB to the coordinator = {:.0} bytes per pending job",
-            args.pending,
-            (after.saturating_sub(before)) as f64 / (1024.0 * 1024.0),
-            after.saturating_sub(before) as f64 / args.pending as f64
-        );
-        client.cancel(CancelTarget::Batch(held.batch)).await?;
-    }
     let (_, peak) = memory_of(coordinator_pid)?;
     println!(
         "coordinator peak resident memory: {:.1} MiB",

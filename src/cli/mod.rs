@@ -461,6 +461,10 @@ async fn local(
     } else {
         println!("{}\n", render::batch(&info));
         println!("{}\n", render::jobs(&jobs));
+        let outputs = render::first_lines(&jobs);
+        if !outputs.is_empty() {
+            println!("{outputs}\n");
+        }
         println!("{}", render::workers(&workers));
     }
     Ok(if info.failed > 0 {

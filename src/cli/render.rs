@@ -216,6 +216,27 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
     )
 }
 
+/// The first line of each job's output, or its error: what a one-off run produced.
+pub fn first_lines(jobs: &[JobInfo]) -> String {
+    let lines: Vec<String> = jobs
+        .iter()
+        .filter_map(|job| {
+            let said = job
+                .output_tail
+                .as_deref()
+                .and_then(|tail| tail.lines().next())
+                .filter(|line| !line.is_empty())
+                .or(job.error.as_deref())?;
+            let label = job
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("job {}", job.id));
+            Some(format!("{label}: {said}"))
+        })
+        .collect();
+    lines.join("\n")
+}
+
 /// One CSV record of the completion log.
 pub fn csv_header() -> [&'static str; 13] {
     [

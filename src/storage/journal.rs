@@ -404,8 +404,10 @@ fn write_loop(mut conn: Connection, commits: mpsc::Receiver<Commit>) {
         if let Err(error) = &result {
             tracing::error!(%error, writes = group.len(), "ledger commit failed");
         }
-        for commit in group {
-            (commit.done)(result.clone());
+        for Commit { writes, done } in group {
+            // Release the writes first: a writer may take its data back once told.
+            drop(writes);
+            done(result.clone());
         }
     }
 }

@@ -52,6 +52,15 @@ impl fmt::Display for JobFileError {
 }
 
 /// Parses a whole job file; any error refuses all of it.
+///
+/// ```
+/// let jobs = drover::jobfile::parse("{\"cmd\": [\"true\"]}\n{\"handler\": \"noop\"}\n").unwrap();
+/// assert_eq!(jobs.len(), 2);
+/// assert_eq!(jobs[0].slots, 1);
+///
+/// let error = drover::jobfile::parse("{\"cmd\": [\"true\"], \"slots\": -1}").unwrap_err();
+/// assert_eq!(error.to_string(), "line 1, field \"slots\": expected a positive integer, got -1");
+/// ```
 pub fn parse(text: &str) -> Result<Vec<JobSpec>, JobFileError> {
     let mut jobs = Vec::new();
     for (index, line) in text.lines().enumerate() {

@@ -12,7 +12,7 @@
 use crate::actors::queue::PendingJob;
 use crate::actors::scheduler::{Enqueue, KillAttempts, Scheduler, Withdraw};
 use crate::actors::session::{Push, Session};
-use crate::job::{now_ms, AttemptResult, BatchId, JobId, JobSpec, JobState, Lease, Outcome};
+use crate::job::{now_ms, AttemptResult, BatchId, JobId, JobState, Lease, Outcome, SpecBytes};
 use crate::net::protocol::FromCoordinator;
 use crate::status::BatchInfo;
 use crate::storage::journal::{AttemptRow, Journal, JournalError, Replay, WorkOrder, Write};
@@ -41,18 +41,65 @@ pub(crate) enum Phase {
     Finishing,
 }
 
-/// An unfinished job.
+/// An unfinished job. Kept small: a million pending jobs are a million of these.
 pub(crate) struct LiveJob {
-    pub(crate) spec: Arc<JobSpec>,
+    pub(crate) spec: SpecBytes,
     pub(crate) batch: BatchId,
-    pub(crate) queued_at_ms: u64,
+    /// The current attempt, while one runs (and while its result is being recorded).
+    pub(crate) running: Option<Box<RunningAttempt>>,
     pub(crate) phase: Phase,
     pub(crate) attempts: u32,
     pub(crate) failures: u32,
     pub(crate) lost: u32,
+}
+
+/// The attempt a job is on.
+pub(crate) struct RunningAttempt {
     pub(crate) lease: Lease,
     pub(crate) started_at_ms: u64,
-    pub(crate) worker: Option<Arc<str>>,
+    pub(crate) worker: Arc<str>,
+}
+
+impl LiveJob {
+    /// A job waiting in the queue.
+    pub(crate) fn queued(
+        spec: SpecBytes,
+        batch: BatchId,
+        attempts: u32,
+        failures: u32,
+        lost: u32,
+    ) -> LiveJob {
+        LiveJob {
+            spec,
+            batch,
+            running: None,
+            phase: Phase::Queued,
+            attempts,
+            failures,
+            lost,
+        }
+    }
+
+    /// True when `lease` is the attempt running now.
+    fn runs(&self, lease: Lease) -> bool {
+        self.phase == Phase::Running
+            && self
+                .running
+                .as_ref()
+                .is_some_and(|running| running.lease == lease)
+    }
+
+    pub(crate) fn worker_name(&self) -> Option<String> {
+        self.running
+            .as_ref()
+            .map(|running| running.worker.to_string())
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.spec
+            .placement()
+            .map_or(1, |placement| placement.max_attempts)
+    }
 }
 
 /// A batch's counts; running includes jobs whose terminal state is not yet on disk.
@@ -161,18 +208,13 @@ impl Ledger {
             });
             jobs.insert(
                 job.id,
-                LiveJob {
-                    spec: Arc::new(job.spec),
-                    batch: job.batch,
-                    queued_at_ms: job.queued_at_ms,
-                    phase: Phase::Queued,
-                    attempts: job.attempts,
-                    failures: job.failures,
-                    lost: job.lost_attempts,
-                    lease: 0,
-                    started_at_ms: 0,
-                    worker: None,
-                },
+                LiveJob::queued(
+                    job.spec,
+                    job.batch,
+                    job.attempts,
+                    job.failures,
+                    job.lost_attempts,
+                ),
             );
         }
         let next_batch = batches.keys().next_back().map_or(1, |last| last + 1);
@@ -297,7 +339,7 @@ impl Ledger {
         Write::Finish(Box::new(WorkOrder {
             job: id,
             state,
-            worker: job.worker.as_deref().map(str::to_string),
+            worker: job.worker_name(),
             attempts: job.attempts,
             lost_attempts: job.lost,
             failures: job.failures,
@@ -391,10 +433,12 @@ impl Handler<AttemptsStarted> for Ledger {
                 continue;
             }
             job.phase = Phase::Running;
-            job.lease = lease;
             job.attempts = attempt;
-            job.started_at_ms = now;
-            job.worker = Some(started.worker_name.clone());
+            job.running = Some(Box::new(RunningAttempt {
+                lease,
+                started_at_ms: now,
+                worker: started.worker_name.clone(),
+            }));
             let batch = job.batch;
             self.recount(batch, Phase::Queued, Phase::Running);
         }
@@ -436,18 +480,24 @@ impl Handler<ResultsArrived> for Ledger {
                 ack_now.push(result.lease);
                 continue;
             };
-            let current = job.phase == Phase::Running && job.lease == result.lease;
+            let current = job.runs(result.lease);
             match result.outcome {
                 Outcome::Succeeded if job.phase != Phase::Finishing => {
                     // The first success wins, whichever attempt it comes from.
                     match job.phase {
-                        Phase::Running if !current => kill.push(job.lease),
+                        Phase::Running if !current => {
+                            kill.extend(job.running.as_ref().map(|running| running.lease))
+                        }
                         Phase::Queued => withdraw.push(result.job),
                         _ => {}
                     }
                     let before = job.phase;
                     job.phase = Phase::Finishing;
-                    job.worker = Some(arrived.worker_name.clone());
+                    job.running = Some(Box::new(RunningAttempt {
+                        lease: result.lease,
+                        started_at_ms: result.started_at_ms,
+                        worker: arrived.worker_name.clone(),
+                    }));
                     writes.push(Self::work_order(
                         result.job,
                         job,
@@ -474,12 +524,13 @@ impl Handler<ResultsArrived> for Ledger {
                     })));
                     ack_on_commit.push(result.lease);
                     let batch = job.batch;
-                    if job.failures >= job.spec.max_attempts {
+                    let max_attempts = job.max_attempts();
+                    if job.failures >= max_attempts {
                         job.phase = Phase::Finishing;
                         let error = format!(
                             "failed {} of {} attempts; last: {}",
                             job.failures,
-                            job.spec.max_attempts,
+                            max_attempts,
                             result.error.as_deref().unwrap_or(result.outcome.as_str())
                         );
                         writes.push(Self::work_order(
@@ -560,16 +611,20 @@ impl Handler<WorkerLost> for Ledger {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            if job.phase != Phase::Running || job.lease != lease {
+            if !job.runs(lease) {
                 continue;
             }
+            let started_at_ms = job
+                .running
+                .as_ref()
+                .map_or(now, |running| running.started_at_ms);
             job.lost += 1;
             writes.push(Write::Attempt(Box::new(AttemptRow {
                 job: id,
                 attempt: job.attempts,
                 worker: lost.worker_name.to_string(),
                 outcome: "lost",
-                started_at_ms: job.started_at_ms,
+                started_at_ms,
                 finished_at_ms: now,
                 exit_code: None,
                 error: Some(lost.reason.clone()),
@@ -588,7 +643,7 @@ impl Handler<WorkerLost> for Ledger {
                 finishing.push((id, JobState::Failed));
             } else {
                 job.phase = Phase::Queued;
-                job.worker = None;
+                job.running = None;
                 self.recount(batch, Phase::Running, Phase::Queued);
                 requeue.push(self.pending_job(id, &self.jobs[&id]));
             }

@@ -3,7 +3,7 @@
 use crate::actors::ledger::{BatchCounts, Ledger, LiveJob, Phase};
 use crate::actors::queue::PendingJob;
 use crate::actors::scheduler::{Enqueue, KillAttempts, Withdraw};
-use crate::job::{now_ms, BatchId, JobId, JobSpec, JobState};
+use crate::job::{now_ms, BatchId, JobId, JobSpec, JobState, SpecBytes};
 use crate::net::protocol::{CancelTarget, ClientRequest, ClientResponse};
 use crate::status::JobInfo;
 use crate::storage::journal::{JournalError, WorkOrder, Write};
@@ -108,7 +108,15 @@ impl Ledger {
         let first_job = self.next_job;
         self.next_job += jobs.len() as u64;
         let submitted_at_ms = now_ms();
-        let jobs = Arc::new(jobs);
+        // From here on the coordinator keeps each spec as the bytes it stores and sends.
+        let jobs: Arc<Vec<(Option<String>, SpecBytes)>> = Arc::new(
+            jobs.into_iter()
+                .map(|spec| {
+                    let bytes = SpecBytes::encode(&spec);
+                    (spec.name, bytes)
+                })
+                .collect(),
+        );
         let write = Write::Submit {
             batch,
             name: name.clone(),
@@ -134,36 +142,21 @@ impl Ledger {
         name: String,
         submitted_at_ms: u64,
         first_job: JobId,
-        jobs: Arc<Vec<JobSpec>>,
+        jobs: Arc<Vec<(Option<String>, SpecBytes)>>,
     ) -> ClientResponse {
         let count = jobs.len() as u64;
-        let specs = Arc::try_unwrap(jobs).unwrap_or_else(|shared| (*shared).clone());
-        self.jobs.reserve(specs.len());
-        let mut queued = Vec::with_capacity(specs.len());
-        for (offset, spec) in specs.into_iter().enumerate() {
+        self.jobs.reserve(jobs.len());
+        let mut queued = Vec::with_capacity(jobs.len());
+        for (offset, (_name, spec)) in jobs.iter().enumerate() {
             let id = first_job + offset as u64;
-            let spec = Arc::new(spec);
             queued.push(PendingJob {
                 job: id,
                 batch,
                 attempt: 1,
                 spec: spec.clone(),
             });
-            self.jobs.insert(
-                id,
-                LiveJob {
-                    spec,
-                    batch,
-                    queued_at_ms: submitted_at_ms,
-                    phase: Phase::Queued,
-                    attempts: 0,
-                    failures: 0,
-                    lost: 0,
-                    lease: 0,
-                    started_at_ms: 0,
-                    worker: None,
-                },
-            );
+            self.jobs
+                .insert(id, LiveJob::queued(spec.clone(), batch, 0, 0, 0));
         }
         tracing::info!(batch, %name, jobs = count, "batch queued");
         self.batches.insert(
@@ -203,7 +196,13 @@ impl Ledger {
                 .into_actor(self)
                 .map(move |waited, ledger, _ctx| match waited {
                     Ok(Ok(info)) => ClientResponse::Batch(info),
-                    _ => ledger.batch(batch),
+                    _ => {
+                        // This waiter gave up: forget it, and any other that did.
+                        if let Some(waiters) = ledger.waiters.get_mut(&batch) {
+                            waiters.retain(|waiter| !waiter.is_closed());
+                        }
+                        ledger.batch(batch)
+                    }
                 }),
         )
     }
@@ -216,15 +215,18 @@ impl Ledger {
         JobInfo {
             id,
             batch: job.batch,
-            name: job.spec.name.clone(),
+            name: job.spec.decode().ok().and_then(|spec| spec.name),
             state,
             attempts: job.attempts,
             lost_attempts: job.lost,
-            worker: job.worker.as_deref().map(str::to_string),
+            worker: job.worker_name(),
             exit_code: None,
             duration_ms: None,
-            queued_at_ms: job.queued_at_ms,
-            started_at_ms: (job.started_at_ms > 0).then_some(job.started_at_ms),
+            queued_at_ms: self
+                .batches
+                .get(&job.batch)
+                .map_or(0, |counts| counts.submitted_at_ms),
+            started_at_ms: job.running.as_ref().map(|running| running.started_at_ms),
             finished_at_ms: None,
             output_tail: None,
             error: None,
@@ -334,7 +336,7 @@ impl Ledger {
             };
             match job.phase {
                 Phase::Queued => withdraw.push(id),
-                Phase::Running => kill.push(job.lease),
+                Phase::Running => kill.extend(job.running.as_ref().map(|running| running.lease)),
                 Phase::Backoff | Phase::Finishing => {}
             }
             let before = job.phase;
@@ -342,7 +344,7 @@ impl Ledger {
             writes.push(Write::Finish(Box::new(WorkOrder {
                 job: id,
                 state: JobState::Cancelled,
-                worker: job.worker.as_deref().map(str::to_string),
+                worker: job.worker_name(),
                 attempts: job.attempts,
                 lost_attempts: job.lost,
                 failures: job.failures,
@@ -437,18 +439,8 @@ impl Ledger {
                     if ledger.jobs.contains_key(&id) {
                         continue;
                     }
-                    let job = LiveJob {
-                        spec: Arc::new(found.spec),
-                        batch,
-                        queued_at_ms: found.queued_at_ms,
-                        phase: Phase::Queued,
-                        attempts: found.attempts,
-                        failures: 0,
-                        lost: found.lost_attempts,
-                        lease: 0,
-                        started_at_ms: 0,
-                        worker: None,
-                    };
+                    let job =
+                        LiveJob::queued(found.spec, batch, found.attempts, 0, found.lost_attempts);
                     queued.push(ledger.pending_job(id, &job));
                     ledger.jobs.insert(id, job);
                 }

@@ -2,10 +2,9 @@
 //! grouped by shape (slots and required labels) so a job no worker can take never blocks the
 //! ones behind it.
 
-use crate::job::{BatchId, JobId, JobSpec};
+use crate::job::{BatchId, JobId, Placement, SpecBytes};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 
 /// A job waiting for a slot.
 #[derive(Debug, Clone)]
@@ -17,7 +16,15 @@ pub struct PendingJob {
     /// The number the next attempt will carry.
     pub attempt: u32,
     /// What it runs.
-    pub spec: Arc<JobSpec>,
+    pub spec: SpecBytes,
+}
+
+/// A job as it waits in line: its batch and shape are those of the line it waits in.
+#[derive(Debug)]
+struct Queued {
+    job: JobId,
+    attempt: u32,
+    spec: SpecBytes,
 }
 
 /// What a worker must offer to take a job.
@@ -28,12 +35,12 @@ struct Shape {
 }
 
 impl Shape {
-    fn of(spec: &JobSpec) -> Shape {
-        let mut requires = spec.requires.clone();
+    fn of(placement: Placement) -> Shape {
+        let mut requires = placement.requires;
         requires.sort();
         requires.dedup();
         Shape {
-            slots: spec.slots,
+            slots: placement.slots,
             requires,
         }
     }
@@ -47,19 +54,19 @@ impl Shape {
 #[derive(Debug, Default)]
 struct ShapeQueue {
     turns: VecDeque<BatchId>,
-    by_batch: HashMap<BatchId, VecDeque<PendingJob>>,
+    by_batch: HashMap<BatchId, VecDeque<Queued>>,
 }
 
 impl ShapeQueue {
-    fn push(&mut self, job: PendingJob) {
-        let queue = self.by_batch.entry(job.batch).or_default();
+    fn push(&mut self, batch: BatchId, job: Queued) {
+        let queue = self.by_batch.entry(batch).or_default();
         if queue.is_empty() {
-            self.turns.push_back(job.batch);
+            self.turns.push_back(batch);
         }
         queue.push_back(job);
     }
 
-    fn pop(&mut self) -> Option<PendingJob> {
+    fn pop(&mut self) -> Option<(BatchId, Queued)> {
         let batch = self.turns.pop_front()?;
         let queue = self.by_batch.get_mut(&batch)?;
         let job = queue.pop_front();
@@ -68,7 +75,7 @@ impl ShapeQueue {
         } else {
             self.turns.push_back(batch);
         }
-        job
+        job.map(|job| (batch, job))
     }
 
     fn is_empty(&self) -> bool {
@@ -88,8 +95,29 @@ impl PendingQueue {
     /// Adds a job at the back of its batch's line.
     pub fn push(&mut self, job: PendingJob) {
         self.withdrawn.remove(&job.job);
-        let key = (Reverse(job.spec.priority), Shape::of(&job.spec));
-        self.queues.entry(key).or_default().push(job);
+        let (priority, shape) = match job.spec.placement() {
+            Ok(placement) => (placement.priority, Shape::of(placement)),
+            Err(error) => {
+                // Specs are encoded by the ledger itself; this would be a bug, not bad input.
+                tracing::error!(job = job.job, %error, "unreadable job spec, queued with defaults");
+                (
+                    0,
+                    Shape {
+                        slots: 1,
+                        requires: Vec::new(),
+                    },
+                )
+            }
+        };
+        let queued = Queued {
+            job: job.job,
+            attempt: job.attempt,
+            spec: job.spec,
+        };
+        self.queues
+            .entry((Reverse(priority), shape))
+            .or_default()
+            .push(job.batch, queued);
         self.len += 1;
     }
 
@@ -98,18 +126,28 @@ impl PendingQueue {
         self.withdrawn.extend(jobs);
     }
 
-    /// The best job a worker with these free slots and labels can take.
-    pub fn pop_for(&mut self, free_slots: u32, labels: &HashSet<String>) -> Option<PendingJob> {
+    /// The best job a worker with these free slots and labels can take, with the slots it takes.
+    pub fn pop_for(
+        &mut self,
+        free_slots: u32,
+        labels: &HashSet<String>,
+    ) -> Option<(PendingJob, u32)> {
         let mut emptied = Vec::new();
         let mut found = None;
         'queues: for (key, queue) in self.queues.iter_mut() {
             if !key.1.fits(free_slots, labels) {
                 continue;
             }
-            while let Some(job) = queue.pop() {
+            while let Some((batch, queued)) = queue.pop() {
                 self.len -= 1;
-                if !self.withdrawn.remove(&job.job) {
-                    found = Some(job);
+                if !self.withdrawn.remove(&queued.job) {
+                    let job = PendingJob {
+                        job: queued.job,
+                        batch,
+                        attempt: queued.attempt,
+                        spec: queued.spec,
+                    };
+                    found = Some((job, key.1.slots));
                     if queue.is_empty() {
                         emptied.push(key.clone());
                     }
@@ -138,22 +176,34 @@ impl PendingQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::JobSpec;
 
-    fn job(id: JobId, batch: BatchId, priority: i32, requires: &[&str]) -> PendingJob {
+    fn job_with(
+        id: JobId,
+        batch: BatchId,
+        priority: i32,
+        requires: &[&str],
+        slots: u32,
+    ) -> PendingJob {
         let mut spec = JobSpec::call("noop", Vec::new());
         spec.priority = priority;
+        spec.slots = slots;
         spec.requires = requires.iter().map(|label| label.to_string()).collect();
         PendingJob {
             job: id,
             batch,
             attempt: 1,
-            spec: Arc::new(spec),
+            spec: SpecBytes::encode(&spec),
         }
+    }
+
+    fn job(id: JobId, batch: BatchId, priority: i32, requires: &[&str]) -> PendingJob {
+        job_with(id, batch, priority, requires, 1)
     }
 
     fn drain(queue: &mut PendingQueue, labels: &[&str]) -> Vec<JobId> {
         let labels: HashSet<String> = labels.iter().map(|label| label.to_string()).collect();
-        std::iter::from_fn(|| queue.pop_for(1, &labels).map(|job| job.job)).collect()
+        std::iter::from_fn(|| queue.pop_for(1, &labels).map(|(job, _)| job.job)).collect()
     }
 
     #[test]
@@ -183,14 +233,10 @@ mod tests {
     #[test]
     fn slots_are_respected() {
         let mut queue = PendingQueue::default();
-        let mut big = job(1, 1, 0, &[]);
-        Arc::make_mut(&mut big.spec).slots = 4;
-        queue.push(big);
+        queue.push(job_with(1, 1, 0, &[], 4));
         assert!(queue.pop_for(3, &HashSet::new()).is_none());
-        assert_eq!(
-            queue.pop_for(4, &HashSet::new()).map(|job| job.job),
-            Some(1)
-        );
+        let (big, slots) = queue.pop_for(4, &HashSet::new()).unwrap();
+        assert_eq!((big.job, slots), (1, 4));
     }
 
     #[test]

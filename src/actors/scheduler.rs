@@ -82,13 +82,13 @@ impl Scheduler {
                 let Some(slots) = self.workers.get_mut(worker) else {
                     return false;
                 };
-                let Some(job) = self.pending.pop_for(slots.free, &slots.labels) else {
+                let Some((job, job_slots)) = self.pending.pop_for(slots.free, &slots.labels) else {
                     return false;
                 };
                 let lease = lease(self.epoch, self.next_lease);
                 self.next_lease += 1;
-                slots.free -= job.spec.slots;
-                slots.running.insert(lease, (job.job, job.spec.slots));
+                slots.free -= job_slots;
+                slots.running.insert(lease, (job.job, job_slots));
                 assigned.entry(*worker).or_default().push(Assignment {
                     lease,
                     job: job.job,

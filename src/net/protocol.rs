@@ -7,10 +7,9 @@
 //! [`Welcome`](FromCoordinator::Welcome) with a proof of its own, or
 //! [`Refused`](FromCoordinator::Refused) and closes.
 
-use crate::job::{AttemptResult, BatchId, JobId, JobSpec, JobState, Lease};
+use crate::job::{AttemptResult, BatchId, JobId, JobSpec, JobState, Lease, SpecBytes};
 use crate::status::{BatchInfo, JobInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Bumped on every incompatible change to these types.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -48,8 +47,8 @@ pub struct Assignment {
     pub batch: BatchId,
     /// The attempt's number, from 1 (`DROVER_ATTEMPT`).
     pub attempt: u32,
-    /// What to run.
-    pub spec: Arc<JobSpec>,
+    /// What to run, as the coordinator keeps it (see [`SpecBytes`]).
+    pub spec: SpecBytes,
 }
 
 /// Everything a peer sends to the coordinator.

@@ -9,7 +9,7 @@
 //! ones are the completion log), `attempts` (attempts that ended without being the job's result),
 //! and `meta` (the coordinator's epoch).
 
-use crate::job::{BatchId, JobId, JobSpec, JobState, Lease};
+use crate::job::{BatchId, JobId, JobState, Lease, SpecBytes};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -62,8 +62,8 @@ pub enum Write {
         submitted_at_ms: u64,
         /// The id of its first job.
         first_job: JobId,
-        /// The jobs.
-        jobs: Arc<Vec<JobSpec>>,
+        /// The jobs: their names (a column of their own) and encoded specs.
+        jobs: Arc<Vec<(Option<String>, SpecBytes)>>,
     },
     /// A job reached a terminal state: its work order.
     Finish(Box<WorkOrder>),
@@ -166,7 +166,7 @@ pub struct ReplayedJob {
     /// Its batch.
     pub batch: BatchId,
     /// What it runs.
-    pub spec: JobSpec,
+    pub spec: SpecBytes,
     /// Attempts started before.
     pub attempts: u32,
     /// Attempts lost before.
@@ -365,9 +365,11 @@ fn replay(conn: &mut Connection) -> Result<Replay, JournalError> {
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
             let id = row.get::<_, i64>(0)? as u64;
-            let spec_bytes: Vec<u8> = row.get(2)?;
             let spec =
-                postcard::from_bytes(&spec_bytes).map_err(|_| JournalError::CorruptSpec(id))?;
+                SpecBytes::from_bytes(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?);
+            // Checked now, so a damaged ledger is reported at startup, not at assignment.
+            spec.placement()
+                .map_err(|_| JournalError::CorruptSpec(id))?;
             unfinished.push(ReplayedJob {
                 id,
                 batch: row.get::<_, i64>(1)? as u64,
@@ -442,7 +444,6 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
             "UPDATE jobs SET state = 'pending', failures = 0, finished_at_ms = NULL, error = NULL
              WHERE id = ?1 AND state = 'failed'",
         )?;
-        let mut spec_bytes = Vec::new();
         for commit in group {
             for write in &commit.writes {
                 match write {
@@ -459,15 +460,12 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
                             *submitted_at_ms as i64,
                             jobs.len() as i64
                         ])?;
-                        for (offset, spec) in jobs.iter().enumerate() {
-                            spec_bytes.clear();
-                            spec_bytes = postcard::to_extend(spec, std::mem::take(&mut spec_bytes))
-                                .unwrap_or_default();
+                        for (offset, (name, spec)) in jobs.iter().enumerate() {
                             insert_job.execute(params![
                                 (first_job + offset as u64) as i64,
                                 *batch as i64,
-                                spec.name,
-                                spec_bytes,
+                                name,
+                                spec.as_bytes(),
                                 *submitted_at_ms as i64
                             ])?;
                         }

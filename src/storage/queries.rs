@@ -99,7 +99,7 @@ pub struct FailedJob {
     /// The job.
     pub id: JobId,
     /// What it runs.
-    pub spec: crate::job::JobSpec,
+    pub spec: crate::job::SpecBytes,
     /// Attempts it had.
     pub attempts: u32,
     /// Attempts lost with workers.
@@ -118,8 +118,9 @@ pub fn failed_jobs(conn: &Connection, batch: BatchId) -> Result<Vec<FailedJob>, 
     let mut failed = Vec::new();
     while let Some(row) = rows.next()? {
         let id = row.get::<_, i64>(0)? as u64;
-        let spec_bytes: Vec<u8> = row.get(1)?;
-        let spec = postcard::from_bytes(&spec_bytes).map_err(|_| JournalError::CorruptSpec(id))?;
+        let spec = crate::job::SpecBytes::from_bytes(
+            row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?,
+        );
         failed.push(FailedJob {
             id,
             spec,

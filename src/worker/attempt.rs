@@ -1,7 +1,7 @@
 //! Runs one attempt: an exec job as a child process in a fresh scratch directory, or a call job
 //! through its handler; enforces `timeout_s` and kills on request.
 
-use crate::job::{now_ms, AttemptResult, Outcome, Task};
+use crate::job::{now_ms, AttemptResult, JobSpec, Outcome, Task};
 use crate::net::protocol::Assignment;
 use crate::worker::handlers::{CallContext, Handlers};
 use std::path::{Path, PathBuf};
@@ -29,8 +29,30 @@ pub async fn run(
 ) -> AttemptResult {
     let started_at_ms = now_ms();
     let clock = Instant::now();
-    let timeout = assignment
-        .spec
+    let ended = match assignment.spec.decode() {
+        Ok(spec) => run_spec(&assignment, &spec, &scratch_root, &handlers, kill).await,
+        Err(error) => Ended::failed(format!("cannot read the job's spec: {error}")),
+    };
+    AttemptResult {
+        lease: assignment.lease,
+        job: assignment.job,
+        outcome: ended.outcome,
+        exit_code: ended.exit_code,
+        started_at_ms,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        output_tail: ended.output_tail,
+        error: ended.error,
+    }
+}
+
+async fn run_spec(
+    assignment: &Assignment,
+    spec: &JobSpec,
+    scratch_root: &Path,
+    handlers: &Handlers,
+    kill: oneshot::Receiver<()>,
+) -> Ended {
+    let timeout = spec
         .timeout_s
         .map(|seconds| Duration::from_secs(seconds as u64));
     let interrupt = async move {
@@ -47,22 +69,29 @@ pub async fn run(
             else => std::future::pending().await,
         }
     };
-    let ended = match &assignment.spec.task {
-        Task::Exec { cmd, env } => run_exec(&assignment, cmd, env, &scratch_root, interrupt).await,
-        Task::Call { handler, payload } => {
-            run_call(&assignment, handler, payload.clone(), &handlers, interrupt).await
+    match &spec.task {
+        Task::Exec { cmd, env } => {
+            run_exec(
+                assignment,
+                spec.timeout_s,
+                cmd,
+                env,
+                scratch_root,
+                interrupt,
+            )
+            .await
         }
-    };
-    AttemptResult {
-        lease: assignment.lease,
-        job: assignment.job,
-        slots: assignment.spec.slots,
-        outcome: ended.outcome,
-        exit_code: ended.exit_code,
-        started_at_ms,
-        duration_ms: clock.elapsed().as_millis() as u64,
-        output_tail: ended.output_tail,
-        error: ended.error,
+        Task::Call { handler, payload } => {
+            run_call(
+                assignment,
+                spec.timeout_s,
+                handler,
+                payload.clone(),
+                handlers,
+                interrupt,
+            )
+            .await
+        }
     }
 }
 
@@ -106,6 +135,7 @@ impl Ended {
 
 async fn run_exec(
     assignment: &Assignment,
+    timeout_s: Option<u32>,
     cmd: &[String],
     env: &[(String, String)],
     scratch_root: &Path,
@@ -180,9 +210,7 @@ async fn run_exec(
                 Ok(Err(error)) => {
                     Ended::failed(format!("cannot wait for the job's process: {error}"))
                 }
-                Err(interrupt) => {
-                    Ended::interrupted(interrupt, assignment.spec.timeout_s, output_tail)
-                }
+                Err(interrupt) => Ended::interrupted(interrupt, timeout_s, output_tail),
             }
         }
     };
@@ -243,6 +271,7 @@ fn join_tails(stdout: Vec<u8>, stderr: Vec<u8>) -> String {
 
 async fn run_call(
     assignment: &Assignment,
+    timeout_s: Option<u32>,
     name: &str,
     payload: Vec<u8>,
     handlers: &Handlers,
@@ -266,15 +295,14 @@ async fn run_call(
             },
             Err(error) => Ended::failed(error),
         },
-        interrupt = interrupt => Ended::interrupted(interrupt, assignment.spec.timeout_s, String::new()),
+        interrupt = interrupt => Ended::interrupted(interrupt, timeout_s, String::new()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::JobSpec;
-    use std::sync::Arc;
+    use crate::job::SpecBytes;
 
     fn assignment(spec: JobSpec) -> Assignment {
         Assignment {
@@ -282,7 +310,7 @@ mod tests {
             job: 42,
             batch: 7,
             attempt: 2,
-            spec: Arc::new(spec),
+            spec: SpecBytes::encode(&spec),
         }
     }
 

@@ -231,7 +231,10 @@ impl Worker {
         self.running.insert(
             assignment.lease,
             RunningAttempt {
-                slots: assignment.spec.slots,
+                slots: assignment
+                    .spec
+                    .placement()
+                    .map_or(1, |placement| placement.slots),
                 kill: Some(kill),
             },
         );

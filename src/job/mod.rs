@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+mod spec_bytes;
+pub use spec_bytes::{Placement, SpecBytes};
+
 /// A job's id, assigned by the coordinator, unique for the life of a data directory.
 pub type JobId = u64;
 /// A batch's id, assigned by the coordinator.
@@ -39,22 +42,25 @@ pub enum Task {
 }
 
 /// Everything a user says about one job.
+///
+/// The field order is part of the encoding that [`SpecBytes::placement`] relies on: the fields
+/// the scheduler needs come first, so they decode without the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
+    /// Higher runs first.
+    pub priority: i32,
+    /// Slots of a worker this job occupies.
+    pub slots: u32,
+    /// Labels a worker must carry to take this job.
+    pub requires: Vec<String>,
+    /// Attempts that may fail before the job is failed.
+    pub max_attempts: u32,
+    /// Wall-clock limit of one attempt; the process is killed and the attempt retried.
+    pub timeout_s: Option<u32>,
     /// An optional human name.
     pub name: Option<String>,
     /// What to run.
     pub task: Task,
-    /// Labels a worker must carry to take this job.
-    pub requires: Vec<String>,
-    /// Slots of a worker this job occupies.
-    pub slots: u32,
-    /// Higher runs first.
-    pub priority: i32,
-    /// Wall-clock limit of one attempt; the process is killed and the attempt retried.
-    pub timeout_s: Option<u32>,
-    /// Attempts that may fail before the job is failed.
-    pub max_attempts: u32,
 }
 
 impl JobSpec {
@@ -210,8 +216,6 @@ pub struct AttemptResult {
     pub lease: Lease,
     /// The job.
     pub job: JobId,
-    /// Slots the attempt held on the worker, freed by this result.
-    pub slots: u32,
     /// How it ended.
     pub outcome: Outcome,
     /// The process's exit code, when it exited normally.

@@ -88,6 +88,8 @@ pub struct JobInfo {
     pub output_tail: Option<String>,
     /// Why the job failed or was cancelled.
     pub error: Option<String>,
+    /// Successful results that arrived after the recorded one (acknowledged, not recorded).
+    pub duplicates: u32,
     /// Attempts that ended without being recorded as the job's result.
     pub history: Vec<AttemptRecord>,
 }

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use drover::job::{JobSpec, JobState};
+use drover::status::JobInfo;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -63,7 +64,24 @@ async fn a_frozen_workers_jobs_move_after_the_timeout_and_its_late_result_is_not
     cluster.wait_for_workers(2).await;
 
     cluster.signal_worker("frozen", libc::SIGSTOP);
+    let frozen_at = Instant::now();
     // The job runs elsewhere once the frozen worker has been silent for the timeout.
+    loop {
+        let job = client.job(submitted.first_job).await.unwrap();
+        if job.worker.as_deref() == Some("thawed") {
+            break;
+        }
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(30),
+            "job never moved: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A figure for the notes, not an assertion: the bound is the timeout (1s) plus 100 ms.
+    eprintln!(
+        "frozen worker's job running elsewhere {} ms after SIGSTOP (heartbeat timeout 1000 ms)",
+        frozen_at.elapsed().as_millis()
+    );
     let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
     assert_eq!(info.succeeded, 1);
     let recorded = client.job(submitted.first_job).await.unwrap();
@@ -81,24 +99,41 @@ async fn a_frozen_workers_jobs_move_after_the_timeout_and_its_late_result_is_not
     // Thawed, the frozen worker finds its child finished, reconnects on its own and reports a
     // success that must be acknowledged as a duplicate, not recorded.
     cluster.signal_worker("frozen", libc::SIGCONT);
-    wait_for(
+    let address = cluster.address.clone();
+    let job_id = submitted.first_job;
+    let after = wait_for(
         Duration::from_secs(30),
-        "the late result to arrive",
-        || async {
-            cluster
-                .coordinator_log()
-                .contains("duplicate result acknowledged")
-                .then_some(())
+        "the late result to be counted",
+        || {
+            let address = address.clone();
+            async move {
+                let mut client = drover::client::Client::connect(&address, None).await.ok()?;
+                let job = client.job(job_id).await.ok()?;
+                (job.duplicates > 0).then_some(job)
+            }
         },
     )
     .await;
+    assert!(cluster
+        .coordinator_log()
+        .contains("duplicate result acknowledged"));
     let workers = cluster.wait_for_workers(2).await;
     assert!(
         workers.iter().any(|worker| worker.name == "frozen"),
         "it registered again"
     );
-    let after = client.job(submitted.first_job).await.unwrap();
-    assert_eq!(after, recorded, "the record did not change");
+    assert_eq!(
+        after.duplicates, 1,
+        "the late result is counted as a duplicate"
+    );
+    assert_eq!(
+        JobInfo {
+            duplicates: 0,
+            ..after
+        },
+        recorded,
+        "the record did not change"
+    );
     assert_eq!(
         cluster.runs_of(submitted.first_job),
         2,

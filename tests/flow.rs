@@ -294,3 +294,39 @@ async fn sigterm_drains_a_worker() {
     );
     assert!(client.workers().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_timeout_is_killed_and_retried_then_failed() {
+    let mut cluster = Cluster::start(&["--retry-backoff", "10ms"]).await;
+    cluster.start_worker("w", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut client = cluster.client().await;
+    let mut slow = JobSpec::exec(["sh", "-c", "echo started; sleep 30"]);
+    slow.timeout_s = Some(1);
+    slow.max_attempts = 2;
+    let submitted = client.submit("slow", vec![slow]).await.unwrap();
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.failed, 1);
+    let job = client.job(submitted.first_job).await.unwrap();
+    assert_eq!(job.attempts, 2);
+    assert_eq!(job.history.len(), 2);
+    for attempt in &job.history {
+        assert_eq!(attempt.outcome, "timed_out", "{attempt:?}");
+        assert_eq!(
+            attempt.error.as_deref(),
+            Some("timed out after 1s and was killed")
+        );
+    }
+    assert_eq!(job.output_tail.as_deref(), Some("started\n"));
+    // The worker is free again, and nothing of the killed jobs is left running.
+    let next = client
+        .submit("next", vec![JobSpec::exec(["true"])])
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_batch_done(&mut client, next.batch, Duration::from_secs(10))
+            .await
+            .succeeded,
+        1
+    );
+}

@@ -470,11 +470,12 @@ impl Handler<ResultsArrived> for Ledger {
         let mut ack_on_commit = Vec::new();
         let mut kill = Vec::new();
         let mut withdraw = Vec::new();
+        let mut duplicates = Vec::new();
         for result in &arrived.results {
             let Some(job) = self.jobs.get_mut(&result.job) else {
                 // Finished (or never issued): acknowledge so the worker forgets it.
                 if result.outcome == Outcome::Succeeded && result.job < self.next_job {
-                    self.duplicates += 1;
+                    duplicates.push(result.job);
                     tracing::info!(job = result.job, lease = result.lease, worker = %arrived.worker_name, "duplicate result acknowledged, not recorded");
                 }
                 ack_now.push(result.lease);
@@ -553,11 +554,16 @@ impl Handler<ResultsArrived> for Ledger {
                     // A failure of an attempt that is no longer current, or a result for a job
                     // whose terminal state is being written: nothing to record.
                     if result.outcome == Outcome::Succeeded {
-                        self.duplicates += 1;
+                        duplicates.push(result.job);
+                        tracing::info!(job = result.job, lease = result.lease, worker = %arrived.worker_name, "duplicate result acknowledged, not recorded");
                     }
                     ack_now.push(result.lease);
                 }
             }
+        }
+        if !duplicates.is_empty() {
+            self.duplicates += duplicates.len() as u64;
+            writes.push(Write::Duplicates(duplicates));
         }
         if !kill.is_empty() {
             self.scheduler.do_send(KillAttempts(kill));
@@ -577,7 +583,9 @@ impl Handler<ResultsArrived> for Ledger {
         self.commit(ctx, writes, move |ledger, _ctx, result| match result {
             Ok(()) => {
                 ledger.finished(finishing);
-                session.do_send(Push(FromCoordinator::Acked(ack_on_commit)));
+                if !ack_on_commit.is_empty() {
+                    session.do_send(Push(FromCoordinator::Acked(ack_on_commit)));
+                }
             }
             Err(error) => {
                 tracing::error!(%error, jobs = finishing.len(), "cannot record results; their jobs go back to pending");

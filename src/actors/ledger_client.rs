@@ -230,6 +230,7 @@ impl Ledger {
             finished_at_ms: None,
             output_tail: None,
             error: None,
+            duplicates: 0,
             history: Vec::new(),
         }
     }

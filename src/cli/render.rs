@@ -139,6 +139,12 @@ pub fn job(job: &JobInfo) -> String {
     if let Some(error) = &job.error {
         out.push_str(&format!("\n  error      {error}"));
     }
+    if job.duplicates > 0 {
+        out.push_str(&format!(
+            "\n  duplicates {} later successful results, acknowledged and not recorded",
+            job.duplicates
+        ));
+    }
     if !job.history.is_empty() {
         out.push_str("\n  earlier attempts:");
         for attempt in &job.history {

@@ -69,6 +69,8 @@ pub enum Write {
     Finish(Box<WorkOrder>),
     /// An attempt ended without being the job's result.
     Attempt(Box<AttemptRow>),
+    /// Successful results that arrived after a job's first: counted, never recorded.
+    Duplicates(Vec<JobId>),
     /// Jobs back to pending with their failures forgotten (a retry).
     Reopen {
         /// The jobs.
@@ -298,7 +300,8 @@ fn create_schema(conn: &Connection) -> Result<(), JournalError> {
              duration_ms INTEGER,
              exit_code INTEGER,
              output_tail TEXT,
-             error TEXT);
+             error TEXT,
+             duplicates INTEGER NOT NULL DEFAULT 0);
          CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (batch, id);
          CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (id) WHERE state = 'pending';
          CREATE TABLE IF NOT EXISTS attempts (
@@ -444,6 +447,8 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
             "UPDATE jobs SET state = 'pending', failures = 0, finished_at_ms = NULL, error = NULL
              WHERE id = ?1 AND state = 'failed'",
         )?;
+        let mut duplicate =
+            tx.prepare_cached("UPDATE jobs SET duplicates = duplicates + 1 WHERE id = ?1")?;
         for commit in group {
             for write in &commit.writes {
                 match write {
@@ -502,6 +507,11 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
                     Write::Reopen { jobs } => {
                         for job in jobs {
                             reopen.execute(params![*job as i64])?;
+                        }
+                    }
+                    Write::Duplicates(jobs) => {
+                        for job in jobs {
+                            duplicate.execute(params![*job as i64])?;
                         }
                     }
                 }

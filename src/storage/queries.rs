@@ -9,7 +9,7 @@ use crate::storage::journal::JournalError;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 const JOB_COLUMNS: &str = "id, batch, name, state, attempts, lost_attempts, worker, exit_code,
-     duration_ms, queued_at_ms, started_at_ms, finished_at_ms, output_tail, error";
+     duration_ms, queued_at_ms, started_at_ms, finished_at_ms, output_tail, error, duplicates";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
     let state: String = row.get(3)?;
@@ -28,6 +28,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
         finished_at_ms: row.get::<_, Option<i64>>(11)?.map(|ms| ms as u64),
         output_tail: row.get(12)?,
         error: row.get(13)?,
+        duplicates: row.get(14)?,
         history: Vec::new(),
     })
 }

@@ -330,3 +330,67 @@ async fn a_job_past_its_timeout_is_killed_and_retried_then_failed() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drover_toml_sets_defaults_below_flags_and_environment() {
+    let mut cluster = Cluster::start(&[]).await;
+    let config = cluster.dir.path().join("drover.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[client]\ncoordinator = \"{}\"\n\n[worker]\nlabels = [\"from-file\", \"gpu\"]\n",
+            cluster.address
+        ),
+    )
+    .unwrap();
+    // The worker reads the file DROVER_CONFIG names.
+    cluster.start_worker_with_env(
+        "configured",
+        1,
+        &[],
+        &[("DROVER_CONFIG", path_str(&config))],
+    );
+    let workers = cluster.wait_for_workers(1).await;
+    assert_eq!(
+        workers[0].labels,
+        vec!["from-file".to_string(), "gpu".to_string()]
+    );
+
+    // The CLI finds ./drover.toml with no flag and no environment variable.
+    let output = std::process::Command::new(CLI)
+        .args(["workers", "--json"])
+        .env_remove("DROVER_COORDINATOR")
+        .env_remove("DROVER_CONFIG")
+        .current_dir(cluster.dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(stdout_of(&output).contains("configured"));
+
+    // A flag beats the file: this address is closed, so the command fails.
+    let output = std::process::Command::new(CLI)
+        .args([
+            "workers",
+            "--coordinator",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env_remove("DROVER_COORDINATOR")
+        .current_dir(cluster.dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+
+    // A mistake in the file is named, not ignored.
+    std::fs::write(&config, "[client]\ncoordinater = \"x\"\n").unwrap();
+    let output = std::process::Command::new(CLI)
+        .args(["batches"])
+        .current_dir(cluster.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output).contains("drover.toml: [client] has no setting \"coordinater\""),
+        "{}",
+        stderr_of(&output)
+    );
+}

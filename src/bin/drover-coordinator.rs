@@ -1,7 +1,7 @@
 //! `drover-coordinator`: holds the jobs and pushes them to workers.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use drover::coordinator::{self, CoordinatorConfig};
 use drover::net::auth::Secret;
 use std::path::PathBuf;
@@ -26,10 +26,10 @@ struct Args {
     #[arg(long, env = "DROVER_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
     /// File holding the client secret (else DROVER_TOKEN).
-    #[arg(long)]
+    #[arg(long, env = "DROVER_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// File holding the worker secret (else DROVER_WORKER_TOKEN).
-    #[arg(long)]
+    #[arg(long, env = "DROVER_WORKER_TOKEN_FILE")]
     worker_token_file: Option<PathBuf>,
     /// Largest frame accepted, in bytes.
     #[arg(long, env = "DROVER_MAX_FRAME_BYTES", default_value_t = drover::net::codec::DEFAULT_MAX_FRAME)]
@@ -47,6 +47,10 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     drover::logging::init("info");
+    if let Err(error) = drover::config::apply("coordinator", &Args::command()) {
+        eprintln!("drover-coordinator: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
     let args = Args::parse();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! `drover-worker`: registers with the coordinator and runs what it is given.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use drover::net::auth::Secret;
 use drover::worker::{self, Handlers, WorkerConfig};
 use std::path::PathBuf;
@@ -21,13 +21,13 @@ struct Args {
     #[arg(long, env = "DROVER_SLOTS")]
     slots: Option<u32>,
     /// A label jobs may require; repeat for more.
-    #[arg(long = "label")]
+    #[arg(long = "label", env = "DROVER_LABELS", value_delimiter = ',')]
     labels: Vec<String>,
     /// Where jobs get their scratch directories.
     #[arg(long, env = "DROVER_SCRATCH_DIR")]
     scratch_dir: Option<PathBuf>,
     /// File holding the worker secret (else DROVER_WORKER_TOKEN).
-    #[arg(long)]
+    #[arg(long, env = "DROVER_WORKER_TOKEN_FILE")]
     worker_token_file: Option<PathBuf>,
 }
 
@@ -41,6 +41,10 @@ fn host_name() -> String {
 
 fn main() -> std::process::ExitCode {
     drover::logging::init("info");
+    if let Err(error) = drover::config::apply("worker", &Args::command()) {
+        eprintln!("drover-worker: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
     let args = Args::parse();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

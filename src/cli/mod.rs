@@ -13,7 +13,7 @@ use crate::net::protocol::CancelTarget;
 use crate::status::BatchInfo;
 use crate::worker::Handlers;
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,7 +37,7 @@ struct Cli {
     )]
     coordinator: String,
     /// File holding the client secret (else DROVER_TOKEN).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "DROVER_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -168,6 +168,10 @@ enum LogFormat {
 /// Runs the CLI; returns the process's exit code.
 pub fn main() -> std::process::ExitCode {
     crate::logging::init("warn");
+    if let Err(error) = crate::config::apply("client", &Cli::command()) {
+        eprintln!("drover: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

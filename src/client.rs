@@ -12,7 +12,7 @@ use futures::SinkExt;
 use std::time::Duration;
 
 /// Jobs fetched per page by [`Client::jobs`].
-const PAGE: u32 = 5_000;
+const PAGE: u32 = 1_000;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,9 @@ impl Client {
                         body => Ok(body),
                     };
                 }
-                FromCoordinator::Refused { reason } => return Err(ClientError::Connection(reason)),
+                FromCoordinator::Refused { reason, .. } => {
+                    return Err(ClientError::Connection(reason))
+                }
                 // An answer to an abandoned earlier request.
                 _ => continue,
             }

@@ -148,7 +148,8 @@ pub fn start(
         worker_secret: config.worker_secret.clone(),
         max_frame: config.max_frame,
         handshake_timeout: config.handshake_timeout,
-        heartbeat_interval: config.heartbeat_interval,
+        // At least three beats per timeout, so one late beat never costs a healthy worker.
+        heartbeat_interval: config.heartbeat_interval.min(config.heartbeat_timeout / 3),
         open_sessions: AtomicUsize::new(0),
     });
     let max_connections = config.max_connections;

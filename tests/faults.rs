@@ -116,7 +116,7 @@ async fn a_frozen_workers_jobs_move_after_the_timeout_and_its_late_result_is_not
     .await;
     assert!(cluster
         .coordinator_log()
-        .contains("duplicate result acknowledged"));
+        .contains("late result for a finished job"));
     let workers = cluster.wait_for_workers(2).await;
     assert!(
         workers.iter().any(|worker| worker.name == "frozen"),

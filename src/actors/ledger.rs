@@ -80,6 +80,13 @@ impl LiveJob {
         }
     }
 
+    /// True when `lease` is the attempt this job is on (or whose result is being recorded).
+    fn runs_or_ran(&self, lease: Lease) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|running| running.lease == lease)
+    }
+
     /// True when `lease` is the attempt running now.
     fn runs(&self, lease: Lease) -> bool {
         self.phase == Phase::Running
@@ -339,6 +346,7 @@ impl Ledger {
         Write::Finish(Box::new(WorkOrder {
             job: id,
             state,
+            lease: result.map(|result| result.lease),
             worker: job.worker_name(),
             attempts: job.attempts,
             lost_attempts: job.lost,
@@ -475,8 +483,9 @@ impl Handler<ResultsArrived> for Ledger {
             let Some(job) = self.jobs.get_mut(&result.job) else {
                 // Finished (or never issued): acknowledge so the worker forgets it.
                 if result.outcome == Outcome::Succeeded && result.job < self.next_job {
-                    duplicates.push(result.job);
-                    tracing::info!(job = result.job, lease = result.lease, worker = %arrived.worker_name, "duplicate result acknowledged, not recorded");
+                    // The journal tells a true duplicate from a resend of the recorded result.
+                    duplicates.push((result.job, result.lease));
+                    tracing::info!(job = result.job, lease = result.lease, worker = %arrived.worker_name, "late result for a finished job acknowledged, not recorded");
                 }
                 ack_now.push(result.lease);
                 continue;
@@ -519,7 +528,7 @@ impl Handler<ResultsArrived> for Ledger {
                         worker: arrived.worker_name.to_string(),
                         outcome: result.outcome.as_str(),
                         started_at_ms: result.started_at_ms,
-                        finished_at_ms: result.started_at_ms + result.duration_ms,
+                        finished_at_ms: result.started_at_ms.saturating_add(result.duration_ms),
                         exit_code: result.exit_code,
                         error: result.error.clone(),
                     })));
@@ -550,12 +559,16 @@ impl Handler<ResultsArrived> for Ledger {
                         self.retry_later(ctx, result.job, delay);
                     }
                 }
+                _ if job.phase == Phase::Finishing && job.runs_or_ran(result.lease) => {
+                    // A resend of the very result being written: it is acknowledged when the
+                    // write is on disk (the worker sends it again until then).
+                }
                 _ => {
-                    // A failure of an attempt that is no longer current, or a result for a job
-                    // whose terminal state is being written: nothing to record.
+                    // A failure of an attempt that is no longer current, or another success for
+                    // a job whose terminal state is being written: nothing to record.
                     if result.outcome == Outcome::Succeeded {
-                        duplicates.push(result.job);
-                        tracing::info!(job = result.job, lease = result.lease, worker = %arrived.worker_name, "duplicate result acknowledged, not recorded");
+                        duplicates.push((result.job, result.lease));
+                        tracing::info!(job = result.job, lease = result.lease, worker = %arrived.worker_name, "late result for a finished job acknowledged, not recorded");
                     }
                     ack_now.push(result.lease);
                 }

@@ -16,8 +16,12 @@ use tokio::sync::oneshot;
 /// The most jobs one batch may hold.
 pub const MAX_JOBS_PER_BATCH: usize = 1_000_000;
 
-/// The most jobs one page of `Jobs` returns.
-pub const MAX_PAGE: u32 = 10_000;
+/// The largest encoded job spec accepted, in bytes (the job file's line limit, and some).
+pub const MAX_SPEC_BYTES: usize = 1024 * 1024 + 4096;
+
+/// The most jobs one page of `Jobs` returns: with bounded output tails and errors, a page stays
+/// below the frame size limit.
+pub const MAX_PAGE: u32 = 1_000;
 
 /// A client's request, answered when it can be.
 #[derive(Message)]
@@ -103,20 +107,25 @@ impl Ledger {
                 return ready(ClientResponse::Error(format!("job {}: {error}", index + 1)));
             }
         }
+        // From here on the coordinator keeps each spec as the bytes it stores and sends.
+        let mut encoded = Vec::with_capacity(jobs.len());
+        for (index, spec) in jobs.into_iter().enumerate() {
+            let bytes = SpecBytes::encode(&spec);
+            if bytes.as_bytes().len() > MAX_SPEC_BYTES {
+                return ready(ClientResponse::Error(format!(
+                    "job {}: its spec is {} bytes, above the limit of {MAX_SPEC_BYTES}",
+                    index + 1,
+                    bytes.as_bytes().len()
+                )));
+            }
+            encoded.push((spec.name, bytes));
+        }
+        let jobs = Arc::new(encoded);
         let batch = self.next_batch;
         self.next_batch += 1;
         let first_job = self.next_job;
         self.next_job += jobs.len() as u64;
         let submitted_at_ms = now_ms();
-        // From here on the coordinator keeps each spec as the bytes it stores and sends.
-        let jobs: Arc<Vec<(Option<String>, SpecBytes)>> = Arc::new(
-            jobs.into_iter()
-                .map(|spec| {
-                    let bytes = SpecBytes::encode(&spec);
-                    (spec.name, bytes)
-                })
-                .collect(),
-        );
         let write = Write::Submit {
             batch,
             name: name.clone(),
@@ -273,15 +282,29 @@ impl Ledger {
         }
         if let Some(wanted @ (JobState::Pending | JobState::Running)) = state {
             // Unfinished jobs live in memory only.
-            let mut page: Vec<JobInfo> = self
+            // Unfinished jobs live in memory only. Choose the page by id first and describe
+            // only its jobs: a million pending jobs must not all be decoded for one page.
+            let waiting = wanted == JobState::Pending;
+            let mut ids: Vec<JobId> = self
                 .jobs
                 .iter()
-                .filter(|(id, job)| **id > after && batch.is_none_or(|batch| job.batch == batch))
-                .map(|(id, job)| self.live_info(*id, job))
-                .filter(|info| info.state == wanted)
+                .filter(|(id, job)| {
+                    **id > after
+                        && batch.is_none_or(|batch| job.batch == batch)
+                        && matches!(job.phase, Phase::Queued | Phase::Backoff) == waiting
+                })
+                .map(|(id, _)| *id)
                 .collect();
-            page.sort_unstable_by_key(|info| info.id);
-            page.truncate(limit as usize);
+            let limit = (limit as usize).min(ids.len());
+            if limit > 0 {
+                ids.select_nth_unstable(limit - 1);
+            }
+            ids.truncate(limit);
+            ids.sort_unstable();
+            let page = ids
+                .iter()
+                .map(|id| self.live_info(*id, &self.jobs[id]))
+                .collect();
             return ready(ClientResponse::Jobs(page));
         }
         let journal = self.journal.clone();
@@ -345,6 +368,7 @@ impl Ledger {
             writes.push(Write::Finish(Box::new(WorkOrder {
                 job: id,
                 state: JobState::Cancelled,
+                lease: None,
                 worker: job.worker_name(),
                 attempts: job.attempts,
                 lost_attempts: job.lost,
@@ -440,8 +464,7 @@ impl Ledger {
                     if ledger.jobs.contains_key(&id) {
                         continue;
                     }
-                    let job =
-                        LiveJob::queued(found.spec, batch, found.attempts, 0, found.lost_attempts);
+                    let job = LiveJob::queued(found.spec, batch, found.attempts, 0, 0);
                     queued.push(ledger.pending_job(id, &job));
                     ledger.jobs.insert(id, job);
                 }

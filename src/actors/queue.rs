@@ -123,7 +123,10 @@ impl PendingQueue {
 
     /// Marks jobs to be dropped when they reach the front (they were cancelled).
     pub fn withdraw(&mut self, jobs: impl IntoIterator<Item = JobId>) {
-        self.withdrawn.extend(jobs);
+        // Marks only matter for jobs in line; with none in line there is nothing to mark.
+        if self.len > 0 {
+            self.withdrawn.extend(jobs);
+        }
     }
 
     /// The best job a worker with these free slots and labels can take, with the slots it takes.
@@ -158,6 +161,11 @@ impl PendingQueue {
         }
         for key in emptied {
             self.queues.remove(&key);
+        }
+        if self.len == 0 {
+            // Marks left for jobs that were no longer in line (races with cancel, late
+            // results) must not pile up.
+            self.withdrawn.clear();
         }
         found
     }

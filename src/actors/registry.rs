@@ -17,6 +17,9 @@ use std::time::Duration;
 /// timeout passes.
 const LIVENESS_SWEEP: Duration = Duration::from_millis(25);
 
+/// A sweep this long after the previous one means the event loop was blocked.
+const LATE_SWEEP: Duration = Duration::from_millis(250);
+
 /// When a worker was last heard from (ms since the Unix epoch), written by its session on every
 /// frame and read by the Registry's sweep: a shared clock, not shared state.
 pub type LastSeen = Arc<AtomicU64>;
@@ -40,6 +43,7 @@ struct WorkerEntry {
 pub struct Registry {
     scheduler: Addr<Scheduler>,
     heartbeat_timeout: Duration,
+    last_sweep_ms: u64,
     next_worker: WorkerId,
     workers: BTreeMap<WorkerId, WorkerEntry>,
 }
@@ -50,6 +54,7 @@ impl Registry {
         Registry {
             scheduler,
             heartbeat_timeout,
+            last_sweep_ms: now_ms(),
             next_worker: 1,
             workers: BTreeMap::new(),
         }
@@ -78,6 +83,14 @@ impl Registry {
 
     fn sweep(&mut self) {
         let now = now_ms();
+        let since_last = now.saturating_sub(self.last_sweep_ms);
+        self.last_sweep_ms = now;
+        if since_last > LATE_SWEEP.as_millis() as u64 {
+            // The coordinator's thread was busy: heartbeats may be waiting unread in the
+            // sockets. Let the sessions read them before anyone is judged silent.
+            tracing::debug!(late_ms = since_last, "liveness sweep ran late, deferring");
+            return;
+        }
         let timeout_ms = self.heartbeat_timeout.as_millis() as u64;
         let silent: Vec<(WorkerId, u64)> = self
             .workers
@@ -246,7 +259,7 @@ impl Handler<JobsEnded> for Registry {
         };
         for (lease, outcome, duration_ms) in ended.ended {
             entry.running.remove(&lease);
-            entry.busy_ms += duration_ms;
+            entry.busy_ms = entry.busy_ms.saturating_add(duration_ms);
             match outcome {
                 Outcome::Succeeded => entry.done += 1,
                 Outcome::Failed | Outcome::TimedOut => entry.failed += 1,

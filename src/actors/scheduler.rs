@@ -15,11 +15,16 @@ use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+/// Spec bytes per `Assign` frame, far below the frame limit (one spec alone is bounded by the
+/// submission frame it came in).
+const ASSIGN_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
 /// A worker's slots as the Scheduler sees them.
 struct WorkerSlots {
     name: Arc<str>,
     session: Addr<Session>,
     labels: HashSet<String>,
+    total: u32,
     free: u32,
     draining: bool,
     /// Attempts assigned on this registration: lease → (job, slots).
@@ -123,9 +128,20 @@ impl Scheduler {
                 worker_name: slots.name.clone(),
                 started,
             });
-            slots
-                .session
-                .do_send(Push(FromCoordinator::Assign(assignments)));
+            // Specs can be large: keep each frame well below the size limit.
+            let mut frame = Vec::new();
+            let mut frame_bytes = 0;
+            for assignment in assignments {
+                let size = assignment.spec.as_bytes().len();
+                if !frame.is_empty() && frame_bytes + size > ASSIGN_FRAME_BYTES {
+                    let full = std::mem::take(&mut frame);
+                    slots.session.do_send(Push(FromCoordinator::Assign(full)));
+                    frame_bytes = 0;
+                }
+                frame_bytes += size;
+                frame.push(assignment);
+            }
+            slots.session.do_send(Push(FromCoordinator::Assign(frame)));
         }
     }
 }
@@ -242,13 +258,16 @@ impl Handler<WorkerJoined> for Scheduler {
             });
         }
         let carried: HashMap<Lease, u32> = joined.carried.into_iter().collect();
-        let busy: u32 = carried.values().sum();
+        let busy = carried
+            .values()
+            .fold(0u32, |sum, held| sum.saturating_add(*held));
         self.workers.insert(
             joined.worker,
             WorkerSlots {
                 name: joined.name,
                 session: joined.session,
                 labels: joined.labels.into_iter().collect(),
+                total: joined.slots,
                 free: joined.slots.saturating_sub(busy),
                 draining: false,
                 running: HashMap::new(),
@@ -325,31 +344,56 @@ impl Handler<ResultsReported> for Scheduler {
         };
         let mut ended = Vec::with_capacity(reported.results.len());
         let mut late_successes = Vec::new();
-        for result in &reported.results {
-            // A result frees its slots once: repeats of a result free nothing.
-            if let Some((_, held)) = slots.running.remove(&result.lease) {
-                slots.free += held;
+        let mut forward = Vec::with_capacity(reported.results.len());
+        let mut ack_now = Vec::new();
+        for result in reported.results {
+            if let Some(&(job, held)) = slots.running.get(&result.lease) {
+                if job != result.job {
+                    // A lease names one job: a result that pairs them otherwise is refused,
+                    // and the attempt stays running until its true result or its loss.
+                    tracing::warn!(worker = %slots.name, lease = result.lease, claimed = result.job, job, "result names the wrong job, ignored");
+                    ack_now.push(result.lease);
+                    continue;
+                }
+                // A result frees its slots once: repeats of a result free nothing.
+                slots.running.remove(&result.lease);
+                slots.free = slots.free.saturating_add(held).min(slots.total);
                 ended.push((result.lease, result.outcome, result.duration_ms));
+                forward.push(result);
                 continue;
             }
             if let Some(held) = slots.carried.remove(&result.lease) {
-                slots.free += held;
+                slots.free = slots.free.saturating_add(held).min(slots.total);
             }
-            // Not an attempt of this registration: its job may be pending again meanwhile.
             if result.outcome == Outcome::Succeeded {
+                // Not an attempt of this registration: its job may be pending again meanwhile,
+                // and the first success of a job is the one recorded.
                 late_successes.push(result.job);
+                forward.push(result);
+            } else {
+                // A failure of an attempt this worker no longer holds changes nothing.
+                ack_now.push(result.lease);
             }
         }
-        self.pending.withdraw(late_successes);
+        if !late_successes.is_empty() {
+            self.pending.withdraw(late_successes);
+        }
+        if !ack_now.is_empty() {
+            reported
+                .session
+                .do_send(Push(FromCoordinator::Acked(ack_now)));
+        }
         self.registry.do_send(JobsEnded {
             worker: reported.worker,
             ended,
         });
-        self.ledger.do_send(ResultsArrived {
-            worker_name: slots.name.clone(),
-            session: reported.session,
-            results: reported.results,
-        });
+        if !forward.is_empty() {
+            self.ledger.do_send(ResultsArrived {
+                worker_name: slots.name.clone(),
+                session: reported.session,
+                results: forward,
+            });
+        }
         self.queue_dispatch(ctx);
     }
 }

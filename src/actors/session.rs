@@ -7,7 +7,7 @@ use crate::actors::registry::{
     LastSeen, ListWorkers, RegisterWorker, Registry, SessionClosed, WorkerDraining,
 };
 use crate::actors::scheduler::{ResultsReported, Scheduler, StopAssigning};
-use crate::job::{now_ms, WorkerId};
+use crate::job::{now_ms, AttemptResult, WorkerId};
 use crate::net::auth::{self, Secret, Side};
 use crate::net::codec::{CodecError, FrameCodec};
 use crate::net::protocol::{
@@ -101,6 +101,7 @@ impl Session {
         shared: Arc<SessionContext>,
     ) -> Addr<Session> {
         let _ = stream.set_nodelay(true);
+        crate::net::keep_alive(&stream);
         Session::create(move |ctx| {
             let (read_half, write_half) = stream.into_split();
             let max_frame = shared.max_frame;
@@ -122,9 +123,19 @@ impl Session {
 
     /// Refuses the peer with a reason it will show its user, then closes.
     fn refuse(&mut self, ctx: &mut Context<Self>, reason: String) {
+        self.close_with(ctx, reason, true);
+    }
+
+    /// Closes the connection for a passing reason: the peer may try again.
+    fn refuse_for_now(&mut self, ctx: &mut Context<Self>, reason: String) {
+        self.close_with(ctx, reason, false);
+    }
+
+    fn close_with(&mut self, ctx: &mut Context<Self>, reason: String, permanent: bool) {
         tracing::warn!(peer = %self.peer, %reason, "refusing connection");
         self.writer.write(FromCoordinator::Refused {
             reason: reason.clone(),
+            permanent,
         });
         if let Phase::Worker(worker) = self.phase {
             self.shared.registry.do_send(SessionClosed {
@@ -217,11 +228,12 @@ impl Session {
             slots,
             labels,
             carried,
-            results,
+            mut results,
         } = register
         else {
             return;
         };
+        results.iter_mut().for_each(AttemptResult::bound);
         if name.is_empty() || name.len() > MAX_NAME_LEN {
             return self.refuse(
                 ctx,
@@ -297,7 +309,7 @@ impl Actor for Session {
         ctx.run_later(deadline, move |session, ctx| {
             if matches!(session.phase, Phase::AwaitHello | Phase::AwaitProof { .. }) {
                 let reason = format!("no handshake within {:.1}s", deadline.as_secs_f64());
-                session.refuse(ctx, reason);
+                session.refuse_for_now(ctx, reason);
             }
         });
     }
@@ -347,7 +359,8 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
                 self.on_register(ctx, register)
             }
             (Phase::Worker(_), ToCoordinator::Heartbeat) => {}
-            (Phase::Worker(worker), ToCoordinator::Results(results)) => {
+            (Phase::Worker(worker), ToCoordinator::Results(mut results)) => {
+                results.iter_mut().for_each(AttemptResult::bound);
                 self.shared.scheduler.do_send(ResultsReported {
                     worker: *worker,
                     session: ctx.address(),

@@ -230,6 +230,34 @@ pub struct AttemptResult {
     pub error: Option<String>,
 }
 
+/// The most bytes of output tail the coordinator keeps per attempt.
+pub const MAX_OUTPUT_TAIL: usize = 16 * 1024;
+/// The most bytes of an error message the coordinator keeps.
+pub const MAX_ERROR: usize = 4 * 1024;
+
+impl AttemptResult {
+    /// Cuts the worker's texts to what the coordinator keeps: the end of the output, the start
+    /// of the error.
+    pub fn bound(&mut self) {
+        if self.output_tail.len() > MAX_OUTPUT_TAIL {
+            let mut cut = self.output_tail.len() - MAX_OUTPUT_TAIL;
+            while !self.output_tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.output_tail.drain(..cut);
+        }
+        if let Some(error) = &mut self.error {
+            if error.len() > MAX_ERROR {
+                let mut cut = MAX_ERROR;
+                while !error.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                error.truncate(cut);
+            }
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch, the timestamp unit everywhere in drover.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -70,6 +70,7 @@ async fn handshake(
             source,
         })?;
     let _ = stream.set_nodelay(true);
+    crate::net::keep_alive(&stream);
     let mut connection = Framed::new(stream, FrameCodec::new(DEFAULT_MAX_FRAME));
     let broken = |reason: String| ConnectError::Handshake {
         address: address.to_string(),
@@ -86,7 +87,7 @@ async fn handshake(
         .map_err(|error| broken(error.to_string()))?;
     let coordinator_nonce = match next(&mut connection).await.map_err(broken)? {
         FromCoordinator::Challenge { nonce } => nonce,
-        FromCoordinator::Refused { reason } => return Err(ConnectError::Refused(reason)),
+        refused @ FromCoordinator::Refused { .. } => return Err(refusal(refused, address)),
         other => return Err(broken(format!("unexpected {other:?}"))),
     };
     let mac = auth::proof(secret, Side::Peer, role, &peer_nonce, &coordinator_nonce);
@@ -107,10 +108,28 @@ async fn handshake(
                 return Err(ConnectError::Impostor(address.to_string()));
             }
         }
-        FromCoordinator::Refused { reason } => return Err(ConnectError::Refused(reason)),
+        refused @ FromCoordinator::Refused { .. } => return Err(refusal(refused, address)),
         other => return Err(broken(format!("unexpected {other:?}"))),
     }
     Ok(connection)
+}
+
+/// A refusal as an error: permanent ones stop a worker, passing ones make it try again.
+pub fn refusal(message: FromCoordinator, address: &str) -> ConnectError {
+    match message {
+        FromCoordinator::Refused {
+            reason,
+            permanent: true,
+        } => ConnectError::Refused(reason),
+        FromCoordinator::Refused { reason, .. } => ConnectError::Handshake {
+            address: address.to_string(),
+            reason,
+        },
+        other => ConnectError::Handshake {
+            address: address.to_string(),
+            reason: format!("unexpected {other:?}"),
+        },
+    }
 }
 
 /// The next message, with a closed connection as an error.

@@ -115,6 +115,9 @@ pub enum FromCoordinator {
     Refused {
         /// Why, in words meant for the person running the peer.
         reason: String,
+        /// True when trying again cannot help (a wrong token, a bad registration); false for
+        /// passing conditions (an overloaded coordinator missing the handshake deadline).
+        permanent: bool,
     },
     /// A worker's registration was accepted.
     Registered {

@@ -69,8 +69,9 @@ pub enum Write {
     Finish(Box<WorkOrder>),
     /// An attempt ended without being the job's result.
     Attempt(Box<AttemptRow>),
-    /// Successful results that arrived after a job's first: counted, never recorded.
-    Duplicates(Vec<JobId>),
+    /// Successful results that arrived after a job's first, as (job, lease): counted, never
+    /// recorded; a resend of the recorded attempt's own result is not counted.
+    Duplicates(Vec<(JobId, Lease)>),
     /// Jobs back to pending with their failures forgotten (a retry).
     Reopen {
         /// The jobs.
@@ -85,6 +86,8 @@ pub struct WorkOrder {
     pub job: JobId,
     /// How it ended.
     pub state: JobState,
+    /// The attempt whose result was recorded.
+    pub lease: Option<Lease>,
     /// The worker whose result was recorded.
     pub worker: Option<String>,
     /// Attempts started.
@@ -301,7 +304,8 @@ fn create_schema(conn: &Connection) -> Result<(), JournalError> {
              exit_code INTEGER,
              output_tail TEXT,
              error TEXT,
-             duplicates INTEGER NOT NULL DEFAULT 0);
+             duplicates INTEGER NOT NULL DEFAULT 0,
+             lease INTEGER);
          CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (batch, id);
          CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (id) WHERE state = 'pending';
          CREATE TABLE IF NOT EXISTS attempts (
@@ -430,7 +434,7 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
         let mut finish = tx.prepare_cached(
             "UPDATE jobs SET state = ?2, worker = ?3, attempts = ?4, lost_attempts = ?5,
                  failures = ?6, started_at_ms = ?7, finished_at_ms = ?8, duration_ms = ?9,
-                 exit_code = ?10, output_tail = ?11, error = ?12
+                 exit_code = ?10, output_tail = ?11, error = ?12, lease = ?13
              WHERE id = ?1 AND state = 'pending'",
         )?;
         let mut attempt = tx.prepare_cached(
@@ -444,11 +448,13 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
              WHERE id = ?1",
         )?;
         let mut reopen = tx.prepare_cached(
-            "UPDATE jobs SET state = 'pending', failures = 0, finished_at_ms = NULL, error = NULL
+            "UPDATE jobs SET state = 'pending', failures = 0, lost_attempts = 0, finished_at_ms = NULL,
+                 error = NULL, lease = NULL
              WHERE id = ?1 AND state = 'failed'",
         )?;
-        let mut duplicate =
-            tx.prepare_cached("UPDATE jobs SET duplicates = duplicates + 1 WHERE id = ?1")?;
+        let mut duplicate = tx.prepare_cached(
+            "UPDATE jobs SET duplicates = duplicates + 1 WHERE id = ?1 AND lease IS NOT ?2",
+        )?;
         for commit in group {
             for write in &commit.writes {
                 match write {
@@ -476,7 +482,7 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
                         }
                     }
                     Write::Finish(order) => {
-                        finish.execute(params![
+                        let changed = finish.execute(params![
                             order.job as i64,
                             order.state.as_str(),
                             order.worker,
@@ -488,8 +494,16 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
                             order.duration_ms.map(|ms| ms as i64),
                             order.exit_code,
                             order.output_tail,
-                            order.error
+                            order.error,
+                            order.lease.map(|lease| lease as i64)
                         ])?;
+                        if changed != 1 {
+                            // The guard against recording a job twice held; say so loudly.
+                            tracing::error!(
+                                job = order.job,
+                                "job already finished in the ledger, second record refused"
+                            );
+                        }
                     }
                     Write::Attempt(row) => {
                         attempt.execute(params![
@@ -510,8 +524,8 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
                         }
                     }
                     Write::Duplicates(jobs) => {
-                        for job in jobs {
-                            duplicate.execute(params![*job as i64])?;
+                        for (job, lease) in jobs {
+                            duplicate.execute(params![*job as i64, *lease as i64])?;
                         }
                     }
                 }

@@ -103,8 +103,6 @@ pub struct FailedJob {
     pub spec: crate::job::SpecBytes,
     /// Attempts it had.
     pub attempts: u32,
-    /// Attempts lost with workers.
-    pub lost_attempts: u32,
     /// When it was submitted.
     pub queued_at_ms: u64,
 }
@@ -112,7 +110,7 @@ pub struct FailedJob {
 /// A batch's failed jobs, for a retry.
 pub fn failed_jobs(conn: &Connection, batch: BatchId) -> Result<Vec<FailedJob>, JournalError> {
     let mut statement = conn.prepare_cached(
-        "SELECT id, spec, attempts, lost_attempts, queued_at_ms FROM jobs
+        "SELECT id, spec, attempts, queued_at_ms FROM jobs
          WHERE batch = ?1 AND state = 'failed' ORDER BY id",
     )?;
     let mut rows = statement.query(params![batch as i64])?;
@@ -126,8 +124,7 @@ pub fn failed_jobs(conn: &Connection, batch: BatchId) -> Result<Vec<FailedJob>, 
             id,
             spec,
             attempts: row.get(2)?,
-            lost_attempts: row.get(3)?,
-            queued_at_ms: row.get::<_, i64>(4)? as u64,
+            queued_at_ms: row.get::<_, i64>(3)? as u64,
         });
     }
     Ok(failed)

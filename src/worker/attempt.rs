@@ -6,6 +6,7 @@ use crate::net::protocol::Assignment;
 use crate::worker::handlers::{CallContext, Handlers};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
@@ -13,6 +14,8 @@ use tokio::sync::oneshot;
 
 /// Bytes of stdout and of stderr kept for the result.
 const TAIL_BYTES: usize = 4096;
+/// How long output is still read after the job's process ended.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How an attempt may be cut short.
 enum Interrupt {
@@ -172,20 +175,34 @@ async fn run_exec(
     let ended = match command.spawn() {
         Err(error) => Ended::failed(format!("cannot start {program:?}: {error}")),
         Ok(mut child) => {
-            let stdout = tokio::spawn(tail(child.stdout.take()));
-            let stderr = tokio::spawn(tail(child.stderr.take()));
+            let group = child.id();
+            let stdout = Tail::default();
+            let stderr = Tail::default();
+            let readers = [
+                tokio::spawn(stdout.clone().read(child.stdout.take())),
+                tokio::spawn(stderr.clone().read(child.stderr.take())),
+            ];
             let outcome = tokio::select! {
                 status = child.wait() => Ok(status),
                 interrupt = interrupt => {
-                    kill_group(child.id());
+                    kill_group(group);
                     let _ = child.wait().await;
                     Err(interrupt)
                 }
             };
-            let output_tail = join_tails(
-                stdout.await.unwrap_or_default(),
-                stderr.await.unwrap_or_default(),
-            );
+            // The attempt is over: whatever it left running in its group goes too, so nothing
+            // outlives its scratch directory or keeps the output pipes open.
+            kill_group(group);
+            for reader in readers {
+                // A process that left the group (setsid) may still hold a pipe: stop waiting.
+                if tokio::time::timeout(OUTPUT_DRAIN, reader).await.is_err() {
+                    tracing::debug!(
+                        job = assignment.job,
+                        "output still open after the job ended"
+                    );
+                }
+            }
+            let output_tail = join_tails(stdout.take(), stderr.take());
             match outcome {
                 Ok(Ok(status)) => match status.code() {
                     Some(0) => Ended {
@@ -238,23 +255,42 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
-/// Reads a stream to its end, keeping its last bytes.
-async fn tail(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
-    let Some(mut stream) = stream else {
-        return Vec::new();
-    };
-    let mut kept = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return kept,
-            Ok(read) => {
-                kept.extend_from_slice(&chunk[..read]);
-                if kept.len() > 2 * TAIL_BYTES {
-                    kept.drain(..kept.len() - TAIL_BYTES);
+/// The last bytes of a stream, readable while the stream is still being read.
+#[derive(Clone, Default)]
+struct Tail(Arc<Mutex<Vec<u8>>>);
+
+impl Tail {
+    /// Reads a stream to its end, keeping its last bytes.
+    async fn read(self, stream: Option<impl AsyncRead + Unpin>) {
+        let Some(mut stream) = stream else {
+            return;
+        };
+        let mut chunk = [0u8; 8192];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => {
+                    let mut kept = self
+                        .0
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    kept.extend_from_slice(&chunk[..read]);
+                    if kept.len() > 2 * TAIL_BYTES {
+                        let excess = kept.len() - TAIL_BYTES;
+                        kept.drain(..excess);
+                    }
                 }
             }
         }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 }
 
@@ -368,6 +404,33 @@ mod tests {
         assert_eq!(result.outcome, Outcome::TimedOut);
         assert!(clock.elapsed() < Duration::from_secs(20));
         assert!(!result.output_tail.contains("never"));
+    }
+
+    #[tokio::test]
+    async fn a_background_process_neither_holds_the_attempt_nor_outlives_it() {
+        let scratch = tempfile::tempdir().unwrap();
+        let marker = scratch.path().join("survived");
+        let script = format!("(sleep 2; touch {}) & echo started", marker.display());
+        let (_kill, never) = oneshot::channel();
+        let clock = Instant::now();
+        let result = run(
+            assignment(JobSpec::exec(["sh", "-c", &script])),
+            scratch.path().to_path_buf(),
+            Handlers::stock(),
+            never,
+        )
+        .await;
+        assert_eq!(result.outcome, Outcome::Succeeded);
+        assert_eq!(result.output_tail, "started\n");
+        assert!(
+            clock.elapsed() < Duration::from_secs(2),
+            "did not wait for the background job"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !marker.exists(),
+            "the background process was killed with the attempt"
+        );
     }
 
     #[tokio::test]

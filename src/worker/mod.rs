@@ -23,6 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 /// The first wait before reconnecting; doubled up to [`MAX_RECONNECT_DELAY`].
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(3);
+/// How long the coordinator may take to answer a registration.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Results per frame: with their bounded output tails, a frame stays far below the size limit.
+const RESULTS_PER_FRAME: usize = 256;
 /// A result not acknowledged this long after it was sent is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
@@ -79,6 +83,8 @@ struct Worker {
     finished_tx: mpsc::UnboundedSender<AttemptResult>,
     finished_rx: mpsc::UnboundedReceiver<AttemptResult>,
     draining: bool,
+    /// How often to heartbeat, as the coordinator asked at registration.
+    heartbeat: Duration,
 }
 
 /// Why a session with the coordinator ended.
@@ -106,6 +112,7 @@ pub async fn run(
         finished_tx,
         finished_rx,
         draining: false,
+        heartbeat: Duration::from_secs(1),
     };
     tokio::pin!(shutdown);
     let mut delay = FIRST_RECONNECT_DELAY;
@@ -176,6 +183,7 @@ impl Worker {
         let results = self
             .outbox
             .values_mut()
+            .take(RESULTS_PER_FRAME)
             .map(|outgoing| {
                 outgoing.sent_at = Some(now);
                 outgoing.result.clone()
@@ -196,9 +204,18 @@ impl Worker {
             .send(register)
             .await
             .map_err(|error| broken(error.to_string()))?;
-        match connect::next(&mut connection).await.map_err(broken)? {
-            FromCoordinator::Registered { .. } => {}
-            FromCoordinator::Refused { reason } => return Err(ConnectError::Refused(reason)),
+        let answer = tokio::time::timeout(REGISTRATION_TIMEOUT, connect::next(&mut connection))
+            .await
+            .map_err(|_| broken("no answer to the registration".into()))?;
+        match answer.map_err(broken)? {
+            FromCoordinator::Registered {
+                heartbeat_interval_ms,
+            } => {
+                self.heartbeat = Duration::from_millis(heartbeat_interval_ms.clamp(50, 60_000));
+            }
+            refused @ FromCoordinator::Refused { .. } => {
+                return Err(connect::refusal(refused, &self.config.coordinator))
+            }
             other => {
                 return Err(broken(format!(
                     "unexpected answer to registration: {other:?}"
@@ -241,8 +258,21 @@ impl Worker {
         let finished = self.finished_tx.clone();
         let scratch = self.config.scratch_dir.clone();
         let handlers = self.config.handlers.clone();
+        let (lease, job) = (assignment.lease, assignment.job);
         tokio::spawn(async move {
-            let result = attempt::run(assignment, scratch, handlers, killed).await;
+            let started_at_ms = crate::job::now_ms();
+            // A handler that panics must still end its attempt, or its job would run forever.
+            let attempt = tokio::spawn(attempt::run(assignment, scratch, handlers, killed));
+            let result = attempt.await.unwrap_or_else(|failure| AttemptResult {
+                lease,
+                job,
+                outcome: crate::job::Outcome::Failed,
+                exit_code: None,
+                started_at_ms,
+                duration_ms: crate::job::now_ms().saturating_sub(started_at_ms),
+                output_tail: String::new(),
+                error: Some(format!("the job's handler panicked: {failure}")),
+            });
             let _ = finished.send(result);
         });
     }
@@ -273,12 +303,15 @@ impl Worker {
                 return SessionEnd::Broken(error.to_string());
             }
         }
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due = self.due_results(Instant::now());
-            if !due.is_empty() {
-                if let Err(error) = connection.send(ToCoordinator::Results(due)).await {
+            for chunk in due.chunks(RESULTS_PER_FRAME) {
+                if let Err(error) = connection
+                    .send(ToCoordinator::Results(chunk.to_vec()))
+                    .await
+                {
                     return SessionEnd::Broken(error.to_string());
                 }
             }
@@ -305,7 +338,7 @@ impl Worker {
                             self.outbox.remove(&lease);
                         }
                     }
-                    Ok(FromCoordinator::Refused { reason }) => return SessionEnd::Broken(format!("coordinator closed the session: {reason}")),
+                    Ok(FromCoordinator::Refused { reason, .. }) => return SessionEnd::Broken(format!("coordinator closed the session: {reason}")),
                     Ok(_) => {}
                     Err(reason) => return SessionEnd::Broken(reason),
                 },

@@ -9,7 +9,7 @@
 //! `env`, `requires`, `slots`, `priority`, `timeout_s`, `max_attempts`. A file with any bad line
 //! is refused whole, naming the line and the field at fault.
 
-use crate::job::{JobSpec, Task, DEFAULT_MAX_ATTEMPTS};
+use crate::job::{Input, JobSpec, Outputs, Task, DEFAULT_MAX_ATTEMPTS};
 use base64::Engine;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -29,6 +29,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "priority",
     "timeout_s",
     "max_attempts",
+    "inputs",
+    "outputs",
 ];
 
 /// What is wrong with a job file, and where.
@@ -104,13 +106,7 @@ pub fn parse_line(line: usize, text: &str) -> Result<JobSpec, JobFileError> {
         .keys()
         .find(|key| !KNOWN_FIELDS.contains(&key.as_str()))
     {
-        let hint = match unknown.as_str() {
-            "inputs" | "outputs" => {
-                " (S3 and file inputs/outputs are not supported by this version yet)"
-            }
-            _ => "",
-        };
-        return Err(fail(Some(unknown), format!("unknown field{hint}")));
+        return Err(fail(Some(unknown), "unknown field".into()));
     }
     let fields = Fields {
         object: &object,
@@ -183,7 +179,7 @@ pub fn parse_line(line: usize, text: &str) -> Result<JobSpec, JobFileError> {
         None | Some(Value::Null) => None,
         Some(_) => Some(fields.positive("timeout_s")?),
     };
-    Ok(JobSpec {
+    let spec = JobSpec {
         name,
         task,
         requires,
@@ -191,7 +187,16 @@ pub fn parse_line(line: usize, text: &str) -> Result<JobSpec, JobFileError> {
         priority: fields.priority()?,
         timeout_s,
         max_attempts: fields.positive_or("max_attempts", DEFAULT_MAX_ATTEMPTS)?,
-    })
+        inputs: fields.inputs()?,
+        outputs: fields.outputs()?,
+    };
+    // The same checks the coordinator makes; their messages start with the field's name.
+    spec.validate()
+        .map_err(|error| match error.split_once(": ") {
+            Some((field, message)) => fail(Some(field), message.to_string()),
+            None => fail(None, error),
+        })?;
+    Ok(spec)
 }
 
 struct Fields<'a, F: Fn(Option<&str>, String) -> JobFileError> {
@@ -258,6 +263,59 @@ impl<F: Fn(Option<&str>, String) -> JobFileError> Fields<'_, F> {
                 "expected a string".into(),
             )),
             (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    /// A `{"from": ..., "to": ...}` object, as (from, to).
+    fn pair(&self, field: &str, value: &Value) -> Result<(String, String), JobFileError> {
+        let Value::Object(pair) = value else {
+            return Err((self.fail)(
+                Some(field),
+                "expected an object with \"from\" and \"to\"".into(),
+            ));
+        };
+        if let Some(unknown) = pair.keys().find(|key| *key != "from" && *key != "to") {
+            return Err((self.fail)(Some(field), format!("unknown key {unknown:?}")));
+        }
+        let text = |key: &str| match pair.get(key) {
+            Some(Value::String(text)) => Ok(text.clone()),
+            Some(_) => Err((self.fail)(
+                Some(&format!("{field}.{key}")),
+                "expected a string".into(),
+            )),
+            None => Err((self.fail)(
+                Some(&format!("{field}.{key}")),
+                "missing".into(),
+            )),
+        };
+        Ok((text("from")?, text("to")?))
+    }
+
+    fn inputs(&self) -> Result<Vec<Input>, JobFileError> {
+        match self.object.get("inputs") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| {
+                    let (from, to) = self.pair(&format!("inputs[{index}]"), item)?;
+                    Ok(Input { from, to })
+                })
+                .collect(),
+            Some(_) => Err((self.fail)(
+                Some("inputs"),
+                "expected an array of {\"from\", \"to\"} objects".into(),
+            )),
+        }
+    }
+
+    fn outputs(&self) -> Result<Option<Outputs>, JobFileError> {
+        match self.object.get("outputs") {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => {
+                let (from, to) = self.pair("outputs", value)?;
+                Ok(Some(Outputs { from, to }))
+            }
         }
     }
 
@@ -381,7 +439,22 @@ mod tests {
             "line 1, field \"priority\": expected an integer, got 1.5"
         );
         assert_eq!(error_of("\n\n"), "line 0: the file holds no jobs");
-        assert!(error_of("{\"cmd\": [\"true\"], \"inputs\": []}").contains("not supported"));
+        assert_eq!(
+            error_of(r#"{"cmd": ["true"], "inputs": [{"from": "file:///d/a", "to": "../a"}]}"#),
+            r#"line 1, field "inputs[0].to": "../a" must not contain '..'"#
+        );
+        assert_eq!(
+            error_of(r#"{"cmd": ["true"], "inputs": [{"from": "gs://b/a", "to": "a"}]}"#),
+            r#"line 1, field "inputs[0].from": "gs://b/a": unknown scheme "gs"; expected file://"#
+        );
+        assert_eq!(
+            error_of(r#"{"cmd": ["true"], "outputs": {"from": "/abs", "to": "file:///o/"}}"#),
+            r#"line 1, field "outputs.from": "/abs" must be relative to the scratch directory"#
+        );
+        assert_eq!(
+            error_of(r#"{"cmd": ["true"], "outputs": {"from": "out"}}"#),
+            r#"line 1, field "outputs.to": missing"#
+        );
     }
 
     #[test]

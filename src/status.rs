@@ -90,6 +90,8 @@ pub struct JobInfo {
     pub error: Option<String>,
     /// Successful results that arrived after the recorded one (acknowledged, not recorded).
     pub duplicates: u32,
+    /// The recorded attempt's published outputs; `<to>/<job id>/_manifest.json` lists the same.
+    pub outputs: Vec<crate::job::OutputObject>,
     /// Attempts that ended without being recorded as the job's result.
     pub history: Vec<AttemptRecord>,
 }

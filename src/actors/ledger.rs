@@ -16,6 +16,7 @@ use crate::job::{now_ms, AttemptResult, BatchId, JobId, JobState, Lease, Outcome
 use crate::net::protocol::FromCoordinator;
 use crate::status::BatchInfo;
 use crate::storage::journal::{AttemptRow, Journal, JournalError, Replay, WorkOrder, Write};
+use crate::storage::queries;
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -357,7 +358,57 @@ impl Ledger {
             exit_code: result.and_then(|result| result.exit_code),
             output_tail: result.map(|result| result.output_tail.clone()),
             error: error.or_else(|| result.and_then(|result| result.error.clone())),
+            outputs: result
+                .filter(|result| !result.outputs.is_empty())
+                .and_then(|result| serde_json::to_string(&result.outputs).ok()),
         }))
+    }
+
+    /// Successes for jobs that already finished: a resend of the recorded result is answered
+    /// `Recorded` again (its worker may not have heard), any other is a duplicate.
+    fn settle_late_successes(
+        &mut self,
+        ctx: &mut Context<Self>,
+        late: Vec<(JobId, Lease)>,
+        session: Addr<Session>,
+        worker: Arc<str>,
+    ) {
+        let journal = self.journal.clone();
+        let jobs: Vec<JobId> = late.iter().map(|(job, _)| *job).collect();
+        let lookup = async move {
+            journal
+                .read(move |conn| queries::recorded_leases(conn, &jobs))
+                .await
+        };
+        ctx.spawn(lookup.into_actor(self).map(move |found, ledger, ctx| {
+            let recorded = found.unwrap_or_default();
+            let mut again = Vec::new();
+            let mut acked = Vec::new();
+            let mut duplicates = Vec::new();
+            for (job, lease) in late {
+                if recorded.get(&job) == Some(&lease) {
+                    again.push(lease);
+                } else {
+                    tracing::info!(job, lease, %worker, "late result for a finished job acknowledged, not recorded");
+                    acked.push(lease);
+                    duplicates.push((job, lease));
+                }
+            }
+            if !again.is_empty() {
+                session.do_send(Push(FromCoordinator::Recorded(again)));
+            }
+            if !acked.is_empty() {
+                session.do_send(Push(FromCoordinator::Acked(acked)));
+            }
+            if !duplicates.is_empty() {
+                ledger.duplicates += duplicates.len() as u64;
+                ledger.commit(ctx, vec![Write::Duplicates(duplicates)], |_, _, result| {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "cannot count duplicate results");
+                    }
+                });
+            }
+        }));
     }
 
     /// Puts jobs whose terminal write failed back in the queue, so nothing is lost; their
@@ -479,15 +530,17 @@ impl Handler<ResultsArrived> for Ledger {
         let mut kill = Vec::new();
         let mut withdraw = Vec::new();
         let mut duplicates = Vec::new();
+        let mut record_on_commit = Vec::new();
+        let mut late = Vec::new();
         for result in &arrived.results {
             let Some(job) = self.jobs.get_mut(&result.job) else {
-                // Finished (or never issued): acknowledge so the worker forgets it.
                 if result.outcome == Outcome::Succeeded && result.job < self.next_job {
-                    // The journal tells a true duplicate from a resend of the recorded result.
-                    duplicates.push((result.job, result.lease));
-                    tracing::info!(job = result.job, lease = result.lease, worker = %arrived.worker_name, "late result for a finished job acknowledged, not recorded");
+                    // Finished: the journal tells a resend of the recorded result from a
+                    // duplicate.
+                    late.push((result.job, result.lease));
+                } else {
+                    ack_now.push(result.lease);
                 }
-                ack_now.push(result.lease);
                 continue;
             };
             let current = job.runs(result.lease);
@@ -516,7 +569,7 @@ impl Handler<ResultsArrived> for Ledger {
                         None,
                     ));
                     finishing.push((result.job, JobState::Succeeded));
-                    ack_on_commit.push(result.lease);
+                    record_on_commit.push(result.lease);
                     let batch = job.batch;
                     self.recount(batch, before, Phase::Finishing);
                 }
@@ -578,6 +631,14 @@ impl Handler<ResultsArrived> for Ledger {
             self.duplicates += duplicates.len() as u64;
             writes.push(Write::Duplicates(duplicates));
         }
+        if !late.is_empty() {
+            self.settle_late_successes(
+                ctx,
+                late,
+                arrived.session.clone(),
+                arrived.worker_name.clone(),
+            );
+        }
         if !kill.is_empty() {
             self.scheduler.do_send(KillAttempts(kill));
         }
@@ -598,6 +659,9 @@ impl Handler<ResultsArrived> for Ledger {
                 ledger.finished(finishing);
                 if !ack_on_commit.is_empty() {
                     session.do_send(Push(FromCoordinator::Acked(ack_on_commit)));
+                }
+                if !record_on_commit.is_empty() {
+                    session.do_send(Push(FromCoordinator::Recorded(record_on_commit)));
                 }
             }
             Err(error) => {

@@ -240,6 +240,7 @@ impl Ledger {
             output_tail: None,
             error: None,
             duplicates: 0,
+            outputs: Vec::new(),
             history: Vec::new(),
         }
     }
@@ -369,6 +370,7 @@ impl Ledger {
                 job: id,
                 state: JobState::Cancelled,
                 lease: None,
+                outputs: None,
                 worker: job.worker_name(),
                 attempts: job.attempts,
                 lost_attempts: job.lost,

@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+mod location;
 mod spec_bytes;
+pub use location::{check_relative, Location};
 pub use spec_bytes::{Placement, SpecBytes};
 
 /// A job's id, assigned by the coordinator, unique for the life of a data directory.
@@ -61,6 +63,39 @@ pub struct JobSpec {
     pub name: Option<String>,
     /// What to run.
     pub task: Task,
+    /// Objects fetched into the scratch directory before the job starts.
+    pub inputs: Vec<Input>,
+    /// A directory published after a successful run.
+    pub outputs: Option<Outputs>,
+}
+
+/// An object (or, for a URL ending in `/`, every object under a prefix) to fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    /// `file:///path` (later `s3://bucket/key`).
+    pub from: String,
+    /// A path relative to the scratch directory.
+    pub to: String,
+}
+
+/// Where a job's results go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outputs {
+    /// A directory relative to the scratch directory.
+    pub from: String,
+    /// A prefix URL; the accepted outputs are found under `<to>/<job id>/`.
+    pub to: String,
+}
+
+/// One published output object, as the result's manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputObject {
+    /// Its full URL.
+    pub url: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its entity tag (for `file://`, the SHA-256 of its content).
+    pub etag: String,
 }
 
 impl JobSpec {
@@ -103,6 +138,15 @@ impl JobSpec {
         if self.requires.iter().any(|label| label.is_empty()) {
             return Err("requires: labels must not be empty".into());
         }
+        for (index, input) in self.inputs.iter().enumerate() {
+            Location::parse(&input.from)
+                .map_err(|error| format!("inputs[{index}].from: {error}"))?;
+            check_relative(&input.to).map_err(|error| format!("inputs[{index}].to: {error}"))?;
+        }
+        if let Some(outputs) = &self.outputs {
+            check_relative(&outputs.from).map_err(|error| format!("outputs.from: {error}"))?;
+            Location::parse(&outputs.to).map_err(|error| format!("outputs.to: {error}"))?;
+        }
         Ok(())
     }
 
@@ -115,6 +159,8 @@ impl JobSpec {
             priority: 0,
             timeout_s: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            inputs: Vec::new(),
+            outputs: None,
         }
     }
 }
@@ -228,6 +274,8 @@ pub struct AttemptResult {
     pub output_tail: String,
     /// Why it failed, in words.
     pub error: Option<String>,
+    /// What a successful attempt published, under its own attempt prefix.
+    pub outputs: Vec<OutputObject>,
 }
 
 /// The most bytes of output tail the coordinator keeps per attempt.

@@ -128,8 +128,11 @@ pub enum FromCoordinator {
     Assign(Vec<Assignment>),
     /// Attempts a worker should stop (their jobs were cancelled).
     Kill(Vec<Lease>),
-    /// Results that are durably recorded (or known duplicates): the worker may forget them.
+    /// Results the worker may forget: failures on disk, duplicates, stale attempts.
     Acked(Vec<Lease>),
+    /// Successes recorded on disk as their jobs' results: the worker may forget them, and
+    /// publishes their outputs' manifests.
+    Recorded(Vec<Lease>),
     /// The answer to a client's request.
     Response {
         /// The request's id.

@@ -88,6 +88,8 @@ pub struct WorkOrder {
     pub state: JobState,
     /// The attempt whose result was recorded.
     pub lease: Option<Lease>,
+    /// The recorded attempt's output manifest, as JSON.
+    pub outputs: Option<String>,
     /// The worker whose result was recorded.
     pub worker: Option<String>,
     /// Attempts started.
@@ -305,7 +307,8 @@ fn create_schema(conn: &Connection) -> Result<(), JournalError> {
              output_tail TEXT,
              error TEXT,
              duplicates INTEGER NOT NULL DEFAULT 0,
-             lease INTEGER);
+             lease INTEGER,
+             outputs TEXT);
          CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (batch, id);
          CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (id) WHERE state = 'pending';
          CREATE TABLE IF NOT EXISTS attempts (
@@ -434,7 +437,7 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
         let mut finish = tx.prepare_cached(
             "UPDATE jobs SET state = ?2, worker = ?3, attempts = ?4, lost_attempts = ?5,
                  failures = ?6, started_at_ms = ?7, finished_at_ms = ?8, duration_ms = ?9,
-                 exit_code = ?10, output_tail = ?11, error = ?12, lease = ?13
+                 exit_code = ?10, output_tail = ?11, error = ?12, lease = ?13, outputs = ?14
              WHERE id = ?1 AND state = 'pending'",
         )?;
         let mut attempt = tx.prepare_cached(
@@ -495,7 +498,8 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
                             order.exit_code,
                             order.output_tail,
                             order.error,
-                            order.lease.map(|lease| lease as i64)
+                            order.lease.map(|lease| lease as i64),
+                            order.outputs
                         ])?;
                         if changed != 1 {
                             // The guard against recording a job twice held; say so loudly.

@@ -9,7 +9,7 @@ use crate::storage::journal::JournalError;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 const JOB_COLUMNS: &str = "id, batch, name, state, attempts, lost_attempts, worker, exit_code,
-     duration_ms, queued_at_ms, started_at_ms, finished_at_ms, output_tail, error, duplicates";
+     duration_ms, queued_at_ms, started_at_ms, finished_at_ms, output_tail, error, duplicates, outputs";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
     let state: String = row.get(3)?;
@@ -29,6 +29,10 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
         output_tail: row.get(12)?,
         error: row.get(13)?,
         duplicates: row.get(14)?,
+        outputs: row
+            .get::<_, Option<String>>(15)?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
         history: Vec::new(),
     })
 }
@@ -128,4 +132,24 @@ pub fn failed_jobs(conn: &Connection, batch: BatchId) -> Result<Vec<FailedJob>, 
         });
     }
     Ok(failed)
+}
+
+/// The lease recorded as each succeeded job's result (jobs not succeeded are left out).
+pub fn recorded_leases(
+    conn: &Connection,
+    jobs: &[JobId],
+) -> Result<std::collections::HashMap<JobId, crate::job::Lease>, JournalError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT lease FROM jobs WHERE id = ?1 AND state = 'succeeded' AND lease IS NOT NULL",
+    )?;
+    let mut found = std::collections::HashMap::new();
+    for job in jobs {
+        if let Some(lease) = statement
+            .query_row(params![*job as i64], |row| row.get::<_, i64>(0))
+            .optional()?
+        {
+            found.insert(*job, lease as u64);
+        }
+    }
+    Ok(found)
 }

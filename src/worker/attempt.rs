@@ -1,8 +1,9 @@
 //! Runs one attempt: an exec job as a child process in a fresh scratch directory, or a call job
 //! through its handler; enforces `timeout_s` and kills on request.
 
-use crate::job::{now_ms, AttemptResult, JobSpec, Outcome, Task};
+use crate::job::{now_ms, AttemptResult, JobSpec, Outcome, OutputObject, Task};
 use crate::net::protocol::Assignment;
+use crate::worker::data;
 use crate::worker::handlers::{CallContext, Handlers};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -45,6 +46,7 @@ pub async fn run(
         duration_ms: clock.elapsed().as_millis() as u64,
         output_tail: ended.output_tail,
         error: ended.error,
+        outputs: ended.outputs,
     }
 }
 
@@ -72,30 +74,54 @@ async fn run_spec(
             else => std::future::pending().await,
         }
     };
-    match &spec.task {
-        Task::Exec { cmd, env } => {
-            run_exec(
-                assignment,
-                spec.timeout_s,
-                cmd,
-                env,
-                scratch_root,
-                interrupt,
-            )
-            .await
-        }
-        Task::Call { handler, payload } => {
-            run_call(
-                assignment,
-                spec.timeout_s,
-                handler,
-                payload.clone(),
-                handlers,
-                interrupt,
-            )
-            .await
+    let scratch = scratch_root.join(format!(
+        "job-{}-attempt-{}-{:x}",
+        assignment.job, assignment.attempt, assignment.lease
+    ));
+    if let Err(error) = tokio::fs::create_dir_all(&scratch).await {
+        return Ended::failed(format!(
+            "cannot create scratch directory {}: {error}",
+            scratch.display()
+        ));
+    }
+    let mut ended = match data::fetch_inputs(&spec.inputs, &scratch).await {
+        Err(error) => Ended::failed(error),
+        Ok(()) => match &spec.task {
+            Task::Exec { cmd, env } => {
+                run_exec(assignment, spec.timeout_s, cmd, env, &scratch, interrupt).await
+            }
+            Task::Call { handler, payload } => {
+                let context = CallContext {
+                    job: assignment.job,
+                    batch: assignment.batch,
+                    attempt: assignment.attempt,
+                    scratch: scratch.clone(),
+                };
+                run_call(
+                    context,
+                    spec.timeout_s,
+                    handler,
+                    payload.clone(),
+                    handlers,
+                    interrupt,
+                )
+                .await
+            }
+        },
+    };
+    if let (Outcome::Succeeded, Some(outputs)) = (ended.outcome, &spec.outputs) {
+        match data::publish_outputs(outputs, &scratch, assignment.job, assignment.lease).await {
+            Ok(objects) => ended.outputs = objects,
+            Err(error) => {
+                ended.outcome = Outcome::Failed;
+                ended.error = Some(error);
+            }
         }
     }
+    if let Err(error) = tokio::fs::remove_dir_all(&scratch).await {
+        tracing::warn!(scratch = %scratch.display(), %error, "cannot remove scratch directory");
+    }
+    ended
 }
 
 struct Ended {
@@ -103,6 +129,7 @@ struct Ended {
     exit_code: Option<i32>,
     output_tail: String,
     error: Option<String>,
+    outputs: Vec<OutputObject>,
 }
 
 impl Ended {
@@ -112,6 +139,7 @@ impl Ended {
             exit_code: None,
             output_tail: String::new(),
             error: Some(error),
+            outputs: Vec::new(),
         }
     }
 
@@ -125,12 +153,14 @@ impl Ended {
                     "timed out after {}s and was killed",
                     timeout_s.unwrap_or(0)
                 )),
+                outputs: Vec::new(),
             },
             Interrupt::Killed => Ended {
                 outcome: Outcome::Killed,
                 exit_code: None,
                 output_tail,
                 error: Some("killed: the job was cancelled".into()),
+                outputs: Vec::new(),
             },
         }
     }
@@ -141,31 +171,21 @@ async fn run_exec(
     timeout_s: Option<u32>,
     cmd: &[String],
     env: &[(String, String)],
-    scratch_root: &Path,
+    scratch: &Path,
     interrupt: impl std::future::Future<Output = Interrupt>,
 ) -> Ended {
     let Some((program, args)) = cmd.split_first() else {
         return Ended::failed("cmd is empty".into());
     };
-    let scratch = scratch_root.join(format!(
-        "job-{}-attempt-{}-{:x}",
-        assignment.job, assignment.attempt, assignment.lease
-    ));
-    if let Err(error) = tokio::fs::create_dir_all(&scratch).await {
-        return Ended::failed(format!(
-            "cannot create scratch directory {}: {error}",
-            scratch.display()
-        ));
-    }
     let mut command = Command::new(program);
     command
         .args(args)
-        .current_dir(&scratch)
+        .current_dir(scratch)
         .envs(env.iter().map(|(key, value)| (key, value)))
         .env("DROVER_JOB_ID", assignment.job.to_string())
         .env("DROVER_BATCH", assignment.batch.to_string())
         .env("DROVER_ATTEMPT", assignment.attempt.to_string())
-        .env("DROVER_SCRATCH", &scratch)
+        .env("DROVER_SCRATCH", scratch)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -210,18 +230,21 @@ async fn run_exec(
                         exit_code: Some(0),
                         output_tail,
                         error: None,
+                        outputs: Vec::new(),
                     },
                     Some(code) => Ended {
                         outcome: Outcome::Failed,
                         exit_code: Some(code),
                         output_tail,
                         error: Some(format!("exited with code {code}")),
+                        outputs: Vec::new(),
                     },
                     None => Ended {
                         outcome: Outcome::Failed,
                         exit_code: None,
                         output_tail,
                         error: Some(describe_signal(&status)),
+                        outputs: Vec::new(),
                     },
                 },
                 Ok(Err(error)) => {
@@ -231,9 +254,6 @@ async fn run_exec(
             }
         }
     };
-    if let Err(error) = tokio::fs::remove_dir_all(&scratch).await {
-        tracing::warn!(scratch = %scratch.display(), %error, "cannot remove scratch directory");
-    }
     ended
 }
 
@@ -306,7 +326,7 @@ fn join_tails(stdout: Vec<u8>, stderr: Vec<u8>) -> String {
 }
 
 async fn run_call(
-    assignment: &Assignment,
+    context: CallContext,
     timeout_s: Option<u32>,
     name: &str,
     payload: Vec<u8>,
@@ -316,11 +336,6 @@ async fn run_call(
     let Some(handler) = handlers.get(name) else {
         return Ended::failed(format!("no handler named {name:?} on this worker"));
     };
-    let context = CallContext {
-        job: assignment.job,
-        batch: assignment.batch,
-        attempt: assignment.attempt,
-    };
     tokio::select! {
         returned = handler(context, payload) => match returned {
             Ok(output) => Ended {
@@ -328,6 +343,7 @@ async fn run_call(
                 exit_code: None,
                 output_tail: String::from_utf8_lossy(&output[output.len().saturating_sub(TAIL_BYTES)..]).into_owned(),
                 error: None,
+                outputs: Vec::new(),
             },
             Err(error) => Ended::failed(error),
         },

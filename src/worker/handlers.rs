@@ -14,6 +14,8 @@ pub struct CallContext {
     pub batch: u64,
     /// The attempt's number.
     pub attempt: u32,
+    /// The attempt's scratch directory: its inputs are there, and its outputs go there.
+    pub scratch: std::path::PathBuf,
 }
 
 /// A handler: payload in, output (or an error message) out.

@@ -6,11 +6,12 @@
 //! is slow, so a result finished while the coordinator was down is reported when it returns.
 
 pub mod attempt;
+pub mod data;
 pub mod handlers;
 
 pub use handlers::{CallContext, Handlers};
 
-use crate::job::{AttemptResult, Lease};
+use crate::job::{AttemptResult, Lease, Outputs};
 use crate::net::auth::Secret;
 use crate::net::connect::{self, ConnectError, Connection};
 use crate::net::protocol::{Assignment, FromCoordinator, Role, ToCoordinator};
@@ -80,6 +81,8 @@ struct Worker {
     config: WorkerConfig,
     running: HashMap<Lease, RunningAttempt>,
     outbox: BTreeMap<Lease, Outgoing>,
+    /// Where each attempt's outputs go, for the manifest once its result is recorded.
+    outputs_of: HashMap<Lease, Outputs>,
     finished_tx: mpsc::UnboundedSender<AttemptResult>,
     finished_rx: mpsc::UnboundedReceiver<AttemptResult>,
     draining: bool,
@@ -109,6 +112,7 @@ pub async fn run(
         config,
         running: HashMap::new(),
         outbox: BTreeMap::new(),
+        outputs_of: HashMap::new(),
         finished_tx,
         finished_rx,
         draining: false,
@@ -243,6 +247,26 @@ impl Worker {
         );
     }
 
+    /// The coordinator recorded this attempt's result: its outputs become the job's.
+    fn recorded(&mut self, lease: Lease) {
+        let outgoing = self.outbox.remove(&lease);
+        let outputs = self.outputs_of.remove(&lease);
+        let (Some(outgoing), Some(outputs)) = (outgoing, outputs) else {
+            return;
+        };
+        if outgoing.result.outputs.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            let result = outgoing.result;
+            if let Err(error) =
+                data::publish_manifest(&outputs, result.job, lease, &result.outputs).await
+            {
+                tracing::error!(job = result.job, %error, "cannot write the outputs manifest");
+            }
+        });
+    }
+
     fn start(&mut self, assignment: Assignment) {
         let (kill, killed) = oneshot::channel();
         self.running.insert(
@@ -255,6 +279,9 @@ impl Worker {
                 kill: Some(kill),
             },
         );
+        if let Some(outputs) = assignment.spec.decode().ok().and_then(|spec| spec.outputs) {
+            self.outputs_of.insert(assignment.lease, outputs);
+        }
         let finished = self.finished_tx.clone();
         let scratch = self.config.scratch_dir.clone();
         let handlers = self.config.handlers.clone();
@@ -272,6 +299,7 @@ impl Worker {
                 duration_ms: crate::job::now_ms().saturating_sub(started_at_ms),
                 output_tail: String::new(),
                 error: Some(format!("the job's handler panicked: {failure}")),
+                outputs: Vec::new(),
             });
             let _ = finished.send(result);
         });
@@ -336,6 +364,12 @@ impl Worker {
                     Ok(FromCoordinator::Acked(leases)) => {
                         for lease in leases {
                             self.outbox.remove(&lease);
+                            self.outputs_of.remove(&lease);
+                        }
+                    }
+                    Ok(FromCoordinator::Recorded(leases)) => {
+                        for lease in leases {
+                            self.recorded(lease);
                         }
                     }
                     Ok(FromCoordinator::Refused { reason, .. }) => return SessionEnd::Broken(format!("coordinator closed the session: {reason}")),

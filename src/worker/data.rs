@@ -1,0 +1,274 @@
+//! A job's data: inputs fetched into its scratch directory before it runs, outputs published
+//! after it succeeds.
+//!
+//! Outputs are exactly-once by construction: every attempt publishes under a prefix of its own,
+//! `<to>/<job id>/attempt-<lease>/`, so two attempts never touch each other's objects. Once the
+//! coordinator has recorded an attempt's result, the worker writes `<to>/<job id>/_manifest.json`
+//! naming that attempt's objects: the manifest is the stable place to find a job's outputs, and
+//! any attempt prefix it does not name is a leftover of a losing attempt.
+
+use crate::job::{JobId, Lease, Location, OutputObject, Outputs};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The manifest's file name under `<to>/<job id>/`.
+pub const MANIFEST: &str = "_manifest.json";
+
+/// Copies every input into the scratch directory.
+pub async fn fetch_inputs(inputs: &[crate::job::Input], scratch: &Path) -> Result<(), String> {
+    for input in inputs {
+        let Location::File(source) = Location::parse(&input.from)?;
+        let target = scratch.join(&input.to);
+        let copied = if input.from.ends_with('/') {
+            copy_tree(&source, &target).await
+        } else {
+            copy_file(&source, &target).await.map(|_| ())
+        };
+        copied
+            .map_err(|error| format!("cannot fetch input {}: {}", input.from, describe(&error)))?;
+    }
+    Ok(())
+}
+
+/// Publishes the files under `scratch/<outputs.from>` below this attempt's own prefix.
+pub async fn publish_outputs(
+    outputs: &Outputs,
+    scratch: &Path,
+    job: JobId,
+    lease: Lease,
+) -> Result<Vec<OutputObject>, String> {
+    let Location::File(root) = Location::parse(&outputs.to)?;
+    let source = scratch.join(&outputs.from);
+    let files = list_files(&source).await.map_err(|error| {
+        format!(
+            "cannot read outputs directory {}: {}",
+            outputs.from,
+            describe(&error)
+        )
+    })?;
+    let prefix = attempt_prefix(&root, job, lease);
+    let mut published = Vec::with_capacity(files.len());
+    for relative in files {
+        let target = prefix.join(&relative);
+        let (size, etag) = copy_file(&source.join(&relative), &target)
+            .await
+            .map_err(|error| {
+                format!(
+                    "cannot publish output {}: {}",
+                    relative.display(),
+                    describe(&error)
+                )
+            })?;
+        published.push(OutputObject {
+            url: format!("file://{}", target.display()),
+            size,
+            etag,
+        });
+    }
+    Ok(published)
+}
+
+/// Writes the manifest of the recorded attempt; safe to repeat.
+pub async fn publish_manifest(
+    outputs: &Outputs,
+    job: JobId,
+    lease: Lease,
+    objects: &[OutputObject],
+) -> Result<(), String> {
+    let Location::File(root) = Location::parse(&outputs.to)?;
+    let manifest = serde_json::json!({
+        "job": job,
+        "attempt_prefix": format!("file://{}/", attempt_prefix(&root, job, lease).display()),
+        "objects": objects,
+    });
+    let path = root.join(job.to_string()).join(MANIFEST);
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|error| error.to_string())?;
+    write_atomically(&path, &text).await.map_err(|error| {
+        format!(
+            "cannot write manifest {}: {}",
+            path.display(),
+            describe(&error)
+        )
+    })
+}
+
+fn attempt_prefix(root: &Path, job: JobId, lease: Lease) -> PathBuf {
+    root.join(job.to_string())
+        .join(format!("attempt-{lease:016x}"))
+}
+
+/// "no space left on device" rather than "No space left on device (os error 28)".
+fn describe(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOSPC) => "no space left on the device".into(),
+        _ => error.to_string(),
+    }
+}
+
+/// Copies a file through a temporary name, so no reader ever sees it half written; returns its
+/// size and SHA-256.
+async fn copy_file(source: &Path, target: &Path) -> std::io::Result<(u64, String)> {
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let partial = partial_name(target);
+    let copied = async {
+        let mut reader = tokio::fs::File::open(source).await?;
+        let mut writer = tokio::fs::File::create(&partial).await?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let read = reader.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            writer.write_all(&buffer[..read]).await?;
+            size += read as u64;
+        }
+        writer.sync_all().await?;
+        tokio::fs::rename(&partial, target).await?;
+        let digest = hasher.finalize();
+        let etag: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok((size, etag))
+    }
+    .await;
+    if copied.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    copied
+}
+
+async fn write_atomically(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let partial = partial_name(target);
+    let written = async {
+        let mut file = tokio::fs::File::create(&partial).await?;
+        file.write_all(bytes).await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&partial, target).await
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    written
+}
+
+fn partial_name(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".partial-{}", std::process::id()));
+    target.with_file_name(name)
+}
+
+async fn copy_tree(source: &Path, target: &Path) -> std::io::Result<()> {
+    for relative in list_files(source).await? {
+        copy_file(&source.join(&relative), &target.join(&relative)).await?;
+    }
+    Ok(())
+}
+
+/// Every regular file under `root`, relative to it, in a stable order.
+async fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut directories = vec![PathBuf::new()];
+    while let Some(directory) = directories.pop() {
+        let mut entries = tokio::fs::read_dir(root.join(&directory)).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let kind = entry.file_type().await?;
+            let relative = directory.join(entry.file_name());
+            if kind.is_dir() {
+                directories.push(relative);
+            } else if kind.is_file() {
+                files.push(relative);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Input;
+
+    #[tokio::test]
+    async fn inputs_arrive_and_outputs_are_published_per_attempt_with_a_manifest() {
+        let world = tempfile::tempdir().unwrap();
+        let data = world.path().join("data");
+        std::fs::create_dir_all(data.join("set/deep")).unwrap();
+        std::fs::write(data.join("one.txt"), "one").unwrap();
+        std::fs::write(data.join("set/a.txt"), "a").unwrap();
+        std::fs::write(data.join("set/deep/b.txt"), "bb").unwrap();
+        let scratch = world.path().join("scratch");
+        let inputs = vec![
+            Input {
+                from: format!("file://{}", data.join("one.txt").display()),
+                to: "in/one.txt".into(),
+            },
+            Input {
+                from: format!("file://{}/", data.join("set").display()),
+                to: "in/set".into(),
+            },
+        ];
+        fetch_inputs(&inputs, &scratch).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(scratch.join("in/one.txt")).unwrap(),
+            "one"
+        );
+        assert_eq!(
+            std::fs::read_to_string(scratch.join("in/set/deep/b.txt")).unwrap(),
+            "bb"
+        );
+
+        std::fs::create_dir_all(scratch.join("out/sub")).unwrap();
+        std::fs::write(scratch.join("out/sub/result.txt"), "abc").unwrap();
+        let outputs = Outputs {
+            from: "out".into(),
+            to: format!("file://{}", world.path().join("results").display()),
+        };
+        let objects = publish_outputs(&outputs, &scratch, 7, 0xab).await.unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0].size, 3);
+        // SHA-256 of "abc".
+        assert_eq!(
+            objects[0].etag,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let published = world
+            .path()
+            .join("results/7/attempt-00000000000000ab/sub/result.txt");
+        assert_eq!(objects[0].url, format!("file://{}", published.display()));
+        assert_eq!(std::fs::read_to_string(&published).unwrap(), "abc");
+
+        publish_manifest(&outputs, 7, 0xab, &objects).await.unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(world.path().join("results/7/_manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["objects"][0]["etag"], objects[0].etag);
+        assert!(manifest["attempt_prefix"]
+            .as_str()
+            .unwrap()
+            .ends_with("/7/attempt-00000000000000ab/"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_input_names_its_url() {
+        let world = tempfile::tempdir().unwrap();
+        let inputs = vec![Input {
+            from: "file:///nonexistent/drover-input".into(),
+            to: "x".into(),
+        }];
+        let error = fetch_inputs(&inputs, world.path()).await.unwrap_err();
+        assert!(
+            error.starts_with("cannot fetch input file:///nonexistent/drover-input: "),
+            "{error}"
+        );
+    }
+}

@@ -445,7 +445,7 @@ mod tests {
         );
         assert_eq!(
             error_of(r#"{"cmd": ["true"], "inputs": [{"from": "gs://b/a", "to": "a"}]}"#),
-            r#"line 1, field "inputs[0].from": "gs://b/a": unknown scheme "gs"; expected file://"#
+            r#"line 1, field "inputs[0].from": "gs://b/a": unknown scheme "gs"; expected s3:// or file://"#
         );
         assert_eq!(
             error_of(r#"{"cmd": ["true"], "outputs": {"from": "/abs", "to": "file:///o/"}}"#),

@@ -47,6 +47,7 @@ impl LocalCluster {
                     scratch_dir: config.scratch_dir.join(format!("worker-{index}")),
                     secret: None,
                     handlers: config.handlers.clone(),
+                    s3: Default::default(),
                 };
                 let mut watcher = watcher.clone();
                 tokio::spawn(async move {

@@ -39,7 +39,10 @@ async fn inputs_arrive_and_the_recorded_attempts_outputs_are_listed_in_a_manifes
     assert_eq!(summary["failed"], 1);
 
     let mut client = cluster.client().await;
-    let jobs = client.jobs(Some(summary["id"].as_u64().unwrap()), None).await.unwrap();
+    let jobs = client
+        .jobs(Some(summary["id"].as_u64().unwrap()), None)
+        .await
+        .unwrap();
     for (job, text) in jobs.iter().zip(texts) {
         assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.outputs.len(), 1, "{job:?}");
@@ -63,12 +66,17 @@ async fn inputs_arrive_and_the_recorded_attempts_outputs_are_listed_in_a_manifes
     let missing = &jobs[3];
     assert_eq!(missing.state, JobState::Failed);
     let error = missing.error.as_deref().unwrap();
-    assert!(error.contains("cannot fetch input file://") && error.contains("missing.txt"), "{error}");
+    assert!(
+        error.contains("cannot fetch input file://") && error.contains("missing.txt"),
+        "{error}"
+    );
     assert!(error.contains("No such file or directory"), "{error}");
     // Nothing is left in the workers' scratch directories.
     for worker in ["w1", "w2"] {
         let scratch = cluster.dir.path().join("scratch").join(worker);
-        let left = std::fs::read_dir(&scratch).map(|entries| entries.count()).unwrap_or(0);
+        let left = std::fs::read_dir(&scratch)
+            .map(|entries| entries.count())
+            .unwrap_or(0);
         assert_eq!(left, 0, "scratch of {worker} not cleaned");
     }
 }
@@ -80,13 +88,16 @@ async fn bad_data_urls_are_refused_at_submit_time_with_line_and_field() {
         "bad.jsonl",
         &[
             r#"{"cmd": ["true"]}"#.to_string(),
-            r#"{"cmd": ["true"], "outputs": {"from": "out", "to": "http://example/x/"}}"#.to_string(),
+            r#"{"cmd": ["true"], "outputs": {"from": "out", "to": "http://example/x/"}}"#
+                .to_string(),
         ],
     );
     let output = cluster.cli(&["submit", path_str(&file)]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr_of(&output).contains("line 2, field \"outputs.to\": \"http://example/x/\": unknown scheme \"http\""),
+        stderr_of(&output).contains(
+            "line 2, field \"outputs.to\": \"http://example/x/\": unknown scheme \"http\""
+        ),
         "{}",
         stderr_of(&output)
     );

@@ -26,6 +26,12 @@ struct Args {
     /// Where jobs get their scratch directories.
     #[arg(long, env = "DROVER_SCRATCH_DIR")]
     scratch_dir: Option<PathBuf>,
+    /// An S3-compatible endpoint for job data (else AWS_ENDPOINT_URL, else AWS).
+    #[arg(long, env = "DROVER_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Address S3 buckets by path (endpoint/bucket/key), as most S3-compatible stores want.
+    #[arg(long, env = "DROVER_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
+    s3_path_style: bool,
     /// File holding the worker secret (else DROVER_WORKER_TOKEN).
     #[arg(long, env = "DROVER_WORKER_TOKEN_FILE")]
     worker_token_file: Option<PathBuf>,
@@ -76,6 +82,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         scratch_dir,
         secret,
         handlers: Handlers::stock(),
+        s3: drover::storage::s3::S3Settings {
+            endpoint: args.s3_endpoint,
+            path_style: args.s3_path_style,
+        },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -7,25 +7,49 @@ use std::path::{Component, Path, PathBuf};
 pub enum Location {
     /// A path on the worker's machine (`file:///abs/path`, with a trailing `/` for a directory).
     File(PathBuf),
+    /// An object, or with a key ending in `/` (or empty) a prefix, in an S3 bucket.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key or prefix.
+        key: String,
+    },
 }
 
 impl Location {
     /// Parses a URL; the error says what is wrong in words for a job file's author.
     pub fn parse(url: &str) -> Result<Location, String> {
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(format!("{url:?} is not a URL: expected file:///path"));
+            return Err(format!(
+                "{url:?} is not a URL: expected s3://bucket/key or file:///path"
+            ));
         };
         match scheme {
             "file" => {
                 if !rest.starts_with('/') {
-                    return Err(format!("{url:?}: a file URL needs an absolute path (file:///dir/name)"));
+                    return Err(format!(
+                        "{url:?}: a file URL needs an absolute path (file:///dir/name)"
+                    ));
                 }
                 Ok(Location::File(PathBuf::from(rest)))
             }
-            "s3" => Err(format!(
-                "{url:?}: s3:// data is not supported by this version yet; use file:// on one machine"
+            "s3" => {
+                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                let valid =
+                    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+                if bucket.len() < 3 || bucket.len() > 63 || !bucket.chars().all(valid) {
+                    return Err(format!(
+                        "{url:?}: {bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '-', '.')"
+                    ));
+                }
+                Ok(Location::S3 {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                })
+            }
+            other => Err(format!(
+                "{url:?}: unknown scheme {other:?}; expected s3:// or file://"
             )),
-            other => Err(format!("{url:?}: unknown scheme {other:?}; expected file://")),
         }
     }
 }
@@ -69,9 +93,16 @@ mod tests {
         assert!(Location::parse("/data/x")
             .unwrap_err()
             .contains("not a URL"));
-        assert!(Location::parse("s3://bucket/key")
+        assert_eq!(
+            Location::parse("s3://my-bucket/a/b.txt").unwrap(),
+            Location::S3 {
+                bucket: "my-bucket".into(),
+                key: "a/b.txt".into()
+            }
+        );
+        assert!(Location::parse("s3://B/x")
             .unwrap_err()
-            .contains("not supported"));
+            .contains("not a bucket name"));
         assert!(check_relative("in/a.txt").is_ok());
         assert!(check_relative("/etc/passwd")
             .unwrap_err()

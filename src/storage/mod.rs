@@ -2,3 +2,13 @@
 
 pub mod journal;
 pub mod queries;
+pub mod s3;
+
+/// An I/O error in words for a job's author: "no space left on the device" rather than
+/// "No space left on device (os error 28)".
+pub fn describe_io(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOSPC) => "no space left on the device".into(),
+        _ => error.to_string(),
+    }
+}

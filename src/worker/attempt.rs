@@ -3,7 +3,7 @@
 
 use crate::job::{now_ms, AttemptResult, JobSpec, Outcome, OutputObject, Task};
 use crate::net::protocol::Assignment;
-use crate::worker::data;
+use crate::worker::data::{self, Stores};
 use crate::worker::handlers::{CallContext, Handlers};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,12 +29,13 @@ pub async fn run(
     assignment: Assignment,
     scratch_root: PathBuf,
     handlers: Handlers,
+    stores: Stores,
     kill: oneshot::Receiver<()>,
 ) -> AttemptResult {
     let started_at_ms = now_ms();
     let clock = Instant::now();
     let ended = match assignment.spec.decode() {
-        Ok(spec) => run_spec(&assignment, &spec, &scratch_root, &handlers, kill).await,
+        Ok(spec) => run_spec(&assignment, &spec, &scratch_root, &handlers, &stores, kill).await,
         Err(error) => Ended::failed(format!("cannot read the job's spec: {error}")),
     };
     AttemptResult {
@@ -55,6 +56,7 @@ async fn run_spec(
     spec: &JobSpec,
     scratch_root: &Path,
     handlers: &Handlers,
+    stores: &Stores,
     kill: oneshot::Receiver<()>,
 ) -> Ended {
     let timeout = spec
@@ -84,7 +86,7 @@ async fn run_spec(
             scratch.display()
         ));
     }
-    let mut ended = match data::fetch_inputs(&spec.inputs, &scratch).await {
+    let mut ended = match data::fetch_inputs(stores, &spec.inputs, &scratch).await {
         Err(error) => Ended::failed(error),
         Ok(()) => match &spec.task {
             Task::Exec { cmd, env } => {
@@ -110,7 +112,9 @@ async fn run_spec(
         },
     };
     if let (Outcome::Succeeded, Some(outputs)) = (ended.outcome, &spec.outputs) {
-        match data::publish_outputs(outputs, &scratch, assignment.job, assignment.lease).await {
+        match data::publish_outputs(stores, outputs, &scratch, assignment.job, assignment.lease)
+            .await
+        {
             Ok(objects) => ended.outputs = objects,
             Err(error) => {
                 ended.outcome = Outcome::Failed;
@@ -379,6 +383,7 @@ mod tests {
             assignment(spec),
             scratch.path().to_path_buf(),
             Handlers::stock(),
+            Stores::default(),
             never,
         )
         .await;
@@ -414,6 +419,7 @@ mod tests {
             assignment(spec),
             scratch.path().to_path_buf(),
             Handlers::stock(),
+            Stores::default(),
             never,
         )
         .await;
@@ -433,6 +439,7 @@ mod tests {
             assignment(JobSpec::exec(["sh", "-c", &script])),
             scratch.path().to_path_buf(),
             Handlers::stock(),
+            Stores::default(),
             never,
         )
         .await;
@@ -457,6 +464,7 @@ mod tests {
             assignment(JobSpec::exec(["/nonexistent/program"])),
             scratch.path().to_path_buf(),
             Handlers::stock(),
+            Stores::default(),
             never,
         )
         .await;
@@ -467,6 +475,7 @@ mod tests {
             assignment(JobSpec::call("frobnicate", Vec::new())),
             scratch.path().to_path_buf(),
             Handlers::stock(),
+            Stores::default(),
             never,
         )
         .await;
@@ -484,6 +493,7 @@ mod tests {
             assignment(JobSpec::call("sleep", b"60000".to_vec())),
             scratch.path().to_path_buf(),
             Handlers::stock(),
+            Stores::default(),
             killed,
         ));
         kill.send(()).unwrap();

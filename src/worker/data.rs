@@ -7,102 +7,207 @@
 //! naming that attempt's objects: the manifest is the stable place to find a job's outputs, and
 //! any attempt prefix it does not name is a leftover of a losing attempt.
 
-use crate::job::{JobId, Lease, Location, OutputObject, Outputs};
+use crate::job::{check_relative, Input, JobId, Lease, Location, OutputObject, Outputs};
+use crate::storage::describe_io;
+use crate::storage::s3::{S3Settings, S3};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The manifest's file name under `<to>/<job id>/`.
 pub const MANIFEST: &str = "_manifest.json";
 
-/// Copies every input into the scratch directory.
-pub async fn fetch_inputs(inputs: &[crate::job::Input], scratch: &Path) -> Result<(), String> {
+/// The object stores a worker reaches; S3 is connected on first use.
+#[derive(Clone, Default)]
+pub struct Stores {
+    settings: S3Settings,
+    s3: Arc<tokio::sync::OnceCell<S3>>,
+}
+
+impl Stores {
+    /// Stores reached with these S3 settings.
+    pub fn new(settings: S3Settings) -> Stores {
+        Stores {
+            settings,
+            s3: Arc::default(),
+        }
+    }
+
+    async fn s3(&self) -> &S3 {
+        self.s3.get_or_init(|| S3::connect(&self.settings)).await
+    }
+}
+
+/// Brings every input into the scratch directory.
+pub async fn fetch_inputs(stores: &Stores, inputs: &[Input], scratch: &Path) -> Result<(), String> {
     for input in inputs {
-        let Location::File(source) = Location::parse(&input.from)?;
         let target = scratch.join(&input.to);
-        let copied = if input.from.ends_with('/') {
-            copy_tree(&source, &target).await
-        } else {
-            copy_file(&source, &target).await.map(|_| ())
-        };
-        copied
-            .map_err(|error| format!("cannot fetch input {}: {}", input.from, describe(&error)))?;
+        let whole_prefix = input.from.ends_with('/');
+        match Location::parse(&input.from)? {
+            Location::File(source) => {
+                let copied = if whole_prefix {
+                    copy_tree(&source, &target).await
+                } else {
+                    copy_file(&source, &target).await.map(|_| ())
+                };
+                copied.map_err(|error| {
+                    format!("cannot fetch input {}: {}", input.from, describe_io(&error))
+                })?;
+            }
+            Location::S3 { bucket, key } => {
+                let s3 = stores.s3().await;
+                let objects = if whole_prefix || key.is_empty() {
+                    let mut objects = Vec::new();
+                    for found in s3
+                        .list(&bucket, &key)
+                        .await
+                        .map_err(|error| format!("cannot fetch input {error}"))?
+                    {
+                        let relative = found[key.len()..].to_string();
+                        if relative.is_empty() || relative.ends_with('/') {
+                            continue;
+                        }
+                        check_relative(&relative).map_err(|error| {
+                            format!("cannot fetch input s3://{bucket}/{found}: {error}")
+                        })?;
+                        objects.push((found, target.join(relative)));
+                    }
+                    objects
+                } else {
+                    vec![(key, target)]
+                };
+                for (key, path) in objects {
+                    if let Some(parent) = path.parent() {
+                        tokio::fs::create_dir_all(parent).await.map_err(|error| {
+                            format!("cannot fetch input: {}", describe_io(&error))
+                        })?;
+                    }
+                    s3.download(&bucket, &key, &path)
+                        .await
+                        .map_err(|error| format!("cannot fetch input {error}"))?;
+                }
+            }
+        }
     }
     Ok(())
 }
 
 /// Publishes the files under `scratch/<outputs.from>` below this attempt's own prefix.
 pub async fn publish_outputs(
+    stores: &Stores,
     outputs: &Outputs,
     scratch: &Path,
     job: JobId,
     lease: Lease,
 ) -> Result<Vec<OutputObject>, String> {
-    let Location::File(root) = Location::parse(&outputs.to)?;
     let source = scratch.join(&outputs.from);
     let files = list_files(&source).await.map_err(|error| {
         format!(
             "cannot read outputs directory {}: {}",
             outputs.from,
-            describe(&error)
+            describe_io(&error)
         )
     })?;
-    let prefix = attempt_prefix(&root, job, lease);
     let mut published = Vec::with_capacity(files.len());
-    for relative in files {
-        let target = prefix.join(&relative);
-        let (size, etag) = copy_file(&source.join(&relative), &target)
-            .await
-            .map_err(|error| {
-                format!(
-                    "cannot publish output {}: {}",
-                    relative.display(),
-                    describe(&error)
-                )
-            })?;
-        published.push(OutputObject {
-            url: format!("file://{}", target.display()),
-            size,
-            etag,
-        });
+    match Location::parse(&outputs.to)? {
+        Location::File(root) => {
+            let prefix = root.join(job.to_string()).join(attempt_name(lease));
+            for relative in files {
+                let target = prefix.join(&relative);
+                let (size, etag) =
+                    copy_file(&source.join(&relative), &target)
+                        .await
+                        .map_err(|error| {
+                            format!(
+                                "cannot publish output {}: {}",
+                                relative.display(),
+                                describe_io(&error)
+                            )
+                        })?;
+                published.push(OutputObject {
+                    url: format!("file://{}", target.display()),
+                    size,
+                    etag,
+                });
+            }
+        }
+        Location::S3 { bucket, key } => {
+            let s3 = stores.s3().await;
+            let prefix = format!("{}{job}/{}/", with_slash(&key), attempt_name(lease));
+            for relative in files {
+                let object_key = format!("{prefix}{}", relative.to_string_lossy());
+                let (size, etag) = s3
+                    .upload(&source.join(&relative), &bucket, &object_key)
+                    .await
+                    .map_err(|error| format!("cannot publish output {error}"))?;
+                published.push(OutputObject {
+                    url: format!("s3://{bucket}/{object_key}"),
+                    size,
+                    etag,
+                });
+            }
+        }
     }
     Ok(published)
 }
 
 /// Writes the manifest of the recorded attempt; safe to repeat.
 pub async fn publish_manifest(
+    stores: &Stores,
     outputs: &Outputs,
     job: JobId,
     lease: Lease,
     objects: &[OutputObject],
 ) -> Result<(), String> {
-    let Location::File(root) = Location::parse(&outputs.to)?;
+    let (manifest_url, attempt_prefix) = match Location::parse(&outputs.to)? {
+        Location::File(root) => (
+            format!(
+                "file://{}",
+                root.join(job.to_string()).join(MANIFEST).display()
+            ),
+            format!(
+                "file://{}/",
+                root.join(job.to_string())
+                    .join(attempt_name(lease))
+                    .display()
+            ),
+        ),
+        Location::S3 { bucket, key } => (
+            format!("s3://{bucket}/{}{job}/{MANIFEST}", with_slash(&key)),
+            format!(
+                "s3://{bucket}/{}{job}/{}/",
+                with_slash(&key),
+                attempt_name(lease)
+            ),
+        ),
+    };
     let manifest = serde_json::json!({
         "job": job,
-        "attempt_prefix": format!("file://{}/", attempt_prefix(&root, job, lease).display()),
+        "attempt_prefix": attempt_prefix,
         "objects": objects,
     });
-    let path = root.join(job.to_string()).join(MANIFEST);
     let text = serde_json::to_vec_pretty(&manifest).map_err(|error| error.to_string())?;
-    write_atomically(&path, &text).await.map_err(|error| {
-        format!(
-            "cannot write manifest {}: {}",
-            path.display(),
-            describe(&error)
-        )
-    })
+    match Location::parse(&manifest_url)? {
+        Location::File(path) => write_atomically(&path, &text).await.map_err(|error| {
+            format!(
+                "cannot write manifest {manifest_url}: {}",
+                describe_io(&error)
+            )
+        }),
+        Location::S3 { bucket, key } => stores.s3().await.put(&bucket, &key, text).await,
+    }
 }
 
-fn attempt_prefix(root: &Path, job: JobId, lease: Lease) -> PathBuf {
-    root.join(job.to_string())
-        .join(format!("attempt-{lease:016x}"))
+fn attempt_name(lease: Lease) -> String {
+    format!("attempt-{lease:016x}")
 }
 
-/// "no space left on device" rather than "No space left on device (os error 28)".
-fn describe(error: &std::io::Error) -> String {
-    match error.raw_os_error() {
-        Some(libc::ENOSPC) => "no space left on the device".into(),
-        _ => error.to_string(),
+fn with_slash(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
     }
 }
 
@@ -195,7 +300,6 @@ async fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::Input;
 
     #[tokio::test]
     async fn inputs_arrive_and_outputs_are_published_per_attempt_with_a_manifest() {
@@ -216,7 +320,9 @@ mod tests {
                 to: "in/set".into(),
             },
         ];
-        fetch_inputs(&inputs, &scratch).await.unwrap();
+        fetch_inputs(&Stores::default(), &inputs, &scratch)
+            .await
+            .unwrap();
         assert_eq!(
             std::fs::read_to_string(scratch.join("in/one.txt")).unwrap(),
             "one"
@@ -232,7 +338,9 @@ mod tests {
             from: "out".into(),
             to: format!("file://{}", world.path().join("results").display()),
         };
-        let objects = publish_outputs(&outputs, &scratch, 7, 0xab).await.unwrap();
+        let objects = publish_outputs(&Stores::default(), &outputs, &scratch, 7, 0xab)
+            .await
+            .unwrap();
         assert_eq!(objects.len(), 1);
         assert_eq!(objects[0].size, 3);
         // SHA-256 of "abc".
@@ -246,7 +354,9 @@ mod tests {
         assert_eq!(objects[0].url, format!("file://{}", published.display()));
         assert_eq!(std::fs::read_to_string(&published).unwrap(), "abc");
 
-        publish_manifest(&outputs, 7, 0xab, &objects).await.unwrap();
+        publish_manifest(&Stores::default(), &outputs, 7, 0xab, &objects)
+            .await
+            .unwrap();
         let manifest: serde_json::Value = serde_json::from_slice(
             &std::fs::read(world.path().join("results/7/_manifest.json")).unwrap(),
         )
@@ -265,7 +375,9 @@ mod tests {
             from: "file:///nonexistent/drover-input".into(),
             to: "x".into(),
         }];
-        let error = fetch_inputs(&inputs, world.path()).await.unwrap_err();
+        let error = fetch_inputs(&Stores::default(), &inputs, world.path())
+            .await
+            .unwrap_err();
         assert!(
             error.starts_with("cannot fetch input file:///nonexistent/drover-input: "),
             "{error}"

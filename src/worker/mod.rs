@@ -11,6 +11,9 @@ pub mod handlers;
 
 pub use handlers::{CallContext, Handlers};
 
+use crate::storage::s3::S3Settings;
+use data::Stores;
+
 use crate::job::{AttemptResult, Lease, Outputs};
 use crate::net::auth::Secret;
 use crate::net::connect::{self, ConnectError, Connection};
@@ -48,6 +51,8 @@ pub struct WorkerConfig {
     pub secret: Option<Secret>,
     /// The call handlers it offers.
     pub handlers: Handlers,
+    /// How to reach S3 for job data.
+    pub s3: S3Settings,
 }
 
 /// Why a worker stopped for good.
@@ -83,6 +88,7 @@ struct Worker {
     outbox: BTreeMap<Lease, Outgoing>,
     /// Where each attempt's outputs go, for the manifest once its result is recorded.
     outputs_of: HashMap<Lease, Outputs>,
+    stores: Stores,
     finished_tx: mpsc::UnboundedSender<AttemptResult>,
     finished_rx: mpsc::UnboundedReceiver<AttemptResult>,
     draining: bool,
@@ -108,8 +114,10 @@ pub async fn run(
         source,
     })?;
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+    let stores = Stores::new(config.s3.clone());
     let mut worker = Worker {
         config,
+        stores,
         running: HashMap::new(),
         outbox: BTreeMap::new(),
         outputs_of: HashMap::new(),
@@ -257,10 +265,11 @@ impl Worker {
         if outgoing.result.outputs.is_empty() {
             return;
         }
+        let stores = self.stores.clone();
         tokio::spawn(async move {
             let result = outgoing.result;
             if let Err(error) =
-                data::publish_manifest(&outputs, result.job, lease, &result.outputs).await
+                data::publish_manifest(&stores, &outputs, result.job, lease, &result.outputs).await
             {
                 tracing::error!(job = result.job, %error, "cannot write the outputs manifest");
             }
@@ -285,11 +294,12 @@ impl Worker {
         let finished = self.finished_tx.clone();
         let scratch = self.config.scratch_dir.clone();
         let handlers = self.config.handlers.clone();
+        let stores = self.stores.clone();
         let (lease, job) = (assignment.lease, assignment.job);
         tokio::spawn(async move {
             let started_at_ms = crate::job::now_ms();
             // A handler that panics must still end its attempt, or its job would run forever.
-            let attempt = tokio::spawn(attempt::run(assignment, scratch, handlers, killed));
+            let attempt = tokio::spawn(attempt::run(assignment, scratch, handlers, stores, killed));
             let result = attempt.await.unwrap_or_else(|failure| AttemptResult {
                 lease,
                 job,

@@ -1,0 +1,302 @@
+//! Job data on a real S3-compatible server (s3s-fs, started here as a process): inputs fetched
+//! (a prefix, and a 70 MiB object in ranged parts), outputs published per attempt (a 70 MiB
+//! file by multipart upload), the manifest of the recorded attempt, and clear failures.
+
+mod common;
+
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use common::*;
+use drover::job::JobState;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const ACCESS_KEY: &str = "drover-test-access";
+const SECRET_KEY: &str = "drover-test-secret-key";
+
+/// A real S3-compatible server on loopback, killed when dropped.
+struct S3Server {
+    endpoint: String,
+    child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3s_fs() -> std::path::PathBuf {
+    let in_cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo")))
+        .map(|home| home.join("bin/s3s-fs"));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("s3s-fs"));
+    on_path
+        .chain(in_cargo_home)
+        .find(|candidate| candidate.is_file())
+        .expect("s3s-fs not found: install it with `cargo install --locked s3s-fs --version 0.14.1 --features binary` (.ci/run does)")
+}
+
+async fn start_s3() -> S3Server {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(s3s_fs())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(data.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s3s-fs starts");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    wait_for(Duration::from_secs(30), "s3s-fs to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+    S3Server {
+        endpoint,
+        child,
+        _data: data,
+    }
+}
+
+fn client(endpoint: &str) -> aws_sdk_s3::Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .http_client(http)
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+async fn get(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    object.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+fn worker_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("DROVER_S3_PATH_STYLE", "1".to_string()),
+    ]
+}
+
+/// Deterministic bytes that do not compress to nothing.
+fn pattern(size: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reads_and_writes_s3_and_the_outputs_match_byte_for_byte() {
+    let server = start_s3().await;
+    let s3 = client(&server.endpoint);
+    let bucket = "drover-test-data";
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    let texts = [
+        ("in/a.txt", "one two three"),
+        ("in/b.txt", "four"),
+        ("in/sub/c.txt", "five six"),
+    ];
+    for (key, text) in texts {
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(text.as_bytes().to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let big = pattern(70 * 1024 * 1024);
+    s3.put_object()
+        .bucket(bucket)
+        .key("big.bin")
+        .body(ByteStream::from(big.clone()))
+        .send()
+        .await
+        .unwrap();
+
+    let mut cluster = Cluster::start(&[]).await;
+    let env = worker_env(&server.endpoint);
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    cluster.start_worker_with_env("s3-worker", 2, &[], &env);
+    cluster.wait_for_workers(1).await;
+
+    let lines = vec![
+        format!(
+            r#"{{"name": "count", "cmd": ["sh", "-c", "mkdir -p out && find in -type f | sort | while read f; do echo \"$f $(wc -w < $f)\"; done > out/counts.txt"], "inputs": [{{"from": "s3://{bucket}/in/", "to": "in/"}}], "outputs": {{"from": "out", "to": "s3://{bucket}/results/"}}}}"#
+        ),
+        format!(
+            r#"{{"name": "copy", "cmd": ["sh", "-c", "mkdir -p out && cp big.bin out/copy.bin"], "inputs": [{{"from": "s3://{bucket}/big.bin", "to": "big.bin"}}], "outputs": {{"from": "out", "to": "s3://{bucket}/results"}}}}"#
+        ),
+        format!(
+            r#"{{"name": "missing", "cmd": ["true"], "max_attempts": 1, "inputs": [{{"from": "s3://{bucket}/no/such/key", "to": "x"}}]}}"#
+        ),
+    ];
+    let file = cluster.job_file("s3.jsonl", &lines);
+    let output = cluster.cli(&["submit", path_str(&file), "--wait", "--json"]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&stdout_of(&output)).unwrap_or_else(|_| {
+            panic!(
+                "{}\n{}",
+                stderr_of(&output),
+                cluster.worker_log("s3-worker")
+            )
+        });
+    let batch = summary["id"].as_u64().unwrap();
+    let mut client_ = cluster.client().await;
+    let jobs = client_.jobs(Some(batch), None).await.unwrap();
+    assert_eq!(
+        summary["succeeded"],
+        2,
+        "{jobs:#?}\n{}",
+        cluster.worker_log("s3-worker")
+    );
+
+    // The word counts came from the whole prefix, fetched into the scratch directory.
+    let count = &jobs[0];
+    assert_eq!(count.state, JobState::Succeeded);
+    assert_eq!(count.outputs.len(), 1);
+    let counts_key = count.outputs[0]
+        .url
+        .strip_prefix(&format!("s3://{bucket}/"))
+        .unwrap()
+        .to_string();
+    assert!(
+        counts_key.starts_with(&format!("results/{}/attempt-", count.id)),
+        "{counts_key}"
+    );
+    assert_eq!(
+        String::from_utf8(get(&s3, bucket, &counts_key).await).unwrap(),
+        "in/a.txt 3\nin/b.txt 1\nin/sub/c.txt 2\n"
+    );
+
+    // 70 MiB down in ranged parts and up by multipart upload, byte for byte.
+    let copy = &jobs[1];
+    assert_eq!(copy.outputs.len(), 1);
+    let copy_key = copy.outputs[0]
+        .url
+        .strip_prefix(&format!("s3://{bucket}/"))
+        .unwrap()
+        .to_string();
+    assert_eq!(copy.outputs[0].size, big.len() as u64);
+    let head = s3
+        .head_object()
+        .bucket(bucket)
+        .key(&copy_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.e_tag().unwrap().trim_matches('"'),
+        copy.outputs[0].etag
+    );
+    assert!(
+        copy.outputs[0].etag.contains('-'),
+        "a multipart ETag: {}",
+        copy.outputs[0].etag
+    );
+    assert!(
+        get(&s3, bucket, &copy_key).await == big,
+        "the copy differs from the input"
+    );
+
+    // Each recorded attempt's manifest is at the stable place.
+    for job in [count, copy] {
+        let key = format!("results/{}/_manifest.json", job.id);
+        let manifest = wait_for(Duration::from_secs(30), "the manifest", || async {
+            s3.get_object().bucket(bucket).key(&key).send().await.ok()
+        })
+        .await;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&manifest.body.collect().await.unwrap().into_bytes()).unwrap();
+        assert_eq!(manifest["objects"][0]["url"], job.outputs[0].url);
+        assert_eq!(manifest["objects"][0]["size"], job.outputs[0].size);
+    }
+
+    // A missing object fails its attempt with the URL and the reason; the worker stays healthy.
+    let missing = &jobs[2];
+    assert_eq!(missing.state, JobState::Failed);
+    let error = missing.error.as_deref().unwrap();
+    assert!(
+        error.contains(&format!("s3://{bucket}/no/such/key")),
+        "{error}"
+    );
+    let workers = client_.workers().await.unwrap();
+    assert_eq!(workers.len(), 1, "the worker is still registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_fail_the_attempt_not_the_worker() {
+    let server = start_s3().await;
+    let s3 = client(&server.endpoint);
+    s3.create_bucket()
+        .bucket("drover-test-creds")
+        .send()
+        .await
+        .unwrap();
+    let mut cluster = Cluster::start(&[]).await;
+    let mut env = worker_env(&server.endpoint);
+    env[1].1 = "not-the-secret".into();
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    cluster.start_worker_with_env("locked-out", 1, &[], &env);
+    cluster.wait_for_workers(1).await;
+    let lines = vec![
+        r#"{"cmd": ["true"], "max_attempts": 1, "inputs": [{"from": "s3://drover-test-creds/a", "to": "a"}]}"#.to_string(),
+        r#"{"cmd": ["true"]}"#.to_string(),
+    ];
+    let file = cluster.job_file("creds.jsonl", &lines);
+    let output = cluster.cli(&["submit", path_str(&file), "--wait", "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    assert_eq!(
+        (summary["failed"].as_u64(), summary["succeeded"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let mut client_ = cluster.client().await;
+    let jobs = client_
+        .jobs(Some(summary["id"].as_u64().unwrap()), None)
+        .await
+        .unwrap();
+    let error = jobs[0].error.as_deref().unwrap();
+    assert!(error.contains("s3://drover-test-creds/a"), "{error}");
+    assert_eq!(jobs[1].state, JobState::Succeeded);
+}

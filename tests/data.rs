@@ -103,3 +103,121 @@ async fn bad_data_urls_are_refused_at_submit_time_with_line_and_field() {
     );
     assert!(cluster.client().await.batches().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_losing_attempt_never_mixes_with_the_recorded_ones_outputs() {
+    let mut cluster = Cluster::start(&["--heartbeat-timeout", "1s"]).await;
+    cluster.start_worker("frozen", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let results = cluster.dir.path().join("results");
+    let line = format!(
+        r#"{{"cmd": ["sh", "-c", "mkdir -p out && echo $DROVER_ATTEMPT > out/attempt.txt && sleep 1"], "outputs": {{"from": "out", "to": "file://{}/"}}}}"#,
+        results.display()
+    );
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit("race", vec![drover::jobfile::parse_line(1, &line).unwrap()])
+        .await
+        .unwrap();
+    wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
+    cluster.start_worker("thawed", 1, &[]);
+    cluster.wait_for_workers(2).await;
+    cluster.signal_worker("frozen", libc::SIGSTOP);
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 1);
+    // The frozen attempt finishes and publishes after it thaws; it is a duplicate.
+    cluster.signal_worker("frozen", libc::SIGCONT);
+    let address = cluster.address.clone();
+    let job_id = submitted.first_job;
+    let job = wait_for(
+        Duration::from_secs(30),
+        "the late attempt to report",
+        || {
+            let address = address.clone();
+            async move {
+                let mut client = drover::client::Client::connect(&address, None).await.ok()?;
+                let job = client.job(job_id).await.ok()?;
+                (job.duplicates > 0).then_some(job)
+            }
+        },
+    )
+    .await;
+    assert_eq!(job.worker.as_deref(), Some("thawed"));
+    let job_dir = results.join(job_id.to_string());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job_dir.join("_manifest.json")).unwrap()).unwrap();
+    let recorded = manifest["objects"][0]["url"].as_str().unwrap().to_string();
+    assert_eq!(recorded, job.outputs[0].url);
+    assert_eq!(
+        std::fs::read_to_string(recorded.strip_prefix("file://").unwrap()).unwrap(),
+        "2\n",
+        "the manifest names the recorded (second) attempt"
+    );
+    // Both attempts published, each under its own prefix: nothing was overwritten or mixed.
+    let mut attempts: Vec<String> = std::fs::read_dir(&job_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("attempt-"))
+        .collect();
+    attempts.sort();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    let contents: Vec<String> = attempts
+        .iter()
+        .map(|attempt| std::fs::read_to_string(job_dir.join(attempt).join("attempt.txt")).unwrap())
+        .collect();
+    assert!(contents.contains(&"1\n".to_string()) && contents.contains(&"2\n".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_scratch_disk_fails_the_attempt_with_no_space_and_the_worker_carries_on() {
+    let mut cluster = Cluster::start(&[]).await;
+    let scratch = cluster.dir.path().join("small-disk");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&scratch)
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("SKIPPED: this machine does not let the test mount a small tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(scratch.clone());
+    let big = cluster.dir.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 4 * 1024 * 1024]).unwrap();
+    cluster.start_worker("cramped", 1, &["--scratch-dir", path_str(&scratch)]);
+    cluster.wait_for_workers(1).await;
+    let lines = vec![
+        format!(
+            r#"{{"cmd": ["true"], "max_attempts": 1, "inputs": [{{"from": "file://{}", "to": "big.bin"}}]}}"#,
+            big.display()
+        ),
+        r#"{"cmd": ["sh", "-c", "echo fits > small.txt"]}"#.to_string(),
+    ];
+    let file = cluster.job_file("cramped.jsonl", &lines);
+    let output = cluster.cli(&["submit", path_str(&file), "--wait", "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    assert_eq!(
+        (summary["failed"].as_u64(), summary["succeeded"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let mut client = cluster.client().await;
+    let jobs = client
+        .jobs(Some(summary["id"].as_u64().unwrap()), None)
+        .await
+        .unwrap();
+    let error = jobs[0].error.as_deref().unwrap();
+    assert!(error.contains("no space left on the device"), "{error}");
+    let left = std::fs::read_dir(&scratch).unwrap().count();
+    assert_eq!(left, 0, "the scratch directory was cleaned");
+}

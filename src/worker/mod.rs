@@ -88,6 +88,8 @@ struct Worker {
     outbox: BTreeMap<Lease, Outgoing>,
     /// Where each attempt's outputs go, for the manifest once its result is recorded.
     outputs_of: HashMap<Lease, Outputs>,
+    /// Manifests being written; awaited before the worker exits.
+    publishing: tokio::task::JoinSet<()>,
     stores: Stores,
     finished_tx: mpsc::UnboundedSender<AttemptResult>,
     finished_rx: mpsc::UnboundedReceiver<AttemptResult>,
@@ -121,6 +123,7 @@ pub async fn run(
         running: HashMap::new(),
         outbox: BTreeMap::new(),
         outputs_of: HashMap::new(),
+        publishing: tokio::task::JoinSet::new(),
         finished_tx,
         finished_rx,
         draining: false,
@@ -131,6 +134,7 @@ pub async fn run(
     let mut announced_failure = false;
     loop {
         if worker.draining && worker.running.is_empty() && worker.outbox.is_empty() {
+            while worker.publishing.join_next().await.is_some() {}
             return Ok(());
         }
         match worker.connect().await {
@@ -141,7 +145,11 @@ pub async fn run(
                 announced_failure = false;
                 delay = FIRST_RECONNECT_DELAY;
                 match worker.session(connection, &mut shutdown).await {
-                    SessionEnd::Drained => return Ok(()),
+                    SessionEnd::Drained => {
+                        // The manifests of recorded results are part of those results.
+                        while worker.publishing.join_next().await.is_some() {}
+                        return Ok(());
+                    }
                     SessionEnd::Broken(reason) => {
                         tracing::warn!(%reason, running = worker.running.len(), "connection to the coordinator lost, reconnecting");
                     }
@@ -265,8 +273,9 @@ impl Worker {
         if outgoing.result.outputs.is_empty() {
             return;
         }
+        while self.publishing.try_join_next().is_some() {}
         let stores = self.stores.clone();
-        tokio::spawn(async move {
+        self.publishing.spawn(async move {
             let result = outgoing.result;
             if let Err(error) =
                 data::publish_manifest(&stores, &outputs, result.job, lease, &result.outputs).await

@@ -141,7 +141,13 @@ impl Cluster {
     ) {
         let log =
             std::fs::File::create(self.dir.path().join(format!("worker-{name}.log"))).unwrap();
-        let child = Command::new(WORKER)
+        let mut command = Command::new(WORKER);
+        if !extra.contains(&"--scratch-dir") {
+            command
+                .arg("--scratch-dir")
+                .arg(self.dir.path().join("scratch").join(name));
+        }
+        let child = command
             .args([
                 "--coordinator",
                 &self.address,
@@ -150,8 +156,6 @@ impl Cluster {
                 "--slots",
                 &slots.to_string(),
             ])
-            .arg("--scratch-dir")
-            .arg(self.dir.path().join("scratch").join(name))
             .args(extra)
             .env_remove("DROVER_WORKER_TOKEN")
             .envs(

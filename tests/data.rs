@@ -127,21 +127,12 @@ async fn a_losing_attempt_never_mixes_with_the_recorded_ones_outputs() {
     assert_eq!(info.succeeded, 1);
     // The frozen attempt finishes and publishes after it thaws; it is a duplicate.
     cluster.signal_worker("frozen", libc::SIGCONT);
-    let address = cluster.address.clone();
     let job_id = submitted.first_job;
-    let job = wait_for(
-        Duration::from_secs(30),
-        "the late attempt to report",
-        || {
-            let address = address.clone();
-            async move {
-                let mut client = drover::client::Client::connect(&address, None).await.ok()?;
-                let job = client.job(job_id).await.ok()?;
-                (job.duplicates > 0).then_some(job)
-            }
-        },
-    )
-    .await;
+    let job = cluster
+        .wait_for_job(job_id, "the late attempt to report", |job| {
+            job.duplicates > 0
+        })
+        .await;
     assert_eq!(job.worker.as_deref(), Some("thawed"));
     let job_dir = results.join(job_id.to_string());
     let manifest: serde_json::Value =

@@ -99,21 +99,12 @@ async fn a_frozen_workers_jobs_move_after_the_timeout_and_its_late_result_is_not
     // Thawed, the frozen worker finds its child finished, reconnects on its own and reports a
     // success that must be acknowledged as a duplicate, not recorded.
     cluster.signal_worker("frozen", libc::SIGCONT);
-    let address = cluster.address.clone();
     let job_id = submitted.first_job;
-    let after = wait_for(
-        Duration::from_secs(30),
-        "the late result to be counted",
-        || {
-            let address = address.clone();
-            async move {
-                let mut client = drover::client::Client::connect(&address, None).await.ok()?;
-                let job = client.job(job_id).await.ok()?;
-                (job.duplicates > 0).then_some(job)
-            }
-        },
-    )
-    .await;
+    let after = cluster
+        .wait_for_job(job_id, "the late result to be counted", |job| {
+            job.duplicates > 0
+        })
+        .await;
     assert!(cluster
         .coordinator_log()
         .contains("late result for a finished job"));

@@ -236,6 +236,23 @@ impl Cluster {
         .await
     }
 
+    /// Waits until a job satisfies `done`, polling on fresh connections (the coordinator may
+    /// restart meanwhile), and returns it.
+    pub async fn wait_for_job(
+        &self,
+        job: u64,
+        what: &str,
+        done: impl Fn(&JobInfo) -> bool,
+    ) -> JobInfo {
+        let done = &done;
+        wait_for(Duration::from_secs(30), what, || async move {
+            let mut client = Client::connect(&self.address, None).await.ok()?;
+            let info = client.job(job).await.ok()?;
+            done(&info).then_some(info)
+        })
+        .await
+    }
+
     /// Runs the `drover` CLI against this cluster.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(CLI)

@@ -64,7 +64,10 @@ pub async fn fetch_inputs(stores: &Stores, inputs: &[Input], scratch: &Path) -> 
                         .await
                         .map_err(|error| format!("cannot fetch input {error}"))?
                     {
-                        let relative = found[key.len()..].to_string();
+                        let Some(relative) = found.strip_prefix(key.as_str()).map(str::to_string)
+                        else {
+                            continue;
+                        };
                         if relative.is_empty() || relative.ends_with('/') {
                             continue;
                         }

@@ -212,3 +212,47 @@ async fn a_full_scratch_disk_fails_the_attempt_with_no_space_and_the_worker_carr
     let left = std::fs::read_dir(&scratch).unwrap().count();
     assert_eq!(left, 0, "the scratch directory was cleaned");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_its_own_worker_could_not_write_is_written_by_another() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("unlucky", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let results = cluster.dir.path().join("results");
+    // The first job of a fresh coordinator is job 1. Block the unlucky worker's manifest: its
+    // temporary file's name is taken by a directory.
+    let blocked = results.join("1").join(format!(
+        "_manifest.json.partial-{}",
+        cluster.worker_pid("unlucky")
+    ));
+    std::fs::create_dir_all(&blocked).unwrap();
+    let line = format!(
+        r#"{{"cmd": ["sh", "-c", "mkdir -p out && echo data > out/result.txt"], "outputs": {{"from": "out", "to": "file://{}/"}}}}"#,
+        results.display()
+    );
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit(
+            "repair",
+            vec![drover::jobfile::parse_line(1, &line).unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(submitted.first_job, 1);
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 1);
+    cluster.start_worker("helper", 1, &[]);
+    let manifest_path = results.join("1").join("_manifest.json");
+    let manifest = wait_for(
+        Duration::from_secs(60),
+        "another worker to write the manifest",
+        || async { std::fs::read(&manifest_path).ok() },
+    )
+    .await;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let job = client.job(1).await.unwrap();
+    assert_eq!(manifest["objects"][0]["url"], job.outputs[0].url);
+    assert!(cluster
+        .coordinator_log()
+        .contains("asking a worker to write unconfirmed manifests"));
+}

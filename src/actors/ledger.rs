@@ -10,17 +10,17 @@
 //! Client requests are served in `ledger_client.rs`.
 
 use crate::actors::queue::PendingJob;
-use crate::actors::scheduler::{Enqueue, KillAttempts, Scheduler, Withdraw};
+use crate::actors::scheduler::{Enqueue, KillAttempts, PublishManifests, Scheduler, Withdraw};
 use crate::actors::session::{Push, Session};
 use crate::job::{now_ms, AttemptResult, BatchId, JobId, JobState, Lease, Outcome, SpecBytes};
-use crate::net::protocol::FromCoordinator;
+use crate::net::protocol::{FromCoordinator, ManifestOrder};
 use crate::status::BatchInfo;
 use crate::storage::journal::{AttemptRow, Journal, JournalError, Replay, WorkOrder, Write};
 use crate::storage::queries;
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// A job lost with this many workers is failed: it is probably what kills them.
@@ -174,7 +174,18 @@ pub struct Ledger {
     pub(crate) next_batch: BatchId,
     pub(crate) waiters: HashMap<BatchId, Vec<oneshot::Sender<BatchInfo>>>,
     duplicates: u64,
+    /// Recorded attempts whose manifest no worker has confirmed writing, by lease.
+    unpublished: HashMap<Lease, PendingManifest>,
 }
+
+/// A manifest to be written, and when it was last asked for.
+struct PendingManifest {
+    order: ManifestOrder,
+    asked_at: Instant,
+}
+
+/// A manifest not confirmed this long after it was asked for is asked of another worker.
+const MANIFEST_REPAIR_AFTER: Duration = Duration::from_secs(5);
 
 impl Ledger {
     /// A ledger holding what the journal replayed.
@@ -226,6 +237,31 @@ impl Ledger {
             );
         }
         let next_batch = batches.keys().next_back().map_or(1, |last| last + 1);
+        // Found on disk unconfirmed: ask for them as soon as a worker is there.
+        let long_ago = Instant::now()
+            .checked_sub(MANIFEST_REPAIR_AFTER)
+            .unwrap_or_else(Instant::now);
+        let unpublished = replay
+            .unpublished
+            .into_iter()
+            .filter_map(|found| {
+                let outputs = found.spec.decode().ok()?.outputs?;
+                let objects = serde_json::from_str(&found.objects).ok()?;
+                let order = ManifestOrder {
+                    job: found.job,
+                    lease: found.lease,
+                    outputs,
+                    objects,
+                };
+                Some((
+                    found.lease,
+                    PendingManifest {
+                        order,
+                        asked_at: long_ago,
+                    },
+                ))
+            })
+            .collect();
         Ledger {
             journal,
             scheduler,
@@ -236,6 +272,7 @@ impl Ledger {
             next_batch,
             waiters: HashMap::new(),
             duplicates: 0,
+            unpublished,
         }
     }
 
@@ -411,6 +448,28 @@ impl Ledger {
         }));
     }
 
+    /// Asks some worker to write the manifests their own workers did not confirm (one that died
+    /// right after its result was recorded, say). Writing a manifest twice is harmless.
+    fn repair_manifests(&mut self) {
+        let now = Instant::now();
+        let due: Vec<ManifestOrder> = self
+            .unpublished
+            .values_mut()
+            .filter(|pending| now.duration_since(pending.asked_at) >= MANIFEST_REPAIR_AFTER)
+            .map(|pending| {
+                pending.asked_at = now;
+                pending.order.clone()
+            })
+            .collect();
+        if !due.is_empty() {
+            tracing::info!(
+                manifests = due.len(),
+                "asking a worker to write unconfirmed manifests"
+            );
+            self.scheduler.do_send(PublishManifests(due));
+        }
+    }
+
     /// Puts jobs whose terminal write failed back in the queue, so nothing is lost; their
     /// results were not acknowledged, so the workers report them again.
     pub(crate) fn unfinish(&mut self, jobs: Vec<(JobId, JobState)>) {
@@ -433,7 +492,10 @@ impl Ledger {
 impl Actor for Ledger {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(Duration::from_secs(1), |ledger, _ctx| {
+            ledger.repair_manifests()
+        });
         let mut replayed: Vec<PendingJob> = self
             .jobs
             .iter()
@@ -531,6 +593,7 @@ impl Handler<ResultsArrived> for Ledger {
         let mut withdraw = Vec::new();
         let mut duplicates = Vec::new();
         let mut record_on_commit = Vec::new();
+        let mut manifests = Vec::new();
         let mut late = Vec::new();
         for result in &arrived.results {
             let Some(job) = self.jobs.get_mut(&result.job) else {
@@ -570,6 +633,17 @@ impl Handler<ResultsArrived> for Ledger {
                     ));
                     finishing.push((result.job, JobState::Succeeded));
                     record_on_commit.push(result.lease);
+                    if !result.outputs.is_empty() {
+                        if let Some(outputs) = job.spec.decode().ok().and_then(|spec| spec.outputs)
+                        {
+                            manifests.push(ManifestOrder {
+                                job: result.job,
+                                lease: result.lease,
+                                outputs,
+                                objects: result.outputs.clone(),
+                            });
+                        }
+                    }
                     let batch = job.batch;
                     self.recount(batch, before, Phase::Finishing);
                 }
@@ -663,6 +737,11 @@ impl Handler<ResultsArrived> for Ledger {
                 if !record_on_commit.is_empty() {
                     session.do_send(Push(FromCoordinator::Recorded(record_on_commit)));
                 }
+                // The recording worker writes these now; until it confirms, they wait here.
+                let now = Instant::now();
+                for order in manifests {
+                    ledger.unpublished.insert(order.lease, PendingManifest { order, asked_at: now });
+                }
             }
             Err(error) => {
                 tracing::error!(%error, jobs = finishing.len(), "cannot record results; their jobs go back to pending");
@@ -746,5 +825,31 @@ impl Handler<WorkerLost> for Ledger {
                 }
             });
         }
+    }
+}
+
+/// A worker wrote the manifests of these recorded attempts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ManifestsWritten(pub Vec<Lease>);
+
+impl Handler<ManifestsWritten> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, ManifestsWritten(leases): ManifestsWritten, ctx: &mut Context<Self>) {
+        let jobs: Vec<JobId> = leases
+            .iter()
+            .filter_map(|lease| self.unpublished.remove(lease))
+            .map(|pending| pending.order.job)
+            .collect();
+        if jobs.is_empty() {
+            return;
+        }
+        self.commit(ctx, vec![Write::ManifestsWritten(jobs)], |_, _, result| {
+            // Not fatal: the manifest is written; a restart would only write it once more.
+            if let Err(error) = result {
+                tracing::warn!(%error, "cannot note written manifests");
+            }
+        });
     }
 }

@@ -9,7 +9,7 @@ use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{JobsAssigned, JobsEnded, Registry};
 use crate::actors::session::{Push, Session};
 use crate::job::{AttemptResult, JobId, Lease, Outcome, WorkerId};
-use crate::net::protocol::{Assignment, FromCoordinator};
+use crate::net::protocol::{Assignment, FromCoordinator, ManifestOrder};
 use crate::storage::journal::lease;
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,6 +43,8 @@ pub struct Scheduler {
     /// Ordered so assignment visits workers in a stable order.
     workers: BTreeMap<WorkerId, WorkerSlots>,
     dispatch_queued: bool,
+    /// Turns of workers asked to write manifests.
+    next_publisher: usize,
     /// Where the last dispatch pass started, so slots are filled round-robin across workers.
     next_first_worker: WorkerId,
 }
@@ -58,6 +60,7 @@ impl Scheduler {
             pending: PendingQueue::default(),
             workers: BTreeMap::new(),
             dispatch_queued: false,
+            next_publisher: 0,
             next_first_worker: 0,
         }
     }
@@ -395,5 +398,31 @@ impl Handler<ResultsReported> for Scheduler {
             });
         }
         self.queue_dispatch(ctx);
+    }
+}
+
+/// Manifests for some worker to write (their own workers did not confirm them).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishManifests(pub Vec<ManifestOrder>);
+
+impl Handler<PublishManifests> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, PublishManifests(orders): PublishManifests, _ctx: &mut Context<Self>) {
+        // A different worker each time, so one that cannot write them does not hold them up.
+        let candidates: Vec<&WorkerSlots> = self
+            .workers
+            .values()
+            .filter(|slots| !slots.draining)
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let chosen = candidates[self.next_publisher % candidates.len()];
+        self.next_publisher = self.next_publisher.wrapping_add(1);
+        chosen
+            .session
+            .do_send(Push(FromCoordinator::WriteManifests(orders)));
     }
 }

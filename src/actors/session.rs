@@ -1,7 +1,7 @@
 //! The Session actor: one per socket. It runs the handshake, decodes frames, forwards what they
 //! ask to the other actors, and writes what those send back. Nothing else touches a socket.
 
-use crate::actors::ledger::Ledger;
+use crate::actors::ledger::{Ledger, ManifestsWritten};
 use crate::actors::ledger_client::ClientCall;
 use crate::actors::registry::{
     LastSeen, ListWorkers, RegisterWorker, Registry, SessionClosed, WorkerDraining,
@@ -366,6 +366,9 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
                     session: ctx.address(),
                     results,
                 });
+            }
+            (Phase::Worker(_), ToCoordinator::ManifestsWritten(leases)) => {
+                self.shared.ledger.do_send(ManifestsWritten(leases));
             }
             (Phase::Worker(worker), ToCoordinator::Draining) => {
                 self.shared.registry.do_send(WorkerDraining(*worker));

@@ -7,7 +7,9 @@
 //! [`Welcome`](FromCoordinator::Welcome) with a proof of its own, or
 //! [`Refused`](FromCoordinator::Refused) and closes.
 
-use crate::job::{AttemptResult, BatchId, JobId, JobSpec, JobState, Lease, SpecBytes};
+use crate::job::{
+    AttemptResult, BatchId, JobId, JobSpec, JobState, Lease, OutputObject, Outputs, SpecBytes,
+};
 use crate::status::{BatchInfo, JobInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +53,19 @@ pub struct Assignment {
     pub spec: SpecBytes,
 }
 
+/// A recorded attempt's manifest, for any worker to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestOrder {
+    /// The job.
+    pub job: JobId,
+    /// The recorded attempt.
+    pub lease: Lease,
+    /// Where the job's outputs go.
+    pub outputs: Outputs,
+    /// The recorded attempt's objects.
+    pub objects: Vec<OutputObject>,
+}
+
 /// Everything a peer sends to the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToCoordinator {
@@ -89,6 +104,8 @@ pub enum ToCoordinator {
     Results(Vec<AttemptResult>),
     /// A worker is shutting down: send it nothing new.
     Draining,
+    /// A worker wrote the manifests of these recorded attempts.
+    ManifestsWritten(Vec<Lease>),
     /// A client's request, answered by a [`Response`](FromCoordinator::Response) with the same id.
     Request {
         /// Chosen by the client to match the response.
@@ -128,6 +145,8 @@ pub enum FromCoordinator {
     Assign(Vec<Assignment>),
     /// Attempts a worker should stop (their jobs were cancelled).
     Kill(Vec<Lease>),
+    /// Manifests to write for recorded attempts whose own worker did not confirm writing them.
+    WriteManifests(Vec<ManifestOrder>),
     /// Results the worker may forget: failures on disk, duplicates, stale attempts.
     Acked(Vec<Lease>),
     /// Successes recorded on disk as their jobs' results: the worker may forget them, and

@@ -72,6 +72,8 @@ pub enum Write {
     /// Successful results that arrived after a job's first, as (job, lease): counted, never
     /// recorded; a resend of the recorded attempt's own result is not counted.
     Duplicates(Vec<(JobId, Lease)>),
+    /// Jobs whose recorded attempt's manifest a worker confirmed writing.
+    ManifestsWritten(Vec<JobId>),
     /// Jobs back to pending with their failures forgotten (a retry).
     Reopen {
         /// The jobs.
@@ -144,6 +146,21 @@ pub struct Replay {
     pub unfinished: Vec<ReplayedJob>,
     /// The next free job id.
     pub next_job: JobId,
+    /// Recorded attempts whose manifest no worker has confirmed writing.
+    pub unpublished: Vec<Unpublished>,
+}
+
+/// A recorded attempt whose manifest is not known to be written.
+#[derive(Debug, Clone)]
+pub struct Unpublished {
+    /// The job.
+    pub job: JobId,
+    /// The recorded attempt.
+    pub lease: Lease,
+    /// The job's spec (its `outputs` say where the manifest goes).
+    pub spec: SpecBytes,
+    /// The recorded objects, as JSON.
+    pub objects: String,
 }
 
 /// A batch as found on disk.
@@ -308,9 +325,12 @@ fn create_schema(conn: &Connection) -> Result<(), JournalError> {
              error TEXT,
              duplicates INTEGER NOT NULL DEFAULT 0,
              lease INTEGER,
-             outputs TEXT);
+             outputs TEXT,
+             manifest_written INTEGER NOT NULL DEFAULT 0);
          CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (batch, id);
          CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (id) WHERE state = 'pending';
+         CREATE INDEX IF NOT EXISTS jobs_unpublished ON jobs (id)
+             WHERE outputs IS NOT NULL AND manifest_written = 0;
          CREATE TABLE IF NOT EXISTS attempts (
              job INTEGER NOT NULL,
              attempt INTEGER NOT NULL,
@@ -394,12 +414,31 @@ fn replay(conn: &mut Connection) -> Result<Replay, JournalError> {
     let next_job = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs", [], |row| {
         row.get::<_, i64>(0)
     })? as u64;
+    let mut unpublished = Vec::new();
+    {
+        let mut statement = tx.prepare(
+            "SELECT id, lease, spec, outputs FROM jobs
+             WHERE outputs IS NOT NULL AND manifest_written = 0 AND lease IS NOT NULL",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            unpublished.push(Unpublished {
+                job: row.get::<_, i64>(0)? as u64,
+                lease: row.get::<_, i64>(1)? as u64,
+                spec: SpecBytes::from_bytes(
+                    row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?,
+                ),
+                objects: row.get(3)?,
+            });
+        }
+    }
     tx.commit()?;
     Ok(Replay {
         epoch,
         batches,
         unfinished,
         next_job,
+        unpublished,
     })
 }
 
@@ -458,6 +497,8 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
         let mut duplicate = tx.prepare_cached(
             "UPDATE jobs SET duplicates = duplicates + 1 WHERE id = ?1 AND lease IS NOT ?2",
         )?;
+        let mut manifest_written =
+            tx.prepare_cached("UPDATE jobs SET manifest_written = 1 WHERE id = ?1")?;
         for commit in group {
             for write in &commit.writes {
                 match write {
@@ -525,6 +566,11 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
                     Write::Reopen { jobs } => {
                         for job in jobs {
                             reopen.execute(params![*job as i64])?;
+                        }
+                    }
+                    Write::ManifestsWritten(jobs) => {
+                        for job in jobs {
+                            manifest_written.execute(params![*job as i64])?;
                         }
                     }
                     Write::Duplicates(jobs) => {

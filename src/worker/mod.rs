@@ -17,7 +17,7 @@ use data::Stores;
 use crate::job::{AttemptResult, Lease, Outputs};
 use crate::net::auth::Secret;
 use crate::net::connect::{self, ConnectError, Connection};
-use crate::net::protocol::{Assignment, FromCoordinator, Role, ToCoordinator};
+use crate::net::protocol::{Assignment, FromCoordinator, ManifestOrder, Role, ToCoordinator};
 use futures::SinkExt;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -88,6 +88,9 @@ struct Worker {
     outbox: BTreeMap<Lease, Outgoing>,
     /// Where each attempt's outputs go, for the manifest once its result is recorded.
     outputs_of: HashMap<Lease, Outputs>,
+    /// Confirmations of written manifests, for the coordinator.
+    written_tx: mpsc::UnboundedSender<Lease>,
+    written_rx: mpsc::UnboundedReceiver<Lease>,
     /// Manifests being written; awaited before the worker exits.
     publishing: tokio::task::JoinSet<()>,
     stores: Stores,
@@ -116,6 +119,7 @@ pub async fn run(
         source,
     })?;
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+    let (written_tx, written_rx) = mpsc::unbounded_channel();
     let stores = Stores::new(config.s3.clone());
     let mut worker = Worker {
         config,
@@ -124,6 +128,8 @@ pub async fn run(
         outbox: BTreeMap::new(),
         outputs_of: HashMap::new(),
         publishing: tokio::task::JoinSet::new(),
+        written_tx,
+        written_rx,
         finished_tx,
         finished_rx,
         draining: false,
@@ -273,14 +279,36 @@ impl Worker {
         if outgoing.result.outputs.is_empty() {
             return;
         }
+        self.write_manifest(ManifestOrder {
+            job: outgoing.result.job,
+            lease,
+            outputs,
+            objects: outgoing.result.outputs,
+        });
+    }
+
+    /// Writes a recorded attempt's manifest and confirms it to the coordinator; an unconfirmed
+    /// one is asked of some worker again, so a failure here only costs time.
+    fn write_manifest(&mut self, order: ManifestOrder) {
         while self.publishing.try_join_next().is_some() {}
         let stores = self.stores.clone();
+        let written = self.written_tx.clone();
         self.publishing.spawn(async move {
-            let result = outgoing.result;
-            if let Err(error) =
-                data::publish_manifest(&stores, &outputs, result.job, lease, &result.outputs).await
+            match data::publish_manifest(
+                &stores,
+                &order.outputs,
+                order.job,
+                order.lease,
+                &order.objects,
+            )
+            .await
             {
-                tracing::error!(job = result.job, %error, "cannot write the outputs manifest");
+                Ok(()) => {
+                    let _ = written.send(order.lease);
+                }
+                Err(error) => {
+                    tracing::error!(job = order.job, %error, "cannot write the outputs manifest")
+                }
             }
         });
     }
@@ -362,7 +390,12 @@ impl Worker {
                     return SessionEnd::Broken(error.to_string());
                 }
             }
-            if self.draining && self.running.is_empty() && self.outbox.is_empty() {
+            while self.publishing.try_join_next().is_some() {}
+            if self.draining
+                && self.running.is_empty()
+                && self.outbox.is_empty()
+                && self.publishing.is_empty()
+            {
                 tracing::info!("drained: every job finished and reported");
                 return SessionEnd::Drained;
             }
@@ -391,10 +424,24 @@ impl Worker {
                             self.recorded(lease);
                         }
                     }
+                    Ok(FromCoordinator::WriteManifests(orders)) => {
+                        for order in orders {
+                            self.write_manifest(order);
+                        }
+                    }
                     Ok(FromCoordinator::Refused { reason, .. }) => return SessionEnd::Broken(format!("coordinator closed the session: {reason}")),
                     Ok(_) => {}
                     Err(reason) => return SessionEnd::Broken(reason),
                 },
+                Some(lease) = self.written_rx.recv() => {
+                    let mut written = vec![lease];
+                    while let Ok(more) = self.written_rx.try_recv() {
+                        written.push(more);
+                    }
+                    if let Err(error) = connection.send(ToCoordinator::ManifestsWritten(written)).await {
+                        return SessionEnd::Broken(error.to_string());
+                    }
+                }
                 Some(result) = self.finished_rx.recv() => {
                     self.finished(result);
                     // Gather whatever else finished meanwhile into the same frame.

@@ -3,6 +3,7 @@
 
 use crate::job::{now_ms, AttemptResult, JobSpec, Outcome, OutputObject, Task};
 use crate::net::protocol::Assignment;
+use crate::storage::describe_io;
 use crate::worker::data::{self, Stores};
 use crate::worker::handlers::{CallContext, Handlers};
 use std::path::{Path, PathBuf};
@@ -80,11 +81,17 @@ async fn run_spec(
         "job-{}-attempt-{}-{:x}",
         assignment.job, assignment.attempt, assignment.lease
     ));
-    if let Err(error) = tokio::fs::create_dir_all(&scratch).await {
-        return Ended::failed(format!(
-            "cannot create scratch directory {}: {error}",
-            scratch.display()
-        ));
+    // A call job without data needs no directory: no file system work on the hot path.
+    let needs_scratch =
+        matches!(spec.task, Task::Exec { .. }) || !spec.inputs.is_empty() || spec.outputs.is_some();
+    if needs_scratch {
+        if let Err(error) = tokio::fs::create_dir_all(&scratch).await {
+            return Ended::failed(format!(
+                "cannot create scratch directory {}: {}",
+                scratch.display(),
+                describe_io(&error)
+            ));
+        }
     }
     let mut ended = match data::fetch_inputs(stores, &spec.inputs, &scratch).await {
         Err(error) => Ended::failed(error),
@@ -97,7 +104,7 @@ async fn run_spec(
                     job: assignment.job,
                     batch: assignment.batch,
                     attempt: assignment.attempt,
-                    scratch: scratch.clone(),
+                    scratch: needs_scratch.then(|| scratch.clone()),
                 };
                 run_call(
                     context,
@@ -122,8 +129,10 @@ async fn run_spec(
             }
         }
     }
-    if let Err(error) = tokio::fs::remove_dir_all(&scratch).await {
-        tracing::warn!(scratch = %scratch.display(), %error, "cannot remove scratch directory");
+    if needs_scratch {
+        if let Err(error) = tokio::fs::remove_dir_all(&scratch).await {
+            tracing::warn!(scratch = %scratch.display(), %error, "cannot remove scratch directory");
+        }
     }
     ended
 }

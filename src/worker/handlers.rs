@@ -14,8 +14,9 @@ pub struct CallContext {
     pub batch: u64,
     /// The attempt's number.
     pub attempt: u32,
-    /// The attempt's scratch directory: its inputs are there, and its outputs go there.
-    pub scratch: std::path::PathBuf,
+    /// The attempt's scratch directory, when the job has inputs or outputs: its inputs are
+    /// there, and its outputs go there.
+    pub scratch: Option<std::path::PathBuf>,
 }
 
 /// A handler: payload in, output (or an error message) out.

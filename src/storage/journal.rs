@@ -329,8 +329,6 @@ fn create_schema(conn: &Connection) -> Result<(), JournalError> {
              manifest_written INTEGER NOT NULL DEFAULT 0);
          CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (batch, id);
          CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (id) WHERE state = 'pending';
-         CREATE INDEX IF NOT EXISTS jobs_unpublished ON jobs (id)
-             WHERE outputs IS NOT NULL AND manifest_written = 0;
          CREATE TABLE IF NOT EXISTS attempts (
              job INTEGER NOT NULL,
              attempt INTEGER NOT NULL,

@@ -1,7 +1,7 @@
 //! Runs one attempt: an exec job as a child process in a fresh scratch directory, or a call job
 //! through its handler; enforces `timeout_s` and kills on request.
 
-use crate::job::{now_ms, AttemptResult, JobSpec, Outcome, OutputObject, Task};
+use crate::job::{now_ms, AttemptResult, JobSpec, Outcome, OutputObject, Outputs, Task};
 use crate::net::protocol::Assignment;
 use crate::storage::describe_io;
 use crate::worker::data::{self, Stores};
@@ -33,13 +33,32 @@ pub async fn run(
     stores: Stores,
     kill: oneshot::Receiver<()>,
 ) -> AttemptResult {
+    run_for_outputs(assignment, scratch_root, handlers, stores, kill)
+        .await
+        .0
+}
+
+/// Like [`run`], also returning where the job's outputs go (from the one decode of its spec).
+pub async fn run_for_outputs(
+    assignment: Assignment,
+    scratch_root: PathBuf,
+    handlers: Handlers,
+    stores: Stores,
+    kill: oneshot::Receiver<()>,
+) -> (AttemptResult, Option<Outputs>) {
     let started_at_ms = now_ms();
     let clock = Instant::now();
-    let ended = match assignment.spec.decode() {
-        Ok(spec) => run_spec(&assignment, &spec, &scratch_root, &handlers, &stores, kill).await,
-        Err(error) => Ended::failed(format!("cannot read the job's spec: {error}")),
+    let (ended, outputs) = match assignment.spec.decode() {
+        Ok(spec) => (
+            run_spec(&assignment, &spec, &scratch_root, &handlers, &stores, kill).await,
+            spec.outputs,
+        ),
+        Err(error) => (
+            Ended::failed(format!("cannot read the job's spec: {error}")),
+            None,
+        ),
     };
-    AttemptResult {
+    let result = AttemptResult {
         lease: assignment.lease,
         job: assignment.job,
         outcome: ended.outcome,
@@ -49,7 +68,8 @@ pub async fn run(
         output_tail: ended.output_tail,
         error: ended.error,
         outputs: ended.outputs,
-    }
+    };
+    (result, outputs)
 }
 
 async fn run_spec(
@@ -93,7 +113,14 @@ async fn run_spec(
             ));
         }
     }
-    let mut ended = match data::fetch_inputs(stores, &spec.inputs, &scratch).await {
+    // The data futures are large (the S3 client's are): boxed, and only when there is data, so
+    // a job without data does not carry or move them.
+    let fetched = if spec.inputs.is_empty() {
+        Ok(())
+    } else {
+        Box::pin(data::fetch_inputs(stores, &spec.inputs, &scratch)).await
+    };
+    let mut ended = match fetched {
         Err(error) => Ended::failed(error),
         Ok(()) => match &spec.task {
             Task::Exec { cmd, env } => {
@@ -119,8 +146,14 @@ async fn run_spec(
         },
     };
     if let (Outcome::Succeeded, Some(outputs)) = (ended.outcome, &spec.outputs) {
-        match data::publish_outputs(stores, outputs, &scratch, assignment.job, assignment.lease)
-            .await
+        match Box::pin(data::publish_outputs(
+            stores,
+            outputs,
+            &scratch,
+            assignment.job,
+            assignment.lease,
+        ))
+        .await
         {
             Ok(objects) => ended.outputs = objects,
             Err(error) => {

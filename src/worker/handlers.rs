@@ -26,7 +26,8 @@ pub type Handler =
 /// The handlers a worker offers, by name.
 #[derive(Clone, Default)]
 pub struct Handlers {
-    by_name: HashMap<String, Handler>,
+    /// Shared: every attempt gets a copy of the table, and copying it must cost nothing.
+    by_name: Arc<HashMap<String, Handler>>,
 }
 
 impl Handlers {
@@ -58,7 +59,7 @@ impl Handlers {
         Fut: std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'static,
     {
         let boxed: Handler = Arc::new(move |context, payload| Box::pin(handler(context, payload)));
-        self.by_name.insert(name.to_string(), boxed);
+        Arc::make_mut(&mut self.by_name).insert(name.to_string(), boxed);
         self
     }
 

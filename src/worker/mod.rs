@@ -81,6 +81,9 @@ struct Outgoing {
     sent_at: Option<Instant>,
 }
 
+/// An ended attempt, with where its job's outputs go.
+type Finished = (AttemptResult, Option<Outputs>);
+
 /// The worker's state across connections.
 struct Worker {
     config: WorkerConfig,
@@ -94,8 +97,8 @@ struct Worker {
     /// Manifests being written; awaited before the worker exits.
     publishing: tokio::task::JoinSet<()>,
     stores: Stores,
-    finished_tx: mpsc::UnboundedSender<AttemptResult>,
-    finished_rx: mpsc::UnboundedReceiver<AttemptResult>,
+    finished_tx: mpsc::UnboundedSender<Finished>,
+    finished_rx: mpsc::UnboundedReceiver<Finished>,
     draining: bool,
     /// How often to heartbeat, as the coordinator asked at registration.
     heartbeat: Duration,
@@ -180,7 +183,7 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = &mut wait => break,
-                Some(result) = worker.finished_rx.recv() => worker.finished(result),
+                Some((result, outputs)) = worker.finished_rx.recv() => worker.finished(result, outputs),
                 _ = &mut shutdown, if !worker.draining => {
                     tracing::info!("draining: finishing running jobs, taking no new ones");
                     worker.draining = true;
@@ -258,7 +261,10 @@ impl Worker {
         Ok(connection)
     }
 
-    fn finished(&mut self, result: AttemptResult) {
+    fn finished(&mut self, result: AttemptResult, outputs: Option<Outputs>) {
+        if let (Some(outputs), false) = (outputs, result.outputs.is_empty()) {
+            self.outputs_of.insert(result.lease, outputs);
+        }
         self.running.remove(&result.lease);
         self.outbox.insert(
             result.lease,
@@ -325,9 +331,6 @@ impl Worker {
                 kill: Some(kill),
             },
         );
-        if let Some(outputs) = assignment.spec.decode().ok().and_then(|spec| spec.outputs) {
-            self.outputs_of.insert(assignment.lease, outputs);
-        }
         let finished = self.finished_tx.clone();
         let scratch = self.config.scratch_dir.clone();
         let handlers = self.config.handlers.clone();
@@ -336,19 +339,24 @@ impl Worker {
         tokio::spawn(async move {
             let started_at_ms = crate::job::now_ms();
             // A handler that panics must still end its attempt, or its job would run forever.
-            let attempt = tokio::spawn(attempt::run(assignment, scratch, handlers, stores, killed));
-            let result = attempt.await.unwrap_or_else(|failure| AttemptResult {
-                lease,
-                job,
-                outcome: crate::job::Outcome::Failed,
-                exit_code: None,
-                started_at_ms,
-                duration_ms: crate::job::now_ms().saturating_sub(started_at_ms),
-                output_tail: String::new(),
-                error: Some(format!("the job's handler panicked: {failure}")),
-                outputs: Vec::new(),
+            let attempt = tokio::spawn(attempt::run_for_outputs(
+                assignment, scratch, handlers, stores, killed,
+            ));
+            let done = attempt.await.unwrap_or_else(|failure| {
+                let result = AttemptResult {
+                    lease,
+                    job,
+                    outcome: crate::job::Outcome::Failed,
+                    exit_code: None,
+                    started_at_ms,
+                    duration_ms: crate::job::now_ms().saturating_sub(started_at_ms),
+                    output_tail: String::new(),
+                    error: Some(format!("the job's handler panicked: {failure}")),
+                    outputs: Vec::new(),
+                };
+                (result, None)
             });
-            let _ = finished.send(result);
+            let _ = finished.send(done);
         });
     }
 
@@ -442,11 +450,11 @@ impl Worker {
                         return SessionEnd::Broken(error.to_string());
                     }
                 }
-                Some(result) = self.finished_rx.recv() => {
-                    self.finished(result);
+                Some((result, outputs)) = self.finished_rx.recv() => {
+                    self.finished(result, outputs);
                     // Gather whatever else finished meanwhile into the same frame.
-                    while let Ok(more) = self.finished_rx.try_recv() {
-                        self.finished(more);
+                    while let Ok((more, outputs)) = self.finished_rx.try_recv() {
+                        self.finished(more, outputs);
                     }
                 }
                 _ = heartbeat.tick() => {

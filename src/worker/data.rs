@@ -49,7 +49,7 @@ pub async fn fetch_inputs(stores: &Stores, inputs: &[Input], scratch: &Path) -> 
                 let copied = if whole_prefix {
                     copy_tree(&source, &target).await
                 } else {
-                    copy_file(&source, &target).await.map(|_| ())
+                    copy_file(&source, &target, Copy::Scratch).await.map(|_| ())
                 };
                 copied.map_err(|error| {
                     format!("cannot fetch input {}: {}", input.from, describe_io(&error))
@@ -118,16 +118,15 @@ pub async fn publish_outputs(
             let prefix = root.join(job.to_string()).join(attempt_name(lease));
             for relative in files {
                 let target = prefix.join(&relative);
-                let (size, etag) =
-                    copy_file(&source.join(&relative), &target)
-                        .await
-                        .map_err(|error| {
-                            format!(
-                                "cannot publish output {}: {}",
-                                relative.display(),
-                                describe_io(&error)
-                            )
-                        })?;
+                let (size, etag) = copy_file(&source.join(&relative), &target, Copy::Published)
+                    .await
+                    .map_err(|error| {
+                        format!(
+                            "cannot publish output {}: {}",
+                            relative.display(),
+                            describe_io(&error)
+                        )
+                    })?;
                 published.push(OutputObject {
                     url: format!("file://{}", target.display()),
                     size,
@@ -216,7 +215,16 @@ fn with_slash(prefix: &str) -> String {
 
 /// Copies a file through a temporary name, so no reader ever sees it half written; returns its
 /// size and SHA-256.
-async fn copy_file(source: &Path, target: &Path) -> std::io::Result<(u64, String)> {
+/// Where a copy goes, and so whether it must be on disk before it counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// An input in the scratch directory: it lives as long as the attempt.
+    Scratch,
+    /// A published output: it must survive the worker.
+    Published,
+}
+
+async fn copy_file(source: &Path, target: &Path, kind: Copy) -> std::io::Result<(u64, String)> {
     if let Some(parent) = target.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
@@ -236,7 +244,9 @@ async fn copy_file(source: &Path, target: &Path) -> std::io::Result<(u64, String
             writer.write_all(&buffer[..read]).await?;
             size += read as u64;
         }
-        writer.sync_all().await?;
+        if kind == Copy::Published {
+            writer.sync_all().await?;
+        }
         tokio::fs::rename(&partial, target).await?;
         let digest = hasher.finalize();
         let etag: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
@@ -275,7 +285,12 @@ fn partial_name(target: &Path) -> PathBuf {
 
 async fn copy_tree(source: &Path, target: &Path) -> std::io::Result<()> {
     for relative in list_files(source).await? {
-        copy_file(&source.join(&relative), &target.join(&relative)).await?;
+        copy_file(
+            &source.join(&relative),
+            &target.join(&relative),
+            Copy::Scratch,
+        )
+        .await?;
     }
     Ok(())
 }

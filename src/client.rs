@@ -7,7 +7,7 @@ use crate::net::connect::{self, ConnectError, Connection};
 use crate::net::protocol::{
     CancelTarget, ClientRequest, ClientResponse, FromCoordinator, Role, ToCoordinator,
 };
-use crate::status::{BatchInfo, JobInfo, WorkerInfo};
+use crate::status::{BatchInfo, ClusterStatus, JobInfo, WorkerInfo};
 use futures::SinkExt;
 use std::time::Duration;
 
@@ -195,6 +195,14 @@ impl Client {
     pub async fn workers(&mut self) -> Result<Vec<WorkerInfo>, ClientError> {
         match self.call(ClientRequest::Workers).await? {
             ClientResponse::Workers(workers) => Ok(workers),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster at a glance.
+    pub async fn status(&mut self) -> Result<ClusterStatus, ClientError> {
+        match self.call(ClientRequest::Status).await? {
+            ClientResponse::Status(status) => Ok(*status),
             other => Err(unexpected(other)),
         }
     }

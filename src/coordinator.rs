@@ -7,6 +7,8 @@ use crate::actors::ledger::{Ledger, LedgerConfig};
 use crate::actors::registry::Registry;
 use crate::actors::scheduler::Scheduler;
 use crate::actors::session::{Session, SessionContext};
+use crate::http::HttpState;
+use crate::metrics::Metrics;
 use crate::net::auth::Secret;
 use crate::net::codec::DEFAULT_MAX_FRAME;
 use crate::storage::journal::{Journal, JournalError};
@@ -42,6 +44,8 @@ pub struct CoordinatorConfig {
     pub max_connections: usize,
     /// Backoff before the second attempt of a failed job, doubled after each failure.
     pub retry_backoff: Duration,
+    /// Where to serve the HTTP API, metrics and dashboard, if anywhere.
+    pub http: Option<String>,
 }
 
 impl CoordinatorConfig {
@@ -57,6 +61,7 @@ impl CoordinatorConfig {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 4096,
             retry_backoff: Duration::from_secs(1),
+            http: None,
         }
     }
 }
@@ -70,6 +75,14 @@ pub enum StartError {
     /// The listener could not be used.
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    /// The HTTP address could not be used.
+    #[error("cannot serve HTTP on {address}: {source}")]
+    Http {
+        /// The address asked for.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A started coordinator's actors.
@@ -77,6 +90,8 @@ pub enum StartError {
 pub struct CoordinatorHandle {
     /// The address it listens on.
     pub local_addr: SocketAddr,
+    /// The address of its HTTP side, if it has one.
+    pub http_addr: Option<SocketAddr>,
     /// The ledger.
     pub ledger: Addr<Ledger>,
     /// The registry.
@@ -92,7 +107,20 @@ pub fn start(
     config: CoordinatorConfig,
 ) -> Result<CoordinatorHandle, StartError> {
     let local_addr = listener.local_addr()?;
-    let (journal, replay) = Journal::open(&config.data_dir)?;
+    // Bound before anything starts, so a bad address is reported and nothing runs half-way.
+    let http_listener = match &config.http {
+        Some(address) => {
+            Some(
+                std::net::TcpListener::bind(address).map_err(|source| StartError::Http {
+                    address: address.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let (journal, replay) = Journal::open(&config.data_dir, metrics.clone())?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         epoch = replay.epoch,
@@ -113,6 +141,7 @@ pub fn start(
         scheduler.clone(),
         LedgerConfig {
             retry_backoff: config.retry_backoff,
+            metrics: metrics.clone(),
         },
     )
     .start();
@@ -155,8 +184,29 @@ pub fn start(
     let max_connections = config.max_connections;
     actix_rt::spawn(accept_loop(listener, shared, max_connections));
     tracing::info!(address = %local_addr, "coordinator listening");
+    let http_addr = match http_listener {
+        Some(http_listener) => {
+            let address = http_listener.local_addr()?;
+            let state = HttpState {
+                ledger: ledger.clone(),
+                registry: registry.clone(),
+                metrics,
+                client_secret: config.client_secret.clone(),
+            };
+            let server =
+                crate::http::serve(http_listener, state).map_err(|source| StartError::Http {
+                    address: address.to_string(),
+                    source,
+                })?;
+            actix_rt::spawn(server);
+            tracing::info!(address = %address, "dashboard and HTTP API at http://{address}/");
+            Some(address)
+        }
+        None => None,
+    };
     Ok(CoordinatorHandle {
         local_addr,
+        http_addr,
         ledger,
         registry,
         scheduler,

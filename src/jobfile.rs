@@ -99,6 +99,17 @@ pub fn parse_line(line: usize, text: &str) -> Result<JobSpec, JobFileError> {
     }
     let value: Value = serde_json::from_str(text)
         .map_err(|error| fail(None, format!("not valid JSON: {error}")))?;
+    from_json(line, value)
+}
+
+/// One job from its JSON value (a line already parsed, or an element of an HTTP submission),
+/// with the same fields and checks as a line of the file; `line` numbers it for errors.
+pub fn from_json(line: usize, value: Value) -> Result<JobSpec, JobFileError> {
+    let fail = |field: Option<&str>, message: String| JobFileError {
+        line,
+        field: field.map(str::to_string),
+        message,
+    };
     let Value::Object(object) = value else {
         return Err(fail(None, "expected a JSON object".into()));
     };

@@ -7,7 +7,7 @@ use crate::job::{BatchId, JobId, JobState};
 use serde::{Deserialize, Serialize};
 
 /// Progress of one batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchInfo {
     /// The batch id.
     pub id: BatchId,
@@ -29,6 +29,14 @@ pub struct BatchInfo {
     pub done: bool,
     /// When the batch was submitted (ms since the Unix epoch).
     pub submitted_at_ms: u64,
+    /// When its first attempt started.
+    pub started_at_ms: Option<u64>,
+    /// When it was last seen done.
+    pub finished_at_ms: Option<u64>,
+    /// Jobs finished per second since it started (to its end, once done).
+    pub jobs_per_s: f64,
+    /// Seconds left at that rate, while it runs.
+    pub eta_s: Option<u64>,
 }
 
 impl BatchInfo {
@@ -96,7 +104,16 @@ pub struct JobInfo {
     pub history: Vec<AttemptRecord>,
 }
 
-/// A connected worker and what it is doing.
+/// An attempt a worker is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrentJob {
+    /// The job.
+    pub job: JobId,
+    /// When the worker was given it (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+/// A worker, connected or recently gone, and what it is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     /// The name it registered with.
@@ -121,6 +138,149 @@ pub struct WorkerInfo {
     pub last_seen_ms: u64,
     /// When it registered (ms since the Unix epoch).
     pub connected_at_ms: u64,
-    /// `idle`, `busy` or `draining`.
+    /// `idle`, `busy`, `draining`, or for a worker that is gone, `lost` or `left`.
     pub state: String,
+    /// Attempts lost with it (it died or went silent while running them).
+    pub lost: u64,
+    /// What it runs now, with since when.
+    pub current: Vec<CurrentJob>,
+    /// When it went away, for a worker that is gone.
+    pub gone_at_ms: Option<u64>,
+}
+
+impl WorkerInfo {
+    /// Mean run time of its finished attempts.
+    pub fn mean_job_ms(&self) -> Option<u64> {
+        let finished = self.done + self.failed;
+        (finished > 0).then(|| self.busy_ms / finished)
+    }
+}
+
+/// p50, p90 and p99 of a duration, in milliseconds, over `count` samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Samples seen.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: u64,
+    /// 90th percentile.
+    pub p90_ms: u64,
+    /// 99th percentile.
+    pub p99_ms: u64,
+}
+
+/// Jobs by state, over every batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCounts {
+    /// Waiting for a worker (including a retry's backoff): the queue depth.
+    pub pending: u64,
+    /// On a worker.
+    pub running: u64,
+    /// Succeeded.
+    pub succeeded: u64,
+    /// Failed for good.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+/// Connected workers by state, and recently gone ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounts {
+    /// Connected with nothing to do.
+    pub idle: u64,
+    /// Connected and running jobs.
+    pub busy: u64,
+    /// Finishing their jobs before leaving.
+    pub draining: u64,
+    /// Gone without saying so (dead or silent), among the recently gone.
+    pub lost: u64,
+    /// Slots of connected workers.
+    pub slots: u64,
+    /// Attempts running on connected workers.
+    pub running: u64,
+}
+
+/// An attempt that failed, for the list of recent failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureInfo {
+    /// The job.
+    pub job: JobId,
+    /// Its batch.
+    pub batch: BatchId,
+    /// The worker it ran on.
+    pub worker: String,
+    /// `failed`, `timed_out` or `lost`.
+    pub outcome: String,
+    /// When it ended (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The last lines of its output.
+    pub output_tail: String,
+}
+
+/// What the Ledger knows of all jobs, kept as events happen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobStatistics {
+    /// Jobs by state.
+    pub jobs: JobCounts,
+    /// Jobs finished per second over the last minute.
+    pub jobs_per_s: f64,
+    /// Jobs finished in each of the last seconds, oldest first, the current one last.
+    pub per_second: Vec<u32>,
+    /// Run time of attempts that ended.
+    pub run: Percentiles,
+    /// Time from submission to first start.
+    pub wait: Percentiles,
+    /// Successful results that arrived after a job's recorded one.
+    pub duplicates: u64,
+    /// The most recent failed attempts, newest first.
+    pub recent_failures: Vec<FailureInfo>,
+    /// Unfinished batches, the busiest first (most running, then most pending).
+    pub busiest: Vec<BatchInfo>,
+    /// Batches on record.
+    pub batches: u64,
+    /// When this coordinator started (ms since the Unix epoch).
+    pub started_at_ms: u64,
+}
+
+/// The whole cluster at a glance: `drover status`, `/api/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// When this was taken (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// How long the coordinator has run.
+    pub uptime_ms: u64,
+    /// Workers by state.
+    pub workers: WorkerCounts,
+    /// Jobs, throughput and timings.
+    pub stats: JobStatistics,
+}
+
+impl ClusterStatus {
+    /// Puts the Ledger's statistics and the Registry's workers together.
+    pub fn assemble(stats: JobStatistics, workers: &[WorkerInfo]) -> ClusterStatus {
+        let mut counts = WorkerCounts::default();
+        for worker in workers {
+            match worker.state.as_str() {
+                "idle" => counts.idle += 1,
+                "busy" => counts.busy += 1,
+                "draining" => counts.draining += 1,
+                "lost" => counts.lost += 1,
+                _ => {}
+            }
+            if worker.gone_at_ms.is_none() {
+                counts.slots += u64::from(worker.slots);
+                counts.running += u64::from(worker.running);
+            }
+        }
+        let at_ms = crate::job::now_ms();
+        ClusterStatus {
+            at_ms,
+            uptime_ms: at_ms.saturating_sub(stats.started_at_ms),
+            workers: counts,
+            stats,
+        }
+    }
 }

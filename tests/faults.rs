@@ -49,6 +49,28 @@ async fn a_killed_workers_jobs_move_at_once_not_after_the_timeout() {
     assert_eq!(job.history.len(), 1);
     assert_eq!(job.history[0].outcome, "lost");
     assert_eq!(job.history[0].worker, "doomed");
+
+    // The status views show the dead worker as lost, with the attempt it took down.
+    let workers = client.workers().await.unwrap();
+    let doomed = workers
+        .iter()
+        .find(|worker| worker.name == "doomed")
+        .expect("the lost worker is still listed");
+    assert_eq!(doomed.state, "lost");
+    assert_eq!(doomed.lost, 1);
+    assert!(doomed.gone_at_ms.is_some());
+    let status = client.status().await.unwrap();
+    assert_eq!(status.workers.lost, 1);
+    assert_eq!(status.workers.idle, 1, "the survivor is idle: {status:?}");
+    let failure = &status.stats.recent_failures[0];
+    assert_eq!(
+        (
+            failure.job,
+            failure.worker.as_str(),
+            failure.outcome.as_str()
+        ),
+        (submitted.first_job, "doomed", "lost")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -292,7 +292,13 @@ async fn sigterm_drains_a_worker() {
         JobState::Pending,
         "a draining worker takes no new job"
     );
-    assert!(client.workers().await.unwrap().is_empty());
+    let workers = client.workers().await.unwrap();
+    assert!(
+        workers.iter().all(|worker| worker.state == "left"
+            && worker.gone_at_ms.is_some()
+            && worker.lost == 0),
+        "a drained worker is listed as left, having lost nothing: {workers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

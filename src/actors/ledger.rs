@@ -9,12 +9,14 @@
 //!
 //! Client requests are served in `ledger_client.rs`.
 
+use crate::actors::ledger_stats::LedgerStats;
 use crate::actors::queue::PendingJob;
 use crate::actors::scheduler::{Enqueue, KillAttempts, PublishManifests, Scheduler, Withdraw};
 use crate::actors::session::{Push, Session};
 use crate::job::{now_ms, AttemptResult, BatchId, JobId, JobState, Lease, Outcome, SpecBytes};
+use crate::metrics::Metrics;
 use crate::net::protocol::{FromCoordinator, ManifestOrder};
-use crate::status::BatchInfo;
+use crate::status::{BatchInfo, FailureInfo, JobCounts, JobStatistics};
 use crate::storage::journal::{AttemptRow, Journal, JournalError, Replay, WorkOrder, Write};
 use crate::storage::queries;
 use actix::prelude::*;
@@ -120,10 +122,44 @@ pub(crate) struct BatchCounts {
     pub(crate) succeeded: u64,
     pub(crate) failed: u64,
     pub(crate) cancelled: u64,
+    /// When its first attempt started.
+    pub(crate) started_at_ms: Option<u64>,
+    /// When it was last seen done; cleared when a retry reopens it.
+    pub(crate) finished_at_ms: Option<u64>,
 }
 
 impl BatchCounts {
+    /// A batch with nothing counted yet.
+    pub(crate) fn new(name: String, submitted_at_ms: u64) -> BatchCounts {
+        BatchCounts {
+            name,
+            submitted_at_ms,
+            total: 0,
+            pending: 0,
+            running: 0,
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+        }
+    }
+
     pub(crate) fn info(&self, id: BatchId) -> BatchInfo {
+        let done = self.pending == 0 && self.running == 0;
+        let finished = self.succeeded + self.failed + self.cancelled;
+        let end_ms = match self.finished_at_ms {
+            Some(finished_at_ms) if done => finished_at_ms,
+            _ => now_ms(),
+        };
+        let jobs_per_s = match self.started_at_ms {
+            Some(started) if end_ms > started => {
+                finished as f64 * 1000.0 / (end_ms - started) as f64
+            }
+            _ => 0.0,
+        };
+        let left = self.pending + self.running;
+        let eta_s = (!done && jobs_per_s > 0.0).then(|| (left as f64 / jobs_per_s).ceil() as u64);
         BatchInfo {
             id,
             name: self.name.clone(),
@@ -133,9 +169,18 @@ impl BatchCounts {
             succeeded: self.succeeded,
             failed: self.failed,
             cancelled: self.cancelled,
-            done: self.pending == 0 && self.running == 0,
+            done,
             submitted_at_ms: self.submitted_at_ms,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms.filter(|_| done),
+            jobs_per_s,
+            eta_s,
         }
+    }
+
+    /// True while some job of the batch waits or runs.
+    fn unfinished(&self) -> bool {
+        self.pending > 0 || self.running > 0
     }
 
     fn count_terminal(&mut self, state: JobState) {
@@ -153,15 +198,21 @@ impl BatchCounts {
 pub struct LedgerConfig {
     /// The wait before the second attempt of a failed job; doubled for each failure after.
     pub retry_backoff: Duration,
+    /// Where job counters and timings are exported.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             retry_backoff: Duration::from_secs(1),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
+
+/// Unfinished batches listed as the busiest in a status.
+const BUSIEST_BATCHES: usize = 5;
 
 /// The source of truth for jobs.
 pub struct Ledger {
@@ -176,6 +227,7 @@ pub struct Ledger {
     duplicates: u64,
     /// Recorded attempts whose manifest no worker has confirmed writing, by lease.
     unpublished: HashMap<Lease, PendingManifest>,
+    pub(crate) stats: LedgerStats,
 }
 
 /// A manifest to be written, and when it was last asked for.
@@ -201,30 +253,25 @@ impl Ledger {
             .map(|batch| {
                 let finished = batch.succeeded + batch.failed + batch.cancelled;
                 let counts = BatchCounts {
-                    name: batch.name,
-                    submitted_at_ms: batch.submitted_at_ms,
                     total: batch.total,
                     pending: batch.total.saturating_sub(finished),
-                    running: 0,
                     succeeded: batch.succeeded,
                     failed: batch.failed,
                     cancelled: batch.cancelled,
+                    started_at_ms: batch.started_at_ms,
+                    finished_at_ms: (finished == batch.total)
+                        .then_some(batch.finished_at_ms)
+                        .flatten(),
+                    ..BatchCounts::new(batch.name, batch.submitted_at_ms)
                 };
                 (batch.id, counts)
             })
             .collect();
         let mut jobs = HashMap::with_capacity(replay.unfinished.len());
         for job in replay.unfinished {
-            batches.entry(job.batch).or_insert_with(|| BatchCounts {
-                name: String::new(),
-                submitted_at_ms: job.queued_at_ms,
-                total: 0,
-                pending: 0,
-                running: 0,
-                succeeded: 0,
-                failed: 0,
-                cancelled: 0,
-            });
+            batches
+                .entry(job.batch)
+                .or_insert_with(|| BatchCounts::new(String::new(), job.queued_at_ms));
             jobs.insert(
                 job.id,
                 LiveJob::queued(
@@ -265,6 +312,7 @@ impl Ledger {
         Ledger {
             journal,
             scheduler,
+            stats: LedgerStats::new(config.metrics.clone()),
             config,
             jobs,
             batches,
@@ -322,30 +370,42 @@ impl Ledger {
     /// Jobs whose terminal state is on disk leave memory; waiters on finished batches are told.
     pub(crate) fn finished(&mut self, jobs: Vec<(JobId, JobState)>) {
         let mut touched = Vec::new();
+        let (mut succeeded, mut failed, mut cancelled) = (0, 0, 0);
         for (id, state) in jobs {
             let Some(job) = self.jobs.remove(&id) else {
                 continue;
             };
+            match state {
+                JobState::Succeeded => succeeded += 1,
+                JobState::Failed => failed += 1,
+                JobState::Cancelled => cancelled += 1,
+                JobState::Pending | JobState::Running => {}
+            }
             if let Some(counts) = self.batches.get_mut(&job.batch) {
                 counts.running = counts.running.saturating_sub(1);
                 counts.count_terminal(state);
             }
             touched.push(job.batch);
         }
+        self.stats.jobs_finished(JobState::Succeeded, succeeded);
+        self.stats.jobs_finished(JobState::Failed, failed);
+        self.stats.jobs_finished(JobState::Cancelled, cancelled);
         touched.dedup();
         for batch in touched {
             self.wake_waiters(batch);
         }
     }
 
+    /// Notes when a batch is done and tells whoever waits for it.
     pub(crate) fn wake_waiters(&mut self, batch: BatchId) {
-        let Some(counts) = self.batches.get(&batch) else {
+        let Some(counts) = self.batches.get_mut(&batch) else {
             return;
         };
-        let info = counts.info(batch);
-        if !info.done {
+        if counts.unfinished() {
             return;
         }
+        counts.finished_at_ms.get_or_insert_with(now_ms);
+        let info = counts.info(batch);
         for waiter in self.waiters.remove(&batch).unwrap_or_default() {
             let _ = waiter.send(info.clone());
         }
@@ -562,6 +622,13 @@ impl Handler<AttemptsStarted> for Ledger {
             }));
             let batch = job.batch;
             self.recount(batch, Phase::Queued, Phase::Running);
+            if let Some(counts) = self.batches.get_mut(&batch) {
+                counts.started_at_ms.get_or_insert(now);
+                if attempt == 1 {
+                    let wait_ms = now.saturating_sub(counts.submitted_at_ms);
+                    self.stats.first_start(wait_ms);
+                }
+            }
         }
         if !unwanted.is_empty() {
             self.scheduler.do_send(KillAttempts(unwanted));
@@ -619,6 +686,7 @@ impl Handler<ResultsArrived> for Ledger {
                     }
                     let before = job.phase;
                     job.phase = Phase::Finishing;
+                    self.stats.attempt_ended(result.duration_ms);
                     job.running = Some(Box::new(RunningAttempt {
                         lease: result.lease,
                         started_at_ms: result.started_at_ms,
@@ -649,6 +717,16 @@ impl Handler<ResultsArrived> for Ledger {
                 }
                 Outcome::Failed | Outcome::TimedOut | Outcome::Killed if current => {
                     job.failures += 1;
+                    self.stats.attempt_ended(result.duration_ms);
+                    self.stats.failure(FailureInfo {
+                        job: result.job,
+                        batch: job.batch,
+                        worker: arrived.worker_name.to_string(),
+                        outcome: result.outcome.as_str().to_string(),
+                        at_ms: result.started_at_ms.saturating_add(result.duration_ms),
+                        error: result.error.clone(),
+                        output_tail: result.output_tail.clone(),
+                    });
                     writes.push(Write::Attempt(Box::new(AttemptRow {
                         job: result.job,
                         attempt: job.attempts,
@@ -783,6 +861,15 @@ impl Handler<WorkerLost> for Ledger {
                 .as_ref()
                 .map_or(now, |running| running.started_at_ms);
             job.lost += 1;
+            self.stats.failure(FailureInfo {
+                job: id,
+                batch: job.batch,
+                worker: lost.worker_name.to_string(),
+                outcome: "lost".into(),
+                at_ms: now,
+                error: Some(lost.reason.clone()),
+                output_tail: String::new(),
+            });
             writes.push(Write::Attempt(Box::new(AttemptRow {
                 job: id,
                 attempt: job.attempts,
@@ -851,5 +938,53 @@ impl Handler<ManifestsWritten> for Ledger {
                 tracing::warn!(%error, "cannot note written manifests");
             }
         });
+    }
+}
+
+/// The Ledger's statistics, for a status.
+#[derive(Message)]
+#[rtype(result = "JobStatistics")]
+pub struct Statistics;
+
+impl Handler<Statistics> for Ledger {
+    type Result = MessageResult<Statistics>;
+
+    fn handle(&mut self, _: Statistics, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut jobs = JobCounts::default();
+        for counts in self.batches.values() {
+            jobs.pending += counts.pending;
+            jobs.running += counts.running;
+            jobs.succeeded += counts.succeeded;
+            jobs.failed += counts.failed;
+            jobs.cancelled += counts.cancelled;
+        }
+        let mut busiest: Vec<(&BatchId, &BatchCounts)> = self
+            .batches
+            .iter()
+            .filter(|(_, counts)| counts.unfinished())
+            .collect();
+        busiest.sort_by_key(|(id, counts)| {
+            (
+                std::cmp::Reverse(counts.running),
+                std::cmp::Reverse(counts.pending),
+                **id,
+            )
+        });
+        MessageResult(JobStatistics {
+            jobs,
+            jobs_per_s: self.stats.jobs_per_s(),
+            per_second: self.stats.per_second(120),
+            run: self.stats.run(),
+            wait: self.stats.wait(),
+            duplicates: self.duplicates,
+            recent_failures: self.stats.recent_failures(),
+            busiest: busiest
+                .into_iter()
+                .take(BUSIEST_BATCHES)
+                .map(|(id, counts)| counts.info(*id))
+                .collect(),
+            batches: self.batches.len() as u64,
+            started_at_ms: self.stats.started_at_ms(),
+        })
     }
 }

@@ -75,6 +75,9 @@ impl Handler<ClientCall> for Ledger {
                 after,
                 limit,
             } => self.jobs_page(batch, state, after, limit.min(MAX_PAGE)),
+            ClientRequest::Status => ready(ClientResponse::Error(
+                "the status is put together by the session, not the ledger".into(),
+            )),
             ClientRequest::Workers => ready(ClientResponse::Error(
                 "workers are listed by the registry, not the ledger".into(),
             )),
@@ -171,14 +174,9 @@ impl Ledger {
         self.batches.insert(
             batch,
             BatchCounts {
-                name,
-                submitted_at_ms,
                 total: count,
                 pending: count,
-                running: 0,
-                succeeded: 0,
-                failed: 0,
-                cancelled: 0,
+                ..BatchCounts::new(name, submitted_at_ms)
             },
         );
         self.scheduler.do_send(Enqueue(queued));
@@ -474,6 +472,9 @@ impl Ledger {
                 if let Some(counts) = ledger.batches.get_mut(&batch) {
                     counts.failed = counts.failed.saturating_sub(count);
                     counts.pending += count;
+                    if count > 0 {
+                        counts.finished_at_ms = None;
+                    }
                 }
                 tracing::info!(batch, jobs = count, "failed jobs retried");
                 ledger.scheduler.do_send(Enqueue(queued));

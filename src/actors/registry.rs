@@ -6,9 +6,9 @@
 use crate::actors::scheduler::{Scheduler, WorkerGone, WorkerJoined};
 use crate::actors::session::{Close, Session};
 use crate::job::{now_ms, AttemptResult, JobId, Lease, Outcome, WorkerId};
-use crate::status::WorkerInfo;
+use crate::status::{CurrentJob, WorkerInfo};
 use actix::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,9 @@ const LIVENESS_SWEEP: Duration = Duration::from_millis(25);
 
 /// A sweep this long after the previous one means the event loop was blocked.
 const LATE_SWEEP: Duration = Duration::from_millis(250);
+
+/// Workers that went away, kept for the status views (the newest this many).
+const GONE_KEPT: usize = 100;
 
 /// When a worker was last heard from (ms since the Unix epoch), written by its session on every
 /// frame and read by the Registry's sweep: a shared clock, not shared state.
@@ -33,10 +36,46 @@ struct WorkerEntry {
     last_seen: LastSeen,
     connected_at_ms: u64,
     draining: bool,
-    running: HashMap<Lease, JobId>,
+    /// Attempts it runs: lease → (job, when assigned).
+    running: HashMap<Lease, (JobId, u64)>,
     done: u64,
     failed: u64,
     busy_ms: u64,
+}
+
+impl WorkerEntry {
+    fn info(&self, now: u64) -> WorkerInfo {
+        let mut current: Vec<CurrentJob> = self
+            .running
+            .values()
+            .map(|&(job, since_ms)| CurrentJob { job, since_ms })
+            .collect();
+        current.sort_unstable_by_key(|running| running.job);
+        let state = if self.draining {
+            "draining"
+        } else if current.is_empty() {
+            "idle"
+        } else {
+            "busy"
+        };
+        WorkerInfo {
+            name: self.name.to_string(),
+            address: self.address.clone(),
+            slots: self.slots,
+            labels: self.labels.clone(),
+            running: current.len() as u32,
+            jobs: current.iter().map(|running| running.job).collect(),
+            done: self.done,
+            failed: self.failed,
+            busy_ms: self.busy_ms,
+            last_seen_ms: now.saturating_sub(self.last_seen.load(Ordering::Relaxed)),
+            connected_at_ms: self.connected_at_ms,
+            state: state.to_string(),
+            lost: 0,
+            current,
+            gone_at_ms: None,
+        }
+    }
 }
 
 /// Knows every connected worker.
@@ -46,6 +85,8 @@ pub struct Registry {
     last_sweep_ms: u64,
     next_worker: WorkerId,
     workers: BTreeMap<WorkerId, WorkerEntry>,
+    /// Recently gone workers as they were last seen, newest first.
+    gone: VecDeque<WorkerInfo>,
 }
 
 impl Registry {
@@ -57,6 +98,7 @@ impl Registry {
             last_sweep_ms: now_ms(),
             next_worker: 1,
             workers: BTreeMap::new(),
+            gone: VecDeque::new(),
         }
     }
 
@@ -64,7 +106,20 @@ impl Registry {
         let Some(entry) = self.workers.remove(&worker) else {
             return;
         };
-        if entry.draining && entry.running.is_empty() {
+        let now = now_ms();
+        let mut last = entry.info(now);
+        let left = entry.draining && entry.running.is_empty();
+        last.state = if left { "left" } else { "lost" }.to_string();
+        last.lost = entry.running.len() as u64;
+        last.current.clear();
+        last.jobs.clear();
+        last.running = 0;
+        last.gone_at_ms = Some(now);
+        if self.gone.len() == GONE_KEPT {
+            self.gone.pop_back();
+        }
+        self.gone.push_front(last);
+        if left {
             tracing::info!(worker = %entry.name, address = %entry.address, "worker drained and left");
         } else {
             tracing::warn!(
@@ -148,6 +203,8 @@ impl Handler<RegisterWorker> for Registry {
         let worker = self.next_worker;
         self.next_worker += 1;
         let name: Arc<str> = Arc::from(register.name);
+        // Back again: no longer listed among the gone.
+        self.gone.retain(|gone| gone.name != *name);
         tracing::info!(
             worker = %name,
             address = %register.address,
@@ -235,7 +292,13 @@ impl Handler<JobsAssigned> for Registry {
 
     fn handle(&mut self, assigned: JobsAssigned, _ctx: &mut Context<Self>) {
         if let Some(entry) = self.workers.get_mut(&assigned.worker) {
-            entry.running.extend(assigned.jobs);
+            let now = now_ms();
+            entry.running.extend(
+                assigned
+                    .jobs
+                    .into_iter()
+                    .map(|(lease, job)| (lease, (job, now))),
+            );
         }
     }
 }
@@ -269,7 +332,7 @@ impl Handler<JobsEnded> for Registry {
     }
 }
 
-/// Every connected worker, for `drover workers`.
+/// Every connected worker, then the recently gone ones, for `drover workers`.
 #[derive(Message)]
 #[rtype(result = "Vec<WorkerInfo>")]
 pub struct ListWorkers;
@@ -279,35 +342,9 @@ impl Handler<ListWorkers> for Registry {
 
     fn handle(&mut self, _: ListWorkers, _ctx: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
-        let workers = self
-            .workers
-            .values()
-            .map(|entry| {
-                let mut jobs: Vec<JobId> = entry.running.values().copied().collect();
-                jobs.sort_unstable();
-                let state = if entry.draining {
-                    "draining"
-                } else if jobs.is_empty() {
-                    "idle"
-                } else {
-                    "busy"
-                };
-                WorkerInfo {
-                    name: entry.name.to_string(),
-                    address: entry.address.clone(),
-                    slots: entry.slots,
-                    labels: entry.labels.clone(),
-                    running: jobs.len() as u32,
-                    jobs,
-                    done: entry.done,
-                    failed: entry.failed,
-                    busy_ms: entry.busy_ms,
-                    last_seen_ms: now.saturating_sub(entry.last_seen.load(Ordering::Relaxed)),
-                    connected_at_ms: entry.connected_at_ms,
-                    state: state.to_string(),
-                }
-            })
-            .collect();
+        let mut workers: Vec<WorkerInfo> =
+            self.workers.values().map(|entry| entry.info(now)).collect();
+        workers.extend(self.gone.iter().cloned());
         MessageResult(workers)
     }
 }

@@ -296,6 +296,9 @@ async fn async_request(shared: Arc<SessionContext>, body: ClientRequest) -> Clie
             .send(ListWorkers)
             .await
             .map(ClientResponse::Workers),
+        ClientRequest::Status => super::cluster_status(&shared.ledger, &shared.registry)
+            .await
+            .map(|status| ClientResponse::Status(Box::new(status))),
         other => shared.ledger.send(ClientCall(other)).await,
     };
     answered.unwrap_or_else(|_| ClientResponse::Error("the coordinator is shutting down".into()))

@@ -40,6 +40,9 @@ struct Args {
     /// How long a peer has to authenticate.
     #[arg(long, env = "DROVER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
+    /// Serve the dashboard, the JSON API and Prometheus metrics on this address (host:port).
+    #[arg(long, env = "DROVER_HTTP")]
+    http: Option<String>,
     /// Wait before retrying a failed job; doubles with each failure.
     #[arg(long, env = "DROVER_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     retry_backoff: Duration,
@@ -79,6 +82,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         handshake_timeout: args.handshake_timeout,
         max_connections: args.max_connections,
         retry_backoff: args.retry_backoff,
+        http: args.http,
         ..CoordinatorConfig::new(args.data_dir)
     };
     let system = actix_rt::System::new();

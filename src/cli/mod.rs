@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod render;
+pub mod watch;
 
 use crate::client::{Client, Submitted};
 use crate::coordinator::CoordinatorConfig;
@@ -102,7 +103,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Connected workers: who runs which job, how many each has done.
+    /// The cluster at a glance: workers and jobs by state, throughput, timings, busiest batches.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live view, redrawn in place: progress, rate, ETA, workers. With a batch, exits when it
+    /// is done; without, when no job is pending or running.
+    Watch {
+        /// The batch to follow.
+        batch: Option<BatchId>,
+        /// Time between redraws.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Print one JSON object per redraw, one per line, instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connected and recently gone workers: who runs which job since when, how many each has
+    /// done, time per job.
     Workers {
         /// Print JSON.
         #[arg(long)]
@@ -325,6 +345,23 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 println!("{}", render::workers(&workers));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let status = connect(&cli).await?.status().await?;
+            if *json {
+                print_json(&status)?;
+            } else {
+                println!("{}", render::status(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch {
+            batch,
+            interval,
+            json,
+        } => {
+            let mut client = connect(&cli).await?;
+            watch::run(&mut client, *batch, *interval, *json).await
         }
         Command::Cancel { batch, job, json } => {
             let target = match (batch, job) {

@@ -1,7 +1,8 @@
 //! Human-readable output of the CLI: aligned tables and short durations.
 
 use crate::job::now_ms;
-use crate::status::{BatchInfo, JobInfo, WorkerInfo};
+use crate::status::{BatchInfo, ClusterStatus, JobInfo, Percentiles, WorkerInfo};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Renders rows under headers, columns padded to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -37,6 +38,51 @@ pub fn duration_ms(ms: u64) -> String {
     }
 }
 
+/// A wall-clock time in UTC, to the second: `2026-11-26T08:40:12Z`.
+pub fn time_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// `12.5/s`, `1530/s`.
+pub fn rate(per_s: f64) -> String {
+    if per_s >= 100.0 {
+        format!("{per_s:.0}/s")
+    } else {
+        format!("{per_s:.1}/s")
+    }
+}
+
+/// A text progress bar `width` cells wide.
+pub fn bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 {
+        width
+    } else {
+        ((done.min(total) as f64 / total as f64) * width as f64).round() as usize
+    };
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+fn percent(batch: &BatchInfo) -> f64 {
+    if batch.total == 0 {
+        100.0
+    } else {
+        batch.finished() as f64 * 100.0 / batch.total as f64
+    }
+}
+
+fn percentiles(timing: &Percentiles) -> String {
+    if timing.count == 0 {
+        return "-".into();
+    }
+    format!(
+        "p50 {}  p90 {}  p99 {}  (n={})",
+        duration_ms(timing.p50_ms),
+        duration_ms(timing.p90_ms),
+        duration_ms(timing.p99_ms),
+        timing.count
+    )
+}
+
 fn optional(value: Option<impl ToString>) -> String {
     value.map_or_else(|| "-".to_string(), |value| value.to_string())
 }
@@ -55,6 +101,9 @@ pub fn batches(batches: &[BatchInfo]) -> String {
                 batch.succeeded.to_string(),
                 batch.failed.to_string(),
                 batch.cancelled.to_string(),
+                format!("{:.1}%", percent(batch)),
+                rate(batch.jobs_per_s),
+                optional(batch.eta_s.map(|eta| duration_ms(eta * 1000))),
                 if batch.done { "done" } else { "running" }.to_string(),
             ]
         })
@@ -69,6 +118,9 @@ pub fn batches(batches: &[BatchInfo]) -> String {
             "SUCCEEDED",
             "FAILED",
             "CANCELLED",
+            "PROGRESS",
+            "RATE",
+            "ETA",
             "STATUS",
         ],
         &rows,
@@ -77,13 +129,8 @@ pub fn batches(batches: &[BatchInfo]) -> String {
 
 /// The `drover batch ID` view.
 pub fn batch(batch: &BatchInfo) -> String {
-    let percent = if batch.total == 0 {
-        100.0
-    } else {
-        batch.finished() as f64 * 100.0 / batch.total as f64
-    };
-    format!(
-        "batch {} ({})\n  total      {}\n  pending    {}\n  running    {}\n  succeeded  {}\n  failed     {}\n  cancelled  {}\n  progress   {:.1}%{}",
+    let mut out = format!(
+        "batch {} ({})\n  total      {}\n  pending    {}\n  running    {}\n  succeeded  {}\n  failed     {}\n  cancelled  {}\n  progress   {:.1}%{}\n  submitted  {}",
         batch.id,
         batch.name,
         batch.total,
@@ -92,9 +139,23 @@ pub fn batch(batch: &BatchInfo) -> String {
         batch.succeeded,
         batch.failed,
         batch.cancelled,
-        percent,
-        if batch.done { ", done" } else { "" }
-    )
+        percent(batch),
+        if batch.done { ", done" } else { "" },
+        time_ms(batch.submitted_at_ms),
+    );
+    if let Some(started) = batch.started_at_ms {
+        out.push_str(&format!("\n  started    {}", time_ms(started)));
+    }
+    if let Some(finished) = batch.finished_at_ms {
+        out.push_str(&format!("\n  finished   {}", time_ms(finished)));
+    }
+    if batch.jobs_per_s > 0.0 {
+        out.push_str(&format!("\n  rate       {}", rate(batch.jobs_per_s)));
+    }
+    if let Some(eta) = batch.eta_s {
+        out.push_str(&format!("\n  eta        {}", duration_ms(eta * 1000)));
+    }
+    out
 }
 
 /// The `drover jobs` table.
@@ -136,6 +197,13 @@ pub fn job(job: &JobInfo) -> String {
         optional(job.exit_code),
         optional(job.duration_ms.map(duration_ms)),
     );
+    out.push_str(&format!("\n  queued     {}", time_ms(job.queued_at_ms)));
+    if let Some(started) = job.started_at_ms {
+        out.push_str(&format!("\n  started    {}", time_ms(started)));
+    }
+    if let Some(finished) = job.finished_at_ms {
+        out.push_str(&format!("\n  finished   {}", time_ms(finished)));
+    }
     if let Some(error) = &job.error {
         out.push_str(&format!("\n  error      {error}"));
     }
@@ -149,9 +217,10 @@ pub fn job(job: &JobInfo) -> String {
         out.push_str("\n  earlier attempts:");
         for attempt in &job.history {
             out.push_str(&format!(
-                "\n    #{} on {}: {} after {}{}",
+                "\n    #{} on {} at {}: {} after {}{}",
                 attempt.attempt,
                 attempt.worker,
+                time_ms(attempt.started_at_ms),
                 attempt.outcome,
                 duration_ms(attempt.finished_at_ms.saturating_sub(attempt.started_at_ms)),
                 attempt
@@ -174,24 +243,30 @@ pub fn job(job: &JobInfo) -> String {
     out
 }
 
-/// The `drover workers` table: who runs what, how much each has done, time per job.
+/// The `drover workers` table: who runs what since when, how much each has done, time per job.
 pub fn workers(workers: &[WorkerInfo]) -> String {
     let now = now_ms();
     let rows: Vec<Vec<String>> = workers
         .iter()
         .map(|worker| {
-            let finished = worker.done + worker.failed;
-            let per_job = (finished > 0).then(|| duration_ms(worker.busy_ms / finished));
-            let jobs = if worker.jobs.len() > 5 {
-                let shown: Vec<String> = worker.jobs[..5].iter().map(u64::to_string).collect();
-                format!("{},… ({})", shown.join(","), worker.jobs.len())
-            } else {
-                worker
-                    .jobs
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
+            let mut jobs: Vec<String> = worker
+                .current
+                .iter()
+                .take(4)
+                .map(|current| {
+                    format!(
+                        "{} ({})",
+                        current.job,
+                        duration_ms(now.saturating_sub(current.since_ms))
+                    )
+                })
+                .collect();
+            if worker.current.len() > 4 {
+                jobs.push(format!("… {} in all", worker.current.len()));
+            }
+            let seen = match worker.gone_at_ms {
+                Some(gone) => format!("gone {} ago", duration_ms(now.saturating_sub(gone))),
+                None => format!("{} ago", duration_ms(worker.last_seen_ms)),
             };
             vec![
                 worker.name.clone(),
@@ -199,10 +274,20 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
                 format!("{}/{}", worker.running, worker.slots),
                 worker.done.to_string(),
                 worker.failed.to_string(),
-                optional(per_job),
-                duration_ms(worker.last_seen_ms),
-                duration_ms(now.saturating_sub(worker.connected_at_ms)),
-                if jobs.is_empty() { "-".into() } else { jobs },
+                worker.lost.to_string(),
+                optional(worker.mean_job_ms().map(duration_ms)),
+                seen,
+                duration_ms(
+                    worker
+                        .gone_at_ms
+                        .unwrap_or(now)
+                        .saturating_sub(worker.connected_at_ms),
+                ),
+                if jobs.is_empty() {
+                    "-".into()
+                } else {
+                    jobs.join(", ")
+                },
             ]
         })
         .collect();
@@ -213,10 +298,99 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
             "RUNNING",
             "DONE",
             "FAILED",
+            "LOST",
             "TIME/JOB",
-            "LAST SEEN",
+            "HEARD",
             "UP",
-            "JOBS",
+            "JOBS (RUNNING FOR)",
+        ],
+        &rows,
+    )
+}
+
+/// The `drover status` screen: workers and jobs by state, throughput, timings, busiest batches.
+pub fn status(status: &ClusterStatus) -> String {
+    let workers = &status.workers;
+    let stats = &status.stats;
+    let jobs = &stats.jobs;
+    let mut out = format!(
+        "coordinator up {}\n\
+         workers    {} busy, {} idle, {} draining; {} lost recently; {} of {} slots running\n\
+         jobs       {} pending, {} running, {} succeeded, {} failed, {} cancelled\n\
+         throughput {} over the last minute\n\
+         run time   {}\n\
+         queue wait {}",
+        duration_ms(status.uptime_ms),
+        workers.busy,
+        workers.idle,
+        workers.draining,
+        workers.lost,
+        workers.running,
+        workers.slots,
+        jobs.pending,
+        jobs.running,
+        jobs.succeeded,
+        jobs.failed,
+        jobs.cancelled,
+        rate(stats.jobs_per_s),
+        percentiles(&stats.run),
+        percentiles(&stats.wait),
+    );
+    if stats.duplicates > 0 {
+        out.push_str(&format!(
+            "\nduplicates {} late results acknowledged, not recorded",
+            stats.duplicates
+        ));
+    }
+    if stats.busiest.is_empty() {
+        out.push_str(&format!(
+            "\n\nno batch running ({} on record)",
+            stats.batches
+        ));
+    } else {
+        out.push_str("\n\nbusiest batches:\n");
+        out.push_str(&batch_lines(&stats.busiest));
+    }
+    if let Some(failure) = stats.recent_failures.first() {
+        out.push_str(&format!(
+            "\n\nlast failure: job {} on {} at {}: {}{}",
+            failure.job,
+            failure.worker,
+            time_ms(failure.at_ms),
+            failure.outcome,
+            failure
+                .error
+                .as_ref()
+                .map(|error| format!(" ({error})"))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// One line per batch with a progress bar: the busiest batches, `drover watch`.
+pub fn batch_lines(batches: &[BatchInfo]) -> String {
+    let rows: Vec<Vec<String>> = batches
+        .iter()
+        .map(|batch| {
+            vec![
+                batch.id.to_string(),
+                batch.name.clone(),
+                bar(batch.finished(), batch.total, 24),
+                format!("{}/{}", batch.finished(), batch.total),
+                batch.running.to_string(),
+                batch.failed.to_string(),
+                rate(batch.jobs_per_s),
+                match (batch.done, batch.eta_s) {
+                    (true, _) => "done".to_string(),
+                    (false, eta) => optional(eta.map(|eta| duration_ms(eta * 1000))),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "NAME", "PROGRESS", "DONE", "RUNNING", "FAILED", "RATE", "ETA",
         ],
         &rows,
     )
@@ -295,6 +469,14 @@ mod tests {
     fn tables_align_columns() {
         let text = table(&["A", "LONGER"], &[vec!["wide cell".into(), "x".into()]]);
         assert_eq!(text, "A          LONGER\nwide cell  x");
+    }
+
+    #[test]
+    fn bars_fill_in_proportion() {
+        assert_eq!(bar(0, 10, 10), "[..........]");
+        assert_eq!(bar(5, 10, 10), "[#####.....]");
+        assert_eq!(bar(12, 10, 4), "[####]");
+        assert_eq!(bar(0, 0, 4), "[####]");
     }
 
     #[test]

@@ -46,6 +46,17 @@ impl Secret {
         (!trimmed.is_empty()).then(|| Secret(trimmed.as_bytes().to_vec()))
     }
 
+    /// True when `text` is this secret, compared in time independent of where they differ.
+    pub fn matches(&self, text: &str) -> bool {
+        let given = text.as_bytes();
+        given.len() == self.0.len()
+            && given
+                .iter()
+                .zip(&self.0)
+                .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+                == 0
+    }
+
     /// The secret in a file.
     pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
         let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {

@@ -10,7 +10,7 @@
 use crate::job::{
     AttemptResult, BatchId, JobId, JobSpec, JobState, Lease, OutputObject, Outputs, SpecBytes,
 };
-use crate::status::{BatchInfo, JobInfo, WorkerInfo};
+use crate::status::{BatchInfo, ClusterStatus, JobInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to these types.
@@ -116,7 +116,7 @@ pub enum ToCoordinator {
 }
 
 /// Everything the coordinator sends to a peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FromCoordinator {
     /// The coordinator's half of the challenge.
     Challenge {
@@ -201,6 +201,8 @@ pub enum ClientRequest {
     Cancel(CancelTarget),
     /// Put a batch's failed jobs back to pending with fresh attempts.
     Retry(BatchId),
+    /// The whole cluster at a glance.
+    Status,
 }
 
 /// What a cancel applies to.
@@ -213,7 +215,7 @@ pub enum CancelTarget {
 }
 
 /// The coordinator's answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientResponse {
     /// The batch is durably queued.
     Submitted {
@@ -238,4 +240,6 @@ pub enum ClientResponse {
     Changed(u64),
     /// The request could not be served.
     Error(String),
+    /// The cluster at a glance.
+    Status(Box<ClusterStatus>),
 }

@@ -10,6 +10,7 @@
 //! and `meta` (the coordinator's epoch).
 
 use crate::job::{BatchId, JobId, JobState, Lease, SpecBytes};
+use crate::metrics::Metrics;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -180,6 +181,10 @@ pub struct ReplayedBatch {
     pub failed: u64,
     /// Jobs cancelled.
     pub cancelled: u64,
+    /// When its earliest recorded attempt started.
+    pub started_at_ms: Option<u64>,
+    /// When its last job finished.
+    pub finished_at_ms: Option<u64>,
 }
 
 /// An unfinished job as found on disk.
@@ -218,7 +223,7 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (or creates) the ledger in `data_dir`, replays it, and starts the journal threads.
-    pub fn open(data_dir: &Path) -> Result<(Journal, Replay), JournalError> {
+    pub fn open(data_dir: &Path, metrics: Arc<Metrics>) -> Result<(Journal, Replay), JournalError> {
         std::fs::create_dir_all(data_dir).map_err(|error| JournalError::DataDir {
             path: data_dir.to_path_buf(),
             reason: error.to_string(),
@@ -234,7 +239,7 @@ impl Journal {
         let (write_tx, write_rx) = mpsc::channel::<Commit>();
         std::thread::Builder::new()
             .name("drover-journal".into())
-            .spawn(move || write_loop(writer, write_rx))
+            .spawn(move || write_loop(writer, write_rx, &metrics))
             .map_err(|error| JournalError::DataDir {
                 path: path.clone(),
                 reason: format!("cannot start the journal thread: {error}"),
@@ -364,7 +369,8 @@ fn replay(conn: &mut Connection) -> Result<Replay, JournalError> {
             "SELECT b.id, b.name, b.submitted_at_ms, b.total,
                     COALESCE(SUM(j.state = 'succeeded'), 0),
                     COALESCE(SUM(j.state = 'failed'), 0),
-                    COALESCE(SUM(j.state = 'cancelled'), 0)
+                    COALESCE(SUM(j.state = 'cancelled'), 0),
+                    MIN(j.started_at_ms), MAX(j.finished_at_ms)
              FROM batches b LEFT JOIN jobs j ON j.batch = b.id
              GROUP BY b.id ORDER BY b.id",
         )?;
@@ -377,6 +383,8 @@ fn replay(conn: &mut Connection) -> Result<Replay, JournalError> {
                 succeeded: row.get::<_, i64>(4)? as u64,
                 failed: row.get::<_, i64>(5)? as u64,
                 cancelled: row.get::<_, i64>(6)? as u64,
+                started_at_ms: row.get::<_, Option<i64>>(7)?.map(|ms| ms as u64),
+                finished_at_ms: row.get::<_, Option<i64>>(8)?.map(|ms| ms as u64),
             })
         })?;
         for batch in rows {
@@ -440,7 +448,7 @@ fn replay(conn: &mut Connection) -> Result<Replay, JournalError> {
     })
 }
 
-fn write_loop(mut conn: Connection, commits: mpsc::Receiver<Commit>) {
+fn write_loop(mut conn: Connection, commits: mpsc::Receiver<Commit>, metrics: &Metrics) {
     while let Ok(first) = commits.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -449,7 +457,9 @@ fn write_loop(mut conn: Connection, commits: mpsc::Receiver<Commit>) {
                 Err(_) => break,
             }
         }
+        let began = std::time::Instant::now();
         let result = apply(&mut conn, &group);
+        metrics.ledger_committed(began.elapsed());
         if let Err(error) = &result {
             tracing::error!(%error, writes = group.len(), "ledger commit failed");
         }

@@ -226,14 +226,24 @@ impl Cluster {
             .expect("client connects")
     }
 
-    /// Waits until `count` workers are registered.
+    /// Waits until `count` workers are connected, and returns those (not the recently gone).
     pub async fn wait_for_workers(&self, count: usize) -> Vec<WorkerInfo> {
         wait_for(Duration::from_secs(30), "workers to register", || async {
             let mut client = Client::connect(&self.address, None).await.ok()?;
-            let workers = client.workers().await.ok()?;
+            let mut workers = client.workers().await.ok()?;
+            workers.retain(|worker| worker.gone_at_ms.is_none());
             (workers.len() >= count).then_some(workers)
         })
         .await
+    }
+
+    /// The HTTP address given with `--http`, if any.
+    pub fn http_address(&self) -> Option<&str> {
+        let at = self
+            .coordinator_args
+            .iter()
+            .position(|arg| arg == "--http")?;
+        self.coordinator_args.get(at + 1).map(String::as_str)
     }
 
     /// Waits until a job satisfies `done`, polling on fresh connections (the coordinator may
@@ -363,4 +373,80 @@ pub fn stdout_of(output: &Output) -> String {
 
 pub fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// An HTTP response as a test sees it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end: plain
+/// bytes on a real socket, so what is tested is what any client would see.
+pub async fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The server may answer (413, 401) before it has read everything; that is fine.
+    let _ = stream.write_all(body).await;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head:?}"));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    HttpResponse {
+        status,
+        headers: head.to_string(),
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
 }

@@ -1,0 +1,294 @@
+//! `/api/...` and `/metrics`.
+
+use super::{ApiError, HttpState, MAX_BODY_BYTES};
+use crate::actors::cluster_status;
+use crate::actors::ledger_client::ClientCall;
+use crate::actors::registry::ListWorkers;
+use crate::job::{BatchId, JobId, JobSpec};
+use crate::jobfile;
+use crate::net::protocol::{CancelTarget, ClientRequest, ClientResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use serde_json::Value;
+
+type State = web::Data<HttpState>;
+
+pub(super) fn routes(config: &mut web::ServiceConfig) {
+    config.route("/metrics", web::get().to(metrics)).service(
+        web::scope("/api")
+            .route("/status", web::get().to(status))
+            .route("/workers", web::get().to(workers))
+            .route("/batches", web::get().to(batches))
+            .route("/batches", web::post().to(submit))
+            .route("/batches/{id}", web::get().to(batch))
+            .route("/batches/{id}/cancel", web::post().to(cancel))
+            .route("/batches/{id}/retry", web::post().to(retry))
+            .route("/jobs/{id}", web::get().to(job)),
+    );
+}
+
+async fn ask(state: &HttpState, request: ClientRequest) -> Result<ClientResponse, ApiError> {
+    match state.ledger.send(ClientCall(request)).await? {
+        ClientResponse::Error(message) => Err(ApiError::from_ledger(message)),
+        answer => Ok(answer),
+    }
+}
+
+fn unexpected(answer: ClientResponse) -> ApiError {
+    ApiError::unavailable(format!("unexpected answer from the ledger: {answer:?}"))
+}
+
+async fn status(state: State) -> Result<HttpResponse, ApiError> {
+    let status = cluster_status(&state.ledger, &state.registry).await?;
+    Ok(HttpResponse::Ok().json(status))
+}
+
+async fn workers(state: State) -> Result<HttpResponse, ApiError> {
+    let workers = state.registry.send(ListWorkers).await?;
+    Ok(HttpResponse::Ok().json(workers))
+}
+
+async fn batches(state: State) -> Result<HttpResponse, ApiError> {
+    match ask(&state, ClientRequest::Batches).await? {
+        ClientResponse::Batches(batches) => Ok(HttpResponse::Ok().json(batches)),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn batch(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, ApiError> {
+    match ask(&state, ClientRequest::Batch(id.into_inner())).await? {
+        ClientResponse::Batch(batch) => Ok(HttpResponse::Ok().json(batch)),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn job(state: State, id: web::Path<JobId>) -> Result<HttpResponse, ApiError> {
+    match ask(&state, ClientRequest::Job(id.into_inner())).await? {
+        ClientResponse::Job(job) => Ok(HttpResponse::Ok().json(job)),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
+    let status = cluster_status(&state.ledger, &state.registry).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render(&status)))
+}
+
+/// Changes need the client secret as a bearer token; without a secret, a loopback peer.
+fn authorize(request: &HttpRequest, state: &HttpState) -> Result<(), ApiError> {
+    let Some(secret) = &state.client_secret else {
+        let loopback = request
+            .peer_addr()
+            .is_some_and(|peer| peer.ip().is_loopback());
+        return if loopback {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized(
+                "no client token is configured: changes are accepted from loopback only",
+            ))
+        };
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token (Authorization: Bearer ...)"))?
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
+    if secret.matches(given.trim()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("wrong token"))
+    }
+}
+
+/// Reads the body, refusing it as soon as it is known to be too large.
+async fn read_body(request: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|error| {
+            ApiError::bad_request(None, format!("cannot read the body: {error}"))
+        })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::too_large(MAX_BODY_BYTES));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A batch as JSON: `{"name": "...", "jobs": [{"cmd": [...]}, ...]}`, each job with the fields of
+/// a job file line. Any bad job refuses the whole batch, naming it and its field.
+fn parse_batch(body: &[u8]) -> Result<(String, Vec<JobSpec>), ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(None, format!("the body is not valid JSON: {error}"))
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err(ApiError::bad_request(
+            None,
+            "expected a JSON object: {\"name\": ..., \"jobs\": [...]}".into(),
+        ));
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|key| !["name", "jobs"].contains(&key.as_str()))
+    {
+        return Err(ApiError::bad_request(
+            Some(unknown.clone()),
+            format!("unknown field {unknown:?}; a batch has \"name\" and \"jobs\""),
+        ));
+    }
+    let name = match object.remove("name") {
+        None => "http".to_string(),
+        Some(Value::String(name)) if !name.trim().is_empty() => name,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                Some("name".into()),
+                "must be a non-empty string".into(),
+            ))
+        }
+    };
+    let jobs = match object.remove("jobs") {
+        Some(Value::Array(jobs)) if !jobs.is_empty() => jobs,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad_request(
+                Some("jobs".into()),
+                "the batch has no jobs".into(),
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                Some("jobs".into()),
+                "must be an array of jobs".into(),
+            ))
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                Some("jobs".into()),
+                "missing: a batch needs a jobs array".into(),
+            ))
+        }
+    };
+    let specs = jobs
+        .into_iter()
+        .enumerate()
+        .map(|(index, job)| {
+            jobfile::from_json(index + 1, job).map_err(|error| {
+                let field = match &error.field {
+                    Some(field) => format!("jobs[{index}].{field}"),
+                    None => format!("jobs[{index}]"),
+                };
+                ApiError::bad_request(Some(field.clone()), format!("{field}: {}", error.message))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name, specs))
+}
+
+async fn submit(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    let body = read_body(&request, payload).await?;
+    let (name, jobs) = parse_batch(&body)?;
+    match ask(&state, ClientRequest::Submit { name, jobs }).await? {
+        ClientResponse::Submitted {
+            batch,
+            first_job,
+            jobs,
+        } => Ok(HttpResponse::build(StatusCode::CREATED)
+            .insert_header((header::LOCATION, format!("/api/batches/{batch}")))
+            .json(serde_json::json!({ "batch": batch, "first_job": first_job, "jobs": jobs }))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn cancel(
+    request: HttpRequest,
+    state: State,
+    id: web::Path<BatchId>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    let target = CancelTarget::Batch(id.into_inner());
+    match ask(&state, ClientRequest::Cancel(target)).await? {
+        ClientResponse::Changed(count) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "cancelled": count })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn retry(
+    request: HttpRequest,
+    state: State,
+    id: web::Path<BatchId>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    match ask(&state, ClientRequest::Retry(id.into_inner())).await? {
+        ClientResponse::Changed(count) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(body: &str) -> ApiError {
+        parse_batch(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn batches_parse_like_job_files() {
+        let (name, jobs) =
+            parse_batch(br#"{"name": "x", "jobs": [{"cmd": ["true"]}, {"handler": "noop"}]}"#)
+                .unwrap();
+        assert_eq!(name, "x");
+        assert_eq!(jobs.len(), 2);
+    }
+
+    #[test]
+    fn bad_batches_name_the_field() {
+        let error = error_of(r#"{"jobs": [{"cmd": ["true"]}, {"cmd": ["true"], "slots": 0}]}"#);
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.field.as_deref(), Some("jobs[1].slots"));
+        assert_eq!(error_of(r#"{"jobs": []}"#).field.as_deref(), Some("jobs"));
+        assert_eq!(error_of(r#"{"name": "x"}"#).field.as_deref(), Some("jobs"));
+        assert_eq!(error_of(r#"{"jobs": {}}"#).field.as_deref(), Some("jobs"));
+        assert_eq!(
+            error_of(r#"{"name": 3, "jobs": [{"cmd": ["true"]}]}"#)
+                .field
+                .as_deref(),
+            Some("name")
+        );
+        assert_eq!(error_of(r#"{"jobz": []}"#).field.as_deref(), Some("jobz"));
+        assert_eq!(
+            error_of(r#"{"jobs": [{"command": ["true"]}]}"#)
+                .field
+                .as_deref(),
+            Some("jobs[0].command")
+        );
+        assert_eq!(
+            error_of(r#"{"jobs": [7]}"#).field.as_deref(),
+            Some("jobs[0]")
+        );
+        assert_eq!(error_of("[1, 2").field, None);
+        assert_eq!(error_of("[1, 2]").field, None);
+    }
+}

@@ -1,0 +1,66 @@
+//! The coordinator's HTTP side (`--http ADDR`): a JSON API over the same data as the CLI, batch
+//! submission for other languages, Prometheus metrics and a live dashboard.
+//!
+//! Reading is open to anyone who can reach the address; anything that changes jobs (submit,
+//! cancel, retry) needs the client secret as a bearer token, or, where no client secret is set,
+//! a request from loopback, as for the binary protocol.
+
+mod api;
+mod dashboard;
+mod error;
+
+use crate::actors::ledger::Ledger;
+use crate::actors::registry::Registry;
+use crate::metrics::Metrics;
+use crate::net::auth::Secret;
+use actix::Addr;
+use actix_web::{web, App, HttpServer};
+use std::sync::Arc;
+
+pub use error::ApiError;
+
+/// The largest request body accepted (a JSON batch), in bytes.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// What the HTTP handlers reach.
+pub struct HttpState {
+    /// The ledger.
+    pub ledger: Addr<Ledger>,
+    /// The registry.
+    pub registry: Addr<Registry>,
+    /// The metrics, rendered at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The client role's secret, the bearer token for changes.
+    pub client_secret: Option<Secret>,
+}
+
+/// Starts serving on `listener`; the returned server runs once spawned on the actix system.
+pub fn serve(
+    listener: std::net::TcpListener,
+    state: HttpState,
+) -> std::io::Result<actix_web::dev::Server> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PathConfig::default().error_handler(|error, _request| {
+                ApiError::not_found(format!("no such resource: {error}")).into()
+            }))
+            .app_data(
+                web::QueryConfig::default().error_handler(|error, _request| {
+                    ApiError::bad_request(None, format!("bad query: {error}")).into()
+                }),
+            )
+            .configure(api::routes)
+            .configure(dashboard::routes)
+            .default_service(web::to(|| async {
+                ApiError::not_found("no such resource".to_string())
+            }))
+    })
+    // Requests are answered by the actors; one HTTP thread only carries bytes.
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -228,12 +228,22 @@ impl Cluster {
 
     /// Waits until `count` workers are connected, and returns those (not the recently gone).
     pub async fn wait_for_workers(&self, count: usize) -> Vec<WorkerInfo> {
-        wait_for(Duration::from_secs(30), "workers to register", || async {
-            let mut client = Client::connect(&self.address, None).await.ok()?;
-            let mut workers = client.workers().await.ok()?;
-            workers.retain(|worker| worker.gone_at_ms.is_none());
-            (workers.len() >= count).then_some(workers)
-        })
+        let secret = self
+            .coordinator_env
+            .iter()
+            .find(|(key, _)| key == "DROVER_TOKEN")
+            .and_then(|(_, token)| Secret::from_text(token));
+        let secret = &secret;
+        wait_for(
+            Duration::from_secs(30),
+            "workers to register",
+            || async move {
+                let mut client = Client::connect(&self.address, secret.as_ref()).await.ok()?;
+                let mut workers = client.workers().await.ok()?;
+                workers.retain(|worker| worker.gone_at_ms.is_none());
+                (workers.len() >= count).then_some(workers)
+            },
+        )
         .await
     }
 

@@ -1,0 +1,251 @@
+//! The dashboard in a real browser: headless Chromium, driven through chromedriver, against a
+//! live coordinator with workers and batches. Needs Debian's `chromium` and `chromium-driver`
+//! (`.ci/run` installs them). Leaves a screenshot at `target/tmp/dashboard.png`.
+
+mod common;
+
+use common::*;
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "dashboard-secret";
+
+/// chromedriver as a child process, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn program(variable: &str, default: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| default.to_string())
+}
+
+async fn start_browser() -> (Driver, Browser) {
+    let chromedriver = program("CHROMEDRIVER", "/usr/bin/chromedriver");
+    let chromium = program("CHROMIUM", "/usr/bin/chromium");
+    for path in [&chromedriver, &chromium] {
+        assert!(
+            std::path::Path::new(path).exists(),
+            "{path} is missing: install Debian's chromium and chromium-driver \
+             (apt-get install chromium chromium-driver), as .ci/run does"
+        );
+    }
+    let port = free_port();
+    let child = Command::new(&chromedriver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().unwrap(),
+    };
+    let address = format!("127.0.0.1:{port}");
+    wait_for(
+        Duration::from_secs(30),
+        "chromedriver to listen",
+        || async { tokio::net::TcpStream::connect(&address).await.ok() },
+    )
+    .await;
+    // No network beyond loopback here: keep Chromium from trying to reach Google at start.
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                format!("--user-data-dir={}", driver._profile.path().display()),
+            ]
+        }
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else {
+        unreachable!("a JSON object literal")
+    };
+    // chromedriver speaks plain HTTP on loopback: no TLS client needed.
+    let browser = ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session");
+    (driver, browser)
+}
+
+/// The text of the first element `css` finds, or None if there is none yet.
+async fn text_of(browser: &Browser, css: &str) -> Option<String> {
+    let element = browser.find(Locator::Css(css)).await.ok()?;
+    element.text().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_workers_and_progress_live() {
+    let http_address = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::new(&["--http", &http_address]);
+    cluster
+        .coordinator_env
+        .push(("DROVER_TOKEN".into(), TOKEN.into()));
+    cluster.start_coordinator().await;
+    cluster.start_worker("alpha", 2, &[]);
+    cluster.start_worker("beta", 2, &[]);
+    cluster.wait_for_workers(2).await;
+    let mut client = cluster.client_with(TOKEN).await;
+    let jobs = (0..24)
+        .map(|_| drover::jobfile::parse_line(1, &recording_job(0.5)).unwrap())
+        .collect();
+    let batch = client.submit("squares", jobs).await.unwrap().batch;
+
+    let (_driver, browser) = start_browser().await;
+    browser
+        .goto(&format!("http://{http_address}/"))
+        .await
+        .unwrap();
+
+    // Both workers appear, each with its own row.
+    for name in ["alpha", "beta"] {
+        let css = format!("#workers tr[data-worker='{name}'] td.state");
+        wait_for(
+            Duration::from_secs(20),
+            &format!("worker {name} on the page"),
+            || async { text_of(&browser, &css).await },
+        )
+        .await;
+    }
+
+    // The batch's progress moves while the page is open, without a reload.
+    let done_css = format!("#batches tr[data-batch='{batch}'] td.done");
+    let mut seen: Vec<String> = Vec::new();
+    let mut saw_running_job = false;
+    let mut screenshot_taken = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(done) = text_of(&browser, &done_css).await {
+            if seen.last() != Some(&done) {
+                seen.push(done.clone());
+            }
+            if done == "24/24" {
+                break;
+            }
+            if !screenshot_taken && !done.starts_with("0/") {
+                // Mid-run, with workers busy: the picture worth keeping.
+                let png = browser.screenshot().await.unwrap();
+                let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+                std::fs::write(&path, png).unwrap();
+                eprintln!("dashboard screenshot: {}", path.display());
+                screenshot_taken = true;
+            }
+        }
+        if let Some(current) = text_of(&browser, "#workers td.current").await {
+            saw_running_job |= current.contains('(');
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the batch did not reach 24/24 on the page; seen {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.len() >= 3,
+        "the progress changed several times on the open page: {seen:?}"
+    );
+    assert!(screenshot_taken, "a screenshot was kept mid-run");
+    assert!(
+        saw_running_job,
+        "a worker's current job was shown with its age"
+    );
+    assert_eq!(
+        text_of(
+            &browser,
+            &format!("#batches tr[data-batch='{batch}'] td.eta")
+        )
+        .await
+        .as_deref(),
+        Some("done")
+    );
+    // Each worker's done count, as the page shows it, adds up to the batch.
+    let mut done_by_workers = 0;
+    for name in ["alpha", "beta"] {
+        let css = format!("#workers tr[data-worker='{name}'] td.worker-done");
+        done_by_workers += text_of(&browser, &css)
+            .await
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    assert_eq!(done_by_workers, 24);
+    let bars = browser.find_all(Locator::Css("#chart rect")).await.unwrap();
+    let mut heights = Vec::new();
+    for bar in bars {
+        heights.push(bar.attr("height").await.unwrap().unwrap_or_default());
+    }
+    assert!(
+        heights
+            .iter()
+            .any(|height| height.parse::<f64>().unwrap_or(0.0) > 0.0),
+        "the throughput chart shows the finished jobs"
+    );
+
+    // Read-only without the client secret: no buttons. With it, a running batch can be cancelled.
+    let long = client
+        .submit(
+            "long",
+            vec![drover::jobfile::parse_line(1, &recording_job(60.0)).unwrap()],
+        )
+        .await
+        .unwrap()
+        .batch;
+    let row = format!("#batches tr[data-batch='{long}']");
+    wait_for(
+        Duration::from_secs(20),
+        "the long batch on the page",
+        || async { text_of(&browser, &format!("{row} td.done")).await },
+    )
+    .await;
+    assert!(
+        browser
+            .find_all(Locator::Css(&format!("{row} button")))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no actions without the token"
+    );
+    browser
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#token-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let cancel = wait_for(Duration::from_secs(20), "a cancel button", || async {
+        browser
+            .find(Locator::Css(&format!("{row} button")))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(cancel.text().await.unwrap(), "cancel");
+    cancel.click().await.unwrap();
+    let cancelled = wait_batch_done(&mut client, long, Duration::from_secs(30)).await;
+    assert_eq!(cancelled.cancelled, 1);
+    browser.close().await.unwrap();
+}

@@ -988,3 +988,50 @@ impl Handler<Statistics> for Ledger {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_batch_has_a_rate_and_an_eta_a_done_one_keeps_its_end() {
+        let now = now_ms();
+        let mut counts = BatchCounts {
+            total: 100,
+            pending: 40,
+            running: 10,
+            succeeded: 45,
+            failed: 5,
+            started_at_ms: Some(now - 10_000),
+            ..BatchCounts::new("b".into(), now - 20_000)
+        };
+        let info = counts.info(7);
+        assert!(!info.done);
+        // 50 finished in 10 s: 5 a second, 50 left, so about 10 s to go.
+        assert!((4.9..=5.1).contains(&info.jobs_per_s), "{info:?}");
+        assert!((10..=11).contains(&info.eta_s.unwrap()), "{info:?}");
+        assert_eq!(info.finished_at_ms, None);
+
+        counts.pending = 0;
+        counts.running = 0;
+        counts.succeeded = 95;
+        counts.finished_at_ms = Some(now - 5_000);
+        let info = counts.info(7);
+        assert!(info.done);
+        assert_eq!(info.eta_s, None);
+        assert_eq!(info.finished_at_ms, Some(now - 5_000));
+        // Measured from start to end, not to now.
+        assert!((19.9..=20.1).contains(&info.jobs_per_s), "{info:?}");
+
+        let fresh = BatchCounts {
+            total: 3,
+            pending: 3,
+            ..BatchCounts::new("c".into(), now)
+        };
+        let info = fresh.info(8);
+        assert_eq!(
+            (info.jobs_per_s, info.eta_s, info.started_at_ms),
+            (0.0, None, None)
+        );
+    }
+}

@@ -55,6 +55,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     let args = Args::parse();
+    drover::net::raise_open_files_limit();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -1,5 +1,6 @@
 //! `drover bench`: a coordinator and worker processes on loopback, durability on, and figures:
-//! throughput, single-job round trip, and the coordinator's memory.
+//! throughput, single-job round trip, the coordinator's memory, and how fast the status views
+//! answer with many workers and every finished job on record.
 
 use crate::client::Client;
 use crate::job::JobSpec;
@@ -31,6 +32,12 @@ pub struct BenchArgs {
     /// Where the ledger goes (default: a temporary directory on the current disk).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Idle workers (run inside this process) connected before the status views are timed.
+    #[arg(long, default_value_t = 0)]
+    idle_workers: usize,
+    /// Requests timed per status view.
+    #[arg(long, default_value_t = 200)]
+    status_requests: usize,
 }
 
 /// Kills the child processes when the bench ends, however it ends.
@@ -121,9 +128,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| temporary.path().join("data"));
     std::fs::create_dir_all(&data_dir)?;
     let address = format!("127.0.0.1:{}", free_port()?);
+    let http_address = format!("127.0.0.1:{}", free_port()?);
     let mut processes = Processes(Vec::new());
     let coordinator = Command::new(sibling_binary("drover-coordinator")?)
-        .args(["--listen", &address, "--data-dir"])
+        .args(["--listen", &address, "--http", &http_address, "--data-dir"])
         .arg(&data_dir)
         .env("RUST_LOG", "warn")
         .env_remove("DROVER_TOKEN")
@@ -151,13 +159,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .context("cannot start drover-worker")?;
         processes.0.push(worker);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.workers().await?.len() < args.workers {
-        if Instant::now() > deadline {
-            bail!("workers did not register within 20s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_workers(&mut client, args.workers).await?;
     let fsync = fsync_time(&data_dir)?;
     println!(
         "drover bench: {} workers x {} slots on loopback, ledger in {} (fsync of 4 KiB: {:.2} ms)",
@@ -253,8 +255,131 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "coordinator peak resident memory: {:.1} MiB",
         peak as f64 / (1024.0 * 1024.0)
     );
+
+    if args.status_requests > 0 {
+        let idle = start_idle_workers(&address, args.idle_workers, temporary.path());
+        wait_for_workers(&mut client, args.workers + args.idle_workers).await?;
+        time_status_views(
+            &mut client,
+            &http_address,
+            submitted.first_job,
+            args.status_requests,
+        )
+        .await?;
+        for worker in idle {
+            worker.abort();
+        }
+    }
     drop(processes);
     Ok(())
+}
+
+async fn wait_for_workers(client: &mut Client, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let workers = client.workers().await?;
+        let connected = workers
+            .iter()
+            .filter(|worker| worker.gone_at_ms.is_none())
+            .count();
+        if connected >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {connected} of {count} workers registered within 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Workers that only connect, register and heartbeat: the load of a large fleet on the
+/// Registry, without a thousand processes.
+fn start_idle_workers(
+    address: &str,
+    count: usize,
+    scratch: &Path,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    crate::net::raise_open_files_limit();
+    (0..count)
+        .map(|index| {
+            let config = crate::worker::WorkerConfig {
+                coordinator: address.to_string(),
+                name: format!("idle-{}", index + 1),
+                slots: 1,
+                labels: Vec::new(),
+                scratch_dir: scratch.join(format!("idle-{index}")),
+                secret: None,
+                handlers: crate::worker::Handlers::stock(),
+                s3: Default::default(),
+            };
+            tokio::spawn(async move {
+                if let Err(error) = crate::worker::run(config, std::future::pending()).await {
+                    tracing::warn!(%error, "idle worker stopped");
+                }
+            })
+        })
+        .collect()
+}
+
+/// Times each status view, over the binary protocol and over HTTP, and prints p50 and p99.
+async fn time_status_views(
+    client: &mut Client,
+    http_address: &str,
+    some_job: u64,
+    requests: usize,
+) -> anyhow::Result<()> {
+    let status = client.status().await?;
+    let jobs = &status.stats.jobs;
+    println!(
+        "status views with {} workers connected and {} finished jobs on record ({} requests each):",
+        status.workers.idle + status.workers.busy + status.workers.draining,
+        jobs.succeeded + jobs.failed + jobs.cancelled,
+        requests
+    );
+    let report = |view: &str, mut times: Vec<Duration>| {
+        times.sort();
+        println!(
+            "  {view:<22} p50 {:.2} ms, p99 {:.2} ms",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99))
+        );
+    };
+    macro_rules! time {
+        ($request:expr) => {{
+            let mut times = Vec::with_capacity(requests);
+            for _ in 0..requests {
+                let clock = Instant::now();
+                $request;
+                times.push(clock.elapsed());
+            }
+            times
+        }};
+    }
+    report("drover status", time!(client.status().await?));
+    report("drover workers", time!(client.workers().await?));
+    report("drover batches", time!(client.batches().await?));
+    report("drover job ID", time!(client.job(some_job).await?));
+    for path in ["/api/status", "/api/workers", "/metrics"] {
+        report(
+            &format!("GET {path}"),
+            time!(http_get(http_address, path).await?),
+        );
+    }
+    Ok(())
+}
+
+/// One GET on a fresh connection, read to the end; fails unless the answer is 200.
+async fn http_get(address: &str, path: &str) -> anyhow::Result<usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    if !answer.starts_with(b"HTTP/1.1 200") {
+        bail!("GET {path} did not answer 200");
+    }
+    Ok(answer.len())
 }
 
 async fn connect_when_up(address: &str) -> anyhow::Result<Client> {

@@ -17,3 +17,22 @@ pub fn keep_alive(stream: &tokio::net::TcpStream) {
         tracing::debug!(%error, "cannot enable TCP keepalive");
     }
 }
+
+/// Raises this process's soft limit on open files to its hard limit: a coordinator with
+/// thousands of workers, or a process holding many worker connections, needs a descriptor each.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!("cannot raise the open files limit");
+            }
+        }
+    }
+}

@@ -40,9 +40,9 @@ struct Args {
     /// How long a peer has to authenticate.
     #[arg(long, env = "DROVER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
-    /// Serve the dashboard, the JSON API and Prometheus metrics on this address (host:port).
-    #[arg(long, env = "DROVER_HTTP")]
-    http: Option<String>,
+    /// Address of the dashboard, the JSON API and Prometheus metrics (host:port), or `off`.
+    #[arg(long, env = "DROVER_HTTP", default_value = "0.0.0.0:7701")]
+    http: String,
     /// Wait before retrying a failed job; doubles with each failure.
     #[arg(long, env = "DROVER_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     retry_backoff: Duration,
@@ -83,7 +83,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         handshake_timeout: args.handshake_timeout,
         max_connections: args.max_connections,
         retry_backoff: args.retry_backoff,
-        http: args.http,
+        http: (!matches!(args.http.as_str(), "off" | "none" | "")).then_some(args.http),
         ..CoordinatorConfig::new(args.data_dir)
     };
     let system = actix_rt::System::new();

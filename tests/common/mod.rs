@@ -90,6 +90,13 @@ impl Cluster {
             .args(["--listen", &self.address, "--data-dir"])
             .arg(self.data_dir())
             .args(&self.coordinator_args)
+            .args(
+                self.http_address()
+                    .is_none()
+                    .then_some(["--http", "off"])
+                    .into_iter()
+                    .flatten(),
+            )
             .env_remove("DROVER_TOKEN")
             .env_remove("DROVER_WORKER_TOKEN")
             .envs(self.coordinator_env.iter().cloned())

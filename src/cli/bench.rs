@@ -266,9 +266,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             args.status_requests,
         )
         .await?;
+        // The coordinator first, so it does not log a thousand lost workers.
+        drop(processes);
         for worker in idle {
             worker.abort();
         }
+        return Ok(());
     }
     drop(processes);
     Ok(())

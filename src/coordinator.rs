@@ -199,7 +199,11 @@ pub fn start(
                     source,
                 })?;
             actix_rt::spawn(server);
-            tracing::info!(address = %address, "dashboard and HTTP API at http://{address}/");
+            tracing::info!(
+                address = %address,
+                "dashboard and HTTP API at http://{address}/ (reading needs no token; changes need the client token{})",
+                if config.client_secret.is_some() { "" } else { ", or loopback while none is set" }
+            );
             Some(address)
         }
         None => None,

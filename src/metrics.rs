@@ -69,12 +69,12 @@ impl Metrics {
         registry.register("drover_jobs", "Jobs by state", jobs.clone());
         registry.register(
             "drover_workers",
-            "Workers by state (lost: recently gone without leaving)",
+            "Workers by state (lost: gone without leaving in the last hour, and not back)",
             workers.clone(),
         );
         registry.register(
             "drover_jobs_finished",
-            "Jobs that reached a terminal state, by outcome",
+            "Jobs that reached a terminal state, by outcome (a retried job counts again)",
             finished.clone(),
         );
         registry.register(

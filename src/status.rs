@@ -132,7 +132,7 @@ pub struct WorkerInfo {
     pub done: u64,
     /// Attempts that failed or timed out on it.
     pub failed: u64,
-    /// Total run time of its finished attempts.
+    /// Total run time of its succeeded and failed attempts.
     pub busy_ms: u64,
     /// Milliseconds since it was last heard from.
     pub last_seen_ms: u64,
@@ -140,7 +140,8 @@ pub struct WorkerInfo {
     pub connected_at_ms: u64,
     /// `idle`, `busy`, `draining`, or for a worker that is gone, `lost` or `left`.
     pub state: String,
-    /// Attempts lost with it (it died or went silent while running them).
+    /// Attempts lost with it (it died or went silent while running them), under this name,
+    /// over the last hour.
     pub lost: u64,
     /// What it runs now, with since when.
     pub current: Vec<CurrentJob>,
@@ -193,7 +194,7 @@ pub struct WorkerCounts {
     pub busy: u64,
     /// Finishing their jobs before leaving.
     pub draining: u64,
-    /// Gone without saying so (dead or silent), among the recently gone.
+    /// Gone without saying so (dead or silent) in the last hour, and not back.
     pub lost: u64,
     /// Slots of connected workers.
     pub slots: u64,
@@ -210,7 +211,7 @@ pub struct FailureInfo {
     pub batch: BatchId,
     /// The worker it ran on.
     pub worker: String,
-    /// `failed`, `timed_out` or `lost`.
+    /// `failed`, `timed_out`, `killed` or `lost`.
     pub outcome: String,
     /// When it ended (ms since the Unix epoch).
     pub at_ms: u64,

@@ -103,10 +103,6 @@ async fn the_dashboard_shows_workers_and_progress_live() {
     cluster.start_worker("beta", 2, &[]);
     cluster.wait_for_workers(2).await;
     let mut client = cluster.client_with(TOKEN).await;
-    let jobs = (0..24)
-        .map(|_| drover::jobfile::parse_line(1, &recording_job(0.5)).unwrap())
-        .collect();
-    let batch = client.submit("squares", jobs).await.unwrap().batch;
 
     let (_driver, browser) = start_browser().await;
     browser
@@ -125,7 +121,12 @@ async fn the_dashboard_shows_workers_and_progress_live() {
         .await;
     }
 
-    // The batch's progress moves while the page is open, without a reload.
+    // Submitted once the page is up: its progress moves while the page is open, without a
+    // reload.
+    let jobs = (0..24)
+        .map(|_| drover::jobfile::parse_line(1, &recording_job(0.5)).unwrap())
+        .collect();
+    let batch = client.submit("squares", jobs).await.unwrap().batch;
     let done_css = format!("#batches tr[data-batch='{batch}'] td.done");
     let mut seen: Vec<String> = Vec::new();
     let mut saw_running_job = false;
@@ -236,16 +237,30 @@ async fn the_dashboard_shows_workers_and_progress_live() {
         .click()
         .await
         .unwrap();
-    let cancel = wait_for(Duration::from_secs(20), "a cancel button", || async {
-        browser
-            .find(Locator::Css(&format!("{row} button")))
-            .await
-            .ok()
-    })
-    .await;
-    assert_eq!(cancel.text().await.unwrap(), "cancel");
-    cancel.click().await.unwrap();
+    // The rows are redrawn every second, so a button found may be gone by the click: find and
+    // click again until the batch is cancelled.
+    let button = format!("{row} button");
+    let button = &button;
+    let browser = &browser;
+    let mut labels = Vec::new();
+    let mut cancelled = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cancelled {
+        assert!(
+            Instant::now() < deadline,
+            "the cancel button did not cancel; saw {labels:?}"
+        );
+        if let Ok(found) = browser.find(Locator::Css(button)).await {
+            if let Ok(label) = found.text().await {
+                labels.push(label);
+            }
+            let _ = found.click().await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cancelled = client.batch(long).await.unwrap().cancelled == 1;
+    }
+    assert!(labels.iter().all(|label| label == "cancel"), "{labels:?}");
     let cancelled = wait_batch_done(&mut client, long, Duration::from_secs(30)).await;
-    assert_eq!(cancelled.cancelled, 1);
-    browser.close().await.unwrap();
+    assert_eq!((cancelled.cancelled, cancelled.succeeded), (1, 0));
+    browser.clone().close().await.unwrap();
 }

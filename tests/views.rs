@@ -253,11 +253,13 @@ async fn the_api_refuses_bad_input_and_changes_nothing() {
     }
 
     // No token, a wrong one, a malformed header: 401.
+    let json = ("Content-Type", "application/json");
     for headers in [
-        vec![],
-        vec![("Authorization", "Bearer wrong")],
-        vec![("Authorization", "Basic czNjcmV0")],
-        vec![("Authorization", "Bearer s3cret-and-more")],
+        vec![json],
+        vec![json, ("Authorization", "Bearer wrong")],
+        vec![json, ("Authorization", "Basic czNjcmV0")],
+        vec![json, ("Authorization", "Bearer s3cret-and-more")],
+        vec![json, ("Authorization", "Bearer")],
     ] {
         let response = http(&http_address, "POST", "/api/batches", &headers, &good).await;
         assert_eq!(response.status, 401, "{headers:?}: {response:?}");
@@ -276,8 +278,22 @@ async fn the_api_refuses_bad_input_and_changes_nothing() {
         assert_eq!(response.status, 401);
     }
 
+    // The right token, but not said to be JSON (as a form on another site would send it): 415.
+    let response = http(
+        &http_address,
+        "POST",
+        "/api/batches",
+        &[
+            ("Authorization", "Bearer s3cret"),
+            ("Content-Type", "text/plain"),
+        ],
+        &good,
+    )
+    .await;
+    assert_eq!(response.status, 415, "{response:?}");
+
     // Malformed batches: 400 naming the field.
-    let auth = [("Authorization", "Bearer s3cret")];
+    let auth = [("Authorization", "bearer s3cret"), json];
     for (body, field) in [
         (
             r#"{"jobs": [{"cmd": ["true"]}, {"cmd": ["true"], "slots": "two"}]}"#,
@@ -314,11 +330,19 @@ async fn the_api_refuses_bad_input_and_changes_nothing() {
         assert!(!error["error"].as_str().unwrap().is_empty());
     }
 
-    // A huge body: 413, whether it says so up front or not.
+    // A huge body: 413, whether its length is declared up front or not.
     let huge = vec![b' '; drover::http::MAX_BODY_BYTES + 1];
     let response = http(&http_address, "POST", "/api/batches", &auth, &huge).await;
     assert_eq!(response.status, 413, "{:?}", response.body);
     assert!(response.json()["error"].as_str().unwrap().contains("limit"));
+    let response = http_chunked(
+        &http_address,
+        "/api/batches",
+        &auth,
+        drover::http::MAX_BODY_BYTES + 1,
+    )
+    .await;
+    assert_eq!(response.status, 413, "{:?}", response.body);
 
     // Nothing of that was submitted.
     let mut client = cluster.client_with("s3cret").await;
@@ -362,4 +386,42 @@ async fn a_busy_http_address_stops_the_coordinator_with_a_clear_message() {
         stderr.contains(&format!("cannot serve HTTP on {address}")),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_changes_come_from_loopback_by_their_own_name_only() {
+    let http_address = format!("127.0.0.1:{}", free_port());
+    let cluster = Cluster::start(&["--http", &http_address]).await;
+    let good = serde_json::to_vec(&json!({"jobs": [{"cmd": ["true"]}]})).unwrap();
+    let json = ("Content-Type", "application/json");
+
+    // A page whose name was rebound to 127.0.0.1 sends its own name as the Host.
+    let response = http(
+        &http_address,
+        "POST",
+        "/api/batches",
+        &[json, ("Host", "attacker.example")],
+        &good,
+    )
+    .await;
+    assert_eq!(response.status, 401, "{response:?}");
+    // A form posted from another site cannot say JSON.
+    let response = http(
+        &http_address,
+        "POST",
+        "/api/batches",
+        &[("Content-Type", "text/plain")],
+        &good,
+    )
+    .await;
+    assert_eq!(response.status, 415, "{response:?}");
+    let mut client = cluster.client().await;
+    assert!(
+        client.batches().await.unwrap().is_empty(),
+        "nothing was submitted"
+    );
+
+    let response = http(&http_address, "POST", "/api/batches", &[json], &good).await;
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(client.batches().await.unwrap().len(), 1);
 }

@@ -126,6 +126,10 @@ pub(crate) struct BatchCounts {
     pub(crate) started_at_ms: Option<u64>,
     /// When it was last seen done; cleared when a retry reopens it.
     pub(crate) finished_at_ms: Option<u64>,
+    /// Where its rate is measured from: (when, jobs finished by then). Set by the first start
+    /// after submission, restart or retry, so neither a restart's gap nor a day between a run
+    /// and its retry counts as time spent.
+    pub(crate) rate_from: Option<(u64, u64)>,
 }
 
 impl BatchCounts {
@@ -142,6 +146,7 @@ impl BatchCounts {
             cancelled: 0,
             started_at_ms: None,
             finished_at_ms: None,
+            rate_from: None,
         }
     }
 
@@ -152,9 +157,9 @@ impl BatchCounts {
             Some(finished_at_ms) if done => finished_at_ms,
             _ => now_ms(),
         };
-        let jobs_per_s = match self.started_at_ms {
-            Some(started) if end_ms > started => {
-                finished as f64 * 1000.0 / (end_ms - started) as f64
+        let jobs_per_s = match self.rate_from {
+            Some((since_ms, base)) if end_ms > since_ms => {
+                finished.saturating_sub(base) as f64 * 1000.0 / (end_ms - since_ms) as f64
             }
             _ => 0.0,
         };
@@ -624,6 +629,8 @@ impl Handler<AttemptsStarted> for Ledger {
             self.recount(batch, Phase::Queued, Phase::Running);
             if let Some(counts) = self.batches.get_mut(&batch) {
                 counts.started_at_ms.get_or_insert(now);
+                let finished = counts.succeeded + counts.failed + counts.cancelled;
+                counts.rate_from.get_or_insert((now, finished));
                 if attempt == 1 {
                     let wait_ms = now.saturating_sub(counts.submitted_at_ms);
                     self.stats.first_start(wait_ms);
@@ -662,6 +669,9 @@ impl Handler<ResultsArrived> for Ledger {
         let mut record_on_commit = Vec::new();
         let mut manifests = Vec::new();
         let mut late = Vec::new();
+        // Counted in the statistics once written: a failed write sees these results again.
+        let mut ran = Vec::new();
+        let mut failed_attempts = Vec::new();
         for result in &arrived.results {
             let Some(job) = self.jobs.get_mut(&result.job) else {
                 if result.outcome == Outcome::Succeeded && result.job < self.next_job {
@@ -686,7 +696,7 @@ impl Handler<ResultsArrived> for Ledger {
                     }
                     let before = job.phase;
                     job.phase = Phase::Finishing;
-                    self.stats.attempt_ended(result.duration_ms);
+                    ran.push(result.duration_ms);
                     job.running = Some(Box::new(RunningAttempt {
                         lease: result.lease,
                         started_at_ms: result.started_at_ms,
@@ -717,8 +727,8 @@ impl Handler<ResultsArrived> for Ledger {
                 }
                 Outcome::Failed | Outcome::TimedOut | Outcome::Killed if current => {
                     job.failures += 1;
-                    self.stats.attempt_ended(result.duration_ms);
-                    self.stats.failure(FailureInfo {
+                    ran.push(result.duration_ms);
+                    failed_attempts.push(FailureInfo {
                         job: result.job,
                         batch: job.batch,
                         worker: arrived.worker_name.to_string(),
@@ -808,6 +818,12 @@ impl Handler<ResultsArrived> for Ledger {
         let session = arrived.session;
         self.commit(ctx, writes, move |ledger, _ctx, result| match result {
             Ok(()) => {
+                for run_ms in ran {
+                    ledger.stats.attempt_ended(run_ms);
+                }
+                for failure in failed_attempts {
+                    ledger.stats.failure(failure);
+                }
                 ledger.finished(finishing);
                 if !ack_on_commit.is_empty() {
                     session.do_send(Push(FromCoordinator::Acked(ack_on_commit)));
@@ -849,6 +865,7 @@ impl Handler<WorkerLost> for Ledger {
         let mut writes = Vec::new();
         let mut requeue = Vec::new();
         let mut finishing = Vec::new();
+        let mut lost_attempts = Vec::new();
         for (id, lease) in lost.attempts {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
@@ -861,7 +878,7 @@ impl Handler<WorkerLost> for Ledger {
                 .as_ref()
                 .map_or(now, |running| running.started_at_ms);
             job.lost += 1;
-            self.stats.failure(FailureInfo {
+            lost_attempts.push(FailureInfo {
                 job: id,
                 batch: job.batch,
                 worker: lost.worker_name.to_string(),
@@ -905,7 +922,12 @@ impl Handler<WorkerLost> for Ledger {
         }
         if !writes.is_empty() {
             self.commit(ctx, writes, move |ledger, _ctx, result| match result {
-                Ok(()) => ledger.finished(finishing),
+                Ok(()) => {
+                    for failure in lost_attempts {
+                        ledger.stats.failure(failure);
+                    }
+                    ledger.finished(finishing)
+                }
                 Err(error) => {
                     tracing::error!(%error, "cannot record lost attempts");
                     ledger.unfinish(finishing);
@@ -1002,7 +1024,9 @@ mod tests {
             running: 10,
             succeeded: 45,
             failed: 5,
-            started_at_ms: Some(now - 10_000),
+            started_at_ms: Some(now - 60_000),
+            // Measured from the start of this run (after a restart, say): 50 finished before.
+            rate_from: Some((now - 10_000, 0)),
             ..BatchCounts::new("b".into(), now - 20_000)
         };
         let info = counts.info(7);
@@ -1022,6 +1046,16 @@ mod tests {
         assert_eq!(info.finished_at_ms, Some(now - 5_000));
         // Measured from start to end, not to now.
         assert!((19.9..=20.1).contains(&info.jobs_per_s), "{info:?}");
+
+        // A retry a day later: its rate counts from its own start, not yesterday's.
+        counts.finished_at_ms = None;
+        counts.failed = 0;
+        counts.rate_from = Some((now - 1_000, 95));
+        counts.succeeded = 97;
+        counts.pending = 3;
+        let info = counts.info(7);
+        assert!((1.9..=2.1).contains(&info.jobs_per_s), "{info:?}");
+        assert!((1..=2).contains(&info.eta_s.unwrap()), "{info:?}");
 
         let fresh = BatchCounts {
             total: 3,

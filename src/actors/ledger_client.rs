@@ -474,6 +474,7 @@ impl Ledger {
                     counts.pending += count;
                     if count > 0 {
                         counts.finished_at_ms = None;
+                        counts.rate_from = None;
                     }
                 }
                 tracing::info!(batch, jobs = count, "failed jobs retried");

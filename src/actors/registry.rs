@@ -20,8 +20,9 @@ const LIVENESS_SWEEP: Duration = Duration::from_millis(25);
 /// A sweep this long after the previous one means the event loop was blocked.
 const LATE_SWEEP: Duration = Duration::from_millis(250);
 
-/// Workers that went away, kept for the status views (the newest this many).
+/// Workers that went away, kept for the status views (the newest this many, for this long).
 const GONE_KEPT: usize = 100;
+const GONE_FOR: Duration = Duration::from_secs(3600);
 
 /// When a worker was last heard from (ms since the Unix epoch), written by its session on every
 /// frame and read by the Registry's sweep: a shared clock, not shared state.
@@ -40,6 +41,8 @@ struct WorkerEntry {
     running: HashMap<Lease, (JobId, u64)>,
     done: u64,
     failed: u64,
+    /// Attempts lost with earlier registrations of the same name (within `GONE_FOR`).
+    lost: u64,
     busy_ms: u64,
 }
 
@@ -71,7 +74,7 @@ impl WorkerEntry {
             last_seen_ms: now.saturating_sub(self.last_seen.load(Ordering::Relaxed)),
             connected_at_ms: self.connected_at_ms,
             state: state.to_string(),
-            lost: 0,
+            lost: self.lost,
             current,
             gone_at_ms: None,
         }
@@ -110,7 +113,7 @@ impl Registry {
         let mut last = entry.info(now);
         let left = entry.draining && entry.running.is_empty();
         last.state = if left { "left" } else { "lost" }.to_string();
-        last.lost = entry.running.len() as u64;
+        last.lost = entry.lost + entry.running.len() as u64;
         last.current.clear();
         last.jobs.clear();
         last.running = 0;
@@ -145,6 +148,14 @@ impl Registry {
             // sockets. Let the sessions read them before anyone is judged silent.
             tracing::debug!(late_ms = since_last, "liveness sweep ran late, deferring");
             return;
+        }
+        let forget_before = now.saturating_sub(GONE_FOR.as_millis() as u64);
+        while self
+            .gone
+            .back()
+            .is_some_and(|gone| gone.gone_at_ms.unwrap_or(0) < forget_before)
+        {
+            self.gone.pop_back();
         }
         let timeout_ms = self.heartbeat_timeout.as_millis() as u64;
         let silent: Vec<(WorkerId, u64)> = self
@@ -203,8 +214,15 @@ impl Handler<RegisterWorker> for Registry {
         let worker = self.next_worker;
         self.next_worker += 1;
         let name: Arc<str> = Arc::from(register.name);
-        // Back again: no longer listed among the gone.
-        self.gone.retain(|gone| gone.name != *name);
+        // Back again: no longer listed among the gone, but what it lost still counts.
+        let mut lost = 0;
+        self.gone.retain(|gone| {
+            let same = gone.name == *name;
+            if same {
+                lost += gone.lost;
+            }
+            !same
+        });
         tracing::info!(
             worker = %name,
             address = %register.address,
@@ -236,6 +254,7 @@ impl Handler<RegisterWorker> for Registry {
                 running: HashMap::new(),
                 done: 0,
                 failed: 0,
+                lost,
                 busy_ms: 0,
             },
         );
@@ -322,12 +341,14 @@ impl Handler<JobsEnded> for Registry {
         };
         for (lease, outcome, duration_ms) in ended.ended {
             entry.running.remove(&lease);
-            entry.busy_ms = entry.busy_ms.saturating_add(duration_ms);
+            // Killed attempts (cancelled, or beaten by another) are left out of the time per
+            // job, which is busy time over done and failed ones.
             match outcome {
                 Outcome::Succeeded => entry.done += 1,
                 Outcome::Failed | Outcome::TimedOut => entry.failed += 1,
-                Outcome::Killed => {}
+                Outcome::Killed => continue,
             }
+            entry.busy_ms = entry.busy_ms.saturating_add(duration_ms);
         }
     }
 }

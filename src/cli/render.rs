@@ -103,7 +103,7 @@ pub fn batches(batches: &[BatchInfo]) -> String {
                 batch.cancelled.to_string(),
                 format!("{:.1}%", percent(batch)),
                 rate(batch.jobs_per_s),
-                optional(batch.eta_s.map(|eta| duration_ms(eta * 1000))),
+                optional(batch.eta_s.map(|eta| duration_ms(eta.saturating_mul(1000)))),
                 if batch.done { "done" } else { "running" }.to_string(),
             ]
         })
@@ -153,7 +153,10 @@ pub fn batch(batch: &BatchInfo) -> String {
         out.push_str(&format!("\n  rate       {}", rate(batch.jobs_per_s)));
     }
     if let Some(eta) = batch.eta_s {
-        out.push_str(&format!("\n  eta        {}", duration_ms(eta * 1000)));
+        out.push_str(&format!(
+            "\n  eta        {}",
+            duration_ms(eta.saturating_mul(1000))
+        ));
     }
     out
 }
@@ -383,7 +386,7 @@ pub fn batch_lines(batches: &[BatchInfo]) -> String {
                 rate(batch.jobs_per_s),
                 match (batch.done, batch.eta_s) {
                     (true, _) => "done".to_string(),
-                    (false, eta) => optional(eta.map(|eta| duration_ms(eta * 1000))),
+                    (false, eta) => optional(eta.map(|eta| duration_ms(eta.saturating_mul(1000)))),
                 },
             ]
         })

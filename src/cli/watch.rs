@@ -102,7 +102,7 @@ fn draw(frame: &Frame) -> String {
             render::rate(batch.jobs_per_s),
             match (batch.done, batch.eta_s) {
                 (true, _) => "done".to_string(),
-                (false, Some(eta)) => render::duration_ms(eta * 1000),
+                (false, Some(eta)) => render::duration_ms(eta.saturating_mul(1000)),
                 (false, None) => "-".to_string(),
             }
         ),

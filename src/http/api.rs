@@ -78,12 +78,31 @@ async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 /// Changes need the client secret as a bearer token; without a secret, a loopback peer.
+///
+/// Whatever the token, a change must say it sends JSON: a page on another site cannot send that
+/// without the browser first asking (a CORS preflight), which this server never approves. So a
+/// web page open on the coordinator's host cannot use its loopback privilege to submit jobs.
 fn authorize(request: &HttpRequest, state: &HttpState) -> Result<(), ApiError> {
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(ApiError::unsupported_type());
+    }
     let Some(secret) = &state.client_secret else {
         let loopback = request
             .peer_addr()
             .is_some_and(|peer| peer.ip().is_loopback());
-        return if loopback {
+        // A page whose name was rebound to 127.0.0.1 still sends its own name as the Host.
+        let host = request.connection_info().host().to_string();
+        return if loopback && names_loopback(&host) {
             Ok(())
         } else {
             Err(ApiError::unauthorized(
@@ -91,19 +110,38 @@ fn authorize(request: &HttpRequest, state: &HttpState) -> Result<(), ApiError> {
             ))
         };
     };
-    let given = request
+    let value = request
         .headers()
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing bearer token (Authorization: Bearer ...)"))?
         .to_str()
-        .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
-    if secret.matches(given.trim()) {
+        .map_err(|_| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
+    let given = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => {
+            return Err(ApiError::unauthorized(
+                "the Authorization header must be Bearer <token>",
+            ))
+        }
+    };
+    if secret.matches(given) {
         Ok(())
     } else {
         Err(ApiError::unauthorized("wrong token"))
     }
+}
+
+/// True when a Host header names this machine's loopback: `localhost`, `127.x.y.z` or `[::1]`,
+/// with or without a port.
+fn names_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads the body, refusing it as soon as it is known to be too large.
@@ -116,7 +154,8 @@ async fn read_body(request: &HttpRequest, mut payload: web::Payload) -> Result<V
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
         return Err(ApiError::too_large(MAX_BODY_BYTES));
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    // Grown as bytes arrive: a declared length alone reserves at most a mebibyte.
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize);
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|error| {
             ApiError::bad_request(None, format!("cannot read the body: {error}"))
@@ -252,6 +291,29 @@ mod tests {
 
     fn error_of(body: &str) -> ApiError {
         parse_batch(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn loopback_host_names() {
+        for host in [
+            "localhost",
+            "localhost:7701",
+            "127.0.0.1:7701",
+            "127.9.9.9",
+            "[::1]:7701",
+            "[::1]",
+        ] {
+            assert!(names_loopback(host), "{host}");
+        }
+        for host in [
+            "evil.example:7701",
+            "10.0.0.1:7701",
+            "localhost.evil.example",
+            "[::2]:1",
+            "",
+        ] {
+            assert!(!names_loopback(host), "{host}");
+        }
     }
 
     #[test]

@@ -54,6 +54,15 @@ impl ApiError {
         }
     }
 
+    /// 415: a change must be sent as JSON.
+    pub fn unsupported_type() -> ApiError {
+        ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: "send changes with Content-Type: application/json".into(),
+            field: None,
+        }
+    }
+
     /// 503: the coordinator could not answer.
     pub fn unavailable(message: String) -> ApiError {
         ApiError {
@@ -63,10 +72,13 @@ impl ApiError {
         }
     }
 
-    /// An error answer of the ledger: unknown ids are 404, anything else about the request 400.
+    /// An error answer of the ledger: unknown ids are 404, a journal that cannot write 503,
+    /// anything else (about the request) 400.
     pub fn from_ledger(message: String) -> ApiError {
         if message.starts_with("no batch ") || message.starts_with("no job ") {
             ApiError::not_found(message)
+        } else if message.starts_with("cannot ") {
+            ApiError::unavailable(message)
         } else {
             ApiError::bad_request(None, message)
         }

@@ -416,21 +416,75 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("Host: {address}\r\n"));
     }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    // The server may answer (413, 401) before it has read everything; that is fine.
-    let _ = stream.write_all(body).await;
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    exchange(address, raw).await
+}
+
+/// A POST whose body of `size` bytes is sent in chunks (`Transfer-Encoding: chunked`), so the
+/// server cannot know its size up front.
+pub async fn http_chunked(
+    address: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    size: usize,
+) -> HttpResponse {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n"
+    );
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    let mut raw = raw.into_bytes();
+    let chunk = vec![b' '; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let part = left.min(chunk.len());
+        raw.extend_from_slice(format!("{part:x}\r\n").as_bytes());
+        raw.extend_from_slice(&chunk[..part]);
+        raw.extend_from_slice(b"\r\n");
+        left -= part;
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    exchange(address, raw).await
+}
+
+/// Writes the request while reading the answer: a server may answer (413, 401) and close before
+/// it has read everything, and the answer must still be seen.
+async fn exchange(address: &str, request: Vec<u8>) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        // Kept open until the answer is read: closing early is a different request.
+        std::future::pending::<()>().await;
+        drop(writer);
+    });
     let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw).await;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => raw.extend_from_slice(&buffer[..read]),
+        }
+    }
+    writing.abort();
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = text
         .split_once("\r\n\r\n")

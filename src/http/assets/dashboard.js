@@ -93,7 +93,10 @@ function progressBar(batch) {
 }
 
 async function act(path) {
-  const response = await fetch(path, { method: "POST", headers: { Authorization: `Bearer ${token()}` } });
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" },
+  });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) alert(body.error || `HTTP ${response.status}`);
   poll();

@@ -66,6 +66,13 @@ async fn the_api_cli_and_metrics_agree_on_a_live_batch() {
     let listed: Vec<BatchInfo> =
         serde_json::from_str(&get(&http_address, "/api/batches").await.body).unwrap();
     assert_eq!(listed, vec![done.clone()]);
+    let newest: Vec<BatchInfo> =
+        serde_json::from_str(&get(&http_address, "/api/batches?limit=1").await.body).unwrap();
+    assert_eq!(newest, vec![done.clone()]);
+    assert_eq!(
+        get(&http_address, "/api/batches?limit=lots").await.status,
+        400
+    );
 
     // The job with its record.
     let job = get(&http_address, &format!("/api/jobs/{first_job}")).await;
@@ -169,6 +176,28 @@ async fn the_api_cli_and_metrics_agree_on_a_live_batch() {
     assert!(
         commits >= 2,
         "the submission and the results were committed: {commits}"
+    );
+
+    // The newest batches only, as the dashboard asks.
+    let second = client
+        .submit(
+            "second",
+            vec![drover::job::JobSpec::call("noop", Vec::new())],
+        )
+        .await
+        .unwrap()
+        .batch;
+    let newest: Vec<BatchInfo> =
+        serde_json::from_str(&get(&http_address, "/api/batches?limit=1").await.body).unwrap();
+    assert_eq!(
+        newest.iter().map(|b| b.id).collect::<Vec<_>>(),
+        vec![second]
+    );
+    let both: Vec<BatchInfo> =
+        serde_json::from_str(&get(&http_address, "/api/batches?limit=5").await.body).unwrap();
+    assert_eq!(
+        both.iter().map(|b| b.id).collect::<Vec<_>>(),
+        vec![batch, second]
     );
 }
 

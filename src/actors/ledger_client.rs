@@ -87,6 +87,32 @@ impl Handler<ClientCall> for Ledger {
     }
 }
 
+/// The newest batches, oldest of them first: what a dashboard polls, at a cost that does not
+/// grow with the history.
+#[derive(Message)]
+#[rtype(result = "Vec<crate::status::BatchInfo>")]
+pub struct RecentBatches(pub usize);
+
+impl Handler<RecentBatches> for Ledger {
+    type Result = MessageResult<RecentBatches>;
+
+    fn handle(
+        &mut self,
+        RecentBatches(count): RecentBatches,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let mut recent: Vec<_> = self
+            .batches
+            .iter()
+            .rev()
+            .take(count)
+            .map(|(id, counts)| counts.info(*id))
+            .collect();
+        recent.reverse();
+        MessageResult(recent)
+    }
+}
+
 impl Ledger {
     fn batch(&self, id: BatchId) -> ClientResponse {
         match self.batches.get(&id) {

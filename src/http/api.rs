@@ -2,7 +2,7 @@
 
 use super::{ApiError, HttpState, MAX_BODY_BYTES};
 use crate::actors::cluster_status;
-use crate::actors::ledger_client::ClientCall;
+use crate::actors::ledger_client::{ClientCall, RecentBatches};
 use crate::actors::registry::ListWorkers;
 use crate::job::{BatchId, JobId, JobSpec};
 use crate::jobfile;
@@ -49,7 +49,17 @@ async fn workers(state: State) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(workers))
 }
 
-async fn batches(state: State) -> Result<HttpResponse, ApiError> {
+/// `?limit=N`: only the newest N batches.
+#[derive(serde::Deserialize)]
+struct BatchesQuery {
+    limit: Option<usize>,
+}
+
+async fn batches(state: State, query: web::Query<BatchesQuery>) -> Result<HttpResponse, ApiError> {
+    if let Some(limit) = query.limit {
+        let recent = state.ledger.send(RecentBatches(limit)).await?;
+        return Ok(HttpResponse::Ok().json(recent));
+    }
     match ask(&state, ClientRequest::Batches).await? {
         ClientResponse::Batches(batches) => Ok(HttpResponse::Ok().json(batches)),
         other => Err(unexpected(other)),

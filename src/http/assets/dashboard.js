@@ -3,6 +3,7 @@
 "use strict";
 
 const POLL_MS = 1000;
+const BATCHES_SHOWN = 50;
 const TOKEN_KEY = "drover-token";
 let lastUpdate = 0;
 
@@ -177,7 +178,7 @@ function renderFailures(failures) {
 async function poll() {
   try {
     const [status, workers, batches] = await Promise.all([
-      getJson("/api/status"), getJson("/api/workers"), getJson("/api/batches"),
+      getJson("/api/status"), getJson("/api/workers"), getJson(`/api/batches?limit=${BATCHES_SHOWN}`),
     ]);
     renderSummary(status);
     renderChart(status.stats.per_second);

@@ -46,7 +46,16 @@ pub struct CoordinatorConfig {
     pub retry_backoff: Duration,
     /// Where to serve the HTTP API, metrics and dashboard, if anywhere.
     pub http: Option<String>,
+    /// The most jobs one batch may have.
+    pub max_batch_jobs: usize,
+    /// The most unfinished jobs held before submissions are refused ("queue full").
+    pub max_pending_jobs: usize,
+    /// Bytes waiting to be sent to one peer above which it is disconnected as not reading.
+    pub max_write_buffer: usize,
 }
+
+/// The default of [`CoordinatorConfig::max_write_buffer`]: four of the largest frames.
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 4 * DEFAULT_MAX_FRAME;
 
 impl CoordinatorConfig {
     /// Defaults with the ledger in `data_dir`.
@@ -62,6 +71,9 @@ impl CoordinatorConfig {
             max_connections: 4096,
             retry_backoff: Duration::from_secs(1),
             http: None,
+            max_batch_jobs: crate::actors::ledger_client::MAX_JOBS_PER_BATCH,
+            max_pending_jobs: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
         }
     }
 }
@@ -142,6 +154,8 @@ pub fn start(
         LedgerConfig {
             retry_backoff: config.retry_backoff,
             metrics: metrics.clone(),
+            max_batch_jobs: config.max_batch_jobs,
+            max_unfinished_jobs: config.max_pending_jobs,
         },
     )
     .start();
@@ -180,6 +194,7 @@ pub fn start(
         // At least three beats per timeout, so one late beat never costs a healthy worker.
         heartbeat_interval: config.heartbeat_interval.min(config.heartbeat_timeout / 3),
         open_sessions: AtomicUsize::new(0),
+        max_write_backlog: config.max_write_buffer as u64,
     });
     let max_connections = config.max_connections;
     actix_rt::spawn(accept_loop(listener, shared, max_connections));

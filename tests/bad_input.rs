@@ -270,3 +270,151 @@ async fn invalid_specs_over_the_wire_are_refused_whole() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_pending_limit_submissions_are_refused_as_queue_full_until_jobs_finish() {
+    let http_address = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::start(&[
+        "--max-pending-jobs",
+        "5",
+        "--max-batch-jobs",
+        "4",
+        "--http",
+        &http_address,
+    ])
+    .await;
+    let mut client = cluster.client().await;
+    let noop = || JobSpec::call("noop", Vec::new());
+    let refusal = |result: Result<_, ClientError>| match result {
+        Err(ClientError::Coordinator(message)) => message,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    let message = refusal(client.submit("big", vec![noop(); 5]).await);
+    assert!(message.contains("more than the limit of 4"), "{message}");
+    let first = client.submit("a", vec![noop(); 3]).await.unwrap();
+    let message = refusal(client.submit("b", vec![noop(); 3]).await);
+    assert!(
+        message.starts_with("queue full: 3 jobs are unfinished"),
+        "{message}"
+    );
+    assert!(message.contains("--max-pending-jobs"), "{message}");
+    let second = client.submit("c", vec![noop(); 2]).await.unwrap();
+    // Full to the job, over HTTP too: 503 with the same words.
+    let response = http(
+        &http_address,
+        "POST",
+        "/api/batches",
+        &[("Content-Type", "application/json")],
+        br#"{"jobs": [{"handler": "noop"}]}"#,
+    )
+    .await;
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(response.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("queue full"));
+    assert_eq!(
+        client.batches().await.unwrap().len(),
+        2,
+        "nothing else was queued"
+    );
+
+    // Once jobs finish there is room again.
+    cluster.start_worker("w", 4, &[]);
+    for batch in [first.batch, second.batch] {
+        let done = wait_batch_done(&mut client, batch, Duration::from_secs(30)).await;
+        assert_eq!(done.succeeded, done.total);
+    }
+    let again = client.submit("d", vec![noop(); 4]).await.unwrap();
+    assert_eq!(again.jobs, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_not_buffered() {
+    use drover::net::protocol::{ClientRequest, Role, ToCoordinator};
+    use futures::SinkExt;
+    let cluster = Cluster::start(&["--max-write-buffer-bytes", "1048576"]).await;
+    let mut connection = drover::net::connect::connect(&cluster.address, Role::Client, None)
+        .await
+        .unwrap();
+    // Asks and asks, never reads an answer; in rounds small enough to stay under the limit of
+    // requests in flight. Each answer is about a kilobyte: without the high-water mark, the
+    // coordinator would hold a few hundred megabytes for this client.
+    let mut sent = 0u64;
+    'asking: for _round in 0..600 {
+        for _ in 0..500 {
+            let request = ToCoordinator::Request {
+                id: sent + 1,
+                body: ClientRequest::Status,
+            };
+            if connection.send(request).await.is_err() {
+                break 'asking;
+            }
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sent < 300_000, "the coordinator never cut the client off");
+    assert!(!cluster
+        .coordinator_log()
+        .contains("requests waiting for their answers"));
+    wait_for(
+        Duration::from_secs(10),
+        "the disconnection in the log",
+        || async {
+            cluster
+                .coordinator_log()
+                .contains("not reading:")
+                .then_some(())
+        },
+    )
+    .await;
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", cluster.coordinator_pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 150 * 1024,
+        "the coordinator's memory stayed small: peak {peak_kib} KiB"
+    );
+    still_serving(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_piling_up_requests_is_cut_off() {
+    use drover::net::protocol::{ClientRequest, Role, ToCoordinator};
+    use futures::SinkExt;
+    let cluster = Cluster::start(&[]).await;
+    let mut connection = drover::net::connect::connect(&cluster.address, Role::Client, None)
+        .await
+        .unwrap();
+    // Many requests in one go, as fast as the socket takes them.
+    let requests: Vec<_> = (1..=50_000u64)
+        .map(|id| {
+            Ok(ToCoordinator::Request {
+                id,
+                body: ClientRequest::Status,
+            })
+        })
+        .collect();
+    let _ = connection
+        .send_all(&mut futures::stream::iter(requests))
+        .await;
+    wait_for(
+        Duration::from_secs(10),
+        "the refusal in the log",
+        || async {
+            cluster
+                .coordinator_log()
+                .contains("more than 1024 requests waiting for their answers")
+                .then_some(())
+        },
+    )
+    .await;
+    still_serving(&cluster).await;
+}

@@ -205,13 +205,23 @@ pub struct LedgerConfig {
     pub retry_backoff: Duration,
     /// Where job counters and timings are exported.
     pub metrics: Arc<Metrics>,
+    /// The most jobs one batch may have.
+    pub max_batch_jobs: usize,
+    /// The most unfinished (pending or running) jobs held; a submission that would pass it is
+    /// refused with "queue full".
+    pub max_unfinished_jobs: usize,
 }
+
+/// The default of [`LedgerConfig::max_unfinished_jobs`]: about 1.3 GiB of coordinator memory.
+pub const DEFAULT_MAX_UNFINISHED_JOBS: usize = 5_000_000;
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             retry_backoff: Duration::from_secs(1),
             metrics: Arc::new(Metrics::new()),
+            max_batch_jobs: crate::actors::ledger_client::MAX_JOBS_PER_BATCH,
+            max_unfinished_jobs: DEFAULT_MAX_UNFINISHED_JOBS,
         }
     }
 }
@@ -327,6 +337,11 @@ impl Ledger {
             duplicates: 0,
             unpublished,
         }
+    }
+
+    /// The submission limits.
+    pub(crate) fn limits(&self) -> &LedgerConfig {
+        &self.config
     }
 
     /// Writes `writes` and, once they are on disk (or failed), runs `then` on the actor.

@@ -125,10 +125,22 @@ impl Ledger {
         if jobs.is_empty() {
             return ready(ClientResponse::Error("the batch has no jobs".into()));
         }
-        if jobs.len() > MAX_JOBS_PER_BATCH {
+        let limits = self.limits();
+        if jobs.len() > limits.max_batch_jobs {
             return ready(ClientResponse::Error(format!(
-                "the batch has {} jobs, more than the limit of {MAX_JOBS_PER_BATCH}; split it",
-                jobs.len()
+                "the batch has {} jobs, more than the limit of {}; split it",
+                jobs.len(),
+                limits.max_batch_jobs
+            )));
+        }
+        // Unfinished jobs live in memory: past the limit, submissions are refused, not buffered.
+        let unfinished = self.jobs.len();
+        if unfinished.saturating_add(jobs.len()) > limits.max_unfinished_jobs {
+            return ready(ClientResponse::Error(format!(
+                "queue full: {unfinished} jobs are unfinished and the batch has {}, above the \
+                 limit of {} (--max-pending-jobs); submit again once some have finished",
+                jobs.len(),
+                limits.max_unfinished_jobs
             )));
         }
         for (index, spec) in jobs.iter().enumerate() {

@@ -9,6 +9,7 @@ use crate::actors::registry::{
 use crate::actors::scheduler::{ResultsReported, Scheduler, StopAssigning};
 use crate::job::{now_ms, AttemptResult, WorkerId};
 use crate::net::auth::{self, Secret, Side};
+use crate::net::backlog::{Backlog, CountingCodec, CountingWriter};
 use crate::net::codec::{CodecError, FrameCodec};
 use crate::net::protocol::{
     ClientRequest, ClientResponse, FromCoordinator, Role, ToCoordinator, NONCE_LEN,
@@ -30,6 +31,9 @@ const MAX_NAME_LEN: usize = 256;
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 /// The most labels a worker may carry.
 const MAX_LABELS: usize = 64;
+/// The most requests of one client waiting for their answers (the client library sends one at
+/// a time).
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// What every session needs: the other actors and the connection policy.
 pub struct SessionContext {
@@ -51,10 +55,15 @@ pub struct SessionContext {
     pub heartbeat_interval: Duration,
     /// Sessions open now, for the connection limit.
     pub open_sessions: AtomicUsize,
+    /// Bytes waiting to be sent to a peer above which it is disconnected (it is not reading).
+    pub max_write_backlog: u64,
 }
 
-type Writer =
-    FramedWrite<FromCoordinator, OwnedWriteHalf, FrameCodec<ToCoordinator, FromCoordinator>>;
+type Writer = FramedWrite<
+    FromCoordinator,
+    CountingWriter<OwnedWriteHalf>,
+    CountingCodec<FrameCodec<ToCoordinator, FromCoordinator>>,
+>;
 
 enum Phase {
     AwaitHello,
@@ -88,12 +97,40 @@ pub struct Session {
     peer: SocketAddr,
     shared: Arc<SessionContext>,
     writer: Writer,
+    backlog: Backlog,
+    in_flight: usize,
     phase: Phase,
     last_seen: LastSeen,
     close_reason: String,
 }
 
 impl Session {
+    /// Writes a frame for the peer; a peer with more than the high-water mark waiting is not
+    /// reading, and is disconnected instead of growing the coordinator's memory.
+    fn send(&mut self, ctx: &mut Context<Self>, message: FromCoordinator) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.writer.write(message);
+        let pending = self.backlog.pending();
+        if pending > self.shared.max_write_backlog {
+            let reason = format!(
+                "not reading: {pending} bytes wait to be sent, above the high-water mark of {} bytes",
+                self.shared.max_write_backlog
+            );
+            tracing::warn!(peer = %self.peer, %reason, "disconnecting");
+            if let Phase::Worker(worker) = self.phase {
+                self.shared.registry.do_send(SessionClosed {
+                    worker,
+                    reason: reason.clone(),
+                });
+            }
+            self.close_reason = reason;
+            self.phase = Phase::Closed;
+            ctx.stop();
+        }
+    }
+
     /// Starts a session on an accepted socket.
     pub fn start(
         stream: TcpStream,
@@ -109,11 +146,21 @@ impl Session {
                 read_half,
                 FrameCodec::<ToCoordinator, FromCoordinator>::new(max_frame),
             ));
-            let writer = FramedWrite::new(write_half, FrameCodec::new(max_frame), ctx);
+            let backlog = Backlog::default();
+            let mut writer = FramedWrite::new(
+                backlog.counting_writer(write_half),
+                backlog.counting_codec(FrameCodec::new(max_frame)),
+                ctx,
+            );
+            // Never pause the session for a slow peer (paused, it could not notice the peer has
+            // stopped reading); `send` disconnects past the high-water mark instead.
+            writer.set_buffer_capacity(64 * 1024, usize::MAX);
             Session {
                 peer,
                 shared,
                 writer,
+                backlog,
+                in_flight: 0,
                 phase: Phase::AwaitHello,
                 last_seen: Arc::new(AtomicU64::new(now_ms())),
                 close_reason: "connection closed".into(),
@@ -175,7 +222,7 @@ impl Session {
             );
         }
         let nonce = auth::nonce();
-        self.writer.write(FromCoordinator::Challenge { nonce });
+        self.send(ctx, FromCoordinator::Challenge { nonce });
         self.phase = Phase::AwaitProof {
             role,
             peer_nonce,
@@ -214,7 +261,7 @@ impl Session {
             );
         }
         let mac = auth::proof(secret, Side::Coordinator, role, &peer_nonce, &nonce);
-        self.writer.write(FromCoordinator::Welcome { mac });
+        self.send(ctx, FromCoordinator::Welcome { mac });
         self.phase = match role {
             Role::Client => Phase::Client,
             Role::Worker => Phase::AwaitRegister,
@@ -272,9 +319,13 @@ impl Session {
             .map(|registered, session, ctx| match registered {
                 Ok(worker) => {
                     session.phase = Phase::Worker(worker);
-                    session.writer.write(FromCoordinator::Registered {
-                        heartbeat_interval_ms: session.shared.heartbeat_interval.as_millis() as u64,
-                    });
+                    session.send(
+                        ctx,
+                        FromCoordinator::Registered {
+                            heartbeat_interval_ms: session.shared.heartbeat_interval.as_millis()
+                                as u64,
+                        },
+                    );
                 }
                 Err(_) => ctx.stop(),
             })
@@ -282,9 +333,19 @@ impl Session {
     }
 
     fn on_request(&mut self, ctx: &mut Context<Self>, id: u64, body: ClientRequest) {
+        if self.in_flight >= MAX_IN_FLIGHT {
+            // Each waits for its answer in memory: a client piling them up is cut off.
+            self.refuse_for_now(
+                ctx,
+                format!("more than {MAX_IN_FLIGHT} requests waiting for their answers"),
+            );
+            return;
+        }
+        self.in_flight += 1;
         let answer = async_request(self.shared.clone(), body);
-        ctx.spawn(answer.into_actor(self).map(move |body, session, _ctx| {
-            session.writer.write(FromCoordinator::Response { id, body });
+        ctx.spawn(answer.into_actor(self).map(move |body, session, ctx| {
+            session.in_flight -= 1;
+            session.send(ctx, FromCoordinator::Response { id, body });
         }));
     }
 }
@@ -400,8 +461,8 @@ pub struct Push(pub FromCoordinator);
 impl Handler<Push> for Session {
     type Result = ();
 
-    fn handle(&mut self, Push(message): Push, _ctx: &mut Context<Self>) {
-        self.writer.write(message);
+    fn handle(&mut self, Push(message): Push, ctx: &mut Context<Self>) {
+        self.send(ctx, message);
     }
 }
 

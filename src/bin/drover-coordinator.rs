@@ -43,6 +43,15 @@ struct Args {
     /// Address of the dashboard, the JSON API and Prometheus metrics (host:port), or `off`.
     #[arg(long, env = "DROVER_HTTP", default_value = "0.0.0.0:7701")]
     http: String,
+    /// Most jobs in one batch.
+    #[arg(long, env = "DROVER_MAX_BATCH_JOBS", default_value_t = drover::actors::ledger_client::MAX_JOBS_PER_BATCH)]
+    max_batch_jobs: usize,
+    /// Most unfinished (pending or running) jobs held; submissions beyond are refused as "queue full".
+    #[arg(long, env = "DROVER_MAX_PENDING_JOBS", default_value_t = drover::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS)]
+    max_pending_jobs: usize,
+    /// Bytes waiting to be sent to one peer above which it is disconnected as not reading.
+    #[arg(long, env = "DROVER_MAX_WRITE_BUFFER_BYTES", default_value_t = coordinator::DEFAULT_MAX_WRITE_BUFFER)]
+    max_write_buffer_bytes: usize,
     /// Wait before retrying a failed job; doubles with each failure.
     #[arg(long, env = "DROVER_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     retry_backoff: Duration,
@@ -83,6 +92,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         handshake_timeout: args.handshake_timeout,
         max_connections: args.max_connections,
         retry_backoff: args.retry_backoff,
+        max_batch_jobs: args.max_batch_jobs,
+        max_pending_jobs: args.max_pending_jobs,
+        max_write_buffer: args.max_write_buffer_bytes,
         http: (!matches!(args.http.as_str(), "off" | "none" | "")).then_some(args.http),
         ..CoordinatorConfig::new(args.data_dir)
     };

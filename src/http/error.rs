@@ -77,7 +77,7 @@ impl ApiError {
     pub fn from_ledger(message: String) -> ApiError {
         if message.starts_with("no batch ") || message.starts_with("no job ") {
             ApiError::not_found(message)
-        } else if message.starts_with("cannot ") {
+        } else if message.starts_with("cannot ") || message.starts_with("queue full") {
             ApiError::unavailable(message)
         } else {
             ApiError::bad_request(None, message)

@@ -6,6 +6,9 @@ pub mod codec;
 pub mod connect;
 pub mod protocol;
 
+#[cfg(test)]
+mod properties;
+
 /// How long a connection may be silent at the TCP level before the kernel probes it, and how
 /// often: a peer whose host vanished without closing is noticed in about half a minute instead
 /// of the kernel's default two hours.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use drover::job::JobState;
+use drover::job::{JobSpec, JobState};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,4 +255,82 @@ async fn a_manifest_its_own_worker_could_not_write_is_written_by_another() {
     assert!(cluster
         .coordinator_log()
         .contains("asking a worker to write unconfirmed manifests"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_ledger_refuses_submissions_serves_reads_and_recovers() {
+    let mut cluster = Cluster::new(&[]);
+    let ledger_dir = cluster.data_dir();
+    std::fs::create_dir_all(&ledger_dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&ledger_dir)
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("SKIPPED: this machine does not let the test mount a small tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(ledger_dir.clone());
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+    let accepted = client
+        .submit("before", vec![JobSpec::call("noop", Vec::new()); 20])
+        .await
+        .unwrap();
+
+    // Fill the disk to the last byte.
+    let filler = ledger_dir.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while file.write_all(&small).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let refused = client
+        .submit("during", vec![JobSpec::call("noop", vec![7; 1000]); 2000])
+        .await;
+    let message = match refused {
+        Err(drover::client::ClientError::Coordinator(message)) => message,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(message.starts_with("cannot queue the batch"), "{message}");
+    assert!(message.contains("full"), "{message}");
+
+    // Reads go on, and what was accepted is still there.
+    let batches = client.batches().await.unwrap();
+    assert_eq!(
+        batches.len(),
+        1,
+        "the refused batch left nothing: {batches:?}"
+    );
+    assert_eq!(batches[0].pending, 20);
+    let status = client.status().await.unwrap();
+    assert_eq!(status.stats.jobs.pending, 20);
+
+    // Space returns: accepted jobs run and are recorded, new batches are taken.
+    std::fs::remove_file(&filler).unwrap();
+    cluster.start_worker("w", 4, &[]);
+    let done = wait_batch_done(&mut client, accepted.batch, Duration::from_secs(60)).await;
+    assert_eq!(done.succeeded, 20);
+    let after = client
+        .submit("after", vec![JobSpec::call("noop", Vec::new()); 10])
+        .await
+        .unwrap();
+    let done = wait_batch_done(&mut client, after.batch, Duration::from_secs(60)).await;
+    assert_eq!(done.succeeded, 10);
+    assert!(!cluster.coordinator_log().contains("panicked"));
 }

@@ -245,3 +245,75 @@ async fn results_finished_while_the_coordinator_was_down_are_reported_after_it_r
         "the result from before the restart was accepted, not run again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_write_recovers_to_the_last_commit() {
+    let mut cluster = Cluster::start(&[]).await;
+    let mut client = cluster.client().await;
+    let kept = client
+        .submit("kept", vec![JobSpec::call("noop", Vec::new()); 100])
+        .await
+        .unwrap();
+
+    // A large submission, and the coordinator killed while it is being written.
+    let address = cluster.address.clone();
+    let submitting = tokio::spawn(async move {
+        let mut client = drover::client::Client::connect(&address, None)
+            .await
+            .unwrap();
+        client
+            .submit("torn", vec![JobSpec::call("noop", vec![1; 64]); 200_000])
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    cluster.kill_coordinator();
+    let answered = submitting.await.unwrap();
+
+    // And the write-ahead log ends in half a frame, as a write torn by power loss would leave it.
+    let wal = cluster
+        .data_dir()
+        .join(format!("{}-wal", drover::storage::journal::LEDGER_FILE));
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&wal).unwrap();
+        file.write_all(&[0xA5; 1500]).unwrap();
+    }
+
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+    let batches = client.batches().await.unwrap();
+    let first = &batches[0];
+    assert_eq!(
+        (first.id, first.total, first.pending),
+        (kept.batch, 100, 100)
+    );
+    // The torn batch is all there or not at all; only an acknowledged one must be there.
+    let ledger = rusqlite::Connection::open_with_flags(
+        cluster
+            .data_dir()
+            .join(drover::storage::journal::LEDGER_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let rows: i64 = ledger
+        .query_row(
+            "SELECT COUNT(*) FROM jobs WHERE batch <> ?1",
+            [kept.batch as i64],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(
+        rows == 0 || rows == 200_000,
+        "a batch was half written: {rows} rows"
+    );
+    if answered.is_ok() {
+        assert_eq!(rows, 200_000, "an acknowledged batch is all there");
+    }
+    assert_eq!(batches.len(), 1 + usize::from(rows > 0), "{batches:?}");
+    eprintln!(
+        "torn write: the interrupted batch was {} after restart",
+        if rows > 0 { "kept whole" } else { "absent" }
+    );
+    let log = cluster.coordinator_log();
+    assert!(!log.contains("panicked"), "{log}");
+}

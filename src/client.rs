@@ -57,9 +57,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects and authenticates with the client secret.
+    /// Connects in the clear and authenticates with the client secret.
     pub async fn connect(address: &str, secret: Option<&Secret>) -> Result<Client, ClientError> {
-        let connection = connect::connect(address, Role::Client, secret).await?;
+        Client::connect_with(address, secret, None).await
+    }
+
+    /// Connects, over TLS if `tls` is given, and authenticates with the client secret.
+    pub async fn connect_with(
+        address: &str,
+        secret: Option<&Secret>,
+        tls: Option<&crate::net::tls::ClientTls>,
+    ) -> Result<Client, ClientError> {
+        let connection = connect::connect_with(address, Role::Client, secret, tls).await?;
         Ok(Client {
             connection,
             next_id: 1,

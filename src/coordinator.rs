@@ -6,7 +6,7 @@
 use crate::actors::ledger::{Ledger, LedgerConfig};
 use crate::actors::registry::Registry;
 use crate::actors::scheduler::Scheduler;
-use crate::actors::session::{Session, SessionContext};
+use crate::actors::session::{Session, SessionContext, Transport};
 use crate::http::HttpState;
 use crate::metrics::Metrics;
 use crate::net::auth::Secret;
@@ -52,6 +52,10 @@ pub struct CoordinatorConfig {
     pub max_pending_jobs: usize,
     /// Bytes waiting to be sent to one peer above which it is disconnected as not reading.
     pub max_write_buffer: usize,
+    /// The certificate chain and private key (PEM files) for TLS on both ports.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Refuse to start without TLS.
+    pub require_tls: bool,
 }
 
 /// The default of [`CoordinatorConfig::max_write_buffer`]: four of the largest frames.
@@ -74,6 +78,8 @@ impl CoordinatorConfig {
             max_batch_jobs: crate::actors::ledger_client::MAX_JOBS_PER_BATCH,
             max_pending_jobs: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS,
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            tls: None,
+            require_tls: false,
         }
     }
 }
@@ -87,6 +93,12 @@ pub enum StartError {
     /// The listener could not be used.
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
+    /// TLS is required and not configured.
+    #[error("--require-tls is set, but no --tls-cert and --tls-key are given")]
+    TlsRequired,
     /// The HTTP address could not be used.
     #[error("cannot serve HTTP on {address}: {source}")]
     Http {
@@ -119,6 +131,18 @@ pub fn start(
     config: CoordinatorConfig,
 ) -> Result<CoordinatorHandle, StartError> {
     let local_addr = listener.local_addr()?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(crate::net::tls::server_config(cert, key)?),
+        None if config.require_tls => return Err(StartError::TlsRequired),
+        None => None,
+    };
+    if tls.is_none() && !local_addr.ip().is_loopback() {
+        tracing::warn!(
+            address = %local_addr,
+            "NOT ENCRYPTED: listening beyond loopback without TLS; job specs, results and \
+             outputs cross the network in the clear (give --tls-cert and --tls-key)"
+        );
+    }
     // Bound before anything starts, so a bad address is reported and nothing runs half-way.
     let http_listener = match &config.http {
         Some(address) => {
@@ -197,7 +221,8 @@ pub fn start(
         max_write_backlog: config.max_write_buffer as u64,
     });
     let max_connections = config.max_connections;
-    actix_rt::spawn(accept_loop(listener, shared, max_connections));
+    let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    actix_rt::spawn(accept_loop(listener, shared, max_connections, acceptor));
     tracing::info!(address = %local_addr, "coordinator listening");
     let http_addr = match http_listener {
         Some(http_listener) => {
@@ -209,9 +234,11 @@ pub fn start(
                 client_secret: config.client_secret.clone(),
             };
             let server =
-                crate::http::serve(http_listener, state).map_err(|source| StartError::Http {
-                    address: address.to_string(),
-                    source,
+                crate::http::serve(http_listener, state, tls.clone()).map_err(|source| {
+                    StartError::Http {
+                        address: address.to_string(),
+                        source,
+                    }
                 })?;
             actix_rt::spawn(server);
             tracing::info!(
@@ -232,7 +259,12 @@ pub fn start(
     })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<SessionContext>, max_connections: usize) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<SessionContext>,
+    max_connections: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -249,7 +281,28 @@ async fn accept_loop(listener: TcpListener, shared: Arc<SessionContext>, max_con
             drop(stream);
             continue;
         }
-        Session::start(stream, peer, shared.clone());
+        let _ = stream.set_nodelay(true);
+        crate::net::keep_alive(&stream);
+        let Some(acceptor) = &tls else {
+            Session::start(Transport::Plain(stream), peer, shared.clone());
+            continue;
+        };
+        // The TLS handshake runs beside the accept loop, under the handshake deadline.
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        actix_rt::spawn(async move {
+            let deadline = shared.handshake_timeout;
+            let failure = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    Session::start(Transport::Tls(Box::new(stream)), peer, shared);
+                    return;
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no TLS handshake within {}s", deadline.as_secs()),
+            };
+            tracing::warn!(%peer, reason = %failure, "TLS handshake failed, closing connection");
+            shared.open_sessions.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 

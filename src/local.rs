@@ -48,6 +48,7 @@ impl LocalCluster {
                     secret: None,
                     handlers: config.handlers.clone(),
                     s3: Default::default(),
+                    tls: None,
                 };
                 let mut watcher = watcher.clone();
                 tokio::spawn(async move {

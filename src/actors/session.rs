@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
@@ -59,9 +59,36 @@ pub struct SessionContext {
     pub max_write_backlog: u64,
 }
 
+/// An accepted connection, in the clear or inside TLS.
+pub enum Transport {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP, its handshake done.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+impl Transport {
+    fn split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            // The socket's own halves: no lock between reading and writing.
+            Transport::Plain(stream) => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Transport::Tls(stream) => {
+                let (read, write) = tokio::io::split(*stream);
+                (Box::new(read), Box::new(write))
+            }
+        }
+    }
+}
+
 type Writer = FramedWrite<
     FromCoordinator,
-    CountingWriter<OwnedWriteHalf>,
+    CountingWriter<WriteHalf>,
     CountingCodec<FrameCodec<ToCoordinator, FromCoordinator>>,
 >;
 
@@ -133,14 +160,12 @@ impl Session {
 
     /// Starts a session on an accepted socket.
     pub fn start(
-        stream: TcpStream,
+        stream: Transport,
         peer: SocketAddr,
         shared: Arc<SessionContext>,
     ) -> Addr<Session> {
-        let _ = stream.set_nodelay(true);
-        crate::net::keep_alive(&stream);
         Session::create(move |ctx| {
-            let (read_half, write_half) = stream.into_split();
+            let (read_half, write_half) = stream.split();
             let max_frame = shared.max_frame;
             ctx.add_stream(FramedRead::new(
                 read_half,

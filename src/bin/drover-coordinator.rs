@@ -52,6 +52,15 @@ struct Args {
     /// Bytes waiting to be sent to one peer above which it is disconnected as not reading.
     #[arg(long, env = "DROVER_MAX_WRITE_BUFFER_BYTES", default_value_t = coordinator::DEFAULT_MAX_WRITE_BUFFER)]
     max_write_buffer_bytes: usize,
+    /// The certificate chain (PEM) for TLS on both ports; needs --tls-key.
+    #[arg(long, env = "DROVER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for TLS on both ports; needs --tls-cert.
+    #[arg(long, env = "DROVER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse to start without TLS.
+    #[arg(long, env = "DROVER_REQUIRE_TLS", value_parser = clap::builder::BoolishValueParser::new())]
+    require_tls: bool,
     /// Wait before retrying a failed job; doubles with each failure.
     #[arg(long, env = "DROVER_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     retry_backoff: Duration,
@@ -95,6 +104,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_batch_jobs: args.max_batch_jobs,
         max_pending_jobs: args.max_pending_jobs,
         max_write_buffer: args.max_write_buffer_bytes,
+        tls: args.tls_cert.zip(args.tls_key),
+        require_tls: args.require_tls,
         http: (!matches!(args.http.as_str(), "off" | "none" | "")).then_some(args.http),
         ..CoordinatorConfig::new(args.data_dir)
     };

@@ -35,6 +35,12 @@ struct Args {
     /// File holding the worker secret (else DROVER_WORKER_TOKEN).
     #[arg(long, env = "DROVER_WORKER_TOKEN_FILE")]
     worker_token_file: Option<PathBuf>,
+    /// Connect over TLS, trusting the system's root certificates.
+    #[arg(long, env = "DROVER_TLS", value_parser = clap::builder::BoolishValueParser::new())]
+    tls: bool,
+    /// Connect over TLS, trusting the certificates in this PEM file.
+    #[arg(long, env = "DROVER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn host_name() -> String {
@@ -86,6 +92,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             endpoint: args.s3_endpoint,
             path_style: args.s3_path_style,
         },
+        tls: drover::net::tls::ClientTls::from_flags(args.tls, args.tls_ca.as_deref())?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -314,6 +314,7 @@ fn start_idle_workers(
                 secret: None,
                 handlers: crate::worker::Handlers::stock(),
                 s3: Default::default(),
+                tls: None,
             };
             tokio::spawn(async move {
                 if let Err(error) = crate::worker::run(config, std::future::pending()).await {

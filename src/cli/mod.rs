@@ -40,6 +40,12 @@ struct Cli {
     /// File holding the client secret (else DROVER_TOKEN).
     #[arg(long, global = true, env = "DROVER_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Connect over TLS, trusting the system's root certificates.
+    #[arg(long, global = true, env = "DROVER_TLS", value_parser = clap::builder::BoolishValueParser::new())]
+    tls: bool,
+    /// Connect over TLS, trusting the certificates in this PEM file.
+    #[arg(long, global = true, env = "DROVER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -223,7 +229,8 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
         cli.token_file.as_deref(),
         std::env::var("DROVER_TOKEN").ok().as_deref(),
     )?;
-    Ok(Client::connect(&cli.coordinator, secret.as_ref()).await?)
+    let tls = crate::net::tls::ClientTls::from_flags(cli.tls, cli.tls_ca.as_deref())?;
+    Ok(Client::connect_with(&cli.coordinator, secret.as_ref(), tls.as_ref()).await?)
 }
 
 fn read_job_file(path: &Path) -> anyhow::Result<Vec<JobSpec>> {

@@ -38,6 +38,7 @@ pub struct HttpState {
 pub fn serve(
     listener: std::net::TcpListener,
     state: HttpState,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
@@ -59,8 +60,10 @@ pub fn serve(
     })
     // Requests are answered by the actors; one HTTP thread only carries bytes.
     .workers(1)
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .disable_signals();
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, (*config).clone())?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }

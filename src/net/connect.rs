@@ -3,6 +3,8 @@
 use crate::net::auth::{self, Secret, Side};
 use crate::net::codec::{CodecError, FrameCodec, DEFAULT_MAX_FRAME};
 use crate::net::protocol::{FromCoordinator, Role, ToCoordinator, PROTOCOL_VERSION};
+use crate::net::tls::ClientTls;
+use crate::net::BoxedStream;
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -12,7 +14,7 @@ use tokio_util::codec::Framed;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An authenticated connection to the coordinator.
-pub type Connection = Framed<TcpStream, FrameCodec<FromCoordinator, ToCoordinator>>;
+pub type Connection = Framed<BoxedStream, FrameCodec<FromCoordinator, ToCoordinator>>;
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +45,24 @@ pub enum ConnectError {
     },
 }
 
-/// Dials `address` and authenticates as `role`.
+/// Dials `address` in the clear and authenticates as `role`.
 pub async fn connect(
     address: &str,
     role: Role,
     secret: Option<&Secret>,
 ) -> Result<Connection, ConnectError> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(address, role, secret)).await {
+    connect_with(address, role, secret, None).await
+}
+
+/// Dials `address`, over TLS if `tls` is given, and authenticates as `role`.
+pub async fn connect_with(
+    address: &str,
+    role: Role,
+    secret: Option<&Secret>,
+    tls: Option<&ClientTls>,
+) -> Result<Connection, ConnectError> {
+    let dialing = handshake(address, role, secret, tls);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing).await {
         Ok(connected) => connected,
         Err(_) => Err(ConnectError::Handshake {
             address: address.to_string(),
@@ -62,6 +75,7 @@ async fn handshake(
     address: &str,
     role: Role,
     secret: Option<&Secret>,
+    tls: Option<&ClientTls>,
 ) -> Result<Connection, ConnectError> {
     let stream = TcpStream::connect(address)
         .await
@@ -71,11 +85,19 @@ async fn handshake(
         })?;
     let _ = stream.set_nodelay(true);
     crate::net::keep_alive(&stream);
-    let mut connection = Framed::new(stream, FrameCodec::new(DEFAULT_MAX_FRAME));
     let broken = |reason: String| ConnectError::Handshake {
         address: address.to_string(),
         reason,
     };
+    let stream: BoxedStream = match tls {
+        Some(tls) => Box::new(
+            tls.connect(address, stream)
+                .await
+                .map_err(|error| broken(format!("TLS: {error}")))?,
+        ),
+        None => Box::new(stream),
+    };
+    let mut connection = Framed::new(stream, FrameCodec::new(DEFAULT_MAX_FRAME));
     let peer_nonce = auth::nonce();
     connection
         .send(ToCoordinator::Hello {

@@ -5,6 +5,7 @@ pub mod backlog;
 pub mod codec;
 pub mod connect;
 pub mod protocol;
+pub mod tls;
 
 #[cfg(test)]
 mod properties;
@@ -40,3 +41,11 @@ pub fn raise_open_files_limit() {
         }
     }
 }
+
+/// Something a connection runs over: a TCP socket, in the clear or inside TLS.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+
+/// A connection's stream, whichever it is.
+pub type BoxedStream = Box<dyn Stream>;

@@ -53,6 +53,8 @@ pub struct WorkerConfig {
     pub handlers: Handlers,
     /// How to reach S3 for job data.
     pub s3: S3Settings,
+    /// TLS to the coordinator, if it speaks TLS.
+    pub tls: Option<crate::net::tls::ClientTls>,
 }
 
 /// Why a worker stopped for good.
@@ -196,10 +198,11 @@ pub async fn run(
 
 impl Worker {
     async fn connect(&mut self) -> Result<Connection, ConnectError> {
-        let mut connection = connect::connect(
+        let mut connection = connect::connect_with(
             &self.config.coordinator,
             Role::Worker,
             self.config.secret.as_ref(),
+            self.config.tls.as_ref(),
         )
         .await?;
         let carried = self

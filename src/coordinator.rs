@@ -227,6 +227,13 @@ pub fn start(
     let http_addr = match http_listener {
         Some(http_listener) => {
             let address = http_listener.local_addr()?;
+            if tls.is_none() && !address.ip().is_loopback() {
+                tracing::warn!(
+                    address = %address,
+                    "NOT ENCRYPTED: HTTP beyond loopback without TLS; bearer tokens and job data \
+                     cross the network in the clear (give --tls-cert and --tls-key)"
+                );
+            }
             let state = HttpState {
                 ledger: ledger.clone(),
                 registry: registry.clone(),
@@ -243,7 +250,8 @@ pub fn start(
             actix_rt::spawn(server);
             tracing::info!(
                 address = %address,
-                "dashboard and HTTP API at http://{address}/ (reading needs no token; changes need the client token{})",
+                "dashboard and HTTP API at {}://{address}/ (reading needs no token; changes need the client token{})",
+                if tls.is_some() { "https" } else { "http" },
                 if config.client_secret.is_some() { "" } else { ", or loopback while none is set" }
             );
             Some(address)
@@ -298,9 +306,10 @@ async fn accept_loop(
                     return;
                 }
                 Ok(Err(error)) => error.to_string(),
-                Err(_) => format!("no TLS handshake within {}s", deadline.as_secs()),
+                Err(_) => format!("no TLS handshake within {deadline:?}"),
             };
-            tracing::warn!(%peer, reason = %failure, "TLS handshake failed, closing connection");
+            // Info, not a warning: port scanners and health checks do this all day.
+            tracing::info!(%peer, reason = %failure, "TLS handshake failed, closing connection");
             shared.open_sessions.fetch_sub(1, Ordering::Relaxed);
         });
     }

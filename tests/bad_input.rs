@@ -292,7 +292,17 @@ async fn past_the_pending_limit_submissions_are_refused_as_queue_full_until_jobs
 
     let message = refusal(client.submit("big", vec![noop(); 5]).await);
     assert!(message.contains("more than the limit of 4"), "{message}");
-    let first = client.submit("a", vec![noop(); 3]).await.unwrap();
+    // Two at once: the second counts the first even before it is on disk.
+    let mut other = cluster.client().await;
+    let (one, two) = futures::join!(
+        client.submit("a", vec![noop(); 3]),
+        other.submit("a", vec![noop(); 3])
+    );
+    let (first, refused) = match (one, two) {
+        (Ok(first), Err(refused)) | (Err(refused), Ok(first)) => (first, refused),
+        (one, two) => panic!("exactly one of two batches fits: {one:?} {two:?}"),
+    };
+    assert!(refused.to_string().starts_with("queue full"), "{refused}");
     let message = refusal(client.submit("b", vec![noop(); 3]).await);
     assert!(
         message.starts_with("queue full: 3 jobs are unfinished"),
@@ -392,9 +402,21 @@ async fn a_client_that_stops_reading_is_disconnected_not_buffered() {
         peak_kib < 150 * 1024,
         "the coordinator's memory stayed small: peak {peak_kib} KiB"
     );
-    // Others are served as before.
+    // A client that reads is served the same pages under the same limit: only what is left
+    // unread counts against it, and that is nothing here.
     let mut client = cluster.client().await;
-    assert_eq!(client.batch(batch).await.unwrap().pending, 1000);
+    for _ in 0..3 {
+        let pages = client
+            .jobs(Some(batch), Some(JobState::Pending))
+            .await
+            .unwrap();
+        assert_eq!(pages.len(), 1000);
+    }
+    assert_eq!(
+        cluster.coordinator_log().matches("not reading:").count(),
+        1,
+        "only the client that stopped reading was cut off"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,15 +424,25 @@ async fn a_client_piling_up_requests_is_cut_off() {
     use drover::net::protocol::{ClientRequest, Role, ToCoordinator};
     use futures::SinkExt;
     let cluster = Cluster::start(&[]).await;
+    // No worker: the batch stays pending, so waits for it are answered only after a minute.
+    let batch = cluster
+        .client()
+        .await
+        .submit("waiting", vec![JobSpec::call("noop", Vec::new())])
+        .await
+        .unwrap()
+        .batch;
     let mut connection = drover::net::connect::connect(&cluster.address, Role::Client, None)
         .await
         .unwrap();
-    // Many requests in one go, as fast as the socket takes them.
-    let requests: Vec<_> = (1..=50_000u64)
+    let requests: Vec<_> = (1..=1100u64)
         .map(|id| {
             Ok(ToCoordinator::Request {
                 id,
-                body: ClientRequest::Status,
+                body: ClientRequest::WaitBatch {
+                    batch,
+                    timeout_ms: 60_000,
+                },
             })
         })
         .collect();
@@ -428,5 +460,6 @@ async fn a_client_piling_up_requests_is_cut_off() {
         },
     )
     .await;
-    still_serving(&cluster).await;
+    let mut client = cluster.client().await;
+    assert_eq!(client.batch(batch).await.unwrap().pending, 1);
 }

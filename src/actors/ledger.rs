@@ -243,6 +243,8 @@ pub struct Ledger {
     /// Recorded attempts whose manifest no worker has confirmed writing, by lease.
     unpublished: HashMap<Lease, PendingManifest>,
     pub(crate) stats: LedgerStats,
+    /// Jobs of submissions being written, counted against the pending limit.
+    pub(crate) reserved: usize,
 }
 
 /// A manifest to be written, and when it was last asked for.
@@ -328,6 +330,7 @@ impl Ledger {
             journal,
             scheduler,
             stats: LedgerStats::new(config.metrics.clone()),
+            reserved: 0,
             config,
             jobs,
             batches,

@@ -134,7 +134,8 @@ impl Ledger {
             )));
         }
         // Unfinished jobs live in memory: past the limit, submissions are refused, not buffered.
-        let unfinished = self.jobs.len();
+        // Batches still being written count too, or concurrent submissions would all pass.
+        let unfinished = self.jobs.len() + self.reserved;
         if unfinished.saturating_add(jobs.len()) > limits.max_unfinished_jobs {
             return ready(ClientResponse::Error(format!(
                 "queue full: {unfinished} jobs are unfinished and the batch has {}, above the \
@@ -175,7 +176,10 @@ impl Ledger {
             jobs: jobs.clone(),
         };
         let (tx, rx) = oneshot::channel();
+        let reserved = jobs.len();
+        self.reserved += reserved;
         self.commit(ctx, vec![write], move |ledger, _ctx, result| {
+            ledger.reserved -= reserved;
             let response = match result {
                 Ok(()) => ledger.accept_batch(batch, name, submitted_at_ms, first_job, jobs),
                 Err(error) => ClientResponse::Error(format!("cannot queue the batch: {error}")),

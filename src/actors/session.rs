@@ -132,15 +132,18 @@ pub struct Session {
 }
 
 impl Session {
-    /// Writes a frame for the peer; a peer with more than the high-water mark waiting is not
-    /// reading, and is disconnected instead of growing the coordinator's memory.
+    /// Writes a frame for the peer. A peer that has left more than the high-water mark unread
+    /// from earlier frames is not reading, and is disconnected instead of growing the
+    /// coordinator's memory. (Measured before this frame: one large answer to a peer that reads
+    /// is never a reason.)
     fn send(&mut self, ctx: &mut Context<Self>, message: FromCoordinator) {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
-        self.writer.write(message);
         let pending = self.backlog.pending();
-        if pending > self.shared.max_write_backlog {
+        if pending <= self.shared.max_write_backlog {
+            self.writer.write(message);
+        } else {
             let reason = format!(
                 "not reading: {pending} bytes wait to be sent, above the high-water mark of {} bytes",
                 self.shared.max_write_backlog
@@ -172,14 +175,11 @@ impl Session {
                 FrameCodec::<ToCoordinator, FromCoordinator>::new(max_frame),
             ));
             let backlog = Backlog::default();
-            let mut writer = FramedWrite::new(
+            let writer = FramedWrite::new(
                 backlog.counting_writer(write_half),
                 backlog.counting_codec(FrameCodec::new(max_frame)),
                 ctx,
             );
-            // Never pause the session for a slow peer (paused, it could not notice the peer has
-            // stopped reading); `send` disconnects past the high-water mark instead.
-            writer.set_buffer_capacity(64 * 1024, usize::MAX);
             Session {
                 peer,
                 shared,

@@ -107,7 +107,16 @@ async fn handshake(
         })
         .await
         .map_err(|error| broken(error.to_string()))?;
-    let coordinator_nonce = match next(&mut connection).await.map_err(broken)? {
+    let coordinator_nonce = match next(&mut connection).await.map_err(|reason| {
+        if tls.is_none() {
+            // A TLS server answers a plain hello with an alert, which reads as a bad frame.
+            broken(format!(
+                "{reason} (if the coordinator uses TLS, connect with --tls-ca FILE or --tls)"
+            ))
+        } else {
+            broken(reason)
+        }
+    })? {
         FromCoordinator::Challenge { nonce } => nonce,
         refused @ FromCoordinator::Refused { .. } => return Err(refusal(refused, address)),
         other => return Err(broken(format!("unexpected {other:?}"))),

@@ -1,8 +1,8 @@
 //! TLS for both ports, with rustls: the coordinator's certificate and key, and what clients and
 //! workers trust (a CA file, or the system's roots).
 //!
-//! The crypto provider is named explicitly (ring): more than one is compiled into this program,
-//! and rustls will not guess.
+//! The crypto provider is named explicitly (ring) rather than left to whichever features other
+//! crates turn on: with two compiled in, rustls would refuse to guess.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

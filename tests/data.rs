@@ -163,27 +163,9 @@ async fn a_losing_attempt_never_mixes_with_the_recorded_ones_outputs() {
 async fn a_full_scratch_disk_fails_the_attempt_with_no_space_and_the_worker_carries_on() {
     let mut cluster = Cluster::start(&[]).await;
     let scratch = cluster.dir.path().join("small-disk");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&scratch)
-        .status()
-        .map(|status| status.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("SKIPPED: this machine does not let the test mount a small tmpfs (needs root)");
+    let Some(_tmpfs) = mount_tmpfs(&scratch, "1m") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(scratch.clone());
+    };
     let big = cluster.dir.path().join("big.bin");
     std::fs::write(&big, vec![7u8; 4 * 1024 * 1024]).unwrap();
     cluster.start_worker("cramped", 1, &["--scratch-dir", path_str(&scratch)]);
@@ -261,27 +243,9 @@ async fn a_manifest_its_own_worker_could_not_write_is_written_by_another() {
 async fn a_full_disk_under_the_ledger_refuses_submissions_serves_reads_and_recovers() {
     let mut cluster = Cluster::new(&[]);
     let ledger_dir = cluster.data_dir();
-    std::fs::create_dir_all(&ledger_dir).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&ledger_dir)
-        .status()
-        .map(|status| status.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("SKIPPED: this machine does not let the test mount a small tmpfs (needs root)");
+    let Some(_tmpfs) = mount_tmpfs(&ledger_dir, "4m") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(ledger_dir.clone());
+    };
     cluster.start_coordinator().await;
     let mut client = cluster.client().await;
     let accepted = client

@@ -149,16 +149,22 @@ impl Session {
                 self.shared.max_write_backlog
             );
             tracing::warn!(peer = %self.peer, %reason, "disconnecting");
-            if let Phase::Worker(worker) = self.phase {
-                self.shared.registry.do_send(SessionClosed {
-                    worker,
-                    reason: reason.clone(),
-                });
-            }
-            self.close_reason = reason;
-            self.phase = Phase::Closed;
+            self.mark_closed(reason);
             ctx.stop();
         }
+    }
+
+    /// From now on the session is closing: its worker, if it has one, is lost for `reason`,
+    /// once (a later `stopped` does not report it again).
+    fn mark_closed(&mut self, reason: String) {
+        if let Phase::Worker(worker) = self.phase {
+            self.shared.registry.do_send(SessionClosed {
+                worker,
+                reason: reason.clone(),
+            });
+        }
+        self.close_reason = reason;
+        self.phase = Phase::Closed;
     }
 
     /// Starts a session on an accepted socket.
@@ -209,14 +215,7 @@ impl Session {
             reason: reason.clone(),
             permanent,
         });
-        if let Phase::Worker(worker) = self.phase {
-            self.shared.registry.do_send(SessionClosed {
-                worker,
-                reason: reason.clone(),
-            });
-        }
-        self.close_reason = reason;
-        self.phase = Phase::Closed;
+        self.mark_closed(reason);
         // Closing the writer flushes the refusal, then stops the session; a peer that does not
         // read it is cut off shortly after anyway.
         self.writer.close();

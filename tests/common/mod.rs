@@ -521,3 +521,27 @@ fn dechunk(mut rest: &str) -> String {
     }
     body
 }
+
+/// A small tmpfs mounted for a test, unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` (`1m`, `4m`) at `path`, or None where the machine does not allow it
+/// (it needs root; CI runs as root).
+pub fn mount_tmpfs(path: &Path, size: &str) -> Option<Tmpfs> {
+    std::fs::create_dir_all(path).ok()?;
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(path)
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("SKIPPED: this machine does not let the test mount a small tmpfs (needs root)");
+    }
+    mounted.then(|| Tmpfs(path.to_path_buf()))
+}

@@ -62,7 +62,17 @@ pub fn bar(done: u64, total: u64, width: usize) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
-fn percent(batch: &BatchInfo) -> f64 {
+/// A batch's time left: `done`, a duration, or `-` while no rate is known.
+pub fn eta(batch: &BatchInfo) -> String {
+    match (batch.done, batch.eta_s) {
+        (true, _) => "done".to_string(),
+        (false, Some(eta_s)) => duration_ms(eta_s.saturating_mul(1000)),
+        (false, None) => "-".to_string(),
+    }
+}
+
+/// The share of a batch's jobs that finished, in percent.
+pub fn percent(batch: &BatchInfo) -> f64 {
     if batch.total == 0 {
         100.0
     } else {
@@ -103,7 +113,7 @@ pub fn batches(batches: &[BatchInfo]) -> String {
                 batch.cancelled.to_string(),
                 format!("{:.1}%", percent(batch)),
                 rate(batch.jobs_per_s),
-                optional(batch.eta_s.map(|eta| duration_ms(eta.saturating_mul(1000)))),
+                eta(batch),
                 if batch.done { "done" } else { "running" }.to_string(),
             ]
         })
@@ -152,11 +162,8 @@ pub fn batch(batch: &BatchInfo) -> String {
     if batch.jobs_per_s > 0.0 {
         out.push_str(&format!("\n  rate       {}", rate(batch.jobs_per_s)));
     }
-    if let Some(eta) = batch.eta_s {
-        out.push_str(&format!(
-            "\n  eta        {}",
-            duration_ms(eta.saturating_mul(1000))
-        ));
+    if batch.eta_s.is_some() && !batch.done {
+        out.push_str(&format!("\n  eta        {}", eta(batch)));
     }
     out
 }
@@ -384,10 +391,7 @@ pub fn batch_lines(batches: &[BatchInfo]) -> String {
                 batch.running.to_string(),
                 batch.failed.to_string(),
                 rate(batch.jobs_per_s),
-                match (batch.done, batch.eta_s) {
-                    (true, _) => "done".to_string(),
-                    (false, eta) => optional(eta.map(|eta| duration_ms(eta.saturating_mul(1000)))),
-                },
+                eta(batch),
             ]
         })
         .collect();
@@ -472,6 +476,22 @@ mod tests {
     fn tables_align_columns() {
         let text = table(&["A", "LONGER"], &[vec!["wide cell".into(), "x".into()]]);
         assert_eq!(text, "A          LONGER\nwide cell  x");
+    }
+
+    #[test]
+    fn etas_say_done_a_duration_or_unknown() {
+        let mut batch: BatchInfo = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "b", "total": 4, "pending": 2, "running": 1, "succeeded": 1,
+            "failed": 0, "cancelled": 0, "done": false, "submitted_at_ms": 0,
+            "started_at_ms": null, "finished_at_ms": null, "jobs_per_s": 0.0, "eta_s": null
+        }))
+        .unwrap();
+        assert_eq!(eta(&batch), "-");
+        assert_eq!(percent(&batch), 25.0);
+        batch.eta_s = Some(245);
+        assert_eq!(eta(&batch), "4m05s");
+        batch.done = true;
+        assert_eq!(eta(&batch), "done");
     }
 
     #[test]

@@ -90,21 +90,13 @@ fn draw(frame: &Frame) -> String {
             batch.id,
             batch.name,
             render::bar(batch.finished(), batch.total, 30),
-            if batch.total == 0 {
-                100.0
-            } else {
-                batch.finished() as f64 * 100.0 / batch.total as f64
-            },
+            render::percent(batch),
             batch.finished(),
             batch.total,
             batch.running,
             batch.failed,
             render::rate(batch.jobs_per_s),
-            match (batch.done, batch.eta_s) {
-                (true, _) => "done".to_string(),
-                (false, Some(eta)) => render::duration_ms(eta.saturating_mul(1000)),
-                (false, None) => "-".to_string(),
-            }
+            render::eta(batch),
         ),
         None => format!(
             "cluster  {} pending, {} running, {} succeeded, {} failed  {} over the last minute",

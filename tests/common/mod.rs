@@ -18,9 +18,26 @@ pub struct Cluster {
     pub address: String,
     pub coordinator_args: Vec<String>,
     pub coordinator_env: Vec<(String, String)>,
+    /// The network namespace the coordinator runs in, when it has a host of its own.
+    pub coordinator_netns: Option<String>,
+    /// What the coordinator listens on, when not `address` (every address of its own host).
+    pub listen: Option<String>,
     coordinator: Option<Child>,
     coordinator_starts: usize,
     workers: Vec<(String, Child)>,
+}
+
+/// A command for `program`, run inside a network namespace if one is given.
+fn command_in(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        // `ip netns exec` execs the program itself, so the child's pid is the program's.
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns, program]);
+            command
+        }
+        None => Command::new(program),
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -41,6 +58,8 @@ impl Cluster {
             dir,
             coordinator_args: coordinator_args.iter().map(|arg| arg.to_string()).collect(),
             coordinator_env: Vec::new(),
+            coordinator_netns: None,
+            listen: None,
             coordinator: None,
             coordinator_starts: 0,
             workers: Vec::new(),
@@ -86,8 +105,9 @@ impl Cluster {
                 .join(format!("coordinator-{}.log", self.coordinator_starts)),
         )
         .unwrap();
-        let child = Command::new(COORDINATOR)
-            .args(["--listen", &self.address, "--data-dir"])
+        let listen = self.listen.as_deref().unwrap_or(&self.address);
+        let child = command_in(self.coordinator_netns.as_deref(), COORDINATOR)
+            .args(["--listen", listen, "--data-dir"])
             .arg(self.data_dir())
             .args(&self.coordinator_args)
             .args(
@@ -146,9 +166,44 @@ impl Cluster {
         extra: &[&str],
         env: &[(&str, &str)],
     ) {
-        let log =
-            std::fs::File::create(self.dir.path().join(format!("worker-{name}.log"))).unwrap();
-        let mut command = Command::new(WORKER);
+        let address = self.address.clone();
+        self.spawn_worker(None, &address, name, slots, extra, env);
+    }
+
+    /// Starts a worker inside a network namespace, dialling the coordinator at `coordinator`.
+    /// A worker of the same name that has exited is replaced (a restart after a kill).
+    pub fn start_worker_in(
+        &mut self,
+        netns: &str,
+        coordinator: &str,
+        name: &str,
+        slots: u32,
+        env: &[(&str, &str)],
+    ) {
+        self.spawn_worker(Some(netns), coordinator, name, slots, &[], env);
+    }
+
+    fn spawn_worker(
+        &mut self,
+        netns: Option<&str>,
+        coordinator: &str,
+        name: &str,
+        slots: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) {
+        if let Some(at) = self.workers.iter().position(|(worker, _)| worker == name) {
+            let exited = self.workers[at].1.try_wait().unwrap();
+            assert!(exited.is_some(), "worker {name} is already running");
+            self.workers.remove(at);
+        }
+        // Appended to, so a restarted worker's log follows its earlier life's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("worker-{name}.log")))
+            .unwrap();
+        let mut command = command_in(netns, WORKER);
         if !extra.contains(&"--scratch-dir") {
             command
                 .arg("--scratch-dir")
@@ -157,7 +212,7 @@ impl Cluster {
         let child = command
             .args([
                 "--coordinator",
-                &self.address,
+                coordinator,
                 "--name",
                 name,
                 "--slots",
@@ -235,12 +290,7 @@ impl Cluster {
 
     /// Waits until `count` workers are connected, and returns those (not the recently gone).
     pub async fn wait_for_workers(&self, count: usize) -> Vec<WorkerInfo> {
-        let secret = self
-            .coordinator_env
-            .iter()
-            .find(|(key, _)| key == "DROVER_TOKEN")
-            .and_then(|(_, token)| Secret::from_text(token));
-        let secret = &secret;
+        let secret = &self.client_secret();
         wait_for(
             Duration::from_secs(30),
             "workers to register",
@@ -252,6 +302,18 @@ impl Cluster {
             },
         )
         .await
+    }
+
+    /// The client token the coordinator was started with, if any.
+    pub fn client_token(&self) -> Option<&str> {
+        self.coordinator_env
+            .iter()
+            .find(|(key, _)| key == "DROVER_TOKEN")
+            .map(|(_, token)| token.as_str())
+    }
+
+    pub fn client_secret(&self) -> Option<Secret> {
+        self.client_token().and_then(Secret::from_text)
     }
 
     /// The HTTP address given with `--http`, if any.
@@ -280,12 +342,13 @@ impl Cluster {
         .await
     }
 
-    /// Runs the `drover` CLI against this cluster.
+    /// Runs the `drover` CLI against this cluster, with the client token if there is one.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(CLI)
             .args(args)
             .env("DROVER_COORDINATOR", &self.address)
             .env_remove("DROVER_TOKEN")
+            .envs(self.client_token().map(|token| ("DROVER_TOKEN", token)))
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path())
             .output()

@@ -3,10 +3,11 @@
 //! killed and frozen, links cut without a FIN or RST and healed (some only after the worker was
 //! declared lost), lossy links, the coordinator killed and restarted.
 //!
-//! Afterwards the completion log, the ledger and the jobs' own outputs (each attempt appends its
-//! number to `out/<job id>`) must agree: every job completed, none recorded twice. The report
-//! (also written to `target/tmp/chaos.txt`, which `.ci/run` prints) counts the faults, the jobs
-//! that ran more than once and the duplicate results the coordinator turned away.
+//! Afterwards the completion log, the ledger and the jobs' own outputs (each attempt appends the
+//! name of its scratch directory, which holds its number and lease, to `out/<job id>`) must
+//! agree: every job completed, none recorded twice, no attempt ran twice. The report (also
+//! written to `target/tmp/chaos.txt`, which `.ci/run` prints) counts the faults, the jobs that ran
+//! more than once and the duplicate results the coordinator turned away.
 //!
 //! `DROVER_CHAOS_SEED` and `DROVER_CHAOS_JOBS` replay another sequence or size. Namespaces need
 //! root; where the machine forbids them the test says `SKIPPED` and why. CI runs as root.
@@ -16,12 +17,14 @@ mod common;
 mod hosts;
 
 use common::*;
+use drover::job::JobState;
 use drover::status::JobInfo;
-use hosts::Hosts;
+use hosts::{BuildError, Hosts};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const DEFAULT_SEED: u64 = 20_261_126;
@@ -29,15 +32,13 @@ const DEFAULT_JOBS: usize = 10_000;
 const WORKERS: usize = 4;
 const SLOTS: u32 = 8;
 const PORT: u16 = 7700;
-/// Workers and clients reach the coordinator from other hosts, so they need the secrets.
-const CLIENT_TOKEN: &str = "chaos-client-secret";
-const WORKER_TOKEN: &str = "chaos-worker-secret";
 /// Short, so that losses are noticed within the test's time; a lossy link may still be taken for
 /// a lost one now and then, which is one more fault to survive.
-const HEARTBEAT_TIMEOUT_S: f64 = 3.0;
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 const HEARTBEAT_INTERVAL: &str = "500ms";
 /// Long enough that faults land on running jobs, short enough that 10,000 finish in minutes.
 const JOB_SECONDS: f64 = 0.25;
+
 /// The whole run, faults included, must end within this.
 const RUN_LIMIT: Duration = Duration::from_secs(15 * 60);
 
@@ -109,13 +110,14 @@ fn worker_name(i: usize) -> String {
 
 /// The cluster on its hosts, and what the driver has done to it.
 struct Chaos {
+    // Dropped in this order: the processes end before their namespaces are deleted.
     cluster: Cluster,
     hosts: Hosts,
+    /// The worker role's secret: workers dial from other hosts, so they need one.
+    worker_token: String,
     started: Instant,
     /// Faults injected, by kind.
     injected: BTreeMap<Fault, usize>,
-    /// How many freezes and cuts outlasted the heartbeat timeout.
-    past_timeout: usize,
     /// How long workers declared lost took to register again once their link healed.
     rejoin_after_heal: Vec<Duration>,
 }
@@ -132,24 +134,47 @@ impl Chaos {
             &Hosts::coordinator_for(i, PORT),
             &worker_name(i),
             SLOTS,
-            &[("DROVER_WORKER_TOKEN", WORKER_TOKEN)],
+            &[("DROVER_WORKER_TOKEN", &self.worker_token)],
         );
     }
 
     /// A batch's progress from a fresh connection: the coordinator may have restarted.
     async fn batch(&self, batch: u64) -> Option<drover::status::BatchInfo> {
         tokio::time::timeout(Duration::from_secs(5), async {
-            let mut client = drover::client::Client::connect(
-                &self.cluster.address,
-                self.cluster.client_secret().as_ref(),
-            )
-            .await
-            .ok()?;
-            client.batch(batch).await.ok()
+            self.cluster.try_client().await?.batch(batch).await.ok()
         })
         .await
         .ok()
         .flatten()
+    }
+
+    /// The workers the coordinator lists, from a fresh connection.
+    async fn workers(&self) -> Option<Vec<drover::status::WorkerInfo>> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            self.cluster.try_client().await?.workers().await.ok()
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Waits until every worker is registered, each by its name: the faults are all healed.
+    async fn wait_fleet(&self) {
+        wait_for(
+            Duration::from_secs(60),
+            "every worker to be registered again",
+            || async move {
+                let workers = self.workers().await?;
+                (1..=WORKERS)
+                    .all(|i| {
+                        workers.iter().any(|worker| {
+                            worker.name == worker_name(i) && worker.gone_at_ms.is_none()
+                        })
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     /// Waits until the coordinator lists worker `i` as lost at or after `since_ms`.
@@ -160,14 +185,8 @@ impl Chaos {
             Duration::from_secs(60),
             "the cut-off worker to be declared lost",
             || async move {
-                let mut client = drover::client::Client::connect(
-                    &self.cluster.address,
-                    self.cluster.client_secret().as_ref(),
-                )
-                .await
-                .ok()?;
-                let workers = client.workers().await.ok()?;
-                workers
+                self.workers()
+                    .await?
                     .iter()
                     .any(|worker| {
                         &worker.name == name
@@ -189,14 +208,7 @@ impl Chaos {
             Duration::from_secs(60),
             "the healed worker to register again",
             || async move {
-                let mut client = drover::client::Client::connect(
-                    &self.cluster.address,
-                    self.cluster.client_secret().as_ref(),
-                )
-                .await
-                .ok()?;
-                let workers = client.workers().await.ok()?;
-                workers.iter().find_map(|worker| {
+                self.workers().await?.iter().find_map(|worker| {
                     (&worker.name == name
                         && worker.gone_at_ms.is_none()
                         && worker.connected_at_ms >= since_ms)
@@ -211,7 +223,7 @@ impl Chaos {
     /// Injects one fault and heals it.
     async fn inject(&mut self, fault: Fault, rng: &mut StdRng) {
         let i = rng.gen_range(1..=WORKERS);
-        let timeout = HEARTBEAT_TIMEOUT_S;
+        let timeout = HEARTBEAT_TIMEOUT.as_secs_f64();
         *self.injected.entry(fault).or_default() += 1;
         match fault {
             Fault::KillWorker => {
@@ -229,7 +241,6 @@ impl Chaos {
             }
             Fault::FreezeWorker => {
                 let hold = uniform(rng, 0.5, 2.0 * timeout);
-                self.past_timeout += usize::from(hold.as_secs_f64() > timeout);
                 self.say(&format!("SIGSTOP {} for {hold:.1?}", worker_name(i)));
                 self.cluster.signal_worker(&worker_name(i), libc::SIGSTOP);
                 tokio::time::sleep(hold).await;
@@ -237,7 +248,6 @@ impl Chaos {
             }
             Fault::LinkDown => {
                 let hold = uniform(rng, 0.5, 2.0 * timeout);
-                self.past_timeout += usize::from(hold.as_secs_f64() > timeout);
                 self.say(&format!("link of {} down for {hold:.1?}", worker_name(i)));
                 self.hosts.link_down(i).unwrap();
                 tokio::time::sleep(hold).await;
@@ -245,7 +255,6 @@ impl Chaos {
             }
             Fault::FirewallCut => {
                 let hold = uniform(rng, 0.5, 2.0 * timeout);
-                self.past_timeout += usize::from(hold.as_secs_f64() > timeout);
                 self.say(&format!(
                     "link of {} dropped by nftables for {hold:.1?}",
                     worker_name(i)
@@ -305,7 +314,7 @@ impl Chaos {
     }
 }
 
-/// One job's story, as the completion log, the ledger and its own output tell it.
+/// The batch's story, as the completion log and the ledger tell it.
 struct Evidence {
     /// The completion log's lines per job.
     logged: HashMap<u64, Vec<JobInfo>>,
@@ -363,52 +372,82 @@ fn gather(chaos: &Chaos, batch: u64) -> Evidence {
     }
 }
 
+/// The job: each attempt appends its scratch directory's name (`job-J-attempt-N-LEASE`, unique
+/// per attempt) to `out/<job id>`, then sleeps.
+fn job_line() -> String {
+    format!(
+        r#"{{"cmd": ["sh", "-c", "echo \"${{DROVER_SCRATCH##*/}}\" >> \"$OUT/$DROVER_JOB_ID\"; sleep {JOB_SECONDS}"]}}"#
+    )
+}
+
+/// An attempt as its output line names it: (attempt number, lease).
+fn parse_attempt(job: u64, line: &str) -> Option<(u32, String)> {
+    let rest = line.trim().strip_prefix(&format!("job-{job}-attempt-"))?;
+    let (number, lease) = rest.split_once('-')?;
+    Some((number.parse().ok()?, lease.to_string()))
+}
+
+fn random_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Says a line outside the test harness's capture, so it shows in `cargo test` and on CI, and
+/// leaves it in `target/tmp/chaos.txt` for `.ci/run` to print.
+fn announce(text: &str) {
+    let _ = std::io::stderr().write_all(format!("\n{text}\n").as_bytes());
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos.txt"),
+        text,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
     let seed: u64 = env_or("DROVER_CHAOS_SEED", DEFAULT_SEED);
     let jobs: usize = env_or("DROVER_CHAOS_JOBS", DEFAULT_JOBS);
-    assert!(
-        std::process::Command::new("nft")
-            .arg("--version")
-            .output()
-            .is_ok_and(|output| output.status.success()),
-        "the chaos suite needs nftables: apt-get install nftables (.ci/run does)"
-    );
     let hosts = match Hosts::build(WORKERS) {
         Ok(hosts) => hosts,
-        Err(reason) => {
-            eprintln!("SKIPPED: this machine does not allow network namespaces ({reason})");
+        Err(BuildError::Forbidden(reason)) => {
+            announce(&format!(
+                "chaos suite SKIPPED: this machine does not allow network namespaces ({reason})"
+            ));
             return;
         }
+        Err(BuildError::Failed(reason)) => panic!(
+            "cannot build the network hosts: {reason}\n(the suite needs iproute2 and nftables; \
+             .ci/run installs them)"
+        ),
     };
     let mut cluster = Cluster::new(&[
         "--heartbeat-timeout",
-        &format!("{HEARTBEAT_TIMEOUT_S}s"),
+        &format!("{}ms", HEARTBEAT_TIMEOUT.as_millis()),
         "--heartbeat-interval",
         HEARTBEAT_INTERVAL,
     ]);
     cluster.address = format!("{}:{PORT}", hosts.coordinator_address);
     cluster.listen = Some(format!("0.0.0.0:{PORT}"));
     cluster.coordinator_netns = Some(hosts.coordinator.clone());
+    // Fresh secrets: a run that reached another run's coordinator would be refused.
+    let worker_token = random_token();
     cluster.coordinator_env = vec![
-        ("DROVER_TOKEN".into(), CLIENT_TOKEN.into()),
-        ("DROVER_WORKER_TOKEN".into(), WORKER_TOKEN.into()),
+        ("DROVER_TOKEN".into(), random_token()),
+        ("DROVER_WORKER_TOKEN".into(), worker_token.clone()),
     ];
     let mut chaos = Chaos {
         cluster,
         hosts,
+        worker_token,
         started: Instant::now(),
         injected: BTreeMap::new(),
-        past_timeout: 0,
         rejoin_after_heal: Vec::new(),
     };
     chaos.cluster.start_coordinator().await;
     for i in 1..=WORKERS {
         chaos.start_worker(i);
     }
-    chaos.cluster.wait_for_workers(WORKERS).await;
+    chaos.wait_fleet().await;
 
-    let lines: Vec<String> = (0..jobs).map(|_| recording_job(JOB_SECONDS)).collect();
+    let lines: Vec<String> = (0..jobs).map(|_| job_line()).collect();
     let file = chaos.cluster.job_file("chaos.jsonl", &lines);
     let submitted = chaos.cluster.cli(&["submit", path_str(&file)]);
     assert!(
@@ -424,8 +463,8 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         "batch {batch}: {jobs} jobs on {WORKERS} workers × {SLOTS} slots, seed {seed}"
     ));
 
-    // Faults one after another, each healed before the next, until the batch is done. Each
-    // round of the deck holds every kind once, in a seeded order.
+    // Faults one after another, each healed, and the fleet whole again, before the next, until
+    // the batch is done. Each round of the deck holds every kind once, in a seeded order.
     let mut rng = StdRng::seed_from_u64(seed);
     let mut deck: Vec<Fault> = Vec::new();
     let info = loop {
@@ -444,42 +483,49 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         }
         let fault = deck.pop().unwrap();
         chaos.inject(fault, &mut rng).await;
+        chaos.wait_fleet().await;
         let gap = uniform(&mut rng, 0.5, 2.5);
         tokio::time::sleep(gap).await;
     };
     let took = chaos.started.elapsed();
-    // Every fault is healed: the whole fleet is back.
-    chaos.cluster.wait_for_workers(WORKERS).await;
+    chaos.wait_fleet().await;
 
     let evidence = gather(&chaos, batch);
+    assert_eq!(
+        evidence.total, jobs as u64,
+        "the ledger holds {} jobs of the batch, not {jobs}",
+        evidence.total
+    );
     let mut completed = 0;
-    let mut recorded_twice = Vec::new();
+    let mut listed_twice = Vec::new();
     let mut missing = Vec::new();
     let mut ran_more_than_once = 0;
     let mut runs = 0;
-    // Each attempt appends its number. The same number twice is an attempt cut off by a
-    // coordinator restart (starts are not journaled, so it is not on record) and the next one.
+    let mut unreadable = Vec::new();
+    // A lease twice in one job's output is one attempt run twice.
+    let mut attempts_run_twice = Vec::new();
+    // The same number under two leases: an attempt cut off by a coordinator restart (starts are
+    // not journaled, so it is not on record) and the job's next one.
     let mut numbers_reused = 0;
-    assert_eq!(
-        evidence.total, jobs as u64,
-        "the ledger lost jobs of the batch"
-    );
     let first = evidence.first_job;
     for job in first..first + jobs as u64 {
         let logged = evidence.logged.get(&job).map_or(&[][..], Vec::as_slice);
         if logged.len() > 1 {
-            recorded_twice.push(job);
+            listed_twice.push(job);
         }
-        let mut attempts: Vec<u32> =
-            std::fs::read_to_string(chaos.cluster.out_dir().join(job.to_string()))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|line| line.trim().parse().ok())
-                .collect();
+        let lines = chaos.cluster.output_lines(job);
+        let attempts: Vec<(u32, String)> = lines
+            .iter()
+            .filter_map(|line| {
+                let parsed = parse_attempt(job, line);
+                if parsed.is_none() {
+                    unreadable.push((job, line.clone()));
+                }
+                parsed
+            })
+            .collect();
         match logged.first() {
-            Some(entry)
-                if entry.state == drover::job::JobState::Succeeded && !attempts.is_empty() =>
-            {
+            Some(entry) if entry.state == JobState::Succeeded && !attempts.is_empty() => {
                 completed += 1
             }
             _ => missing.push(job),
@@ -488,28 +534,35 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         if attempts.len() > 1 {
             ran_more_than_once += 1;
         }
-        attempts.sort_unstable();
-        if attempts.windows(2).any(|pair| pair[0] == pair[1]) {
+        let leases: HashSet<&str> = attempts.iter().map(|(_, lease)| lease.as_str()).collect();
+        if leases.len() < attempts.len() {
+            attempts_run_twice.push((job, lines.clone()));
+        }
+        let numbers: HashSet<u32> = attempts.iter().map(|(number, _)| *number).collect();
+        if numbers.len() < leases.len() {
             numbers_reused += 1;
         }
     }
-    // The ledger refuses a second record of a finished job, and says so: that must never be needed.
-    let refused_records = chaos
-        .cluster
-        .coordinator_log()
-        .matches("second record refused")
+    // The ledger's guard refuses a second record of a finished job and logs it: never needed.
+    let coordinator_log = chaos.cluster.coordinator_log();
+    let refused_records = coordinator_log
+        .matches(drover::storage::journal::SECOND_RECORD_REFUSED)
+        .count();
+    let workers_lost = coordinator_log.matches("worker lost").count();
+    let succeeded_jobs = evidence
+        .logged
+        .values()
+        .filter(|entries| entries[0].state == JobState::Succeeded)
         .count();
 
-    let mut report = String::new();
-    report.push_str(&format!(
+    let mut report = format!(
         "chaos suite: seed {seed}, {jobs} jobs of {JOB_SECONDS}s, {WORKERS} workers × {SLOTS} slots \
-         on their own network hosts, heartbeat timeout {HEARTBEAT_TIMEOUT_S}s; took {:.0}s\n",
+         on network hosts of their own, heartbeat timeout {HEARTBEAT_TIMEOUT:?}; took {:.0}s\n",
         took.as_secs_f64()
-    ));
+    );
     let total: usize = chaos.injected.values().sum();
     report.push_str(&format!(
-        "faults injected: {total} ({} freezes or cuts outlasted the heartbeat timeout)\n",
-        chaos.past_timeout
+        "faults injected: {total}; workers declared lost: {workers_lost}\n"
     ));
     for fault in FAULTS {
         report.push_str(&format!(
@@ -519,9 +572,19 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         ));
     }
     report.push_str(&format!(
-        "completed: {completed} of {jobs}\nrecorded twice: {} (second records refused by the ledger: {refused_records})\nran more than once: {ran_more_than_once} \
-         ({runs} runs in all; {numbers_reused} jobs ran an attempt number twice, across a coordinator restart)\nattempts lost with their worker: {}\nduplicate results turned away: {}\n",
-        recorded_twice.len(),
+        "completed: {completed} of {jobs}\n\
+         recorded twice: {} (the batch counts {} succeeded for {succeeded_jobs} succeeded jobs; \
+         the ledger refused {refused_records} second records; {} jobs listed twice in the log)\n\
+         ran more than once: {ran_more_than_once} ({runs} runs in all; {} attempts ran twice; \
+         {numbers_reused} jobs got an attempt number again after a coordinator restart)\n\
+         attempts lost with their worker: {}\n\
+         duplicate results turned away: {}\n",
+        listed_twice.len()
+            + refused_records
+            + (info.succeeded as usize).saturating_sub(succeeded_jobs),
+        info.succeeded,
+        listed_twice.len(),
+        attempts_run_twice.len(),
         evidence.lost_attempts,
         evidence.duplicates
     ));
@@ -530,15 +593,15 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
             "workers declared lost registered again within {slowest:.1?} of their link healing\n"
         ));
     }
-    eprintln!("\n{report}");
-    let _ = std::fs::write(
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos.txt"),
-        &report,
-    );
+    announce(&report);
 
     assert!(
         info.succeeded == jobs as u64 && info.failed == 0 && info.cancelled == 0,
         "the batch ended {info:?}"
+    );
+    assert_eq!(
+        succeeded_jobs, jobs,
+        "the batch's count and the completion log disagree"
     );
     assert!(
         missing.is_empty(),
@@ -547,24 +610,32 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         &missing[..missing.len().min(10)]
     );
     assert!(
-        recorded_twice.is_empty(),
-        "jobs recorded twice: {recorded_twice:?}"
+        listed_twice.is_empty(),
+        "jobs listed twice in the completion log: {listed_twice:?}"
     );
     assert_eq!(
         refused_records, 0,
         "the ledger was asked to record a finished job again"
     );
-
+    assert!(
+        attempts_run_twice.is_empty(),
+        "one attempt ran twice: {:?}",
+        &attempts_run_twice[..attempts_run_twice.len().min(10)]
+    );
+    assert!(
+        unreadable.is_empty(),
+        "output lines no attempt wrote: {:?}",
+        &unreadable[..unreadable.len().min(10)]
+    );
     assert_eq!(
         evidence.logged.len(),
         jobs,
-        "the completion log holds jobs outside the batch"
+        "the completion log lists jobs outside the batch"
     );
     for fault in FAULTS {
         assert!(
             chaos.injected.contains_key(&fault),
-            "the batch finished before {:?} was injected: make the jobs longer",
-            fault
+            "the batch finished before {fault:?} was injected: give more jobs (DROVER_CHAOS_JOBS)"
         );
     }
 }

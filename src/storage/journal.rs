@@ -21,6 +21,9 @@ const MAX_GROUP: usize = 4096;
 
 /// The database file inside the data directory.
 pub const LEDGER_FILE: &str = "ledger.sqlite";
+/// Logged when the ledger's guard refuses to record a finished job again: that must never be
+/// needed, and the chaos suite counts it.
+pub const SECOND_RECORD_REFUSED: &str = "job already finished in the ledger, second record refused";
 
 /// Why the journal failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -552,10 +555,7 @@ fn apply(conn: &mut Connection, group: &[Commit]) -> Result<(), JournalError> {
                         ])?;
                         if changed != 1 {
                             // The guard against recording a job twice held; say so loudly.
-                            tracing::error!(
-                                job = order.job,
-                                "job already finished in the ledger, second record refused"
-                            );
+                            tracing::error!(job = order.job, "{SECOND_RECORD_REFUSED}");
                         }
                     }
                     Write::Attempt(row) => {

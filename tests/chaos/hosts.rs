@@ -4,8 +4,8 @@
 //!
 //! Addresses come from 198.18.0.0/15, the range set aside for benchmarking, and no namespace has
 //! a default route: nothing the suite sends can leave the machine. Namespace names carry the
-//! test's pid and start time, so runs side by side do not meet; they are deleted on drop, which
-//! also deletes their links.
+//! test's pid, so runs side by side do not meet, and are deleted on drop, which also deletes their
+//! links; namespaces left by a run that was killed are swept by the next one.
 //!
 //! Faults are set on a worker's link: a cut that sends no FIN or RST (the veth set down, or an
 //! nftables table in the worker's host that drops everything on the link), and a lossy link (an
@@ -15,10 +15,21 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
+/// Every namespace of the suite starts so, followed by the pid of the test that made it.
+const NAMESPACE_PREFIX: &str = "drover-chaos-";
 /// The nftables table the faults live in, one per worker host.
 const TABLE: &str = "drover_chaos";
 /// The worker side of each worker's link, inside the worker's namespace.
 const WORKER_LINK: &str = "eth0";
+
+/// Why the hosts could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The machine does not let this process make network namespaces.
+    Forbidden(String),
+    /// Something else went wrong: a failure, not a reason to skip.
+    Failed(String),
+}
 
 /// The namespaces and links of one run.
 pub struct Hosts {
@@ -68,34 +79,47 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Hosts {
-    /// Builds a coordinator host and `workers` worker hosts. An error says what the machine
-    /// refused (namespaces need root, or CAP_NET_ADMIN and CAP_SYS_ADMIN).
-    pub fn build(workers: usize) -> Result<Hosts, String> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.subsec_micros());
+    /// Builds a coordinator host and `workers` worker hosts.
+    pub fn build(workers: usize) -> Result<Hosts, BuildError> {
+        sweep_stale();
         let pid = std::process::id();
-        let prefix = format!("drover-chaos-{pid}-{stamp}");
-        // The test's side of its link lives in the test's namespace: a unique name of at most
-        // 15 bytes, and a /30 of its own within 198.19.0.0/16.
-        let slot = pid % 16_384;
-        let base = Ipv4Addr::new(198, 19, (slot / 64) as u8, (slot % 64 * 4) as u8);
-        let near = Ipv4Addr::from(u32::from(base) + 1);
-        let far = Ipv4Addr::from(u32::from(base) + 2);
+        let prefix = format!("{NAMESPACE_PREFIX}{pid}");
+        let coordinator = format!("{prefix}-c");
+        if let Err(error) = ip(&["netns", "add", &coordinator]) {
+            return Err(
+                if error.contains("Operation not permitted") || error.contains("Permission denied")
+                {
+                    BuildError::Forbidden(error)
+                } else {
+                    BuildError::Failed(error)
+                },
+            );
+        }
+        let (near, far) = free_test_link_addresses().map_err(BuildError::Failed)?;
         let mut hosts = Hosts {
-            coordinator: format!("{prefix}-c"),
+            coordinator: coordinator.clone(),
             workers: (1..=workers).map(|i| format!("{prefix}-w{i}")).collect(),
             coordinator_address: far,
-            created: Vec::new(),
+            created: vec![coordinator.clone()],
         };
-        let coordinator = hosts.coordinator.clone();
-        hosts.add_namespace(&coordinator)?;
-        let test_link = format!("drv{:x}", (pid << 8) ^ stamp);
-        let test_link = &test_link[..test_link.len().min(15)];
+        hosts.wire(&prefix, near, far).map_err(BuildError::Failed)?;
+        // Fail now, not minutes into the run, where the kernel lacks nftables or `numgen`.
+        hosts.lossy(1, 1).map_err(BuildError::Failed)?;
+        hosts.firewall_heal(1).map_err(BuildError::Failed)?;
+        Ok(hosts)
+    }
+
+    /// Makes the worker namespaces and every link.
+    fn wire(&mut self, prefix: &str, near: Ipv4Addr, far: Ipv4Addr) -> Result<(), String> {
+        let coordinator = self.coordinator.clone();
+        ip(&["-n", &coordinator, "link", "set", "lo", "up"])?;
+        // The test's end lives in the test's own namespace: a name unique there (at most 15
+        // bytes: "drv" and the pid in hex).
+        let test_link = format!("drv{:x}", std::process::id());
         ip(&[
             "link",
             "add",
-            test_link,
+            &test_link,
             "type",
             "veth",
             "peer",
@@ -104,8 +128,8 @@ impl Hosts {
             "netns",
             &coordinator,
         ])?;
-        ip(&["addr", "add", &format!("{near}/30"), "dev", test_link])?;
-        ip(&["link", "set", test_link, "up"])?;
+        ip(&["addr", "add", &format!("{near}/30"), "dev", &test_link])?;
+        ip(&["link", "set", &test_link, "up"])?;
         ip(&[
             "-n",
             &coordinator,
@@ -116,9 +140,11 @@ impl Hosts {
             "up0",
         ])?;
         ip(&["-n", &coordinator, "link", "set", "up0", "up"])?;
-        for i in 1..=workers {
-            let worker = hosts.workers[i - 1].clone();
-            hosts.add_namespace(&worker)?;
+        for i in 1..=self.workers.len() {
+            let worker = format!("{prefix}-w{i}");
+            ip(&["netns", "add", &worker])?;
+            self.created.push(worker.clone());
+            ip(&["-n", &worker, "link", "set", "lo", "up"])?;
             let link = Hosts::coordinator_link(i);
             ip(&[
                 "link",
@@ -156,13 +182,7 @@ impl Hosts {
             ip(&["-n", &coordinator, "link", "set", &link, "up"])?;
             ip(&["-n", &worker, "link", "set", WORKER_LINK, "up"])?;
         }
-        Ok(hosts)
-    }
-
-    fn add_namespace(&mut self, name: &str) -> Result<(), String> {
-        ip(&["netns", "add", name])?;
-        self.created.push(name.to_string());
-        ip(&["-n", name, "link", "set", "lo", "up"])
+        Ok(())
     }
 
     /// The coordinator's end of worker `i`'s link (1-based), inside the coordinator's namespace.
@@ -261,4 +281,47 @@ impl Drop for Hosts {
             }
         }
     }
+}
+
+/// Deletes namespaces left by runs that were killed before they could clean up: those whose pid
+/// is no longer a process. Their links go with them.
+fn sweep_stale() {
+    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(pid) = name
+            .strip_prefix(NAMESPACE_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A run of ours under this pid before a reboot or in another pid namespace is stale too.
+        if pid == std::process::id() || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+/// Two addresses for the test's link to the coordinator: a /30 in 198.19.0.0/16 that no link in
+/// the test's namespace uses yet (another run's, say).
+fn free_test_link_addresses() -> Result<(Ipv4Addr, Ipv4Addr), String> {
+    let output = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .map_err(|error| format!("cannot run ip: {error}"))?;
+    let in_use = String::from_utf8_lossy(&output.stdout).into_owned();
+    let start = std::process::id() % 16_384;
+    (0..16_384)
+        .map(|step| (start + step) % 16_384)
+        .map(|slot| {
+            let base = u32::from(Ipv4Addr::new(198, 19, 0, 0)) + slot * 4;
+            (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+        })
+        .find(|(near, far)| {
+            !in_use.contains(&format!("inet {near}/")) && !in_use.contains(&format!("inet {far}/"))
+        })
+        .ok_or_else(|| "no free /30 left in 198.19.0.0/16".to_string())
 }

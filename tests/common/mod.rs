@@ -276,10 +276,19 @@ impl Cluster {
         }
     }
 
+    /// A client with the coordinator's client token, if it has one.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.address, None)
+        Client::connect(&self.address, self.client_secret().as_ref())
             .await
             .expect("client connects")
+    }
+
+    /// A client on a fresh connection, or None while the coordinator is not answering (it may
+    /// be restarting).
+    pub async fn try_client(&self) -> Option<Client> {
+        Client::connect(&self.address, self.client_secret().as_ref())
+            .await
+            .ok()
     }
 
     pub async fn client_with(&self, token: &str) -> Client {
@@ -290,12 +299,11 @@ impl Cluster {
 
     /// Waits until `count` workers are connected, and returns those (not the recently gone).
     pub async fn wait_for_workers(&self, count: usize) -> Vec<WorkerInfo> {
-        let secret = &self.client_secret();
         wait_for(
             Duration::from_secs(30),
             "workers to register",
             || async move {
-                let mut client = Client::connect(&self.address, secret.as_ref()).await.ok()?;
+                let mut client = self.try_client().await?;
                 let mut workers = client.workers().await.ok()?;
                 workers.retain(|worker| worker.gone_at_ms.is_none());
                 (workers.len() >= count).then_some(workers)
@@ -335,7 +343,7 @@ impl Cluster {
     ) -> JobInfo {
         let done = &done;
         wait_for(Duration::from_secs(30), what, || async move {
-            let mut client = Client::connect(&self.address, None).await.ok()?;
+            let mut client = self.try_client().await?;
             let info = client.job(job).await.ok()?;
             done(&info).then_some(info)
         })
@@ -362,11 +370,16 @@ impl Cluster {
         path
     }
 
+    /// What a job's attempts appended to `out/<id>`, a line each.
+    pub fn output_lines(&self, job: u64) -> Vec<String> {
+        std::fs::read_to_string(self.out_dir().join(job.to_string()))
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
     /// How many times a job ran: the lines it appended to `out/<id>`.
     pub fn runs_of(&self, job: u64) -> usize {
-        std::fs::read_to_string(self.out_dir().join(job.to_string()))
-            .map(|text| text.lines().count())
-            .unwrap_or(0)
+        self.output_lines(job).len()
     }
 }
 

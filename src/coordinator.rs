@@ -180,6 +180,11 @@ pub fn start(
             metrics: metrics.clone(),
             max_batch_jobs: config.max_batch_jobs,
             max_unfinished_jobs: config.max_pending_jobs,
+            // A worker retries at least every MAX_RECONNECT_DELAY, so after a restart every
+            // live one is back within it (and a heartbeat timeout is what silence costs anyway).
+            reconnect_grace: config
+                .heartbeat_timeout
+                .max(crate::worker::MAX_RECONNECT_DELAY + Duration::from_secs(2)),
         },
     )
     .start();

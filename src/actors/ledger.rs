@@ -15,12 +15,12 @@ use crate::actors::scheduler::{Enqueue, KillAttempts, PublishManifests, Schedule
 use crate::actors::session::{Push, Session};
 use crate::job::{now_ms, AttemptResult, BatchId, JobId, JobState, Lease, Outcome, SpecBytes};
 use crate::metrics::Metrics;
-use crate::net::protocol::{FromCoordinator, ManifestOrder};
+use crate::net::protocol::{CarriedAttempt, FromCoordinator, ManifestOrder};
 use crate::status::{BatchInfo, FailureInfo, JobCounts, JobStatistics};
 use crate::storage::journal::{AttemptRow, Journal, JournalError, Replay, WorkOrder, Write};
 use crate::storage::queries;
 use actix::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -210,6 +210,10 @@ pub struct LedgerConfig {
     /// The most unfinished (pending or running) jobs held; a submission that would pass it is
     /// refused with "queue full".
     pub max_unfinished_jobs: usize,
+    /// After a restart, how long the replayed unfinished jobs wait before they are queued, so
+    /// workers can reconnect and report the attempts they kept running: those are taken back
+    /// as they are, not started again under the same number. Zero queues them at once.
+    pub reconnect_grace: Duration,
 }
 
 /// The default of [`LedgerConfig::max_unfinished_jobs`]: about 1.3 GiB of coordinator memory.
@@ -222,6 +226,7 @@ impl Default for LedgerConfig {
             metrics: Arc::new(Metrics::new()),
             max_batch_jobs: crate::actors::ledger_client::MAX_JOBS_PER_BATCH,
             max_unfinished_jobs: DEFAULT_MAX_UNFINISHED_JOBS,
+            reconnect_grace: Duration::ZERO,
         }
     }
 }
@@ -245,6 +250,8 @@ pub struct Ledger {
     pub(crate) stats: LedgerStats,
     /// Jobs of submissions being written, counted against the pending limit.
     pub(crate) reserved: usize,
+    /// Replayed jobs not yet queued: they wait out the reconnect grace after a restart.
+    held_back: HashSet<JobId>,
 }
 
 /// A manifest to be written, and when it was last asked for.
@@ -339,6 +346,7 @@ impl Ledger {
             waiters: HashMap::new(),
             duplicates: 0,
             unpublished,
+            held_back: HashSet::new(),
         }
     }
 
@@ -453,7 +461,7 @@ impl Ledger {
             }
             job.phase = Phase::Queued;
             let pending = ledger.pending_job(id, &ledger.jobs[&id]);
-            ledger.scheduler.do_send(Enqueue(vec![pending]));
+            ledger.enqueue(vec![pending]);
         });
     }
 
@@ -567,7 +575,37 @@ impl Ledger {
             requeue.push(self.pending_job(id, &self.jobs[&id]));
         }
         if !requeue.is_empty() {
-            self.scheduler.do_send(Enqueue(requeue));
+            self.enqueue(requeue);
+        }
+    }
+
+    /// Hands jobs to the Scheduler's queue; a job held back since the restart is held no more.
+    pub(crate) fn enqueue(&mut self, jobs: Vec<PendingJob>) {
+        if !self.held_back.is_empty() {
+            for job in &jobs {
+                self.held_back.remove(&job.job);
+            }
+        }
+        self.scheduler.do_send(Enqueue(jobs));
+    }
+
+    /// Queues the replayed jobs no worker took back during the reconnect grace.
+    fn release_held_back(&mut self) {
+        let held = std::mem::take(&mut self.held_back);
+        let mut release: Vec<PendingJob> = held
+            .into_iter()
+            .filter_map(|id| {
+                let job = self.jobs.get(&id)?;
+                (job.phase == Phase::Queued).then(|| self.pending_job(id, job))
+            })
+            .collect();
+        release.sort_by_key(|job| job.job);
+        if !release.is_empty() {
+            tracing::info!(
+                jobs = release.len(),
+                "reconnect grace over: replayed jobs no worker took back are queued"
+            );
+            self.scheduler.do_send(Enqueue(release));
         }
     }
 }
@@ -585,13 +623,27 @@ impl Actor for Ledger {
             .map(|(id, job)| self.pending_job(*id, job))
             .collect();
         replayed.sort_by_key(|job| job.job);
-        if !replayed.is_empty() {
+        if replayed.is_empty() {
+            return;
+        }
+        let grace = self.config.reconnect_grace;
+        if grace.is_zero() {
             tracing::info!(
                 jobs = replayed.len(),
                 "replayed unfinished jobs from the ledger"
             );
             self.scheduler.do_send(Enqueue(replayed));
+            return;
         }
+        // Some of these may still run on workers that are reconnecting: wait for them to say
+        // so before starting anything again.
+        tracing::info!(
+            jobs = replayed.len(),
+            grace = ?grace,
+            "replayed unfinished jobs from the ledger; they wait for reconnecting workers to take back what they still run"
+        );
+        self.held_back = replayed.into_iter().map(|job| job.job).collect();
+        ctx.run_later(grace, |ledger, _ctx| ledger.release_held_back());
     }
 }
 
@@ -632,7 +684,9 @@ impl Handler<AttemptsStarted> for Ledger {
                 continue;
             };
             if job.phase != Phase::Queued {
-                // Cancelled or already finished while it waited in the queue.
+                // Cancelled, finished or taken back by a carried attempt while it waited in the
+                // queue. Its number is spent all the same: the worker may have started it.
+                job.attempts = job.attempts.max(attempt);
                 unwanted.push(lease);
                 continue;
             }
@@ -657,6 +711,58 @@ impl Handler<AttemptsStarted> for Ledger {
         }
         if !unwanted.is_empty() {
             self.scheduler.do_send(KillAttempts(unwanted));
+        }
+    }
+}
+
+/// A worker registered with attempts it kept running across a reconnect or a coordinator restart.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptsCarried {
+    /// The worker's name.
+    pub worker_name: Arc<str>,
+    /// The attempts.
+    pub carried: Vec<CarriedAttempt>,
+}
+
+impl Handler<AttemptsCarried> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, carried: AttemptsCarried, _ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let mut withdraw = Vec::new();
+        let mut taken_back = 0;
+        for attempt in carried.carried {
+            let Some(job) = self.jobs.get_mut(&attempt.job) else {
+                // Finished: its result, if any, is a duplicate or a resend.
+                continue;
+            };
+            // A job waiting for a new attempt gets this one back instead: it runs once, not
+            // twice, and no later attempt carries its number. An attempt older than the job's
+            // latest is not taken back; the first success still wins, whichever it is.
+            if job.phase == Phase::Queued && attempt.attempt >= job.attempts {
+                job.phase = Phase::Running;
+                job.attempts = attempt.attempt;
+                job.running = Some(Box::new(RunningAttempt {
+                    lease: attempt.lease,
+                    started_at_ms: now,
+                    worker: carried.worker_name.clone(),
+                }));
+                let batch = job.batch;
+                self.recount(batch, Phase::Queued, Phase::Running);
+                if !self.held_back.remove(&attempt.job) {
+                    withdraw.push(attempt.job);
+                }
+                taken_back += 1;
+            } else {
+                job.attempts = job.attempts.max(attempt.attempt);
+            }
+        }
+        if taken_back > 0 {
+            tracing::info!(worker = %carried.worker_name, jobs = taken_back, "jobs taken back by the attempts their worker kept running");
+        }
+        if !withdraw.is_empty() {
+            self.scheduler.do_send(Withdraw(withdraw));
         }
     }
 }
@@ -936,7 +1042,7 @@ impl Handler<WorkerLost> for Ledger {
         }
         if !requeue.is_empty() {
             tracing::info!(worker = %lost.worker_name, jobs = requeue.len(), "jobs of a lost worker back to pending");
-            self.scheduler.do_send(Enqueue(requeue));
+            self.enqueue(requeue);
         }
         if !writes.is_empty() {
             self.commit(ctx, writes, move |ledger, _ctx, result| match result {

@@ -6,6 +6,7 @@
 use crate::actors::scheduler::{Scheduler, WorkerGone, WorkerJoined};
 use crate::actors::session::{Close, Session};
 use crate::job::{now_ms, AttemptResult, JobId, Lease, Outcome, WorkerId};
+use crate::net::protocol::CarriedAttempt;
 use crate::status::{CurrentJob, WorkerInfo};
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -199,8 +200,8 @@ pub struct RegisterWorker {
     pub slots: u32,
     /// Its labels.
     pub labels: Vec<String>,
-    /// Attempts it kept running from an earlier registration: (lease, slots).
-    pub carried: Vec<(Lease, u32)>,
+    /// Attempts it kept running from an earlier registration.
+    pub carried: Vec<CarriedAttempt>,
     /// Results it had not had acknowledged.
     pub results: Vec<AttemptResult>,
     /// Updated by the session on every frame.

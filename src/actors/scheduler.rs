@@ -4,12 +4,12 @@
 //! It is also the one road from workers to the Ledger: assignments and results pass through it in
 //! order, so the Ledger always learns of an attempt's start before its result or its loss.
 
-use crate::actors::ledger::{AttemptsStarted, Ledger, ResultsArrived, WorkerLost};
+use crate::actors::ledger::{AttemptsCarried, AttemptsStarted, Ledger, ResultsArrived, WorkerLost};
 use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{JobsAssigned, JobsEnded, Registry};
 use crate::actors::session::{Push, Session};
 use crate::job::{AttemptResult, JobId, Lease, Outcome, WorkerId};
-use crate::net::protocol::{Assignment, FromCoordinator, ManifestOrder};
+use crate::net::protocol::{Assignment, CarriedAttempt, FromCoordinator, ManifestOrder};
 use crate::storage::journal::lease;
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,8 +29,8 @@ struct WorkerSlots {
     draining: bool,
     /// Attempts assigned on this registration: lease → (job, slots).
     running: HashMap<Lease, (JobId, u32)>,
-    /// Attempts the worker kept running from an earlier registration: lease → slots.
-    carried: HashMap<Lease, u32>,
+    /// Attempts the worker kept running from an earlier registration: lease → (job, slots).
+    carried: HashMap<Lease, (JobId, u32)>,
 }
 
 /// Matches pending jobs to free slots.
@@ -233,8 +233,8 @@ pub struct WorkerJoined {
     pub slots: u32,
     /// Its labels.
     pub labels: Vec<String>,
-    /// Attempts it still runs from an earlier registration: (lease, slots).
-    pub carried: Vec<(Lease, u32)>,
+    /// Attempts it still runs from an earlier registration.
+    pub carried: Vec<CarriedAttempt>,
     /// Results it had not had acknowledged, handled before it is given anything.
     pub results: Vec<AttemptResult>,
 }
@@ -260,10 +260,21 @@ impl Handler<WorkerJoined> for Scheduler {
                 results: joined.results,
             });
         }
-        let carried: HashMap<Lease, u32> = joined.carried.into_iter().collect();
+        if !joined.carried.is_empty() {
+            // After its results, so a job that finished is not taken for one still running.
+            self.ledger.do_send(AttemptsCarried {
+                worker_name: joined.name.clone(),
+                carried: joined.carried.clone(),
+            });
+        }
+        let carried: HashMap<Lease, (JobId, u32)> = joined
+            .carried
+            .into_iter()
+            .map(|carried| (carried.lease, (carried.job, carried.slots)))
+            .collect();
         let busy = carried
             .values()
-            .fold(0u32, |sum, held| sum.saturating_add(*held));
+            .fold(0u32, |sum, (_, held)| sum.saturating_add(*held));
         self.workers.insert(
             joined.worker,
             WorkerSlots {
@@ -298,9 +309,11 @@ impl Handler<WorkerGone> for Scheduler {
         let Some(slots) = self.workers.remove(&gone.worker) else {
             return;
         };
+        // Carried attempts too: the Ledger may have given their jobs back to them.
         let attempts: Vec<(JobId, Lease)> = slots
             .running
             .iter()
+            .chain(slots.carried.iter())
             .map(|(lease, (job, _))| (*job, *lease))
             .collect();
         self.ledger.do_send(WorkerLost {
@@ -365,8 +378,14 @@ impl Handler<ResultsReported> for Scheduler {
                 forward.push(result);
                 continue;
             }
-            if let Some(held) = slots.carried.remove(&result.lease) {
+            if let Some((_, held)) = slots.carried.remove(&result.lease) {
                 slots.free = slots.free.saturating_add(held).min(slots.total);
+                // Whatever its outcome: the Ledger may have given its job back to it.
+                if result.outcome == Outcome::Succeeded {
+                    late_successes.push(result.job);
+                }
+                forward.push(result);
+                continue;
             }
             if result.outcome == Outcome::Succeeded {
                 // Not an attempt of this registration: its job may be pending again meanwhile,

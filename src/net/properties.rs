@@ -4,7 +4,8 @@
 use crate::job::{AttemptResult, Input, JobSpec, Outcome, OutputObject, Outputs, SpecBytes, Task};
 use crate::net::codec::{encode_frame, FrameCodec};
 use crate::net::protocol::{
-    Assignment, CancelTarget, ClientRequest, FromCoordinator, ManifestOrder, Role, ToCoordinator,
+    Assignment, CancelTarget, CarriedAttempt, ClientRequest, FromCoordinator, ManifestOrder, Role,
+    ToCoordinator,
 };
 use bytes::BytesMut;
 use proptest::collection::vec;
@@ -140,7 +141,17 @@ fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
             text(),
             any::<u32>(),
             vec(text(), 0..3),
-            vec((any::<u64>(), any::<u32>()), 0..3),
+            vec(
+                (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
+                    |(lease, job, attempt, slots)| CarriedAttempt {
+                        lease,
+                        job,
+                        attempt,
+                        slots
+                    }
+                ),
+                0..3
+            ),
             vec(attempt_result(), 0..3)
         )
             .prop_map(

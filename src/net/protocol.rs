@@ -14,7 +14,7 @@ use crate::status::{BatchInfo, ClusterStatus, JobInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to these types.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Size of the nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 32;
@@ -51,6 +51,19 @@ pub struct Assignment {
     pub attempt: u32,
     /// What to run, as the coordinator keeps it (see [`SpecBytes`]).
     pub spec: SpecBytes,
+}
+
+/// An attempt a worker kept running across a reconnect (or a coordinator restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedAttempt {
+    /// The attempt's lease.
+    pub lease: Lease,
+    /// Its job.
+    pub job: JobId,
+    /// Its number.
+    pub attempt: u32,
+    /// The slots it holds.
+    pub slots: u32,
 }
 
 /// A recorded attempt's manifest, for any worker to write.
@@ -91,9 +104,9 @@ pub enum ToCoordinator {
         slots: u32,
         /// Labels jobs may require.
         labels: Vec<String>,
-        /// Attempts it kept running across a reconnect, with the slots each holds: their
-        /// results free those slots when they arrive.
-        carried: Vec<(Lease, u32)>,
+        /// Attempts it kept running across a reconnect: their results free their slots when
+        /// they arrive, and a job waiting for a new attempt gets this one back instead.
+        carried: Vec<CarriedAttempt>,
         /// Results not yet acknowledged, reported before any new job is assigned, so a job
         /// finished while disconnected is not started again.
         results: Vec<AttemptResult>,

@@ -17,7 +17,9 @@ use data::Stores;
 use crate::job::{AttemptResult, Lease, Outputs};
 use crate::net::auth::Secret;
 use crate::net::connect::{self, ConnectError, Connection};
-use crate::net::protocol::{Assignment, FromCoordinator, ManifestOrder, Role, ToCoordinator};
+use crate::net::protocol::{
+    Assignment, CarriedAttempt, FromCoordinator, ManifestOrder, Role, ToCoordinator,
+};
 use futures::SinkExt;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -26,7 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The first wait before reconnecting; doubled up to [`MAX_RECONNECT_DELAY`].
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(3);
+/// The longest wait between tries to reconnect.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(3);
 /// How long the coordinator may take to answer a registration.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Results per frame: with their bounded output tails, a frame stays far below the size limit.
@@ -74,6 +77,8 @@ pub enum WorkerError {
 }
 
 struct RunningAttempt {
+    job: crate::job::JobId,
+    attempt: u32,
     slots: u32,
     kill: Option<oneshot::Sender<()>>,
 }
@@ -208,7 +213,12 @@ impl Worker {
         let carried = self
             .running
             .iter()
-            .map(|(lease, attempt)| (*lease, attempt.slots))
+            .map(|(lease, running)| CarriedAttempt {
+                lease: *lease,
+                job: running.job,
+                attempt: running.attempt,
+                slots: running.slots,
+            })
             .collect();
         // Everything unacknowledged goes with the registration, before any new assignment.
         let now = Instant::now();
@@ -327,6 +337,8 @@ impl Worker {
         self.running.insert(
             assignment.lease,
             RunningAttempt {
+                job: assignment.job,
+                attempt: assignment.attempt,
                 slots: assignment
                     .spec
                     .placement()

@@ -273,7 +273,22 @@ async fn attempts_running_through_a_coordinator_restart_are_taken_back_not_run_a
     cluster.start_coordinator().await;
 
     // The workers reconnect within the grace and say what they still run: each job is taken
-    // back by its attempt, which finishes and is recorded.
+    // back by its attempt, shown running where it runs, and recorded when it finishes.
+    let shown: HashSet<u64> = wait_for(
+        Duration::from_secs(30),
+        "the carried jobs listed on their workers",
+        || async {
+            let workers = cluster.try_client().await?.workers().await.ok()?;
+            let shown: HashSet<u64> = workers
+                .iter()
+                .filter(|worker| worker.gone_at_ms.is_none())
+                .flat_map(|worker| worker.jobs.iter().copied())
+                .collect();
+            (shown.len() == 4).then_some(shown)
+        },
+    )
+    .await;
+    assert_eq!(shown, ids.iter().copied().collect());
     let mut client = cluster.client().await;
     let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(60)).await;
     assert_eq!(info.succeeded, 4, "{info:?}");

@@ -232,6 +232,13 @@ impl Handler<RegisterWorker> for Registry {
             carried = register.carried.len(),
             "worker registered"
         );
+        // What it kept running is what it runs now, as far as anyone watching is concerned.
+        let now = now_ms();
+        let running = register
+            .carried
+            .iter()
+            .map(|carried| (carried.lease, (carried.job, now)))
+            .collect();
         self.scheduler.do_send(WorkerJoined {
             worker,
             name: name.clone(),
@@ -250,9 +257,9 @@ impl Handler<RegisterWorker> for Registry {
                 slots: register.slots,
                 labels: register.labels,
                 last_seen: register.last_seen,
-                connected_at_ms: now_ms(),
+                connected_at_ms: now,
                 draining: false,
-                running: HashMap::new(),
+                running,
                 done: 0,
                 failed: 0,
                 lost,

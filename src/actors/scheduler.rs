@@ -380,6 +380,7 @@ impl Handler<ResultsReported> for Scheduler {
             }
             if let Some((_, held)) = slots.carried.remove(&result.lease) {
                 slots.free = slots.free.saturating_add(held).min(slots.total);
+                ended.push((result.lease, result.outcome, result.duration_ms));
                 // Whatever its outcome: the Ledger may have given its job back to it.
                 if result.outcome == Outcome::Succeeded {
                     late_successes.push(result.job);

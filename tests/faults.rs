@@ -312,6 +312,43 @@ async fn attempts_running_through_a_coordinator_restart_are_taken_back_not_run_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_failed_while_the_coordinator_was_down_counts_and_keeps_its_number() {
+    let mut cluster = Cluster::start(&["--retry-backoff", "100ms"]).await;
+    cluster.start_worker("only", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut client = cluster.client().await;
+    // The first attempt fails after a while; later ones succeed.
+    let job = drover::jobfile::parse_line(
+        1,
+        r#"{"cmd": ["sh", "-c", "echo $DROVER_ATTEMPT >> \"$OUT/$DROVER_JOB_ID\"; sleep 1; [ $DROVER_ATTEMPT -gt 1 ]"]}"#,
+    )
+    .unwrap();
+    let submitted = client.submit("fails-in-outage", vec![job]).await.unwrap();
+    wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
+    cluster.kill_coordinator();
+    // The attempt fails during the outage; its worker reports it on reconnecting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.start_coordinator().await;
+
+    let mut client = cluster.client().await;
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(60)).await;
+    assert_eq!(info.succeeded, 1, "{info:?}");
+    assert_eq!(
+        cluster.output_lines(submitted.first_job),
+        vec!["1", "2"],
+        "the retry after the outage reused the failed attempt's number"
+    );
+    let job = client.job(submitted.first_job).await.unwrap();
+    assert_eq!(job.attempts, 2, "{job:?}");
+    let failed: Vec<(u32, &str)> = job
+        .history
+        .iter()
+        .map(|attempt| (attempt.attempt, attempt.outcome.as_str()))
+        .collect();
+    assert_eq!(failed, vec![(1, "failed")], "{job:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_last_write_recovers_to_the_last_commit() {
     let mut cluster = Cluster::start(&[]).await;
     let mut client = cluster.client().await;

@@ -59,6 +59,8 @@ pub(crate) struct LiveJob {
 /// The attempt a job is on.
 pub(crate) struct RunningAttempt {
     pub(crate) lease: Lease,
+    /// Its number (the job's `attempts` is the highest number spent, which may be later).
+    pub(crate) attempt: u32,
     pub(crate) started_at_ms: u64,
     pub(crate) worker: Arc<str>,
 }
@@ -374,7 +376,7 @@ impl Ledger {
         PendingJob {
             job: id,
             batch: job.batch,
-            attempt: job.attempts + 1,
+            attempt: job.attempts.saturating_add(1),
             spec: job.spec.clone(),
         }
     }
@@ -579,6 +581,50 @@ impl Ledger {
         }
     }
 
+    /// Gives a job held back since the restart to an attempt that ran through it, if the job
+    /// still waits and the attempt is its latest: the job runs once, not twice, and no later
+    /// attempt carries that number. Returns whether it did.
+    fn take_back(
+        &mut self,
+        id: JobId,
+        lease: Lease,
+        attempt: u32,
+        started_at_ms: u64,
+        worker: &Arc<str>,
+    ) -> bool {
+        if !self.held_back.contains(&id) {
+            return false;
+        }
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        if job.phase != Phase::Queued || attempt < job.attempts {
+            return false;
+        }
+        self.held_back.remove(&id);
+        job.phase = Phase::Running;
+        job.attempts = attempt;
+        job.running = Some(Box::new(RunningAttempt {
+            lease,
+            attempt,
+            started_at_ms,
+            worker: worker.clone(),
+        }));
+        let batch = job.batch;
+        self.recount(batch, Phase::Queued, Phase::Running);
+        self.batch_started(batch, now_ms());
+        true
+    }
+
+    /// Notes that a batch has a job running: its first start, and where its rate counts from.
+    fn batch_started(&mut self, batch: BatchId, now: u64) {
+        if let Some(counts) = self.batches.get_mut(&batch) {
+            counts.started_at_ms.get_or_insert(now);
+            let finished = counts.succeeded + counts.failed + counts.cancelled;
+            counts.rate_from.get_or_insert((now, finished));
+        }
+    }
+
     /// Hands jobs to the Scheduler's queue; a job held back since the restart is held no more.
     pub(crate) fn enqueue(&mut self, jobs: Vec<PendingJob>) {
         if !self.held_back.is_empty() {
@@ -691,19 +737,18 @@ impl Handler<AttemptsStarted> for Ledger {
                 continue;
             }
             job.phase = Phase::Running;
-            job.attempts = attempt;
+            job.attempts = job.attempts.max(attempt);
             job.running = Some(Box::new(RunningAttempt {
                 lease,
+                attempt,
                 started_at_ms: now,
                 worker: started.worker_name.clone(),
             }));
             let batch = job.batch;
             self.recount(batch, Phase::Queued, Phase::Running);
-            if let Some(counts) = self.batches.get_mut(&batch) {
-                counts.started_at_ms.get_or_insert(now);
-                let finished = counts.succeeded + counts.failed + counts.cancelled;
-                counts.rate_from.get_or_insert((now, finished));
-                if attempt == 1 {
+            self.batch_started(batch, now);
+            if attempt == 1 {
+                if let Some(counts) = self.batches.get(&batch) {
                     let wait_ms = now.saturating_sub(counts.submitted_at_ms);
                     self.stats.first_start(wait_ms);
                 }
@@ -730,39 +775,45 @@ impl Handler<AttemptsCarried> for Ledger {
 
     fn handle(&mut self, carried: AttemptsCarried, _ctx: &mut Context<Self>) {
         let now = now_ms();
-        let mut withdraw = Vec::new();
+        let mut kill = Vec::new();
         let mut taken_back = 0;
         for attempt in carried.carried {
-            let Some(job) = self.jobs.get_mut(&attempt.job) else {
-                // Finished: its result, if any, is a duplicate or a resend.
-                continue;
-            };
-            // A job waiting for a new attempt gets this one back instead: it runs once, not
-            // twice, and no later attempt carries its number. An attempt older than the job's
-            // latest is not taken back; the first success still wins, whichever it is.
-            if job.phase == Phase::Queued && attempt.attempt >= job.attempts {
-                job.phase = Phase::Running;
-                job.attempts = attempt.attempt;
-                job.running = Some(Box::new(RunningAttempt {
-                    lease: attempt.lease,
-                    started_at_ms: now,
-                    worker: carried.worker_name.clone(),
-                }));
-                let batch = job.batch;
-                self.recount(batch, Phase::Queued, Phase::Running);
-                if !self.held_back.remove(&attempt.job) {
-                    withdraw.push(attempt.job);
-                }
+            if self.take_back(
+                attempt.job,
+                attempt.lease,
+                attempt.attempt,
+                now,
+                &carried.worker_name,
+            ) {
                 taken_back += 1;
-            } else {
-                job.attempts = job.attempts.max(attempt.attempt);
+                continue;
+            }
+            match self.jobs.get_mut(&attempt.job) {
+                // Finished, or being recorded from another attempt: this one can only end as a
+                // duplicate, so it is stopped and its slots freed.
+                None => kill.push(attempt.lease),
+                Some(job) if job.phase == Phase::Finishing && !job.runs_or_ran(attempt.lease) => {
+                    kill.push(attempt.lease)
+                }
+                Some(job) => {
+                    // Its number is spent, whatever becomes of it; the first success still
+                    // wins, whichever attempt it comes from.
+                    job.attempts = job.attempts.max(attempt.attempt);
+                    // The same attempt, reported by a new registration of its worker before the
+                    // old one was declared lost: it runs there now.
+                    if job.runs(attempt.lease) {
+                        if let Some(running) = job.running.as_mut() {
+                            running.worker = carried.worker_name.clone();
+                        }
+                    }
+                }
             }
         }
         if taken_back > 0 {
             tracing::info!(worker = %carried.worker_name, jobs = taken_back, "jobs taken back by the attempts their worker kept running");
         }
-        if !withdraw.is_empty() {
-            self.scheduler.do_send(Withdraw(withdraw));
+        if !kill.is_empty() {
+            self.scheduler.do_send(KillAttempts(kill));
         }
     }
 }
@@ -797,6 +848,15 @@ impl Handler<ResultsArrived> for Ledger {
         let mut ran = Vec::new();
         let mut failed_attempts = Vec::new();
         for result in &arrived.results {
+            // An attempt that ended while the coordinator was down, for a job held back since:
+            // that attempt is the job's, and its result counts as the job's own.
+            self.take_back(
+                result.job,
+                result.lease,
+                result.attempt,
+                result.started_at_ms,
+                &arrived.worker_name,
+            );
             let Some(job) = self.jobs.get_mut(&result.job) else {
                 if result.outcome == Outcome::Succeeded && result.job < self.next_job {
                     // Finished: the journal tells a resend of the recorded result from a
@@ -807,6 +867,8 @@ impl Handler<ResultsArrived> for Ledger {
                 }
                 continue;
             };
+            // Its number is spent, whatever the result.
+            job.attempts = job.attempts.max(result.attempt);
             let current = job.runs(result.lease);
             match result.outcome {
                 Outcome::Succeeded if job.phase != Phase::Finishing => {
@@ -823,6 +885,7 @@ impl Handler<ResultsArrived> for Ledger {
                     ran.push(result.duration_ms);
                     job.running = Some(Box::new(RunningAttempt {
                         lease: result.lease,
+                        attempt: result.attempt,
                         started_at_ms: result.started_at_ms,
                         worker: arrived.worker_name.clone(),
                     }));
@@ -863,7 +926,7 @@ impl Handler<ResultsArrived> for Ledger {
                     });
                     writes.push(Write::Attempt(Box::new(AttemptRow {
                         job: result.job,
-                        attempt: job.attempts,
+                        attempt: result.attempt,
                         worker: arrived.worker_name.to_string(),
                         outcome: result.outcome.as_str(),
                         started_at_ms: result.started_at_ms,
@@ -997,10 +1060,10 @@ impl Handler<WorkerLost> for Ledger {
             if !job.runs(lease) {
                 continue;
             }
-            let started_at_ms = job
-                .running
-                .as_ref()
-                .map_or(now, |running| running.started_at_ms);
+            let (attempt, started_at_ms) =
+                job.running.as_ref().map_or((job.attempts, now), |running| {
+                    (running.attempt, running.started_at_ms)
+                });
             job.lost += 1;
             lost_attempts.push(FailureInfo {
                 job: id,
@@ -1013,7 +1076,7 @@ impl Handler<WorkerLost> for Ledger {
             });
             writes.push(Write::Attempt(Box::new(AttemptRow {
                 job: id,
-                attempt: job.attempts,
+                attempt,
                 worker: lost.worker_name.to_string(),
                 outcome: "lost",
                 started_at_ms,

@@ -232,8 +232,14 @@ impl Handler<RegisterWorker> for Registry {
             carried = register.carried.len(),
             "worker registered"
         );
-        // What it kept running is what it runs now, as far as anyone watching is concerned.
+        // What it kept running is what it runs now, as far as anyone watching is concerned, and
+        // no longer what an earlier registration of it (not yet found gone) runs.
         let now = now_ms();
+        for other in self.workers.values_mut() {
+            for carried in &register.carried {
+                other.running.remove(&carried.lease);
+            }
+        }
         let running = register
             .carried
             .iter()

@@ -272,6 +272,19 @@ impl Handler<WorkerJoined> for Scheduler {
             .into_iter()
             .map(|carried| (carried.lease, (carried.job, carried.slots)))
             .collect();
+        // An earlier registration of the same worker, not yet found gone, must not report these
+        // attempts lost when it is: they run here now.
+        for other in self.workers.values_mut() {
+            for lease in carried.keys() {
+                if let Some((_, held)) = other
+                    .running
+                    .remove(lease)
+                    .or_else(|| other.carried.remove(lease))
+                {
+                    other.free = other.free.saturating_add(held).min(other.total);
+                }
+            }
+        }
         let busy = carried
             .values()
             .fold(0u32, |sum, (_, held)| sum.saturating_add(*held));
@@ -378,7 +391,13 @@ impl Handler<ResultsReported> for Scheduler {
                 forward.push(result);
                 continue;
             }
-            if let Some((_, held)) = slots.carried.remove(&result.lease) {
+            if let Some(&(job, held)) = slots.carried.get(&result.lease) {
+                if job != result.job {
+                    tracing::warn!(worker = %slots.name, lease = result.lease, claimed = result.job, job, "result names the wrong job, ignored");
+                    ack_now.push(result.lease);
+                    continue;
+                }
+                slots.carried.remove(&result.lease);
                 slots.free = slots.free.saturating_add(held).min(slots.total);
                 ended.push((result.lease, result.outcome, result.duration_ms));
                 // Whatever its outcome: the Ledger may have given its job back to it.

@@ -12,7 +12,7 @@ use crate::net::auth::{self, Secret, Side};
 use crate::net::backlog::{Backlog, CountingCodec, CountingWriter};
 use crate::net::codec::{CodecError, FrameCodec};
 use crate::net::protocol::{
-    ClientRequest, ClientResponse, FromCoordinator, Role, ToCoordinator, NONCE_LEN,
+    CarriedAttempt, ClientRequest, ClientResponse, FromCoordinator, Role, ToCoordinator, NONCE_LEN,
     PROTOCOL_VERSION,
 };
 use actix::io::{FramedWrite, WriteHandler};
@@ -314,6 +314,9 @@ impl Session {
         if slots == 0 {
             return self.refuse(ctx, "a worker must offer at least one slot".into());
         }
+        if let Err(reason) = check_carried(&carried, slots) {
+            return self.refuse(ctx, reason);
+        }
         if labels.len() > MAX_LABELS
             || labels
                 .iter()
@@ -507,5 +510,61 @@ impl Handler<Close> for Session {
         self.phase = Phase::Closed;
         self.writer.close();
         ctx.stop();
+    }
+}
+
+/// A worker's carried attempts must be ones it could be running: each named once, numbered from
+/// 1, holding slots, and together no more than it offers. The Ledger gives jobs back to them.
+fn check_carried(carried: &[CarriedAttempt], slots: u32) -> Result<(), String> {
+    let mut leases = std::collections::HashSet::with_capacity(carried.len());
+    let mut jobs = std::collections::HashSet::with_capacity(carried.len());
+    let mut held: u64 = 0;
+    for attempt in carried {
+        if !leases.insert(attempt.lease) || !jobs.insert(attempt.job) {
+            return Err("carried attempts must name each lease and job once".into());
+        }
+        if attempt.attempt == 0 || attempt.slots == 0 {
+            return Err("a carried attempt has a number and slots from 1".into());
+        }
+        held += u64::from(attempt.slots);
+    }
+    if held > u64::from(slots) {
+        return Err(format!(
+            "carried attempts hold {held} slots, more than the {slots} offered"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn carried(lease: u64, job: u64, attempt: u32, slots: u32) -> CarriedAttempt {
+        CarriedAttempt {
+            lease,
+            job,
+            attempt,
+            slots,
+        }
+    }
+
+    #[test]
+    fn carried_attempts_must_be_ones_the_worker_could_be_running() {
+        assert!(check_carried(&[], 1).is_ok());
+        assert!(check_carried(&[carried(1, 10, 1, 2), carried(2, 11, 3, 2)], 4).is_ok());
+        for (bad, slots) in [
+            (vec![carried(1, 10, 1, 1), carried(1, 11, 1, 1)], 4),
+            (vec![carried(1, 10, 1, 1), carried(2, 10, 2, 1)], 4),
+            (vec![carried(1, 10, 0, 1)], 4),
+            (vec![carried(1, 10, 1, 0)], 4),
+            (vec![carried(1, 10, 1, 3), carried(2, 11, 1, 2)], 4),
+            (
+                vec![carried(1, 10, 1, u32::MAX), carried(2, 11, 1, u32::MAX)],
+                u32::MAX,
+            ),
+        ] {
+            assert!(check_carried(&bad, slots).is_err(), "{bad:?}");
+        }
     }
 }

@@ -262,6 +262,8 @@ pub struct AttemptResult {
     pub lease: Lease,
     /// The job.
     pub job: JobId,
+    /// The attempt's number.
+    pub attempt: u32,
     /// How it ended.
     pub outcome: Outcome,
     /// The process's exit code, when it exited normally.

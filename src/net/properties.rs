@@ -69,7 +69,13 @@ fn output_object() -> impl Strategy<Value = OutputObject> {
 
 fn attempt_result() -> impl Strategy<Value = AttemptResult> {
     (
-        (any::<u64>(), any::<u64>(), 0..4u8, option::of(any::<i32>())),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            0..4u8,
+            option::of(any::<i32>()),
+        ),
         (
             any::<u64>(),
             any::<u64>(),
@@ -80,12 +86,13 @@ fn attempt_result() -> impl Strategy<Value = AttemptResult> {
     )
         .prop_map(
             |(
-                (lease, job, outcome, exit_code),
+                (lease, job, attempt, outcome, exit_code),
                 (started_at_ms, duration_ms, output_tail, error, outputs),
             )| {
                 AttemptResult {
                     lease,
                     job,
+                    attempt,
                     outcome: [
                         Outcome::Succeeded,
                         Outcome::Failed,

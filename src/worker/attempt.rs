@@ -61,6 +61,7 @@ pub async fn run_for_outputs(
     let result = AttemptResult {
         lease: assignment.lease,
         job: assignment.job,
+        attempt: assignment.attempt,
         outcome: ended.outcome,
         exit_code: ended.exit_code,
         started_at_ms,

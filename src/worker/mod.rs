@@ -350,7 +350,7 @@ impl Worker {
         let scratch = self.config.scratch_dir.clone();
         let handlers = self.config.handlers.clone();
         let stores = self.stores.clone();
-        let (lease, job) = (assignment.lease, assignment.job);
+        let (lease, job, number) = (assignment.lease, assignment.job, assignment.attempt);
         tokio::spawn(async move {
             let started_at_ms = crate::job::now_ms();
             // A handler that panics must still end its attempt, or its job would run forever.
@@ -361,6 +361,7 @@ impl Worker {
                 let result = AttemptResult {
                     lease,
                     job,
+                    attempt: number,
                     outcome: crate::job::Outcome::Failed,
                     exit_code: None,
                     started_at_ms,

@@ -592,7 +592,8 @@ impl Ledger {
         started_at_ms: u64,
         worker: &Arc<str>,
     ) -> bool {
-        if !self.held_back.contains(&id) {
+        // Checked for every result: the common case, nothing held back, costs no hashing.
+        if self.held_back.is_empty() || !self.held_back.contains(&id) {
             return false;
         }
         let Some(job) = self.jobs.get_mut(&id) else {

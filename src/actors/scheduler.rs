@@ -376,7 +376,15 @@ impl Handler<ResultsReported> for Scheduler {
         let mut forward = Vec::with_capacity(reported.results.len());
         let mut ack_now = Vec::new();
         for result in reported.results {
-            if let Some(&(job, held)) = slots.running.get(&result.lease) {
+            // An attempt of this registration, or one it carried from an earlier one (the
+            // Ledger may have given its job back to it, so every outcome goes there).
+            let carried = !slots.running.contains_key(&result.lease);
+            let holder = if carried {
+                &mut slots.carried
+            } else {
+                &mut slots.running
+            };
+            if let Some(&(job, held)) = holder.get(&result.lease) {
                 if job != result.job {
                     // A lease names one job: a result that pairs them otherwise is refused,
                     // and the attempt stays running until its true result or its loss.
@@ -385,23 +393,11 @@ impl Handler<ResultsReported> for Scheduler {
                     continue;
                 }
                 // A result frees its slots once: repeats of a result free nothing.
-                slots.running.remove(&result.lease);
+                holder.remove(&result.lease);
                 slots.free = slots.free.saturating_add(held).min(slots.total);
                 ended.push((result.lease, result.outcome, result.duration_ms));
-                forward.push(result);
-                continue;
-            }
-            if let Some(&(job, held)) = slots.carried.get(&result.lease) {
-                if job != result.job {
-                    tracing::warn!(worker = %slots.name, lease = result.lease, claimed = result.job, job, "result names the wrong job, ignored");
-                    ack_now.push(result.lease);
-                    continue;
-                }
-                slots.carried.remove(&result.lease);
-                slots.free = slots.free.saturating_add(held).min(slots.total);
-                ended.push((result.lease, result.outcome, result.duration_ms));
-                // Whatever its outcome: the Ledger may have given its job back to it.
-                if result.outcome == Outcome::Succeeded {
+                if carried && result.outcome == Outcome::Succeeded {
+                    // Its job may be pending again meanwhile; the first success is recorded.
                     late_successes.push(result.job);
                 }
                 forward.push(result);

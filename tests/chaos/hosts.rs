@@ -207,26 +207,17 @@ impl Hosts {
     /// Sets worker `i`'s link down at the coordinator's end: both ends lose carrier, packets
     /// vanish, and neither side's TCP hears a FIN or RST.
     pub fn link_down(&self, i: usize) -> Result<(), String> {
-        ip(&[
-            "-n",
-            &self.coordinator,
-            "link",
-            "set",
-            &Hosts::coordinator_link(i),
-            "down",
-        ])
+        self.set_link(i, "down")
     }
 
     /// Sets worker `i`'s link up again.
     pub fn link_up(&self, i: usize) -> Result<(), String> {
-        ip(&[
-            "-n",
-            &self.coordinator,
-            "link",
-            "set",
-            &Hosts::coordinator_link(i),
-            "up",
-        ])
+        self.set_link(i, "up")
+    }
+
+    fn set_link(&self, i: usize, state: &str) -> Result<(), String> {
+        let link = Hosts::coordinator_link(i);
+        ip(&["-n", &self.coordinator, "link", "set", &link, state])
     }
 
     /// Drops every packet on worker `i`'s link in both directions, silently.

@@ -731,8 +731,8 @@ impl Handler<AttemptsStarted> for Ledger {
                 continue;
             };
             if job.phase != Phase::Queued {
-                // Cancelled, finished or taken back by a carried attempt while it waited in the
-                // queue. Its number is spent all the same: the worker may have started it.
+                // Cancelled or finished while it waited in the queue. Its number is spent all
+                // the same: the worker may have started it before the kill arrives.
                 job.attempts = job.attempts.max(attempt);
                 unwanted.push(lease);
                 continue;

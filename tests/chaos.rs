@@ -306,9 +306,7 @@ impl Chaos {
             Fault::RestartCoordinator => {
                 let pause = uniform(rng, 0.2, 3.0);
                 self.say(&format!("SIGKILL the coordinator, restart in {pause:.1?}"));
-                self.cluster.kill_coordinator();
-                tokio::time::sleep(pause).await;
-                self.cluster.start_coordinator().await;
+                self.cluster.restart_coordinator(pause).await;
             }
         }
     }

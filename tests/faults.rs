@@ -179,9 +179,9 @@ async fn the_coordinator_killed_mid_batch_loses_nothing_and_records_nothing_twic
         (info.succeeded >= total / 3).then_some(())
     })
     .await;
-    cluster.kill_coordinator();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.start_coordinator().await;
+    cluster
+        .restart_coordinator(Duration::from_millis(500))
+        .await;
 
     // Workers come back by themselves; the batch finishes.
     cluster.wait_for_workers(2).await;
@@ -231,10 +231,8 @@ async fn results_finished_while_the_coordinator_was_down_are_reported_after_it_r
     let job = drover::jobfile::parse_line(1, &recording_job(1.5)).unwrap();
     let submitted = client.submit("outage", vec![job]).await.unwrap();
     wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
-    cluster.kill_coordinator();
     // The job finishes during the outage.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.start_coordinator().await;
+    cluster.restart_coordinator(Duration::from_secs(2)).await;
     let mut client = cluster.client().await;
     let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
     assert_eq!(info.succeeded, 1);
@@ -268,9 +266,9 @@ async fn attempts_running_through_a_coordinator_restart_are_taken_back_not_run_a
                 .worker,
         );
     }
-    cluster.kill_coordinator();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    cluster.start_coordinator().await;
+    cluster
+        .restart_coordinator(Duration::from_millis(300))
+        .await;
 
     // The workers reconnect within the grace and say what they still run: each job is taken
     // back by its attempt, shown running where it runs, and recorded when it finishes.
@@ -325,10 +323,8 @@ async fn an_attempt_that_failed_while_the_coordinator_was_down_counts_and_keeps_
     .unwrap();
     let submitted = client.submit("fails-in-outage", vec![job]).await.unwrap();
     wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
-    cluster.kill_coordinator();
     // The attempt fails during the outage; its worker reports it on reconnecting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.start_coordinator().await;
+    cluster.restart_coordinator(Duration::from_secs(2)).await;
 
     let mut client = cluster.client().await;
     let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(60)).await;

@@ -154,6 +154,14 @@ impl Cluster {
         child.wait().unwrap();
     }
 
+    /// Kills the coordinator with SIGKILL, leaves it down for `down`, and starts it again on
+    /// the same ledger and address.
+    pub async fn restart_coordinator(&mut self, down: Duration) {
+        self.kill_coordinator();
+        tokio::time::sleep(down).await;
+        self.start_coordinator().await;
+    }
+
     /// Starts a worker with extra flags.
     pub fn start_worker(&mut self, name: &str, slots: u32, extra: &[&str]) {
         self.start_worker_with_env(name, slots, extra, &[]);

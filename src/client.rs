@@ -39,16 +39,7 @@ pub enum ClientError {
     Unexpected(String),
 }
 
-/// A batch the coordinator has durably queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Submitted {
-    /// Its id.
-    pub batch: BatchId,
-    /// Its first job's id; the others follow in order.
-    pub first_job: JobId,
-    /// How many jobs it has.
-    pub jobs: u64,
-}
+pub use crate::status::Submitted;
 
 /// A connection to the coordinator in the client role.
 pub struct Client {

@@ -3,15 +3,16 @@
 //! [`start`] runs inside an actix system and takes a bound listener, so tests and examples start
 //! a real coordinator on `127.0.0.1:0`. [`spawn`] runs one on a thread of its own.
 
-use crate::actors::ledger::{Ledger, LedgerConfig};
-use crate::actors::registry::Registry;
+use crate::actors::ledger::{CloseStore, Ledger, LedgerConfig};
+use crate::actors::registry::{Registry, WorkerDirectory};
 use crate::actors::scheduler::Scheduler;
 use crate::actors::session::{Session, SessionContext, Transport};
 use crate::http::HttpState;
 use crate::metrics::Metrics;
 use crate::net::auth::Secret;
 use crate::net::codec::DEFAULT_MAX_FRAME;
-use crate::storage::journal::{Journal, JournalError};
+use crate::storage::sqlite::SqliteStore;
+use crate::storage::store::{LedgerStore, StoreError};
 use actix::prelude::*;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,7 +76,7 @@ impl CoordinatorConfig {
             max_connections: 4096,
             retry_backoff: Duration::from_secs(1),
             http: None,
-            max_batch_jobs: crate::actors::ledger_client::MAX_JOBS_PER_BATCH,
+            max_batch_jobs: crate::actors::ledger::MAX_JOBS_PER_BATCH,
             max_pending_jobs: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS,
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
             tls: None,
@@ -89,7 +90,7 @@ impl CoordinatorConfig {
 pub enum StartError {
     /// The ledger could not be opened.
     #[error(transparent)]
-    Journal(#[from] JournalError),
+    Ledger(#[from] StoreError),
     /// The listener could not be used.
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
@@ -122,6 +123,21 @@ pub struct CoordinatorHandle {
     pub registry: Addr<Registry>,
     /// The scheduler.
     pub scheduler: Addr<Scheduler>,
+    /// Stops accepting connections.
+    accepting: tokio::sync::watch::Sender<bool>,
+}
+
+impl CoordinatorHandle {
+    /// Stops taking connections and closes the ledger once every commit asked for so far is on
+    /// disk, leaving it tidy (for SQLite: checkpointed, no write-ahead log left). The actors
+    /// stop with the actix system.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        let _ = self.accepting.send(false);
+        self.ledger
+            .send(CloseStore)
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
 }
 
 /// Opens the ledger, starts the actors and accepts connections on `listener`; must be called
@@ -156,7 +172,7 @@ pub fn start(
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
-    let (journal, replay) = Journal::open(&config.data_dir, metrics.clone())?;
+    let (store, replay) = SqliteStore::open(&config.data_dir, metrics.clone())?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         epoch = replay.epoch,
@@ -164,17 +180,20 @@ pub fn start(
         unfinished = replay.unfinished.len(),
         "ledger opened"
     );
-    let epoch = replay.epoch;
+    let epoch = store.epoch();
+    let store: Arc<dyn LedgerStore> = Arc::new(store);
 
     // The actors know each other: make the addresses first, then start them.
     let scheduler_ctx = Context::<Scheduler>::new();
     let registry_ctx = Context::<Registry>::new();
     let scheduler = scheduler_ctx.address();
     let registry = registry_ctx.address();
+    let directory = WorkerDirectory::default();
     let ledger = Ledger::new(
-        journal,
+        store,
         replay,
         scheduler.clone(),
+        directory.clone(),
         LedgerConfig {
             retry_backoff: config.retry_backoff,
             metrics: metrics.clone(),
@@ -188,8 +207,17 @@ pub fn start(
         },
     )
     .start();
-    scheduler_ctx.run(Scheduler::new(ledger.clone(), registry.clone(), epoch));
-    registry_ctx.run(Registry::new(scheduler.clone(), config.heartbeat_timeout));
+    scheduler_ctx.run(Scheduler::new(
+        ledger.clone(),
+        registry.clone(),
+        directory.clone(),
+        epoch,
+    ));
+    registry_ctx.run(Registry::new(
+        scheduler.clone(),
+        directory,
+        config.heartbeat_timeout,
+    ));
 
     for (role, secret) in [
         ("client", &config.client_secret),
@@ -227,7 +255,14 @@ pub fn start(
     });
     let max_connections = config.max_connections;
     let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    actix_rt::spawn(accept_loop(listener, shared, max_connections, acceptor));
+    let (accepting, accepting_rx) = tokio::sync::watch::channel(true);
+    actix_rt::spawn(accept_loop(
+        listener,
+        shared,
+        max_connections,
+        acceptor,
+        accepting_rx,
+    ));
     tracing::info!(address = %local_addr, "coordinator listening");
     let http_addr = match http_listener {
         Some(http_listener) => {
@@ -242,6 +277,7 @@ pub fn start(
             let state = HttpState {
                 ledger: ledger.clone(),
                 registry: registry.clone(),
+                scheduler: scheduler.clone(),
                 metrics,
                 client_secret: config.client_secret.clone(),
             };
@@ -269,6 +305,7 @@ pub fn start(
         ledger,
         registry,
         scheduler,
+        accepting,
     })
 }
 
@@ -277,9 +314,14 @@ async fn accept_loop(
     shared: Arc<SessionContext>,
     max_connections: usize,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    mut accepting: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = accepting.wait_for(|accepting| !*accepting) => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors, usually: wait instead of spinning.
@@ -325,20 +367,35 @@ pub struct SpawnedCoordinator {
     /// The address it listens on.
     pub local_addr: SocketAddr,
     system: actix_rt::System,
+    handle: CoordinatorHandle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SpawnedCoordinator {
-    /// Stops it and waits for its thread.
+    /// Stops it, closing its ledger cleanly, and waits for its thread.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        self.system.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let handle = self.handle.clone();
+        let system = self.system.clone();
+        let arbiter = system.arbiter().clone();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+        let sent = arbiter.spawn(async move {
+            if let Err(error) = handle.shutdown().await {
+                tracing::warn!(%error, "ledger not closed cleanly");
+            }
+            let _ = closed_tx.send(());
+        });
+        if sent {
+            let _ = closed_rx.recv_timeout(Duration::from_secs(30));
         }
+        system.stop();
+        let _ = thread.join();
     }
 }
 
@@ -365,15 +422,16 @@ pub fn spawn(
                 start(listener, config)
             });
             let ok = started.is_ok();
-            let _ = ready_tx.send(started.map(|_| actix_rt::System::current()));
+            let _ = ready_tx.send(started.map(|handle| (actix_rt::System::current(), handle)));
             if ok {
                 let _ = system.run();
             }
         })?;
     match ready_rx.recv() {
-        Ok(Ok(system)) => Ok(SpawnedCoordinator {
+        Ok(Ok((system, handle))) => Ok(SpawnedCoordinator {
             local_addr,
             system,
+            handle,
             thread: Some(thread),
         }),
         Ok(Err(error)) => {

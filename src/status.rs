@@ -46,6 +46,17 @@ impl BatchInfo {
     }
 }
 
+/// A batch the coordinator has durably queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// Its id.
+    pub batch: BatchId,
+    /// Its first job's id; the others follow in order.
+    pub first_job: JobId,
+    /// How many jobs it has.
+    pub jobs: u64,
+}
+
 /// One ended attempt of a job, for its history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {

@@ -342,7 +342,7 @@ fn gather(chaos: &Chaos, batch: u64) -> Evidence {
         chaos
             .cluster
             .data_dir()
-            .join(drover::storage::journal::LEDGER_FILE),
+            .join(drover::storage::sqlite::LEDGER_FILE),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .expect("the ledger opens");
@@ -544,7 +544,7 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
     // The ledger's guard refuses a second record of a finished job and logs it: never needed.
     let coordinator_log = chaos.cluster.coordinator_log();
     let refused_records = coordinator_log
-        .matches(drover::storage::journal::SECOND_RECORD_REFUSED)
+        .matches(drover::storage::sqlite::SECOND_RECORD_REFUSED)
         .count();
     let workers_lost = coordinator_log.matches("worker lost").count();
     let succeeded_jobs = evidence

@@ -356,7 +356,7 @@ async fn a_torn_last_write_recovers_to_the_last_commit() {
     // A large submission, and the coordinator killed once its commit is writing the log.
     let wal = cluster
         .data_dir()
-        .join(format!("{}-wal", drover::storage::journal::LEDGER_FILE));
+        .join(format!("{}-wal", drover::storage::sqlite::LEDGER_FILE));
     let wal_size = || std::fs::metadata(&wal).map_or(0, |meta| meta.len());
     let before = wal_size();
     let mut submitter = cluster.client().await;
@@ -393,7 +393,7 @@ async fn a_torn_last_write_recovers_to_the_last_commit() {
     let ledger = rusqlite::Connection::open_with_flags(
         cluster
             .data_dir()
-            .join(drover::storage::journal::LEDGER_FILE),
+            .join(drover::storage::sqlite::LEDGER_FILE),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();

@@ -1,26 +1,63 @@
 //! The coordinator's actors. Each owns its state and is its only writer; messages are the only
-//! way in.
+//! way in. The views that need facts of several owners ask each at the same time and join the
+//! answers here.
 
 pub mod ledger;
-pub mod ledger_client;
-pub mod ledger_stats;
 pub mod queue;
 pub mod registry;
 pub mod scheduler;
 pub mod session;
 
-use crate::status::ClusterStatus;
+use crate::status::{ClusterStatus, WorkerInfo};
 use actix::{Addr, MailboxError};
 
-/// The cluster at a glance, from the Ledger's statistics and the Registry's workers (asked at
-/// the same time).
+/// Every connected worker, then the recently gone ones: who it is, whether it is alive and what
+/// it has done (the Registry's), joined with what it runs and whether it drains (the
+/// Scheduler's). A worker the Scheduler has not heard of yet (its registration is on its way)
+/// is left out until it has.
+pub async fn list_workers(
+    registry: &Addr<registry::Registry>,
+    scheduler: &Addr<scheduler::Scheduler>,
+) -> Result<Vec<WorkerInfo>, MailboxError> {
+    let (registered, loads) = futures::join!(
+        registry.send(registry::ListRegistered),
+        scheduler.send(scheduler::ListLoads)
+    );
+    let (registered, loads) = (registered?, &mut loads?);
+    let mut workers: Vec<WorkerInfo> = registered
+        .connected
+        .into_iter()
+        .filter_map(|(id, mut info)| {
+            let load = loads.remove(&id)?;
+            info.slots = load.slots;
+            info.running = load.current.len() as u32;
+            info.jobs = load.current.iter().map(|running| running.job).collect();
+            info.state = if load.draining {
+                "draining"
+            } else if load.current.is_empty() {
+                "idle"
+            } else {
+                "busy"
+            }
+            .to_string();
+            info.current = load.current;
+            Some(info)
+        })
+        .collect();
+    workers.extend(registered.gone);
+    Ok(workers)
+}
+
+/// The cluster at a glance, from the Ledger's statistics and the worker list (asked at the same
+/// time).
 pub async fn cluster_status(
     ledger: &Addr<ledger::Ledger>,
     registry: &Addr<registry::Registry>,
+    scheduler: &Addr<scheduler::Scheduler>,
 ) -> Result<ClusterStatus, MailboxError> {
     let (stats, workers) = futures::join!(
         ledger.send(ledger::Statistics),
-        registry.send(registry::ListWorkers)
+        list_workers(registry, scheduler)
     );
     Ok(ClusterStatus::assemble(stats?, &workers?))
 }

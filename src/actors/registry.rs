@@ -1,15 +1,18 @@
-//! The Registry actor: every connected worker, its liveness and its statistics.
+//! The Registry actor: who is connected, whether they are alive, and how much each has done.
 //!
-//! It declares a worker lost when its session closes or when it has been silent past the
-//! heartbeat timeout, and tells the Scheduler, which hands the worker's attempts to the Ledger.
+//! It owns a worker's identity (its registration, name, address, labels), its liveness, and its
+//! statistics; the Scheduler owns its slots, leases and draining, and the worker list joins
+//! both ([`crate::actors::list_workers`]). It declares a worker lost when its session closes or
+//! when it has been silent past the heartbeat timeout, and tells the Scheduler, which hands the
+//! worker's attempts to the Ledger. It alone writes the [`WorkerDirectory`].
 
 use crate::actors::scheduler::{Scheduler, WorkerGone, WorkerJoined};
-use crate::actors::session::{Close, Session};
-use crate::job::{now_ms, AttemptResult, JobId, Lease, Outcome, WorkerId};
-use crate::net::protocol::CarriedAttempt;
-use crate::status::{CurrentJob, WorkerInfo};
+use crate::actors::session::ToWorker;
+use crate::job::{now_ms, CarriedAttempt, Outcome, WorkerId};
+use crate::status::WorkerInfo;
 use actix::prelude::*;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use dashmap::DashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,17 +32,31 @@ const GONE_FOR: Duration = Duration::from_secs(3600);
 /// frame and read by the Registry's sweep: a shared clock, not shared state.
 pub type LastSeen = Arc<AtomicU64>;
 
+/// Where to reach each connected worker's session, by registration: read by any actor that
+/// must tell a worker something, written only by the Registry (a worker is listed when it
+/// registers and struck off when it is lost), so no actor keeps a session handle of its own.
+#[derive(Clone, Default)]
+pub struct WorkerDirectory(Arc<DashMap<WorkerId, Recipient<ToWorker>>>);
+
+impl WorkerDirectory {
+    /// Sends `message` to a worker's session; false if the worker is no longer connected.
+    pub fn tell(&self, worker: WorkerId, message: ToWorker) -> bool {
+        match self.0.get(&worker) {
+            Some(session) => {
+                session.do_send(message);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 struct WorkerEntry {
     name: Arc<str>,
     address: String,
-    session: Addr<Session>,
-    slots: u32,
     labels: Vec<String>,
     last_seen: LastSeen,
     connected_at_ms: u64,
-    draining: bool,
-    /// Attempts it runs: lease → (job, when assigned).
-    running: HashMap<Lease, (JobId, u64)>,
     done: u64,
     failed: u64,
     /// Attempts lost with earlier registrations of the same name (within `GONE_FOR`).
@@ -48,35 +65,24 @@ struct WorkerEntry {
 }
 
 impl WorkerEntry {
+    /// What the Registry knows of it; the Scheduler's part (what it runs, whether it drains) is
+    /// joined in by [`crate::actors::list_workers`].
     fn info(&self, now: u64) -> WorkerInfo {
-        let mut current: Vec<CurrentJob> = self
-            .running
-            .values()
-            .map(|&(job, since_ms)| CurrentJob { job, since_ms })
-            .collect();
-        current.sort_unstable_by_key(|running| running.job);
-        let state = if self.draining {
-            "draining"
-        } else if current.is_empty() {
-            "idle"
-        } else {
-            "busy"
-        };
         WorkerInfo {
             name: self.name.to_string(),
             address: self.address.clone(),
-            slots: self.slots,
+            slots: 0,
             labels: self.labels.clone(),
-            running: current.len() as u32,
-            jobs: current.iter().map(|running| running.job).collect(),
+            running: 0,
+            jobs: Vec::new(),
             done: self.done,
             failed: self.failed,
             busy_ms: self.busy_ms,
             last_seen_ms: now.saturating_sub(self.last_seen.load(Ordering::Relaxed)),
             connected_at_ms: self.connected_at_ms,
-            state: state.to_string(),
+            state: "idle".to_string(),
             lost: self.lost,
-            current,
+            current: Vec::new(),
             gone_at_ms: None,
         }
     }
@@ -85,6 +91,7 @@ impl WorkerEntry {
 /// Knows every connected worker.
 pub struct Registry {
     scheduler: Addr<Scheduler>,
+    directory: WorkerDirectory,
     heartbeat_timeout: Duration,
     last_sweep_ms: u64,
     next_worker: WorkerId,
@@ -94,10 +101,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry that declares workers lost after `heartbeat_timeout` of silence.
-    pub fn new(scheduler: Addr<Scheduler>, heartbeat_timeout: Duration) -> Self {
+    /// A registry that declares workers lost after `heartbeat_timeout` of silence, and lists
+    /// connected workers in `directory`.
+    pub fn new(
+        scheduler: Addr<Scheduler>,
+        directory: WorkerDirectory,
+        heartbeat_timeout: Duration,
+    ) -> Self {
         Registry {
             scheduler,
+            directory,
             heartbeat_timeout,
             last_sweep_ms: now_ms(),
             next_worker: 1,
@@ -106,41 +119,49 @@ impl Registry {
         }
     }
 
-    fn lose(&mut self, worker: WorkerId, reason: String) {
+    fn lose(&mut self, ctx: &mut Context<Self>, worker: WorkerId, reason: String) {
         let Some(entry) = self.workers.remove(&worker) else {
             return;
         };
+        if let Some((_, session)) = self.directory.0.remove(&worker) {
+            session.do_send(ToWorker::Close {
+                reason: reason.clone(),
+            });
+        }
         let now = now_ms();
         let mut last = entry.info(now);
-        let left = entry.draining && entry.running.is_empty();
-        last.state = if left { "left" } else { "lost" }.to_string();
-        last.lost = entry.lost + entry.running.len() as u64;
-        last.current.clear();
-        last.jobs.clear();
-        last.running = 0;
         last.gone_at_ms = Some(now);
-        if self.gone.len() == GONE_KEPT {
-            self.gone.pop_back();
-        }
-        self.gone.push_front(last);
-        if left {
-            tracing::info!(worker = %entry.name, address = %entry.address, "worker drained and left");
-        } else {
-            tracing::warn!(
-                worker = %entry.name,
-                address = %entry.address,
-                running = entry.running.len(),
-                %reason,
-                "worker lost, its jobs go back to pending"
-            );
-        }
-        entry.session.do_send(Close {
+        let gone = self.scheduler.send(WorkerGone {
+            worker,
             reason: reason.clone(),
         });
-        self.scheduler.do_send(WorkerGone { worker, reason });
+        // Whether it left or was lost, and what it lost, the Scheduler knows: it held the
+        // attempts and knew the worker was draining.
+        ctx.spawn(gone.into_actor(self).map(move |departure, registry, _ctx| {
+            let departure = departure.ok().flatten().unwrap_or_default();
+            let left = departure.draining && departure.attempts == 0;
+            last.state = if left { "left" } else { "lost" }.to_string();
+            last.slots = departure.slots;
+            last.lost = entry.lost + departure.attempts as u64;
+            if left {
+                tracing::info!(worker = %entry.name, address = %entry.address, "worker drained and left");
+            } else {
+                tracing::warn!(
+                    worker = %entry.name,
+                    address = %entry.address,
+                    running = departure.attempts,
+                    %reason,
+                    "worker lost, its jobs go back to pending"
+                );
+            }
+            if registry.gone.len() == GONE_KEPT {
+                registry.gone.pop_back();
+            }
+            registry.gone.push_front(last);
+        }));
     }
 
-    fn sweep(&mut self) {
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
         let since_last = now.saturating_sub(self.last_sweep_ms);
         self.last_sweep_ms = now;
@@ -173,7 +194,7 @@ impl Registry {
                 silent_ms as f64 / 1000.0,
                 timeout_ms as f64 / 1000.0
             );
-            self.lose(worker, reason);
+            self.lose(ctx, worker, reason);
         }
     }
 }
@@ -182,7 +203,7 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(LIVENESS_SWEEP, |registry, _ctx| registry.sweep());
+        ctx.run_interval(LIVENESS_SWEEP, |registry, ctx| registry.sweep(ctx));
     }
 }
 
@@ -195,15 +216,13 @@ pub struct RegisterWorker {
     /// Its address.
     pub address: String,
     /// Its session.
-    pub session: Addr<Session>,
+    pub session: Recipient<ToWorker>,
     /// Slots it offers.
     pub slots: u32,
     /// Its labels.
     pub labels: Vec<String>,
     /// Attempts it kept running from an earlier registration.
     pub carried: Vec<CarriedAttempt>,
-    /// Results it had not had acknowledged.
-    pub results: Vec<AttemptResult>,
     /// Updated by the session on every frame.
     pub last_seen: LastSeen,
 }
@@ -232,40 +251,22 @@ impl Handler<RegisterWorker> for Registry {
             carried = register.carried.len(),
             "worker registered"
         );
-        // What it kept running is what it runs now, as far as anyone watching is concerned, and
-        // no longer what an earlier registration of it (not yet found gone) runs.
-        let now = now_ms();
-        for other in self.workers.values_mut() {
-            for carried in &register.carried {
-                other.running.remove(&carried.lease);
-            }
-        }
-        let running = register
-            .carried
-            .iter()
-            .map(|carried| (carried.lease, (carried.job, now)))
-            .collect();
+        self.directory.0.insert(worker, register.session);
         self.scheduler.do_send(WorkerJoined {
             worker,
             name: name.clone(),
-            session: register.session.clone(),
             slots: register.slots,
             labels: register.labels.clone(),
             carried: register.carried,
-            results: register.results,
         });
         self.workers.insert(
             worker,
             WorkerEntry {
                 name,
                 address: register.address,
-                session: register.session,
-                slots: register.slots,
                 labels: register.labels,
                 last_seen: register.last_seen,
-                connected_at_ms: now,
-                draining: false,
-                running,
+                connected_at_ms: now_ms(),
                 done: 0,
                 failed: 0,
                 lost,
@@ -289,72 +290,29 @@ pub struct SessionClosed {
 impl Handler<SessionClosed> for Registry {
     type Result = ();
 
-    fn handle(&mut self, closed: SessionClosed, _ctx: &mut Context<Self>) {
-        self.lose(closed.worker, closed.reason);
+    fn handle(&mut self, closed: SessionClosed, ctx: &mut Context<Self>) {
+        self.lose(ctx, closed.worker, closed.reason);
     }
 }
 
-/// A worker is draining.
+/// Attempts ended on a worker: (outcome, run time in ms), for its statistics.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct WorkerDraining(pub WorkerId);
-
-impl Handler<WorkerDraining> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, WorkerDraining(worker): WorkerDraining, _ctx: &mut Context<Self>) {
-        if let Some(entry) = self.workers.get_mut(&worker) {
-            tracing::info!(worker = %entry.name, "worker draining");
-            entry.draining = true;
-        }
-    }
-}
-
-/// The Scheduler gave a worker attempts: (lease, job).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct JobsAssigned {
+pub struct AttemptsEnded {
     /// The worker.
     pub worker: WorkerId,
     /// The attempts.
-    pub jobs: Vec<(Lease, JobId)>,
+    pub ended: Vec<(Outcome, u64)>,
 }
 
-impl Handler<JobsAssigned> for Registry {
+impl Handler<AttemptsEnded> for Registry {
     type Result = ();
 
-    fn handle(&mut self, assigned: JobsAssigned, _ctx: &mut Context<Self>) {
-        if let Some(entry) = self.workers.get_mut(&assigned.worker) {
-            let now = now_ms();
-            entry.running.extend(
-                assigned
-                    .jobs
-                    .into_iter()
-                    .map(|(lease, job)| (lease, (job, now))),
-            );
-        }
-    }
-}
-
-/// Attempts ended on a worker: (lease, outcome, run time in ms).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct JobsEnded {
-    /// The worker.
-    pub worker: WorkerId,
-    /// The attempts.
-    pub ended: Vec<(Lease, Outcome, u64)>,
-}
-
-impl Handler<JobsEnded> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, ended: JobsEnded, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, ended: AttemptsEnded, _ctx: &mut Context<Self>) {
         let Some(entry) = self.workers.get_mut(&ended.worker) else {
             return;
         };
-        for (lease, outcome, duration_ms) in ended.ended {
-            entry.running.remove(&lease);
+        for (outcome, duration_ms) in ended.ended {
             // Killed attempts (cancelled, or beaten by another) are left out of the time per
             // job, which is busy time over done and failed ones.
             match outcome {
@@ -367,19 +325,32 @@ impl Handler<JobsEnded> for Registry {
     }
 }
 
-/// Every connected worker, then the recently gone ones, for `drover workers`.
+/// Every connected worker by registration (identity, liveness, statistics), and the recently
+/// gone ones.
 #[derive(Message)]
-#[rtype(result = "Vec<WorkerInfo>")]
-pub struct ListWorkers;
+#[rtype(result = "Registered")]
+pub struct ListRegistered;
 
-impl Handler<ListWorkers> for Registry {
-    type Result = MessageResult<ListWorkers>;
+/// The Registry's part of the worker list.
+pub struct Registered {
+    /// Connected workers.
+    pub connected: Vec<(WorkerId, WorkerInfo)>,
+    /// Recently gone workers, newest first.
+    pub gone: Vec<WorkerInfo>,
+}
 
-    fn handle(&mut self, _: ListWorkers, _ctx: &mut Context<Self>) -> Self::Result {
+impl Handler<ListRegistered> for Registry {
+    type Result = MessageResult<ListRegistered>;
+
+    fn handle(&mut self, _: ListRegistered, _ctx: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
-        let mut workers: Vec<WorkerInfo> =
-            self.workers.values().map(|entry| entry.info(now)).collect();
-        workers.extend(self.gone.iter().cloned());
-        MessageResult(workers)
+        MessageResult(Registered {
+            connected: self
+                .workers
+                .iter()
+                .map(|(id, entry)| (*id, entry.info(now)))
+                .collect(),
+            gone: self.gone.iter().cloned().collect(),
+        })
     }
 }

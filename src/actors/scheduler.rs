@@ -1,16 +1,22 @@
 //! The Scheduler actor: holds the pending queue and every worker's free slots, and pushes a job to
 //! a matching idle slot the moment both exist.
 //!
-//! It is also the one road from workers to the Ledger: assignments and results pass through it in
-//! order, so the Ledger always learns of an attempt's start before its result or its loss.
+//! It owns what a worker has to give: its slots, the leases of the attempts it runs (and since
+//! when), and whether it is draining. It is also the one road from workers to the Ledger:
+//! assignments and results pass through it in order, so the Ledger always learns of an
+//! attempt's start before its result or its loss.
 
-use crate::actors::ledger::{AttemptsCarried, AttemptsStarted, Ledger, ResultsArrived, WorkerLost};
+use crate::actors::ledger::{
+    AttemptsCarried, AttemptsStarted, Ledger, ResultsArrived, WorkerLost, WorkerRef,
+};
 use crate::actors::queue::{PendingJob, PendingQueue};
-use crate::actors::registry::{JobsAssigned, JobsEnded, Registry};
-use crate::actors::session::{Push, Session};
-use crate::job::{AttemptResult, JobId, Lease, Outcome, WorkerId};
-use crate::net::protocol::{Assignment, CarriedAttempt, FromCoordinator, ManifestOrder};
-use crate::storage::journal::lease;
+use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
+use crate::actors::session::ToWorker;
+use crate::job::{
+    now_ms, Assignment, AttemptResult, CarriedAttempt, JobId, Lease, ManifestOrder, Outcome,
+    WorkerId,
+};
+use crate::status::CurrentJob;
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -19,24 +25,80 @@ use std::sync::Arc;
 /// submission frame it came in).
 const ASSIGN_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
+/// Encodes a lease from the coordinator's epoch and a counter: leases of different runs differ.
+pub fn lease(epoch: u64, counter: u64) -> Lease {
+    (epoch << 40) | (counter & ((1 << 40) - 1))
+}
+
+/// An attempt a worker holds slots for.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    job: JobId,
+    slots: u32,
+    /// When it was assigned, or carried into this registration (ms since the Unix epoch).
+    since_ms: u64,
+}
+
 /// A worker's slots as the Scheduler sees them.
 struct WorkerSlots {
     name: Arc<str>,
-    session: Addr<Session>,
     labels: HashSet<String>,
     total: u32,
     free: u32,
     draining: bool,
-    /// Attempts assigned on this registration: lease → (job, slots).
-    running: HashMap<Lease, (JobId, u32)>,
-    /// Attempts the worker kept running from an earlier registration: lease → (job, slots).
-    carried: HashMap<Lease, (JobId, u32)>,
+    /// Attempts assigned on this registration.
+    running: HashMap<Lease, Held>,
+    /// Attempts the worker kept running from an earlier registration.
+    carried: HashMap<Lease, Held>,
+}
+
+impl WorkerSlots {
+    fn worker_ref(&self, id: WorkerId) -> WorkerRef {
+        WorkerRef {
+            id,
+            name: self.name.clone(),
+        }
+    }
+
+    /// Frees an attempt's slots, once: returns what it held, if it held anything.
+    fn release(&mut self, lease: Lease) -> Option<Held> {
+        let held = self
+            .running
+            .remove(&lease)
+            .or_else(|| self.carried.remove(&lease))?;
+        self.free = self.free.saturating_add(held.slots).min(self.total);
+        Some(held)
+    }
+}
+
+/// What a worker is doing, as the Scheduler knows it: the worker list joins this with the
+/// Registry's part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLoad {
+    /// Slots it offers.
+    pub slots: u32,
+    /// True while it drains.
+    pub draining: bool,
+    /// What it runs, with since when, by job.
+    pub current: Vec<CurrentJob>,
+}
+
+/// What became of a worker the Registry gave up on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Departure {
+    /// Slots it offered.
+    pub slots: u32,
+    /// It was draining.
+    pub draining: bool,
+    /// Attempts it held, now lost.
+    pub attempts: usize,
 }
 
 /// Matches pending jobs to free slots.
 pub struct Scheduler {
     ledger: Addr<Ledger>,
     registry: Addr<Registry>,
+    directory: WorkerDirectory,
     epoch: u64,
     next_lease: u64,
     pending: PendingQueue,
@@ -50,11 +112,18 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler that issues leases of the given epoch.
-    pub fn new(ledger: Addr<Ledger>, registry: Addr<Registry>, epoch: u64) -> Self {
+    /// A scheduler that issues leases of the given epoch and reaches workers through
+    /// `directory`.
+    pub fn new(
+        ledger: Addr<Ledger>,
+        registry: Addr<Registry>,
+        directory: WorkerDirectory,
+        epoch: u64,
+    ) -> Self {
         Scheduler {
             ledger,
             registry,
+            directory,
             epoch,
             next_lease: 1,
             pending: PendingQueue::default(),
@@ -76,6 +145,7 @@ impl Scheduler {
 
     /// Fills free slots, one job per worker per round so work spreads across the fleet.
     fn dispatch(&mut self) {
+        let now = now_ms();
         let mut assigned: HashMap<WorkerId, Vec<Assignment>> = HashMap::new();
         let order: Vec<WorkerId> = self
             .workers
@@ -96,7 +166,14 @@ impl Scheduler {
                 let lease = lease(self.epoch, self.next_lease);
                 self.next_lease += 1;
                 slots.free -= job_slots;
-                slots.running.insert(lease, (job.job, job_slots));
+                slots.running.insert(
+                    lease,
+                    Held {
+                        job: job.job,
+                        slots: job_slots,
+                        since_ms: now,
+                    },
+                );
                 assigned.entry(*worker).or_default().push(Assignment {
                     lease,
                     job: job.job,
@@ -120,15 +197,8 @@ impl Scheduler {
                 .iter()
                 .map(|assignment| (assignment.job, assignment.lease, assignment.attempt))
                 .collect::<Vec<_>>();
-            self.registry.do_send(JobsAssigned {
-                worker,
-                jobs: started
-                    .iter()
-                    .map(|(job, lease, _)| (*lease, *job))
-                    .collect(),
-            });
             self.ledger.do_send(AttemptsStarted {
-                worker_name: slots.name.clone(),
+                worker: slots.worker_ref(worker),
                 started,
             });
             // Specs can be large: keep each frame well below the size limit.
@@ -138,13 +208,13 @@ impl Scheduler {
                 let size = assignment.spec.as_bytes().len();
                 if !frame.is_empty() && frame_bytes + size > ASSIGN_FRAME_BYTES {
                     let full = std::mem::take(&mut frame);
-                    slots.session.do_send(Push(FromCoordinator::Assign(full)));
+                    self.directory.tell(worker, ToWorker::Assign(full));
                     frame_bytes = 0;
                 }
                 frame_bytes += size;
                 frame.push(assignment);
             }
-            slots.session.do_send(Push(FromCoordinator::Assign(frame)));
+            self.directory.tell(worker, ToWorker::Assign(frame));
         }
     }
 }
@@ -204,7 +274,7 @@ impl Handler<KillAttempts> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, KillAttempts(leases): KillAttempts, _ctx: &mut Context<Self>) {
-        for slots in self.workers.values() {
+        for (worker, slots) in &self.workers {
             let mine: Vec<Lease> = leases
                 .iter()
                 .copied()
@@ -213,7 +283,7 @@ impl Handler<KillAttempts> for Scheduler {
                 })
                 .collect();
             if !mine.is_empty() {
-                slots.session.do_send(Push(FromCoordinator::Kill(mine)));
+                self.directory.tell(*worker, ToWorker::Kill(mine));
             }
         }
     }
@@ -227,87 +297,72 @@ pub struct WorkerJoined {
     pub worker: WorkerId,
     /// Its name.
     pub name: Arc<str>,
-    /// Its session.
-    pub session: Addr<Session>,
     /// Slots it offers.
     pub slots: u32,
     /// Its labels.
     pub labels: Vec<String>,
     /// Attempts it still runs from an earlier registration.
     pub carried: Vec<CarriedAttempt>,
-    /// Results it had not had acknowledged, handled before it is given anything.
-    pub results: Vec<AttemptResult>,
 }
 
 impl Handler<WorkerJoined> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, joined: WorkerJoined, ctx: &mut Context<Self>) {
-        if !joined.results.is_empty() {
-            // A job that succeeded while its worker was away must not start again, whatever
-            // the Ledger makes of the result; if the Ledger cannot record it, it enqueues the
-            // job afresh, which undoes this.
-            self.pending.withdraw(
-                joined
-                    .results
-                    .iter()
-                    .filter(|result| result.outcome == Outcome::Succeeded)
-                    .map(|result| result.job),
-            );
-            self.ledger.do_send(ResultsArrived {
-                worker_name: joined.name.clone(),
-                session: joined.session.clone(),
-                results: joined.results,
-            });
-        }
+        let now = now_ms();
+        let slots = WorkerSlots {
+            name: joined.name,
+            labels: joined.labels.into_iter().collect(),
+            total: joined.slots,
+            free: joined.slots,
+            draining: false,
+            running: HashMap::new(),
+            carried: HashMap::new(),
+        };
         if !joined.carried.is_empty() {
-            // After its results, so a job that finished is not taken for one still running.
             self.ledger.do_send(AttemptsCarried {
-                worker_name: joined.name.clone(),
+                worker: slots.worker_ref(joined.worker),
                 carried: joined.carried.clone(),
             });
         }
-        let carried: HashMap<Lease, (JobId, u32)> = joined
+        let carried: HashMap<Lease, Held> = joined
             .carried
             .into_iter()
-            .map(|carried| (carried.lease, (carried.job, carried.slots)))
+            .map(|carried| {
+                let held = Held {
+                    job: carried.job,
+                    slots: carried.slots,
+                    since_ms: now,
+                };
+                (carried.lease, held)
+            })
             .collect();
         // An earlier registration of the same worker, not yet found gone, must not report these
         // attempts lost when it is: they run here now.
         for other in self.workers.values_mut() {
             for lease in carried.keys() {
-                if let Some((_, held)) = other
-                    .running
-                    .remove(lease)
-                    .or_else(|| other.carried.remove(lease))
-                {
-                    other.free = other.free.saturating_add(held).min(other.total);
-                }
+                other.release(*lease);
             }
         }
         let busy = carried
             .values()
-            .fold(0u32, |sum, (_, held)| sum.saturating_add(*held));
+            .fold(0u32, |sum, held| sum.saturating_add(held.slots));
         self.workers.insert(
             joined.worker,
             WorkerSlots {
-                name: joined.name,
-                session: joined.session,
-                labels: joined.labels.into_iter().collect(),
-                total: joined.slots,
-                free: joined.slots.saturating_sub(busy),
-                draining: false,
-                running: HashMap::new(),
+                free: slots.total.saturating_sub(busy),
                 carried,
+                ..slots
             },
         );
         self.queue_dispatch(ctx);
     }
 }
 
-/// A worker is gone (its connection closed or it went silent); its attempts are lost.
+/// A worker is gone (its connection closed or it went silent); its attempts are lost. Answered
+/// with what it was doing, if the Scheduler knew it.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Option<Departure>")]
 pub struct WorkerGone {
     /// Its registration.
     pub worker: WorkerId,
@@ -316,24 +371,30 @@ pub struct WorkerGone {
 }
 
 impl Handler<WorkerGone> for Scheduler {
-    type Result = ();
+    type Result = Option<Departure>;
 
-    fn handle(&mut self, gone: WorkerGone, _ctx: &mut Context<Self>) {
-        let Some(slots) = self.workers.remove(&gone.worker) else {
-            return;
-        };
+    fn handle(&mut self, gone: WorkerGone, _ctx: &mut Context<Self>) -> Option<Departure> {
+        let slots = self.workers.remove(&gone.worker)?;
         // Carried attempts too: the Ledger may have given their jobs back to them.
         let attempts: Vec<(JobId, Lease)> = slots
             .running
             .iter()
             .chain(slots.carried.iter())
-            .map(|(lease, (job, _))| (*job, *lease))
+            .map(|(lease, held)| (held.job, *lease))
             .collect();
-        self.ledger.do_send(WorkerLost {
-            worker_name: slots.name,
-            attempts,
-            reason: gone.reason,
-        });
+        let departure = Departure {
+            slots: slots.total,
+            draining: slots.draining,
+            attempts: attempts.len(),
+        };
+        if !attempts.is_empty() {
+            self.ledger.do_send(WorkerLost {
+                worker_name: slots.name,
+                attempts,
+                reason: gone.reason,
+            });
+        }
+        Some(departure)
     }
 }
 
@@ -352,14 +413,12 @@ impl Handler<StopAssigning> for Scheduler {
     }
 }
 
-/// A worker reported finished attempts.
+/// A worker reported finished attempts (with its registration, or in frames of their own).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ResultsReported {
     /// The worker's registration.
     pub worker: WorkerId,
-    /// Its session, for the acknowledgement.
-    pub session: Addr<Session>,
     /// The results.
     pub results: Vec<AttemptResult>,
 }
@@ -372,63 +431,55 @@ impl Handler<ResultsReported> for Scheduler {
             return;
         };
         let mut ended = Vec::with_capacity(reported.results.len());
-        let mut late_successes = Vec::new();
+        let mut successes_elsewhere = Vec::new();
         let mut forward = Vec::with_capacity(reported.results.len());
-        let mut ack_now = Vec::new();
+        let mut mismatched = Vec::new();
         for result in reported.results {
-            // An attempt of this registration, or one it carried from an earlier one (the
-            // Ledger may have given its job back to it, so every outcome goes there).
-            let carried = !slots.running.contains_key(&result.lease);
-            let holder = if carried {
-                &mut slots.carried
-            } else {
-                &mut slots.running
-            };
-            if let Some(&(job, held)) = holder.get(&result.lease) {
-                if job != result.job {
+            let held = slots
+                .running
+                .get(&result.lease)
+                .or_else(|| slots.carried.get(&result.lease))
+                .copied();
+            match held {
+                Some(held) if held.job != result.job => {
                     // A lease names one job: a result that pairs them otherwise is refused,
                     // and the attempt stays running until its true result or its loss.
-                    tracing::warn!(worker = %slots.name, lease = result.lease, claimed = result.job, job, "result names the wrong job, ignored");
-                    ack_now.push(result.lease);
+                    tracing::warn!(worker = %slots.name, lease = result.lease, claimed = result.job, job = held.job, "result names the wrong job, ignored");
+                    mismatched.push(result.lease);
                     continue;
                 }
-                // A result frees its slots once: repeats of a result free nothing.
-                holder.remove(&result.lease);
-                slots.free = slots.free.saturating_add(held).min(slots.total);
-                ended.push((result.lease, result.outcome, result.duration_ms));
-                if carried && result.outcome == Outcome::Succeeded {
-                    // Its job may be pending again meanwhile; the first success is recorded.
-                    late_successes.push(result.job);
+                Some(_) => {
+                    // A result frees its slots once: repeats of a result free nothing.
+                    slots.release(result.lease);
+                    ended.push((result.outcome, result.duration_ms));
                 }
-                forward.push(result);
-                continue;
+                None if result.outcome == Outcome::Succeeded => {
+                    // Not an attempt of this registration (an earlier one's, reported after a
+                    // reconnect): its job may be queued again meanwhile, and must not start.
+                    successes_elsewhere.push(result.job);
+                }
+                None => {}
             }
-            if result.outcome == Outcome::Succeeded {
-                // Not an attempt of this registration: its job may be pending again meanwhile,
-                // and the first success of a job is the one recorded.
-                late_successes.push(result.job);
-                forward.push(result);
-            } else {
-                // A failure of an attempt this worker no longer holds changes nothing.
-                ack_now.push(result.lease);
-            }
+            // Whatever it is, the Ledger judges it: the first success of a job is recorded, and
+            // an attempt that ended while the coordinator was down is its job's own.
+            forward.push(result);
         }
-        if !late_successes.is_empty() {
-            self.pending.withdraw(late_successes);
+        if !successes_elsewhere.is_empty() {
+            self.pending.withdraw(successes_elsewhere);
         }
-        if !ack_now.is_empty() {
-            reported
-                .session
-                .do_send(Push(FromCoordinator::Acked(ack_now)));
+        if !mismatched.is_empty() {
+            self.directory
+                .tell(reported.worker, ToWorker::Acked(mismatched));
         }
-        self.registry.do_send(JobsEnded {
-            worker: reported.worker,
-            ended,
-        });
+        if !ended.is_empty() {
+            self.registry.do_send(AttemptsEnded {
+                worker: reported.worker,
+                ended,
+            });
+        }
         if !forward.is_empty() {
             self.ledger.do_send(ResultsArrived {
-                worker_name: slots.name.clone(),
-                session: reported.session,
+                worker: slots.worker_ref(reported.worker),
                 results: forward,
             });
         }
@@ -446,18 +497,53 @@ impl Handler<PublishManifests> for Scheduler {
 
     fn handle(&mut self, PublishManifests(orders): PublishManifests, _ctx: &mut Context<Self>) {
         // A different worker each time, so one that cannot write them does not hold them up.
-        let candidates: Vec<&WorkerSlots> = self
+        let candidates: Vec<WorkerId> = self
             .workers
-            .values()
-            .filter(|slots| !slots.draining)
+            .iter()
+            .filter(|(_, slots)| !slots.draining)
+            .map(|(id, _)| *id)
             .collect();
         if candidates.is_empty() {
             return;
         }
         let chosen = candidates[self.next_publisher % candidates.len()];
         self.next_publisher = self.next_publisher.wrapping_add(1);
-        chosen
-            .session
-            .do_send(Push(FromCoordinator::WriteManifests(orders)));
+        self.directory
+            .tell(chosen, ToWorker::WriteManifests(orders));
+    }
+}
+
+/// What each worker is doing, for the worker list.
+#[derive(Message)]
+#[rtype(result = "HashMap<WorkerId, WorkerLoad>")]
+pub struct ListLoads;
+
+impl Handler<ListLoads> for Scheduler {
+    type Result = MessageResult<ListLoads>;
+
+    fn handle(&mut self, _: ListLoads, _ctx: &mut Context<Self>) -> Self::Result {
+        let loads = self
+            .workers
+            .iter()
+            .map(|(id, slots)| {
+                let mut current: Vec<CurrentJob> = slots
+                    .running
+                    .values()
+                    .chain(slots.carried.values())
+                    .map(|held| CurrentJob {
+                        job: held.job,
+                        since_ms: held.since_ms,
+                    })
+                    .collect();
+                current.sort_unstable_by_key(|running| (running.job, running.since_ms));
+                let load = WorkerLoad {
+                    slots: slots.total,
+                    draining: slots.draining,
+                    current,
+                };
+                (*id, load)
+            })
+            .collect();
+        MessageResult(loads)
     }
 }

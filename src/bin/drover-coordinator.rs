@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, env = "DROVER_HTTP", default_value = "0.0.0.0:7701")]
     http: String,
     /// Most jobs in one batch.
-    #[arg(long, env = "DROVER_MAX_BATCH_JOBS", default_value_t = drover::actors::ledger_client::MAX_JOBS_PER_BATCH)]
+    #[arg(long, env = "DROVER_MAX_BATCH_JOBS", default_value_t = drover::actors::ledger::MAX_JOBS_PER_BATCH)]
     max_batch_jobs: usize,
     /// Most unfinished (pending or running) jobs held; submissions beyond are refused as "queue full".
     #[arg(long, env = "DROVER_MAX_PENDING_JOBS", default_value_t = drover::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS)]
@@ -114,14 +114,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        coordinator::start(listener, config)?;
+        let coordinator = coordinator::start(listener, config)?;
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: closing the ledger after its last commit");
+        coordinator
+            .shutdown()
+            .await
+            .context("the ledger was not closed cleanly (it is consistent all the same)")?;
         anyhow::Ok(())
     })
 }

@@ -1,12 +1,10 @@
 //! `/api/...` and `/metrics`.
 
 use super::{ApiError, HttpState, MAX_BODY_BYTES};
-use crate::actors::cluster_status;
-use crate::actors::ledger_client::{ClientCall, RecentBatches};
-use crate::actors::registry::ListWorkers;
-use crate::job::{BatchId, JobId, JobSpec};
+use crate::actors::ledger::{Cancel, GetBatch, GetJob, ListBatches, Retry, SubmitBatch};
+use crate::actors::{cluster_status, list_workers};
+use crate::job::{BatchId, CancelTarget, JobId, JobSpec};
 use crate::jobfile;
-use crate::net::protocol::{CancelTarget, ClientRequest, ClientResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
@@ -28,24 +26,13 @@ pub(super) fn routes(config: &mut web::ServiceConfig) {
     );
 }
 
-async fn ask(state: &HttpState, request: ClientRequest) -> Result<ClientResponse, ApiError> {
-    match state.ledger.send(ClientCall(request)).await? {
-        ClientResponse::Error(message) => Err(ApiError::from_ledger(message)),
-        answer => Ok(answer),
-    }
-}
-
-fn unexpected(answer: ClientResponse) -> ApiError {
-    ApiError::unavailable(format!("unexpected answer from the ledger: {answer:?}"))
-}
-
 async fn status(state: State) -> Result<HttpResponse, ApiError> {
-    let status = cluster_status(&state.ledger, &state.registry).await?;
+    let status = cluster_status(&state.ledger, &state.registry, &state.scheduler).await?;
     Ok(HttpResponse::Ok().json(status))
 }
 
 async fn workers(state: State) -> Result<HttpResponse, ApiError> {
-    let workers = state.registry.send(ListWorkers).await?;
+    let workers = list_workers(&state.registry, &state.scheduler).await?;
     Ok(HttpResponse::Ok().json(workers))
 }
 
@@ -56,32 +43,27 @@ struct BatchesQuery {
 }
 
 async fn batches(state: State, query: web::Query<BatchesQuery>) -> Result<HttpResponse, ApiError> {
-    if let Some(limit) = query.limit {
-        let recent = state.ledger.send(RecentBatches(limit)).await?;
-        return Ok(HttpResponse::Ok().json(recent));
-    }
-    match ask(&state, ClientRequest::Batches).await? {
-        ClientResponse::Batches(batches) => Ok(HttpResponse::Ok().json(batches)),
-        other => Err(unexpected(other)),
-    }
+    let batches = state
+        .ledger
+        .send(ListBatches {
+            newest: query.limit,
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(batches))
 }
 
 async fn batch(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, ApiError> {
-    match ask(&state, ClientRequest::Batch(id.into_inner())).await? {
-        ClientResponse::Batch(batch) => Ok(HttpResponse::Ok().json(batch)),
-        other => Err(unexpected(other)),
-    }
+    let batch = state.ledger.send(GetBatch(id.into_inner())).await??;
+    Ok(HttpResponse::Ok().json(batch))
 }
 
 async fn job(state: State, id: web::Path<JobId>) -> Result<HttpResponse, ApiError> {
-    match ask(&state, ClientRequest::Job(id.into_inner())).await? {
-        ClientResponse::Job(job) => Ok(HttpResponse::Ok().json(job)),
-        other => Err(unexpected(other)),
-    }
+    let job = state.ledger.send(GetJob(id.into_inner())).await??;
+    Ok(HttpResponse::Ok().json(job))
 }
 
 async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
-    let status = cluster_status(&state.ledger, &state.registry).await?;
+    let status = cluster_status(&state.ledger, &state.registry, &state.scheduler).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.render(&status)))
@@ -254,16 +236,13 @@ async fn submit(
     authorize(&request, &state)?;
     let body = read_body(&request, payload).await?;
     let (name, jobs) = parse_batch(&body)?;
-    match ask(&state, ClientRequest::Submit { name, jobs }).await? {
-        ClientResponse::Submitted {
-            batch,
-            first_job,
-            jobs,
-        } => Ok(HttpResponse::build(StatusCode::CREATED)
-            .insert_header((header::LOCATION, format!("/api/batches/{batch}")))
-            .json(serde_json::json!({ "batch": batch, "first_job": first_job, "jobs": jobs }))),
-        other => Err(unexpected(other)),
-    }
+    let submitted = state.ledger.send(SubmitBatch { name, jobs }).await??;
+    Ok(HttpResponse::build(StatusCode::CREATED)
+        .insert_header((
+            header::LOCATION,
+            format!("/api/batches/{}", submitted.batch),
+        ))
+        .json(submitted))
 }
 
 async fn cancel(
@@ -273,12 +252,8 @@ async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&request, &state)?;
     let target = CancelTarget::Batch(id.into_inner());
-    match ask(&state, ClientRequest::Cancel(target)).await? {
-        ClientResponse::Changed(count) => {
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "cancelled": count })))
-        }
-        other => Err(unexpected(other)),
-    }
+    let count = state.ledger.send(Cancel(target)).await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "cancelled": count })))
 }
 
 async fn retry(
@@ -287,12 +262,8 @@ async fn retry(
     id: web::Path<BatchId>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&request, &state)?;
-    match ask(&state, ClientRequest::Retry(id.into_inner())).await? {
-        ClientResponse::Changed(count) => {
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
-        }
-        other => Err(unexpected(other)),
-    }
+    let count = state.ledger.send(Retry(id.into_inner())).await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
 }
 
 #[cfg(test)]

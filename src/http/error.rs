@@ -1,5 +1,6 @@
 //! Errors as the API returns them: a status code and `{"error": "...", "field": "..."}`.
 
+use crate::actors::ledger::LedgerError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use std::fmt;
@@ -71,16 +72,16 @@ impl ApiError {
             field: None,
         }
     }
+}
 
-    /// An error answer of the ledger: unknown ids are 404, a journal that cannot write 503,
-    /// anything else (about the request) 400.
-    pub fn from_ledger(message: String) -> ApiError {
-        if message.starts_with("no batch ") || message.starts_with("no job ") {
-            ApiError::not_found(message)
-        } else if message.starts_with("cannot ") || message.starts_with("queue full") {
-            ApiError::unavailable(message)
-        } else {
-            ApiError::bad_request(None, message)
+/// The Ledger's refusals, with the status [`LedgerError::http_status`] gives each kind.
+impl From<LedgerError> for ApiError {
+    fn from(error: LedgerError) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(error.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: error.to_string(),
+            field: None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod error;
 
 use crate::actors::ledger::Ledger;
 use crate::actors::registry::Registry;
+use crate::actors::scheduler::Scheduler;
 use crate::metrics::Metrics;
 use crate::net::auth::Secret;
 use actix::Addr;
@@ -28,6 +29,8 @@ pub struct HttpState {
     pub ledger: Addr<Ledger>,
     /// The registry.
     pub registry: Addr<Registry>,
+    /// The scheduler.
+    pub scheduler: Addr<Scheduler>,
     /// The metrics, rendered at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The client role's secret, the bearer token for changes.

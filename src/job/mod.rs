@@ -6,8 +6,12 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+mod attempt;
 mod location;
 mod spec_bytes;
+pub use attempt::{
+    Assignment, AttemptResult, CarriedAttempt, ManifestOrder, Outcome, MAX_ERROR, MAX_OUTPUT_TAIL,
+};
 pub use location::{check_relative, Location};
 pub use spec_bytes::{Placement, SpecBytes};
 
@@ -229,83 +233,13 @@ impl std::str::FromStr for JobState {
     }
 }
 
-/// How one attempt ended, as the worker saw it.
+/// What a cancel applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Exit code 0, or the handler returned Ok.
-    Succeeded,
-    /// Non-zero exit, a signal, a handler error, or the job could not start.
-    Failed,
-    /// The attempt ran past `timeout_s` and was killed.
-    TimedOut,
-    /// Killed because the job was cancelled.
-    Killed,
-}
-
-impl Outcome {
-    /// The lowercase name used in logs and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Failed => "failed",
-            Outcome::TimedOut => "timed_out",
-            Outcome::Killed => "killed",
-        }
-    }
-}
-
-/// What a worker reports for one attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttemptResult {
-    /// The attempt this result belongs to.
-    pub lease: Lease,
-    /// The job.
-    pub job: JobId,
-    /// The attempt's number.
-    pub attempt: u32,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// The process's exit code, when it exited normally.
-    pub exit_code: Option<i32>,
-    /// When the attempt started on the worker (ms since the Unix epoch).
-    pub started_at_ms: u64,
-    /// How long it ran.
-    pub duration_ms: u64,
-    /// The last few KiB of stdout and stderr (or a handler's output).
-    pub output_tail: String,
-    /// Why it failed, in words.
-    pub error: Option<String>,
-    /// What a successful attempt published, under its own attempt prefix.
-    pub outputs: Vec<OutputObject>,
-}
-
-/// The most bytes of output tail the coordinator keeps per attempt.
-pub const MAX_OUTPUT_TAIL: usize = 16 * 1024;
-/// The most bytes of an error message the coordinator keeps.
-pub const MAX_ERROR: usize = 4 * 1024;
-
-impl AttemptResult {
-    /// Cuts the worker's texts to what the coordinator keeps: the end of the output, the start
-    /// of the error.
-    pub fn bound(&mut self) {
-        if self.output_tail.len() > MAX_OUTPUT_TAIL {
-            let mut cut = self.output_tail.len() - MAX_OUTPUT_TAIL;
-            while !self.output_tail.is_char_boundary(cut) {
-                cut += 1;
-            }
-            self.output_tail.drain(..cut);
-        }
-        if let Some(error) = &mut self.error {
-            if error.len() > MAX_ERROR {
-                let mut cut = MAX_ERROR;
-                while !error.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                error.truncate(cut);
-            }
-        }
-    }
+pub enum CancelTarget {
+    /// Every unfinished job of a batch.
+    Batch(BatchId),
+    /// One job.
+    Job(JobId),
 }
 
 /// Milliseconds since the Unix epoch, the timestamp unit everywhere in drover.

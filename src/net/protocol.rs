@@ -7,9 +7,8 @@
 //! [`Welcome`](FromCoordinator::Welcome) with a proof of its own, or
 //! [`Refused`](FromCoordinator::Refused) and closes.
 
-use crate::job::{
-    AttemptResult, BatchId, JobId, JobSpec, JobState, Lease, OutputObject, Outputs, SpecBytes,
-};
+pub use crate::job::{Assignment, CancelTarget, CarriedAttempt, ManifestOrder};
+use crate::job::{AttemptResult, BatchId, JobId, JobSpec, JobState, Lease};
 use crate::status::{BatchInfo, ClusterStatus, JobInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 
@@ -36,47 +35,6 @@ impl Role {
             Role::Worker => "worker",
         }
     }
-}
-
-/// One job handed to a worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    /// Names this attempt in the result.
-    pub lease: Lease,
-    /// The job.
-    pub job: JobId,
-    /// Its batch.
-    pub batch: BatchId,
-    /// The attempt's number, from 1 (`DROVER_ATTEMPT`).
-    pub attempt: u32,
-    /// What to run, as the coordinator keeps it (see [`SpecBytes`]).
-    pub spec: SpecBytes,
-}
-
-/// An attempt a worker kept running across a reconnect (or a coordinator restart).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CarriedAttempt {
-    /// The attempt's lease.
-    pub lease: Lease,
-    /// Its job.
-    pub job: JobId,
-    /// Its number.
-    pub attempt: u32,
-    /// The slots it holds.
-    pub slots: u32,
-}
-
-/// A recorded attempt's manifest, for any worker to write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestOrder {
-    /// The job.
-    pub job: JobId,
-    /// The recorded attempt.
-    pub lease: Lease,
-    /// Where the job's outputs go.
-    pub outputs: Outputs,
-    /// The recorded attempt's objects.
-    pub objects: Vec<OutputObject>,
 }
 
 /// Everything a peer sends to the coordinator.
@@ -216,15 +174,6 @@ pub enum ClientRequest {
     Retry(BatchId),
     /// The whole cluster at a glance.
     Status,
-}
-
-/// What a cancel applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CancelTarget {
-    /// Every unfinished job of a batch.
-    Batch(BatchId),
-    /// One job.
-    Job(JobId),
 }
 
 /// The coordinator's answers.

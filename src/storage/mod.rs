@@ -1,8 +1,10 @@
-//! Durable storage behind the Ledger.
+//! Durable storage: the ledger's store (an interface, and SQLite behind it) and the workers'
+//! object stores.
 
-pub mod journal;
-pub mod queries;
 pub mod s3;
+pub mod spec_format;
+pub mod sqlite;
+pub mod store;
 
 /// An I/O error in words for a job's author: "no space left on the device" rather than
 /// "No space left on device (os error 28)".

@@ -1,18 +1,19 @@
-//! The Session actor: one per socket. It runs the handshake, decodes frames, forwards what they
-//! ask to the other actors, and writes what those send back. Nothing else touches a socket.
+//! The Session actor: one per socket. It runs the handshake, decodes frames, turns what they ask
+//! into the other actors' messages, and what those send back ([`ToWorker`], answers) into
+//! frames. Nothing else touches a socket, and only here (and on the HTTP side) do protocol types
+//! meet the actors' own.
+
+mod client;
 
 use crate::actors::ledger::{Ledger, ManifestsWritten};
-use crate::actors::ledger_client::ClientCall;
-use crate::actors::registry::{
-    LastSeen, ListWorkers, RegisterWorker, Registry, SessionClosed, WorkerDraining,
-};
+use crate::actors::registry::{LastSeen, RegisterWorker, Registry, SessionClosed};
 use crate::actors::scheduler::{ResultsReported, Scheduler, StopAssigning};
-use crate::job::{now_ms, AttemptResult, WorkerId};
+use crate::job::{now_ms, Assignment, AttemptResult, Lease, ManifestOrder, WorkerId};
 use crate::net::auth::{self, Secret, Side};
 use crate::net::backlog::{Backlog, CountingCodec, CountingWriter};
 use crate::net::codec::{CodecError, FrameCodec};
 use crate::net::protocol::{
-    CarriedAttempt, ClientRequest, ClientResponse, FromCoordinator, Role, ToCoordinator, NONCE_LEN,
+    CarriedAttempt, ClientRequest, FromCoordinator, Role, ToCoordinator, NONCE_LEN,
     PROTOCOL_VERSION,
 };
 use actix::io::{FramedWrite, WriteHandler};
@@ -330,11 +331,10 @@ impl Session {
         let register = RegisterWorker {
             name,
             address: self.peer.to_string(),
-            session: ctx.address(),
+            session: ctx.address().recipient(),
             slots,
             labels,
             carried,
-            results,
             last_seen: self.last_seen.clone(),
         };
         // Nothing else from this peer may be handled before it has a registration, so this one
@@ -353,6 +353,13 @@ impl Session {
                                 as u64,
                         },
                     );
+                    // Results that came with the registration take the road of any other.
+                    if !results.is_empty() {
+                        session
+                            .shared
+                            .scheduler
+                            .do_send(ResultsReported { worker, results });
+                    }
                 }
                 Err(_) => ctx.stop(),
             })
@@ -369,27 +376,12 @@ impl Session {
             return;
         }
         self.in_flight += 1;
-        let answer = async_request(self.shared.clone(), body);
+        let answer = client::answer(self.shared.clone(), body);
         ctx.spawn(answer.into_actor(self).map(move |body, session, ctx| {
             session.in_flight -= 1;
             session.send(ctx, FromCoordinator::Response { id, body });
         }));
     }
-}
-
-async fn async_request(shared: Arc<SessionContext>, body: ClientRequest) -> ClientResponse {
-    let answered = match body {
-        ClientRequest::Workers => shared
-            .registry
-            .send(ListWorkers)
-            .await
-            .map(ClientResponse::Workers),
-        ClientRequest::Status => super::cluster_status(&shared.ledger, &shared.registry)
-            .await
-            .map(|status| ClientResponse::Status(Box::new(status))),
-        other => shared.ledger.send(ClientCall(other)).await,
-    };
-    answered.unwrap_or_else(|_| ClientResponse::Error("the coordinator is shutting down".into()))
 }
 
 impl Actor for Session {
@@ -454,7 +446,6 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
                 results.iter_mut().for_each(AttemptResult::bound);
                 self.shared.scheduler.do_send(ResultsReported {
                     worker: *worker,
-                    session: ctx.address(),
                     results,
                 });
             }
@@ -462,7 +453,7 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
                 self.shared.ledger.do_send(ManifestsWritten(leases));
             }
             (Phase::Worker(worker), ToCoordinator::Draining) => {
-                self.shared.registry.do_send(WorkerDraining(*worker));
+                tracing::info!(peer = %self.peer, "worker draining");
                 self.shared.scheduler.do_send(StopAssigning(*worker));
             }
             (Phase::Client, ToCoordinator::Request { id, body }) => self.on_request(ctx, id, body),
@@ -480,36 +471,47 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
     }
 }
 
-/// A message for the peer.
-#[derive(Message)]
+/// What the coordinator's actors tell a worker; its session writes each as a frame.
+#[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct Push(pub FromCoordinator);
-
-impl Handler<Push> for Session {
-    type Result = ();
-
-    fn handle(&mut self, Push(message): Push, ctx: &mut Context<Self>) {
-        self.send(ctx, message);
-    }
+pub enum ToWorker {
+    /// Jobs to run.
+    Assign(Vec<Assignment>),
+    /// Attempts to stop (their jobs were cancelled, or recorded from another attempt).
+    Kill(Vec<Lease>),
+    /// Manifests to write for recorded attempts whose own worker did not confirm them.
+    WriteManifests(Vec<ManifestOrder>),
+    /// Results it may forget.
+    Acked(Vec<Lease>),
+    /// Successes recorded as their jobs' results.
+    Recorded(Vec<Lease>),
+    /// The worker was declared lost: close the connection (the Registry has forgotten it, so it
+    /// must not be reported lost again).
+    Close {
+        /// Why.
+        reason: String,
+    },
 }
 
-/// Close the session (its worker was declared lost).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Close {
-    /// Why.
-    pub reason: String,
-}
-
-impl Handler<Close> for Session {
+impl Handler<ToWorker> for Session {
     type Result = ();
 
-    fn handle(&mut self, close: Close, ctx: &mut Context<Self>) {
-        self.close_reason = close.reason;
-        // The registry already forgot this worker; it must not be lost twice.
-        self.phase = Phase::Closed;
-        self.writer.close();
-        ctx.stop();
+    fn handle(&mut self, message: ToWorker, ctx: &mut Context<Self>) {
+        let frame = match message {
+            ToWorker::Assign(assignments) => FromCoordinator::Assign(assignments),
+            ToWorker::Kill(leases) => FromCoordinator::Kill(leases),
+            ToWorker::WriteManifests(orders) => FromCoordinator::WriteManifests(orders),
+            ToWorker::Acked(leases) => FromCoordinator::Acked(leases),
+            ToWorker::Recorded(leases) => FromCoordinator::Recorded(leases),
+            ToWorker::Close { reason } => {
+                self.close_reason = reason;
+                self.phase = Phase::Closed;
+                self.writer.close();
+                ctx.stop();
+                return;
+            }
+        };
+        self.send(ctx, frame);
     }
 }
 

@@ -3,10 +3,12 @@
 //! These run on the journal's reader thread. The database knows no `running` state (running is
 //! never written); the ledger overlays what it holds in memory for unfinished jobs.
 
-use crate::job::{BatchId, JobId, JobState};
+use crate::job::{BatchId, JobId, JobState, Lease};
 use crate::status::{AttemptRecord, JobInfo};
-use crate::storage::journal::JournalError;
+use crate::storage::spec_format;
+use crate::storage::store::{FailedJob, JobFilter, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::HashMap;
 
 const JOB_COLUMNS: &str = "id, batch, name, state, attempts, lost_attempts, worker, exit_code,
      duration_ms, queued_at_ms, started_at_ms, finished_at_ms, output_tail, error, duplicates, outputs";
@@ -38,7 +40,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
 }
 
 /// One job with its attempt history, if the id exists.
-pub fn job(conn: &Connection, id: JobId) -> Result<Option<JobInfo>, JournalError> {
+pub fn job(conn: &Connection, id: JobId) -> Result<Option<JobInfo>, StoreError> {
     let mut statement =
         conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
     let Some(mut info) = statement
@@ -52,7 +54,7 @@ pub fn job(conn: &Connection, id: JobId) -> Result<Option<JobInfo>, JournalError
 }
 
 /// The attempts of a job that were not recorded as its result, oldest first.
-pub fn history(conn: &Connection, id: JobId) -> Result<Vec<AttemptRecord>, JournalError> {
+pub fn history(conn: &Connection, id: JobId) -> Result<Vec<AttemptRecord>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT attempt, worker, outcome, started_at_ms, finished_at_ms, exit_code, error
          FROM attempts WHERE job = ?1 ORDER BY rowid",
@@ -73,13 +75,7 @@ pub fn history(conn: &Connection, id: JobId) -> Result<Vec<AttemptRecord>, Journ
 
 /// A page of jobs in id order, from the database's point of view (unfinished jobs appear as
 /// `pending`).
-pub fn jobs(
-    conn: &Connection,
-    batch: Option<BatchId>,
-    terminal_state: Option<JobState>,
-    after: JobId,
-    limit: u32,
-) -> Result<Vec<JobInfo>, JournalError> {
+pub fn jobs(conn: &Connection, filter: JobFilter) -> Result<Vec<JobInfo>, StoreError> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs
          WHERE id > ?1 AND (?2 IS NULL OR batch = ?2) AND (?3 IS NULL OR state = ?3)
@@ -88,47 +84,31 @@ pub fn jobs(
     let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement.query_map(
         params![
-            after as i64,
-            batch.map(|batch| batch as i64),
-            terminal_state.map(JobState::as_str),
-            limit
+            filter.after as i64,
+            filter.batch.map(|batch| batch as i64),
+            filter.state.map(JobState::as_str),
+            filter.limit
         ],
         job_from_row,
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// A failed job, as a retry needs it.
-#[derive(Debug)]
-pub struct FailedJob {
-    /// The job.
-    pub id: JobId,
-    /// What it runs.
-    pub spec: crate::job::SpecBytes,
-    /// Attempts it had.
-    pub attempts: u32,
-    /// When it was submitted.
-    pub queued_at_ms: u64,
-}
-
 /// A batch's failed jobs, for a retry.
-pub fn failed_jobs(conn: &Connection, batch: BatchId) -> Result<Vec<FailedJob>, JournalError> {
+pub fn failed_jobs(conn: &Connection, batch: BatchId) -> Result<Vec<FailedJob>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT id, spec, attempts, queued_at_ms FROM jobs
+        "SELECT id, spec, spec_format, attempts FROM jobs
          WHERE batch = ?1 AND state = 'failed' ORDER BY id",
     )?;
     let mut rows = statement.query(params![batch as i64])?;
     let mut failed = Vec::new();
     while let Some(row) = rows.next()? {
         let id = row.get::<_, i64>(0)? as u64;
-        let spec = crate::job::SpecBytes::from_bytes(
-            row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?,
-        );
+        let bytes = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
         failed.push(FailedJob {
             id,
-            spec,
-            attempts: row.get(2)?,
-            queued_at_ms: row.get::<_, i64>(3)? as u64,
+            spec: spec_format::load(id, row.get(2)?, bytes)?,
+            attempts: row.get(3)?,
         });
     }
     Ok(failed)
@@ -138,11 +118,11 @@ pub fn failed_jobs(conn: &Connection, batch: BatchId) -> Result<Vec<FailedJob>, 
 pub fn recorded_leases(
     conn: &Connection,
     jobs: &[JobId],
-) -> Result<std::collections::HashMap<JobId, crate::job::Lease>, JournalError> {
+) -> Result<HashMap<JobId, Lease>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT lease FROM jobs WHERE id = ?1 AND state = 'succeeded' AND lease IS NOT NULL",
     )?;
-    let mut found = std::collections::HashMap::new();
+    let mut found = HashMap::new();
     for job in jobs {
         if let Some(lease) = statement
             .query_row(params![*job as i64], |row| row.get::<_, i64>(0))

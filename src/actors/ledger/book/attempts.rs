@@ -1,0 +1,255 @@
+//! Attempts starting, carried through a reconnect or a restart, and lost with their worker;
+//! jobs coming back from a backoff or the restart's grace.
+
+use super::{
+    pending_job, work_order, Book, Commit, Effects, Pending, Phase, RunningAttempt, WorkerRef,
+    MAX_LOST_ATTEMPTS,
+};
+use crate::job::{CarriedAttempt, JobId, JobState, Lease};
+use crate::status::FailureInfo;
+use crate::storage::store::{AttemptRow, Change};
+use std::sync::Arc;
+
+impl Book {
+    /// The Scheduler handed jobs to a worker: (job, lease, attempt number). A job no longer
+    /// waiting for one (cancelled or finished meanwhile) has its attempt stopped.
+    pub(crate) fn attempts_started(
+        &mut self,
+        worker: &WorkerRef,
+        started: &[(JobId, Lease, u32)],
+        now: u64,
+    ) -> Effects {
+        let mut effects = Effects::none();
+        for &(id, lease, attempt) in started {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                effects.kill.push(lease);
+                continue;
+            };
+            // Its number is spent all the same: the worker may start it before the kill arrives.
+            job.attempts = job.attempts.max(attempt);
+            if job.phase != Phase::Queued {
+                effects.kill.push(lease);
+                continue;
+            }
+            job.phase = Phase::Running;
+            job.running = Some(Box::new(RunningAttempt {
+                lease,
+                attempt,
+                started_at_ms: now,
+                worker: worker.name.clone(),
+            }));
+            let batch = job.batch;
+            self.recount(batch, Phase::Queued, Phase::Running);
+            if let Some(counts) = self.batches.get_mut(&batch) {
+                counts.started(now);
+                if attempt == 1 {
+                    let wait_ms = now.saturating_sub(counts.submitted_at_ms);
+                    self.stats.first_start(wait_ms);
+                }
+            }
+        }
+        effects
+    }
+
+    /// A worker registered with attempts it kept running across a reconnect or a restart. A
+    /// job held back since the restart is taken back by its attempt; an attempt of a finished
+    /// job, or of one being recorded from another attempt, is stopped.
+    pub(crate) fn attempts_carried(
+        &mut self,
+        worker: &WorkerRef,
+        carried: &[CarriedAttempt],
+        now: u64,
+    ) -> Effects {
+        let mut effects = Effects::none();
+        let mut taken_back = 0;
+        for attempt in carried {
+            if self.take_back(
+                attempt.job,
+                attempt.lease,
+                attempt.attempt,
+                now,
+                &worker.name,
+            ) {
+                taken_back += 1;
+                continue;
+            }
+            match self.jobs.get_mut(&attempt.job) {
+                None => effects.kill.push(attempt.lease),
+                Some(job) if job.phase == Phase::Finishing && !job.runs_or_ran(attempt.lease) => {
+                    effects.kill.push(attempt.lease)
+                }
+                Some(job) => {
+                    // Its number is spent, whatever becomes of it; the first success still
+                    // wins, whichever attempt it comes from.
+                    job.attempts = job.attempts.max(attempt.attempt);
+                    // The same attempt, reported by a new registration of its worker before the
+                    // old one was declared lost: it runs there now.
+                    if job.runs(attempt.lease) {
+                        if let Some(running) = job.running.as_mut() {
+                            running.worker = worker.name.clone();
+                        }
+                    }
+                }
+            }
+        }
+        if taken_back > 0 {
+            tracing::info!(worker = %worker.name, jobs = taken_back, "jobs taken back by the attempts their worker kept running");
+        }
+        effects
+    }
+
+    /// Gives a job held back since the restart to an attempt that ran through it, if the job
+    /// still waits and the attempt is its latest: the job runs once, not twice, and no later
+    /// attempt carries that number. Returns whether it did.
+    pub(super) fn take_back(
+        &mut self,
+        id: JobId,
+        lease: Lease,
+        attempt: u32,
+        started_at_ms: u64,
+        worker: &Arc<str>,
+    ) -> bool {
+        // Asked for every result: the common case, nothing held back, costs no hashing.
+        if self.held_back.is_empty() || !self.held_back.contains(&id) {
+            return false;
+        }
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        if job.phase != Phase::Queued || attempt < job.attempts {
+            return false;
+        }
+        self.held_back.remove(&id);
+        job.phase = Phase::Running;
+        job.attempts = attempt;
+        job.running = Some(Box::new(RunningAttempt {
+            lease,
+            attempt,
+            started_at_ms,
+            worker: worker.clone(),
+        }));
+        let batch = job.batch;
+        self.recount(batch, Phase::Queued, Phase::Running);
+        if let Some(counts) = self.batches.get_mut(&batch) {
+            counts.started(started_at_ms);
+        }
+        true
+    }
+
+    /// A worker is gone; its attempts are lost and their jobs go back to pending at once (or,
+    /// lost with too many workers, are failed).
+    pub(crate) fn worker_lost(
+        &mut self,
+        worker_name: &str,
+        attempts: &[(JobId, Lease)],
+        reason: &str,
+        now: u64,
+    ) -> Effects {
+        let mut effects = Effects::none();
+        let mut changes = Vec::new();
+        let mut finishing = Vec::new();
+        let mut failures = Vec::new();
+        for &(id, lease) in attempts {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            if !job.runs(lease) {
+                continue;
+            }
+            let (attempt, started_at_ms) =
+                job.running.as_ref().map_or((job.attempts, now), |running| {
+                    (running.attempt, running.started_at_ms)
+                });
+            job.lost += 1;
+            failures.push(FailureInfo {
+                job: id,
+                batch: job.batch,
+                worker: worker_name.to_string(),
+                outcome: "lost".into(),
+                at_ms: now,
+                error: Some(reason.to_string()),
+                output_tail: String::new(),
+            });
+            changes.push(Change::Attempt(Box::new(AttemptRow {
+                job: id,
+                attempt,
+                worker: worker_name.to_string(),
+                outcome: "lost",
+                started_at_ms,
+                finished_at_ms: now,
+                exit_code: None,
+                error: Some(reason.to_string()),
+            })));
+            let batch = job.batch;
+            if job.lost >= MAX_LOST_ATTEMPTS {
+                job.phase = Phase::Finishing;
+                let error = format!("lost with {} workers; last: {reason}", job.lost);
+                changes.push(work_order(
+                    id,
+                    job,
+                    JobState::Failed,
+                    None,
+                    Some(error),
+                    now,
+                ));
+                finishing.push((id, JobState::Failed));
+            } else {
+                job.phase = Phase::Queued;
+                job.running = None;
+                self.recount(batch, Phase::Running, Phase::Queued);
+                self.enqueue(id, &mut effects);
+            }
+        }
+        if !effects.enqueue.is_empty() {
+            tracing::info!(worker = %worker_name, jobs = effects.enqueue.len(), "jobs of a lost worker back to pending");
+        }
+        if !changes.is_empty() {
+            effects.commit = Some(Commit {
+                changes,
+                then: Pending::Lost {
+                    finishing,
+                    failures,
+                },
+            });
+        }
+        effects
+    }
+
+    /// A failed job's backoff is over: it rejoins the queue, unless something else became of
+    /// it meanwhile (a cancel, a late success).
+    pub(crate) fn backoff_over(&mut self, id: JobId) -> Effects {
+        let mut effects = Effects::none();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return effects;
+        };
+        if job.phase != Phase::Backoff {
+            return effects;
+        }
+        job.phase = Phase::Queued;
+        self.enqueue(id, &mut effects);
+        effects
+    }
+
+    /// The reconnect grace is over: the replayed jobs no worker took back are queued.
+    pub(crate) fn grace_over(&mut self) -> Effects {
+        let held = std::mem::take(&mut self.held_back);
+        let mut release: Vec<_> = held
+            .into_iter()
+            .filter_map(|id| {
+                let job = self.jobs.get(&id)?;
+                (job.phase == Phase::Queued).then(|| pending_job(id, job))
+            })
+            .collect();
+        release.sort_by_key(|job| job.job);
+        if !release.is_empty() {
+            tracing::info!(
+                jobs = release.len(),
+                "reconnect grace over: replayed jobs no worker took back are queued"
+            );
+        }
+        Effects {
+            enqueue: release,
+            ..Effects::none()
+        }
+    }
+}

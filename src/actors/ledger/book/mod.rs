@@ -1,0 +1,477 @@
+//! The job book: the Ledger's state and rules, with no I/O and no actors.
+//!
+//! It holds every unfinished job, every batch's counts, the attempts jobs are on, the jobs held
+//! back after a restart and the manifests waited for. Each method takes one event (a batch
+//! accepted, attempts started, results, a worker lost, attempts carried, a cancel, a retry, a
+//! commit's outcome, the grace over, a manifest confirmed) and returns the [`Effects`] that must
+//! follow: changes to commit, answers, jobs to queue, withdraw or kill, notices to workers. The
+//! Ledger actor carries those out; nothing here waits, sends or writes.
+//!
+//! The rules, in short: the first success of a job is recorded, later ones are duplicates; a
+//! failure of the current attempt is retried with backoff until `max_attempts`; an attempt lost
+//! with its worker goes straight back to pending (a job lost with [`MAX_LOST_ATTEMPTS`] workers
+//! is failed); a job's terminal state leaves memory only once it is on disk, and a commit that
+//! fails puts its jobs back to pending. Times are given by the caller, in ms since the epoch.
+
+mod attempts;
+mod batches;
+mod effects;
+mod manifests;
+mod results;
+mod submit;
+mod views;
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use batches::BatchCounts;
+pub(crate) use effects::{Answer, Commit, Effects, Lookup, Notice, Pending};
+pub use submit::MAX_SPEC_BYTES;
+
+use crate::actors::ledger::error::LedgerError;
+use crate::actors::ledger::stats::LedgerStats;
+use crate::actors::queue::PendingJob;
+use crate::job::{AttemptResult, BatchId, JobId, JobState, Lease, SpecBytes, WorkerId};
+use crate::metrics::Metrics;
+use crate::storage::store::{Change, Replay, StoreError, WorkOrder};
+use manifests::Manifests;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A job lost with this many workers is failed: it is probably what kills them.
+pub const MAX_LOST_ATTEMPTS: u32 = 10;
+
+/// The longest wait between attempts of a failing job.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The book's limits and policy.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// The wait before the second attempt of a failed job; doubled for each failure after.
+    pub(crate) retry_backoff: Duration,
+    /// The most jobs one batch may have.
+    pub(crate) max_batch_jobs: usize,
+    /// The most unfinished (pending or running) jobs held.
+    pub(crate) max_unfinished_jobs: usize,
+}
+
+/// A worker as the Ledger's events name it: its registration, where answers go, and its name,
+/// for the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRef {
+    /// The registration.
+    pub id: WorkerId,
+    /// The name it registered with.
+    pub name: Arc<str>,
+}
+
+/// Where an unfinished job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// In the Scheduler's queue (or held back after a restart).
+    Queued,
+    /// Waiting out its retry backoff.
+    Backoff,
+    /// On a worker.
+    Running,
+    /// Its terminal state is being written; it leaves memory on commit.
+    Finishing,
+}
+
+impl Phase {
+    /// True while the job counts as pending (rather than running).
+    fn waiting(self) -> bool {
+        matches!(self, Phase::Queued | Phase::Backoff)
+    }
+}
+
+/// An unfinished job. Kept small: a million pending jobs are a million of these.
+#[derive(Debug)]
+pub(crate) struct LiveJob {
+    pub(crate) spec: SpecBytes,
+    pub(crate) batch: BatchId,
+    /// The current attempt, while one runs (and while its result is being recorded).
+    pub(crate) running: Option<Box<RunningAttempt>>,
+    pub(crate) phase: Phase,
+    /// The highest attempt number spent.
+    pub(crate) attempts: u32,
+    pub(crate) failures: u32,
+    pub(crate) lost: u32,
+}
+
+/// The attempt a job is on.
+#[derive(Debug)]
+pub(crate) struct RunningAttempt {
+    pub(crate) lease: Lease,
+    /// Its number (the job's `attempts` is the highest number spent, which may be later).
+    pub(crate) attempt: u32,
+    pub(crate) started_at_ms: u64,
+    pub(crate) worker: Arc<str>,
+}
+
+impl LiveJob {
+    fn queued(spec: SpecBytes, batch: BatchId, attempts: u32, failures: u32, lost: u32) -> LiveJob {
+        LiveJob {
+            spec,
+            batch,
+            running: None,
+            phase: Phase::Queued,
+            attempts,
+            failures,
+            lost,
+        }
+    }
+
+    /// True when `lease` is the attempt this job is on (or whose result is being recorded).
+    fn runs_or_ran(&self, lease: Lease) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|running| running.lease == lease)
+    }
+
+    /// True when `lease` is the attempt running now.
+    fn runs(&self, lease: Lease) -> bool {
+        self.phase == Phase::Running && self.runs_or_ran(lease)
+    }
+
+    fn worker_name(&self) -> Option<String> {
+        self.running
+            .as_ref()
+            .map(|running| running.worker.to_string())
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.spec
+            .placement()
+            .map_or(1, |placement| placement.max_attempts)
+    }
+}
+
+/// The Ledger's state and rules.
+pub(crate) struct Book {
+    limits: Limits,
+    jobs: HashMap<JobId, LiveJob>,
+    batches: BTreeMap<BatchId, BatchCounts>,
+    next_job: JobId,
+    next_batch: BatchId,
+    /// Jobs of submissions being written, counted against the pending limit.
+    reserved: usize,
+    /// Replayed jobs not yet queued: they wait out the reconnect grace after a restart.
+    held_back: HashSet<JobId>,
+    /// Batches whose retry is being read or written.
+    retrying: HashSet<BatchId>,
+    manifests: Manifests,
+    duplicates: u64,
+    stats: LedgerStats,
+}
+
+impl Book {
+    /// A book holding what the store replayed.
+    pub(crate) fn new(replay: Replay, limits: Limits, metrics: Arc<Metrics>) -> Book {
+        let mut batches: BTreeMap<BatchId, BatchCounts> = replay
+            .batches
+            .into_iter()
+            .map(|batch| {
+                let finished = batch.succeeded + batch.failed + batch.cancelled;
+                let counts = BatchCounts {
+                    total: batch.total,
+                    pending: batch.total.saturating_sub(finished),
+                    succeeded: batch.succeeded,
+                    failed: batch.failed,
+                    cancelled: batch.cancelled,
+                    started_at_ms: batch.started_at_ms,
+                    finished_at_ms: (finished == batch.total)
+                        .then_some(batch.finished_at_ms)
+                        .flatten(),
+                    ..BatchCounts::new(batch.name, batch.submitted_at_ms)
+                };
+                (batch.id, counts)
+            })
+            .collect();
+        let mut jobs = HashMap::with_capacity(replay.unfinished.len());
+        for job in replay.unfinished {
+            batches
+                .entry(job.batch)
+                .or_insert_with(|| BatchCounts::new(String::new(), 0));
+            jobs.insert(
+                job.id,
+                LiveJob::queued(
+                    job.spec,
+                    job.batch,
+                    job.attempts,
+                    job.failures,
+                    job.lost_attempts,
+                ),
+            );
+        }
+        let next_batch = batches.keys().next_back().map_or(1, |last| last + 1);
+        Book {
+            limits,
+            jobs,
+            batches,
+            next_job: replay.next_job,
+            next_batch,
+            reserved: 0,
+            held_back: HashSet::new(),
+            retrying: HashSet::new(),
+            manifests: Manifests::replayed(replay.unpublished),
+            duplicates: 0,
+            stats: LedgerStats::new(metrics),
+        }
+    }
+
+    /// The replayed jobs, queued at once or, with `hold_back`, held for the reconnect grace
+    /// (some may still run on workers that are reconnecting). Returns whether any are held.
+    pub(crate) fn start(&mut self, hold_back: bool) -> (Effects, bool) {
+        let mut replayed: Vec<PendingJob> = self
+            .jobs
+            .iter()
+            .map(|(id, job)| pending_job(*id, job))
+            .collect();
+        replayed.sort_by_key(|job| job.job);
+        if hold_back {
+            self.held_back = replayed.iter().map(|job| job.job).collect();
+            return (Effects::none(), !self.held_back.is_empty());
+        }
+        let effects = Effects {
+            enqueue: replayed,
+            ..Effects::none()
+        };
+        (effects, false)
+    }
+
+    /// A commit ended: what it decided takes effect, or is undone so nothing is lost.
+    pub(crate) fn committed(
+        &mut self,
+        pending: Pending,
+        result: Result<(), StoreError>,
+        now: u64,
+    ) -> Effects {
+        match pending {
+            Pending::Submit {
+                batch,
+                name,
+                submitted_at_ms,
+                first_job,
+                jobs,
+            } => {
+                self.reserved -= jobs.len();
+                match result {
+                    Ok(()) => self.accept_batch(batch, name, submitted_at_ms, first_job, &jobs),
+                    Err(error) => Effects::answer(Answer::Refused(LedgerError::Store {
+                        action: "queue the batch",
+                        error,
+                    })),
+                }
+            }
+            Pending::Results {
+                worker,
+                finishing,
+                acked,
+                recorded,
+                manifests,
+                ran_ms,
+                failures,
+            } => match result {
+                Ok(()) => {
+                    for run_ms in ran_ms {
+                        self.stats.attempt_ended(run_ms);
+                    }
+                    for failure in failures {
+                        self.stats.failure(failure);
+                    }
+                    let mut effects = self.finished(finishing, now);
+                    effects.notify(worker, Notice::Acked(acked));
+                    effects.notify(worker, Notice::Recorded(recorded));
+                    // The recording worker writes these now; until it confirms, they wait here.
+                    self.manifests.asked(manifests, now);
+                    effects
+                }
+                Err(error) => {
+                    tracing::error!(%error, jobs = finishing.len(), "cannot record results; their jobs go back to pending");
+                    self.unfinish(finishing)
+                }
+            },
+            Pending::Lost {
+                finishing,
+                failures,
+            } => match result {
+                Ok(()) => {
+                    for failure in failures {
+                        self.stats.failure(failure);
+                    }
+                    self.finished(finishing, now)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot record lost attempts");
+                    self.unfinish(finishing)
+                }
+            },
+            Pending::Cancel { finishing } => match result {
+                Ok(()) => {
+                    let count = finishing.len() as u64;
+                    let mut effects = self.finished(finishing, now);
+                    effects.answer = Some(Answer::Changed(count));
+                    effects
+                }
+                Err(error) => {
+                    // Not cancelled after all: the jobs run again.
+                    let mut effects = self.unfinish(finishing);
+                    effects.answer = Some(Answer::Refused(LedgerError::Store {
+                        action: "cancel",
+                        error,
+                    }));
+                    effects
+                }
+            },
+            Pending::Reopen { batch, failed } => match result {
+                Ok(()) => self.reopened(batch, failed),
+                Err(error) => {
+                    self.retrying.remove(&batch);
+                    Effects::answer(Answer::Refused(LedgerError::Store {
+                        action: "retry",
+                        error,
+                    }))
+                }
+            },
+            Pending::Note(what) => {
+                // Not fatal: a note lost is a count off by one, or a manifest written again.
+                if let Err(error) = result {
+                    tracing::warn!(%error, "cannot note {what}");
+                }
+                Effects::none()
+            }
+        }
+    }
+
+    /// Moves a job's count from one column to another.
+    fn recount(&mut self, batch: BatchId, from: Phase, to: Phase) {
+        let Some(counts) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        match (from.waiting(), to.waiting()) {
+            (true, false) => {
+                counts.pending = counts.pending.saturating_sub(1);
+                counts.running += 1;
+            }
+            (false, true) => {
+                counts.running = counts.running.saturating_sub(1);
+                counts.pending += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Jobs whose terminal state is on disk leave memory; batches they finish are reported.
+    fn finished(&mut self, jobs: Vec<(JobId, JobState)>, now: u64) -> Effects {
+        let mut effects = Effects::none();
+        let mut touched = Vec::new();
+        let mut by_state: HashMap<JobState, u64> = HashMap::new();
+        for (id, state) in jobs {
+            let Some(job) = self.jobs.remove(&id) else {
+                continue;
+            };
+            *by_state.entry(state).or_default() += 1;
+            if let Some(counts) = self.batches.get_mut(&job.batch) {
+                counts.count_terminal(state);
+            }
+            if touched.last() != Some(&job.batch) {
+                touched.push(job.batch);
+            }
+        }
+        for (state, count) in by_state {
+            self.stats.jobs_finished(state, count);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for batch in touched {
+            let Some(counts) = self.batches.get_mut(&batch) else {
+                continue;
+            };
+            if !counts.unfinished() {
+                counts.finished_at_ms.get_or_insert(now);
+                effects.batches_done.push(counts.info(batch, now));
+            }
+        }
+        effects
+    }
+
+    /// Puts jobs whose terminal write failed back in the queue, so nothing is lost; their
+    /// results were not acknowledged, so the workers report them again.
+    fn unfinish(&mut self, jobs: Vec<(JobId, JobState)>) -> Effects {
+        let mut effects = Effects::none();
+        for (id, _) in jobs {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            if job.phase != Phase::Finishing {
+                continue;
+            }
+            job.phase = Phase::Queued;
+            job.running = None;
+            let batch = job.batch;
+            self.recount(batch, Phase::Finishing, Phase::Queued);
+            self.enqueue(id, &mut effects);
+        }
+        effects
+    }
+
+    /// Hands a job to the Scheduler's queue; a job held back since the restart is held no more.
+    fn enqueue(&mut self, id: JobId, effects: &mut Effects) {
+        if !self.held_back.is_empty() {
+            self.held_back.remove(&id);
+        }
+        if let Some(job) = self.jobs.get(&id) {
+            effects.enqueue.push(pending_job(id, job));
+        }
+    }
+}
+
+/// The wait after a job's `failures`-th failure: the first backoff, doubled for each failure
+/// after the first, up to [`MAX_BACKOFF`].
+fn backoff(first: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    first.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+}
+
+/// A live job as the Scheduler's queue takes it: its next attempt's number is the next unspent.
+fn pending_job(id: JobId, job: &LiveJob) -> PendingJob {
+    PendingJob {
+        job: id,
+        batch: job.batch,
+        attempt: job.attempts.saturating_add(1),
+        spec: job.spec.clone(),
+    }
+}
+
+/// A job's terminal record, from the result that decided it (if one did).
+fn work_order(
+    id: JobId,
+    job: &LiveJob,
+    state: JobState,
+    result: Option<&AttemptResult>,
+    error: Option<String>,
+    now: u64,
+) -> Change {
+    Change::Finish(Box::new(WorkOrder {
+        job: id,
+        state,
+        lease: result.map(|result| result.lease),
+        worker: job.worker_name(),
+        attempts: job.attempts,
+        lost_attempts: job.lost,
+        failures: job.failures,
+        started_at_ms: result.map(|result| result.started_at_ms),
+        finished_at_ms: now,
+        duration_ms: result.map(|result| result.duration_ms),
+        exit_code: result.and_then(|result| result.exit_code),
+        output_tail: result.map(|result| result.output_tail.clone()),
+        error: error.or_else(|| result.and_then(|result| result.error.clone())),
+        outputs: result
+            .filter(|result| !result.outputs.is_empty())
+            .and_then(|result| serde_json::to_string(&result.outputs).ok()),
+    }))
+}

@@ -1,0 +1,267 @@
+//! Judging results: the first success of a job is recorded, later ones are duplicates; a
+//! failure of the current attempt is retried with backoff until `max_attempts`, then recorded.
+
+use super::{
+    backoff, work_order, Book, Commit, Effects, Lookup, Notice, Pending, Phase, RunningAttempt,
+    WorkerRef,
+};
+use crate::job::{AttemptResult, JobId, JobState, Lease, ManifestOrder, Outcome, WorkerId};
+use crate::status::FailureInfo;
+use crate::storage::store::{AttemptRow, Change, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+impl Book {
+    /// A worker's results, in the order it reported them.
+    pub(crate) fn results(
+        &mut self,
+        worker: &WorkerRef,
+        results: &[AttemptResult],
+        now: u64,
+    ) -> Effects {
+        let mut effects = Effects::none();
+        let mut changes = Vec::new();
+        let mut finishing = Vec::new();
+        let mut ack_now = Vec::new();
+        let mut acked = Vec::new();
+        let mut recorded = Vec::new();
+        let mut manifests = Vec::new();
+        let mut duplicates = Vec::new();
+        let mut late = Vec::new();
+        // Counted in the statistics once written: a failed write sees these results again.
+        let mut ran_ms = Vec::new();
+        let mut failures = Vec::new();
+        for result in results {
+            // An attempt that ended while the coordinator was down, for a job held back since:
+            // that attempt is the job's, and its result counts as the job's own.
+            self.take_back(
+                result.job,
+                result.lease,
+                result.attempt,
+                result.started_at_ms,
+                &worker.name,
+            );
+            let Some(job) = self.jobs.get_mut(&result.job) else {
+                if result.outcome == Outcome::Succeeded && result.job < self.next_job {
+                    // Finished: the store tells a resend of the recorded result from a
+                    // duplicate.
+                    late.push((result.job, result.lease));
+                } else {
+                    ack_now.push(result.lease);
+                }
+                continue;
+            };
+            // Its number is spent, whatever the result.
+            job.attempts = job.attempts.max(result.attempt);
+            let current = job.runs(result.lease);
+            match result.outcome {
+                Outcome::Succeeded if job.phase != Phase::Finishing => {
+                    // The first success wins, whichever attempt it comes from.
+                    match job.phase {
+                        Phase::Running if !current => effects
+                            .kill
+                            .extend(job.running.as_ref().map(|running| running.lease)),
+                        Phase::Queued => effects.withdraw.push(result.job),
+                        _ => {}
+                    }
+                    let before = job.phase;
+                    job.phase = Phase::Finishing;
+                    ran_ms.push(result.duration_ms);
+                    job.running = Some(Box::new(RunningAttempt {
+                        lease: result.lease,
+                        attempt: result.attempt,
+                        started_at_ms: result.started_at_ms,
+                        worker: worker.name.clone(),
+                    }));
+                    changes.push(work_order(
+                        result.job,
+                        job,
+                        JobState::Succeeded,
+                        Some(result),
+                        None,
+                        now,
+                    ));
+                    finishing.push((result.job, JobState::Succeeded));
+                    recorded.push(result.lease);
+                    if !result.outputs.is_empty() {
+                        if let Some(outputs) = job.spec.decode().ok().and_then(|spec| spec.outputs)
+                        {
+                            manifests.push(ManifestOrder {
+                                job: result.job,
+                                lease: result.lease,
+                                outputs,
+                                objects: result.outputs.clone(),
+                            });
+                        }
+                    }
+                    let batch = job.batch;
+                    self.recount(batch, before, Phase::Finishing);
+                }
+                Outcome::Failed | Outcome::TimedOut | Outcome::Killed if current => {
+                    job.failures += 1;
+                    ran_ms.push(result.duration_ms);
+                    let finished_at_ms = result.started_at_ms.saturating_add(result.duration_ms);
+                    failures.push(FailureInfo {
+                        job: result.job,
+                        batch: job.batch,
+                        worker: worker.name.to_string(),
+                        outcome: result.outcome.as_str().to_string(),
+                        at_ms: finished_at_ms,
+                        error: result.error.clone(),
+                        output_tail: result.output_tail.clone(),
+                    });
+                    changes.push(Change::Attempt(Box::new(AttemptRow {
+                        job: result.job,
+                        attempt: result.attempt,
+                        worker: worker.name.to_string(),
+                        outcome: result.outcome.as_str(),
+                        started_at_ms: result.started_at_ms,
+                        finished_at_ms,
+                        exit_code: result.exit_code,
+                        error: result.error.clone(),
+                    })));
+                    acked.push(result.lease);
+                    let batch = job.batch;
+                    let max_attempts = job.max_attempts();
+                    if job.failures >= max_attempts {
+                        job.phase = Phase::Finishing;
+                        let error = format!(
+                            "failed {} of {} attempts; last: {}",
+                            job.failures,
+                            max_attempts,
+                            result.error.as_deref().unwrap_or(result.outcome.as_str())
+                        );
+                        changes.push(work_order(
+                            result.job,
+                            job,
+                            JobState::Failed,
+                            Some(result),
+                            Some(error),
+                            now,
+                        ));
+                        finishing.push((result.job, JobState::Failed));
+                    } else {
+                        job.phase = Phase::Backoff;
+                        let delay = backoff(self.limits.retry_backoff, job.failures);
+                        self.recount(batch, Phase::Running, Phase::Backoff);
+                        effects.retry_after.push((result.job, delay));
+                    }
+                }
+                _ if job.phase == Phase::Finishing && job.runs_or_ran(result.lease) => {
+                    // A resend of the very result being written: it is answered when the
+                    // write is on disk (the worker sends it again until then).
+                }
+                _ => {
+                    // A failure of an attempt that is no longer current, or another success for
+                    // a job whose terminal state is being written: nothing to record.
+                    if result.outcome == Outcome::Succeeded {
+                        duplicates.push((result.job, result.lease));
+                        tracing::info!(job = result.job, lease = result.lease, worker = %worker.name, "late result for a finished job acknowledged, not recorded");
+                    }
+                    ack_now.push(result.lease);
+                }
+            }
+        }
+        if !duplicates.is_empty() {
+            self.duplicates += duplicates.len() as u64;
+            changes.push(Change::Duplicates(duplicates));
+        }
+        if !late.is_empty() {
+            effects.lookup = Some(Lookup::LateSuccesses {
+                worker: worker.id,
+                worker_name: worker.name.clone(),
+                late,
+            });
+        }
+        effects.notify(worker.id, Notice::Acked(ack_now));
+        if !changes.is_empty() {
+            effects.commit = Some(Commit {
+                changes,
+                then: Pending::Results {
+                    worker: worker.id,
+                    finishing,
+                    acked,
+                    recorded,
+                    manifests,
+                    ran_ms,
+                    failures,
+                },
+            });
+        }
+        effects
+    }
+
+    /// Successes for jobs that had left memory, with the lease the store recorded for each: a
+    /// resend of the recorded result is answered `Recorded` again (its worker may not have
+    /// heard), any other is a duplicate. If the store could not say, nothing is answered and the
+    /// worker asks again.
+    pub(crate) fn late_successes_found(
+        &mut self,
+        worker: WorkerId,
+        worker_name: &Arc<str>,
+        late: Vec<(JobId, Lease)>,
+        recorded: Result<HashMap<JobId, Lease>, StoreError>,
+    ) -> Effects {
+        let mut effects = Effects::none();
+        let recorded = match recorded {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                tracing::warn!(%error, worker = %worker_name, "cannot look up late results; the worker reports them again");
+                return effects;
+            }
+        };
+        let mut again = Vec::new();
+        let mut acked = Vec::new();
+        let mut duplicates = Vec::new();
+        for (job, lease) in late {
+            if recorded.get(&job) == Some(&lease) {
+                again.push(lease);
+            } else {
+                tracing::info!(job, lease, worker = %worker_name, "late result for a finished job acknowledged, not recorded");
+                acked.push(lease);
+                duplicates.push((job, lease));
+            }
+        }
+        effects.notify(worker, Notice::Recorded(again));
+        effects.notify(worker, Notice::Acked(acked));
+        if !duplicates.is_empty() {
+            self.duplicates += duplicates.len() as u64;
+            effects.commit = Some(Commit {
+                changes: vec![Change::Duplicates(duplicates)],
+                then: Pending::Note("duplicate results"),
+            });
+        }
+        effects
+    }
+
+    /// A worker wrote the manifests of these recorded attempts.
+    pub(crate) fn manifests_written(&mut self, leases: &[Lease]) -> Effects {
+        let jobs = self.manifests.written(leases);
+        if jobs.is_empty() {
+            return Effects::none();
+        }
+        Effects {
+            commit: Some(Commit {
+                changes: vec![Change::ManifestsWritten(jobs)],
+                then: Pending::Note("written manifests"),
+            }),
+            ..Effects::none()
+        }
+    }
+
+    /// Manifests their own workers did not confirm in time (one that died right after its
+    /// result was recorded, say), for some other worker to write.
+    pub(crate) fn manifests_due(&mut self, now: u64) -> Effects {
+        let due = self.manifests.due(now);
+        if !due.is_empty() {
+            tracing::info!(
+                manifests = due.len(),
+                "asking a worker to write unconfirmed manifests"
+            );
+        }
+        Effects {
+            publish: due,
+            ..Effects::none()
+        }
+    }
+}

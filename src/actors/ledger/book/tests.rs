@@ -1,0 +1,665 @@
+//! Unit tests of the book's rules, one rule at a time, with no store and no actors: each test
+//! hands the book events and looks at the effects and the state that follow.
+
+use super::*;
+use crate::job::{CancelTarget, CarriedAttempt, JobSpec, Outcome, OutputObject, Outputs};
+use crate::status::Submitted;
+use crate::storage::store::{FailedJob, ReplayedBatch, ReplayedJob, Unpublished};
+
+const T0: u64 = 1_000_000;
+
+fn limits() -> Limits {
+    Limits {
+        retry_backoff: Duration::from_secs(1),
+        max_batch_jobs: 100,
+        max_unfinished_jobs: 10,
+    }
+}
+
+fn book() -> Book {
+    let replay = Replay {
+        epoch: 1,
+        next_job: 1,
+        ..Replay::default()
+    };
+    Book::new(replay, limits(), Arc::new(Metrics::new()))
+}
+
+fn worker(id: WorkerId) -> WorkerRef {
+    WorkerRef {
+        id,
+        name: Arc::from(format!("w{id}")),
+    }
+}
+
+fn spec(max_attempts: u32) -> JobSpec {
+    let mut spec = JobSpec::call("noop", Vec::new());
+    spec.max_attempts = max_attempts;
+    spec
+}
+
+/// Commits whatever the effects ask to commit, with `result`; returns what follows.
+fn commit(book: &mut Book, effects: Effects, result: Result<(), StoreError>) -> Effects {
+    let commit = effects.commit.expect("a commit");
+    book.committed(commit.then, result, T0)
+}
+
+fn committed(book: &mut Book, effects: Effects) -> Effects {
+    commit(book, effects, Ok(()))
+}
+
+fn disk_full() -> StoreError {
+    StoreError::Database(Arc::new(std::io::Error::other("database or disk is full")))
+}
+
+/// A batch of `count` jobs with `max_attempts` each, accepted and on disk.
+fn submitted(book: &mut Book, count: usize, max_attempts: u32) -> Submitted {
+    let effects = book
+        .submit("b".into(), vec![spec(max_attempts); count], T0)
+        .unwrap();
+    match committed(book, effects).answer {
+        Some(Answer::Submitted(submitted)) => submitted,
+        other => panic!("expected a submitted batch, got {other:?}"),
+    }
+}
+
+fn result(job: JobId, lease: Lease, attempt: u32, outcome: Outcome) -> AttemptResult {
+    AttemptResult {
+        lease,
+        job,
+        attempt,
+        outcome,
+        exit_code: Some(if outcome == Outcome::Succeeded { 0 } else { 1 }),
+        started_at_ms: T0,
+        duration_ms: 5,
+        output_tail: String::new(),
+        error: (outcome != Outcome::Succeeded).then(|| "exited with code 1".into()),
+        outputs: Vec::new(),
+    }
+}
+
+fn finish_states(effects: &Effects) -> Vec<(JobId, JobState)> {
+    effects
+        .commit
+        .iter()
+        .flat_map(|commit| commit.changes.iter())
+        .filter_map(|change| match change {
+            Change::Finish(order) => Some((order.job, order.state)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn counts(book: &Book, batch: BatchId) -> (u64, u64, u64, u64, u64) {
+    let info = book.batch(batch, T0).unwrap();
+    (
+        info.pending,
+        info.running,
+        info.succeeded,
+        info.failed,
+        info.cancelled,
+    )
+}
+
+#[test]
+fn a_batch_joins_memory_and_the_queue_only_once_on_disk() {
+    let mut book = book();
+    let effects = book.submit("b".into(), vec![spec(3); 3], T0).unwrap();
+    assert_eq!(book.unfinished(), 0, "nothing is held before the write");
+    assert!(effects.enqueue.is_empty());
+    let after = committed(&mut book, effects);
+    assert_eq!(
+        after.answer,
+        Some(Answer::Submitted(Submitted {
+            batch: 1,
+            first_job: 1,
+            jobs: 3
+        }))
+    );
+    let queued: Vec<(JobId, u32)> = after
+        .enqueue
+        .iter()
+        .map(|job| (job.job, job.attempt))
+        .collect();
+    assert_eq!(queued, vec![(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(counts(&book, 1), (3, 0, 0, 0, 0));
+}
+
+#[test]
+fn a_batch_whose_write_fails_is_refused_and_holds_no_place() {
+    let mut book = book();
+    let effects = book.submit("b".into(), vec![spec(3); 8], T0).unwrap();
+    // Being written, it counts against the limit of 10.
+    let refused = book.submit("c".into(), vec![spec(3); 3], T0).unwrap_err();
+    assert!(
+        matches!(refused, LedgerError::QueueFull { unfinished: 8, .. }),
+        "{refused}"
+    );
+    let after = commit(&mut book, effects, Err(disk_full()));
+    match after.answer {
+        Some(Answer::Refused(LedgerError::Store { action, .. })) => {
+            assert_eq!(action, "queue the batch")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(after.enqueue.is_empty());
+    assert!(book.batch(1, T0).is_err());
+    // Its place is free again.
+    submitted(&mut book, 10, 3);
+}
+
+#[test]
+fn bad_batches_are_refused_naming_the_job() {
+    let mut book = book();
+    assert_eq!(
+        book.submit("b".into(), Vec::new(), T0).unwrap_err(),
+        LedgerError::EmptyBatch
+    );
+    assert!(matches!(
+        book.submit("b".into(), vec![spec(1); 101], T0).unwrap_err(),
+        LedgerError::BatchTooLarge {
+            jobs: 101,
+            limit: 100
+        }
+    ));
+    let mut bad = spec(1);
+    bad.slots = 0;
+    let error = book.submit("b".into(), vec![spec(1), bad], T0).unwrap_err();
+    assert_eq!(error.to_string(), "job 2: slots: must be at least 1");
+    let mut huge = spec(1);
+    huge.task = crate::job::Task::Call {
+        handler: "noop".into(),
+        payload: vec![0; MAX_SPEC_BYTES],
+    };
+    assert!(matches!(
+        book.submit("b".into(), vec![huge], T0).unwrap_err(),
+        LedgerError::SpecTooLarge { index: 1, .. }
+    ));
+    assert_eq!(book.unfinished(), 0);
+}
+
+#[test]
+fn a_success_is_recorded_once_on_disk_and_its_worker_told() {
+    let mut book = book();
+    let batch = submitted(&mut book, 1, 3);
+    let w = worker(7);
+    let started = book.attempts_started(&w, &[(1, 100, 1)], T0);
+    assert!(started.kill.is_empty());
+    assert_eq!(counts(&book, batch.batch), (0, 1, 0, 0, 0));
+
+    let effects = book.results(&w, &[result(1, 100, 1, Outcome::Succeeded)], T0);
+    assert_eq!(finish_states(&effects), vec![(1, JobState::Succeeded)]);
+    assert!(effects.notices.is_empty(), "told only once it is on disk");
+    assert_eq!(book.phase(1), Some(Phase::Finishing));
+    // The same result again while it is written: nothing more, no answer yet.
+    let again = book.results(&w, &[result(1, 100, 1, Outcome::Succeeded)], T0);
+    assert!(again.commit.is_none() && again.notices.is_empty());
+
+    let after = committed(&mut book, effects);
+    assert_eq!(after.notices, vec![(7, Notice::Recorded(vec![100]))]);
+    assert_eq!(book.phase(1), None, "a finished job leaves memory");
+    assert_eq!(counts(&book, batch.batch), (0, 0, 1, 0, 0));
+    assert_eq!(after.batches_done.len(), 1);
+    assert!(after.batches_done[0].done);
+}
+
+#[test]
+fn a_success_whose_write_fails_puts_its_job_back_unanswered() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let w = worker(1);
+    let _ = book.attempts_started(&w, &[(1, 100, 1)], T0);
+    let effects = book.results(&w, &[result(1, 100, 1, Outcome::Succeeded)], T0);
+    let after = commit(&mut book, effects, Err(disk_full()));
+    assert!(after.notices.is_empty(), "the worker reports it again");
+    assert_eq!(after.enqueue.len(), 1);
+    assert_eq!(after.enqueue[0].attempt, 2, "number 1 is spent");
+    assert_eq!(book.phase(1), Some(Phase::Queued));
+    assert_eq!(counts(&book, 1), (1, 0, 0, 0, 0));
+    // Reported again, it is recorded, and the queued job withdrawn.
+    let effects = book.results(&w, &[result(1, 100, 1, Outcome::Succeeded)], T0);
+    assert_eq!(effects.withdraw, vec![1]);
+    assert_eq!(finish_states(&effects), vec![(1, JobState::Succeeded)]);
+}
+
+#[test]
+fn the_first_success_wins_whichever_attempt_and_the_current_one_is_stopped() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let (a, b) = (worker(1), worker(2));
+    let _ = book.attempts_started(&a, &[(1, 100, 1)], T0);
+    let lost = book.worker_lost(&a.name, &[(1, 100)], "silent", T0);
+    let _ = committed(&mut book, lost);
+    let _ = book.attempts_started(&b, &[(1, 200, 2)], T0);
+    // The lost worker's attempt finished after all.
+    let effects = book.results(&a, &[result(1, 100, 1, Outcome::Succeeded)], T0);
+    assert_eq!(effects.kill, vec![200]);
+    assert_eq!(finish_states(&effects), vec![(1, JobState::Succeeded)]);
+    // The stopped attempt's success, had it won the race, is a duplicate.
+    let late = book.results(&b, &[result(1, 200, 2, Outcome::Succeeded)], T0);
+    assert_eq!(late.notices, vec![(2, Notice::Acked(vec![200]))]);
+    assert!(matches!(
+        &late.commit.as_ref().unwrap().changes[..],
+        [Change::Duplicates(duplicates)] if duplicates == &vec![(1, 200)]
+    ));
+}
+
+#[test]
+fn failures_retry_with_doubling_backoff_then_fail_the_job() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let w = worker(1);
+    for (attempt, wait_s) in [(1, 1), (2, 2)] {
+        let lease = 100 + u64::from(attempt);
+        let _ = book.attempts_started(&w, &[(1, lease, attempt)], T0);
+        let effects = book.results(&w, &[result(1, lease, attempt, Outcome::Failed)], T0);
+        assert_eq!(effects.retry_after, vec![(1, Duration::from_secs(wait_s))]);
+        assert!(finish_states(&effects).is_empty());
+        assert_eq!(book.phase(1), Some(Phase::Backoff));
+        assert_eq!(
+            counts(&book, 1),
+            (1, 0, 0, 0, 0),
+            "waiting counts as pending"
+        );
+        let after = committed(&mut book, effects);
+        assert_eq!(after.notices, vec![(1, Notice::Acked(vec![lease]))]);
+        let back = book.backoff_over(1);
+        assert_eq!(back.enqueue[0].attempt, attempt + 1);
+    }
+    let _ = book.attempts_started(&w, &[(1, 103, 3)], T0);
+    let effects = book.results(&w, &[result(1, 103, 3, Outcome::TimedOut)], T0);
+    assert_eq!(finish_states(&effects), vec![(1, JobState::Failed)]);
+    let error = effects
+        .commit
+        .as_ref()
+        .unwrap()
+        .changes
+        .iter()
+        .find_map(|change| match change {
+            Change::Finish(order) => order.error.clone(),
+            _ => None,
+        });
+    assert_eq!(
+        error.as_deref(),
+        Some("failed 3 of 3 attempts; last: exited with code 1")
+    );
+    let _ = committed(&mut book, effects);
+    assert_eq!(counts(&book, 1), (0, 0, 0, 1, 0));
+}
+
+#[test]
+fn a_failure_of_an_attempt_no_longer_current_changes_nothing() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let (a, b) = (worker(1), worker(2));
+    let _ = book.attempts_started(&a, &[(1, 100, 1)], T0);
+    let lost = book.worker_lost(&a.name, &[(1, 100)], "silent", T0);
+    let _ = committed(&mut book, lost);
+    let _ = book.attempts_started(&b, &[(1, 200, 2)], T0);
+    let effects = book.results(&a, &[result(1, 100, 1, Outcome::Failed)], T0);
+    assert!(effects.commit.is_none());
+    assert_eq!(effects.notices, vec![(1, Notice::Acked(vec![100]))]);
+    assert_eq!(book.phase(1), Some(Phase::Running));
+}
+
+#[test]
+fn a_success_for_a_finished_job_is_looked_up_recorded_again_or_a_duplicate() {
+    let mut book = book();
+    submitted(&mut book, 2, 3);
+    let w = worker(3);
+    let _ = book.attempts_started(&w, &[(1, 100, 1), (2, 101, 1)], T0);
+    let effects = book.results(
+        &w,
+        &[
+            result(1, 100, 1, Outcome::Succeeded),
+            result(2, 101, 1, Outcome::Succeeded),
+        ],
+        T0,
+    );
+    let _ = committed(&mut book, effects);
+    let late = book.results(
+        &w,
+        &[
+            result(1, 100, 1, Outcome::Succeeded),
+            result(2, 555, 2, Outcome::Succeeded),
+            result(9, 556, 1, Outcome::Succeeded),
+        ],
+        T0,
+    );
+    // Job 9 was never given out: nothing to look up.
+    assert_eq!(late.notices, vec![(3, Notice::Acked(vec![556]))]);
+    let Some(Lookup::LateSuccesses {
+        worker,
+        worker_name,
+        late,
+    }) = late.lookup
+    else {
+        panic!("expected a lookup");
+    };
+    assert_eq!(late, vec![(1, 100), (2, 555)]);
+    let recorded = HashMap::from([(1, 100), (2, 101)]);
+    let effects = book.late_successes_found(worker, &worker_name, late.clone(), Ok(recorded));
+    assert_eq!(
+        effects.notices,
+        vec![
+            (3, Notice::Recorded(vec![100])),
+            (3, Notice::Acked(vec![555]))
+        ]
+    );
+    assert!(matches!(
+        &effects.commit.as_ref().unwrap().changes[..],
+        [Change::Duplicates(duplicates)] if duplicates == &vec![(2, 555)]
+    ));
+    // The store could not say: nothing is answered, the worker asks again.
+    let unanswered = book.late_successes_found(worker, &worker_name, late, Err(disk_full()));
+    assert!(unanswered.notices.is_empty() && unanswered.commit.is_none());
+}
+
+#[test]
+fn a_lost_attempt_requeues_its_job_at_once_and_ten_losses_fail_it() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    for loss in 1..=MAX_LOST_ATTEMPTS {
+        let w = worker(u64::from(loss));
+        let lease = 1000 + u64::from(loss);
+        let _ = book.attempts_started(&w, &[(1, lease, loss)], T0);
+        // A lease this worker no longer holds is not lost with it.
+        let stale = book.worker_lost(&w.name, &[(1, lease - 1)], "gone", T0);
+        assert!(stale.commit.is_none() && stale.enqueue.is_empty());
+        let effects = book.worker_lost(&w.name, &[(1, lease)], "connection closed", T0);
+        let rows: Vec<&str> = effects
+            .commit
+            .as_ref()
+            .unwrap()
+            .changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Attempt(row) => Some(row.outcome),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rows, vec!["lost"]);
+        if loss < MAX_LOST_ATTEMPTS {
+            assert_eq!(
+                effects.enqueue.len(),
+                1,
+                "back in the queue before the write"
+            );
+            assert_eq!(effects.enqueue[0].attempt, loss + 1);
+            let _ = committed(&mut book, effects);
+        } else {
+            assert!(effects.enqueue.is_empty());
+            assert_eq!(finish_states(&effects), vec![(1, JobState::Failed)]);
+            let _ = committed(&mut book, effects);
+        }
+    }
+    assert_eq!(counts(&book, 1), (0, 0, 0, 1, 0));
+}
+
+#[test]
+fn cancel_withdraws_queued_kills_running_and_records_once_on_disk() {
+    let mut book = book();
+    submitted(&mut book, 3, 3);
+    let w = worker(1);
+    let _ = book.attempts_started(&w, &[(1, 100, 1), (2, 101, 1)], T0);
+    let failed = book.results(&w, &[result(2, 101, 1, Outcome::Failed)], T0);
+    let _ = committed(&mut book, failed);
+    assert_eq!(book.phase(2), Some(Phase::Backoff));
+    let effects = book.cancel(CancelTarget::Batch(1), T0).unwrap();
+    assert_eq!(effects.kill, vec![100]);
+    assert_eq!(effects.withdraw, vec![3]);
+    assert_eq!(finish_states(&effects).len(), 3);
+    // Cancelled again while written: nothing more to do.
+    assert_eq!(
+        book.cancel(CancelTarget::Job(1), T0).unwrap().answer,
+        Some(Answer::Changed(0))
+    );
+    let after = committed(&mut book, effects);
+    assert_eq!(after.answer, Some(Answer::Changed(3)));
+    assert_eq!(counts(&book, 1), (0, 0, 0, 0, 3));
+    // The backoff ends for a job no longer there.
+    assert!(book.backoff_over(2).enqueue.is_empty());
+    assert_eq!(
+        book.cancel(CancelTarget::Job(2), T0).unwrap().answer,
+        Some(Answer::Changed(0))
+    );
+    assert_eq!(
+        book.cancel(CancelTarget::Job(99), T0).unwrap_err(),
+        LedgerError::NoJob(99)
+    );
+    assert_eq!(
+        book.cancel(CancelTarget::Batch(9), T0).unwrap_err(),
+        LedgerError::NoBatch(9)
+    );
+}
+
+#[test]
+fn a_cancel_whose_write_fails_runs_the_jobs_again() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let effects = book.cancel(CancelTarget::Job(1), T0).unwrap();
+    let after = commit(&mut book, effects, Err(disk_full()));
+    assert!(matches!(
+        after.answer,
+        Some(Answer::Refused(LedgerError::Store {
+            action: "cancel",
+            ..
+        }))
+    ));
+    assert_eq!(after.enqueue.len(), 1);
+    assert_eq!(counts(&book, 1), (1, 0, 0, 0, 0));
+}
+
+#[test]
+fn a_retry_reopens_the_failed_jobs_once_with_their_numbers_going_on() {
+    let mut book = book();
+    submitted(&mut book, 2, 1);
+    let w = worker(1);
+    let _ = book.attempts_started(&w, &[(1, 100, 1), (2, 101, 1)], T0);
+    let effects = book.results(
+        &w,
+        &[
+            result(1, 100, 1, Outcome::Failed),
+            result(2, 101, 1, Outcome::Succeeded),
+        ],
+        T0,
+    );
+    let _ = committed(&mut book, effects);
+    assert_eq!(counts(&book, 1), (0, 0, 1, 1, 0));
+    assert_eq!(book.retry(9).unwrap_err(), LedgerError::NoBatch(9));
+    let effects = book.retry(1).unwrap();
+    assert_eq!(effects.lookup, Some(Lookup::FailedJobs(1)));
+    // A second retry while the first is read: it changes nothing.
+    assert_eq!(book.retry(1).unwrap().answer, Some(Answer::Changed(0)));
+    let failed = vec![FailedJob {
+        id: 1,
+        spec: SpecBytes::encode(&spec(1)),
+        attempts: 1,
+    }];
+    let effects = book.failed_jobs_found(1, Ok(failed));
+    assert!(matches!(
+        &effects.commit.as_ref().unwrap().changes[..],
+        [Change::Reopen(jobs)] if jobs == &vec![1]
+    ));
+    let after = committed(&mut book, effects);
+    assert_eq!(after.answer, Some(Answer::Changed(1)));
+    assert_eq!(after.enqueue[0].attempt, 2);
+    assert_eq!(counts(&book, 1), (1, 0, 1, 0, 0));
+    assert!(!book.batch(1, T0).unwrap().done);
+    // The retry is over: another reads again.
+    assert_eq!(book.retry(1).unwrap().lookup, Some(Lookup::FailedJobs(1)));
+    assert_eq!(
+        book.failed_jobs_found(1, Ok(Vec::new())).answer,
+        Some(Answer::Changed(0))
+    );
+}
+
+fn restarted(unfinished: &[(JobId, u32)]) -> Book {
+    let replay = Replay {
+        epoch: 2,
+        batches: vec![ReplayedBatch {
+            id: 1,
+            name: "b".into(),
+            submitted_at_ms: T0,
+            total: unfinished.len() as u64 + 1,
+            succeeded: 1,
+            failed: 0,
+            cancelled: 0,
+            started_at_ms: Some(T0),
+            finished_at_ms: Some(T0),
+        }],
+        unfinished: unfinished
+            .iter()
+            .map(|&(id, attempts)| ReplayedJob {
+                id,
+                batch: 1,
+                spec: SpecBytes::encode(&spec(3)),
+                attempts,
+                lost_attempts: 0,
+                failures: 0,
+            })
+            .collect(),
+        next_job: 10,
+        unpublished: Vec::new(),
+    };
+    Book::new(replay, limits(), Arc::new(Metrics::new()))
+}
+
+#[test]
+fn after_a_restart_jobs_wait_for_their_attempts_to_be_taken_back() {
+    let mut book = restarted(&[(2, 0), (3, 1), (4, 2)]);
+    let (effects, held) = book.start(true);
+    assert!(held && effects.enqueue.is_empty());
+    assert_eq!(counts(&book, 1), (3, 0, 1, 0, 0));
+    let w = worker(1);
+    // Job 2's attempt ran through the restart; job 9 finished before it.
+    let carried = [
+        CarriedAttempt {
+            lease: 50,
+            job: 2,
+            attempt: 1,
+            slots: 1,
+        },
+        CarriedAttempt {
+            lease: 51,
+            job: 1,
+            attempt: 1,
+            slots: 1,
+        },
+    ];
+    let effects = book.attempts_carried(&w, &carried, T0);
+    assert_eq!(
+        effects.kill,
+        vec![51],
+        "the finished job's attempt is stopped"
+    );
+    assert_eq!(book.phase(2), Some(Phase::Running));
+    // Job 3's second attempt ended during the outage: its result is the job's.
+    let effects = book.results(&w, &[result(3, 60, 2, Outcome::Succeeded)], T0);
+    assert_eq!(finish_states(&effects), vec![(3, JobState::Succeeded)]);
+    // An attempt older than the job's last number does not take it back.
+    let stale = book.attempts_carried(
+        &w,
+        &[CarriedAttempt {
+            lease: 70,
+            job: 4,
+            attempt: 1,
+            slots: 1,
+        }],
+        T0,
+    );
+    assert!(stale.kill.is_empty());
+    let over = book.grace_over();
+    let queued: Vec<(JobId, u32)> = over
+        .enqueue
+        .iter()
+        .map(|job| (job.job, job.attempt))
+        .collect();
+    assert_eq!(queued, vec![(4, 3)], "only what nobody took back");
+    assert!(book.grace_over().enqueue.is_empty());
+}
+
+#[test]
+fn without_a_grace_replayed_jobs_are_queued_at_once() {
+    let mut book = restarted(&[(2, 0), (3, 4)]);
+    let (effects, held) = book.start(false);
+    assert!(!held);
+    let queued: Vec<(JobId, u32)> = effects
+        .enqueue
+        .iter()
+        .map(|job| (job.job, job.attempt))
+        .collect();
+    assert_eq!(queued, vec![(2, 1), (3, 5)]);
+}
+
+#[test]
+fn a_start_for_a_job_no_longer_queued_is_stopped_and_its_number_spent() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let cancel = book.cancel(CancelTarget::Job(1), T0).unwrap();
+    let effects = book.attempts_started(&worker(1), &[(1, 100, 1)], T0);
+    assert_eq!(effects.kill, vec![100]);
+    let refused = commit(&mut book, cancel, Err(disk_full()));
+    assert_eq!(refused.enqueue[0].attempt, 2, "number 1 may have run");
+    let gone = book.attempts_started(&worker(1), &[(5, 101, 1)], T0);
+    assert_eq!(gone.kill, vec![101]);
+}
+
+#[test]
+fn a_recorded_attempts_manifest_is_asked_again_until_written() {
+    let mut book = book();
+    let mut with_outputs = spec(3);
+    with_outputs.outputs = Some(Outputs {
+        from: "out".into(),
+        to: "file:///tmp/o/".into(),
+    });
+    let effects = book.submit("b".into(), vec![with_outputs], T0).unwrap();
+    let _ = committed(&mut book, effects);
+    let w = worker(1);
+    let _ = book.attempts_started(&w, &[(1, 100, 1)], T0);
+    let mut success = result(1, 100, 1, Outcome::Succeeded);
+    success.outputs = vec![OutputObject {
+        url: "file:///tmp/o/1/attempt-100/x".into(),
+        size: 1,
+        etag: "e".into(),
+    }];
+    let effects = book.results(&w, &[success], T0);
+    let _ = committed(&mut book, effects);
+    assert!(book.manifests_due(T0 + 1_000).publish.is_empty());
+    let due = book.manifests_due(T0 + manifests::REPAIR_AFTER_MS);
+    assert_eq!(due.publish.len(), 1);
+    assert_eq!(due.publish[0].job, 1);
+    assert!(book
+        .manifests_due(T0 + manifests::REPAIR_AFTER_MS + 1)
+        .publish
+        .is_empty());
+    let written = book.manifests_written(&[100]);
+    assert!(matches!(
+        &written.commit.as_ref().unwrap().changes[..],
+        [Change::ManifestsWritten(jobs)] if jobs == &vec![1]
+    ));
+    assert!(book.manifests_written(&[100]).commit.is_none());
+    assert!(book.manifests_due(T0 + 60_000).publish.is_empty());
+}
+
+#[test]
+fn manifests_found_unconfirmed_on_disk_are_due_at_once() {
+    let mut with_outputs = spec(3);
+    with_outputs.outputs = Some(Outputs {
+        from: "out".into(),
+        to: "file:///tmp/o/".into(),
+    });
+    let replay = Replay {
+        epoch: 2,
+        next_job: 2,
+        unpublished: vec![Unpublished {
+            job: 1,
+            lease: 100,
+            spec: SpecBytes::encode(&with_outputs),
+            objects: r#"[{"url":"file:///tmp/o/1/attempt-100/x","size":1,"etag":"e"}]"#.into(),
+        }],
+        ..Replay::default()
+    };
+    let mut book = Book::new(replay, limits(), Arc::new(Metrics::new()));
+    assert_eq!(book.manifests_due(T0).publish.len(), 1);
+}

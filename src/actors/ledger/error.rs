@@ -1,0 +1,111 @@
+//! Why the Ledger refused a request: one enum, and the one place where each kind is given its
+//! words (for the CLI and every client, through `Display`) and its HTTP status.
+
+use crate::job::{BatchId, JobId};
+use crate::storage::store::StoreError;
+
+/// Why the Ledger did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LedgerError {
+    /// No batch has this id.
+    #[error("no batch {0}")]
+    NoBatch(BatchId),
+    /// No job has this id.
+    #[error("no job {0}")]
+    NoJob(JobId),
+    /// A batch must have jobs.
+    #[error("the batch has no jobs")]
+    EmptyBatch,
+    /// More jobs in one batch than allowed.
+    #[error("the batch has {jobs} jobs, more than the limit of {limit}; split it")]
+    BatchTooLarge {
+        /// Jobs in the batch.
+        jobs: usize,
+        /// The limit (`--max-batch-jobs`).
+        limit: usize,
+    },
+    /// Taking the batch would pass the limit of unfinished jobs.
+    #[error(
+        "queue full: {unfinished} jobs are unfinished and the batch has {jobs}, above the limit \
+         of {limit} (--max-pending-jobs); submit again once some have finished"
+    )]
+    QueueFull {
+        /// Jobs pending or running, or being written.
+        unfinished: usize,
+        /// Jobs in the batch.
+        jobs: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A job of the batch is not valid (counted from 1).
+    #[error("job {index}: {reason}")]
+    InvalidJob {
+        /// Which job.
+        index: usize,
+        /// What is wrong with it, starting with the field.
+        reason: String,
+    },
+    /// A job's encoded spec is too large.
+    #[error("job {index}: its spec is {size} bytes, above the limit of {limit}")]
+    SpecTooLarge {
+        /// Which job (from 1).
+        index: usize,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The store could not make the change durable (or read what it needed), so it was not made.
+    #[error("cannot {action}: {error}")]
+    Store {
+        /// What could not be done ("queue the batch", "cancel", ...).
+        action: &'static str,
+        /// Why.
+        error: StoreError,
+    },
+    /// The coordinator is stopping.
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+}
+
+/// What kind of refusal an error is, for protocols that say so with a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The thing asked about does not exist (HTTP 404).
+    NotFound,
+    /// The request itself is wrong (HTTP 400).
+    Invalid,
+    /// The coordinator cannot do it now; the same request may succeed later (HTTP 503).
+    Unavailable,
+}
+
+impl LedgerError {
+    /// What kind of refusal this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LedgerError::NoBatch(_) | LedgerError::NoJob(_) => ErrorKind::NotFound,
+            LedgerError::EmptyBatch
+            | LedgerError::BatchTooLarge { .. }
+            | LedgerError::InvalidJob { .. }
+            | LedgerError::SpecTooLarge { .. } => ErrorKind::Invalid,
+            LedgerError::QueueFull { .. }
+            | LedgerError::Store { .. }
+            | LedgerError::ShuttingDown => ErrorKind::Unavailable,
+        }
+    }
+
+    /// The HTTP status of this refusal.
+    pub fn http_status(&self) -> u16 {
+        match self.kind() {
+            ErrorKind::NotFound => 404,
+            ErrorKind::Invalid => 400,
+            ErrorKind::Unavailable => 503,
+        }
+    }
+}
+
+impl From<actix::MailboxError> for LedgerError {
+    fn from(_: actix::MailboxError) -> Self {
+        LedgerError::ShuttingDown
+    }
+}

@@ -1,0 +1,386 @@
+//! The Ledger actor: the source of truth for jobs.
+//!
+//! Its state and rules are the job [`book`]: each message becomes one event for the book, and
+//! the actor carries out what the book returns. It sends changes to the store and hands what
+//! they decided back to the book once the store says they are durable (so nothing is
+//! acknowledged before it is on disk), sends jobs to the Scheduler, tells workers about their
+//! results, and answers clients. It never waits: the store answers with a message.
+//!
+//! Client requests are served in `requests.rs`.
+
+mod book;
+pub mod error;
+mod requests;
+mod stats;
+
+pub use book::{WorkerRef, MAX_LOST_ATTEMPTS, MAX_SPEC_BYTES};
+pub use error::{ErrorKind, LedgerError};
+pub use requests::{
+    Cancel, GetBatch, GetJob, ListBatches, ListJobs, Retry, SubmitBatch, WaitBatch,
+    MAX_JOBS_PER_BATCH, MAX_PAGE,
+};
+
+use crate::actors::registry::WorkerDirectory;
+use crate::actors::scheduler::{Enqueue, KillAttempts, PublishManifests, Scheduler, Withdraw};
+use crate::actors::session::ToWorker;
+use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, JobId, Lease};
+use crate::metrics::Metrics;
+use crate::status::{BatchInfo, JobStatistics};
+use crate::storage::store::{LedgerStore, Replay, StoreError};
+use actix::prelude::*;
+use book::{Answer, Book, Commit, Effects, Limits, Lookup, Notice, Pending};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Tunables of the Ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The wait before the second attempt of a failed job; doubled for each failure after.
+    pub retry_backoff: Duration,
+    /// Where job counters and timings are exported.
+    pub metrics: Arc<Metrics>,
+    /// The most jobs one batch may have.
+    pub max_batch_jobs: usize,
+    /// The most unfinished (pending or running) jobs held; a submission that would pass it is
+    /// refused with "queue full".
+    pub max_unfinished_jobs: usize,
+    /// After a restart, how long the replayed unfinished jobs wait before they are queued, so
+    /// workers can reconnect and report the attempts they kept running: those are taken back
+    /// as they are, not started again under the same number. Zero queues them at once.
+    pub reconnect_grace: Duration,
+}
+
+/// The default of [`LedgerConfig::max_unfinished_jobs`]: about 1.3 GiB of coordinator memory.
+pub const DEFAULT_MAX_UNFINISHED_JOBS: usize = 5_000_000;
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            retry_backoff: Duration::from_secs(1),
+            metrics: Arc::new(Metrics::new()),
+            max_batch_jobs: MAX_JOBS_PER_BATCH,
+            max_unfinished_jobs: DEFAULT_MAX_UNFINISHED_JOBS,
+            reconnect_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// Where a client's answer goes, once there is one.
+type Respond = oneshot::Sender<Answer>;
+
+/// The source of truth for jobs.
+pub struct Ledger {
+    book: Book,
+    store: Arc<dyn LedgerStore>,
+    scheduler: Addr<Scheduler>,
+    workers: WorkerDirectory,
+    waiters: HashMap<BatchId, Vec<oneshot::Sender<BatchInfo>>>,
+    reconnect_grace: Duration,
+}
+
+impl Ledger {
+    /// A ledger holding what the store replayed.
+    pub fn new(
+        store: Arc<dyn LedgerStore>,
+        replay: Replay,
+        scheduler: Addr<Scheduler>,
+        workers: WorkerDirectory,
+        config: LedgerConfig,
+    ) -> Self {
+        let limits = Limits {
+            retry_backoff: config.retry_backoff,
+            max_batch_jobs: config.max_batch_jobs,
+            max_unfinished_jobs: config.max_unfinished_jobs,
+        };
+        Ledger {
+            book: Book::new(replay, limits, config.metrics),
+            store,
+            scheduler,
+            workers,
+            waiters: HashMap::new(),
+            reconnect_grace: config.reconnect_grace,
+        }
+    }
+
+    /// Does what the book decided. An answer goes to `respond`; a lookup or a commit that will
+    /// decide the answer carries `respond` along.
+    fn carry_out(&mut self, ctx: &mut Context<Self>, effects: Effects, respond: Option<Respond>) {
+        let Effects {
+            enqueue,
+            withdraw,
+            kill,
+            notices,
+            retry_after,
+            publish,
+            batches_done,
+            commit,
+            lookup,
+            answer,
+        } = effects;
+        if !enqueue.is_empty() {
+            self.scheduler.do_send(Enqueue(enqueue));
+        }
+        if !withdraw.is_empty() {
+            self.scheduler.do_send(Withdraw(withdraw));
+        }
+        if !kill.is_empty() {
+            self.scheduler.do_send(KillAttempts(kill));
+        }
+        if !publish.is_empty() {
+            self.scheduler.do_send(PublishManifests(publish));
+        }
+        for (worker, notice) in notices {
+            let message = match notice {
+                Notice::Acked(leases) => ToWorker::Acked(leases),
+                Notice::Recorded(leases) => ToWorker::Recorded(leases),
+            };
+            // A worker gone meanwhile reports its results again when it is back.
+            self.workers.tell(worker, message);
+        }
+        for (job, delay) in retry_after {
+            ctx.run_later(delay, move |ledger, ctx| {
+                let effects = ledger.book.backoff_over(job);
+                ledger.carry_out(ctx, effects, None);
+            });
+        }
+        for info in batches_done {
+            for waiter in self.waiters.remove(&info.id).unwrap_or_default() {
+                let _ = waiter.send(info.clone());
+            }
+        }
+        let mut respond = respond;
+        if let Some(answer) = answer {
+            if let Some(respond) = respond.take() {
+                let _ = respond.send(answer);
+            }
+        }
+        if let Some(lookup) = lookup {
+            self.look_up(ctx, lookup, respond.take());
+        }
+        if let Some(commit) = commit {
+            self.commit(commit, ctx.address(), respond.take());
+        }
+    }
+
+    /// Sends a commit to the store; its outcome comes back as a message, in commit order.
+    fn commit(&self, commit: Commit, ledger: Addr<Ledger>, respond: Option<Respond>) {
+        let Commit { changes, then } = commit;
+        self.store.commit(
+            changes,
+            Box::new(move |result| {
+                ledger.do_send(Committed {
+                    then,
+                    result,
+                    respond,
+                })
+            }),
+        );
+    }
+
+    /// Reads what the book needs and hands it back.
+    fn look_up(&self, ctx: &mut Context<Self>, lookup: Lookup, respond: Option<Respond>) {
+        match lookup {
+            Lookup::LateSuccesses {
+                worker,
+                worker_name,
+                late,
+            } => {
+                let read = self
+                    .store
+                    .recorded_leases(late.iter().map(|(job, _)| *job).collect());
+                ctx.spawn(read.into_actor(self).map(move |found, ledger, ctx| {
+                    let effects =
+                        ledger
+                            .book
+                            .late_successes_found(worker, &worker_name, late, found);
+                    ledger.carry_out(ctx, effects, respond);
+                }));
+            }
+            Lookup::FailedJobs(batch) => {
+                let read = self.store.failed_jobs(batch);
+                ctx.spawn(read.into_actor(self).map(move |found, ledger, ctx| {
+                    let effects = ledger.book.failed_jobs_found(batch, found);
+                    ledger.carry_out(ctx, effects, respond);
+                }));
+            }
+        }
+    }
+}
+
+impl Actor for Ledger {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(Duration::from_secs(1), |ledger, ctx| {
+            let effects = ledger.book.manifests_due(now_ms());
+            ledger.carry_out(ctx, effects, None);
+        });
+        let grace = self.reconnect_grace;
+        let (effects, held) = self.book.start(!grace.is_zero());
+        let replayed = self.book.unfinished();
+        if held {
+            // Some of these may still run on workers that are reconnecting: wait for them to
+            // say so before starting anything again.
+            tracing::info!(
+                jobs = replayed,
+                grace = ?grace,
+                "replayed unfinished jobs from the ledger; they wait for reconnecting workers to take back what they still run"
+            );
+            ctx.run_later(grace, |ledger, ctx| {
+                let effects = ledger.book.grace_over();
+                ledger.carry_out(ctx, effects, None);
+            });
+        } else if replayed > 0 {
+            tracing::info!(jobs = replayed, "replayed unfinished jobs from the ledger");
+        }
+        self.carry_out(ctx, effects, None);
+    }
+}
+
+/// A commit ended; what it decided is handed back to the book.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Committed {
+    then: Pending,
+    result: Result<(), StoreError>,
+    respond: Option<Respond>,
+}
+
+impl Handler<Committed> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, committed: Committed, ctx: &mut Context<Self>) {
+        let effects = self
+            .book
+            .committed(committed.then, committed.result, now_ms());
+        self.carry_out(ctx, effects, committed.respond);
+    }
+}
+
+/// The Scheduler handed jobs to a worker: (job, lease, attempt number).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptsStarted {
+    /// The worker.
+    pub worker: WorkerRef,
+    /// The attempts.
+    pub started: Vec<(JobId, Lease, u32)>,
+}
+
+impl Handler<AttemptsStarted> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, started: AttemptsStarted, ctx: &mut Context<Self>) {
+        let effects = self
+            .book
+            .attempts_started(&started.worker, &started.started, now_ms());
+        self.carry_out(ctx, effects, None);
+    }
+}
+
+/// A worker registered with attempts it kept running across a reconnect or a coordinator restart.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptsCarried {
+    /// The worker.
+    pub worker: WorkerRef,
+    /// The attempts.
+    pub carried: Vec<CarriedAttempt>,
+}
+
+impl Handler<AttemptsCarried> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, carried: AttemptsCarried, ctx: &mut Context<Self>) {
+        let effects = self
+            .book
+            .attempts_carried(&carried.worker, &carried.carried, now_ms());
+        self.carry_out(ctx, effects, None);
+    }
+}
+
+/// A worker's results, in the order the Scheduler saw them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResultsArrived {
+    /// The worker, which is told what became of them.
+    pub worker: WorkerRef,
+    /// The results.
+    pub results: Vec<AttemptResult>,
+}
+
+impl Handler<ResultsArrived> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, arrived: ResultsArrived, ctx: &mut Context<Self>) {
+        let effects = self
+            .book
+            .results(&arrived.worker, &arrived.results, now_ms());
+        self.carry_out(ctx, effects, None);
+    }
+}
+
+/// A worker is gone; its attempts are lost and their jobs go back to pending at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerLost {
+    /// The worker's name.
+    pub worker_name: Arc<str>,
+    /// Its attempts: (job, lease).
+    pub attempts: Vec<(JobId, Lease)>,
+    /// Why it was declared lost.
+    pub reason: String,
+}
+
+impl Handler<WorkerLost> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, lost: WorkerLost, ctx: &mut Context<Self>) {
+        let effects =
+            self.book
+                .worker_lost(&lost.worker_name, &lost.attempts, &lost.reason, now_ms());
+        self.carry_out(ctx, effects, None);
+    }
+}
+
+/// A worker wrote the manifests of these recorded attempts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ManifestsWritten(pub Vec<Lease>);
+
+impl Handler<ManifestsWritten> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, ManifestsWritten(leases): ManifestsWritten, ctx: &mut Context<Self>) {
+        let effects = self.book.manifests_written(&leases);
+        self.carry_out(ctx, effects, None);
+    }
+}
+
+/// The Ledger's statistics, for a status.
+#[derive(Message)]
+#[rtype(result = "JobStatistics")]
+pub struct Statistics;
+
+impl Handler<Statistics> for Ledger {
+    type Result = MessageResult<Statistics>;
+
+    fn handle(&mut self, _: Statistics, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.book.statistics(now_ms()))
+    }
+}
+
+/// Closes the store once every commit asked for so far is durable (a clean shutdown).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct CloseStore;
+
+impl Handler<CloseStore> for Ledger {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, _: CloseStore, _ctx: &mut Context<Self>) -> Self::Result {
+        self.store.close()
+    }
+}

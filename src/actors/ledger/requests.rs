@@ -1,0 +1,279 @@
+//! What clients ask the Ledger: submissions, progress, job records, cancel and retry. Each is a
+//! message of its own with a typed answer; the Session and the HTTP side translate their
+//! protocols to these.
+
+use super::book::Answer;
+use super::{Ledger, LedgerError};
+use crate::job::{now_ms, BatchId, CancelTarget, JobId, JobSpec, JobState};
+use crate::status::{BatchInfo, JobInfo, Submitted};
+use crate::storage::store::JobFilter;
+use actix::prelude::*;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The most jobs one batch may hold.
+pub const MAX_JOBS_PER_BATCH: usize = 1_000_000;
+
+/// The most jobs one page of [`ListJobs`] returns: with bounded output tails and errors, a page
+/// stays below the frame size limit.
+pub const MAX_PAGE: u32 = 1_000;
+
+type Reply<T> = ResponseActFuture<Ledger, Result<T, LedgerError>>;
+
+fn ready<T: 'static>(answer: Result<T, LedgerError>) -> Reply<T> {
+    Box::pin(actix::fut::ready(answer))
+}
+
+/// Waits for the answer the book gives once its commit (or lookup) is done, and takes from it
+/// what this request answers with.
+fn awaiting<T: 'static>(
+    rx: oneshot::Receiver<Answer>,
+    pick: impl FnOnce(Answer) -> Option<T> + 'static,
+) -> Reply<T> {
+    Box::pin(actix::fut::wrap_future(async move {
+        match rx.await {
+            Ok(Answer::Refused(error)) => Err(error),
+            Ok(answer) => pick(answer).ok_or(LedgerError::ShuttingDown),
+            Err(_) => Err(LedgerError::ShuttingDown),
+        }
+    }))
+}
+
+/// Queue a batch; answered once it is on disk.
+#[derive(Message)]
+#[rtype(result = "Result<Submitted, LedgerError>")]
+pub struct SubmitBatch {
+    /// Its name.
+    pub name: String,
+    /// Its jobs.
+    pub jobs: Vec<JobSpec>,
+}
+
+impl Handler<SubmitBatch> for Ledger {
+    type Result = Reply<Submitted>;
+
+    fn handle(&mut self, submit: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
+        let effects = match self.book.submit(submit.name, submit.jobs, now_ms()) {
+            Ok(effects) => effects,
+            Err(error) => return ready(Err(error)),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.carry_out(ctx, effects, Some(tx));
+        awaiting(rx, |answer| match answer {
+            Answer::Submitted(submitted) => Some(submitted),
+            _ => None,
+        })
+    }
+}
+
+/// One batch's progress.
+#[derive(Message)]
+#[rtype(result = "Result<BatchInfo, LedgerError>")]
+pub struct GetBatch(pub BatchId);
+
+impl Handler<GetBatch> for Ledger {
+    type Result = Result<BatchInfo, LedgerError>;
+
+    fn handle(&mut self, GetBatch(id): GetBatch, _ctx: &mut Context<Self>) -> Self::Result {
+        self.book.batch(id, now_ms())
+    }
+}
+
+/// Every batch, oldest first; with `newest`, only that many of the newest (what a dashboard
+/// polls, at a cost that does not grow with the history).
+#[derive(Message)]
+#[rtype(result = "Vec<BatchInfo>")]
+pub struct ListBatches {
+    /// Only this many of the newest.
+    pub newest: Option<usize>,
+}
+
+impl Handler<ListBatches> for Ledger {
+    type Result = MessageResult<ListBatches>;
+
+    fn handle(&mut self, list: ListBatches, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.book.batches(list.newest, now_ms()))
+    }
+}
+
+/// Answered when the batch is done, or after `timeout` with its progress so far.
+#[derive(Message)]
+#[rtype(result = "Result<BatchInfo, LedgerError>")]
+pub struct WaitBatch {
+    /// The batch.
+    pub batch: BatchId,
+    /// The longest to wait.
+    pub timeout: Duration,
+}
+
+impl Handler<WaitBatch> for Ledger {
+    type Result = Reply<BatchInfo>;
+
+    fn handle(&mut self, wait: WaitBatch, _ctx: &mut Context<Self>) -> Self::Result {
+        let batch = wait.batch;
+        let info = match self.book.batch(batch, now_ms()) {
+            Ok(info) => info,
+            Err(error) => return ready(Err(error)),
+        };
+        if info.done {
+            return ready(Ok(info));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.entry(batch).or_default().push(tx);
+        Box::pin(
+            async move { tokio::time::timeout(wait.timeout, rx).await }
+                .into_actor(self)
+                .map(move |waited, ledger, _ctx| match waited {
+                    Ok(Ok(info)) => Ok(info),
+                    _ => {
+                        // This waiter gave up: forget it, and any other that did.
+                        if let Some(waiters) = ledger.waiters.get_mut(&batch) {
+                            waiters.retain(|waiter| !waiter.is_closed());
+                        }
+                        ledger.book.batch(batch, now_ms())
+                    }
+                }),
+        )
+    }
+}
+
+/// One job with its history.
+#[derive(Message)]
+#[rtype(result = "Result<JobInfo, LedgerError>")]
+pub struct GetJob(pub JobId);
+
+impl Handler<GetJob> for Ledger {
+    type Result = Reply<JobInfo>;
+
+    fn handle(&mut self, GetJob(id): GetJob, _ctx: &mut Context<Self>) -> Self::Result {
+        let live = self.book.live_job(id);
+        let store = self.store.clone();
+        let read = async move {
+            match live {
+                Some(mut info) => {
+                    info.history = store.history(id).await?;
+                    Ok(Some(info))
+                }
+                None => store.job(id).await,
+            }
+        };
+        Box::pin(read.into_actor(self).map(move |found, ledger, _ctx| {
+            match found {
+                Ok(Some(mut info)) => {
+                    // It may have finished or started while its record was read.
+                    ledger.book.overlay(std::slice::from_mut(&mut info));
+                    Ok(info)
+                }
+                Ok(None) => Err(LedgerError::NoJob(id)),
+                Err(error) => Err(LedgerError::Store {
+                    action: "read the job",
+                    error,
+                }),
+            }
+        }))
+    }
+}
+
+/// Jobs in id order, a page at a time.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<JobInfo>, LedgerError>")]
+pub struct ListJobs {
+    /// Only this batch.
+    pub batch: Option<BatchId>,
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only ids above this one.
+    pub after: JobId,
+    /// At most this many (no more than [`MAX_PAGE`]).
+    pub limit: u32,
+}
+
+impl Handler<ListJobs> for Ledger {
+    type Result = Reply<Vec<JobInfo>>;
+
+    fn handle(&mut self, list: ListJobs, _ctx: &mut Context<Self>) -> Self::Result {
+        let limit = list.limit.min(MAX_PAGE);
+        if let Some(batch) = list.batch {
+            if let Err(error) = self.book.batch(batch, now_ms()) {
+                return ready(Err(error));
+            }
+        }
+        if let Some(wanted @ (JobState::Pending | JobState::Running)) = list.state {
+            // Unfinished jobs live in memory only.
+            let waiting = wanted == JobState::Pending;
+            return ready(Ok(self.book.unfinished_page(
+                list.batch,
+                waiting,
+                list.after,
+                limit as usize,
+            )));
+        }
+        let filter = JobFilter {
+            batch: list.batch,
+            state: list.state,
+            after: list.after,
+            limit,
+        };
+        Box::pin(
+            self.store
+                .jobs(filter)
+                .into_actor(self)
+                .map(|page, ledger, _ctx| match page {
+                    Ok(mut page) => {
+                        ledger.book.overlay(&mut page);
+                        Ok(page)
+                    }
+                    Err(error) => Err(LedgerError::Store {
+                        action: "read the jobs",
+                        error,
+                    }),
+                }),
+        )
+    }
+}
+
+/// Cancel a batch's or a job's pending and running jobs; answered with how many, once that is
+/// on disk.
+#[derive(Message)]
+#[rtype(result = "Result<u64, LedgerError>")]
+pub struct Cancel(pub CancelTarget);
+
+impl Handler<Cancel> for Ledger {
+    type Result = Reply<u64>;
+
+    fn handle(&mut self, Cancel(target): Cancel, ctx: &mut Context<Self>) -> Self::Result {
+        let effects = match self.book.cancel(target, now_ms()) {
+            Ok(effects) => effects,
+            Err(error) => return ready(Err(error)),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.carry_out(ctx, effects, Some(tx));
+        awaiting(rx, |answer| match answer {
+            Answer::Changed(count) => Some(count),
+            _ => None,
+        })
+    }
+}
+
+/// Put a batch's failed jobs back to pending with fresh attempts; answered with how many, once
+/// that is on disk.
+#[derive(Message)]
+#[rtype(result = "Result<u64, LedgerError>")]
+pub struct Retry(pub BatchId);
+
+impl Handler<Retry> for Ledger {
+    type Result = Reply<u64>;
+
+    fn handle(&mut self, Retry(batch): Retry, ctx: &mut Context<Self>) -> Self::Result {
+        let effects = match self.book.retry(batch) {
+            Ok(effects) => effects,
+            Err(error) => return ready(Err(error)),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.carry_out(ctx, effects, Some(tx));
+        awaiting(rx, |answer| match answer {
+            Answer::Changed(count) => Some(count),
+            _ => None,
+        })
+    }
+}

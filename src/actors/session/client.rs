@@ -1,0 +1,87 @@
+//! A client's requests, from the wire to the actors and back: each [`ClientRequest`] becomes the
+//! message of the actor that owns the answer, and its typed answer (or refusal) a
+//! [`ClientResponse`].
+
+use super::SessionContext;
+use crate::actors::ledger::{
+    Cancel, GetBatch, GetJob, LedgerError, ListBatches, ListJobs, Retry, SubmitBatch, WaitBatch,
+};
+use crate::actors::{cluster_status, list_workers};
+use crate::net::protocol::{ClientRequest, ClientResponse};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serves one request.
+pub(super) async fn answer(shared: Arc<SessionContext>, request: ClientRequest) -> ClientResponse {
+    let ledger = &shared.ledger;
+    let answered: Result<ClientResponse, LedgerError> = match request {
+        ClientRequest::Submit { name, jobs } => {
+            flatten(ledger.send(SubmitBatch { name, jobs }).await).map(|submitted| {
+                ClientResponse::Submitted {
+                    batch: submitted.batch,
+                    first_job: submitted.first_job,
+                    jobs: submitted.jobs,
+                }
+            })
+        }
+        ClientRequest::Batch(id) => {
+            flatten(ledger.send(GetBatch(id)).await).map(ClientResponse::Batch)
+        }
+        ClientRequest::Batches => ledger
+            .send(ListBatches { newest: None })
+            .await
+            .map(ClientResponse::Batches)
+            .map_err(LedgerError::from),
+        ClientRequest::WaitBatch { batch, timeout_ms } => flatten(
+            ledger
+                .send(WaitBatch {
+                    batch,
+                    timeout: Duration::from_millis(timeout_ms),
+                })
+                .await,
+        )
+        .map(ClientResponse::Batch),
+        ClientRequest::Job(id) => {
+            flatten(ledger.send(GetJob(id)).await).map(|job| ClientResponse::Job(Box::new(job)))
+        }
+        ClientRequest::Jobs {
+            batch,
+            state,
+            after,
+            limit,
+        } => flatten(
+            ledger
+                .send(ListJobs {
+                    batch,
+                    state,
+                    after,
+                    limit,
+                })
+                .await,
+        )
+        .map(ClientResponse::Jobs),
+        ClientRequest::Cancel(target) => {
+            flatten(ledger.send(Cancel(target)).await).map(ClientResponse::Changed)
+        }
+        ClientRequest::Retry(batch) => {
+            flatten(ledger.send(Retry(batch)).await).map(ClientResponse::Changed)
+        }
+        ClientRequest::Workers => list_workers(&shared.registry, &shared.scheduler)
+            .await
+            .map(ClientResponse::Workers)
+            .map_err(LedgerError::from),
+        ClientRequest::Status => {
+            cluster_status(&shared.ledger, &shared.registry, &shared.scheduler)
+                .await
+                .map(|status| ClientResponse::Status(Box::new(status)))
+                .map_err(LedgerError::from)
+        }
+    };
+    answered.unwrap_or_else(|error| ClientResponse::Error(error.to_string()))
+}
+
+fn flatten<T>(
+    answer: Result<Result<T, LedgerError>, actix::MailboxError>,
+) -> Result<T, LedgerError> {
+    answer.map_err(LedgerError::from).and_then(|answer| answer)
+}

@@ -1,0 +1,126 @@
+//! Attempts: what a worker is given, what it carries across a reconnect, and what it reports.
+//!
+//! Like the rest of [`crate::job`], these travel on the wire as they are (postcard).
+
+use super::{BatchId, JobId, Lease, OutputObject, Outputs, SpecBytes};
+use serde::{Deserialize, Serialize};
+
+/// One job handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Names this attempt in the result.
+    pub lease: Lease,
+    /// The job.
+    pub job: JobId,
+    /// Its batch.
+    pub batch: BatchId,
+    /// The attempt's number, from 1 (`DROVER_ATTEMPT`).
+    pub attempt: u32,
+    /// What to run, as the coordinator keeps it (see [`SpecBytes`]).
+    pub spec: SpecBytes,
+}
+
+/// An attempt a worker kept running across a reconnect (or a coordinator restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedAttempt {
+    /// The attempt's lease.
+    pub lease: Lease,
+    /// Its job.
+    pub job: JobId,
+    /// Its number.
+    pub attempt: u32,
+    /// The slots it holds.
+    pub slots: u32,
+}
+
+/// A recorded attempt's manifest, for any worker to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestOrder {
+    /// The job.
+    pub job: JobId,
+    /// The recorded attempt.
+    pub lease: Lease,
+    /// Where the job's outputs go.
+    pub outputs: Outputs,
+    /// The recorded attempt's objects.
+    pub objects: Vec<OutputObject>,
+}
+
+/// How one attempt ended, as the worker saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Exit code 0, or the handler returned Ok.
+    Succeeded,
+    /// Non-zero exit, a signal, a handler error, or the job could not start.
+    Failed,
+    /// The attempt ran past `timeout_s` and was killed.
+    TimedOut,
+    /// Killed because the job was cancelled.
+    Killed,
+}
+
+impl Outcome {
+    /// The lowercase name used in logs and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Killed => "killed",
+        }
+    }
+}
+
+/// What a worker reports for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptResult {
+    /// The attempt this result belongs to.
+    pub lease: Lease,
+    /// The job.
+    pub job: JobId,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The process's exit code, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// When the attempt started on the worker (ms since the Unix epoch).
+    pub started_at_ms: u64,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// The last few KiB of stdout and stderr (or a handler's output).
+    pub output_tail: String,
+    /// Why it failed, in words.
+    pub error: Option<String>,
+    /// What a successful attempt published, under its own attempt prefix.
+    pub outputs: Vec<OutputObject>,
+}
+
+/// The most bytes of output tail the coordinator keeps per attempt.
+pub const MAX_OUTPUT_TAIL: usize = 16 * 1024;
+/// The most bytes of an error message the coordinator keeps.
+pub const MAX_ERROR: usize = 4 * 1024;
+
+impl AttemptResult {
+    /// Cuts the worker's texts to what the coordinator keeps: the end of the output, the start
+    /// of the error.
+    pub fn bound(&mut self) {
+        if self.output_tail.len() > MAX_OUTPUT_TAIL {
+            let mut cut = self.output_tail.len() - MAX_OUTPUT_TAIL;
+            while !self.output_tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.output_tail.drain(..cut);
+        }
+        if let Some(error) = &mut self.error {
+            if error.len() > MAX_ERROR {
+                let mut cut = MAX_ERROR;
+                while !error.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                error.truncate(cut);
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Writing changes: one transaction for a group of commits.
+
+use crate::job::JobId;
+use crate::storage::spec_format;
+use crate::storage::store::{Change, StoreError};
+use rusqlite::{params, Connection};
+
+/// What a group of commits did beyond what was asked.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Jobs whose terminal record was refused because the ledger already has one.
+    pub refused_second_records: Vec<JobId>,
+}
+
+/// Writes every commit of a group, in order, as one transaction: all of them or none.
+pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, StoreError> {
+    let mut applied = Applied::default();
+    let tx = conn.transaction()?;
+    {
+        let mut insert_batch = tx.prepare_cached(
+            "INSERT INTO batches (id, name, submitted_at_ms, total) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut insert_job = tx.prepare_cached(
+            "INSERT INTO jobs (id, batch, name, spec, spec_format, state, queued_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+        )?;
+        let mut finish = tx.prepare_cached(
+            "UPDATE jobs SET state = ?2, worker = ?3, attempts = ?4, lost_attempts = ?5,
+                 failures = ?6, started_at_ms = ?7, finished_at_ms = ?8, duration_ms = ?9,
+                 exit_code = ?10, output_tail = ?11, error = ?12, lease = ?13, outputs = ?14
+             WHERE id = ?1 AND state = 'pending'",
+        )?;
+        let mut attempt = tx.prepare_cached(
+            "INSERT INTO attempts (job, attempt, worker, outcome, started_at_ms, finished_at_ms,
+                 exit_code, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        let mut count_attempt = tx.prepare_cached(
+            "UPDATE jobs SET attempts = MAX(attempts, ?2),
+                 lost_attempts = lost_attempts + (?3 = 'lost'),
+                 failures = failures + (?3 IN ('failed', 'timed_out'))
+             WHERE id = ?1",
+        )?;
+        let mut reopen = tx.prepare_cached(
+            "UPDATE jobs SET state = 'pending', failures = 0, lost_attempts = 0, finished_at_ms = NULL,
+                 error = NULL, lease = NULL
+             WHERE id = ?1 AND state = 'failed'",
+        )?;
+        let mut duplicate = tx.prepare_cached(
+            "UPDATE jobs SET duplicates = duplicates + 1 WHERE id = ?1 AND lease IS NOT ?2",
+        )?;
+        let mut manifest_written =
+            tx.prepare_cached("UPDATE jobs SET manifest_written = 1 WHERE id = ?1")?;
+        for change in group.iter().flat_map(|changes| changes.iter()) {
+            match change {
+                Change::Submit {
+                    batch,
+                    name,
+                    submitted_at_ms,
+                    first_job,
+                    jobs,
+                } => {
+                    insert_batch.execute(params![
+                        *batch as i64,
+                        name,
+                        *submitted_at_ms as i64,
+                        jobs.len() as i64
+                    ])?;
+                    for (offset, (name, spec)) in jobs.iter().enumerate() {
+                        insert_job.execute(params![
+                            (first_job + offset as u64) as i64,
+                            *batch as i64,
+                            name,
+                            spec.as_bytes(),
+                            spec_format::CURRENT,
+                            *submitted_at_ms as i64
+                        ])?;
+                    }
+                }
+                Change::Finish(order) => {
+                    let changed = finish.execute(params![
+                        order.job as i64,
+                        order.state.as_str(),
+                        order.worker,
+                        order.attempts,
+                        order.lost_attempts,
+                        order.failures,
+                        order.started_at_ms.map(|ms| ms as i64),
+                        order.finished_at_ms as i64,
+                        order.duration_ms.map(|ms| ms as i64),
+                        order.exit_code,
+                        order.output_tail,
+                        order.error,
+                        order.lease.map(|lease| lease as i64),
+                        order.outputs
+                    ])?;
+                    if changed != 1 {
+                        applied.refused_second_records.push(order.job);
+                    }
+                }
+                Change::Attempt(row) => {
+                    attempt.execute(params![
+                        row.job as i64,
+                        row.attempt,
+                        row.worker,
+                        row.outcome,
+                        row.started_at_ms as i64,
+                        row.finished_at_ms as i64,
+                        row.exit_code,
+                        row.error
+                    ])?;
+                    count_attempt.execute(params![row.job as i64, row.attempt, row.outcome])?;
+                }
+                Change::Reopen(jobs) => {
+                    for job in jobs {
+                        reopen.execute(params![*job as i64])?;
+                    }
+                }
+                Change::ManifestsWritten(jobs) => {
+                    for job in jobs {
+                        manifest_written.execute(params![*job as i64])?;
+                    }
+                }
+                Change::Duplicates(jobs) => {
+                    for (job, lease) in jobs {
+                        duplicate.execute(params![*job as i64, *lease as i64])?;
+                    }
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(applied)
+}

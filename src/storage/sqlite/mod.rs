@@ -1,0 +1,329 @@
+//! The ledger on SQLite: one file in the data directory, in WAL mode, fsynced at every commit.
+//!
+//! All writes go through one thread that commits whatever has arrived together in one
+//! transaction (group commit) and calls each writer back once it is on disk. Reads run on a
+//! second connection and thread, so a long query never delays a commit. Nothing here runs on an
+//! actor's event loop.
+//!
+//! Tables (open the file with any SQLite tool): `batches`, `jobs` (one row per job; the finished
+//! ones are the completion log), `attempts` (attempts that ended without being the job's result),
+//! and `meta` (the coordinator's epoch). Their version and migrations are in [`schema`].
+
+mod apply;
+mod queries;
+mod replay;
+pub mod schema;
+
+use crate::job::{BatchId, JobId, Lease};
+use crate::metrics::Metrics;
+use crate::status::{AttemptRecord, JobInfo};
+use crate::storage::store::{
+    Change, CommitDone, FailedJob, JobFilter, LedgerStore, Read, Replay, StoreError,
+};
+use rusqlite::Connection;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+pub use apply::apply;
+pub use replay::replay;
+
+/// Most commits written in one transaction; bounds the latency of the first of a group.
+const MAX_GROUP: usize = 4096;
+
+/// The database file inside the data directory.
+pub const LEDGER_FILE: &str = "ledger.sqlite";
+/// Logged when the ledger's guard refuses to record a finished job again: that must never be
+/// needed, and the chaos suite counts it.
+pub const SECOND_RECORD_REFUSED: &str = "job already finished in the ledger, second record refused";
+
+type ReadTask = Box<dyn FnOnce(&Connection) + Send>;
+
+enum WriterTask {
+    Commit(Vec<Change>, CommitDone),
+    /// Close after everything before it: stop the reader, checkpoint, close.
+    Close(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
+
+enum ReaderTask {
+    Read(ReadTask),
+    Close(std::sync::mpsc::Sender<()>),
+}
+
+/// The ledger in an SQLite file; cheap to share.
+pub struct SqliteStore {
+    epoch: u64,
+    writes: mpsc::Sender<WriterTask>,
+    reads: mpsc::Sender<ReaderTask>,
+}
+
+impl SqliteStore {
+    /// Opens the ledger in `data_dir` (creating a new one if there is none), brings its schema
+    /// to this version, replays it, and starts the store's threads. A file that is not a whole
+    /// drover ledger of this or an earlier version is refused with what is wrong with it; a new
+    /// ledger is never started over an existing file.
+    pub fn open(
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<(SqliteStore, Replay), StoreError> {
+        let path = data_dir.join(LEDGER_FILE);
+        let refuse = |reason: String| StoreError::Open {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|error| StoreError::Open {
+            path: data_dir.to_path_buf(),
+            reason: format!("cannot create its directory: {error}"),
+        })?;
+        match std::fs::metadata(&path) {
+            Ok(found) if found.len() == 0 => {
+                return Err(refuse(
+                    "it is empty (0 bytes), and a ledger never is: it was truncated. Restore it \
+                     from a backup, or move it away to start a new ledger"
+                        .into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if wal_path(&path).exists() {
+                    return Err(refuse(format!(
+                        "it is missing, but its write-ahead log {} is there: restore the ledger \
+                         file, or move the log away to start a new ledger",
+                        wal_path(&path).display()
+                    )));
+                }
+                create(&path)?;
+            }
+            Err(error) => return Err(refuse(error.to_string())),
+        }
+        let mut writer =
+            Connection::open(&path).map_err(|error| refuse(schema::describe(&error)))?;
+        configure(&writer).map_err(|error| refuse(schema::describe(&error)))?;
+        schema::prepare(&mut writer, &path)?;
+        let replay = replay(&mut writer).map_err(|error| match error {
+            StoreError::Database(_) => refuse(format!("cannot read it back: {error}")),
+            other => refuse(other.to_string()),
+        })?;
+        let reader = Connection::open(&path).map_err(|error| refuse(schema::describe(&error)))?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|error| refuse(schema::describe(&error)))?;
+
+        let (write_tx, write_rx) = mpsc::channel::<WriterTask>();
+        let (read_tx, read_rx) = mpsc::channel::<ReaderTask>();
+        let reader_tx = read_tx.clone();
+        std::thread::Builder::new()
+            .name("drover-ledger-reads".into())
+            .spawn(move || read_loop(reader, read_rx))
+            .map_err(|error| refuse(format!("cannot start the reader thread: {error}")))?;
+        std::thread::Builder::new()
+            .name("drover-ledger".into())
+            .spawn(move || write_loop(writer, write_rx, reader_tx, &metrics))
+            .map_err(|error| refuse(format!("cannot start the writer thread: {error}")))?;
+        Ok((
+            SqliteStore {
+                epoch: replay.epoch,
+                writes: write_tx,
+                reads: read_tx,
+            },
+            replay,
+        ))
+    }
+
+    /// Runs a query on the reader connection.
+    fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Read<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task: ReadTask = Box::new(move |conn| {
+            let _ = tx.send(query(conn));
+        });
+        let sent = self.reads.send(ReaderTask::Read(task));
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+}
+
+impl LedgerStore for SqliteStore {
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn commit(&self, changes: Vec<Change>, done: CommitDone) {
+        if let Err(mpsc::SendError(WriterTask::Commit(_, done))) =
+            self.writes.send(WriterTask::Commit(changes, done))
+        {
+            done(Err(StoreError::Closed));
+        }
+    }
+
+    fn job(&self, id: JobId) -> Read<Option<JobInfo>> {
+        self.read(move |conn| queries::job(conn, id))
+    }
+
+    fn history(&self, id: JobId) -> Read<Vec<AttemptRecord>> {
+        self.read(move |conn| queries::history(conn, id))
+    }
+
+    fn jobs(&self, filter: JobFilter) -> Read<Vec<JobInfo>> {
+        self.read(move |conn| queries::jobs(conn, filter))
+    }
+
+    fn failed_jobs(&self, batch: BatchId) -> Read<Vec<FailedJob>> {
+        self.read(move |conn| queries::failed_jobs(conn, batch))
+    }
+
+    fn recorded_leases(&self, jobs: Vec<JobId>) -> Read<HashMap<JobId, Lease>> {
+        self.read(move |conn| queries::recorded_leases(conn, &jobs))
+    }
+
+    fn close(&self) -> Read<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.writes.send(WriterTask::Close(tx));
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Creates a new ledger: written under a temporary name and renamed into place once its schema
+/// is on disk, so a ledger file is never found empty or half made.
+fn create(path: &Path) -> Result<(), StoreError> {
+    let refuse = |reason: String| StoreError::Open {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(".new");
+    let staging = PathBuf::from(staging);
+    for leftover in [staging.clone(), wal_path(&staging)] {
+        let _ = std::fs::remove_file(leftover);
+    }
+    {
+        let mut conn =
+            Connection::open(&staging).map_err(|error| refuse(schema::describe(&error)))?;
+        configure(&conn).map_err(|error| refuse(schema::describe(&error)))?;
+        schema::prepare(&mut conn, path)?;
+        conn.close()
+            .map_err(|(_, error)| refuse(schema::describe(&error)))?;
+    }
+    std::fs::File::open(&staging)
+        .and_then(|file| file.sync_all())
+        .and_then(|()| std::fs::rename(&staging, path))
+        .and_then(|()| match path.parent() {
+            Some(dir) => std::fs::File::open(dir).and_then(|dir| dir.sync_all()),
+            None => Ok(()),
+        })
+        .map_err(|error| refuse(format!("cannot create it: {error}")))?;
+    tracing::info!(path = %path.display(), "new ledger created");
+    Ok(())
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL with synchronous=FULL: every commit is fsynced before it returns.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn read_loop(reader: Connection, tasks: mpsc::Receiver<ReaderTask>) {
+    for task in tasks {
+        match task {
+            ReaderTask::Read(read) => read(&reader),
+            ReaderTask::Close(closed) => {
+                drop(reader);
+                let _ = closed.send(());
+                return;
+            }
+        }
+    }
+}
+
+fn write_loop(
+    mut conn: Connection,
+    tasks: mpsc::Receiver<WriterTask>,
+    reader: mpsc::Sender<ReaderTask>,
+    metrics: &Metrics,
+) {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(task) => task,
+            None => match tasks.recv() {
+                Ok(task) => task,
+                Err(_) => return,
+            },
+        };
+        let mut group = match first {
+            WriterTask::Commit(changes, done) => vec![(changes, done)],
+            WriterTask::Close(closed) => {
+                let _ = closed.send(close(conn, &reader));
+                return;
+            }
+        };
+        while group.len() < MAX_GROUP {
+            match tasks.try_recv() {
+                Ok(WriterTask::Commit(changes, done)) => group.push((changes, done)),
+                Ok(close) => {
+                    next = Some(close);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let began = std::time::Instant::now();
+        let result = {
+            let changes: Vec<&[Change]> = group.iter().map(|(changes, _)| &changes[..]).collect();
+            apply(&mut conn, &changes)
+        };
+        metrics.ledger_committed(began.elapsed());
+        let result = match result {
+            Ok(applied) => {
+                for job in applied.refused_second_records {
+                    // The guard against recording a job twice held; say so loudly.
+                    tracing::error!(job, "{SECOND_RECORD_REFUSED}");
+                }
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, commits = group.len(), "ledger commit failed");
+                Err(error)
+            }
+        };
+        for (changes, done) in group {
+            // Release the changes first: a writer may take its data back once told.
+            drop(changes);
+            done(result.clone());
+        }
+    }
+}
+
+/// Closes the ledger tidily: the reader first, then a checkpoint folds the write-ahead log into
+/// the file, and closing the last connection removes the log.
+fn close(conn: Connection, reader: &mpsc::Sender<ReaderTask>) -> Result<(), StoreError> {
+    let (closed_tx, closed_rx) = mpsc::channel();
+    if reader.send(ReaderTask::Close(closed_tx)).is_ok() {
+        let _ = closed_rx.recv();
+    }
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    conn.close().map_err(|(_, error)| StoreError::from(error))?;
+    tracing::info!("ledger closed");
+    Ok(())
+}
+
+/// Encodes a lease from the coordinator's epoch and a counter: leases of different runs differ.
+pub fn lease(epoch: u64, counter: u64) -> Lease {
+    (epoch << 40) | (counter & ((1 << 40) - 1))
+}

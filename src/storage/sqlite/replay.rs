@@ -1,0 +1,101 @@
+//! Reading the ledger back at startup, and starting a new epoch.
+
+use crate::storage::spec_format;
+use crate::storage::store::{Replay, ReplayedBatch, ReplayedJob, StoreError, Unpublished};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Reads what the ledger holds and takes the next epoch, in one transaction.
+pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
+    let tx = conn.transaction()?;
+    let epoch: u64 = tx
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .optional()?
+        .map(|epoch| epoch as u64 + 1)
+        .unwrap_or(1);
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![epoch as i64],
+    )?;
+
+    let mut batches = Vec::new();
+    {
+        let mut statement = tx.prepare(
+            "SELECT b.id, b.name, b.submitted_at_ms, b.total,
+                    COALESCE(SUM(j.state = 'succeeded'), 0),
+                    COALESCE(SUM(j.state = 'failed'), 0),
+                    COALESCE(SUM(j.state = 'cancelled'), 0),
+                    MIN(j.started_at_ms), MAX(j.finished_at_ms)
+             FROM batches b LEFT JOIN jobs j ON j.batch = b.id
+             GROUP BY b.id ORDER BY b.id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(ReplayedBatch {
+                id: row.get::<_, i64>(0)? as u64,
+                name: row.get(1)?,
+                submitted_at_ms: row.get::<_, i64>(2)? as u64,
+                total: row.get::<_, i64>(3)? as u64,
+                succeeded: row.get::<_, i64>(4)? as u64,
+                failed: row.get::<_, i64>(5)? as u64,
+                cancelled: row.get::<_, i64>(6)? as u64,
+                started_at_ms: row.get::<_, Option<i64>>(7)?.map(|ms| ms as u64),
+                finished_at_ms: row.get::<_, Option<i64>>(8)?.map(|ms| ms as u64),
+            })
+        })?;
+        for batch in rows {
+            batches.push(batch?);
+        }
+    }
+
+    let mut unfinished = Vec::new();
+    {
+        let mut statement = tx.prepare(
+            "SELECT id, batch, spec, spec_format, attempts, lost_attempts, failures
+             FROM jobs WHERE state = 'pending' ORDER BY id",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = row.get::<_, i64>(0)? as u64;
+            let bytes = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            unfinished.push(ReplayedJob {
+                id,
+                batch: row.get::<_, i64>(1)? as u64,
+                spec: spec_format::load(id, row.get(3)?, bytes)?,
+                attempts: row.get(4)?,
+                lost_attempts: row.get(5)?,
+                failures: row.get(6)?,
+            });
+        }
+    }
+    let next_job = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs", [], |row| {
+        row.get::<_, i64>(0)
+    })? as u64;
+    let mut unpublished = Vec::new();
+    {
+        let mut statement = tx.prepare(
+            "SELECT id, lease, spec, spec_format, outputs FROM jobs
+             WHERE outputs IS NOT NULL AND manifest_written = 0 AND lease IS NOT NULL",
+        )?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let job = row.get::<_, i64>(0)? as u64;
+            let bytes = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            unpublished.push(Unpublished {
+                job,
+                lease: row.get::<_, i64>(1)? as u64,
+                spec: spec_format::load(job, row.get(3)?, bytes)?,
+                objects: row.get(4)?,
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(Replay {
+        epoch,
+        batches,
+        unfinished,
+        next_job,
+        unpublished,
+    })
+}

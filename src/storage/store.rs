@@ -1,0 +1,266 @@
+//! The ledger's store: what the Ledger asks of durable storage, whatever the engine.
+//!
+//! The Ledger decides; the store only keeps. It writes a set of [`Change`]s as one transaction
+//! (several sets arriving together may share one: group commit) and says when they are durable;
+//! it answers the reads the views need; and, when opened, it hands back what it holds
+//! ([`Replay`]). SQLite in the data directory ([`super::sqlite::SqliteStore`]) is the first
+//! engine. The shape leaves room for a networked one: nothing here is synchronous, and every
+//! commit can be refused as a whole.
+
+use crate::job::{BatchId, JobId, JobState, Lease, SpecBytes};
+use crate::status::{AttemptRecord, JobInfo};
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why the store failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The engine reported an error (the disk is full, the file is damaged, ...).
+    #[error("ledger database error: {0}")]
+    Database(Arc<dyn std::error::Error + Send + Sync>),
+    /// A stored job spec could not be read.
+    #[error("ledger holds an unreadable job spec for job {job}: {reason}")]
+    CorruptSpec {
+        /// The job.
+        job: JobId,
+        /// Why.
+        reason: String,
+    },
+    /// The ledger cannot be opened: it is damaged, foreign, newer, or its directory unusable.
+    #[error("cannot open the ledger {path}: {reason}")]
+    Open {
+        /// The file or directory at fault.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// The store is closed (the coordinator is shutting down).
+    #[error("ledger is shut down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Database(Arc::new(error))
+    }
+}
+
+/// Two errors are the same when they say the same (the engine's errors compare no other way).
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+/// One durable change.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A new batch and its jobs, ids `first_job..first_job + jobs.len()`.
+    Submit {
+        /// The batch.
+        batch: BatchId,
+        /// Its name.
+        name: String,
+        /// When it was submitted.
+        submitted_at_ms: u64,
+        /// The id of its first job.
+        first_job: JobId,
+        /// The jobs: their names (a column of their own) and encoded specs.
+        jobs: Arc<Vec<(Option<String>, SpecBytes)>>,
+    },
+    /// A job reached a terminal state: its work order. Refused by the store if the job is not
+    /// pending there, so no job is ever recorded twice.
+    Finish(Box<WorkOrder>),
+    /// An attempt ended without being the job's result.
+    Attempt(Box<AttemptRow>),
+    /// Successful results that arrived after a job's first, as (job, lease): counted, never
+    /// recorded; a resend of the recorded attempt's own result is not counted.
+    Duplicates(Vec<(JobId, Lease)>),
+    /// Jobs whose recorded attempt's manifest a worker confirmed writing.
+    ManifestsWritten(Vec<JobId>),
+    /// Failed jobs back to pending with their failures forgotten (a retry).
+    Reopen(Vec<JobId>),
+}
+
+/// The record of a finished job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkOrder {
+    /// The job.
+    pub job: JobId,
+    /// How it ended.
+    pub state: JobState,
+    /// The attempt whose result was recorded.
+    pub lease: Option<Lease>,
+    /// The recorded attempt's output manifest, as JSON.
+    pub outputs: Option<String>,
+    /// The worker whose result was recorded.
+    pub worker: Option<String>,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Attempts lost to dead workers.
+    pub lost_attempts: u32,
+    /// Attempts that failed.
+    pub failures: u32,
+    /// When the recorded attempt started.
+    pub started_at_ms: Option<u64>,
+    /// When the job finished.
+    pub finished_at_ms: u64,
+    /// How long the recorded attempt ran.
+    pub duration_ms: Option<u64>,
+    /// Its exit code.
+    pub exit_code: Option<i32>,
+    /// The tail of its output.
+    pub output_tail: Option<String>,
+    /// Why it failed or was cancelled.
+    pub error: Option<String>,
+}
+
+/// An attempt that ended without being recorded as its job's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    /// The job.
+    pub job: JobId,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// The worker.
+    pub worker: String,
+    /// `failed`, `timed_out`, `killed` or `lost`.
+    pub outcome: &'static str,
+    /// When it started.
+    pub started_at_ms: u64,
+    /// When it ended.
+    pub finished_at_ms: u64,
+    /// Its exit code.
+    pub exit_code: Option<i32>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// What the ledger finds in its store when it opens.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// This run's epoch: leases of earlier runs can never collide with this run's.
+    pub epoch: u64,
+    /// Every batch with its counts by state (running counts as pending).
+    pub batches: Vec<ReplayedBatch>,
+    /// Jobs not yet finished.
+    pub unfinished: Vec<ReplayedJob>,
+    /// The next free job id.
+    pub next_job: JobId,
+    /// Recorded attempts whose manifest no worker has confirmed writing.
+    pub unpublished: Vec<Unpublished>,
+}
+
+/// A recorded attempt whose manifest is not known to be written.
+#[derive(Debug, Clone)]
+pub struct Unpublished {
+    /// The job.
+    pub job: JobId,
+    /// The recorded attempt.
+    pub lease: Lease,
+    /// The job's spec (its `outputs` say where the manifest goes).
+    pub spec: SpecBytes,
+    /// The recorded objects, as JSON.
+    pub objects: String,
+}
+
+/// A batch as found in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayedBatch {
+    /// Its id.
+    pub id: BatchId,
+    /// Its name.
+    pub name: String,
+    /// When it was submitted.
+    pub submitted_at_ms: u64,
+    /// How many jobs it has.
+    pub total: u64,
+    /// Jobs succeeded.
+    pub succeeded: u64,
+    /// Jobs failed.
+    pub failed: u64,
+    /// Jobs cancelled.
+    pub cancelled: u64,
+    /// When its earliest recorded attempt started.
+    pub started_at_ms: Option<u64>,
+    /// When its last job finished.
+    pub finished_at_ms: Option<u64>,
+}
+
+/// An unfinished job as found in the store.
+#[derive(Debug, Clone)]
+pub struct ReplayedJob {
+    /// Its id.
+    pub id: JobId,
+    /// Its batch.
+    pub batch: BatchId,
+    /// What it runs.
+    pub spec: SpecBytes,
+    /// The highest attempt number on record.
+    pub attempts: u32,
+    /// Attempts lost before.
+    pub lost_attempts: u32,
+    /// Attempts failed before.
+    pub failures: u32,
+}
+
+/// A failed job, as a retry needs it.
+#[derive(Debug, Clone)]
+pub struct FailedJob {
+    /// The job.
+    pub id: JobId,
+    /// What it runs.
+    pub spec: SpecBytes,
+    /// The highest attempt number it had.
+    pub attempts: u32,
+}
+
+/// Which jobs a page of [`LedgerStore::jobs`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only this batch.
+    pub batch: Option<BatchId>,
+    /// Only this state, as the store knows it (unfinished jobs are `pending` there).
+    pub state: Option<JobState>,
+    /// Only ids above this one.
+    pub after: JobId,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Called once a commit is durable, or has failed; may run on any thread.
+pub type CommitDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A read's answer, later.
+pub type Read<T> = BoxFuture<'static, Result<T, StoreError>>;
+
+/// Durable storage for the Ledger.
+pub trait LedgerStore: Send + Sync {
+    /// This run's epoch, from the [`Replay`]: it grows at every start.
+    fn epoch(&self) -> u64;
+
+    /// Writes `changes` as one transaction, in the order given and after every earlier commit;
+    /// `done` is told once they are durable, or that none of them is.
+    fn commit(&self, changes: Vec<Change>, done: CommitDone);
+
+    /// One job's record with its attempt history, if the id exists.
+    fn job(&self, id: JobId) -> Read<Option<JobInfo>>;
+
+    /// The attempts of a job that were not recorded as its result, oldest first.
+    fn history(&self, id: JobId) -> Read<Vec<AttemptRecord>>;
+
+    /// A page of job records in id order.
+    fn jobs(&self, filter: JobFilter) -> Read<Vec<JobInfo>>;
+
+    /// A batch's failed jobs, for a retry.
+    fn failed_jobs(&self, batch: BatchId) -> Read<Vec<FailedJob>>;
+
+    /// The lease recorded as each succeeded job's result (jobs not succeeded are left out).
+    fn recorded_leases(&self, jobs: Vec<JobId>) -> Read<HashMap<JobId, Lease>>;
+
+    /// Finishes every commit already asked for, then closes, leaving the store tidy (for
+    /// SQLite: checkpointed, with no write-ahead log left). Commits after this fail.
+    fn close(&self) -> Read<()>;
+}

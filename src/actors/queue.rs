@@ -25,6 +25,8 @@ struct Queued {
     job: JobId,
     attempt: u32,
     spec: SpecBytes,
+    /// When it was put in line: tells a job's latest entry from older ones.
+    seq: u64,
 }
 
 /// What a worker must offer to take a job.
@@ -84,17 +86,29 @@ impl ShapeQueue {
 }
 
 /// All pending jobs.
+///
+/// A withdrawn job's entry stays in line and is dropped when it comes round; a job withdrawn
+/// and then put in line again (a cancel whose write failed, say) has two entries, of which only
+/// the newer may run, or it would run twice under one attempt number.
 #[derive(Debug, Default)]
 pub struct PendingQueue {
     queues: BTreeMap<(Reverse<i32>, Shape), ShapeQueue>,
-    withdrawn: HashSet<JobId>,
+    /// Jobs withdrawn while in line, with the `seq` of the one entry of theirs that may still
+    /// run (0: none). A job not here has at most one entry in line, and it may run.
+    withdrawn: HashMap<JobId, u64>,
+    next_seq: u64,
     len: usize,
 }
 
 impl PendingQueue {
-    /// Adds a job at the back of its batch's line.
+    /// Adds a job at the back of its batch's line; an earlier entry of the same job that was
+    /// withdrawn stays withdrawn.
     pub fn push(&mut self, job: PendingJob) {
-        self.withdrawn.remove(&job.job);
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        if let Some(valid) = self.withdrawn.get_mut(&job.job) {
+            *valid = seq;
+        }
         let (priority, shape) = match job.spec.placement() {
             Ok(placement) => (placement.priority, Shape::of(placement)),
             Err(error) => {
@@ -113,6 +127,7 @@ impl PendingQueue {
             job: job.job,
             attempt: job.attempt,
             spec: job.spec,
+            seq,
         };
         self.queues
             .entry((Reverse(priority), shape))
@@ -125,7 +140,7 @@ impl PendingQueue {
     pub fn withdraw(&mut self, jobs: impl IntoIterator<Item = JobId>) {
         // Marks only matter for jobs in line; with none in line there is nothing to mark.
         if self.len > 0 {
-            self.withdrawn.extend(jobs);
+            self.withdrawn.extend(jobs.into_iter().map(|job| (job, 0)));
         }
     }
 
@@ -143,7 +158,16 @@ impl PendingQueue {
             }
             while let Some((batch, queued)) = queue.pop() {
                 self.len -= 1;
-                if !self.withdrawn.remove(&queued.job) {
+                let runs = match self.withdrawn.get(&queued.job) {
+                    None => true,
+                    // A job's entries wait in one line, oldest first: its newest is its last.
+                    Some(&valid) if valid == queued.seq => {
+                        self.withdrawn.remove(&queued.job);
+                        true
+                    }
+                    Some(_) => false,
+                };
+                if runs {
                     let job = PendingJob {
                         job: queued.job,
                         batch,
@@ -168,6 +192,22 @@ impl PendingQueue {
             self.withdrawn.clear();
         }
         found
+    }
+
+    /// True when the job waits in line and may run.
+    #[cfg(test)]
+    pub fn holds(&self, job: JobId) -> bool {
+        self.queues.values().any(|queue| {
+            queue.by_batch.values().any(|line| {
+                line.iter().any(|queued| {
+                    queued.job == job
+                        && self
+                            .withdrawn
+                            .get(&job)
+                            .is_none_or(|valid| *valid == queued.seq)
+                })
+            })
+        })
     }
 
     /// Jobs waiting, counting withdrawn ones not yet dropped.
@@ -256,5 +296,22 @@ mod tests {
         queue.withdraw([2]);
         assert_eq!(drain(&mut queue, &[]), vec![1, 3]);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_job_withdrawn_and_queued_again_runs_once() {
+        let mut queue = PendingQueue::default();
+        queue.push(job(1, 1, 0, &[]));
+        queue.push(job(2, 1, 0, &[]));
+        queue.withdraw([1]);
+        queue.push(job(1, 1, 0, &[]));
+        assert_eq!(drain(&mut queue, &[]), vec![2, 1]);
+        // Withdrawn again after that: neither entry runs.
+        queue.push(job(3, 1, 0, &[]));
+        queue.push(job(1, 1, 0, &[]));
+        queue.withdraw([1]);
+        queue.push(job(1, 1, 0, &[]));
+        queue.withdraw([1]);
+        assert_eq!(drain(&mut queue, &[]), vec![3]);
     }
 }

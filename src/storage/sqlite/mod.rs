@@ -10,7 +10,7 @@
 //! and `meta` (the coordinator's epoch). Their version and migrations are in [`schema`].
 
 mod apply;
-mod queries;
+pub(crate) mod queries;
 mod replay;
 pub mod schema;
 

@@ -419,10 +419,12 @@ impl Book {
         effects
     }
 
-    /// Hands a job to the Scheduler's queue; a job held back since the restart is held no more.
+    /// Hands a job to the Scheduler's queue. A job held back since the restart stays held until
+    /// the grace ends or an attempt of it is taken back: it may still run on a worker that is on
+    /// its way back.
     fn enqueue(&mut self, id: JobId, effects: &mut Effects) {
-        if !self.held_back.is_empty() {
-            self.held_back.remove(&id);
+        if !self.held_back.is_empty() && self.held_back.contains(&id) {
+            return;
         }
         if let Some(job) = self.jobs.get(&id) {
             effects.enqueue.push(pending_job(id, job));

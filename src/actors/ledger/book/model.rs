@@ -1,1 +1,815 @@
-//! The model.
+//! A property test of the book: random sequences of events, driven through the book with the
+//! real store underneath (SQLite in memory, the same schema, writes, replay and reads) and the
+//! real pending queue beside it, against a small model of the Scheduler and the workers. After
+//! every step it checks what the ledger promises:
+//!
+//! - a job is recorded at most once: the store never refuses a second terminal record, and a
+//!   succeeded or cancelled job never changes again;
+//! - a recorded job never returns to pending, nor to the book's memory;
+//! - an unfinished job is pending (in the queue, held back after a restart, or waiting out its
+//!   backoff), held by exactly one live attempt, or being written;
+//! - attempt numbers never repeat (but for the one exception the README gives: an attempt no
+//!   worker reports within the grace after a restart is not on record);
+//! - each batch's counts equal its jobs' states.
+//!
+//! After the random steps every fault heals and the run is driven to the end: every job must
+//! then be finished, none stranded.
+//!
+//! `DROVER_MODEL_CASES` sets the number of cases (default 2,000).
+
+use super::*;
+use crate::actors::queue::PendingQueue;
+use crate::job::{CancelTarget, CarriedAttempt, JobSpec, Outcome};
+use crate::storage::sqlite::{apply, queries, replay, schema};
+use proptest::prelude::*;
+use rusqlite::Connection;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Worker processes in the model.
+const WORKERS: usize = 3;
+
+/// One step of a run.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A client submits `jobs` jobs of `max_attempts` each.
+    Submit { jobs: usize, max_attempts: u32 },
+    /// The Scheduler gives a worker the next job in line.
+    Assign { worker: usize },
+    /// A worker's attempt (the `pick`-th it runs) ends.
+    Finish {
+        worker: usize,
+        pick: usize,
+        success: bool,
+    },
+    /// A worker reports (or reports again) every result not yet acknowledged.
+    Report { worker: usize },
+    /// A worker sends a result it was told about already, again.
+    Duplicate { worker: usize, pick: usize },
+    /// A worker's connection breaks (the worker lives on, its attempts too).
+    Disconnect { worker: usize },
+    /// A worker registers again, carrying what it runs.
+    Reconnect { worker: usize },
+    /// An old registration of a worker that registered again is declared lost at last.
+    ExpireOld,
+    /// A worker process is killed: its attempts and unreported results are gone.
+    Kill { worker: usize },
+    /// The oldest commit ends, on disk or failed.
+    Commit { ok: bool },
+    /// The oldest read the book asked for is answered.
+    Read,
+    /// The oldest retry backoff ends.
+    BackoffOver,
+    /// A client cancels a job (or, with `whole`, its batch).
+    Cancel { pick: usize, whole: bool },
+    /// A client retries a batch's failed jobs.
+    Retry { pick: usize },
+    /// The coordinator is killed and restarted: the first `kept` commits in flight had reached
+    /// the disk, the rest had not.
+    Restart { kept: usize },
+    /// The reconnect grace after a restart ends.
+    GraceOver,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let worker = 0..WORKERS;
+    prop_oneof![
+        3 => (1..=3usize, 1..=3u32).prop_map(|(jobs, max_attempts)| Step::Submit { jobs, max_attempts }),
+        6 => worker.clone().prop_map(|worker| Step::Assign { worker }),
+        6 => (worker.clone(), 0..4usize, prop::bool::weighted(0.6))
+            .prop_map(|(worker, pick, success)| Step::Finish { worker, pick, success }),
+        5 => worker.clone().prop_map(|worker| Step::Report { worker }),
+        1 => (worker.clone(), 0..8usize).prop_map(|(worker, pick)| Step::Duplicate { worker, pick }),
+        1 => worker.clone().prop_map(|worker| Step::Disconnect { worker }),
+        2 => worker.clone().prop_map(|worker| Step::Reconnect { worker }),
+        1 => Just(Step::ExpireOld),
+        1 => worker.prop_map(|worker| Step::Kill { worker }),
+        8 => prop::bool::weighted(0.85).prop_map(|ok| Step::Commit { ok }),
+        2 => Just(Step::Read),
+        2 => Just(Step::BackoffOver),
+        1 => (0..8usize, any::<bool>()).prop_map(|(pick, whole)| Step::Cancel { pick, whole }),
+        1 => (0..4usize).prop_map(|pick| Step::Retry { pick }),
+        1 => (0..3usize).prop_map(|kept| Step::Restart { kept }),
+        1 => Just(Step::GraceOver),
+    ]
+}
+
+/// A worker process.
+#[derive(Debug, Default)]
+struct Process {
+    /// Its registration now, if it is connected.
+    registration: Option<WorkerId>,
+    /// Attempts it runs: lease → (job, number).
+    running: BTreeMap<Lease, (JobId, u32)>,
+    /// Results not yet acknowledged.
+    outbox: BTreeMap<Lease, AttemptResult>,
+    /// Results it was told about, for duplicates.
+    told: Vec<AttemptResult>,
+}
+
+/// The Scheduler's part of a registration: the leases it holds slots for.
+#[derive(Debug)]
+struct Registration {
+    process: usize,
+    held: BTreeMap<Lease, JobId>,
+}
+
+struct World {
+    book: Book,
+    db: Connection,
+    epoch: u64,
+    next_lease: u64,
+    queue: PendingQueue,
+    in_flight: VecDeque<Commit>,
+    reads: VecDeque<Lookup>,
+    backoffs: VecDeque<JobId>,
+    grace: bool,
+    processes: Vec<Process>,
+    registrations: BTreeMap<WorkerId, Registration>,
+    next_registration: WorkerId,
+    /// Attempt numbers given out, per job.
+    numbers: HashMap<JobId, HashSet<u32>>,
+    /// Numbers above what the store had when the coordinator restarted, not yet reported.
+    at_risk: HashMap<JobId, HashSet<u32>>,
+    now: u64,
+}
+
+fn process_name(process: usize) -> Arc<str> {
+    Arc::from(format!("worker-{process}"))
+}
+
+fn limits() -> Limits {
+    Limits {
+        retry_backoff: Duration::from_millis(100),
+        max_batch_jobs: 100,
+        max_unfinished_jobs: 50,
+    }
+}
+
+impl World {
+    fn new() -> World {
+        let mut db = Connection::open_in_memory().unwrap();
+        schema::prepare(&mut db, std::path::Path::new(":memory:")).unwrap();
+        let replayed = replay(&mut db).unwrap();
+        let epoch = replayed.epoch;
+        let mut book = Book::new(replayed, limits(), Arc::new(Metrics::new()));
+        let (effects, _) = book.start(false);
+        let mut world = World {
+            book,
+            db,
+            epoch,
+            next_lease: 1,
+            queue: PendingQueue::default(),
+            in_flight: VecDeque::new(),
+            reads: VecDeque::new(),
+            backoffs: VecDeque::new(),
+            grace: false,
+            processes: (0..WORKERS).map(|_| Process::default()).collect(),
+            registrations: BTreeMap::new(),
+            next_registration: 1,
+            numbers: HashMap::new(),
+            at_risk: HashMap::new(),
+            now: 1_000_000,
+        };
+        world.carry_out(effects);
+        for process in 0..WORKERS {
+            world.register(process);
+        }
+        world
+    }
+
+    fn worker_ref(&self, registration: WorkerId) -> WorkerRef {
+        WorkerRef {
+            id: registration,
+            name: process_name(self.registrations[&registration].process),
+        }
+    }
+
+    /// What the Ledger actor does with effects, with the model in place of the other actors.
+    fn carry_out(&mut self, effects: Effects) {
+        for job in effects.enqueue {
+            self.queue.push(job);
+        }
+        self.queue.withdraw(effects.withdraw);
+        for lease in effects.kill {
+            // Only a connected registration holding the lease hears it.
+            let holder = self
+                .registrations
+                .iter()
+                .find(|(_, registration)| registration.held.contains_key(&lease))
+                .map(|(id, registration)| (*id, registration.process));
+            if let Some((registration, process)) = holder {
+                if self.processes[process].registration == Some(registration) {
+                    self.end(process, lease, Outcome::Killed);
+                }
+            }
+        }
+        for (registration, notice) in effects.notices {
+            let Some(process) = self
+                .processes
+                .iter_mut()
+                .find(|process| process.registration == Some(registration))
+            else {
+                continue;
+            };
+            for lease in notice.leases() {
+                if let Some(result) = process.outbox.remove(lease) {
+                    process.told.push(result);
+                }
+            }
+        }
+        self.backoffs
+            .extend(effects.retry_after.into_iter().map(|(job, _)| job));
+        self.in_flight.extend(effects.commit);
+        self.reads.extend(effects.lookup);
+    }
+
+    fn register(&mut self, process: usize) {
+        let registration = self.next_registration;
+        self.next_registration += 1;
+        let carried: Vec<CarriedAttempt> = self.processes[process]
+            .running
+            .iter()
+            .map(|(lease, (job, attempt))| CarriedAttempt {
+                lease: *lease,
+                job: *job,
+                attempt: *attempt,
+                slots: 1,
+            })
+            .collect();
+        // The Scheduler moves carried leases off any earlier registration.
+        for other in self.registrations.values_mut() {
+            for attempt in &carried {
+                other.held.remove(&attempt.lease);
+            }
+        }
+        self.registrations.insert(
+            registration,
+            Registration {
+                process,
+                held: carried
+                    .iter()
+                    .map(|attempt| (attempt.lease, attempt.job))
+                    .collect(),
+            },
+        );
+        self.processes[process].registration = Some(registration);
+        if !carried.is_empty() {
+            for attempt in &carried {
+                self.reported(attempt.job, attempt.attempt);
+            }
+            let worker = self.worker_ref(registration);
+            let effects = self.book.attempts_carried(&worker, &carried, self.now);
+            self.carry_out(effects);
+        }
+        self.report(process);
+    }
+
+    /// A number is on record once the book hears of its attempt: it is no longer at risk.
+    fn reported(&mut self, job: JobId, attempt: u32) {
+        if self.grace {
+            if let Some(numbers) = self.at_risk.get_mut(&job) {
+                numbers.remove(&attempt);
+            }
+        }
+    }
+
+    /// The registration is declared lost: the Scheduler hands its leases to the book.
+    fn lose(&mut self, registration: WorkerId) {
+        let Some(gone) = self.registrations.remove(&registration) else {
+            return;
+        };
+        if self.processes[gone.process].registration == Some(registration) {
+            self.processes[gone.process].registration = None;
+        }
+        let attempts: Vec<(JobId, Lease)> = gone
+            .held
+            .iter()
+            .map(|(lease, job)| (*job, *lease))
+            .collect();
+        if !attempts.is_empty() {
+            let effects = self.book.worker_lost(
+                &process_name(gone.process),
+                &attempts,
+                "lost in the model",
+                self.now,
+            );
+            self.carry_out(effects);
+        }
+    }
+
+    fn end(&mut self, process: usize, lease: Lease, outcome: Outcome) {
+        let Some((job, attempt)) = self.processes[process].running.remove(&lease) else {
+            return;
+        };
+        let result = AttemptResult {
+            lease,
+            job,
+            attempt,
+            outcome,
+            exit_code: Some(0),
+            started_at_ms: self.now,
+            duration_ms: 1,
+            output_tail: String::new(),
+            error: None,
+            outputs: Vec::new(),
+        };
+        self.processes[process].outbox.insert(lease, result);
+    }
+
+    fn report(&mut self, process: usize) {
+        let Some(registration) = self.processes[process].registration else {
+            return;
+        };
+        let results: Vec<AttemptResult> =
+            self.processes[process].outbox.values().cloned().collect();
+        self.deliver(registration, results);
+    }
+
+    fn deliver(&mut self, registration: WorkerId, results: Vec<AttemptResult>) {
+        if results.is_empty() {
+            return;
+        }
+        // The Scheduler frees what this registration held for them.
+        if let Some(held) = self.registrations.get_mut(&registration) {
+            for result in &results {
+                held.held.remove(&result.lease);
+            }
+        }
+        for result in &results {
+            self.reported(result.job, result.attempt);
+        }
+        let worker = self.worker_ref(registration);
+        let effects = self.book.results(&worker, &results, self.now);
+        self.carry_out(effects);
+    }
+
+    fn step(&mut self, step: &Step) {
+        self.now += 10;
+        match *step {
+            Step::Submit { jobs, max_attempts } => {
+                let mut spec = JobSpec::call("noop", Vec::new());
+                spec.max_attempts = max_attempts;
+                if let Ok(effects) = self.book.submit("b".into(), vec![spec; jobs], self.now) {
+                    self.carry_out(effects);
+                }
+            }
+            Step::Assign { worker } => {
+                let Some(registration) = self.processes[worker].registration else {
+                    return;
+                };
+                let Some((job, _slots)) = self.queue.pop_for(1, &HashSet::new()) else {
+                    return;
+                };
+                let lease = crate::actors::scheduler::lease(self.epoch, self.next_lease);
+                self.next_lease += 1;
+                let given = self.numbers.entry(job.job).or_default();
+                assert!(
+                    given.insert(job.attempt),
+                    "attempt {} of job {} given out twice",
+                    job.attempt,
+                    job.job
+                );
+                self.processes[worker]
+                    .running
+                    .insert(lease, (job.job, job.attempt));
+                if let Some(held) = self.registrations.get_mut(&registration) {
+                    held.held.insert(lease, job.job);
+                }
+                let worker = self.worker_ref(registration);
+                let effects =
+                    self.book
+                        .attempts_started(&worker, &[(job.job, lease, job.attempt)], self.now);
+                self.carry_out(effects);
+            }
+            Step::Finish {
+                worker,
+                pick,
+                success,
+            } => {
+                let running = &self.processes[worker].running;
+                if running.is_empty() {
+                    return;
+                }
+                let lease = *running.keys().nth(pick % running.len()).unwrap();
+                let outcome = if success {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::Failed
+                };
+                self.end(worker, lease, outcome);
+            }
+            Step::Report { worker } => self.report(worker),
+            Step::Duplicate { worker, pick } => {
+                let process = &self.processes[worker];
+                let (Some(registration), false) = (process.registration, process.told.is_empty())
+                else {
+                    return;
+                };
+                let result = process.told[pick % process.told.len()].clone();
+                self.deliver(registration, vec![result]);
+            }
+            Step::Disconnect { worker } => {
+                if let Some(registration) = self.processes[worker].registration {
+                    self.lose(registration);
+                }
+            }
+            Step::Reconnect { worker } => {
+                // A registration it still has is left for the Registry to find gone later.
+                self.register(worker);
+            }
+            Step::ExpireOld => {
+                let old = self
+                    .registrations
+                    .iter()
+                    .find(|(id, registration)| {
+                        self.processes[registration.process].registration != Some(**id)
+                    })
+                    .map(|(id, _)| *id);
+                if let Some(old) = old {
+                    self.lose(old);
+                }
+            }
+            Step::Kill { worker } => {
+                let process = &mut self.processes[worker];
+                process.running.clear();
+                process.outbox.clear();
+                let registrations: Vec<WorkerId> = self
+                    .registrations
+                    .iter()
+                    .filter(|(_, registration)| registration.process == worker)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for registration in registrations {
+                    self.lose(registration);
+                }
+            }
+            Step::Commit { ok } => self.complete_commit(ok),
+            Step::Read => self.answer_read(),
+            Step::BackoffOver => {
+                if let Some(job) = self.backoffs.pop_front() {
+                    let effects = self.book.backoff_over(job);
+                    self.carry_out(effects);
+                }
+            }
+            Step::Cancel { pick, whole } => {
+                let mut live: Vec<JobId> = self.book.jobs.keys().copied().collect();
+                if live.is_empty() {
+                    return;
+                }
+                live.sort_unstable();
+                let id = live[pick % live.len()];
+                let target = if whole {
+                    CancelTarget::Batch(self.book.jobs[&id].batch)
+                } else {
+                    CancelTarget::Job(id)
+                };
+                if let Ok(effects) = self.book.cancel(target, self.now) {
+                    self.carry_out(effects);
+                }
+            }
+            Step::Retry { pick } => {
+                let batches: Vec<BatchId> = self.book.batches.keys().copied().collect();
+                if batches.is_empty() {
+                    return;
+                }
+                if let Ok(effects) = self.book.retry(batches[pick % batches.len()]) {
+                    self.carry_out(effects);
+                }
+            }
+            Step::Restart { kept } => self.restart(kept),
+            Step::GraceOver => self.grace_over(),
+        }
+    }
+
+    fn complete_commit(&mut self, ok: bool) {
+        let Some(commit) = self.in_flight.pop_front() else {
+            return;
+        };
+        let result = if ok {
+            self.write(&commit.changes);
+            Ok(())
+        } else {
+            Err(StoreError::Database(Arc::new(std::io::Error::other(
+                "disk full in the model",
+            ))))
+        };
+        let effects = self.book.committed(commit.then, result, self.now);
+        self.carry_out(effects);
+    }
+
+    /// Writes to the store, checking that no terminal record is refused and that a succeeded
+    /// or cancelled job never changes.
+    fn write(&mut self, changes: &[Change]) {
+        let before = self.states();
+        let applied = apply(&mut self.db, &[changes]).unwrap();
+        assert!(
+            applied.refused_second_records.is_empty(),
+            "the store refused a second record of jobs {:?}",
+            applied.refused_second_records
+        );
+        let after = self.states();
+        for (job, (state, lease)) in &before {
+            if matches!(state.as_str(), "succeeded" | "cancelled") {
+                assert_eq!(
+                    after.get(job),
+                    Some(&(state.clone(), *lease)),
+                    "job {job} changed after it was recorded {state}"
+                );
+            }
+        }
+    }
+
+    fn answer_read(&mut self) {
+        let Some(lookup) = self.reads.pop_front() else {
+            return;
+        };
+        let effects = match lookup {
+            Lookup::LateSuccesses {
+                worker,
+                worker_name,
+                late,
+            } => {
+                let jobs: Vec<JobId> = late.iter().map(|(job, _)| *job).collect();
+                let found = queries::recorded_leases(&self.db, &jobs);
+                self.book
+                    .late_successes_found(worker, &worker_name, late, found)
+            }
+            Lookup::FailedJobs(batch) => {
+                let found = queries::failed_jobs(&self.db, batch);
+                self.book.failed_jobs_found(batch, found)
+            }
+        };
+        self.carry_out(effects);
+    }
+
+    fn restart(&mut self, kept: usize) {
+        for commit in self.in_flight.drain(..).take(kept).collect::<Vec<_>>() {
+            self.write(&commit.changes);
+        }
+        self.reads.clear();
+        self.backoffs.clear();
+        self.queue = PendingQueue::default();
+        self.registrations.clear();
+        for process in &mut self.processes {
+            process.registration = None;
+        }
+        let replayed = replay(&mut self.db).unwrap();
+        self.epoch = replayed.epoch;
+        self.next_lease = 1;
+        // Numbers above what the store has are not on record: at risk until reported.
+        let recorded: HashMap<JobId, u32> = self.recorded_attempts();
+        for (job, numbers) in &self.numbers {
+            let on_record = recorded.get(job).copied().unwrap_or(0);
+            let above: HashSet<u32> = numbers.iter().copied().filter(|n| *n > on_record).collect();
+            if !above.is_empty() {
+                self.at_risk.entry(*job).or_default().extend(above);
+            }
+        }
+        self.book = Book::new(replayed, limits(), Arc::new(Metrics::new()));
+        let (effects, held) = self.book.start(true);
+        self.grace = held;
+        self.carry_out(effects);
+    }
+
+    fn grace_over(&mut self) {
+        if !self.grace {
+            return;
+        }
+        self.grace = false;
+        // What nobody reported within the grace is the README's exception: its number may be
+        // given again.
+        for (job, numbers) in self.at_risk.drain() {
+            if let Some(given) = self.numbers.get_mut(&job) {
+                for number in numbers {
+                    given.remove(&number);
+                }
+            }
+        }
+        let effects = self.book.grace_over();
+        self.carry_out(effects);
+    }
+
+    fn states(&self) -> HashMap<JobId, (String, Option<i64>)> {
+        let mut statement = self
+            .db
+            .prepare_cached("SELECT id, state, lease FROM jobs")
+            .unwrap();
+        statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)? as JobId,
+                    (row.get::<_, String>(1)?, row.get::<_, Option<i64>>(2)?),
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn recorded_attempts(&self) -> HashMap<JobId, u32> {
+        let mut statement = self.db.prepare("SELECT id, attempts FROM jobs").unwrap();
+        statement
+            .query_map([], |row| Ok((row.get::<_, i64>(0)? as JobId, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The promises, checked after every step.
+    fn check(&self) {
+        let states = self.states();
+        let finishing: HashSet<JobId> = self
+            .in_flight
+            .iter()
+            .flat_map(|commit| match &commit.then {
+                Pending::Results { finishing, .. }
+                | Pending::Lost { finishing, .. }
+                | Pending::Cancel { finishing } => finishing.clone(),
+                _ => Vec::new(),
+            })
+            .map(|(job, _)| job)
+            .collect();
+        for (id, (state, _)) in &states {
+            let live = self.book.jobs.get(id);
+            match state.as_str() {
+                "pending" => assert!(
+                    live.is_some(),
+                    "job {id} is pending on disk but not in the book"
+                ),
+                terminal => assert!(
+                    live.is_none(),
+                    "job {id} is {terminal} on disk but back in the book as {:?}",
+                    live.map(|job| job.phase)
+                ),
+            }
+        }
+        for (id, job) in &self.book.jobs {
+            assert_eq!(
+                states.get(id).map(|(state, _)| state.as_str()),
+                Some("pending"),
+                "job {id} is in the book but not pending on disk"
+            );
+            match job.phase {
+                Phase::Queued => assert!(
+                    self.queue.holds(*id) || self.book.held_back.contains(id),
+                    "job {id} is queued in the book but neither in line nor held back"
+                ),
+                Phase::Backoff => assert!(
+                    self.backoffs.contains(id),
+                    "job {id} waits out a backoff nobody will end"
+                ),
+                Phase::Running => {
+                    let lease = job.running.as_ref().map(|running| running.lease).unwrap();
+                    let holders: Vec<&Registration> = self
+                        .registrations
+                        .values()
+                        .filter(|registration| registration.held.get(&lease) == Some(id))
+                        .collect();
+                    assert_eq!(
+                        holders.len(),
+                        1,
+                        "job {id} runs as lease {lease}, held by {} registrations",
+                        holders.len()
+                    );
+                    let process = &self.processes[holders[0].process];
+                    assert!(
+                        process.running.contains_key(&lease) || process.outbox.contains_key(&lease),
+                        "job {id} runs as lease {lease} on a worker that neither runs it nor has its result"
+                    );
+                }
+                Phase::Finishing => assert!(
+                    finishing.contains(id),
+                    "job {id} is being written but no write is in flight"
+                ),
+            }
+        }
+        for (batch, counts) in &self.book.batches {
+            let mut expected = (0, 0, 0, 0, 0, 0);
+            for job in self.book.jobs.values() {
+                if job.batch == *batch {
+                    if job.phase.waiting() {
+                        expected.0 += 1;
+                    } else {
+                        expected.1 += 1;
+                    }
+                }
+            }
+            let mut statement = self
+                .db
+                .prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE batch = ?1 GROUP BY state")
+                .unwrap();
+            let rows: Vec<(String, u64)> = statement
+                .query_map([*batch as i64], |row| {
+                    Ok((row.get(0)?, row.get::<_, i64>(1)? as u64))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for (state, count) in rows {
+                expected.5 += count;
+                match state.as_str() {
+                    "succeeded" => expected.2 += count,
+                    "failed" => expected.3 += count,
+                    "cancelled" => expected.4 += count,
+                    _ => {}
+                }
+            }
+            let actual = (
+                counts.pending,
+                counts.running,
+                counts.succeeded,
+                counts.failed,
+                counts.cancelled,
+                counts.total,
+            );
+            assert_eq!(
+                actual, expected,
+                "batch {batch}'s counts (pending, running, succeeded, failed, cancelled, total)"
+            );
+        }
+    }
+
+    /// Heals every fault and runs everything to its end: every job must finish.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let before = self.progress_marker();
+            self.complete_commit(true);
+            self.answer_read();
+            self.grace_over();
+            if let Some(job) = self.backoffs.pop_front() {
+                let effects = self.book.backoff_over(job);
+                self.carry_out(effects);
+            }
+            for process in 0..WORKERS {
+                if self.processes[process].registration.is_none() {
+                    self.register(process);
+                }
+                self.step(&Step::Assign { worker: process });
+                let leases: Vec<Lease> = self.processes[process].running.keys().copied().collect();
+                for lease in leases {
+                    self.end(process, lease, Outcome::Succeeded);
+                }
+                self.report(process);
+            }
+            while let Some(old) = self
+                .registrations
+                .iter()
+                .find(|(id, registration)| {
+                    self.processes[registration.process].registration != Some(**id)
+                })
+                .map(|(id, _)| *id)
+            {
+                self.lose(old);
+            }
+            self.check();
+            if self.progress_marker() == before
+                && self.in_flight.is_empty()
+                && self.reads.is_empty()
+            {
+                break;
+            }
+        }
+        let unfinished: Vec<JobId> = self.book.jobs.keys().copied().collect();
+        assert!(unfinished.is_empty(), "jobs never finished: {unfinished:?}");
+        assert!(
+            self.processes
+                .iter()
+                .all(|process| process.outbox.is_empty()),
+            "results never acknowledged"
+        );
+    }
+
+    fn progress_marker(&self) -> (usize, usize, usize) {
+        (
+            self.book.jobs.len(),
+            self.queue.len(),
+            self.processes
+                .iter()
+                .map(|process| process.outbox.len() + process.running.len())
+                .sum(),
+        )
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("DROVER_MODEL_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(2_000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_ledger_keeps_its_promises_through_any_sequence_of_events(
+        steps in prop::collection::vec(step(), 1..80)
+    ) {
+        let mut world = World::new();
+        for step in &steps {
+            world.step(step);
+            world.check();
+        }
+        world.settle();
+    }
+}

@@ -154,6 +154,14 @@ impl Cluster {
         child.wait().unwrap();
     }
 
+    /// Stops the coordinator with SIGTERM and waits for it to exit.
+    pub fn terminate_coordinator(&mut self) -> std::process::ExitStatus {
+        let mut child = self.coordinator.take().expect("coordinator running");
+        // SAFETY: kill(2) on a child process we started; no memory is involved.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        child.wait().unwrap()
+    }
+
     /// Kills the coordinator with SIGKILL, leaves it down for `down`, and starts it again on
     /// the same ledger and address.
     pub async fn restart_coordinator(&mut self, down: Duration) {

@@ -99,8 +99,17 @@ impl SqliteStore {
         }
         let mut writer =
             Connection::open(&path).map_err(|error| refuse(schema::describe(&error)))?;
+        // Nothing is written before the file is known to be a ledger this drover can read.
+        let found = schema::inspect(&writer, &path)?;
+        if found == schema::Found::New {
+            return Err(refuse(
+                "it is a database with no tables, not a ledger; move it away to start a new \
+                 ledger"
+                    .into(),
+            ));
+        }
         configure(&writer).map_err(|error| refuse(schema::describe(&error)))?;
-        schema::prepare(&mut writer, &path)?;
+        schema::migrate(&mut writer, &path, found)?;
         let replay = replay(&mut writer).map_err(|error| match error {
             StoreError::Database(_) => refuse(format!("cannot read it back: {error}")),
             other => refuse(other.to_string()),

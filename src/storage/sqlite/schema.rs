@@ -92,40 +92,62 @@ const TABLES: [(&str, &[&str]); 4] = [
     ("attempts", &["job", "attempt", "worker", "outcome"]),
 ];
 
-/// Brings the ledger at `path` to [`SCHEMA_VERSION`]: creates the tables of a new one, migrates
-/// an older one, refuses a newer or a damaged one. Returns the version it found.
-pub fn prepare(conn: &mut Connection, path: &Path) -> Result<i64, StoreError> {
+/// What an opened file turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// An empty database: a new ledger is made in it.
+    New,
+    /// A whole ledger of this schema version (0: from before versions).
+    Ledger(i64),
+}
+
+/// Looks at the file at `path` without changing it: a new database, or a whole drover ledger of
+/// this or an earlier version. Anything else (a newer ledger, another program's database, a
+/// damaged file) is refused with what is wrong.
+pub fn inspect(conn: &Connection, path: &Path) -> Result<Found, StoreError> {
     let refuse = |reason: String| StoreError::Open {
         path: path.to_path_buf(),
         reason,
     };
-    let found: i64 = conn
+    let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|error| refuse(describe(&error)))?;
-    if found > SCHEMA_VERSION {
+    if version > SCHEMA_VERSION {
         return Err(refuse(format!(
-            "it was written by a newer drover (ledger schema version {found}); this drover \
+            "it was written by a newer drover (ledger schema version {version}); this drover \
              reads versions up to {SCHEMA_VERSION}. Run the newer drover, or upgrade this one"
         )));
     }
-    if found < 0 {
+    if version < 0 {
         return Err(refuse(format!(
-            "its schema version {found} is not one drover writes; is it a drover ledger?"
+            "its schema version {version} is not one drover writes; is it a drover ledger?"
         )));
     }
-    let unversioned = found == 0 && has_tables(conn).map_err(|error| refuse(describe(&error)))?;
-    if unversioned {
-        // From before versions: it must be a whole ledger of that time, not some other file.
-        check_tables(conn).map_err(refuse)?;
+    if version == 0 && !has_tables(conn).map_err(|error| refuse(describe(&error)))? {
+        return Ok(Found::New);
     }
-    if found == SCHEMA_VERSION {
-        check_tables(conn).map_err(refuse)?;
-        return Ok(found);
+    check_tables(conn).map_err(refuse)?;
+    Ok(Found::Ledger(version))
+}
+
+/// Brings what [`inspect`] found to [`SCHEMA_VERSION`]: the migrations after its version, in
+/// one transaction, so an upgrade happens whole or not at all.
+pub fn migrate(conn: &mut Connection, path: &Path, found: Found) -> Result<(), StoreError> {
+    let refuse = |reason: String| StoreError::Open {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let from = match found {
+        Found::New => 0,
+        Found::Ledger(version) => version,
+    };
+    if from == SCHEMA_VERSION {
+        return Ok(());
     }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|error| refuse(describe(&error)))?;
-    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > found) {
+    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > from) {
         tx.execute_batch(sql).map_err(|error| {
             refuse(format!(
                 "migration to schema version {version} failed, nothing was changed: {}",
@@ -136,16 +158,21 @@ pub fn prepare(conn: &mut Connection, path: &Path) -> Result<i64, StoreError> {
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|error| refuse(describe(&error)))?;
     tx.commit().map_err(|error| refuse(describe(&error)))?;
-    if found > 0 || unversioned {
+    if found != Found::New {
         tracing::info!(
             path = %path.display(),
-            from = found,
+            from,
             to = SCHEMA_VERSION,
             "ledger schema migrated"
         );
     }
-    check_tables(conn).map_err(refuse)?;
-    Ok(found)
+    check_tables(conn).map_err(refuse)
+}
+
+/// Inspects and migrates in one step: for a connection that is new or known to be a ledger.
+pub fn prepare(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found = inspect(conn, path)?;
+    migrate(conn, path, found)
 }
 
 fn has_tables(conn: &Connection) -> rusqlite::Result<bool> {
@@ -199,5 +226,96 @@ pub fn describe(error: &rusqlite::Error) -> String {
             format!("it cannot be written ({error}); check the permissions of the file and its directory")
         }
         _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    fn columns(conn: &Connection, table: &str) -> Vec<String> {
+        let mut statement = conn
+            .prepare(&format!("PRAGMA table_info({table})"))
+            .unwrap();
+        statement
+            .query_map([], |row| row.get(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_ledger_gets_every_table_at_this_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(inspect(&conn, Path::new("new")).unwrap(), Found::New);
+        prepare(&mut conn, Path::new("new")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        assert!(columns(&conn, "jobs").contains(&"spec_format".to_string()));
+        assert_eq!(
+            inspect(&conn, Path::new("new")).unwrap(),
+            Found::Ledger(SCHEMA_VERSION)
+        );
+    }
+
+    #[test]
+    fn an_unversioned_ledger_is_migrated_keeping_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO jobs (id, batch, spec, state, queued_at_ms) VALUES (1, 1, x'00', 'pending', 5)",
+        )
+        .unwrap();
+        assert_eq!(inspect(&conn, Path::new("old")).unwrap(), Found::Ledger(0));
+        prepare(&mut conn, Path::new("old")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        let format: i64 = conn
+            .query_row("SELECT spec_format FROM jobs WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(format, 1, "specs written before formats are format 1");
+    }
+
+    #[test]
+    fn a_migration_that_fails_changes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        // Someone added the column by hand: migration 2 cannot add it again.
+        conn.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN spec_format INTEGER; CREATE TABLE extra (x);",
+        )
+        .unwrap();
+        let error = prepare(&mut conn, Path::new("odd"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("migration to schema version 2 failed, nothing was changed"),
+            "{error}"
+        );
+        assert_eq!(version(&conn), 0);
+        assert!(columns(&conn, "extra").contains(&"x".to_string()));
+    }
+
+    #[test]
+    fn newer_and_foreign_databases_are_refused_unchanged() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE notes (text TEXT);")
+            .unwrap();
+        let error = inspect(&conn, Path::new("foreign"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no table \"meta\""), "{error}");
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let error = inspect(&conn, Path::new("newer")).unwrap_err().to_string();
+        assert!(
+            error.contains("newer drover") && error.contains("newer"),
+            "{error}"
+        );
     }
 }

@@ -1,0 +1,284 @@
+//! The ledger file across versions and mishaps: a ledger written by the release before versions
+//! opens, migrates and goes on; a newer, damaged or foreign file is refused, named, and left as
+//! it was; a coordinator stopped with SIGTERM leaves its ledger closed and tidy.
+
+mod common;
+
+use common::*;
+use drover::job::{JobSpec, JobState};
+use drover::storage::sqlite::LEDGER_FILE;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The release-before-versions ledger (see tests/fixtures/make-ledger-v0.sh).
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-v0.sqlite")
+}
+
+fn user_version(path: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_from_before_versions_opens_with_every_job_and_goes_on() {
+    let mut cluster = Cluster::new(&[]);
+    std::fs::create_dir_all(cluster.data_dir()).unwrap();
+    let ledger = cluster.data_dir().join(LEDGER_FILE);
+    std::fs::copy(fixture(), &ledger).unwrap();
+    assert_eq!(user_version(&ledger), 0);
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+
+    // Every batch with its counts.
+    let batches = client.batches().await.unwrap();
+    let counts: Vec<_> = batches
+        .iter()
+        .map(|batch| {
+            (
+                batch.id,
+                batch.name.as_str(),
+                batch.total,
+                batch.pending,
+                batch.succeeded,
+                batch.failed,
+                batch.cancelled,
+                batch.done,
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            (1, "finished", 8, 0, 5, 2, 1, true),
+            (2, "waiting", 6, 5, 0, 0, 1, false),
+        ]
+    );
+
+    // Every job with its state and record.
+    let jobs = client.jobs(None, None).await.unwrap();
+    let states: Vec<(u64, &str, JobState)> = jobs
+        .iter()
+        .map(|job| (job.id, job.name.as_deref().unwrap_or(""), job.state))
+        .collect();
+    use JobState::*;
+    assert_eq!(
+        states,
+        vec![
+            (1, "ok-1", Succeeded),
+            (2, "ok-2", Succeeded),
+            (3, "call-1", Succeeded),
+            (4, "with-output", Succeeded),
+            (5, "lost-once", Succeeded),
+            (6, "fails-twice", Failed),
+            (7, "fails-once", Failed),
+            (8, "never-placed", Cancelled),
+            (9, "waiting-1", Pending),
+            (10, "waiting-2", Pending),
+            (11, "waiting-3", Pending),
+            (12, "waiting-4", Pending),
+            (13, "waiting-5", Pending),
+            (14, "cancelled-while-waiting", Cancelled),
+        ]
+    );
+    let call = client.job(3).await.unwrap();
+    assert_eq!(call.output_tail.as_deref(), Some("called"));
+    let published = client.job(4).await.unwrap();
+    assert_eq!(published.outputs.len(), 1, "{published:?}");
+    assert!(published.outputs[0].url.ends_with("/part"));
+    let lost = client.job(5).await.unwrap();
+    assert_eq!((lost.attempts, lost.lost_attempts), (2, 1));
+    assert_eq!(lost.history[0].outcome, "lost");
+    let failed = client.job(6).await.unwrap();
+    assert_eq!(failed.attempts, 2);
+    assert_eq!(failed.exit_code, Some(3));
+    let outcomes: Vec<_> = failed.history.iter().map(|a| a.attempt).collect();
+    assert_eq!(outcomes, vec![1, 2]);
+    // The completion log of the finished batch, a line per job.
+    let log = cluster.cli(&["log", "--batch", "1"]);
+    assert!(log.status.success(), "{}", stderr_of(&log));
+    assert_eq!(stdout_of(&log).lines().count(), 8);
+
+    // The pending jobs run, and ids go on from where they were.
+    cluster.start_worker("upgraded", 2, &[]);
+    let waiting = wait_batch_done(&mut client, 2, Duration::from_secs(60)).await;
+    assert_eq!((waiting.succeeded, waiting.cancelled), (5, 1));
+    assert_eq!(
+        client.job(9).await.unwrap().output_tail.as_deref(),
+        Some("w-1")
+    );
+    let next = client
+        .submit("after", vec![JobSpec::call("noop", b"n".to_vec()); 2])
+        .await
+        .unwrap();
+    assert_eq!((next.batch, next.first_job), (3, 15));
+    wait_batch_done(&mut client, 3, Duration::from_secs(60)).await;
+
+    // The file is at today's version, and opens again as it is.
+    let status = cluster.terminate_coordinator();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(user_version(&ledger), 2);
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+    assert_eq!(client.batches().await.unwrap().len(), 3);
+    assert_eq!(client.jobs(None, None).await.unwrap().len(), 16);
+    assert!(cluster.coordinator_log().contains("ledger schema migrated"));
+}
+
+/// Starts a coordinator on `data_dir` that must refuse to start; returns what it said.
+fn refused_start(data_dir: &Path) -> String {
+    let output = Command::new(COORDINATOR)
+        .args(["--listen", "127.0.0.1:0", "--http", "off", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("DROVER_TOKEN")
+        .env_remove("DROVER_WORKER_TOKEN")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let said = stderr_of(&output);
+    assert!(!output.status.success(), "it started: {said}");
+    assert!(!said.contains("panicked"), "{said}");
+    said
+}
+
+/// Puts `bytes` where a ledger goes, for a refusal test.
+fn ledger_of(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join(LEDGER_FILE);
+    std::fs::write(&ledger, bytes).unwrap();
+    (dir, ledger)
+}
+
+#[test]
+fn a_ledger_from_a_newer_drover_is_refused_naming_both_versions() {
+    let mut newer = std::fs::read(fixture()).unwrap();
+    // user_version lives in the database header, at byte 60.
+    newer[60..64].copy_from_slice(&7i32.to_be_bytes());
+    let (dir, ledger) = ledger_of(&newer);
+    let said = refused_start(dir.path());
+    assert!(said.contains(&ledger.display().to_string()), "{said}");
+    assert!(said.contains("schema version 7"), "{said}");
+    assert!(said.contains("up to 2"), "{said}");
+    assert!(std::fs::read(&ledger).unwrap() == newer, "left as it was");
+}
+
+#[test]
+fn damaged_and_foreign_ledgers_are_refused_and_left_as_they_were() {
+    let whole = std::fs::read(fixture()).unwrap();
+    let junk = b"these are not the bytes of a database; ".repeat(200);
+    let foreign_bytes = {
+        let path = tempfile::NamedTempFile::new().unwrap();
+        let conn = rusqlite::Connection::open(path.path()).unwrap();
+        conn.execute_batch("CREATE TABLE jobs (id INTEGER PRIMARY KEY, spec BLOB);")
+            .unwrap();
+        drop(conn);
+        std::fs::read(path.path()).unwrap()
+    };
+    let without_attempts = {
+        let path = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(path.path(), &whole).unwrap();
+        let conn = rusqlite::Connection::open(path.path()).unwrap();
+        conn.execute_batch("DROP TABLE attempts;").unwrap();
+        drop(conn);
+        std::fs::read(path.path()).unwrap()
+    };
+    for (what, bytes, expected) in [
+        ("not a database", junk.clone(), "not an SQLite database"),
+        ("truncated", whole[..whole.len() / 2].to_vec(), "damaged"),
+        ("empty", Vec::new(), "empty (0 bytes)"),
+        (
+            "another program's database",
+            foreign_bytes,
+            "no table \"meta\"",
+        ),
+        ("missing a table", without_attempts, "no table \"attempts\""),
+    ] {
+        let (dir, ledger) = ledger_of(&bytes);
+        let said = refused_start(dir.path());
+        assert!(
+            said.contains(&ledger.display().to_string()),
+            "{what}: the message names the file: {said}"
+        );
+        assert!(said.contains(expected), "{what}: {said}");
+        assert!(
+            std::fs::read(&ledger).unwrap() == bytes,
+            "{what}: the file is left as it was"
+        );
+    }
+}
+
+#[test]
+fn a_data_directory_that_cannot_be_made_or_written_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let below_a_file = file.join("data");
+    let said = refused_start(&below_a_file);
+    assert!(said.contains(&below_a_file.display().to_string()), "{said}");
+    assert!(said.contains("cannot create its directory"), "{said}");
+
+    // A read-only file system (root ignores permission bits, so a mount is the real test).
+    let data = dir.path().join("read-only");
+    let Some(_tmpfs) = mount_tmpfs(&data, "1m") else {
+        return;
+    };
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+    let said = refused_start(&data);
+    assert!(said.contains(&data.display().to_string()), "{said}");
+    assert!(said.contains("cannot"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_the_ledger_after_its_last_commit_with_no_log_left() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w", 4, &[]);
+    let mut client = cluster.client().await;
+    let done = client
+        .submit("done", vec![JobSpec::call("noop", b"x".to_vec()); 50])
+        .await
+        .unwrap();
+    wait_batch_done(&mut client, done.batch, Duration::from_secs(60)).await;
+    // Jobs still running when it stops: their results may still be arriving.
+    let running = client
+        .submit("running", vec![JobSpec::call("sleep", b"300".to_vec()); 8])
+        .await
+        .unwrap();
+    let ledger = cluster.data_dir().join(LEDGER_FILE);
+    let wal = cluster.data_dir().join(format!("{LEDGER_FILE}-wal"));
+    assert!(wal.exists(), "a running ledger writes ahead");
+    let status = cluster.terminate_coordinator();
+    assert!(
+        status.success(),
+        "{status:?}: {}",
+        cluster.coordinator_log()
+    );
+    assert!(
+        !wal.exists(),
+        "the write-ahead log is folded in and removed"
+    );
+    assert!(cluster.coordinator_log().contains("ledger closed"));
+
+    // Everything acknowledged is in the file itself.
+    let conn = rusqlite::Connection::open(&ledger).unwrap();
+    let (succeeded, pending): (i64, i64) = conn
+        .query_row(
+            "SELECT SUM(state = 'succeeded'), SUM(batch = ?1) FROM jobs",
+            [running.batch as i64],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert!(succeeded >= 50, "{succeeded}");
+    assert_eq!(pending, 8);
+    drop(conn);
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+    let info = client.batch(done.batch).await.unwrap();
+    assert_eq!(info.succeeded, 50);
+}

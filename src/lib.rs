@@ -5,8 +5,9 @@
 //! - [`job`], [`status`]: the domain types (a job, its states, what clients are told).
 //! - [`net`]: the only code that knows bytes: protocol messages, the frame codec, authentication,
 //!   and the client side of the handshake.
-//! - [`storage`]: the journal (SQLite) behind the Ledger.
-//! - [`actors`]: the coordinator's four actors: Session, Registry, Scheduler, Ledger.
+//! - [`storage`]: the Ledger's store (an interface, and SQLite behind it), the workers' S3 client.
+//! - [`actors`]: the coordinator's four actors: Session, Registry, Scheduler, Ledger (whose state
+//!   and rules are a plain job book).
 //! - [`coordinator`]: starts the actors and accepts connections.
 //! - [`worker`]: the worker runtime (`drover-worker`, or a library for custom handlers).
 //! - [`client`]: the client library the CLI is built on.

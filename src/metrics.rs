@@ -1,8 +1,8 @@
 //! Prometheus metrics for `/metrics`.
 //!
-//! Counters and histograms are updated where the events happen (the Ledger, the journal thread);
-//! each update is an atomic add or an uncontended lock, so the hot path does not notice. Gauges
-//! of jobs and workers by state are set from a status snapshot when the page is scraped.
+//! Counters and histograms are updated where the events happen (the Ledger, the store's writer
+//! thread); each update is an atomic add or an uncontended lock, so the hot path does not notice.
+//! Gauges of jobs and workers by state are set from a status snapshot when the page is scraped.
 
 use crate::job::JobState;
 use crate::status::ClusterStatus;

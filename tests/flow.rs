@@ -147,6 +147,22 @@ async fn cli_json_follows_the_interface_contract() {
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("solo"), "{table}");
 
+    // Waited for, it is the same object with the batch's counts beside it.
+    let waited = cluster.cli(&["submit", path_str(&file), "--wait", "--json"]);
+    assert!(waited.status.success(), "{}", stderr_of(&waited));
+    let waited: serde_json::Value = serde_json::from_str(&stdout_of(&waited)).unwrap();
+    assert_eq!(waited["jobs"], 1, "{waited}");
+    assert!(
+        waited["batch"].as_u64().unwrap() > batch.parse().unwrap(),
+        "{waited}"
+    );
+    assert_eq!(waited["batch"], waited["id"], "{waited}");
+    assert_eq!(
+        (&waited["succeeded"], &waited["done"]),
+        (&1.into(), &true.into()),
+        "{waited}"
+    );
+
     let run = cluster.cli(&["run", "--", "sh", "-c", "echo ran; exit 7"]);
     assert_eq!(run.status.code(), Some(7), "{}", stderr_of(&run));
     assert_eq!(stdout_of(&run), "ran\n");

@@ -275,7 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             let info = wait_with_progress(&mut client, submitted.batch, *json).await?;
             if *json {
-                print_json(&info)?;
+                print_json(&waited_batch(&info)?)?;
             } else {
                 println!("{}", render::batch(&info));
             }
@@ -412,6 +412,17 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         } => local(file, *workers, *slots, data_dir.clone(), *json).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// A waited-for batch as `submit --wait --json` prints it: the contract's `{"batch", "jobs"}`,
+/// as without `--wait`, and the batch's counts beside them.
+fn waited_batch(info: &BatchInfo) -> anyhow::Result<serde_json::Value> {
+    let mut object = serde_json::to_value(info)?;
+    if let Some(fields) = object.as_object_mut() {
+        fields.insert("batch".into(), info.id.into());
+        fields.insert("jobs".into(), info.total.into());
+    }
+    Ok(object)
 }
 
 fn print_submitted(submitted: &Submitted, json: bool) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
-//! Read queries on the journal: jobs, their work orders and their attempt histories.
+//! Read queries on the ledger: jobs, their work orders and their attempt histories.
 //!
-//! These run on the journal's reader thread. The database knows no `running` state (running is
+//! These run on the store's reader thread. The database knows no `running` state (running is
 //! never written); the ledger overlays what it holds in memory for unfinished jobs.
 
 use crate::job::{BatchId, JobId, JobState, Lease};

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The tests, in one command on a fresh machine: installs what they need and is missing, then
+# runs `cargo test --locked` with any arguments given (`scripts/test.sh --test flow`, say).
+#
+# What it installs, once (the Debian packages need root):
+# - a C compiler, for the bundled SQLite and ring;
+# - Debian's Chromium and its WebDriver, for the dashboard test in a real browser;
+# - iproute2 and nftables, for the chaos suite's network hosts and link faults;
+# - s3s-fs, a real S3-compatible server for the S3 tests (a pinned release build, about 90 s:
+#   later versions need a newer rustc than this machine's).
+#
+# `scripts/test.sh --install-only` installs and runs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+  echo "== installing $*"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "installing Debian packages needs root: run as root, or: sudo apt-get install -y $*" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || missing+=(chromium chromium-driver)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install "${missing[@]}"
+fi
+
+if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+  echo "== installing s3s-fs"
+  cargo install --locked s3s-fs --version 0.14.1 --features binary
+fi
+
+if [ "${1:-}" = "--install-only" ]; then
+  exit 0
+fi
+exec cargo test --locked "$@"

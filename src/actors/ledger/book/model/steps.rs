@@ -1,0 +1,69 @@
+//! The events a run is made of, and how likely each is.
+
+use super::WORKERS;
+use proptest::prelude::*;
+
+/// One step of a run.
+#[derive(Debug, Clone)]
+pub(super) enum Step {
+    /// A client submits `jobs` jobs of `max_attempts` each.
+    Submit { jobs: usize, max_attempts: u32 },
+    /// The Scheduler gives a worker the next job in line.
+    Assign { worker: usize },
+    /// A worker's attempt (the `pick`-th it runs) ends.
+    Finish {
+        worker: usize,
+        pick: usize,
+        success: bool,
+    },
+    /// A worker reports (or reports again) every result not yet acknowledged.
+    Report { worker: usize },
+    /// A worker sends a result it was told about already, again.
+    Duplicate { worker: usize, pick: usize },
+    /// A worker's connection breaks (the worker lives on, its attempts too).
+    Disconnect { worker: usize },
+    /// A worker registers again, carrying what it runs.
+    Reconnect { worker: usize },
+    /// An old registration of a worker that registered again is declared lost at last.
+    ExpireOld,
+    /// A worker process is killed: its attempts and unreported results are gone.
+    Kill { worker: usize },
+    /// The oldest commit ends, on disk or failed.
+    Commit { ok: bool },
+    /// The oldest read the book asked for is answered.
+    Read,
+    /// The oldest retry backoff ends.
+    BackoffOver,
+    /// A client cancels a job (or, with `whole`, its batch).
+    Cancel { pick: usize, whole: bool },
+    /// A client retries a batch's failed jobs.
+    Retry { pick: usize },
+    /// The coordinator is killed and restarted: the first `kept` commits in flight had reached
+    /// the disk, the rest had not.
+    Restart { kept: usize },
+    /// The reconnect grace after a restart ends.
+    GraceOver,
+}
+
+pub(super) fn step() -> impl Strategy<Value = Step> {
+    let worker = 0..WORKERS;
+    prop_oneof![
+        3 => (1..=3usize, 1..=3u32).prop_map(|(jobs, max_attempts)| Step::Submit { jobs, max_attempts }),
+        6 => worker.clone().prop_map(|worker| Step::Assign { worker }),
+        6 => (worker.clone(), 0..4usize, prop::bool::weighted(0.6))
+            .prop_map(|(worker, pick, success)| Step::Finish { worker, pick, success }),
+        5 => worker.clone().prop_map(|worker| Step::Report { worker }),
+        1 => (worker.clone(), 0..8usize).prop_map(|(worker, pick)| Step::Duplicate { worker, pick }),
+        1 => worker.clone().prop_map(|worker| Step::Disconnect { worker }),
+        2 => worker.clone().prop_map(|worker| Step::Reconnect { worker }),
+        1 => Just(Step::ExpireOld),
+        1 => worker.prop_map(|worker| Step::Kill { worker }),
+        8 => prop::bool::weighted(0.85).prop_map(|ok| Step::Commit { ok }),
+        2 => Just(Step::Read),
+        2 => Just(Step::BackoffOver),
+        1 => (0..8usize, any::<bool>()).prop_map(|(pick, whole)| Step::Cancel { pick, whole }),
+        1 => (0..4usize).prop_map(|pick| Step::Retry { pick }),
+        1 => (0..3usize).prop_map(|kept| Step::Restart { kept }),
+        1 => Just(Step::GraceOver),
+    ]
+}

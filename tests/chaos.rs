@@ -1,7 +1,8 @@
 //! The chaos suite: a coordinator and workers on hosts of their own (network namespaces joined by
 //! veth links), 10,000 jobs, and a seeded random sequence of faults while they run: workers
 //! killed and frozen, links cut without a FIN or RST and healed (some only after the worker was
-//! declared lost), lossy links, the coordinator killed and restarted.
+//! declared lost), lossy links, the coordinator killed and restarted, the coordinator frozen
+//! (no worker may be declared lost for its own stall).
 //!
 //! Afterwards the completion log, the ledger and the jobs' own outputs (each attempt appends the
 //! name of its scratch directory, which holds its number and lease, to `out/<job id>`) must
@@ -59,9 +60,12 @@ enum Fault {
     LossyLink,
     /// SIGKILL the coordinator, start it again on the same ledger.
     RestartCoordinator,
+    /// SIGSTOP the coordinator for up to twice the heartbeat timeout, then SIGCONT: no worker
+    /// may be declared lost for the coordinator's own stall.
+    FreezeCoordinator,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::KillWorker,
     Fault::FreezeWorker,
     Fault::LinkDown,
@@ -69,6 +73,7 @@ const FAULTS: [Fault; 7] = [
     Fault::HealAfterLost,
     Fault::LossyLink,
     Fault::RestartCoordinator,
+    Fault::FreezeCoordinator,
 ];
 
 impl Fault {
@@ -81,6 +86,7 @@ impl Fault {
             Fault::HealAfterLost => "link healed after the worker was declared lost",
             Fault::LossyLink => "lossy link (nftables numgen drop)",
             Fault::RestartCoordinator => "coordinator killed (SIGKILL) and restarted",
+            Fault::FreezeCoordinator => "coordinator frozen (SIGSTOP) and thawed",
         }
     }
 }
@@ -307,6 +313,31 @@ impl Chaos {
                 let pause = uniform(rng, 0.2, 3.0);
                 self.say(&format!("SIGKILL the coordinator, restart in {pause:.1?}"));
                 self.cluster.restart_coordinator(pause).await;
+            }
+            Fault::FreezeCoordinator => {
+                let hold = uniform(rng, 0.5, 2.0 * timeout);
+                self.say(&format!("SIGSTOP the coordinator for {hold:.1?}"));
+                let since = now_ms();
+                self.cluster.signal_coordinator(libc::SIGSTOP);
+                tokio::time::sleep(hold).await;
+                self.cluster.signal_coordinator(libc::SIGCONT);
+                // A whole heartbeat timeout after the thaw, nobody may have been lost for it.
+                tokio::time::sleep(HEARTBEAT_TIMEOUT + Duration::from_millis(500)).await;
+                let workers = wait_for(
+                    Duration::from_secs(30),
+                    "the thawed coordinator to answer",
+                    || async { self.workers().await },
+                )
+                .await;
+                let lost: Vec<&str> = workers
+                    .iter()
+                    .filter(|worker| worker.gone_at_ms.is_some_and(|at| at >= since))
+                    .map(|worker| worker.name.as_str())
+                    .collect();
+                assert!(
+                    lost.is_empty(),
+                    "workers declared lost for the coordinator's own stall: {lost:?}"
+                );
             }
         }
     }

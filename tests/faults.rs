@@ -163,6 +163,55 @@ async fn a_frozen_workers_jobs_move_after_the_timeout_and_its_late_result_is_not
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_coordinator_loses_no_worker_and_runs_nothing_twice() {
+    let mut cluster = Cluster::start(&["--heartbeat-timeout", "2s"]).await;
+    for name in ["a", "b", "c", "d"] {
+        cluster.start_worker(name, 2, &[]);
+    }
+    cluster.wait_for_workers(4).await;
+    let mut client = cluster.client().await;
+    let lines: Vec<String> = (0..8).map(|_| recording_job(8.0)).collect();
+    let submitted = client
+        .submit("long", drover::jobfile::parse(&lines.join("\n")).unwrap())
+        .await
+        .unwrap();
+    let ids: Vec<u64> = (submitted.first_job..submitted.first_job + 8).collect();
+    for id in &ids {
+        wait_running(&mut client, *id, Duration::from_secs(30)).await;
+    }
+    // Every slot busy, the coordinator frozen for three heartbeat timeouts: the workers'
+    // heartbeats wait unread in its sockets meanwhile.
+    cluster.signal_coordinator(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.signal_coordinator(libc::SIGCONT);
+
+    let mut client = cluster.client().await;
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(60)).await;
+    assert_eq!(info.succeeded, 8, "{info:?}");
+    for id in &ids {
+        assert_eq!(
+            cluster.runs_of(*id),
+            1,
+            "job {id} ran again after the freeze"
+        );
+        let job = client.job(*id).await.unwrap();
+        assert_eq!(
+            (job.attempts, job.lost_attempts),
+            (1, 0),
+            "job {id}: {job:?}"
+        );
+    }
+    let workers = client.workers().await.unwrap();
+    assert!(
+        workers.iter().all(|worker| worker.gone_at_ms.is_none()),
+        "no worker was lost: {workers:?}"
+    );
+    let log = cluster.coordinator_log();
+    assert!(!log.contains("worker lost"), "{log}");
+    assert!(log.contains("the coordinator stalled"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_killed_mid_batch_loses_nothing_and_records_nothing_twice() {
     let mut cluster = Cluster::start(&[]).await;
     cluster.start_worker("a", 4, &[]);

@@ -21,7 +21,8 @@ use std::time::Duration;
 /// timeout passes.
 const LIVENESS_SWEEP: Duration = Duration::from_millis(25);
 
-/// A sweep this long after the previous one means the event loop was blocked.
+/// A sweep this long after the previous one means the coordinator itself stalled (paused,
+/// swapped out, starved of CPU).
 const LATE_SWEEP: Duration = Duration::from_millis(250);
 
 /// Workers that went away, kept for the status views (the newest this many, for this long).
@@ -94,6 +95,9 @@ pub struct Registry {
     directory: WorkerDirectory,
     heartbeat_timeout: Duration,
     last_sweep_ms: u64,
+    /// When the coordinator last came back from a stall of its own: silence is counted from
+    /// here at the earliest, so a worker is judged only on what was read since.
+    resumed_at_ms: u64,
     next_worker: WorkerId,
     workers: BTreeMap<WorkerId, WorkerEntry>,
     /// Recently gone workers as they were last seen, newest first.
@@ -113,6 +117,7 @@ impl Registry {
             directory,
             heartbeat_timeout,
             last_sweep_ms: now_ms(),
+            resumed_at_ms: 0,
             next_worker: 1,
             workers: BTreeMap::new(),
             gone: VecDeque::new(),
@@ -166,9 +171,20 @@ impl Registry {
         let since_last = now.saturating_sub(self.last_sweep_ms);
         self.last_sweep_ms = now;
         if since_last > LATE_SWEEP.as_millis() as u64 {
-            // The coordinator's thread was busy: heartbeats may be waiting unread in the
-            // sockets. Let the sessions read them before anyone is judged silent.
-            tracing::debug!(late_ms = since_last, "liveness sweep ran late, deferring");
+            // The coordinator stalled: heartbeats sent meanwhile wait unread in the sockets,
+            // and the sweeps it missed now come back to back. Every worker gets a whole
+            // heartbeat timeout from now to be heard, so the coordinator's own stall never
+            // makes a worker lost.
+            self.resumed_at_ms = now;
+            let level_ms = self.heartbeat_timeout.as_millis() as u64 / 2;
+            if since_last > level_ms {
+                tracing::warn!(
+                    stalled_ms = since_last,
+                    "the coordinator stalled; workers are judged on what is heard from now on"
+                );
+            } else {
+                tracing::debug!(stalled_ms = since_last, "liveness sweep ran late");
+            }
             return;
         }
         let forget_before = now.saturating_sub(GONE_FOR.as_millis() as u64);
@@ -184,7 +200,11 @@ impl Registry {
             .workers
             .iter()
             .filter_map(|(id, entry)| {
-                let silent_ms = now.saturating_sub(entry.last_seen.load(Ordering::Relaxed));
+                let heard_ms = entry
+                    .last_seen
+                    .load(Ordering::Relaxed)
+                    .max(self.resumed_at_ms);
+                let silent_ms = now.saturating_sub(heard_ms);
                 (silent_ms > timeout_ms).then_some((*id, silent_ms))
             })
             .collect();

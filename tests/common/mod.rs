@@ -154,6 +154,13 @@ impl Cluster {
         child.wait().unwrap();
     }
 
+    /// Sends a signal to the coordinator (SIGSTOP to freeze it, SIGCONT to thaw it).
+    pub fn signal_coordinator(&self, signal: i32) {
+        let pid = self.coordinator_pid() as i32;
+        // SAFETY: kill(2) on a child process we started; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
     /// Stops the coordinator with SIGTERM and waits for it to exit.
     pub fn terminate_coordinator(&mut self) -> std::process::ExitStatus {
         let mut child = self.coordinator.take().expect("coordinator running");

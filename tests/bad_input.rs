@@ -463,3 +463,68 @@ async fn a_client_piling_up_requests_is_cut_off() {
     let mut client = cluster.client().await;
     assert_eq!(client.batch(batch).await.unwrap().pending, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_outputs_are_shown_escaped_and_clipped_and_json_stays_exact() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w", 2, &[]);
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    let mut retitle = JobSpec::exec(["printf", "%s", &format!("{hostile}done\r\nmore\n")]);
+    retitle.name = Some(hostile.to_string());
+    let mut wide = JobSpec::call("noop", b"x".to_vec());
+    wide.name = Some("n".repeat(30_000));
+    let mut formula = JobSpec::exec(["sh", "-c", "exit 3"]);
+    formula.name = Some("=HYPERLINK(\"http://evil.example\")".into());
+    formula.max_attempts = 1;
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit("hostile\r\nbatch", vec![retitle, wide, formula])
+        .await
+        .unwrap();
+    wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    let batch = submitted.batch.to_string();
+    let first = submitted.first_job.to_string();
+
+    let readable = |args: &[&str]| {
+        let output = cluster.cli(args);
+        assert!(output.status.success(), "{args:?}: {}", stderr_of(&output));
+        let shown = stdout_of(&output);
+        let start: String = shown.chars().take(400).collect();
+        assert!(
+            !shown.contains(['\u{1b}', '\u{7}', '\r']),
+            "{args:?} printed raw control characters: {start:?}"
+        );
+        shown
+    };
+    let table = readable(&["jobs", "--batch", &batch]);
+    assert!(table.contains("\\x1b]0;pwned\\x07"), "{table:.400}");
+    assert_eq!(table.lines().count(), 4, "one line per job: {table:.400}");
+    assert!(
+        table.lines().all(|line| line.chars().count() < 200),
+        "a long name does not widen the table: {table:.400}"
+    );
+    let job = readable(&["job", &first]);
+    assert!(job.contains("\\x1b]0;pwned\\x07\\x1b[2Jdone\\r"), "{job}");
+    assert!(
+        job.contains("    more"),
+        "lines of the output stay lines: {job}"
+    );
+    readable(&["batches"]);
+    readable(&["batch", &batch]);
+    readable(&["status"]);
+    readable(&["workers"]);
+
+    // JSON is exact.
+    let exact: serde_json::Value =
+        serde_json::from_str(&readable(&["job", &first, "--json"])).unwrap();
+    assert_eq!(exact["name"], hostile);
+
+    // A spreadsheet takes no formula from the completion log.
+    let csv = readable(&["log", "--batch", &batch, "--format", "csv"]);
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let names: Vec<String> = reader
+        .records()
+        .map(|record| record.unwrap()[2].to_string())
+        .collect();
+    assert_eq!(names[2], "'=HYPERLINK(\"http://evil.example\")", "{csv}");
+}

@@ -454,3 +454,46 @@ async fn without_a_token_changes_come_from_loopback_by_their_own_name_only() {
     assert_eq!(response.status, 201, "{response:?}");
     assert_eq!(client.batches().await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_early_ends_the_output_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w", 8, &[]);
+    let mut client = cluster.client().await;
+    // Five thousand lines of jobs, far more than a pipe holds.
+    let many = client
+        .submit(
+            "many",
+            vec![drover::job::JobSpec::call("noop", Vec::new()); 5000],
+        )
+        .await
+        .unwrap();
+    wait_batch_done(&mut client, many.batch, Duration::from_secs(60)).await;
+    for args in [&["jobs"][..], &["jobs", "--json"], &["log", "--batch", "1"]] {
+        let mut child = std::process::Command::new(CLI)
+            .args(args)
+            .env("DROVER_COORDINATOR", &cluster.address)
+            .env_remove("DROVER_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Like `head`: read a little, then close the pipe.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut start = [0u8; 64];
+        stdout
+            .read_exact(&mut start)
+            .unwrap_or_else(|error| panic!("{args:?}: {error}"));
+        drop(stdout);
+        let output = child.wait_with_output().unwrap();
+        let said = stderr_of(&output);
+        assert!(!said.contains("panicked"), "{args:?}: {said}");
+        assert!(
+            output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {said}",
+            output.status
+        );
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod render;
+pub mod text;
 pub mod watch;
 
 use crate::client::{Client, Submitted};
@@ -199,6 +200,9 @@ pub fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Local { .. } | Command::Bench(_)) {
+        quiet_on_closed_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -216,6 +220,17 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("drover: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// A reader that stops early (`drover jobs | head`) ends the output the way it ends any Unix
+/// tool's: quietly, by SIGPIPE, rather than with a panic on the next write. (Not for `local` and
+/// `bench`, which have processes and a coordinator to stop first.)
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal before any thread is started;
+    // no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -1,11 +1,19 @@
-//! Human-readable output of the CLI: aligned tables and short durations.
+//! Human-readable output of the CLI: aligned tables and short durations. Text that comes from
+//! jobs and workers goes through [`super::text`] on its way out.
 
+use super::text;
 use crate::job::now_ms;
 use crate::status::{BatchInfo, ClusterStatus, JobInfo, Percentiles, WorkerInfo};
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Renders rows under headers, columns padded to their widest cell.
+/// Renders rows under headers, columns padded to their widest cell; each cell on one line,
+/// escaped and clipped ([`text::cell`]).
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| text::cell(cell)).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -142,7 +150,7 @@ pub fn batch(batch: &BatchInfo) -> String {
     let mut out = format!(
         "batch {} ({})\n  total      {}\n  pending    {}\n  running    {}\n  succeeded  {}\n  failed     {}\n  cancelled  {}\n  progress   {:.1}%{}\n  submitted  {}",
         batch.id,
-        batch.name,
+        text::line(&batch.name),
         batch.total,
         batch.pending,
         batch.running,
@@ -198,12 +206,15 @@ pub fn job(job: &JobInfo) -> String {
     let mut out = format!(
         "job {}{}\n  batch      {}\n  state      {}\n  attempts   {} ({} lost with their worker)\n  worker     {}\n  exit code  {}\n  duration   {}",
         job.id,
-        job.name.as_ref().map(|name| format!(" ({name})")).unwrap_or_default(),
+        job.name
+            .as_ref()
+            .map(|name| format!(" ({})", text::line(name)))
+            .unwrap_or_default(),
         job.batch,
         job.state,
         job.attempts,
         job.lost_attempts,
-        optional(job.worker.as_ref()),
+        optional(job.worker.as_deref().map(text::line)),
         optional(job.exit_code),
         optional(job.duration_ms.map(duration_ms)),
     );
@@ -215,7 +226,7 @@ pub fn job(job: &JobInfo) -> String {
         out.push_str(&format!("\n  finished   {}", time_ms(finished)));
     }
     if let Some(error) = &job.error {
-        out.push_str(&format!("\n  error      {error}"));
+        out.push_str(&format!("\n  error      {}", text::line(error)));
     }
     if job.duplicates > 0 {
         out.push_str(&format!(
@@ -229,21 +240,21 @@ pub fn job(job: &JobInfo) -> String {
             out.push_str(&format!(
                 "\n    #{} on {} at {}: {} after {}{}",
                 attempt.attempt,
-                attempt.worker,
+                text::line(&attempt.worker),
                 time_ms(attempt.started_at_ms),
                 attempt.outcome,
                 duration_ms(attempt.finished_at_ms.saturating_sub(attempt.started_at_ms)),
                 attempt
                     .error
                     .as_ref()
-                    .map(|error| format!(" ({error})"))
+                    .map(|error| format!(" ({})", text::line(error)))
                     .unwrap_or_default()
             ));
         }
     }
     if let Some(tail) = job.output_tail.as_ref().filter(|tail| !tail.is_empty()) {
         out.push_str("\n  output (tail):\n");
-        for line in tail.lines() {
+        for line in text::lines(tail).lines() {
             out.push_str("    ");
             out.push_str(line);
             out.push('\n');
@@ -365,13 +376,13 @@ pub fn status(status: &ClusterStatus) -> String {
         out.push_str(&format!(
             "\n\nlast failure: job {} on {} at {}: {}{}",
             failure.job,
-            failure.worker,
+            text::line(&failure.worker),
             time_ms(failure.at_ms),
             failure.outcome,
             failure
                 .error
                 .as_ref()
-                .map(|error| format!(" ({error})"))
+                .map(|error| format!(" ({})", text::line(error)))
                 .unwrap_or_default()
         ));
     }
@@ -418,7 +429,7 @@ pub fn first_lines(jobs: &[JobInfo]) -> String {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("job {}", job.id));
-            Some(format!("{label}: {said}"))
+            Some(format!("{}: {}", text::cell(&label), text::line(said)))
         })
         .collect();
     lines.join("\n")
@@ -443,14 +454,15 @@ pub fn csv_header() -> [&'static str; 13] {
     ]
 }
 
-/// The fields of [`csv_header`] for one job.
+/// The fields of [`csv_header`] for one job; text fields escaped and neutralised for
+/// spreadsheets.
 pub fn csv_record(job: &JobInfo) -> Vec<String> {
     vec![
         job.id.to_string(),
         job.batch.to_string(),
-        job.name.clone().unwrap_or_default(),
+        text::spreadsheet(text::line(job.name.as_deref().unwrap_or_default())),
         job.state.to_string(),
-        job.worker.clone().unwrap_or_default(),
+        text::spreadsheet(text::line(job.worker.as_deref().unwrap_or_default())),
         job.attempts.to_string(),
         job.lost_attempts.to_string(),
         job.queued_at_ms.to_string(),
@@ -464,7 +476,7 @@ pub fn csv_record(job: &JobInfo) -> Vec<String> {
         job.exit_code
             .map(|code| code.to_string())
             .unwrap_or_default(),
-        job.error.clone().unwrap_or_default(),
+        text::spreadsheet(text::line(job.error.as_deref().unwrap_or_default())),
     ]
 }
 

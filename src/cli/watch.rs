@@ -88,7 +88,7 @@ fn draw(frame: &Frame) -> String {
         Some(batch) => format!(
             "batch {} ({})  {} {:.1}%  {}/{} done, {} running, {} failed  {}  eta {}",
             batch.id,
-            batch.name,
+            super::text::cell(&batch.name),
             render::bar(batch.finished(), batch.total, 30),
             render::percent(batch),
             batch.finished(),

@@ -15,6 +15,9 @@ pub struct PendingJob {
     pub batch: BatchId,
     /// The number the next attempt will carry.
     pub attempt: u32,
+    /// Which of the job's turns in line this is: the Ledger takes a start only from its
+    /// latest (an older one may still be on its way when the job is queued again).
+    pub entry: u16,
     /// What it runs.
     pub spec: SpecBytes,
 }
@@ -24,6 +27,7 @@ pub struct PendingJob {
 struct Queued {
     job: JobId,
     attempt: u32,
+    entry: u16,
     spec: SpecBytes,
     /// When it was put in line: tells a job's latest entry from older ones.
     seq: u64,
@@ -126,6 +130,7 @@ impl PendingQueue {
         let queued = Queued {
             job: job.job,
             attempt: job.attempt,
+            entry: job.entry,
             spec: job.spec,
             seq,
         };
@@ -172,6 +177,7 @@ impl PendingQueue {
                         job: queued.job,
                         batch,
                         attempt: queued.attempt,
+                        entry: queued.entry,
                         spec: queued.spec,
                     };
                     found = Some((job, key.1.slots));
@@ -241,6 +247,7 @@ mod tests {
             job: id,
             batch,
             attempt: 1,
+            entry: 1,
             spec: SpecBytes::encode(&spec),
         }
     }

@@ -7,7 +7,7 @@
 //! attempt's start before its result or its loss.
 
 use crate::actors::ledger::{
-    AttemptsCarried, AttemptsStarted, Ledger, ResultsArrived, WorkerLost, WorkerRef,
+    AttemptsCarried, AttemptsStarted, Ledger, ResultsArrived, Started, WorkerLost, WorkerRef,
 };
 use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
@@ -146,7 +146,7 @@ impl Scheduler {
     /// Fills free slots, one job per worker per round so work spreads across the fleet.
     fn dispatch(&mut self) {
         let now = now_ms();
-        let mut assigned: HashMap<WorkerId, Vec<Assignment>> = HashMap::new();
+        let mut assigned: HashMap<WorkerId, Vec<(Assignment, u16)>> = HashMap::new();
         let order: Vec<WorkerId> = self
             .workers
             .range(self.next_first_worker..)
@@ -174,13 +174,17 @@ impl Scheduler {
                         since_ms: now,
                     },
                 );
-                assigned.entry(*worker).or_default().push(Assignment {
+                let assignment = Assignment {
                     lease,
                     job: job.job,
                     batch: job.batch,
                     attempt: job.attempt,
                     spec: job.spec,
-                });
+                };
+                assigned
+                    .entry(*worker)
+                    .or_default()
+                    .push((assignment, job.entry));
                 slots.free > 0
             });
         }
@@ -195,7 +199,12 @@ impl Scheduler {
             };
             let started = assignments
                 .iter()
-                .map(|assignment| (assignment.job, assignment.lease, assignment.attempt))
+                .map(|(assignment, entry)| Started {
+                    job: assignment.job,
+                    lease: assignment.lease,
+                    attempt: assignment.attempt,
+                    entry: *entry,
+                })
                 .collect::<Vec<_>>();
             self.ledger.do_send(AttemptsStarted {
                 worker: slots.worker_ref(worker),
@@ -204,7 +213,7 @@ impl Scheduler {
             // Specs can be large: keep each frame well below the size limit.
             let mut frame = Vec::new();
             let mut frame_bytes = 0;
-            for assignment in assignments {
+            for (assignment, _) in assignments {
                 let size = assignment.spec.as_bytes().len();
                 if !frame.is_empty() && frame_bytes + size > ASSIGN_FRAME_BYTES {
                     let full = std::mem::take(&mut frame);

@@ -13,7 +13,7 @@ pub mod error;
 mod requests;
 mod stats;
 
-pub use book::{WorkerRef, MAX_LOST_ATTEMPTS, MAX_SPEC_BYTES};
+pub use book::{Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_SPEC_BYTES};
 pub use error::{ErrorKind, LedgerError};
 pub use requests::{
     Cancel, GetBatch, GetJob, ListBatches, ListJobs, Retry, SubmitBatch, WaitBatch,
@@ -259,14 +259,14 @@ impl Handler<Committed> for Ledger {
     }
 }
 
-/// The Scheduler handed jobs to a worker: (job, lease, attempt number).
+/// The Scheduler handed jobs to a worker.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AttemptsStarted {
     /// The worker.
     pub worker: WorkerRef,
     /// The attempts.
-    pub started: Vec<(JobId, Lease, u32)>,
+    pub started: Vec<Started>,
 }
 
 impl Handler<AttemptsStarted> for Ledger {

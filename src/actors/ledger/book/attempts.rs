@@ -2,7 +2,7 @@
 //! jobs coming back from a backoff or the restart's grace.
 
 use super::{
-    pending_job, work_order, Book, Commit, Effects, Pending, Phase, RunningAttempt, WorkerRef,
+    line_up, work_order, Book, Commit, Effects, Pending, Phase, RunningAttempt, Started, WorkerRef,
     MAX_LOST_ATTEMPTS,
 };
 use crate::job::{CarriedAttempt, JobId, JobState, Lease};
@@ -10,31 +10,49 @@ use crate::status::FailureInfo;
 use crate::storage::store::{AttemptRow, Change};
 use std::sync::Arc;
 
+/// How far past the highest attempt number on record a carried attempt's may be and still take
+/// its job back: starts are not on disk, so a restart may have lost the last one or two.
+const TAKE_BACK_AHEAD: u32 = 2;
+
 impl Book {
-    /// The Scheduler handed jobs to a worker: (job, lease, attempt number). A job no longer
-    /// waiting for one (cancelled or finished meanwhile) has its attempt stopped.
+    /// The Scheduler handed jobs to a worker. Only a job's current turn in line may start it: a
+    /// start from an older turn (still on its way when the job was queued again), or for a job
+    /// no longer waiting (cancelled or finished meanwhile), is stopped.
     pub(crate) fn attempts_started(
         &mut self,
         worker: &WorkerRef,
-        started: &[(JobId, Lease, u32)],
+        started: &[Started],
         now: u64,
     ) -> Effects {
         let mut effects = Effects::none();
-        for &(id, lease, attempt) in started {
+        for started in started {
+            let id = started.job;
             let Some(job) = self.jobs.get_mut(&id) else {
-                effects.kill.push(lease);
+                effects.kill.push(started.lease);
                 continue;
             };
+            let spent_before = job.attempts;
             // Its number is spent all the same: the worker may start it before the kill arrives.
-            job.attempts = job.attempts.max(attempt);
-            if job.phase != Phase::Queued {
-                effects.kill.push(lease);
+            job.attempts = job.attempts.max(started.attempt);
+            let current = started.entry == job.queued_as;
+            if job.phase != Phase::Queued || !current {
+                if current {
+                    // The turn that left the line has arrived: its number is counted now.
+                    job.left_line = false;
+                }
+                effects.kill.push(started.lease);
+                continue;
+            }
+            if started.attempt <= spent_before {
+                // Its number was spent meanwhile by another attempt's word: it would repeat.
+                effects.kill.push(started.lease);
+                self.enqueue(id, &mut effects);
                 continue;
             }
             job.phase = Phase::Running;
             job.running = Some(Box::new(RunningAttempt {
-                lease,
-                attempt,
+                lease: started.lease,
+                attempt: started.attempt,
                 started_at_ms: now,
                 worker: worker.name.clone(),
             }));
@@ -42,7 +60,7 @@ impl Book {
             self.recount(batch, Phase::Queued, Phase::Running);
             if let Some(counts) = self.batches.get_mut(&batch) {
                 counts.started(now);
-                if attempt == 1 {
+                if started.attempt == 1 {
                     let wait_ms = now.saturating_sub(counts.submitted_at_ms);
                     self.stats.first_start(wait_ms);
                 }
@@ -68,6 +86,7 @@ impl Book {
                 attempt.lease,
                 attempt.attempt,
                 now,
+                now,
                 &worker.name,
             ) {
                 taken_back += 1;
@@ -81,7 +100,7 @@ impl Book {
                 Some(job) => {
                     // Its number is spent, whatever becomes of it; the first success still
                     // wins, whichever attempt it comes from.
-                    job.attempts = job.attempts.max(attempt.attempt);
+                    job.spend(attempt.attempt);
                     // The same attempt, reported by a new registration of its worker before the
                     // old one was declared lost: it runs there now.
                     if job.runs(attempt.lease) {
@@ -107,6 +126,7 @@ impl Book {
         lease: Lease,
         attempt: u32,
         started_at_ms: u64,
+        now: u64,
         worker: &Arc<str>,
     ) -> bool {
         // Asked for every result: the common case, nothing held back, costs no hashing.
@@ -116,7 +136,12 @@ impl Book {
         let Some(job) = self.jobs.get_mut(&id) else {
             return false;
         };
-        if job.phase != Phase::Queued || attempt < job.attempts {
+        // Its latest attempt, or one started while the coordinator was going down (whose start
+        // did not reach the disk): never one from further ahead than that.
+        if job.phase != Phase::Queued
+            || attempt < job.attempts
+            || attempt > job.attempts.saturating_add(TAKE_BACK_AHEAD)
+        {
             return false;
         }
         self.held_back.remove(&id);
@@ -131,7 +156,7 @@ impl Book {
         let batch = job.batch;
         self.recount(batch, Phase::Queued, Phase::Running);
         if let Some(counts) = self.batches.get_mut(&batch) {
-            counts.started(started_at_ms);
+            counts.started(now);
         }
         true
     }
@@ -182,7 +207,7 @@ impl Book {
             })));
             let batch = job.batch;
             if job.lost >= MAX_LOST_ATTEMPTS {
-                job.phase = Phase::Finishing;
+                job.begin_finishing();
                 let error = format!("lost with {} workers; last: {reason}", job.lost);
                 changes.push(work_order(
                     id,
@@ -236,8 +261,8 @@ impl Book {
         let mut release: Vec<_> = held
             .into_iter()
             .filter_map(|id| {
-                let job = self.jobs.get(&id)?;
-                (job.phase == Phase::Queued).then(|| pending_job(id, job))
+                let job = self.jobs.get_mut(&id)?;
+                (job.phase == Phase::Queued).then(|| line_up(id, job))
             })
             .collect();
         release.sort_by_key(|job| job.job);

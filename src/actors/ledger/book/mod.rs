@@ -68,6 +68,20 @@ pub struct WorkerRef {
     pub name: Arc<str>,
 }
 
+/// An attempt the Scheduler started: which turn in line of which job it took, under which lease
+/// and number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// The job.
+    pub job: JobId,
+    /// The attempt's lease.
+    pub lease: Lease,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// The job's turn in line it came from ([`PendingJob::entry`]).
+    pub entry: u16,
+}
+
 /// Where an unfinished job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -100,6 +114,10 @@ pub(crate) struct LiveJob {
     pub(crate) attempts: u32,
     pub(crate) failures: u32,
     pub(crate) lost: u32,
+    /// It was in line when it began finishing: its entry may have been handed to a worker.
+    pub(crate) left_line: bool,
+    /// Which of its turns in line is the current one (see [`PendingJob::entry`]).
+    pub(crate) queued_as: u16,
 }
 
 /// The attempt a job is on.
@@ -122,7 +140,15 @@ impl LiveJob {
             attempts,
             failures,
             lost,
+            left_line: false,
+            queued_as: 0,
         }
+    }
+
+    /// Its terminal state is being written from now on.
+    fn begin_finishing(&mut self) {
+        self.left_line = self.phase == Phase::Queued;
+        self.phase = Phase::Finishing;
     }
 
     /// True when `lease` is the attempt this job is on (or whose result is being recorded).
@@ -141,6 +167,15 @@ impl LiveJob {
         self.running
             .as_ref()
             .map(|running| running.worker.to_string())
+    }
+
+    /// Counts `number` as spent by an attempt this run did not start (carried through a
+    /// reconnect, or reported after one): at most one past the highest known, so a worker's
+    /// word can leave a gap in the numbers but never push them to the end.
+    fn spend(&mut self, number: u32) {
+        self.attempts = self
+            .attempts
+            .max(number.min(self.attempts.saturating_add(1)));
     }
 
     fn max_attempts(&self) -> u32 {
@@ -228,8 +263,8 @@ impl Book {
     pub(crate) fn start(&mut self, hold_back: bool) -> (Effects, bool) {
         let mut replayed: Vec<PendingJob> = self
             .jobs
-            .iter()
-            .map(|(id, job)| pending_job(*id, job))
+            .iter_mut()
+            .map(|(id, job)| line_up(*id, job))
             .collect();
         replayed.sort_by_key(|job| job.job);
         if hold_back {
@@ -412,6 +447,11 @@ impl Book {
             }
             job.phase = Phase::Queued;
             job.running = None;
+            // In line when it began finishing, its entry may have been handed to a worker
+            // already (the start still on its way here): that number must not be the next's too.
+            if std::mem::take(&mut job.left_line) {
+                job.attempts = job.attempts.saturating_add(1);
+            }
             let batch = job.batch;
             self.recount(batch, Phase::Finishing, Phase::Queued);
             self.enqueue(id, &mut effects);
@@ -426,8 +466,8 @@ impl Book {
         if !self.held_back.is_empty() && self.held_back.contains(&id) {
             return;
         }
-        if let Some(job) = self.jobs.get(&id) {
-            effects.enqueue.push(pending_job(id, job));
+        if let Some(job) = self.jobs.get_mut(&id) {
+            effects.enqueue.push(line_up(id, job));
         }
     }
 }
@@ -439,12 +479,15 @@ fn backoff(first: Duration, failures: u32) -> Duration {
     first.saturating_mul(1 << doublings).min(MAX_BACKOFF)
 }
 
-/// A live job as the Scheduler's queue takes it: its next attempt's number is the next unspent.
-fn pending_job(id: JobId, job: &LiveJob) -> PendingJob {
+/// A live job's next turn in line, as the Scheduler's queue takes it: its attempt's number is
+/// the next unspent, and the turn is the job's current one from now on.
+fn line_up(id: JobId, job: &mut LiveJob) -> PendingJob {
+    job.queued_as = job.queued_as.wrapping_add(1);
     PendingJob {
         job: id,
         batch: job.batch,
         attempt: job.attempts.saturating_add(1),
+        entry: job.queued_as,
         spec: job.spec.clone(),
     }
 }

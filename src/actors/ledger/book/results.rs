@@ -39,6 +39,7 @@ impl Book {
                 result.lease,
                 result.attempt,
                 result.started_at_ms,
+                now,
                 &worker.name,
             );
             let Some(job) = self.jobs.get_mut(&result.job) else {
@@ -51,9 +52,11 @@ impl Book {
                 }
                 continue;
             };
-            // Its number is spent, whatever the result.
-            job.attempts = job.attempts.max(result.attempt);
             let current = job.runs(result.lease);
+            if !job.runs_or_ran(result.lease) {
+                // Its number is spent, whatever the result.
+                job.spend(result.attempt);
+            }
             match result.outcome {
                 Outcome::Succeeded if job.phase != Phase::Finishing => {
                     // The first success wins, whichever attempt it comes from.
@@ -65,7 +68,7 @@ impl Book {
                         _ => {}
                     }
                     let before = job.phase;
-                    job.phase = Phase::Finishing;
+                    job.begin_finishing();
                     ran_ms.push(result.duration_ms);
                     job.running = Some(Box::new(RunningAttempt {
                         lease: result.lease,
@@ -124,7 +127,7 @@ impl Book {
                     let batch = job.batch;
                     let max_attempts = job.max_attempts();
                     if job.failures >= max_attempts {
-                        job.phase = Phase::Finishing;
+                        job.begin_finishing();
                         let error = format!(
                             "failed {} of {} attempts; last: {}",
                             job.failures,

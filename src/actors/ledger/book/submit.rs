@@ -1,8 +1,6 @@
 //! A client's changes: a batch submitted, jobs cancelled, failed jobs retried.
 
-use super::{
-    pending_job, Answer, BatchCounts, Book, Commit, Effects, LiveJob, Lookup, Pending, Phase,
-};
+use super::{line_up, Answer, BatchCounts, Book, Commit, Effects, LiveJob, Lookup, Pending, Phase};
 use crate::actors::ledger::error::LedgerError;
 use crate::job::{BatchId, CancelTarget, JobId, JobSpec, JobState, SpecBytes};
 use crate::status::Submitted;
@@ -102,8 +100,8 @@ impl Book {
         effects.enqueue.reserve(jobs.len());
         for (offset, (_name, spec)) in jobs.iter().enumerate() {
             let id = first_job + offset as u64;
-            let job = LiveJob::queued(spec.clone(), batch, 0, 0, 0);
-            effects.enqueue.push(pending_job(id, &job));
+            let mut job = LiveJob::queued(spec.clone(), batch, 0, 0, 0);
+            effects.enqueue.push(line_up(id, &mut job));
             self.jobs.insert(id, job);
         }
         tracing::info!(batch, %name, jobs = count, "batch queued");
@@ -169,7 +167,7 @@ impl Book {
                 Phase::Backoff | Phase::Finishing => {}
             }
             let before = job.phase;
-            job.phase = Phase::Finishing;
+            job.begin_finishing();
             changes.push(Change::Finish(Box::new(WorkOrder {
                 job: id,
                 state: JobState::Cancelled,
@@ -251,8 +249,8 @@ impl Book {
         for found in failed {
             // Failed on disk when read, and only this retry reopens it: it has left memory (a
             // failure being written then was written before the reopen, and told first).
-            let job = LiveJob::queued(found.spec, batch, found.attempts, 0, 0);
-            effects.enqueue.push(pending_job(found.id, &job));
+            let mut job = LiveJob::queued(found.spec, batch, found.attempts, 0, 0);
+            effects.enqueue.push(line_up(found.id, &mut job));
             self.jobs.insert(found.id, job);
         }
         let count = effects.enqueue.len() as u64;

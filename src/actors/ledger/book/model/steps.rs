@@ -8,8 +8,13 @@ use proptest::prelude::*;
 pub(super) enum Step {
     /// A client submits `jobs` jobs of `max_attempts` each.
     Submit { jobs: usize, max_attempts: u32 },
-    /// The Scheduler gives a worker the next job in line.
+    /// The Scheduler gives a worker the next job in line (its start goes to the Ledger).
     Assign { worker: usize },
+    /// The Scheduler reads the oldest message the Ledger sent it (jobs to queue, withdraw, kill).
+    SchedulerReads,
+    /// The Ledger reads the oldest message the Scheduler sent it (starts, results, losses,
+    /// carried attempts).
+    LedgerReads,
     /// A worker's attempt (the `pick`-th it runs) ends.
     Finish {
         worker: usize,
@@ -28,8 +33,10 @@ pub(super) enum Step {
     ExpireOld,
     /// A worker process is killed: its attempts and unreported results are gone.
     Kill { worker: usize },
-    /// The oldest commit ends, on disk or failed.
+    /// The oldest commit reaches the disk, or fails.
     Commit { ok: bool },
+    /// The oldest commit that ended is handed back to the book.
+    HandBack,
     /// The oldest read the book asked for is answered.
     Read,
     /// The oldest retry backoff ends.
@@ -50,6 +57,8 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => (1..=3usize, 1..=3u32).prop_map(|(jobs, max_attempts)| Step::Submit { jobs, max_attempts }),
         6 => worker.clone().prop_map(|worker| Step::Assign { worker }),
+        8 => Just(Step::SchedulerReads),
+        8 => Just(Step::LedgerReads),
         6 => (worker.clone(), 0..4usize, prop::bool::weighted(0.6))
             .prop_map(|(worker, pick, success)| Step::Finish { worker, pick, success }),
         5 => worker.clone().prop_map(|worker| Step::Report { worker }),
@@ -58,7 +67,8 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         2 => worker.clone().prop_map(|worker| Step::Reconnect { worker }),
         1 => Just(Step::ExpireOld),
         1 => worker.prop_map(|worker| Step::Kill { worker }),
-        8 => prop::bool::weighted(0.85).prop_map(|ok| Step::Commit { ok }),
+        6 => prop::bool::weighted(0.85).prop_map(|ok| Step::Commit { ok }),
+        6 => Just(Step::HandBack),
         2 => Just(Step::Read),
         2 => Just(Step::BackoffOver),
         1 => (0..8usize, any::<bool>()).prop_map(|(pick, whole)| Step::Cancel { pick, whole }),

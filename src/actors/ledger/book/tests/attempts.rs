@@ -7,7 +7,7 @@ fn a_success_is_recorded_once_on_disk_and_its_worker_told() {
     let mut book = book();
     let batch = submitted(&mut book, 1, 3);
     let w = worker(7);
-    let started = book.attempts_started(&w, &[(1, 100, 1)], T0);
+    let started = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);
     assert!(started.kill.is_empty());
     assert_eq!(counts(&book, batch.batch), (0, 1, 0, 0, 0));
 
@@ -32,7 +32,7 @@ fn a_success_whose_write_fails_puts_its_job_back_unanswered() {
     let mut book = book();
     submitted(&mut book, 1, 3);
     let w = worker(1);
-    let _ = book.attempts_started(&w, &[(1, 100, 1)], T0);
+    let _ = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);
     let effects = book.results(&w, &[result(1, 100, 1, Outcome::Succeeded)], T0);
     let after = commit(&mut book, effects, Err(disk_full()));
     assert!(after.notices.is_empty(), "the worker reports it again");
@@ -51,10 +51,10 @@ fn the_first_success_wins_whichever_attempt_and_the_current_one_is_stopped() {
     let mut book = book();
     submitted(&mut book, 1, 3);
     let (a, b) = (worker(1), worker(2));
-    let _ = book.attempts_started(&a, &[(1, 100, 1)], T0);
+    let _ = book.attempts_started(&a, &[started(&book, 1, 100, 1)], T0);
     let lost = book.worker_lost(&a.name, &[(1, 100)], "silent", T0);
     let _ = committed(&mut book, lost);
-    let _ = book.attempts_started(&b, &[(1, 200, 2)], T0);
+    let _ = book.attempts_started(&b, &[started(&book, 1, 200, 2)], T0);
     // The lost worker's attempt finished after all.
     let effects = book.results(&a, &[result(1, 100, 1, Outcome::Succeeded)], T0);
     assert_eq!(effects.kill, vec![200]);
@@ -75,7 +75,7 @@ fn failures_retry_with_doubling_backoff_then_fail_the_job() {
     let w = worker(1);
     for (attempt, wait_s) in [(1, 1), (2, 2)] {
         let lease = 100 + u64::from(attempt);
-        let _ = book.attempts_started(&w, &[(1, lease, attempt)], T0);
+        let _ = book.attempts_started(&w, &[started(&book, 1, lease, attempt)], T0);
         let effects = book.results(&w, &[result(1, lease, attempt, Outcome::Failed)], T0);
         assert_eq!(effects.retry_after, vec![(1, Duration::from_secs(wait_s))]);
         assert!(finish_states(&effects).is_empty());
@@ -90,7 +90,7 @@ fn failures_retry_with_doubling_backoff_then_fail_the_job() {
         let back = book.backoff_over(1);
         assert_eq!(back.enqueue[0].attempt, attempt + 1);
     }
-    let _ = book.attempts_started(&w, &[(1, 103, 3)], T0);
+    let _ = book.attempts_started(&w, &[started(&book, 1, 103, 3)], T0);
     let effects = book.results(&w, &[result(1, 103, 3, Outcome::TimedOut)], T0);
     assert_eq!(finish_states(&effects), vec![(1, JobState::Failed)]);
     let error = effects
@@ -116,10 +116,10 @@ fn a_failure_of_an_attempt_no_longer_current_changes_nothing() {
     let mut book = book();
     submitted(&mut book, 1, 3);
     let (a, b) = (worker(1), worker(2));
-    let _ = book.attempts_started(&a, &[(1, 100, 1)], T0);
+    let _ = book.attempts_started(&a, &[started(&book, 1, 100, 1)], T0);
     let lost = book.worker_lost(&a.name, &[(1, 100)], "silent", T0);
     let _ = committed(&mut book, lost);
-    let _ = book.attempts_started(&b, &[(1, 200, 2)], T0);
+    let _ = book.attempts_started(&b, &[started(&book, 1, 200, 2)], T0);
     let effects = book.results(&a, &[result(1, 100, 1, Outcome::Failed)], T0);
     assert!(effects.commit.is_none());
     assert_eq!(effects.notices, vec![(1, Notice::Acked(vec![100]))]);
@@ -131,7 +131,11 @@ fn a_success_for_a_finished_job_is_looked_up_recorded_again_or_a_duplicate() {
     let mut book = book();
     submitted(&mut book, 2, 3);
     let w = worker(3);
-    let _ = book.attempts_started(&w, &[(1, 100, 1), (2, 101, 1)], T0);
+    let _ = book.attempts_started(
+        &w,
+        &[started(&book, 1, 100, 1), started(&book, 2, 101, 1)],
+        T0,
+    );
     let effects = book.results(
         &w,
         &[
@@ -186,7 +190,7 @@ fn a_lost_attempt_requeues_its_job_at_once_and_ten_losses_fail_it() {
     for loss in 1..=MAX_LOST_ATTEMPTS {
         let w = worker(u64::from(loss));
         let lease = 1000 + u64::from(loss);
-        let _ = book.attempts_started(&w, &[(1, lease, loss)], T0);
+        let _ = book.attempts_started(&w, &[started(&book, 1, lease, loss)], T0);
         // A lease this worker no longer holds is not lost with it.
         let stale = book.worker_lost(&w.name, &[(1, lease - 1)], "gone", T0);
         assert!(stale.commit.is_none() && stale.enqueue.is_empty());
@@ -322,11 +326,11 @@ fn a_start_for_a_job_no_longer_queued_is_stopped_and_its_number_spent() {
     let mut book = book();
     submitted(&mut book, 1, 3);
     let cancel = book.cancel(CancelTarget::Job(1), T0).unwrap();
-    let effects = book.attempts_started(&worker(1), &[(1, 100, 1)], T0);
+    let effects = book.attempts_started(&worker(1), &[started(&book, 1, 100, 1)], T0);
     assert_eq!(effects.kill, vec![100]);
     let refused = commit(&mut book, cancel, Err(disk_full()));
     assert_eq!(refused.enqueue[0].attempt, 2, "number 1 may have run");
-    let gone = book.attempts_started(&worker(1), &[(5, 101, 1)], T0);
+    let gone = book.attempts_started(&worker(1), &[started(&book, 5, 101, 1)], T0);
     assert_eq!(gone.kill, vec![101]);
 }
 #[test]
@@ -340,7 +344,7 @@ fn a_recorded_attempts_manifest_is_asked_again_until_written() {
     let effects = book.submit("b".into(), vec![with_outputs], T0).unwrap();
     let _ = committed(&mut book, effects);
     let w = worker(1);
-    let _ = book.attempts_started(&w, &[(1, 100, 1)], T0);
+    let _ = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);
     let mut success = result(1, 100, 1, Outcome::Succeeded);
     success.outputs = vec![OutputObject {
         url: "file:///tmp/o/1/attempt-100/x".into(),
@@ -386,4 +390,24 @@ fn manifests_found_unconfirmed_on_disk_are_due_at_once() {
     };
     let mut book = Book::new(replay, limits(), Arc::new(Metrics::new()));
     assert_eq!(book.manifests_due(T0).publish.len(), 1);
+}
+
+#[test]
+fn a_start_from_an_older_turn_in_line_is_stopped_and_its_number_never_repeats() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    // The Scheduler hands the job's turn to a worker while the book cancels it; the cancel's
+    // write fails, so the job is queued again before the start arrives.
+    let stale = started(&book, 1, 100, 1);
+    let cancel = book.cancel(CancelTarget::Job(1), T0).unwrap();
+    let again = commit(&mut book, cancel, Err(disk_full()));
+    assert_eq!(again.enqueue.len(), 1);
+    assert_eq!(again.enqueue[0].attempt, 2, "number 1 may be running");
+    let late = book.attempts_started(&worker(1), &[stale], T0);
+    assert_eq!(late.kill, vec![100], "the older turn's attempt is stopped");
+    assert_eq!(book.phase(1), Some(Phase::Queued));
+    // The current turn starts the job.
+    let current = book.attempts_started(&worker(2), &[started(&book, 1, 101, 2)], T0);
+    assert!(current.kill.is_empty());
+    assert_eq!(book.phase(1), Some(Phase::Running));
 }

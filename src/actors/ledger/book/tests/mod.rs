@@ -81,6 +81,16 @@ fn result(job: JobId, lease: Lease, attempt: u32, outcome: Outcome) -> AttemptRe
     }
 }
 
+/// A start from the job's current turn in line.
+fn started(book: &Book, job: JobId, lease: Lease, attempt: u32) -> Started {
+    Started {
+        job,
+        lease,
+        attempt,
+        entry: book.jobs.get(&job).map_or(0, |job| job.queued_as),
+    }
+}
+
 fn finish_states(effects: &Effects) -> Vec<(JobId, JobState)> {
     effects
         .commit
@@ -184,7 +194,11 @@ fn cancel_withdraws_queued_kills_running_and_records_once_on_disk() {
     let mut book = book();
     submitted(&mut book, 3, 3);
     let w = worker(1);
-    let _ = book.attempts_started(&w, &[(1, 100, 1), (2, 101, 1)], T0);
+    let _ = book.attempts_started(
+        &w,
+        &[started(&book, 1, 100, 1), started(&book, 2, 101, 1)],
+        T0,
+    );
     let failed = book.results(&w, &[result(2, 101, 1, Outcome::Failed)], T0);
     let _ = committed(&mut book, failed);
     assert_eq!(book.phase(2), Some(Phase::Backoff));
@@ -238,7 +252,11 @@ fn a_retry_reopens_the_failed_jobs_once_with_their_numbers_going_on() {
     let mut book = book();
     submitted(&mut book, 2, 1);
     let w = worker(1);
-    let _ = book.attempts_started(&w, &[(1, 100, 1), (2, 101, 1)], T0);
+    let _ = book.attempts_started(
+        &w,
+        &[started(&book, 1, 100, 1), started(&book, 2, 101, 1)],
+        T0,
+    );
     let effects = book.results(
         &w,
         &[

@@ -282,3 +282,19 @@ async fn sigterm_closes_the_ledger_after_its_last_commit_with_no_log_left() {
     let info = client.batch(done.batch).await.unwrap();
     assert_eq!(info.succeeded, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_coordinator_on_the_same_data_directory_is_refused() {
+    let cluster = Cluster::start(&[]).await;
+    let said = refused_start(&cluster.data_dir());
+    assert!(
+        said.contains("another coordinator is using this data directory"),
+        "{said}"
+    );
+    // The first one serves on, its ledger untouched.
+    let mut client = cluster.client().await;
+    client
+        .submit("still", vec![JobSpec::call("noop", Vec::new())])
+        .await
+        .unwrap();
+}

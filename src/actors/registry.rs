@@ -6,9 +6,9 @@
 //! when it has been silent past the heartbeat timeout, and tells the Scheduler, which hands the
 //! worker's attempts to the Ledger. It alone writes the [`WorkerDirectory`].
 
-use crate::actors::scheduler::{Scheduler, WorkerGone, WorkerJoined};
+use crate::actors::scheduler::{Departure, Scheduler, WorkerGone, WorkerJoined};
 use crate::actors::session::ToWorker;
-use crate::job::{now_ms, CarriedAttempt, Outcome, WorkerId};
+use crate::job::{now_ms, AttemptResult, CarriedAttempt, Outcome, WorkerId};
 use crate::status::WorkerInfo;
 use actix::prelude::*;
 use dashmap::DashMap;
@@ -134,8 +134,15 @@ impl Registry {
             });
         }
         let now = now_ms();
+        // Listed among the gone at once, so a registration of the same name that comes before
+        // the Scheduler's answer finds it (and what it lost).
         let mut last = entry.info(now);
         last.gone_at_ms = Some(now);
+        last.state = "lost".to_string();
+        if self.gone.len() == GONE_KEPT {
+            self.gone.pop_back();
+        }
+        self.gone.push_front(last);
         let gone = self.scheduler.send(WorkerGone {
             worker,
             reason: reason.clone(),
@@ -145,9 +152,6 @@ impl Registry {
         ctx.spawn(gone.into_actor(self).map(move |departure, registry, _ctx| {
             let departure = departure.ok().flatten().unwrap_or_default();
             let left = departure.draining && departure.attempts == 0;
-            last.state = if left { "left" } else { "lost" }.to_string();
-            last.slots = departure.slots;
-            last.lost = entry.lost + departure.attempts as u64;
             if left {
                 tracing::info!(worker = %entry.name, address = %entry.address, "worker drained and left");
             } else {
@@ -159,11 +163,26 @@ impl Registry {
                     "worker lost, its jobs go back to pending"
                 );
             }
-            if registry.gone.len() == GONE_KEPT {
-                registry.gone.pop_back();
-            }
-            registry.gone.push_front(last);
+            registry.departed(&entry.name, now, departure);
         }));
+    }
+
+    /// Completes the record of a worker gone at `gone_at_ms` with what the Scheduler says of
+    /// it; if it registered again meanwhile, what it lost counts for the new registration.
+    fn departed(&mut self, name: &str, gone_at_ms: u64, departure: Departure) {
+        let left = departure.draining && departure.attempts == 0;
+        let lost = departure.attempts as u64;
+        if let Some(record) = self
+            .gone
+            .iter_mut()
+            .find(|gone| gone.name == name && gone.gone_at_ms == Some(gone_at_ms))
+        {
+            record.state = if left { "left" } else { "lost" }.to_string();
+            record.slots = departure.slots;
+            record.lost += lost;
+        } else if let Some(back) = self.workers.values_mut().find(|entry| &*entry.name == name) {
+            back.lost += lost;
+        }
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
@@ -243,6 +262,8 @@ pub struct RegisterWorker {
     pub labels: Vec<String>,
     /// Attempts it kept running from an earlier registration.
     pub carried: Vec<CarriedAttempt>,
+    /// Results it had not had acknowledged, handled before it is given anything.
+    pub results: Vec<AttemptResult>,
     /// Updated by the session on every frame.
     pub last_seen: LastSeen,
 }
@@ -278,6 +299,7 @@ impl Handler<RegisterWorker> for Registry {
             slots: register.slots,
             labels: register.labels.clone(),
             carried: register.carried,
+            results: register.results,
         });
         self.workers.insert(
             worker,

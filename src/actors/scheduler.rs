@@ -312,6 +312,9 @@ pub struct WorkerJoined {
     pub labels: Vec<String>,
     /// Attempts it still runs from an earlier registration.
     pub carried: Vec<CarriedAttempt>,
+    /// Results it had not had acknowledged: handled before it is given anything, so a job that
+    /// finished while its worker was away is not started again.
+    pub results: Vec<AttemptResult>,
 }
 
 impl Handler<WorkerJoined> for Scheduler {
@@ -328,10 +331,27 @@ impl Handler<WorkerJoined> for Scheduler {
             running: HashMap::new(),
             carried: HashMap::new(),
         };
+        // What it still runs first, so a job is taken back by its running attempt rather than
+        // by an older one's result; then its results, by the road every result takes.
         if !joined.carried.is_empty() {
             self.ledger.do_send(AttemptsCarried {
                 worker: slots.worker_ref(joined.worker),
                 carried: joined.carried.clone(),
+            });
+        }
+        if !joined.results.is_empty() {
+            // None of these is an attempt of this registration: a success's job may be queued
+            // again meanwhile, and must not start before the Ledger has the result.
+            self.pending.withdraw(
+                joined
+                    .results
+                    .iter()
+                    .filter(|result| result.outcome == Outcome::Succeeded)
+                    .map(|result| result.job),
+            );
+            self.ledger.do_send(ResultsArrived {
+                worker: slots.worker_ref(joined.worker),
+                results: joined.results,
             });
         }
         let carried: HashMap<Lease, Held> = joined
@@ -457,10 +477,15 @@ impl Handler<ResultsReported> for Scheduler {
                     mismatched.push(result.lease);
                     continue;
                 }
-                Some(_) => {
+                Some(held) => {
                     // A result frees its slots once: repeats of a result free nothing.
+                    let carried = slots.carried.contains_key(&result.lease);
                     slots.release(result.lease);
                     ended.push((result.outcome, result.duration_ms));
+                    if carried && result.outcome == Outcome::Succeeded {
+                        // Its job may be queued again meanwhile; the first success is recorded.
+                        successes_elsewhere.push(held.job);
+                    }
                 }
                 None if result.outcome == Outcome::Succeeded => {
                     // Not an attempt of this registration (an earlier one's, reported after a

@@ -78,6 +78,9 @@ pub struct Ledger {
     workers: WorkerDirectory,
     waiters: HashMap<BatchId, Vec<oneshot::Sender<BatchInfo>>>,
     reconnect_grace: Duration,
+    /// The store is closing or closed: workers' reports are left unanswered (they are reported
+    /// again to the next coordinator), and nothing new is written.
+    closing: bool,
 }
 
 impl Ledger {
@@ -101,6 +104,7 @@ impl Ledger {
             workers,
             waiters: HashMap::new(),
             reconnect_grace: config.reconnect_grace,
+            closing: false,
         }
     }
 
@@ -160,7 +164,19 @@ impl Ledger {
             self.look_up(ctx, lookup, respond.take());
         }
         if let Some(commit) = commit {
-            self.commit(commit, ctx.address(), respond.take());
+            if self.closing {
+                // Nothing new is written: the client hears so, and the book puts back what the
+                // commit would have decided.
+                let effects = self
+                    .book
+                    .committed(commit.then, Err(StoreError::Closed), now_ms());
+                let Effects { answer, .. } = effects;
+                if let (Some(answer), Some(respond)) = (answer, respond.take()) {
+                    let _ = respond.send(answer);
+                }
+            } else {
+                self.commit(commit, ctx.address(), respond.take());
+            }
         }
     }
 
@@ -273,6 +289,9 @@ impl Handler<AttemptsStarted> for Ledger {
     type Result = ();
 
     fn handle(&mut self, started: AttemptsStarted, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
         let effects = self
             .book
             .attempts_started(&started.worker, &started.started, now_ms());
@@ -294,6 +313,9 @@ impl Handler<AttemptsCarried> for Ledger {
     type Result = ();
 
     fn handle(&mut self, carried: AttemptsCarried, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
         let effects = self
             .book
             .attempts_carried(&carried.worker, &carried.carried, now_ms());
@@ -315,6 +337,9 @@ impl Handler<ResultsArrived> for Ledger {
     type Result = ();
 
     fn handle(&mut self, arrived: ResultsArrived, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
         let effects = self
             .book
             .results(&arrived.worker, &arrived.results, now_ms());
@@ -338,6 +363,9 @@ impl Handler<WorkerLost> for Ledger {
     type Result = ();
 
     fn handle(&mut self, lost: WorkerLost, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
         let effects =
             self.book
                 .worker_lost(&lost.worker_name, &lost.attempts, &lost.reason, now_ms());
@@ -354,6 +382,9 @@ impl Handler<ManifestsWritten> for Ledger {
     type Result = ();
 
     fn handle(&mut self, ManifestsWritten(leases): ManifestsWritten, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
         let effects = self.book.manifests_written(&leases);
         self.carry_out(ctx, effects, None);
     }
@@ -381,6 +412,7 @@ impl Handler<CloseStore> for Ledger {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
     fn handle(&mut self, _: CloseStore, _ctx: &mut Context<Self>) -> Self::Result {
+        self.closing = true;
         self.store.close()
     }
 }

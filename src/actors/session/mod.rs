@@ -335,6 +335,7 @@ impl Session {
             slots,
             labels,
             carried,
+            results,
             last_seen: self.last_seen.clone(),
         };
         // Nothing else from this peer may be handled before it has a registration, so this one
@@ -353,13 +354,6 @@ impl Session {
                                 as u64,
                         },
                     );
-                    // Results that came with the registration take the road of any other.
-                    if !results.is_empty() {
-                        session
-                            .shared
-                            .scheduler
-                            .do_send(ResultsReported { worker, results });
-                    }
                 }
                 Err(_) => ctx.stop(),
             })

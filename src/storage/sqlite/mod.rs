@@ -20,7 +20,7 @@ use crate::status::{AttemptRecord, JobInfo};
 use crate::storage::store::{
     Change, CommitDone, FailedJob, JobFilter, LedgerStore, Read, Replay, StoreError,
 };
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -51,11 +51,16 @@ enum ReaderTask {
     Close(std::sync::mpsc::Sender<()>),
 }
 
+/// The file a coordinator holds locked while it uses a data directory.
+pub const LOCK_FILE: &str = "ledger.lock";
+
 /// The ledger in an SQLite file; cheap to share.
 pub struct SqliteStore {
     epoch: u64,
     writes: mpsc::Sender<WriterTask>,
     reads: mpsc::Sender<ReaderTask>,
+    /// Held for as long as the store lives: one coordinator per data directory.
+    _lock: std::fs::File,
 }
 
 impl SqliteStore {
@@ -76,6 +81,7 @@ impl SqliteStore {
             path: data_dir.to_path_buf(),
             reason: format!("cannot create its directory: {error}"),
         })?;
+        let lock = lock(data_dir)?;
         match std::fs::metadata(&path) {
             Ok(found) if found.len() == 0 => {
                 return Err(refuse(
@@ -97,10 +103,13 @@ impl SqliteStore {
             }
             Err(error) => return Err(refuse(error.to_string())),
         }
-        let mut writer =
-            Connection::open(&path).map_err(|error| refuse(schema::describe(&error)))?;
-        // Nothing is written before the file is known to be a ledger this drover can read.
-        let found = schema::inspect(&writer, &path)?;
+        // Nothing is written before the file is known to be a ledger this drover can read: it
+        // is looked at through a read-only connection first.
+        let found = {
+            let looking = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|error| refuse(schema::describe(&error)))?;
+            schema::inspect(&looking, &path)?
+        };
         if found == schema::Found::New {
             return Err(refuse(
                 "it is a database with no tables, not a ledger; move it away to start a new \
@@ -108,13 +117,16 @@ impl SqliteStore {
                     .into(),
             ));
         }
+        let mut writer = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|error| refuse(schema::describe(&error)))?;
         configure(&writer).map_err(|error| refuse(schema::describe(&error)))?;
         schema::migrate(&mut writer, &path, found)?;
         let replay = replay(&mut writer).map_err(|error| match error {
             StoreError::Database(_) => refuse(format!("cannot read it back: {error}")),
             other => refuse(other.to_string()),
         })?;
-        let reader = Connection::open(&path).map_err(|error| refuse(schema::describe(&error)))?;
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|error| refuse(schema::describe(&error)))?;
         reader
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|error| refuse(schema::describe(&error)))?;
@@ -135,6 +147,7 @@ impl SqliteStore {
                 epoch: replay.epoch,
                 writes: write_tx,
                 reads: read_tx,
+                _lock: lock,
             },
             replay,
         ))
@@ -206,7 +219,36 @@ fn wal_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Creates a new ledger: written under a temporary name and renamed into place once its schema
+/// Takes the data directory's lock, or says who holds it: two coordinators on one ledger would
+/// each take the other's acknowledged work for their own.
+fn lock(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = data_dir.join(LOCK_FILE);
+    let refuse = |reason: String| StoreError::Open {
+        path: path.clone(),
+        reason,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| refuse(format!("cannot open the data directory's lock: {error}")))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a descriptor this function owns; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(refuse(if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            "another coordinator is using this data directory; stop it first, or give this one \
+             another --data-dir"
+                .into()
+        } else {
+            format!("cannot lock the data directory: {error}")
+        }));
+    }
+    Ok(file)
+}
+
+/// Creates a new ledger: written under a temporary name and linked into place once its schema
 /// is on disk, so a ledger file is never found empty or half made.
 fn create(path: &Path) -> Result<(), StoreError> {
     let refuse = |reason: String| StoreError::Open {
@@ -227,9 +269,12 @@ fn create(path: &Path) -> Result<(), StoreError> {
         conn.close()
             .map_err(|(_, error)| refuse(schema::describe(&error)))?;
     }
+    // Linked into place rather than renamed: a link never replaces a file that appeared
+    // meanwhile.
     std::fs::File::open(&staging)
         .and_then(|file| file.sync_all())
-        .and_then(|()| std::fs::rename(&staging, path))
+        .and_then(|()| std::fs::hard_link(&staging, path))
+        .and_then(|()| std::fs::remove_file(&staging))
         .and_then(|()| match path.parent() {
             Some(dir) => std::fs::File::open(dir).and_then(|dir| dir.sync_all()),
             None => Ok(()),
@@ -279,6 +324,15 @@ fn write_loop(
             WriterTask::Commit(changes, done) => vec![(changes, done)],
             WriterTask::Close(closed) => {
                 let _ = closed.send(close(conn, &reader));
+                // Closed: whatever still comes is refused, and told so.
+                for task in tasks {
+                    match task {
+                        WriterTask::Commit(_, done) => done(Err(StoreError::Closed)),
+                        WriterTask::Close(closed) => {
+                            let _ = closed.send(Ok(()));
+                        }
+                    }
+                }
                 return;
             }
         };

@@ -82,10 +82,18 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
         while let Some(row) = rows.next()? {
             let job = row.get::<_, i64>(0)? as u64;
             let bytes = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            // A finished job: a damaged spec costs its manifest's repair, not the start.
+            let spec = match spec_format::load(job, row.get(3)?, bytes) {
+                Ok(spec) => spec,
+                Err(error) => {
+                    tracing::warn!(%error, "its manifest will not be written again");
+                    continue;
+                }
+            };
             unpublished.push(Unpublished {
                 job,
                 lease: row.get::<_, i64>(1)? as u64,
-                spec: spec_format::load(job, row.get(3)?, bytes)?,
+                spec,
                 objects: row.get(4)?,
             });
         }

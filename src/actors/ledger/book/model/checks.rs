@@ -103,9 +103,10 @@ impl World {
                             message,
                             ToScheduler::Enqueue(jobs) if jobs.iter().any(|job| job.job == *id)
                         ))
-                        || self.to_ledger.iter().any(|message| message.starts(*id)),
+                        || self.to_ledger.iter().any(|message| message.starts(*id))
+                        || self.to_ledger.iter().any(|message| message.succeeds(*id)),
                     "job {id} is queued in the book but neither in line, on its way there, \
-                     starting, nor held back"
+                     starting, held back, nor withdrawn for a success on its way"
                 ),
                 Phase::Backoff => assert!(
                     self.backoffs.contains(id),

@@ -48,11 +48,13 @@ struct Process {
     told: Vec<AttemptResult>,
 }
 
-/// The Scheduler's part of a registration: the leases it holds slots for.
+/// The Scheduler's part of a registration: the leases it holds slots for (and which of them it
+/// carried from an earlier one).
 #[derive(Debug)]
 struct Registration {
     process: usize,
     held: BTreeMap<Lease, JobId>,
+    carried: HashSet<Lease>,
 }
 
 /// What the Ledger sends the Scheduler.
@@ -84,6 +86,12 @@ impl ToLedger {
 
     fn starts(&self, job: JobId) -> bool {
         matches!(self, ToLedger::Started(_, started) if started.iter().any(|s| s.job == job))
+    }
+
+    /// A success for the job: the Scheduler may have withdrawn the job for it.
+    fn succeeds(&self, job: JobId) -> bool {
+        matches!(self, ToLedger::Results(_, results)
+            if results.iter().any(|r| r.job == job && r.outcome == Outcome::Succeeded))
     }
 }
 
@@ -277,6 +285,7 @@ impl World {
         for other in self.registrations.values_mut() {
             for attempt in &carried {
                 other.held.remove(&attempt.lease);
+                other.carried.remove(&attempt.lease);
             }
         }
         self.registrations.insert(
@@ -287,6 +296,7 @@ impl World {
                     .iter()
                     .map(|attempt| (attempt.lease, attempt.job))
                     .collect(),
+                carried: carried.iter().map(|attempt| attempt.lease).collect(),
             },
         );
         self.processes[process].registration = Some(registration);
@@ -359,10 +369,19 @@ impl World {
         if results.is_empty() {
             return;
         }
+        // The Scheduler frees what this registration held for them, and withdraws the jobs of
+        // successes from attempts it did not start on this registration (their jobs may be
+        // queued again meanwhile), as `ResultsReported` and `WorkerJoined` do.
         if let Some(held) = self.registrations.get_mut(&registration) {
+            let mut elsewhere = Vec::new();
             for result in &results {
-                held.held.remove(&result.lease);
+                let carried = held.carried.remove(&result.lease);
+                let assigned_here = held.held.remove(&result.lease).is_some() && !carried;
+                if result.outcome == Outcome::Succeeded && !assigned_here {
+                    elsewhere.push(result.job);
+                }
             }
+            self.queue.withdraw(elsewhere);
         }
         let worker = self.worker_ref(registration);
         self.to_ledger.push_back(ToLedger::Results(worker, results));

@@ -298,3 +298,122 @@ async fn a_full_disk_under_the_ledger_refuses_submissions_serves_reads_and_recov
     assert_eq!(done.succeeded, 10);
     assert!(!cluster.coordinator_log().contains("panicked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_outputs_too_many_to_report_fails_on_its_worker_which_carries_on() {
+    let mut cluster = Cluster::start(&["--retry-backoff", "100ms"]).await;
+    cluster.start_worker("steady", 2, &[]);
+    let before = cluster.wait_for_workers(1).await;
+    let published = cluster.dir.path().join("published");
+    // Sixteen thousand files on long paths: a manifest of some 18 MB, more than a frame holds.
+    let long = "d".repeat(240);
+    let line = format!(
+        r#"{{"cmd": ["sh", "-c", "d=out/{long}/{long}/{long}/{long}; mkdir -p $d; i=0; while [ $i -lt 16000 ]; do : > $d/file-$i; i=$((i+1)); done"], "outputs": {{"from": "out", "to": "file://{}/"}}, "max_attempts": 2}}"#,
+        published.display()
+    );
+    let mut client = cluster.client().await;
+    let poison = client
+        .submit(
+            "poison",
+            vec![drover::jobfile::parse_line(1, &line).unwrap()],
+        )
+        .await
+        .unwrap();
+    let info = wait_batch_done(&mut client, poison.batch, Duration::from_secs(120)).await;
+    assert_eq!(info.failed, 1, "{info:?}");
+    let job = client.job(poison.first_job).await.unwrap();
+    let error = job.error.unwrap_or_default();
+    assert!(
+        error.contains("16000 files") && error.contains("above the limit"),
+        "{error}"
+    );
+    assert!(
+        !published.join(poison.first_job.to_string()).exists(),
+        "nothing was published"
+    );
+
+    // The worker never lost its registration, and takes the next job.
+    let next = client
+        .submit("next", vec![JobSpec::call("noop", b"x".to_vec())])
+        .await
+        .unwrap();
+    let info = wait_batch_done(&mut client, next.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 1);
+    let workers = client.workers().await.unwrap();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0].connected_at_ms, before[0].connected_at_ms);
+    assert!(!cluster
+        .worker_log("steady")
+        .contains("connection to the coordinator lost"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_too_large_for_any_frame_is_given_up_without_cutting_off_a_worker() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let results = cluster.dir.path().join("results");
+    let line = format!(
+        r#"{{"cmd": ["sh", "-c", "mkdir -p out && echo data > out/result.txt"], "outputs": {{"from": "out", "to": "file://{}/"}}}}"#,
+        results.display()
+    );
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit("big", vec![drover::jobfile::parse_line(1, &line).unwrap()])
+        .await
+        .unwrap();
+    wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert!(cluster.terminate_coordinator().success());
+
+    // As a ledger written before workers bounded their outputs could hold it: a recorded
+    // manifest of some 20 MB that no worker has confirmed writing.
+    let ledger = cluster
+        .data_dir()
+        .join(drover::storage::sqlite::LEDGER_FILE);
+    let object = format!(
+        r#"{{"url":"file://{}/1/attempt-1/{}","size":1,"etag":"e"}}"#,
+        results.display(),
+        "x".repeat(1000)
+    );
+    let objects = format!("[{}]", vec![object; 20_000].join(","));
+    let conn = rusqlite::Connection::open(&ledger).unwrap();
+    conn.execute(
+        "UPDATE jobs SET outputs = ?1, manifest_written = 0 WHERE id = ?2",
+        rusqlite::params![objects, submitted.first_job as i64],
+    )
+    .unwrap();
+    drop(conn);
+
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+    let registered = cluster.wait_for_workers(1).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the manifest to be given up",
+        || async {
+            cluster
+                .coordinator_log()
+                .contains("too large to send to a worker")
+                .then_some(())
+        },
+    )
+    .await;
+    // A repair round later, the worker is still the one that registered, never cut off.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let workers = client.workers().await.unwrap();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0].connected_at_ms, registered[0].connected_at_ms);
+    assert!(cluster.terminate_coordinator().success());
+    let conn = rusqlite::Connection::open(&ledger).unwrap();
+    let state: i64 = conn
+        .query_row(
+            "SELECT manifest_written FROM jobs WHERE id = ?1",
+            [submitted.first_job as i64],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        state, 2,
+        "given up, and not asked for again after a restart"
+    );
+}

@@ -24,6 +24,8 @@ use std::sync::Arc;
 /// Spec bytes per `Assign` frame, far below the frame limit (one spec alone is bounded by the
 /// submission frame it came in).
 const ASSIGN_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of manifest orders per `WriteManifests` frame.
+const MANIFEST_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
 /// Encodes a lease from the coordinator's epoch and a counter: leases of different runs differ.
 pub fn lease(epoch: u64, counter: u64) -> Lease {
@@ -542,8 +544,22 @@ impl Handler<PublishManifests> for Scheduler {
         }
         let chosen = candidates[self.next_publisher % candidates.len()];
         self.next_publisher = self.next_publisher.wrapping_add(1);
-        self.directory
-            .tell(chosen, ToWorker::WriteManifests(orders));
+        // In frames well below the size limit (each order fits one: the Ledger gives up larger).
+        let mut frame = Vec::new();
+        let mut bytes = 0;
+        for order in orders {
+            let size = crate::actors::ledger::manifest_order_size(&order);
+            if !frame.is_empty() && bytes + size > MANIFEST_FRAME_BYTES {
+                self.directory
+                    .tell(chosen, ToWorker::WriteManifests(std::mem::take(&mut frame)));
+                bytes = 0;
+            }
+            bytes += size;
+            frame.push(order);
+        }
+        if !frame.is_empty() {
+            self.directory.tell(chosen, ToWorker::WriteManifests(frame));
+        }
     }
 }
 

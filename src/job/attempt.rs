@@ -102,7 +102,30 @@ pub const MAX_OUTPUT_TAIL: usize = 16 * 1024;
 /// The most bytes of an error message the coordinator keeps.
 pub const MAX_ERROR: usize = 4 * 1024;
 
+/// The most objects one attempt's outputs may list: its manifest travels in a frame.
+pub const MAX_OUTPUT_OBJECTS: usize = 20_000;
+/// The most bytes one attempt's manifest may take (an estimate, see
+/// [`AttemptResult::encoded_size`]); past either limit the attempt fails before it publishes.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The encoded size of one output object in a manifest, at most (its URL and entity tag, with
+/// room for its size and the encoding's lengths).
+pub fn object_size(url: &str, etag: &str) -> usize {
+    url.len() + etag.len() + 24
+}
+
 impl AttemptResult {
+    /// Its size on the wire, at most: what frames of results are filled by.
+    pub fn encoded_size(&self) -> usize {
+        128 + self.output_tail.len()
+            + self.error.as_ref().map_or(0, String::len)
+            + self
+                .outputs
+                .iter()
+                .map(|object| object_size(&object.url, &object.etag))
+                .sum::<usize>()
+    }
+
     /// Cuts the worker's texts to what the coordinator keeps: the end of the output, the start
     /// of the error.
     pub fn bound(&mut self) {

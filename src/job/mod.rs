@@ -10,7 +10,8 @@ mod attempt;
 mod location;
 mod spec_bytes;
 pub use attempt::{
-    Assignment, AttemptResult, CarriedAttempt, ManifestOrder, Outcome, MAX_ERROR, MAX_OUTPUT_TAIL,
+    object_size, Assignment, AttemptResult, CarriedAttempt, ManifestOrder, Outcome, MAX_ERROR,
+    MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS, MAX_OUTPUT_TAIL,
 };
 pub use location::{check_relative, Location};
 pub use spec_bytes::{Placement, SpecBytes};

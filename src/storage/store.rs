@@ -80,6 +80,9 @@ pub enum Change {
     Duplicates(Vec<(JobId, Lease)>),
     /// Jobs whose recorded attempt's manifest a worker confirmed writing.
     ManifestsWritten(Vec<JobId>),
+    /// Jobs whose recorded attempt's manifest is too large to send to a worker: not asked for
+    /// again.
+    ManifestsAbandoned(Vec<JobId>),
     /// Failed jobs back to pending with their failures forgotten (a retry).
     Reopen(Vec<JobId>),
 }

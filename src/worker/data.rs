@@ -7,7 +7,10 @@
 //! naming that attempt's objects: the manifest is the stable place to find a job's outputs, and
 //! any attempt prefix it does not name is a leftover of a losing attempt.
 
-use crate::job::{check_relative, Input, JobId, Lease, Location, OutputObject, Outputs};
+use crate::job::{
+    check_relative, object_size, Input, JobId, Lease, Location, OutputObject, Outputs,
+    MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS,
+};
 use crate::storage::describe_io;
 use crate::storage::s3::{S3Settings, S3};
 use sha2::{Digest, Sha256};
@@ -112,6 +115,7 @@ pub async fn publish_outputs(
             describe_io(&error)
         )
     })?;
+    check_manifest_size(outputs, &files, job, lease)?;
     let mut published = Vec::with_capacity(files.len());
     match Location::parse(&outputs.to)? {
         Location::File(root) => {
@@ -152,6 +156,35 @@ pub async fn publish_outputs(
         }
     }
     Ok(published)
+}
+
+/// Refuses, before anything is uploaded, outputs whose manifest would not fit the limits: one
+/// result must always fit a frame, or the worker holding it could never report it.
+fn check_manifest_size(
+    outputs: &Outputs,
+    files: &[PathBuf],
+    job: JobId,
+    lease: Lease,
+) -> Result<(), String> {
+    // Every object's URL starts with the attempt's prefix: `<to><job>/attempt-<lease>/`.
+    let prefix = outputs.to.len() + job.to_string().len() + attempt_name(lease).len() + 2;
+    // An entity tag is at most a SHA-256 in hex, or a multipart ETag: 80 bytes covers both.
+    let bytes: usize = files
+        .iter()
+        .map(|relative| object_size("", "") + prefix + relative.as_os_str().len() + 80)
+        .sum();
+    if files.len() > MAX_OUTPUT_OBJECTS || bytes > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "outputs: {} files under {}, a manifest of about {} KiB, above the limit of {} files \
+             and {} KiB; publish fewer, larger files (an archive of them, say)",
+            files.len(),
+            outputs.from,
+            bytes / 1024,
+            MAX_OUTPUT_OBJECTS,
+            MAX_MANIFEST_BYTES / 1024
+        ));
+    }
+    Ok(())
 }
 
 /// Writes the manifest of the recorded attempt; safe to repeat.

@@ -32,8 +32,13 @@ const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(3);
 /// How long the coordinator may take to answer a registration.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Results per frame: with their bounded output tails, a frame stays far below the size limit.
+/// Results per frame, and bytes: a frame of results stays far below the coordinator's size limit
+/// (16 MiB by default), whatever the results hold.
 const RESULTS_PER_FRAME: usize = 256;
+const RESULT_FRAME_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
+/// Results that go with a registration, at most: the rest follow in frames of their own, so no
+/// stored result can keep a worker from registering.
+const REGISTER_RESULT_BYTES: usize = 1024 * 1024;
 /// A result not acknowledged this long after it was sent is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
@@ -220,17 +225,21 @@ impl Worker {
                 slots: running.slots,
             })
             .collect();
-        // Everything unacknowledged goes with the registration, before any new assignment.
+        // What is unacknowledged goes with the registration, before any new assignment, as far
+        // as a small frame goes; the rest follows at once in frames of its own.
         let now = Instant::now();
-        let results = self
-            .outbox
-            .values_mut()
-            .take(RESULTS_PER_FRAME)
-            .map(|outgoing| {
-                outgoing.sent_at = Some(now);
-                outgoing.result.clone()
-            })
-            .collect();
+        let mut results = Vec::new();
+        let mut bytes = 0;
+        for outgoing in self.outbox.values_mut() {
+            let size = outgoing.result.encoded_size();
+            if results.len() == RESULTS_PER_FRAME || bytes + size > REGISTER_RESULT_BYTES {
+                outgoing.sent_at = None;
+                continue;
+            }
+            bytes += size;
+            outgoing.sent_at = Some(now);
+            results.push(outgoing.result.clone());
+        }
         let register = ToCoordinator::Register {
             name: self.config.name.clone(),
             slots: self.config.slots,
@@ -274,7 +283,9 @@ impl Worker {
         Ok(connection)
     }
 
-    fn finished(&mut self, result: AttemptResult, outputs: Option<Outputs>) {
+    fn finished(&mut self, mut result: AttemptResult, outputs: Option<Outputs>) {
+        // Sent as the coordinator keeps it: the end of the output, the start of the error.
+        result.bound();
         if let (Some(outputs), false) = (outputs, result.outputs.is_empty()) {
             self.outputs_of.insert(result.lease, outputs);
         }
@@ -406,11 +417,8 @@ impl Worker {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due = self.due_results(Instant::now());
-            for chunk in due.chunks(RESULTS_PER_FRAME) {
-                if let Err(error) = connection
-                    .send(ToCoordinator::Results(chunk.to_vec()))
-                    .await
-                {
+            for frame in frames_of(due) {
+                if let Err(error) = connection.send(ToCoordinator::Results(frame)).await {
                     return SessionEnd::Broken(error.to_string());
                 }
             }
@@ -487,5 +495,75 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Results in frames of at most [`RESULTS_PER_FRAME`] results and [`RESULT_FRAME_BYTES`].
+fn frames_of(results: Vec<AttemptResult>) -> Vec<Vec<AttemptResult>> {
+    let mut frames: Vec<Vec<AttemptResult>> = Vec::new();
+    let mut bytes = 0;
+    for result in results {
+        let size = result.encoded_size();
+        let full = frames.last().is_none_or(|frame| {
+            frame.len() == RESULTS_PER_FRAME || bytes + size > RESULT_FRAME_BYTES
+        });
+        if full {
+            frames.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(frame) = frames.last_mut() {
+            frame.push(result);
+        }
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Outcome, OutputObject};
+
+    fn result(lease: Lease, objects: usize) -> AttemptResult {
+        AttemptResult {
+            lease,
+            job: lease,
+            attempt: 1,
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            started_at_ms: 0,
+            duration_ms: 0,
+            output_tail: String::new(),
+            error: None,
+            outputs: (0..objects)
+                .map(|index| OutputObject {
+                    url: format!("s3://bucket/{}/{index}", "p".repeat(1000)),
+                    size: 1,
+                    etag: "e".repeat(64),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn frames_of_results_stay_below_their_bytes_and_count() {
+        // Forty results of a large manifest each, three hundred small ones.
+        let mut results: Vec<AttemptResult> = (0..40).map(|lease| result(lease, 3_000)).collect();
+        results.extend((40..340).map(|lease| result(lease, 0)));
+        let frames = frames_of(results);
+        let mut seen = 0;
+        for frame in &frames {
+            let bytes: usize = frame.iter().map(AttemptResult::encoded_size).sum();
+            assert!(frame.len() <= RESULTS_PER_FRAME);
+            assert!(bytes <= RESULT_FRAME_BYTES || frame.len() == 1, "{bytes}");
+            let encoded = postcard::to_allocvec(&ToCoordinator::Results(frame.clone())).unwrap();
+            assert!(
+                encoded.len() <= bytes + 16,
+                "the estimate is an upper bound"
+            );
+            seen += frame.len();
+        }
+        assert_eq!(seen, 340, "nothing lost, nothing doubled");
+        assert!(frames.len() >= 30);
     }
 }

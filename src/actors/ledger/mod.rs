@@ -13,7 +13,7 @@ pub mod error;
 mod requests;
 mod stats;
 
-pub use book::{Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_SPEC_BYTES};
+pub use book::{manifest_order_size, Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_SPEC_BYTES};
 pub use error::{ErrorKind, LedgerError};
 pub use requests::{
     Cancel, GetBatch, GetJob, ListBatches, ListJobs, Retry, SubmitBatch, WaitBatch,

@@ -48,8 +48,9 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
         let mut duplicate = tx.prepare_cached(
             "UPDATE jobs SET duplicates = duplicates + 1 WHERE id = ?1 AND lease IS NOT ?2",
         )?;
+        // 1: written; 2: given up (too large for a frame). Replay asks again only for 0.
         let mut manifest_written =
-            tx.prepare_cached("UPDATE jobs SET manifest_written = 1 WHERE id = ?1")?;
+            tx.prepare_cached("UPDATE jobs SET manifest_written = ?2 WHERE id = ?1")?;
         for change in group.iter().flat_map(|changes| changes.iter()) {
             match change {
                 Change::Submit {
@@ -117,7 +118,12 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                 }
                 Change::ManifestsWritten(jobs) => {
                     for job in jobs {
-                        manifest_written.execute(params![*job as i64])?;
+                        manifest_written.execute(params![*job as i64, 1])?;
+                    }
+                }
+                Change::ManifestsAbandoned(jobs) => {
+                    for job in jobs {
+                        manifest_written.execute(params![*job as i64, 2])?;
                     }
                 }
                 Change::Duplicates(jobs) => {

@@ -1,12 +1,28 @@
 //! Manifests the book waits to hear are written: a recorded attempt's worker writes its job's
 //! manifest; one not confirmed in time is asked of another worker. Writing one twice is harmless.
 
-use crate::job::{JobId, Lease, ManifestOrder};
+use crate::job::{object_size, JobId, Lease, ManifestOrder, MAX_MANIFEST_BYTES};
 use crate::storage::store::Unpublished;
 use std::collections::HashMap;
 
 /// A manifest not confirmed this long after it was asked for is asked of another worker.
 pub(crate) const REPAIR_AFTER_MS: u64 = 5_000;
+
+/// The most bytes of one order for a manifest sent to a worker (an estimate, see
+/// [`order_size`]): it must fit a frame. Workers refuse larger outputs, so only a ledger written
+/// before they did can hold one; it is given up, with the reason in the log.
+pub(crate) const MAX_ORDER_BYTES: usize = MAX_MANIFEST_BYTES + 64 * 1024;
+
+/// An order's size on the wire, at most.
+pub fn order_size(order: &ManifestOrder) -> usize {
+    256 + order.outputs.from.len()
+        + order.outputs.to.len()
+        + order
+            .objects
+            .iter()
+            .map(|object| object_size(&object.url, &object.etag))
+            .sum::<usize>()
+}
 
 /// Recorded attempts whose manifest no worker has confirmed writing, by lease.
 #[derive(Debug, Default)]
@@ -68,15 +84,31 @@ impl Manifests {
             .collect()
     }
 
-    /// Those asked for long enough ago to ask again, now.
-    pub(crate) fn due(&mut self, now: u64) -> Vec<ManifestOrder> {
-        self.waiting
-            .values_mut()
-            .filter(|waiting| now.saturating_sub(waiting.asked_at_ms) >= REPAIR_AFTER_MS)
-            .map(|waiting| {
-                waiting.asked_at_ms = now;
-                waiting.order.clone()
-            })
-            .collect()
+    /// Those asked for long enough ago to ask again, now; and the jobs of those too large to
+    /// send to any worker, given up.
+    pub(crate) fn due(&mut self, now: u64) -> (Vec<ManifestOrder>, Vec<JobId>) {
+        let mut due = Vec::new();
+        let mut too_large = Vec::new();
+        for waiting in self.waiting.values_mut() {
+            if now.saturating_sub(waiting.asked_at_ms) < REPAIR_AFTER_MS {
+                continue;
+            }
+            let size = order_size(&waiting.order);
+            if size > MAX_ORDER_BYTES {
+                tracing::error!(
+                    job = waiting.order.job,
+                    objects = waiting.order.objects.len(),
+                    bytes = size,
+                    limit = MAX_ORDER_BYTES,
+                    "the job's outputs manifest is too large to send to a worker; it is not written again"
+                );
+                too_large.push(waiting.order.lease);
+                continue;
+            }
+            waiting.asked_at_ms = now;
+            due.push(waiting.order.clone());
+        }
+        let abandoned = self.written(&too_large);
+        (due, abandoned)
     }
 }

@@ -28,6 +28,7 @@ mod tests;
 
 pub(crate) use batches::BatchCounts;
 pub(crate) use effects::{Answer, Commit, Effects, Lookup, Notice, Pending};
+pub use manifests::order_size as manifest_order_size;
 pub use submit::MAX_SPEC_BYTES;
 
 use crate::actors::ledger::error::LedgerError;

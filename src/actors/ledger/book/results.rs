@@ -255,7 +255,7 @@ impl Book {
     /// Manifests their own workers did not confirm in time (one that died right after its
     /// result was recorded, say), for some other worker to write.
     pub(crate) fn manifests_due(&mut self, now: u64) -> Effects {
-        let due = self.manifests.due(now);
+        let (due, abandoned) = self.manifests.due(now);
         if !due.is_empty() {
             tracing::info!(
                 manifests = due.len(),
@@ -264,6 +264,10 @@ impl Book {
         }
         Effects {
             publish: due,
+            commit: (!abandoned.is_empty()).then(|| Commit {
+                changes: vec![Change::ManifestsAbandoned(abandoned)],
+                then: Pending::Note("manifests given up"),
+            }),
             ..Effects::none()
         }
     }

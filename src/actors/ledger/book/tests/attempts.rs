@@ -411,3 +411,39 @@ fn a_start_from_an_older_turn_in_line_is_stopped_and_its_number_never_repeats() 
     assert!(current.kill.is_empty());
     assert_eq!(book.phase(1), Some(Phase::Running));
 }
+
+#[test]
+fn a_manifest_too_large_for_a_frame_is_given_up_not_sent() {
+    let mut with_outputs = spec(3);
+    with_outputs.outputs = Some(Outputs {
+        from: "out".into(),
+        to: "file:///tmp/o/".into(),
+    });
+    let object = format!(
+        r#"{{"url":"file:///tmp/o/1/attempt-100/{}","size":1,"etag":"e"}}"#,
+        "x".repeat(1000)
+    );
+    let objects = format!("[{}]", vec![object; 5_000].join(","));
+    let replay = Replay {
+        epoch: 2,
+        next_job: 2,
+        unpublished: vec![Unpublished {
+            job: 1,
+            lease: 100,
+            spec: SpecBytes::encode(&with_outputs),
+            objects,
+        }],
+        ..Replay::default()
+    };
+    let mut book = Book::new(replay, limits(), Arc::new(Metrics::new()));
+    let due = book.manifests_due(T0);
+    assert!(due.publish.is_empty());
+    assert!(matches!(
+        &due.commit.as_ref().unwrap().changes[..],
+        [Change::ManifestsAbandoned(jobs)] if jobs == &vec![1]
+    ));
+    assert!(
+        book.manifests_due(T0 + 60_000).commit.is_none(),
+        "given up once"
+    );
+}

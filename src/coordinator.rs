@@ -53,11 +53,17 @@ pub struct CoordinatorConfig {
     pub max_pending_jobs: usize,
     /// Bytes waiting to be sent to one peer above which it is disconnected as not reading.
     pub max_write_buffer: usize,
+    /// The most slots one worker may offer.
+    pub max_worker_slots: u32,
     /// The certificate chain and private key (PEM files) for TLS on both ports.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse to start without TLS.
     pub require_tls: bool,
 }
+
+/// The default of [`CoordinatorConfig::max_worker_slots`]: more than any one machine runs at
+/// once, few enough that one registration cannot take the queue.
+pub const DEFAULT_MAX_WORKER_SLOTS: u32 = 1024;
 
 /// The default of [`CoordinatorConfig::max_write_buffer`]: four of the largest frames.
 pub const DEFAULT_MAX_WRITE_BUFFER: usize = 4 * DEFAULT_MAX_FRAME;
@@ -79,6 +85,7 @@ impl CoordinatorConfig {
             max_batch_jobs: crate::actors::ledger::MAX_JOBS_PER_BATCH,
             max_pending_jobs: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS,
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            max_worker_slots: DEFAULT_MAX_WORKER_SLOTS,
             tls: None,
             require_tls: false,
         }
@@ -252,6 +259,7 @@ pub fn start(
         heartbeat_interval: config.heartbeat_interval.min(config.heartbeat_timeout / 3),
         open_sessions: AtomicUsize::new(0),
         max_write_backlog: config.max_write_buffer as u64,
+        max_worker_slots: config.max_worker_slots,
     });
     let max_connections = config.max_connections;
     let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);

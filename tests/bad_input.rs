@@ -528,3 +528,72 @@ async fn hostile_names_and_outputs_are_shown_escaped_and_clipped_and_json_stays_
         .collect();
     assert_eq!(names[2], "'=HYPERLINK(\"http://evil.example\")", "{csv}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_that_take_jobs_and_vanish_fail_nothing_and_slots_are_capped() {
+    use drover::net::connect::{connect, next};
+    use drover::net::protocol::{FromCoordinator, Role, ToCoordinator};
+    use futures::SinkExt;
+    let mut cluster = Cluster::start(&["--max-worker-slots", "64"]).await;
+    let register = |slots: u32| ToCoordinator::Register {
+        name: "taker".into(),
+        slots,
+        labels: Vec::new(),
+        carried: Vec::new(),
+        results: Vec::new(),
+    };
+
+    // More slots than the cap: refused, with the reason.
+    let mut greedy = connect(&cluster.address, Role::Worker, None).await.unwrap();
+    greedy.send(register(u32::MAX)).await.unwrap();
+    match next(&mut greedy).await {
+        Ok(FromCoordinator::Refused { reason, permanent }) => {
+            assert!(permanent);
+            assert!(reason.contains("more than the 64"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // Twelve registrations, one after another, each takes every job and vanishes without
+    // saying it started any.
+    let mut client = cluster.client().await;
+    let batch = client
+        .submit("taken", vec![JobSpec::call("noop", Vec::new()); 20])
+        .await
+        .unwrap();
+    for _ in 0..12 {
+        let mut taker = connect(&cluster.address, Role::Worker, None).await.unwrap();
+        taker.send(register(64)).await.unwrap();
+        let mut taken = 0;
+        while taken < 20 {
+            match tokio::time::timeout(Duration::from_secs(10), next(&mut taker)).await {
+                Ok(Ok(FromCoordinator::Assign(assignments))) => taken += assignments.len(),
+                Ok(Ok(_)) => {}
+                other => panic!("no assignments: {other:?}"),
+            }
+        }
+        drop(taker);
+        wait_for(
+            Duration::from_secs(10),
+            "the jobs back in the queue",
+            || async {
+                let info = cluster.try_client().await?.batch(batch.batch).await.ok()?;
+                (info.pending == 20).then_some(())
+            },
+        )
+        .await;
+    }
+    let info = client.batch(batch.batch).await.unwrap();
+    assert_eq!(info.failed, 0, "{info:?}");
+    let job = client.job(batch.first_job).await.unwrap();
+    assert_eq!(job.lost_attempts, 0, "{job:?}");
+    assert!(job
+        .history
+        .iter()
+        .all(|attempt| attempt.outcome == "unstarted"));
+
+    // A real worker runs them all.
+    cluster.start_worker("honest", 4, &[]);
+    let info = wait_batch_done(&mut client, batch.batch, Duration::from_secs(60)).await;
+    assert_eq!(info.succeeded, 20, "{info:?}");
+}

@@ -7,7 +7,8 @@
 //! attempt's start before its result or its loss.
 
 use crate::actors::ledger::{
-    AttemptsCarried, AttemptsStarted, Ledger, ResultsArrived, Started, WorkerLost, WorkerRef,
+    AttemptsCarried, AttemptsStarted, Ledger, LostAttempt, ResultsArrived, Started, WorkerLost,
+    WorkerRef,
 };
 use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
@@ -39,6 +40,8 @@ struct Held {
     slots: u32,
     /// When it was assigned, or carried into this registration (ms since the Unix epoch).
     since_ms: u64,
+    /// The worker said it started it (carried attempts run by definition).
+    started: bool,
 }
 
 /// A worker's slots as the Scheduler sees them.
@@ -174,6 +177,7 @@ impl Scheduler {
                         job: job.job,
                         slots: job_slots,
                         since_ms: now,
+                        started: false,
                     },
                 );
                 let assignment = Assignment {
@@ -364,6 +368,7 @@ impl Handler<WorkerJoined> for Scheduler {
                     job: carried.job,
                     slots: carried.slots,
                     since_ms: now,
+                    started: true,
                 };
                 (carried.lease, held)
             })
@@ -407,11 +412,15 @@ impl Handler<WorkerGone> for Scheduler {
     fn handle(&mut self, gone: WorkerGone, _ctx: &mut Context<Self>) -> Option<Departure> {
         let slots = self.workers.remove(&gone.worker)?;
         // Carried attempts too: the Ledger may have given their jobs back to them.
-        let attempts: Vec<(JobId, Lease)> = slots
+        let attempts: Vec<LostAttempt> = slots
             .running
             .iter()
             .chain(slots.carried.iter())
-            .map(|(lease, held)| (held.job, *lease))
+            .map(|(lease, held)| LostAttempt {
+                job: held.job,
+                lease: *lease,
+                started: held.started,
+            })
             .collect();
         let departure = Departure {
             slots: slots.total,
@@ -426,6 +435,32 @@ impl Handler<WorkerGone> for Scheduler {
             });
         }
         Some(departure)
+    }
+}
+
+/// A worker says it started these attempts: lost with it from now on, they count against their
+/// jobs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptsAcknowledged {
+    /// The worker's registration.
+    pub worker: WorkerId,
+    /// The attempts.
+    pub leases: Vec<Lease>,
+}
+
+impl Handler<AttemptsAcknowledged> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, acknowledged: AttemptsAcknowledged, _ctx: &mut Context<Self>) {
+        let Some(slots) = self.workers.get_mut(&acknowledged.worker) else {
+            return;
+        };
+        for lease in acknowledged.leases {
+            if let Some(held) = slots.running.get_mut(&lease) {
+                held.started = true;
+            }
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::status::{BatchInfo, ClusterStatus, JobInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to these types.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Size of the nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 32;
@@ -71,6 +71,8 @@ pub enum ToCoordinator {
     },
     /// A worker is alive.
     Heartbeat,
+    /// A worker started these attempts (it sends this for every `Assign` it takes).
+    Started(Vec<Lease>),
     /// A worker finished attempts.
     Results(Vec<AttemptResult>),
     /// A worker is shutting down: send it nothing new.

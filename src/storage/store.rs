@@ -207,6 +207,8 @@ pub struct ReplayedJob {
     pub lost_attempts: u32,
     /// Attempts failed before.
     pub failures: u32,
+    /// The workers it was lost with (since its last retry), each once.
+    pub lost_on: Vec<String>,
 }
 
 /// A failed job, as a retry needs it.

@@ -434,8 +434,12 @@ impl Worker {
             tokio::select! {
                 message = connect::next(&mut connection) => match message {
                     Ok(FromCoordinator::Assign(assignments)) => {
+                        let leases: Vec<Lease> = assignments.iter().map(|assignment| assignment.lease).collect();
                         for assignment in assignments {
                             self.start(assignment);
+                        }
+                        if let Err(error) = connection.send(ToCoordinator::Started(leases)).await {
+                            return SessionEnd::Broken(error.to_string());
                         }
                     }
                     Ok(FromCoordinator::Kill(leases)) => {

@@ -13,7 +13,9 @@ pub mod error;
 mod requests;
 mod stats;
 
-pub use book::{manifest_order_size, Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_SPEC_BYTES};
+pub use book::{
+    manifest_order_size, LostAttempt, Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_SPEC_BYTES,
+};
 pub use error::{ErrorKind, LedgerError};
 pub use requests::{
     Cancel, GetBatch, GetJob, ListBatches, ListJobs, Retry, SubmitBatch, WaitBatch,
@@ -23,7 +25,7 @@ pub use requests::{
 use crate::actors::registry::WorkerDirectory;
 use crate::actors::scheduler::{Enqueue, KillAttempts, PublishManifests, Scheduler, Withdraw};
 use crate::actors::session::ToWorker;
-use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, JobId, Lease};
+use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, Lease};
 use crate::metrics::Metrics;
 use crate::status::{BatchInfo, JobStatistics};
 use crate::storage::store::{LedgerStore, Replay, StoreError};
@@ -353,8 +355,8 @@ impl Handler<ResultsArrived> for Ledger {
 pub struct WorkerLost {
     /// The worker's name.
     pub worker_name: Arc<str>,
-    /// Its attempts: (job, lease).
-    pub attempts: Vec<(JobId, Lease)>,
+    /// Its attempts.
+    pub attempts: Vec<LostAttempt>,
     /// Why it was declared lost.
     pub reason: String,
 }

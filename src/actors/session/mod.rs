@@ -7,7 +7,7 @@ mod client;
 
 use crate::actors::ledger::{Ledger, ManifestsWritten};
 use crate::actors::registry::{LastSeen, RegisterWorker, Registry, SessionClosed};
-use crate::actors::scheduler::{ResultsReported, Scheduler, StopAssigning};
+use crate::actors::scheduler::{AttemptsAcknowledged, ResultsReported, Scheduler, StopAssigning};
 use crate::job::{now_ms, Assignment, AttemptResult, Lease, ManifestOrder, WorkerId};
 use crate::net::auth::{self, Secret, Side};
 use crate::net::backlog::{Backlog, CountingCodec, CountingWriter};
@@ -58,6 +58,8 @@ pub struct SessionContext {
     pub open_sessions: AtomicUsize,
     /// Bytes waiting to be sent to a peer above which it is disconnected (it is not reading).
     pub max_write_backlog: u64,
+    /// The most slots one worker may offer.
+    pub max_worker_slots: u32,
 }
 
 /// An accepted connection, in the clear or inside TLS.
@@ -315,6 +317,16 @@ impl Session {
         if slots == 0 {
             return self.refuse(ctx, "a worker must offer at least one slot".into());
         }
+        if slots > self.shared.max_worker_slots {
+            return self.refuse(
+                ctx,
+                format!(
+                    "this worker offers {slots} slots, more than the {} a worker may offer \
+                     (the coordinator's --max-worker-slots); give it fewer with --slots",
+                    self.shared.max_worker_slots
+                ),
+            );
+        }
         if let Err(reason) = check_carried(&carried, slots) {
             return self.refuse(ctx, reason);
         }
@@ -436,6 +448,12 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
                 self.on_register(ctx, register)
             }
             (Phase::Worker(_), ToCoordinator::Heartbeat) => {}
+            (Phase::Worker(worker), ToCoordinator::Started(leases)) => {
+                self.shared.scheduler.do_send(AttemptsAcknowledged {
+                    worker: *worker,
+                    leases,
+                });
+            }
             (Phase::Worker(worker), ToCoordinator::Results(mut results)) => {
                 results.iter_mut().for_each(AttemptResult::bound);
                 self.shared.scheduler.do_send(ResultsReported {

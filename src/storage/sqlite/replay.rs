@@ -66,9 +66,11 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
                 attempts: row.get(4)?,
                 lost_attempts: row.get(5)?,
                 failures: row.get(6)?,
+                lost_on: Vec::new(),
             });
         }
     }
+    lost_on(&tx, &mut unfinished)?;
     let next_job = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs", [], |row| {
         row.get::<_, i64>(0)
     })? as u64;
@@ -106,4 +108,33 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
         next_job,
         unpublished,
     })
+}
+
+/// The workers each unfinished job was lost with: its last `lost_attempts` losses (a retry
+/// starts the count again), each worker once.
+fn lost_on(conn: &Connection, unfinished: &mut [ReplayedJob]) -> Result<(), StoreError> {
+    let mut statement = conn.prepare(
+        "SELECT a.job, a.worker FROM attempts a JOIN jobs j ON j.id = a.job
+         WHERE j.state = 'pending' AND j.lost_attempts > 0 AND a.outcome = 'lost'
+         ORDER BY a.job, a.rowid DESC",
+    )?;
+    let mut by_job: std::collections::HashMap<u64, Vec<String>> = Default::default();
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        by_job
+            .entry(row.get::<_, i64>(0)? as u64)
+            .or_default()
+            .push(row.get(1)?);
+    }
+    for job in unfinished.iter_mut() {
+        let Some(newest_first) = by_job.remove(&job.id) else {
+            continue;
+        };
+        for worker in newest_first.into_iter().take(job.lost_attempts as usize) {
+            if !job.lost_on.contains(&worker) {
+                job.lost_on.push(worker);
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,8 +2,8 @@
 //! jobs coming back from a backoff or the restart's grace.
 
 use super::{
-    line_up, work_order, Book, Commit, Effects, Pending, Phase, RunningAttempt, Started, WorkerRef,
-    MAX_LOST_ATTEMPTS,
+    line_up, work_order, Book, Commit, Effects, LostAttempt, Pending, Phase, RunningAttempt,
+    Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_LOST_IN_ALL,
 };
 use crate::job::{CarriedAttempt, JobId, JobState, Lease};
 use crate::status::FailureInfo;
@@ -162,11 +162,12 @@ impl Book {
     }
 
     /// A worker is gone; its attempts are lost and their jobs go back to pending at once (or,
-    /// lost with too many workers, are failed).
+    /// lost with too many workers that had started them, are failed). An attempt the worker
+    /// never said it started counts for nothing but its number.
     pub(crate) fn worker_lost(
         &mut self,
-        worker_name: &str,
-        attempts: &[(JobId, Lease)],
+        worker_name: &Arc<str>,
+        attempts: &[LostAttempt],
         reason: &str,
         now: u64,
     ) -> Effects {
@@ -174,41 +175,58 @@ impl Book {
         let mut changes = Vec::new();
         let mut finishing = Vec::new();
         let mut failures = Vec::new();
-        for &(id, lease) in attempts {
+        for lost in attempts {
+            let id = lost.job;
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            if !job.runs(lease) {
+            if !job.runs(lost.lease) {
                 continue;
             }
             let (attempt, started_at_ms) =
                 job.running.as_ref().map_or((job.attempts, now), |running| {
                     (running.attempt, running.started_at_ms)
                 });
-            job.lost += 1;
+            let (outcome, error) = if lost.started {
+                job.lost += 1;
+                let workers = self.lost_on.entry(id).or_default();
+                if !workers.contains(worker_name) {
+                    workers.push(worker_name.clone());
+                }
+                ("lost", reason.to_string())
+            } else {
+                (
+                    "unstarted",
+                    format!("lost before the worker said it had started it: {reason}"),
+                )
+            };
             failures.push(FailureInfo {
                 job: id,
                 batch: job.batch,
                 worker: worker_name.to_string(),
-                outcome: "lost".into(),
+                outcome: outcome.into(),
                 at_ms: now,
-                error: Some(reason.to_string()),
+                error: Some(error.clone()),
                 output_tail: String::new(),
             });
             changes.push(Change::Attempt(Box::new(AttemptRow {
                 job: id,
                 attempt,
                 worker: worker_name.to_string(),
-                outcome: "lost",
+                outcome,
                 started_at_ms,
                 finished_at_ms: now,
                 exit_code: None,
-                error: Some(reason.to_string()),
+                error: Some(error),
             })));
             let batch = job.batch;
-            if job.lost >= MAX_LOST_ATTEMPTS {
+            let workers = self.lost_on.get(&id).map_or(0, Vec::len) as u32;
+            if workers >= MAX_LOST_ATTEMPTS || job.lost >= MAX_LOST_IN_ALL {
                 job.begin_finishing();
-                let error = format!("lost with {} workers; last: {reason}", job.lost);
+                let error = format!(
+                    "lost {} times, with {workers} workers; last: {reason}",
+                    job.lost
+                );
                 changes.push(work_order(
                     id,
                     job,

@@ -42,8 +42,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A job lost with this many workers is failed: it is probably what kills them.
+/// A job lost with this many workers (each of which had started it) is failed: it is probably
+/// what kills them.
 pub const MAX_LOST_ATTEMPTS: u32 = 10;
+
+/// A job lost this many times in all, whatever the workers, is failed too: one worker that dies
+/// each time it runs the job (and is restarted) must not loop on it for ever.
+const MAX_LOST_IN_ALL: u32 = 3 * MAX_LOST_ATTEMPTS;
 
 /// The longest wait between attempts of a failing job.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -81,6 +86,18 @@ pub struct Started {
     pub attempt: u32,
     /// The job's turn in line it came from ([`PendingJob::entry`]).
     pub entry: u16,
+}
+
+/// An attempt lost with its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostAttempt {
+    /// The job.
+    pub job: JobId,
+    /// The attempt's lease.
+    pub lease: Lease,
+    /// The worker had said it started it (an assignment it never took is no sign against
+    /// the job).
+    pub started: bool,
 }
 
 /// Where an unfinished job is.
@@ -200,6 +217,8 @@ pub(crate) struct Book {
     /// Batches whose retry is being read or written.
     retrying: HashSet<BatchId>,
     manifests: Manifests,
+    /// The workers each job was lost with (having started it), for jobs that were.
+    lost_on: HashMap<JobId, Vec<Arc<str>>>,
     duplicates: u64,
     stats: LedgerStats,
 }
@@ -228,7 +247,17 @@ impl Book {
             })
             .collect();
         let mut jobs = HashMap::with_capacity(replay.unfinished.len());
+        let mut lost_on = HashMap::new();
         for job in replay.unfinished {
+            if !job.lost_on.is_empty() {
+                lost_on.insert(
+                    job.id,
+                    job.lost_on
+                        .iter()
+                        .map(|name| Arc::from(name.as_str()))
+                        .collect(),
+                );
+            }
             batches
                 .entry(job.batch)
                 .or_insert_with(|| BatchCounts::new(String::new(), 0));
@@ -254,6 +283,7 @@ impl Book {
             held_back: HashSet::new(),
             retrying: HashSet::new(),
             manifests: Manifests::replayed(replay.unpublished),
+            lost_on,
             duplicates: 0,
             stats: LedgerStats::new(metrics),
         }
@@ -410,6 +440,9 @@ impl Book {
             let Some(job) = self.jobs.remove(&id) else {
                 continue;
             };
+            if !self.lost_on.is_empty() {
+                self.lost_on.remove(&id);
+            }
             *by_state.entry(state).or_default() += 1;
             if let Some(counts) = self.batches.get_mut(&job.batch) {
                 counts.count_terminal(state);

@@ -55,6 +55,8 @@ struct Registration {
     process: usize,
     held: BTreeMap<Lease, JobId>,
     carried: HashSet<Lease>,
+    /// Leases the worker said it started.
+    acknowledged: HashSet<Lease>,
 }
 
 /// What the Ledger sends the Scheduler.
@@ -71,7 +73,7 @@ enum ToLedger {
     Started(WorkerRef, Vec<Started>),
     Carried(WorkerRef, Vec<CarriedAttempt>),
     Results(WorkerRef, Vec<AttemptResult>),
-    Lost(Arc<str>, Vec<(JobId, Lease)>),
+    Lost(Arc<str>, Vec<LostAttempt>),
 }
 
 impl ToLedger {
@@ -80,7 +82,7 @@ impl ToLedger {
             ToLedger::Started(_, started) => started.iter().any(|s| s.lease == lease),
             ToLedger::Carried(_, carried) => carried.iter().any(|a| a.lease == lease),
             ToLedger::Results(_, results) => results.iter().any(|r| r.lease == lease),
-            ToLedger::Lost(_, attempts) => attempts.iter().any(|(_, l)| *l == lease),
+            ToLedger::Lost(_, attempts) => attempts.iter().any(|a| a.lease == lease),
         }
     }
 
@@ -297,6 +299,7 @@ impl World {
                     .map(|attempt| (attempt.lease, attempt.job))
                     .collect(),
                 carried: carried.iter().map(|attempt| attempt.lease).collect(),
+                acknowledged: carried.iter().map(|attempt| attempt.lease).collect(),
             },
         );
         self.processes[process].registration = Some(registration);
@@ -324,10 +327,14 @@ impl World {
         if self.processes[gone.process].registration == Some(registration) {
             self.processes[gone.process].registration = None;
         }
-        let attempts: Vec<(JobId, Lease)> = gone
+        let attempts: Vec<LostAttempt> = gone
             .held
             .iter()
-            .map(|(lease, job)| (*job, *lease))
+            .map(|(lease, job)| LostAttempt {
+                job: *job,
+                lease: *lease,
+                started: gone.acknowledged.contains(lease),
+            })
             .collect();
         if !attempts.is_empty() {
             self.to_ledger
@@ -418,6 +425,7 @@ impl World {
                 self.end(worker, lease, outcome);
             }
             Step::Report { worker } => self.report(worker),
+            Step::Acknowledge { worker } => self.acknowledge(worker),
             Step::Duplicate { worker, pick } => {
                 let process = &self.processes[worker];
                 let (Some(registration), false) = (process.registration, process.told.is_empty())
@@ -526,6 +534,17 @@ impl World {
         };
         self.to_ledger
             .push_back(ToLedger::Started(worker, vec![started]));
+    }
+
+    /// A worker says it started what it was given.
+    fn acknowledge(&mut self, process: usize) {
+        let Some(registration) = self.processes[process].registration else {
+            return;
+        };
+        if let Some(held) = self.registrations.get_mut(&registration) {
+            let leases: Vec<Lease> = held.held.keys().copied().collect();
+            held.acknowledged.extend(leases);
+        }
     }
 
     fn old_registration(&self) -> Option<WorkerId> {

@@ -23,6 +23,8 @@ pub(super) enum Step {
     },
     /// A worker reports (or reports again) every result not yet acknowledged.
     Report { worker: usize },
+    /// A worker says it started what it was given.
+    Acknowledge { worker: usize },
     /// A worker sends a result it was told about already, again.
     Duplicate { worker: usize, pick: usize },
     /// A worker's connection breaks (the worker lives on, its attempts too).
@@ -62,6 +64,7 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         6 => (worker.clone(), 0..4usize, prop::bool::weighted(0.6))
             .prop_map(|(worker, pick, success)| Step::Finish { worker, pick, success }),
         5 => worker.clone().prop_map(|worker| Step::Report { worker }),
+        4 => worker.clone().prop_map(|worker| Step::Acknowledge { worker }),
         1 => (worker.clone(), 0..8usize).prop_map(|(worker, pick)| Step::Duplicate { worker, pick }),
         1 => worker.clone().prop_map(|worker| Step::Disconnect { worker }),
         2 => worker.clone().prop_map(|worker| Step::Reconnect { worker }),

@@ -52,7 +52,7 @@ fn the_first_success_wins_whichever_attempt_and_the_current_one_is_stopped() {
     submitted(&mut book, 1, 3);
     let (a, b) = (worker(1), worker(2));
     let _ = book.attempts_started(&a, &[started(&book, 1, 100, 1)], T0);
-    let lost = book.worker_lost(&a.name, &[(1, 100)], "silent", T0);
+    let lost = book.worker_lost(&a.name, &[lost(1, 100)], "silent", T0);
     let _ = committed(&mut book, lost);
     let _ = book.attempts_started(&b, &[started(&book, 1, 200, 2)], T0);
     // The lost worker's attempt finished after all.
@@ -117,7 +117,7 @@ fn a_failure_of_an_attempt_no_longer_current_changes_nothing() {
     submitted(&mut book, 1, 3);
     let (a, b) = (worker(1), worker(2));
     let _ = book.attempts_started(&a, &[started(&book, 1, 100, 1)], T0);
-    let lost = book.worker_lost(&a.name, &[(1, 100)], "silent", T0);
+    let lost = book.worker_lost(&a.name, &[lost(1, 100)], "silent", T0);
     let _ = committed(&mut book, lost);
     let _ = book.attempts_started(&b, &[started(&book, 1, 200, 2)], T0);
     let effects = book.results(&a, &[result(1, 100, 1, Outcome::Failed)], T0);
@@ -192,9 +192,9 @@ fn a_lost_attempt_requeues_its_job_at_once_and_ten_losses_fail_it() {
         let lease = 1000 + u64::from(loss);
         let _ = book.attempts_started(&w, &[started(&book, 1, lease, loss)], T0);
         // A lease this worker no longer holds is not lost with it.
-        let stale = book.worker_lost(&w.name, &[(1, lease - 1)], "gone", T0);
+        let stale = book.worker_lost(&w.name, &[lost(1, lease - 1)], "gone", T0);
         assert!(stale.commit.is_none() && stale.enqueue.is_empty());
-        let effects = book.worker_lost(&w.name, &[(1, lease)], "connection closed", T0);
+        let effects = book.worker_lost(&w.name, &[lost(1, lease)], "connection closed", T0);
         let rows: Vec<&str> = effects
             .commit
             .as_ref()
@@ -246,6 +246,7 @@ fn restarted(unfinished: &[(JobId, u32)]) -> Book {
                 attempts,
                 lost_attempts: 0,
                 failures: 0,
+                lost_on: Vec::new(),
             })
             .collect(),
         next_job: 10,
@@ -446,4 +447,59 @@ fn a_manifest_too_large_for_a_frame_is_given_up_not_sent() {
         book.manifests_due(T0 + 60_000).commit.is_none(),
         "given up once"
     );
+}
+
+#[test]
+fn only_workers_that_started_a_job_count_against_it_each_once() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let mut lease = 1000;
+    let mut lose = |book: &mut Book, name: &str, said_started: bool| {
+        lease += 1;
+        let w = WorkerRef {
+            id: lease,
+            name: Arc::from(name),
+        };
+        let attempt = book.jobs[&1].attempts + 1;
+        let _ = book.attempts_started(&w, &[started(book, 1, lease, attempt)], T0);
+        let attempt = LostAttempt {
+            job: 1,
+            lease,
+            started: said_started,
+        };
+        let effects = book.worker_lost(&w.name, &[attempt], "connection closed", T0);
+        let rows: Vec<&str> = effects
+            .commit
+            .as_ref()
+            .unwrap()
+            .changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Attempt(row) => Some(row.outcome),
+                _ => None,
+            })
+            .collect();
+        let failed = !finish_states(&effects).is_empty();
+        let _ = committed(book, effects);
+        (rows, failed)
+    };
+    // Twenty registrations that took the job and never said they started it: no sign against
+    // the job.
+    for taker in 0..20 {
+        let (rows, failed) = lose(&mut book, &format!("taker-{taker}"), false);
+        assert_eq!(rows, vec!["unstarted"]);
+        assert!(!failed);
+    }
+    assert_eq!(book.jobs[&1].lost, 0);
+    // One worker that dies each time it runs the job: it counts once among workers...
+    for _ in 0..(MAX_LOST_ATTEMPTS - 1) {
+        assert!(!lose(&mut book, "crashy", true).1);
+    }
+    // ... and the job fails after nine others lost it too.
+    for other in 1..MAX_LOST_ATTEMPTS - 1 {
+        assert!(!lose(&mut book, &format!("other-{other}"), true).1);
+    }
+    let (rows, failed) = lose(&mut book, "the-tenth", true);
+    assert_eq!(rows, vec!["lost"]);
+    assert!(failed, "ten workers lost it");
 }

@@ -81,6 +81,15 @@ fn result(job: JobId, lease: Lease, attempt: u32, outcome: Outcome) -> AttemptRe
     }
 }
 
+/// An attempt lost with its worker after the worker said it started it.
+fn lost(job: JobId, lease: Lease) -> LostAttempt {
+    LostAttempt {
+        job,
+        lease,
+        started: true,
+    }
+}
+
 /// A start from the job's current turn in line.
 fn started(book: &Book, job: JobId, lease: Lease, attempt: u32) -> Started {
     Started {

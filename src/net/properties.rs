@@ -171,6 +171,7 @@ fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
                 }
             ),
         Just(ToCoordinator::Heartbeat),
+        vec(any::<u64>(), 0..8).prop_map(ToCoordinator::Started),
         vec(attempt_result(), 0..4).prop_map(ToCoordinator::Results),
         Just(ToCoordinator::Draining),
         vec(any::<u64>(), 0..8).prop_map(ToCoordinator::ManifestsWritten),

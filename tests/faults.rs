@@ -472,3 +472,64 @@ async fn a_torn_last_write_recovers_to_the_last_commit() {
     let log = cluster.coordinator_log();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_past_its_timeout_is_taken_back_from_a_worker_that_only_heartbeats() {
+    use drover::net::connect::{connect, next};
+    use drover::net::protocol::{FromCoordinator, Role, ToCoordinator};
+    use futures::SinkExt;
+    let mut cluster = Cluster::start(&["--heartbeat-timeout", "2s"]).await;
+    // A worker that takes the job, says it started it, and from then on only heartbeats.
+    let mut silent = connect(&cluster.address, Role::Worker, None).await.unwrap();
+    silent
+        .send(ToCoordinator::Register {
+            name: "silent".into(),
+            slots: 1,
+            labels: Vec::new(),
+            carried: Vec::new(),
+            results: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let mut client = cluster.client().await;
+    let job =
+        drover::jobfile::parse_line(1, r#"{"cmd": ["true"], "timeout_s": 1, "max_attempts": 2}"#)
+            .unwrap();
+    let submitted = client.submit("held", vec![job]).await.unwrap();
+    let began = Instant::now();
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(300));
+    let mut held = None;
+    let killed = loop {
+        tokio::select! {
+            _ = heartbeat.tick() => silent.send(ToCoordinator::Heartbeat).await.unwrap(),
+            message = next(&mut silent) => match message.unwrap() {
+                FromCoordinator::Assign(assignments) => {
+                    let leases: Vec<u64> = assignments.iter().map(|a| a.lease).collect();
+                    held = leases.first().copied();
+                    silent.send(ToCoordinator::Started(leases)).await.unwrap();
+                }
+                FromCoordinator::Kill(leases) => break leases,
+                _ => {}
+            },
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "never taken back"
+        );
+    };
+    assert_eq!(Some(killed[0]), held, "the held attempt is stopped");
+    eprintln!(
+        "attempt with a 1 s timeout taken back {} ms after submission",
+        began.elapsed().as_millis()
+    );
+    // Its job runs again on an honest worker.
+    cluster.start_worker("honest", 1, &[]);
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 1, "{info:?}");
+    let record = client.job(submitted.first_job).await.unwrap();
+    assert_eq!(record.worker.as_deref(), Some("honest"));
+    assert_eq!(record.history[0].outcome, "timed_out");
+    let error = record.history[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("taken back by the coordinator"), "{error}");
+    drop(silent);
+}

@@ -300,3 +300,81 @@ async fn wrong_credentials_fail_the_attempt_not_the_worker() {
     assert!(error.contains("s3://drover-test-creds/a"), "{error}");
     assert_eq!(jobs[1].state, JobState::Succeeded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_and_a_cancel_cover_a_stalled_input_too() {
+    let server = start_s3().await;
+    let s3 = client(&server.endpoint);
+    s3.create_bucket()
+        .bucket("drover-test-stall")
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket("drover-test-stall")
+        .key("input")
+        .body(ByteStream::from(pattern(1024)))
+        .send()
+        .await
+        .unwrap();
+    let mut cluster = Cluster::start(&[]).await;
+    let env = worker_env(&server.endpoint);
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    cluster.start_worker_with_env("patient", 2, &[], &env);
+    cluster.wait_for_workers(1).await;
+    // The S3 server stops answering: connections are accepted, nothing comes back.
+    // SAFETY: kill(2) on a child process we started; no memory is involved.
+    assert_eq!(
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGSTOP) },
+        0
+    );
+    let input = r#""inputs": [{"from": "s3://drover-test-stall/input", "to": "in"}]"#;
+    let lines = [
+        format!(r#"{{"cmd": ["true"], "timeout_s": 3, "max_attempts": 1, {input}}}"#),
+        format!(r#"{{"cmd": ["true"], "name": "to-cancel", {input}}}"#),
+    ];
+    let mut client_ = cluster.client().await;
+    let submitted = client_
+        .submit(
+            "stalled",
+            drover::jobfile::parse(&lines.join("\n")).unwrap(),
+        )
+        .await
+        .unwrap();
+    let timed = submitted.first_job;
+    let cancelled = submitted.first_job + 1;
+    wait_running(&mut client_, cancelled, Duration::from_secs(30)).await;
+    let began = std::time::Instant::now();
+    client_
+        .cancel(drover::job::CancelTarget::Job(cancelled))
+        .await
+        .unwrap();
+    let job = cluster
+        .wait_for_job(timed, "the stalled attempt to time out", |job| {
+            job.state == JobState::Failed
+        })
+        .await;
+    let error = job.error.unwrap_or_default();
+    assert!(error.contains("timed out after 3s"), "{error}");
+    // Both attempts ended on the worker, their slots free: it takes the next job at once.
+    let next = client_
+        .submit(
+            "next",
+            vec![drover::job::JobSpec::call("noop", b"x".to_vec())],
+        )
+        .await
+        .unwrap();
+    let info = wait_batch_done(&mut client_, next.batch, Duration::from_secs(10)).await;
+    assert_eq!(info.succeeded, 1);
+    let workers = client_.workers().await.unwrap();
+    assert_eq!(workers[0].running, 0, "{workers:?}");
+    eprintln!(
+        "stalled attempts ended {} ms after the cancel (timeout 3 s)",
+        began.elapsed().as_millis()
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGCONT) };
+}

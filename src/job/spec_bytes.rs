@@ -13,7 +13,7 @@ use std::sync::Arc;
 #[derive(Clone, PartialEq, Eq)]
 pub struct SpecBytes(Arc<[u8]>);
 
-/// The leading fields of a [`JobSpec`]: what placing and retrying a job needs.
+/// The leading fields of a [`JobSpec`]: what placing, retrying and timing a job needs.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Placement {
     /// Higher runs first.
@@ -24,6 +24,8 @@ pub struct Placement {
     pub requires: Vec<String>,
     /// Attempts that may fail before the job is failed.
     pub max_attempts: u32,
+    /// Wall-clock limit of one attempt.
+    pub timeout_s: Option<u32>,
 }
 
 impl SpecBytes {
@@ -120,7 +122,8 @@ mod tests {
                 priority: -3,
                 slots: 4,
                 requires: vec!["gpu".into(), "ssd".into()],
-                max_attempts: 7
+                max_attempts: 7,
+                timeout_s: Some(9),
             }
         );
     }

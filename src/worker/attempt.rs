@@ -84,6 +84,8 @@ async fn run_spec(
     let timeout = spec
         .timeout_s
         .map(|seconds| Duration::from_secs(seconds as u64));
+    // One deadline and one kill for the whole attempt: fetching its inputs, running it and
+    // publishing its outputs. A transfer cut short is dropped, which cancels it.
     let interrupt = async move {
         let timed_out = async {
             match timeout {
@@ -98,6 +100,7 @@ async fn run_spec(
             else => std::future::pending().await,
         }
     };
+    tokio::pin!(interrupt);
     let scratch = scratch_root.join(format!(
         "job-{}-attempt-{}-{:x}",
         assignment.job, assignment.attempt, assignment.lease
@@ -117,15 +120,28 @@ async fn run_spec(
     // The data futures are large (the S3 client's are): boxed, and only when there is data, so
     // a job without data does not carry or move them.
     let fetched = if spec.inputs.is_empty() {
-        Ok(())
+        Ok(Ok(()))
     } else {
-        Box::pin(data::fetch_inputs(stores, &spec.inputs, &scratch)).await
+        let fetch = Box::pin(data::fetch_inputs(stores, &spec.inputs, &scratch));
+        tokio::select! {
+            fetched = fetch => Ok(fetched),
+            interrupt = &mut interrupt => Err(interrupt),
+        }
     };
     let mut ended = match fetched {
-        Err(error) => Ended::failed(error),
-        Ok(()) => match &spec.task {
+        Err(interrupt) => Ended::interrupted(interrupt, spec.timeout_s, String::new()),
+        Ok(Err(error)) => Ended::failed(error),
+        Ok(Ok(())) => match &spec.task {
             Task::Exec { cmd, env } => {
-                run_exec(assignment, spec.timeout_s, cmd, env, &scratch, interrupt).await
+                run_exec(
+                    assignment,
+                    spec.timeout_s,
+                    cmd,
+                    env,
+                    &scratch,
+                    &mut interrupt,
+                )
+                .await
             }
             Task::Call { handler, payload } => {
                 let context = CallContext {
@@ -140,26 +156,33 @@ async fn run_spec(
                     handler,
                     payload.clone(),
                     handlers,
-                    interrupt,
+                    &mut interrupt,
                 )
                 .await
             }
         },
     };
     if let (Outcome::Succeeded, Some(outputs)) = (ended.outcome, &spec.outputs) {
-        match Box::pin(data::publish_outputs(
+        let publish = Box::pin(data::publish_outputs(
             stores,
             outputs,
             &scratch,
             assignment.job,
             assignment.lease,
-        ))
-        .await
-        {
-            Ok(objects) => ended.outputs = objects,
-            Err(error) => {
+        ));
+        let published = tokio::select! {
+            published = publish => Ok(published),
+            interrupt = &mut interrupt => Err(interrupt),
+        };
+        match published {
+            Ok(Ok(objects)) => ended.outputs = objects,
+            Ok(Err(error)) => {
                 ended.outcome = Outcome::Failed;
                 ended.error = Some(error);
+            }
+            Err(interrupt) => {
+                let tail = std::mem::take(&mut ended.output_tail);
+                ended = Ended::interrupted(interrupt, spec.timeout_s, tail);
             }
         }
     }

@@ -25,7 +25,7 @@ pub use requests::{
 use crate::actors::registry::WorkerDirectory;
 use crate::actors::scheduler::{Enqueue, KillAttempts, PublishManifests, Scheduler, Withdraw};
 use crate::actors::session::ToWorker;
-use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, Lease};
+use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, JobId, Lease};
 use crate::metrics::Metrics;
 use crate::status::{BatchInfo, JobStatistics};
 use crate::storage::store::{LedgerStore, Replay, StoreError};
@@ -68,6 +68,11 @@ impl Default for LedgerConfig {
         }
     }
 }
+
+/// A timer this late means the coordinator stalled.
+const LATE_TIMER: Duration = Duration::from_secs(1);
+/// After a stall, how long an attempt's deadline waits for what was sent meanwhile to be read.
+const STALL_GRACE: Duration = Duration::from_secs(5);
 
 /// Where a client's answer goes, once there is one.
 type Respond = oneshot::Sender<Answer>;
@@ -119,6 +124,7 @@ impl Ledger {
             kill,
             notices,
             retry_after,
+            deadlines,
             publish,
             batches_done,
             commit,
@@ -151,6 +157,9 @@ impl Ledger {
                 ledger.carry_out(ctx, effects, None);
             });
         }
+        for (job, lease, delay) in deadlines {
+            self.judge_after(ctx, job, lease, delay);
+        }
         for info in batches_done {
             for waiter in self.waiters.remove(&info.id).unwrap_or_default() {
                 let _ = waiter.send(info.clone());
@@ -180,6 +189,25 @@ impl Ledger {
                 self.commit(commit, ctx.address(), respond.take());
             }
         }
+    }
+
+    /// Hands an attempt back to the book once its deadline has passed. A timer that fires late
+    /// means the coordinator itself stalled: the attempt's result may be waiting unread in its
+    /// socket, so it is judged a little later, once that has been read.
+    fn judge_after(&self, ctx: &mut Context<Self>, job: JobId, lease: Lease, delay: Duration) {
+        let due_ms = now_ms().saturating_add(delay.as_millis() as u64);
+        ctx.run_later(delay, move |ledger, ctx| {
+            if ledger.closing {
+                return;
+            }
+            let now = now_ms();
+            if now.saturating_sub(due_ms) > LATE_TIMER.as_millis() as u64 {
+                ledger.judge_after(ctx, job, lease, STALL_GRACE);
+                return;
+            }
+            let effects = ledger.book.deadline_passed(job, lease, now);
+            ledger.carry_out(ctx, effects, None);
+        });
     }
 
     /// Sends a commit to the store; its outcome comes back as a message, in commit order.

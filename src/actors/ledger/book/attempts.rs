@@ -2,13 +2,14 @@
 //! jobs coming back from a backoff or the restart's grace.
 
 use super::{
-    line_up, work_order, Book, Commit, Effects, LostAttempt, Pending, Phase, RunningAttempt,
-    Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_LOST_IN_ALL,
+    line_up, timeout_margin, work_order, Book, Commit, Effects, LiveJob, LostAttempt, Pending,
+    Phase, RunningAttempt, Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_LOST_IN_ALL,
 };
-use crate::job::{CarriedAttempt, JobId, JobState, Lease};
+use crate::job::{AttemptResult, CarriedAttempt, JobId, JobState, Lease, Outcome};
 use crate::status::FailureInfo;
 use crate::storage::store::{AttemptRow, Change};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How far past the highest attempt number on record a carried attempt's may be and still take
 /// its job back: starts are not on disk, so a restart may have lost the last one or two.
@@ -56,6 +57,9 @@ impl Book {
                 started_at_ms: now,
                 worker: worker.name.clone(),
             }));
+            if let Some(deadline) = job.deadline() {
+                effects.deadlines.push((id, started.lease, deadline));
+            }
             let batch = job.batch;
             self.recount(batch, Phase::Queued, Phase::Running);
             if let Some(counts) = self.batches.get_mut(&batch) {
@@ -90,6 +94,12 @@ impl Book {
                 &worker.name,
             ) {
                 taken_back += 1;
+                // When it started is not known: its timeout counts from now.
+                if let Some(deadline) = self.jobs.get(&attempt.job).and_then(LiveJob::deadline) {
+                    effects
+                        .deadlines
+                        .push((attempt.job, attempt.lease, deadline));
+                }
                 continue;
             }
             match self.jobs.get_mut(&attempt.job) {
@@ -255,6 +265,51 @@ impl Book {
                 },
             });
         }
+        effects
+    }
+
+    /// An attempt's timeout and margin have passed: if it still runs, without a word from its
+    /// worker, the coordinator takes it back as timed out (retried as any failure) and has it
+    /// stopped, so a worker that only heartbeats cannot hold a job.
+    pub(crate) fn deadline_passed(&mut self, id: JobId, lease: Lease, now: u64) -> Effects {
+        let Some(job) = self.jobs.get(&id) else {
+            return Effects::none();
+        };
+        let (Some(running), true) = (job.running.as_ref(), job.runs(lease)) else {
+            return Effects::none();
+        };
+        let timeout_s = job
+            .spec
+            .placement()
+            .ok()
+            .and_then(|placement| placement.timeout_s)
+            .unwrap_or(0);
+        let margin = timeout_margin(Duration::from_secs(timeout_s.into()));
+        let verdict = AttemptResult {
+            lease,
+            job: id,
+            attempt: running.attempt,
+            outcome: Outcome::TimedOut,
+            exit_code: None,
+            started_at_ms: running.started_at_ms,
+            duration_ms: now.saturating_sub(running.started_at_ms),
+            output_tail: String::new(),
+            error: Some(format!(
+                "no result within its timeout of {timeout_s}s and a margin of {}s: taken back by \
+                 the coordinator",
+                margin.as_secs()
+            )),
+            outputs: Vec::new(),
+        };
+        // Judged as the worker's own report would be; the worker is no one to answer.
+        let coordinator = WorkerRef {
+            id: 0,
+            name: running.worker.clone(),
+        };
+        tracing::warn!(job = id, lease, worker = %running.worker, timeout_s, "attempt past its timeout and margin, taken back");
+        let mut effects = self.results(&coordinator, &[verdict], now);
+        effects.kill.push(lease);
+        effects.notices.clear();
         effects
     }
 

@@ -23,6 +23,9 @@ pub(crate) struct Effects {
     pub(crate) notices: Vec<(WorkerId, Notice)>,
     /// Jobs to hand back to [`super::Book::backoff_over`] after a wait.
     pub(crate) retry_after: Vec<(JobId, Duration)>,
+    /// Attempts to hand back to [`super::Book::deadline_passed`] after a wait: still running
+    /// then, they are past their timeout.
+    pub(crate) deadlines: Vec<(JobId, Lease, Duration)>,
     /// Manifests for some worker to write.
     pub(crate) publish: Vec<ManifestOrder>,
     /// Batches that just finished, for whoever waits on them.

@@ -53,6 +53,13 @@ const MAX_LOST_IN_ALL: u32 = 3 * MAX_LOST_ATTEMPTS;
 /// The longest wait between attempts of a failing job.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// How long past its `timeout_s` an attempt may still report before the coordinator takes it
+/// back: its worker enforces the timeout itself, then reports (the larger of 10 s and a tenth of
+/// the timeout).
+pub(crate) fn timeout_margin(timeout: Duration) -> Duration {
+    (timeout / 10).max(Duration::from_secs(10))
+}
+
 /// The book's limits and policy.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -200,6 +207,13 @@ impl LiveJob {
         self.spec
             .placement()
             .map_or(1, |placement| placement.max_attempts)
+    }
+
+    /// When the coordinator looks again at an attempt of this job that started now: its
+    /// timeout and the margin, if it has a timeout.
+    fn deadline(&self) -> Option<Duration> {
+        let timeout = Duration::from_secs(self.spec.placement().ok()?.timeout_s?.into());
+        Some(timeout + timeout_margin(timeout))
     }
 }
 

@@ -111,6 +111,7 @@ struct World {
     ended: VecDeque<(Pending, Result<(), StoreError>)>,
     reads: VecDeque<Lookup>,
     backoffs: VecDeque<JobId>,
+    deadlines: VecDeque<(JobId, Lease)>,
     grace: bool,
     processes: Vec<Process>,
     registrations: BTreeMap<WorkerId, Registration>,
@@ -154,6 +155,7 @@ impl World {
             ended: VecDeque::new(),
             reads: VecDeque::new(),
             backoffs: VecDeque::new(),
+            deadlines: VecDeque::new(),
             grace: false,
             processes: (0..WORKERS).map(|_| Process::default()).collect(),
             registrations: BTreeMap::new(),
@@ -206,6 +208,12 @@ impl World {
         }
         self.backoffs
             .extend(effects.retry_after.into_iter().map(|(job, _)| job));
+        self.deadlines.extend(
+            effects
+                .deadlines
+                .into_iter()
+                .map(|(job, lease, _)| (job, lease)),
+        );
         self.in_flight.extend(effects.commit);
         self.reads.extend(effects.lookup);
     }
@@ -397,9 +405,14 @@ impl World {
     fn step(&mut self, step: &Step) {
         self.now += 10;
         match *step {
-            Step::Submit { jobs, max_attempts } => {
+            Step::Submit {
+                jobs,
+                max_attempts,
+                timeout,
+            } => {
                 let mut spec = JobSpec::call("noop", Vec::new());
                 spec.max_attempts = max_attempts;
+                spec.timeout_s = timeout.then_some(1);
                 if let Ok(effects) = self.book.submit("b".into(), vec![spec; jobs], self.now) {
                     self.carry_out(effects);
                 }
@@ -466,6 +479,12 @@ impl World {
             Step::Commit { ok } => self.end_commit(ok),
             Step::HandBack => self.hand_back(),
             Step::Read => self.answer_read(),
+            Step::DeadlinePassed => {
+                if let Some((job, lease)) = self.deadlines.pop_front() {
+                    let effects = self.book.deadline_passed(job, lease, self.now);
+                    self.carry_out(effects);
+                }
+            }
             Step::BackoffOver => {
                 if let Some(job) = self.backoffs.pop_front() {
                     let effects = self.book.backoff_over(job);
@@ -632,6 +651,7 @@ impl World {
         self.ended.clear();
         self.reads.clear();
         self.backoffs.clear();
+        self.deadlines.clear();
         self.to_scheduler.clear();
         self.to_ledger.clear();
         self.queue = PendingQueue::default();

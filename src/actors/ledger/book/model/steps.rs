@@ -6,8 +6,12 @@ use proptest::prelude::*;
 /// One step of a run.
 #[derive(Debug, Clone)]
 pub(super) enum Step {
-    /// A client submits `jobs` jobs of `max_attempts` each.
-    Submit { jobs: usize, max_attempts: u32 },
+    /// A client submits `jobs` jobs of `max_attempts` each (with a timeout, or not).
+    Submit {
+        jobs: usize,
+        max_attempts: u32,
+        timeout: bool,
+    },
     /// The Scheduler gives a worker the next job in line (its start goes to the Ledger).
     Assign { worker: usize },
     /// The Scheduler reads the oldest message the Ledger sent it (jobs to queue, withdraw, kill).
@@ -43,6 +47,8 @@ pub(super) enum Step {
     Read,
     /// The oldest retry backoff ends.
     BackoffOver,
+    /// The oldest attempt deadline (its timeout and margin) passes.
+    DeadlinePassed,
     /// A client cancels a job (or, with `whole`, its batch).
     Cancel { pick: usize, whole: bool },
     /// A client retries a batch's failed jobs.
@@ -57,7 +63,8 @@ pub(super) enum Step {
 pub(super) fn step() -> impl Strategy<Value = Step> {
     let worker = 0..WORKERS;
     prop_oneof![
-        3 => (1..=3usize, 1..=3u32).prop_map(|(jobs, max_attempts)| Step::Submit { jobs, max_attempts }),
+        3 => (1..=3usize, 1..=3u32, any::<bool>())
+            .prop_map(|(jobs, max_attempts, timeout)| Step::Submit { jobs, max_attempts, timeout }),
         6 => worker.clone().prop_map(|worker| Step::Assign { worker }),
         8 => Just(Step::SchedulerReads),
         8 => Just(Step::LedgerReads),
@@ -74,6 +81,7 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         6 => Just(Step::HandBack),
         2 => Just(Step::Read),
         2 => Just(Step::BackoffOver),
+        1 => Just(Step::DeadlinePassed),
         1 => (0..8usize, any::<bool>()).prop_map(|(pick, whole)| Step::Cancel { pick, whole }),
         1 => (0..4usize).prop_map(|pick| Step::Retry { pick }),
         1 => (0..3usize).prop_map(|kept| Step::Restart { kept }),

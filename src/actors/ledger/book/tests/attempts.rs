@@ -503,3 +503,45 @@ fn only_workers_that_started_a_job_count_against_it_each_once() {
     assert_eq!(rows, vec!["lost"]);
     assert!(failed, "ten workers lost it");
 }
+
+#[test]
+fn an_attempt_still_running_past_its_timeout_and_margin_is_taken_back() {
+    let mut book = book();
+    let mut timed = spec(2);
+    timed.timeout_s = Some(30);
+    let effects = book.submit("b".into(), vec![timed], T0).unwrap();
+    let _ = committed(&mut book, effects);
+    let w = worker(1);
+    let started = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);
+    assert_eq!(
+        started.deadlines,
+        vec![(1, 100, Duration::from_secs(30 + 10))],
+        "its timeout and a margin of at least 10 s"
+    );
+    let taken = book.deadline_passed(1, 100, T0 + 40_000);
+    assert_eq!(taken.kill, vec![100]);
+    assert_eq!(taken.retry_after.len(), 1, "retried as any failure");
+    let rows: Vec<(&str, Option<String>)> = taken
+        .commit
+        .as_ref()
+        .unwrap()
+        .changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Attempt(row) => Some((row.outcome, row.error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows[0].0, "timed_out");
+    assert!(rows[0]
+        .1
+        .as_deref()
+        .unwrap()
+        .contains("taken back by the coordinator"));
+    // Its worker's own word, later, changes nothing.
+    let _ = committed(&mut book, taken);
+    let late = book.results(&w, &[result(1, 100, 1, Outcome::TimedOut)], T0 + 41_000);
+    assert!(late.commit.is_none());
+    // An attempt that reported in time is not judged.
+    assert!(book.deadline_passed(1, 100, T0 + 50_000).commit.is_none());
+}

@@ -533,3 +533,61 @@ async fn an_attempt_past_its_timeout_is_taken_back_from_a_worker_that_only_heart
     assert!(error.contains("taken back by the coordinator"), "{error}");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_worker_ran_dies_with_it_or_at_its_next_start() {
+    use drover::worker::orphans::running;
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("doomed", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    // The job's own process, and one it leaves in the background.
+    let line = r#"{"cmd": ["sh", "-c", "sleep 600 & echo $$ $! > \"$OUT/pids\"; wait"]}"#;
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit(
+            "orphans",
+            vec![drover::jobfile::parse_line(1, line).unwrap()],
+        )
+        .await
+        .unwrap();
+    let pids_file = cluster.out_dir().join("pids");
+    let pids: Vec<u32> = wait_for(Duration::from_secs(30), "the job to start", || async {
+        let text = std::fs::read_to_string(&pids_file).ok()?;
+        let pids: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .collect();
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    let (job_process, background) = (pids[0], pids[1]);
+    assert!(running(job_process) && running(background));
+
+    cluster.signal_worker("doomed", libc::SIGKILL);
+    cluster
+        .wait_worker_exit("doomed", Duration::from_secs(10))
+        .await;
+    wait_for(
+        Duration::from_secs(10),
+        "the job's process to die with its worker",
+        || async { (!running(job_process)).then_some(()) },
+    )
+    .await;
+
+    // The worker starts again on this machine: what its job left running goes.
+    std::fs::remove_file(&pids_file).unwrap();
+    cluster.start_worker("doomed", 1, &[]);
+    wait_for(
+        Duration::from_secs(30),
+        "the background process to be swept",
+        || async { (!running(background)).then_some(()) },
+    )
+    .await;
+    assert!(cluster
+        .worker_log("doomed")
+        .contains("killed a process left running by a worker that died"));
+    client
+        .cancel(drover::job::CancelTarget::Batch(submitted.batch))
+        .await
+        .unwrap();
+}

@@ -6,6 +6,7 @@ use crate::net::protocol::Assignment;
 use crate::storage::describe_io;
 use crate::worker::data::{self, Stores};
 use crate::worker::handlers::{CallContext, Handlers};
+use crate::worker::orphans;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -259,9 +260,26 @@ async fn run_exec(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .env(orphans::WORKER_PID_VAR, std::process::id().to_string())
         // Its own process group, so a kill reaches whatever the job started.
         .process_group(0)
         .kill_on_drop(true);
+    let worker = std::process::id();
+    // SAFETY: runs in the child between fork and exec, and calls only prctl(2) and getppid(2),
+    // which are async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(move || {
+            // The child dies with its worker, even one killed with SIGKILL.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The worker died before that took hold: do not run at all.
+            if libc::getppid() as u32 != worker {
+                return Err(std::io::Error::other("the worker is gone"));
+            }
+            Ok(())
+        });
+    }
     let ended = match command.spawn() {
         Err(error) => Ended::failed(format!("cannot start {program:?}: {error}")),
         Ok(mut child) => {

@@ -8,6 +8,7 @@
 pub mod attempt;
 pub mod data;
 pub mod handlers;
+pub mod orphans;
 
 pub use handlers::{CallContext, Handlers};
 
@@ -133,6 +134,16 @@ pub async fn run(
         path: config.scratch_dir.clone(),
         source,
     })?;
+    // What a worker killed on this machine left running goes before this one takes work.
+    let swept = tokio::task::spawn_blocking(orphans::sweep)
+        .await
+        .unwrap_or(0);
+    if swept > 0 {
+        tracing::warn!(
+            processes = swept,
+            "killed processes left running by workers that died"
+        );
+    }
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     let (written_tx, written_rx) = mpsc::unbounded_channel();
     let stores = Stores::new(config.s3.clone());

@@ -417,3 +417,74 @@ async fn a_manifest_too_large_for_any_frame_is_given_up_without_cutting_off_a_wo
         "given up, and not asked for again after a restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_are_followed_within_the_data_and_refused_beyond_it() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w", 2, &[]);
+    cluster.wait_for_workers(1).await;
+    let root = cluster.dir.path();
+    // An input prefix with a link inside it, and one with a link out of it.
+    let inside = root.join("inputs-inside");
+    std::fs::create_dir_all(inside.join("real")).unwrap();
+    std::fs::write(inside.join("real/data.txt"), "linked input").unwrap();
+    std::os::unix::fs::symlink(inside.join("real/data.txt"), inside.join("alias.txt")).unwrap();
+    let outside = root.join("inputs-outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("secret.txt"), "not for jobs").unwrap();
+    std::os::unix::fs::symlink(root.join("secret.txt"), outside.join("escape.txt")).unwrap();
+    let published = root.join("published");
+    let lines = vec![
+        // Reads the linked input; publishes a file and a link to it.
+        format!(
+            r#"{{"cmd": ["sh", "-c", "mkdir -p out && cat in/alias.txt > out/copy.txt && ln -s copy.txt out/link.txt"], "inputs": [{{"from": "file://{}/", "to": "in"}}], "outputs": {{"from": "out", "to": "file://{}/"}}, "max_attempts": 1}}"#,
+            inside.display(),
+            published.display()
+        ),
+        format!(
+            r#"{{"cmd": ["true"], "inputs": [{{"from": "file://{}/", "to": "in"}}], "max_attempts": 1}}"#,
+            outside.display()
+        ),
+        format!(
+            r#"{{"cmd": ["sh", "-c", "mkdir -p out && ln -s /etc/hostname out/host.txt"], "outputs": {{"from": "out", "to": "file://{}/"}}, "max_attempts": 1}}"#,
+            published.display()
+        ),
+    ];
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit("links", drover::jobfile::parse(&lines.join("\n")).unwrap())
+        .await
+        .unwrap();
+    wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    let first = submitted.first_job;
+
+    let followed = client.job(first).await.unwrap();
+    assert_eq!(followed.state, JobState::Succeeded, "{followed:?}");
+    let mut urls: Vec<&str> = followed.outputs.iter().map(|o| o.url.as_str()).collect();
+    urls.sort();
+    assert!(
+        urls[0].ends_with("/copy.txt") && urls[1].ends_with("/link.txt"),
+        "{urls:?}"
+    );
+    for object in &followed.outputs {
+        let path = object.url.strip_prefix("file://").unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "linked input");
+    }
+
+    let refused_input = client.job(first + 1).await.unwrap();
+    assert_eq!(refused_input.state, JobState::Failed);
+    let error = refused_input.error.unwrap_or_default();
+    assert!(
+        error.contains("escape.txt is a link to") && error.contains("outside"),
+        "{error}"
+    );
+
+    let refused_output = client.job(first + 2).await.unwrap();
+    assert_eq!(refused_output.state, JobState::Failed);
+    let error = refused_output.error.unwrap_or_default();
+    assert!(
+        error.contains("host.txt is a link to") && error.contains("outside"),
+        "{error}"
+    );
+    assert!(cluster.worker_log("w").contains("following a link"));
+}

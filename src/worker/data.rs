@@ -108,7 +108,7 @@ pub async fn publish_outputs(
     lease: Lease,
 ) -> Result<Vec<OutputObject>, String> {
     let source = scratch.join(&outputs.from);
-    let files = list_files(&source).await.map_err(|error| {
+    let files = list_files(&source, scratch).await.map_err(|error| {
         format!(
             "cannot read outputs directory {}: {}",
             outputs.from,
@@ -317,7 +317,7 @@ fn partial_name(target: &Path) -> PathBuf {
 }
 
 async fn copy_tree(source: &Path, target: &Path) -> std::io::Result<()> {
-    for relative in list_files(source).await? {
+    for relative in list_files(source, source).await? {
         copy_file(
             &source.join(&relative),
             &target.join(&relative),
@@ -328,15 +328,42 @@ async fn copy_tree(source: &Path, target: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Every regular file under `root`, relative to it, in a stable order.
-async fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Every regular file under `root`, relative to it, in a stable order. Symbolic links are
+/// followed where they lead inside `boundary` (and said so in the worker's log), and refused
+/// where they lead outside it, or nowhere: a job's data never reaches beyond what it names.
+async fn list_files(root: &Path, boundary: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let boundary = tokio::fs::canonicalize(boundary).await?;
     let mut files = Vec::new();
     let mut directories = vec![PathBuf::new()];
+    // Directories reached through links, by where they really are: a loop is walked once.
+    let mut seen = std::collections::HashSet::new();
     while let Some(directory) = directories.pop() {
         let mut entries = tokio::fs::read_dir(root.join(&directory)).await?;
         while let Some(entry) = entries.next_entry().await? {
-            let kind = entry.file_type().await?;
+            let mut kind = entry.file_type().await?;
             let relative = directory.join(entry.file_name());
+            if kind.is_symlink() {
+                let path = root.join(&relative);
+                let target = tokio::fs::canonicalize(&path).await.map_err(|error| {
+                    std::io::Error::other(format!(
+                        "{} is a link to nothing that exists ({error})",
+                        relative.display()
+                    ))
+                })?;
+                if !target.starts_with(&boundary) {
+                    return Err(std::io::Error::other(format!(
+                        "{} is a link to {}, outside {}: links are followed only within it",
+                        relative.display(),
+                        target.display(),
+                        boundary.display()
+                    )));
+                }
+                kind = tokio::fs::metadata(&target).await?.file_type();
+                if kind.is_dir() && !seen.insert(target.clone()) {
+                    continue;
+                }
+                tracing::info!(link = %relative.display(), target = %target.display(), "following a link");
+            }
             if kind.is_dir() {
                 directories.push(relative);
             } else if kind.is_file() {

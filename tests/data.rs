@@ -434,7 +434,7 @@ async fn links_are_followed_within_the_data_and_refused_beyond_it() {
     std::fs::write(root.join("secret.txt"), "not for jobs").unwrap();
     std::os::unix::fs::symlink(root.join("secret.txt"), outside.join("escape.txt")).unwrap();
     let published = root.join("published");
-    let lines = vec![
+    let lines = [
         // Reads the linked input; publishes a file and a link to it.
         format!(
             r#"{{"cmd": ["sh", "-c", "mkdir -p out && cat in/alias.txt > out/copy.txt && ln -s copy.txt out/link.txt"], "inputs": [{{"from": "file://{}/", "to": "in"}}], "outputs": {{"from": "out", "to": "file://{}/"}}, "max_attempts": 1}}"#,

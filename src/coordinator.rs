@@ -51,6 +51,8 @@ pub struct CoordinatorConfig {
     pub max_batch_jobs: usize,
     /// The most unfinished jobs held before submissions are refused ("queue full").
     pub max_pending_jobs: usize,
+    /// The most bytes of unfinished jobs' specs held before submissions are refused.
+    pub max_pending_bytes: usize,
     /// Bytes waiting to be sent to one peer above which it is disconnected as not reading.
     pub max_write_buffer: usize,
     /// The most slots one worker may offer.
@@ -84,6 +86,7 @@ impl CoordinatorConfig {
             http: None,
             max_batch_jobs: crate::actors::ledger::MAX_JOBS_PER_BATCH,
             max_pending_jobs: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS,
+            max_pending_bytes: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_BYTES,
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
             max_worker_slots: DEFAULT_MAX_WORKER_SLOTS,
             tls: None,
@@ -206,6 +209,7 @@ pub fn start(
             metrics: metrics.clone(),
             max_batch_jobs: config.max_batch_jobs,
             max_unfinished_jobs: config.max_pending_jobs,
+            max_unfinished_bytes: config.max_pending_bytes,
             // A worker retries at least every MAX_RECONNECT_DELAY, so after a restart every
             // live one is back within it (and a heartbeat timeout is what silence costs anyway).
             reconnect_grace: config

@@ -597,3 +597,33 @@ async fn registrations_that_take_jobs_and_vanish_fail_nothing_and_slots_are_capp
     let info = wait_batch_done(&mut client, batch.batch, Duration::from_secs(60)).await;
     assert_eq!(info.succeeded, 20, "{info:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_pending_bytes_submissions_are_refused_as_queue_full_until_jobs_finish() {
+    let mut cluster = Cluster::start(&["--max-pending-bytes", "100000"]).await;
+    let mut client = cluster.client().await;
+    let heavy = JobSpec::call("noop", vec![7u8; 1000]);
+    // Sixty jobs of a kilobyte: held.
+    let first = client
+        .submit("held", vec![heavy.clone(); 60])
+        .await
+        .unwrap();
+    // Sixty more would pass 100,000 bytes of specs.
+    let refused = client.submit("more", vec![heavy.clone(); 60]).await;
+    let message = match refused {
+        Err(ClientError::Coordinator(message)) => message,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(message.starts_with("queue full:"), "{message}");
+    assert!(message.contains("--max-pending-bytes"), "{message}");
+    assert_eq!(
+        client.batches().await.unwrap().len(),
+        1,
+        "nothing of it was kept"
+    );
+    // Once the held jobs have run, the same batch is taken.
+    cluster.start_worker("w", 4, &[]);
+    wait_batch_done(&mut client, first.batch, Duration::from_secs(30)).await;
+    let later = client.submit("more", vec![heavy; 60]).await.unwrap();
+    assert_eq!(later.jobs, 60);
+}

@@ -49,6 +49,9 @@ struct Args {
     /// Most unfinished (pending or running) jobs held; submissions beyond are refused as "queue full".
     #[arg(long, env = "DROVER_MAX_PENDING_JOBS", default_value_t = drover::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS)]
     max_pending_jobs: usize,
+    /// Most bytes of unfinished jobs' specs held; submissions beyond are refused as "queue full".
+    #[arg(long, env = "DROVER_MAX_PENDING_BYTES", default_value_t = drover::actors::ledger::DEFAULT_MAX_UNFINISHED_BYTES)]
+    max_pending_bytes: usize,
     /// Most slots one worker may offer; a registration with more is refused.
     #[arg(long, env = "DROVER_MAX_WORKER_SLOTS", default_value_t = coordinator::DEFAULT_MAX_WORKER_SLOTS)]
     max_worker_slots: u32,
@@ -106,6 +109,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         retry_backoff: args.retry_backoff,
         max_batch_jobs: args.max_batch_jobs,
         max_pending_jobs: args.max_pending_jobs,
+        max_pending_bytes: args.max_pending_bytes,
         max_write_buffer: args.max_write_buffer_bytes,
         max_worker_slots: args.max_worker_slots,
         tls: args.tls_cert.zip(args.tls_key),

@@ -3,12 +3,10 @@
 use super::{ApiError, HttpState, MAX_BODY_BYTES};
 use crate::actors::ledger::{Cancel, GetBatch, GetJob, ListBatches, Retry, SubmitBatch};
 use crate::actors::{cluster_status, list_workers};
-use crate::job::{BatchId, CancelTarget, JobId, JobSpec};
-use crate::jobfile;
+use crate::job::{BatchId, CancelTarget, JobId};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
-use serde_json::Value;
 
 type State = web::Data<HttpState>;
 
@@ -160,74 +158,6 @@ async fn read_body(request: &HttpRequest, mut payload: web::Payload) -> Result<V
     Ok(body)
 }
 
-/// A batch as JSON: `{"name": "...", "jobs": [{"cmd": [...]}, ...]}`, each job with the fields of
-/// a job file line. Any bad job refuses the whole batch, naming it and its field.
-fn parse_batch(body: &[u8]) -> Result<(String, Vec<JobSpec>), ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|error| {
-        ApiError::bad_request(None, format!("the body is not valid JSON: {error}"))
-    })?;
-    let Value::Object(mut object) = value else {
-        return Err(ApiError::bad_request(
-            None,
-            "expected a JSON object: {\"name\": ..., \"jobs\": [...]}".into(),
-        ));
-    };
-    if let Some(unknown) = object
-        .keys()
-        .find(|key| !["name", "jobs"].contains(&key.as_str()))
-    {
-        return Err(ApiError::bad_request(
-            Some(unknown.clone()),
-            format!("unknown field {unknown:?}; a batch has \"name\" and \"jobs\""),
-        ));
-    }
-    let name = match object.remove("name") {
-        None => "http".to_string(),
-        Some(Value::String(name)) if !name.trim().is_empty() => name,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                Some("name".into()),
-                "must be a non-empty string".into(),
-            ))
-        }
-    };
-    let jobs = match object.remove("jobs") {
-        Some(Value::Array(jobs)) if !jobs.is_empty() => jobs,
-        Some(Value::Array(_)) => {
-            return Err(ApiError::bad_request(
-                Some("jobs".into()),
-                "the batch has no jobs".into(),
-            ))
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                Some("jobs".into()),
-                "must be an array of jobs".into(),
-            ))
-        }
-        None => {
-            return Err(ApiError::bad_request(
-                Some("jobs".into()),
-                "missing: a batch needs a jobs array".into(),
-            ))
-        }
-    };
-    let specs = jobs
-        .into_iter()
-        .enumerate()
-        .map(|(index, job)| {
-            jobfile::from_json(index + 1, job).map_err(|error| {
-                let field = match &error.field {
-                    Some(field) => format!("jobs[{index}].{field}"),
-                    None => format!("jobs[{index}]"),
-                };
-                ApiError::bad_request(Some(field.clone()), format!("{field}: {}", error.message))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((name, specs))
-}
-
 async fn submit(
     request: HttpRequest,
     payload: web::Payload,
@@ -235,7 +165,7 @@ async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&request, &state)?;
     let body = read_body(&request, payload).await?;
-    let (name, jobs) = parse_batch(&body)?;
+    let (name, jobs) = super::batch::parse(&body)?;
     let submitted = state.ledger.send(SubmitBatch { name, jobs }).await??;
     Ok(HttpResponse::build(StatusCode::CREATED)
         .insert_header((
@@ -270,10 +200,6 @@ async fn retry(
 mod tests {
     use super::*;
 
-    fn error_of(body: &str) -> ApiError {
-        parse_batch(body.as_bytes()).unwrap_err()
-    }
-
     #[test]
     fn loopback_host_names() {
         for host in [
@@ -295,43 +221,5 @@ mod tests {
         ] {
             assert!(!names_loopback(host), "{host}");
         }
-    }
-
-    #[test]
-    fn batches_parse_like_job_files() {
-        let (name, jobs) =
-            parse_batch(br#"{"name": "x", "jobs": [{"cmd": ["true"]}, {"handler": "noop"}]}"#)
-                .unwrap();
-        assert_eq!(name, "x");
-        assert_eq!(jobs.len(), 2);
-    }
-
-    #[test]
-    fn bad_batches_name_the_field() {
-        let error = error_of(r#"{"jobs": [{"cmd": ["true"]}, {"cmd": ["true"], "slots": 0}]}"#);
-        assert_eq!(error.status, StatusCode::BAD_REQUEST);
-        assert_eq!(error.field.as_deref(), Some("jobs[1].slots"));
-        assert_eq!(error_of(r#"{"jobs": []}"#).field.as_deref(), Some("jobs"));
-        assert_eq!(error_of(r#"{"name": "x"}"#).field.as_deref(), Some("jobs"));
-        assert_eq!(error_of(r#"{"jobs": {}}"#).field.as_deref(), Some("jobs"));
-        assert_eq!(
-            error_of(r#"{"name": 3, "jobs": [{"cmd": ["true"]}]}"#)
-                .field
-                .as_deref(),
-            Some("name")
-        );
-        assert_eq!(error_of(r#"{"jobz": []}"#).field.as_deref(), Some("jobz"));
-        assert_eq!(
-            error_of(r#"{"jobs": [{"command": ["true"]}]}"#)
-                .field
-                .as_deref(),
-            Some("jobs[0].command")
-        );
-        assert_eq!(
-            error_of(r#"{"jobs": [7]}"#).field.as_deref(),
-            Some("jobs[0]")
-        );
-        assert_eq!(error_of("[1, 2").field, None);
-        assert_eq!(error_of("[1, 2]").field, None);
     }
 }

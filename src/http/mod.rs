@@ -6,6 +6,7 @@
 //! a request from loopback, as for the binary protocol.
 
 mod api;
+mod batch;
 mod dashboard;
 mod error;
 

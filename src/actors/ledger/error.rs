@@ -37,6 +37,23 @@ pub enum LedgerError {
         /// The limit.
         limit: usize,
     },
+    /// Taking the batch would pass the limit of bytes of unfinished jobs' specs.
+    #[error(
+        "queue full: {} MiB of job specs are unfinished and the batch adds {} MiB, above the \
+         limit of {} MiB (--max-pending-bytes); submit again once some have finished, or keep \
+         large data in inputs rather than in the jobs",
+        mib(*unfinished),
+        mib(*batch),
+        mib(*limit)
+    )]
+    QueueFullBytes {
+        /// Bytes of specs held.
+        unfinished: usize,
+        /// Bytes of the batch's specs.
+        batch: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A job of the batch is not valid (counted from 1).
     #[error("job {index}: {reason}")]
     InvalidJob {
@@ -89,6 +106,7 @@ impl LedgerError {
             | LedgerError::InvalidJob { .. }
             | LedgerError::SpecTooLarge { .. } => ErrorKind::Invalid,
             LedgerError::QueueFull { .. }
+            | LedgerError::QueueFullBytes { .. }
             | LedgerError::Store { .. }
             | LedgerError::ShuttingDown => ErrorKind::Unavailable,
         }
@@ -102,6 +120,11 @@ impl LedgerError {
             ErrorKind::Unavailable => 503,
         }
     }
+}
+
+/// Bytes in MiB, to one decimal.
+fn mib(bytes: usize) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
 }
 
 impl From<actix::MailboxError> for LedgerError {

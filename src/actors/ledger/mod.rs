@@ -48,6 +48,8 @@ pub struct LedgerConfig {
     /// The most unfinished (pending or running) jobs held; a submission that would pass it is
     /// refused with "queue full".
     pub max_unfinished_jobs: usize,
+    /// The most bytes of unfinished jobs' specs held; past it too, "queue full".
+    pub max_unfinished_bytes: usize,
     /// After a restart, how long the replayed unfinished jobs wait before they are queued, so
     /// workers can reconnect and report the attempts they kept running: those are taken back
     /// as they are, not started again under the same number. Zero queues them at once.
@@ -57,6 +59,9 @@ pub struct LedgerConfig {
 /// The default of [`LedgerConfig::max_unfinished_jobs`]: about 1.3 GiB of coordinator memory.
 pub const DEFAULT_MAX_UNFINISHED_JOBS: usize = 5_000_000;
 
+/// The default of [`LedgerConfig::max_unfinished_bytes`]: a GiB of specs.
+pub const DEFAULT_MAX_UNFINISHED_BYTES: usize = 1024 * 1024 * 1024;
+
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
@@ -64,6 +69,7 @@ impl Default for LedgerConfig {
             metrics: Arc::new(Metrics::new()),
             max_batch_jobs: MAX_JOBS_PER_BATCH,
             max_unfinished_jobs: DEFAULT_MAX_UNFINISHED_JOBS,
+            max_unfinished_bytes: DEFAULT_MAX_UNFINISHED_BYTES,
             reconnect_grace: Duration::ZERO,
         }
     }
@@ -103,6 +109,7 @@ impl Ledger {
             retry_backoff: config.retry_backoff,
             max_batch_jobs: config.max_batch_jobs,
             max_unfinished_jobs: config.max_unfinished_jobs,
+            max_unfinished_bytes: config.max_unfinished_bytes,
         };
         Ledger {
             book: Book::new(replay, limits, config.metrics),

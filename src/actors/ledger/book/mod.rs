@@ -69,6 +69,8 @@ pub(crate) struct Limits {
     pub(crate) max_batch_jobs: usize,
     /// The most unfinished (pending or running) jobs held.
     pub(crate) max_unfinished_jobs: usize,
+    /// The most bytes of unfinished jobs' specs held.
+    pub(crate) max_unfinished_bytes: usize,
 }
 
 /// A worker as the Ledger's events name it: its registration, where answers go, and its name,
@@ -226,6 +228,9 @@ pub(crate) struct Book {
     next_batch: BatchId,
     /// Jobs of submissions being written, counted against the pending limit.
     reserved: usize,
+    /// Bytes of the specs of unfinished jobs held, and of submissions being written.
+    unfinished_bytes: usize,
+    reserved_bytes: usize,
     /// Replayed jobs not yet queued: they wait out the reconnect grace after a restart.
     held_back: HashSet<JobId>,
     /// Batches whose retry is being read or written.
@@ -262,6 +267,11 @@ impl Book {
             .collect();
         let mut jobs = HashMap::with_capacity(replay.unfinished.len());
         let mut lost_on = HashMap::new();
+        let unfinished_bytes = replay
+            .unfinished
+            .iter()
+            .map(|job| job.spec.as_bytes().len())
+            .sum();
         for job in replay.unfinished {
             if !job.lost_on.is_empty() {
                 lost_on.insert(
@@ -294,6 +304,8 @@ impl Book {
             next_job: replay.next_job,
             next_batch,
             reserved: 0,
+            unfinished_bytes,
+            reserved_bytes: 0,
             held_back: HashSet::new(),
             retrying: HashSet::new(),
             manifests: Manifests::replayed(replay.unpublished),
@@ -339,6 +351,7 @@ impl Book {
                 jobs,
             } => {
                 self.reserved -= jobs.len();
+                self.reserved_bytes -= spec_bytes(&jobs);
                 match result {
                     Ok(()) => self.accept_batch(batch, name, submitted_at_ms, first_job, &jobs),
                     Err(error) => Effects::answer(Answer::Refused(LedgerError::Store {
@@ -457,6 +470,7 @@ impl Book {
             if !self.lost_on.is_empty() {
                 self.lost_on.remove(&id);
             }
+            self.unfinished_bytes -= job.spec.as_bytes().len();
             *by_state.entry(state).or_default() += 1;
             if let Some(counts) = self.batches.get_mut(&job.batch) {
                 counts.count_terminal(state);
@@ -525,6 +539,11 @@ impl Book {
 fn backoff(first: Duration, failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(20);
     first.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+}
+
+/// Bytes of a batch's encoded specs.
+fn spec_bytes(jobs: &[(Option<String>, SpecBytes)]) -> usize {
+    jobs.iter().map(|(_, spec)| spec.as_bytes().len()).sum()
 }
 
 /// A live job's next turn in line, as the Scheduler's queue takes it: its attempt's number is

@@ -1,6 +1,9 @@
 //! A client's changes: a batch submitted, jobs cancelled, failed jobs retried.
 
-use super::{line_up, Answer, BatchCounts, Book, Commit, Effects, LiveJob, Lookup, Pending, Phase};
+use super::{
+    line_up, spec_bytes, Answer, BatchCounts, Book, Commit, Effects, LiveJob, Lookup, Pending,
+    Phase,
+};
 use crate::actors::ledger::error::LedgerError;
 use crate::job::{BatchId, CancelTarget, JobId, JobSpec, JobState, SpecBytes};
 use crate::status::Submitted;
@@ -57,12 +60,23 @@ impl Book {
             }
             encoded.push((spec.name, bytes));
         }
+        // Specs live in memory until their jobs finish: a budget of bytes, as of jobs.
+        let bytes = spec_bytes(&encoded);
+        let held = self.unfinished_bytes + self.reserved_bytes;
+        if held.saturating_add(bytes) > self.limits.max_unfinished_bytes {
+            return Err(LedgerError::QueueFullBytes {
+                unfinished: held,
+                batch: bytes,
+                limit: self.limits.max_unfinished_bytes,
+            });
+        }
         let jobs = Arc::new(encoded);
         let batch = self.next_batch;
         self.next_batch += 1;
         let first_job = self.next_job;
         self.next_job += jobs.len() as u64;
         self.reserved += jobs.len();
+        self.reserved_bytes += bytes;
         let change = Change::Submit {
             batch,
             name: name.clone(),
@@ -102,6 +116,7 @@ impl Book {
             let id = first_job + offset as u64;
             let mut job = LiveJob::queued(spec.clone(), batch, 0, 0, 0);
             effects.enqueue.push(line_up(id, &mut job));
+            self.unfinished_bytes += spec.as_bytes().len();
             self.jobs.insert(id, job);
         }
         tracing::info!(batch, %name, jobs = count, "batch queued");
@@ -251,6 +266,7 @@ impl Book {
             // failure being written then was written before the reopen, and told first).
             let mut job = LiveJob::queued(found.spec, batch, found.attempts, 0, 0);
             effects.enqueue.push(line_up(found.id, &mut job));
+            self.unfinished_bytes += job.spec.as_bytes().len();
             self.jobs.insert(found.id, job);
         }
         let count = effects.enqueue.len() as u64;

@@ -150,6 +150,16 @@ impl World {
         if self.ended.is_empty() {
             self.check_counts();
         }
+        let held: usize = self
+            .book
+            .jobs
+            .values()
+            .map(|job| job.spec.as_bytes().len())
+            .sum();
+        assert_eq!(
+            self.book.unfinished_bytes, held,
+            "bytes of unfinished specs"
+        );
     }
 
     /// Each batch's counts equal its jobs' states (in memory for unfinished jobs, on disk for

@@ -132,6 +132,7 @@ fn limits() -> Limits {
         retry_backoff: Duration::from_millis(100),
         max_batch_jobs: 100,
         max_unfinished_jobs: 50,
+        max_unfinished_bytes: 1 << 30,
     }
 }
 

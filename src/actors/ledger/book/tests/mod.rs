@@ -16,6 +16,7 @@ fn limits() -> Limits {
         retry_backoff: Duration::from_secs(1),
         max_batch_jobs: 100,
         max_unfinished_jobs: 10,
+        max_unfinished_bytes: 1 << 30,
     }
 }
 

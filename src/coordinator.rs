@@ -190,7 +190,6 @@ pub fn start(
         unfinished = replay.unfinished.len(),
         "ledger opened"
     );
-    let epoch = store.epoch();
     let store: Arc<dyn LedgerStore> = Arc::new(store);
 
     // The actors know each other: make the addresses first, then start them.
@@ -222,7 +221,6 @@ pub fn start(
         ledger.clone(),
         registry.clone(),
         directory.clone(),
-        epoch,
     ));
     registry_ctx.run(Registry::new(
         scheduler.clone(),

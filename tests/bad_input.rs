@@ -627,3 +627,135 @@ async fn past_the_pending_bytes_submissions_are_refused_as_queue_full_until_jobs
     let later = client.submit("more", vec![heavy; 60]).await.unwrap();
     assert_eq!(later.jobs, 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
+    use drover::job::{AttemptResult, CarriedAttempt, JobState, Outcome, OutputObject};
+    use drover::net::connect::{connect, next};
+    use drover::net::protocol::{FromCoordinator, Role, ToCoordinator};
+    use futures::SinkExt;
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("honest", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let published = cluster.dir.path().join("published");
+    let lines = [
+        // Nobody can run it: it must stay pending whatever is said of it.
+        r#"{"cmd": ["true"], "requires": ["tpu"]}"#.to_string(),
+        // Runs on the honest worker for a while.
+        recording_job(3.0),
+        // Only the liar can take it (its label), with outputs.
+        format!(
+            r#"{{"cmd": ["sh", "-c", "mkdir -p out && echo ok > out/r"], "requires": ["liar"], "outputs": {{"from": "out", "to": "file://{}/"}}, "max_attempts": 1}}"#,
+            published.display()
+        ),
+    ];
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit("forged", drover::jobfile::parse(&lines.join("\n")).unwrap())
+        .await
+        .unwrap();
+    let (unplaceable, running, given) = (
+        submitted.first_job,
+        submitted.first_job + 1,
+        submitted.first_job + 2,
+    );
+    wait_running(&mut client, running, Duration::from_secs(30)).await;
+
+    let forged = |job: u64, lease: u64, outputs: Vec<OutputObject>| AttemptResult {
+        lease,
+        job,
+        attempt: 1,
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        started_at_ms: 0,
+        duration_ms: 1,
+        output_tail: "forged".into(),
+        error: None,
+        outputs,
+    };
+    let mut liar = connect(&cluster.address, Role::Worker, None).await.unwrap();
+    liar.send(ToCoordinator::Register {
+        name: "liar".into(),
+        // One slot for the claimed attempt until it is let go, one for its own job.
+        slots: 2,
+        labels: vec!["liar".into()],
+        // Claims the running job's attempt as its own.
+        carried: vec![CarriedAttempt {
+            lease: 0x0123_4567_89ab_cdef,
+            job: running,
+            attempt: 1,
+            slots: 1,
+        }],
+        results: Vec::new(),
+    })
+    .await
+    .unwrap();
+    // Its own job, and what it says of it and of the others.
+    let lease = loop {
+        match tokio::time::timeout(Duration::from_secs(10), next(&mut liar)).await {
+            Ok(Ok(FromCoordinator::Assign(assignments))) => break assignments[0].lease,
+            Ok(Ok(_)) => {}
+            other => panic!("no assignment: {other:?}\n{}", cluster.coordinator_log()),
+        }
+    };
+    liar.send(ToCoordinator::Started(vec![lease]))
+        .await
+        .unwrap();
+    let stray = OutputObject {
+        url: "file:///etc/shadow".into(),
+        size: 1,
+        etag: "forged".into(),
+    };
+    liar.send(ToCoordinator::Results(vec![
+        forged(unplaceable, 42, Vec::new()),
+        forged(running, lease ^ 1, Vec::new()),
+        forged(given, lease, vec![stray]),
+    ]))
+    .await
+    .unwrap();
+    // Acknowledged, one and all, and then it is gone.
+    wait_for(
+        Duration::from_secs(10),
+        "the forged results to be turned away",
+        || async {
+            cluster
+                .coordinator_log()
+                .matches("result for an attempt this worker was never given, refused")
+                .count()
+                .eq(&2)
+                .then_some(())
+        },
+    )
+    .await;
+    drop(liar);
+
+    let mut client = cluster.client().await;
+    let job = client.job(given).await.unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    let error = job.error.unwrap_or_default();
+    assert!(
+        error.contains("outside the attempt's own prefix"),
+        "{error}"
+    );
+    assert!(!published.join(given.to_string()).exists(), "no manifest");
+    assert_eq!(
+        client.job(unplaceable).await.unwrap().state,
+        JobState::Pending
+    );
+    // The running job is the honest worker's still: recorded from it, run once.
+    let info = wait_for(
+        Duration::from_secs(30),
+        "the running job to finish",
+        || async {
+            let job = cluster.try_client().await?.job(running).await.ok()?;
+            (job.state == JobState::Succeeded).then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(info.worker.as_deref(), Some("honest"), "{info:?}");
+    assert_eq!(info.lost_attempts, 0, "{info:?}");
+    assert_eq!(cluster.runs_of(running), 1);
+    assert!(cluster
+        .coordinator_log()
+        .contains("carried attempt this worker was never given, stopped"));
+}

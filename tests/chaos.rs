@@ -2,11 +2,13 @@
 //! veth links), 10,000 jobs, and a seeded random sequence of faults while they run: workers
 //! killed and frozen, links cut without a FIN or RST and healed (some only after the worker was
 //! declared lost), lossy links, the coordinator killed and restarted, the coordinator frozen
-//! (no worker may be declared lost for its own stall).
+//! (no worker may be declared lost for its own stall), and lying workers that forge results and
+//! claims for attempts they were never given.
 //!
 //! Afterwards the completion log, the ledger and the jobs' own outputs (each attempt appends the
 //! name of its scratch directory, which holds its number and lease, to `out/<job id>`) must
-//! agree: every job completed, none recorded twice, no attempt ran twice. The report (also
+//! agree: every job completed, none recorded twice, each recorded from an attempt that ran, no
+//! attempt ran twice. The report (also
 //! written to `target/tmp/chaos.txt`, which `.ci/run` prints) counts the faults, the jobs that ran
 //! more than once and the duplicate results the coordinator turned away.
 //!
@@ -63,9 +65,13 @@ enum Fault {
     /// SIGSTOP the coordinator for up to twice the heartbeat timeout, then SIGCONT: no worker
     /// may be declared lost for the coordinator's own stall.
     FreezeCoordinator,
+    /// A worker that lies: it claims to carry attempts of running jobs, reports forged results
+    /// (successes among them, some naming outputs far from their attempt's prefix) for jobs it
+    /// was never given, and leaves without running what it was given.
+    LyingWorker,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 9] = [
     Fault::KillWorker,
     Fault::FreezeWorker,
     Fault::LinkDown,
@@ -74,6 +80,7 @@ const FAULTS: [Fault; 8] = [
     Fault::LossyLink,
     Fault::RestartCoordinator,
     Fault::FreezeCoordinator,
+    Fault::LyingWorker,
 ];
 
 impl Fault {
@@ -87,6 +94,7 @@ impl Fault {
             Fault::LossyLink => "lossy link (nftables numgen drop)",
             Fault::RestartCoordinator => "coordinator killed (SIGKILL) and restarted",
             Fault::FreezeCoordinator => "coordinator frozen (SIGSTOP) and thawed",
+            Fault::LyingWorker => "worker forging results and claims for attempts not its own",
         }
     }
 }
@@ -126,6 +134,10 @@ struct Chaos {
     injected: BTreeMap<Fault, usize>,
     /// How long workers declared lost took to register again once their link healed.
     rejoin_after_heal: Vec<Duration>,
+    /// The batch's job ids, once it is submitted: what a lying worker lies about.
+    jobs: std::ops::Range<u64>,
+    /// Forged results and claims sent by lying workers.
+    lies_told: usize,
 }
 
 impl Chaos {
@@ -314,6 +326,7 @@ impl Chaos {
                 self.say(&format!("SIGKILL the coordinator, restart in {pause:.1?}"));
                 self.cluster.restart_coordinator(pause).await;
             }
+            Fault::LyingWorker => self.lie(rng).await,
             Fault::FreezeCoordinator => {
                 let hold = uniform(rng, 0.5, 2.0 * timeout);
                 self.say(&format!("SIGSTOP the coordinator for {hold:.1?}"));
@@ -343,6 +356,86 @@ impl Chaos {
     }
 }
 
+impl Chaos {
+    /// A worker that registers and lies about attempts it was never given, then leaves. None
+    /// of it may change a job's course: the checks at the end find any forged success recorded
+    /// (its lease is no attempt's that ran) and any job lost or failed for it.
+    async fn lie(&mut self, rng: &mut StdRng) {
+        use drover::job::{AttemptResult, CarriedAttempt, Outcome, OutputObject};
+        use drover::net::connect::{connect, next};
+        use drover::net::protocol::{FromCoordinator, Role, ToCoordinator};
+        use futures::SinkExt;
+        let (jobs, told) = (self.jobs.clone(), rng.gen_range(10..=40));
+        let forged = |rng: &mut StdRng| {
+            let job = rng.gen_range(jobs.clone());
+            let outcome = *[Outcome::Succeeded, Outcome::Failed, Outcome::TimedOut]
+                .choose(rng)
+                .unwrap();
+            AttemptResult {
+                lease: rng.gen(),
+                job,
+                attempt: rng.gen_range(1..=3),
+                outcome,
+                exit_code: Some(0),
+                started_at_ms: now_ms(),
+                duration_ms: 1,
+                output_tail: "forged".into(),
+                error: None,
+                outputs: rng
+                    .gen_bool(0.5)
+                    .then(|| OutputObject {
+                        url: format!("s3://elsewhere/{job}/forged"),
+                        size: 1,
+                        etag: "forged".into(),
+                    })
+                    .into_iter()
+                    .collect(),
+            }
+        };
+        let claims: Vec<CarriedAttempt> = (0..told / 2)
+            .map(|_| CarriedAttempt {
+                lease: rng.gen(),
+                job: rng.gen_range(jobs.clone()),
+                attempt: 1,
+                slots: 1,
+            })
+            .collect();
+        let mut later: Vec<AttemptResult> = (0..told - claims.len()).map(|_| forged(rng)).collect();
+        let at_registration = later.split_off(later.len() / 2);
+        self.say(&format!(
+            "a lying worker: {} claimed attempts and {} forged results",
+            claims.len(),
+            at_registration.len() + later.len()
+        ));
+        self.lies_told += told;
+        let secret = drover::net::auth::Secret::from_text(&self.worker_token);
+        let mut liar = connect(&self.cluster.address, Role::Worker, secret.as_ref())
+            .await
+            .expect("the lying worker connects");
+        liar.send(ToCoordinator::Register {
+            name: "liar".into(),
+            slots: 2,
+            labels: Vec::new(),
+            carried: claims,
+            results: at_registration,
+        })
+        .await
+        .expect("the lying worker registers");
+        liar.send(ToCoordinator::Results(later))
+            .await
+            .expect("the lying worker reports");
+        // It takes what it is given, runs none of it, and leaves: those jobs run elsewhere.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(message) = next(&mut liar).await {
+                if let FromCoordinator::Assign(given) = message {
+                    self.say(&format!("the lying worker was given {} jobs", given.len()));
+                }
+            }
+        })
+        .await;
+    }
+}
+
 /// The batch's story, as the completion log and the ledger tell it.
 struct Evidence {
     /// The completion log's lines per job.
@@ -354,6 +447,8 @@ struct Evidence {
     duplicates: u64,
     /// Attempts lost with their worker, per the ledger.
     lost_attempts: u64,
+    /// The lease of the attempt each finished job was recorded from, per the ledger.
+    recorded: HashMap<u64, u64>,
 }
 
 fn gather(chaos: &Chaos, batch: u64) -> Evidence {
@@ -392,12 +487,23 @@ fn gather(chaos: &Chaos, batch: u64) -> Evidence {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .unwrap();
+    // Leases are stored as SQLite's signed integers, bit for bit.
+    let recorded = ledger
+        .prepare("SELECT id, lease FROM jobs WHERE batch = ?1 AND lease IS NOT NULL")
+        .unwrap()
+        .query_map([batch as i64], |row| {
+            Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     Evidence {
         logged,
         first_job: first_job as u64,
         total: total as u64,
         duplicates: duplicates as u64,
         lost_attempts: lost_attempts as u64,
+        recorded,
     }
 }
 
@@ -469,6 +575,8 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         started: Instant::now(),
         injected: BTreeMap::new(),
         rejoin_after_heal: Vec::new(),
+        jobs: 0..0,
+        lies_told: 0,
     };
     chaos.cluster.start_coordinator().await;
     for i in 1..=WORKERS {
@@ -488,6 +596,8 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("submit printed no batch id: {}", stdout_of(&submitted)));
+    // A fresh ledger numbers jobs from 1 (checked against the ledger at the end).
+    chaos.jobs = 1..jobs as u64 + 1;
     chaos.say(&format!(
         "batch {batch}: {jobs} jobs on {WORKERS} workers × {SLOTS} slots, seed {seed}"
     ));
@@ -533,9 +643,11 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
     let mut unreadable = Vec::new();
     // A lease twice in one job's output is one attempt run twice.
     let mut attempts_run_twice = Vec::new();
-    // The same number under two leases: an attempt cut off by a coordinator restart (starts are
-    // not journaled, so it is not on record) and the job's next one.
+    // The same number under two leases: an attempt cut off by a coordinator restart before its
+    // start reached the disk, and the job's next one.
     let mut numbers_reused = 0;
+    // Jobs recorded from an attempt that never ran: a forged result taken for the job's.
+    let mut recorded_unrun = Vec::new();
     let first = evidence.first_job;
     for job in first..first + jobs as u64 {
         let logged = evidence.logged.get(&job).map_or(&[][..], Vec::as_slice);
@@ -566,6 +678,13 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         let leases: HashSet<&str> = attempts.iter().map(|(_, lease)| lease.as_str()).collect();
         if leases.len() < attempts.len() {
             attempts_run_twice.push((job, lines.clone()));
+        }
+        let recorded = evidence
+            .recorded
+            .get(&job)
+            .map(|lease| format!("{lease:x}"));
+        if recorded.is_some_and(|lease| !leases.contains(lease.as_str())) {
+            recorded_unrun.push((job, evidence.recorded[&job], lines.clone()));
         }
         let numbers: HashSet<u32> = attempts.iter().map(|(number, _)| *number).collect();
         if numbers.len() < leases.len() {
@@ -606,16 +725,20 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
          the ledger refused {refused_records} second records; {} jobs listed twice in the log)\n\
          ran more than once: {ran_more_than_once} ({runs} runs in all; {} attempts ran twice; \
          {numbers_reused} jobs got an attempt number again after a coordinator restart)\n\
+         recorded from an attempt that never ran: {}\n\
          attempts lost with their worker: {}\n\
-         duplicate results turned away: {}\n",
+         duplicate results turned away: {}\n\
+         forged results and claims from lying workers: {}\n",
         listed_twice.len()
             + refused_records
             + (info.succeeded as usize).saturating_sub(succeeded_jobs),
         info.succeeded,
         listed_twice.len(),
         attempts_run_twice.len(),
+        recorded_unrun.len(),
         evidence.lost_attempts,
-        evidence.duplicates
+        evidence.duplicates,
+        chaos.lies_told
     ));
     if let Some(slowest) = chaos.rejoin_after_heal.iter().max() {
         report.push_str(&format!(
@@ -650,6 +773,15 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         attempts_run_twice.is_empty(),
         "one attempt ran twice: {:?}",
         &attempts_run_twice[..attempts_run_twice.len().min(10)]
+    );
+    assert!(
+        recorded_unrun.is_empty(),
+        "jobs recorded from an attempt that never ran (job, lease, outputs): {:?}",
+        &recorded_unrun[..recorded_unrun.len().min(10)]
+    );
+    assert_eq!(
+        evidence.first_job, chaos.jobs.start,
+        "the lying workers lied about other jobs than the batch's"
     );
     assert!(
         unreadable.is_empty(),

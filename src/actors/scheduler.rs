@@ -28,9 +28,16 @@ const ASSIGN_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes of manifest orders per `WriteManifests` frame.
 const MANIFEST_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
-/// Encodes a lease from the coordinator's epoch and a counter: leases of different runs differ.
-pub fn lease(epoch: u64, counter: u64) -> Lease {
-    (epoch << 40) | (counter & ((1 << 40) - 1))
+/// A new lease: 64 random bits from the operating system's generator (through a
+/// cryptographically secure one), so a worker cannot guess the lease of an attempt it was not
+/// given, and leases of different runs never meet.
+pub fn new_lease(rng: &mut impl rand::Rng) -> Lease {
+    loop {
+        let lease = rng.gen::<Lease>();
+        if lease != 0 {
+            return lease;
+        }
+    }
 }
 
 /// An attempt a worker holds slots for.
@@ -104,8 +111,7 @@ pub struct Scheduler {
     ledger: Addr<Ledger>,
     registry: Addr<Registry>,
     directory: WorkerDirectory,
-    epoch: u64,
-    next_lease: u64,
+    leases: rand::rngs::StdRng,
     pending: PendingQueue,
     /// Ordered so assignment visits workers in a stable order.
     workers: BTreeMap<WorkerId, WorkerSlots>,
@@ -117,20 +123,13 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler that issues leases of the given epoch and reaches workers through
-    /// `directory`.
-    pub fn new(
-        ledger: Addr<Ledger>,
-        registry: Addr<Registry>,
-        directory: WorkerDirectory,
-        epoch: u64,
-    ) -> Self {
+    /// A scheduler that reaches workers through `directory`.
+    pub fn new(ledger: Addr<Ledger>, registry: Addr<Registry>, directory: WorkerDirectory) -> Self {
         Scheduler {
             ledger,
             registry,
             directory,
-            epoch,
-            next_lease: 1,
+            leases: rand::SeedableRng::from_entropy(),
             pending: PendingQueue::default(),
             workers: BTreeMap::new(),
             dispatch_queued: false,
@@ -168,8 +167,7 @@ impl Scheduler {
                 let Some((job, job_slots)) = self.pending.pop_for(slots.free, &slots.labels) else {
                     return false;
                 };
-                let lease = lease(self.epoch, self.next_lease);
-                self.next_lease += 1;
+                let lease = new_lease(&mut self.leases);
                 slots.free -= job_slots;
                 slots.running.insert(
                     lease,
@@ -337,17 +335,33 @@ impl Handler<WorkerJoined> for Scheduler {
             running: HashMap::new(),
             carried: HashMap::new(),
         };
+        // An attempt another worker (by name) holds is not this one's to carry: a worker speaks
+        // for its own attempts only.
+        let claimed_elsewhere = |lease: &Lease| {
+            self.workers.values().any(|other| {
+                other.name != slots.name
+                    && (other.running.contains_key(lease) || other.carried.contains_key(lease))
+            })
+        };
+        let (theirs, mine): (Vec<CarriedAttempt>, Vec<CarriedAttempt>) = joined
+            .carried
+            .into_iter()
+            .partition(|carried| claimed_elsewhere(&carried.lease));
+        if !theirs.is_empty() {
+            tracing::warn!(worker = %slots.name, attempts = theirs.len(), "carried attempts held by other workers, refused");
+        }
         // What it still runs first, so a job is taken back by its running attempt rather than
         // by an older one's result; then its results, by the road every result takes.
-        if !joined.carried.is_empty() {
+        if !mine.is_empty() {
             self.ledger.do_send(AttemptsCarried {
                 worker: slots.worker_ref(joined.worker),
-                carried: joined.carried.clone(),
+                carried: mine.clone(),
             });
         }
         if !joined.results.is_empty() {
             // None of these is an attempt of this registration: a success's job may be queued
-            // again meanwhile, and must not start before the Ledger has the result.
+            // again meanwhile, and must not start before the Ledger has the result (if it
+            // refuses it, it queues the job again).
             self.pending.withdraw(
                 joined
                     .results
@@ -360,8 +374,7 @@ impl Handler<WorkerJoined> for Scheduler {
                 results: joined.results,
             });
         }
-        let carried: HashMap<Lease, Held> = joined
-            .carried
+        let carried: HashMap<Lease, Held> = mine
             .into_iter()
             .map(|carried| {
                 let held = Held {

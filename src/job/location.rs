@@ -54,6 +54,45 @@ impl Location {
     }
 }
 
+/// The prefix under which one attempt of a job publishes its outputs, as a URL ending in `/`:
+/// `<to><job>/attempt-<lease>/`. Attempts never share one.
+pub fn attempt_prefix(to: &str, job: u64, lease: u64) -> Result<String, String> {
+    let attempt = attempt_name(lease);
+    Ok(match Location::parse(to)? {
+        Location::File(root) => format!(
+            "file://{}/",
+            root.join(job.to_string()).join(attempt).display()
+        ),
+        Location::S3 { bucket, key } => {
+            format!("s3://{bucket}/{}{job}/{attempt}/", with_slash(&key))
+        }
+    })
+}
+
+/// The name of an attempt's own directory under its job's outputs.
+pub fn attempt_name(lease: u64) -> String {
+    format!("attempt-{lease:016x}")
+}
+
+/// A prefix ending in `/` (or empty).
+pub fn with_slash(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
+/// True when `url` names an object under `prefix` itself: no `.`, `..` or empty step after it.
+pub fn lies_under(url: &str, prefix: &str) -> bool {
+    url.strip_prefix(prefix).is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .split('/')
+                .all(|step| !step.is_empty() && step != "." && step != "..")
+    })
+}
+
 /// Checks a path meant to stay inside a job's scratch directory.
 pub fn check_relative(path: &str) -> Result<(), String> {
     if path.is_empty() {
@@ -109,5 +148,28 @@ mod tests {
             .contains("relative"));
         assert!(check_relative("a/../../b").unwrap_err().contains(".."));
         assert!(check_relative("").is_err());
+    }
+
+    #[test]
+    fn an_attempts_prefix_holds_only_what_lies_under_it() {
+        let prefix = attempt_prefix("s3://b-1/out", 7, 0xab).unwrap();
+        assert_eq!(prefix, "s3://b-1/out/7/attempt-00000000000000ab/");
+        assert_eq!(
+            attempt_prefix("file:///data/out/", 7, 0xab).unwrap(),
+            "file:///data/out/7/attempt-00000000000000ab/"
+        );
+        assert!(lies_under(&format!("{prefix}r.csv"), &prefix));
+        assert!(lies_under(&format!("{prefix}deep/er/r.csv"), &prefix));
+        for outside in [
+            prefix.clone(),
+            format!("{prefix}../attempt-00000000000000ac/r.csv"),
+            format!("{prefix}a/./b"),
+            format!("{prefix}a//b"),
+            format!("{prefix}a/"),
+            "s3://b-1/out/7/attempt-00000000000000abc/r.csv".to_string(),
+            "file:///etc/shadow".to_string(),
+        ] {
+            assert!(!lies_under(&outside, &prefix), "{outside}");
+        }
     }
 }

@@ -13,7 +13,9 @@ pub use attempt::{
     object_size, Assignment, AttemptResult, CarriedAttempt, ManifestOrder, Outcome, MAX_ERROR,
     MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS, MAX_OUTPUT_TAIL,
 };
-pub use location::{check_relative, Location};
+pub use location::{
+    attempt_name, attempt_prefix, check_relative, lies_under, with_slash, Location,
+};
 pub use spec_bytes::{Placement, SpecBytes};
 
 /// A job's id, assigned by the coordinator, unique for the life of a data directory.

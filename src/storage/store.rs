@@ -75,6 +75,8 @@ pub enum Change {
     Finish(Box<WorkOrder>),
     /// An attempt ended without being the job's result.
     Attempt(Box<AttemptRow>),
+    /// Attempts started: each job's latest, with its number and worker.
+    Started(Vec<StartRow>),
     /// Successful results that arrived after a job's first, as (job, lease): counted, never
     /// recorded; a resend of the recorded attempt's own result is not counted.
     Duplicates(Vec<(JobId, Lease)>),
@@ -120,11 +122,26 @@ pub struct WorkOrder {
     pub error: Option<String>,
 }
 
+/// An attempt that started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRow {
+    /// The job.
+    pub job: JobId,
+    /// The attempt's lease.
+    pub lease: Lease,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// The worker it went to.
+    pub worker: String,
+}
+
 /// An attempt that ended without being recorded as its job's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRow {
     /// The job.
     pub job: JobId,
+    /// The attempt's lease.
+    pub lease: Lease,
     /// The attempt's number.
     pub attempt: u32,
     /// The worker.
@@ -144,7 +161,8 @@ pub struct AttemptRow {
 /// What the ledger finds in its store when it opens.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// This run's epoch: leases of earlier runs can never collide with this run's.
+    /// This run's epoch: one more than the last run's on this ledger, so runs are told apart
+    /// in logs and stores.
     pub epoch: u64,
     /// Every batch with its counts by state (running counts as pending).
     pub batches: Vec<ReplayedBatch>,
@@ -209,6 +227,8 @@ pub struct ReplayedJob {
     pub failures: u32,
     /// The workers it was lost with (since its last retry), each once.
     pub lost_on: Vec<String>,
+    /// Its latest attempt's start, if that attempt has not ended on record: (lease, worker).
+    pub started: Option<(Lease, String)>,
 }
 
 /// A failed job, as a retry needs it.
@@ -243,7 +263,7 @@ pub type Read<T> = BoxFuture<'static, Result<T, StoreError>>;
 
 /// Durable storage for the Ledger.
 pub trait LedgerStore: Send + Sync {
-    /// This run's epoch, from the [`Replay`]: it grows at every start.
+    /// This run's epoch, from the [`Replay`]: it grows at every open.
     fn epoch(&self) -> u64;
 
     /// Writes `changes` as one transaction, in the order given and after every earlier commit;

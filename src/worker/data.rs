@@ -8,8 +8,8 @@
 //! any attempt prefix it does not name is a leftover of a losing attempt.
 
 use crate::job::{
-    check_relative, object_size, Input, JobId, Lease, Location, OutputObject, Outputs,
-    MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS,
+    attempt_name, check_relative, object_size, with_slash, Input, JobId, Lease, Location,
+    OutputObject, Outputs, MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS,
 };
 use crate::storage::describe_io;
 use crate::storage::s3::{S3Settings, S3};
@@ -231,18 +231,6 @@ pub async fn publish_manifest(
             )
         }),
         Location::S3 { bucket, key } => stores.s3().await.put(&bucket, &key, text).await,
-    }
-}
-
-fn attempt_name(lease: Lease) -> String {
-    format!("attempt-{lease:016x}")
-}
-
-fn with_slash(prefix: &str) -> String {
-    if prefix.is_empty() || prefix.ends_with('/') {
-        prefix.to_string()
-    } else {
-        format!("{prefix}/")
     }
 }
 

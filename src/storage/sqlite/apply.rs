@@ -37,8 +37,14 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
         let mut count_attempt = tx.prepare_cached(
             "UPDATE jobs SET attempts = MAX(attempts, ?2),
                  lost_attempts = lost_attempts + (?3 = 'lost'),
-                 failures = failures + (?3 IN ('failed', 'timed_out'))
+                 failures = failures + (?3 IN ('failed', 'timed_out')),
+                 started_lease = CASE WHEN started_lease = ?4 THEN NULL ELSE started_lease END,
+                 started_worker = CASE WHEN started_lease = ?4 THEN NULL ELSE started_worker END
              WHERE id = ?1",
+        )?;
+        let mut start = tx.prepare_cached(
+            "UPDATE jobs SET attempts = MAX(attempts, ?2), started_lease = ?3, started_worker = ?4
+             WHERE id = ?1 AND state = 'pending'",
         )?;
         let mut reopen = tx.prepare_cached(
             "UPDATE jobs SET state = 'pending', failures = 0, lost_attempts = 0, finished_at_ms = NULL,
@@ -109,7 +115,22 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                         row.exit_code,
                         row.error
                     ])?;
-                    count_attempt.execute(params![row.job as i64, row.attempt, row.outcome])?;
+                    count_attempt.execute(params![
+                        row.job as i64,
+                        row.attempt,
+                        row.outcome,
+                        row.lease as i64
+                    ])?;
+                }
+                Change::Started(starts) => {
+                    for started in starts {
+                        start.execute(params![
+                            started.job as i64,
+                            started.attempt,
+                            started.lease as i64,
+                            started.worker
+                        ])?;
+                    }
                 }
                 Change::Reopen(jobs) => {
                     for job in jobs {

@@ -385,8 +385,3 @@ fn close(conn: Connection, reader: &mpsc::Sender<ReaderTask>) -> Result<(), Stor
     tracing::info!("ledger closed");
     Ok(())
 }
-
-/// Encodes a lease from the coordinator's epoch and a counter: leases of different runs differ.
-pub fn lease(epoch: u64, counter: u64) -> Lease {
-    (epoch << 40) | (counter & ((1 << 40) - 1))
-}

@@ -52,7 +52,8 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
     let mut unfinished = Vec::new();
     {
         let mut statement = tx.prepare(
-            "SELECT id, batch, spec, spec_format, attempts, lost_attempts, failures
+            "SELECT id, batch, spec, spec_format, attempts, lost_attempts, failures,
+                    started_lease, started_worker
              FROM jobs WHERE state = 'pending' ORDER BY id",
         )?;
         let mut rows = statement.query([])?;
@@ -67,6 +68,13 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
                 lost_attempts: row.get(5)?,
                 failures: row.get(6)?,
                 lost_on: Vec::new(),
+                started: match (
+                    row.get::<_, Option<i64>>(7)?,
+                    row.get::<_, Option<String>>(8)?,
+                ) {
+                    (Some(lease), Some(worker)) => Some((lease as u64, worker)),
+                    _ => None,
+                },
             });
         }
     }

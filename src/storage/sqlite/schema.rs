@@ -60,10 +60,13 @@ const MIGRATIONS: [(i64, &str); 2] = [
          CREATE INDEX IF NOT EXISTS attempts_by_job ON attempts (job);",
     ),
     // 2: stored specs say which format they are in (see `spec_format`); every spec written so
-    // far is in format 1.
+    // far is in format 1. An unfinished job records its latest attempt's start (lease and
+    // worker), so a restarted coordinator knows which attempt a reconnecting worker may carry.
     (
         2,
-        "ALTER TABLE jobs ADD COLUMN spec_format INTEGER NOT NULL DEFAULT 1;",
+        "ALTER TABLE jobs ADD COLUMN spec_format INTEGER NOT NULL DEFAULT 1;
+         ALTER TABLE jobs ADD COLUMN started_lease INTEGER;
+         ALTER TABLE jobs ADD COLUMN started_worker TEXT;",
     ),
 ];
 

@@ -7,13 +7,9 @@ use super::{
 };
 use crate::job::{AttemptResult, CarriedAttempt, JobId, JobState, Lease, Outcome};
 use crate::status::FailureInfo;
-use crate::storage::store::{AttemptRow, Change};
+use crate::storage::store::{AttemptRow, Change, StartRow};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How far past the highest attempt number on record a carried attempt's may be and still take
-/// its job back: starts are not on disk, so a restart may have lost the last one or two.
-const TAKE_BACK_AHEAD: u32 = 2;
 
 impl Book {
     /// The Scheduler handed jobs to a worker. Only a job's current turn in line may start it: a
@@ -26,6 +22,7 @@ impl Book {
         now: u64,
     ) -> Effects {
         let mut effects = Effects::none();
+        let mut starts = Vec::new();
         for started in started {
             let id = started.job;
             let Some(job) = self.jobs.get_mut(&id) else {
@@ -42,11 +39,14 @@ impl Book {
                     job.left_line = false;
                 }
                 effects.kill.push(started.lease);
+                // Stopped, it may have started all the same.
+                self.keep_stale(id, started.lease, worker.name.clone());
                 continue;
             }
             if started.attempt <= spent_before {
                 // Its number was spent meanwhile by another attempt's word: it would repeat.
                 effects.kill.push(started.lease);
+                self.keep_stale(id, started.lease, worker.name.clone());
                 self.enqueue(id, &mut effects);
                 continue;
             }
@@ -60,6 +60,14 @@ impl Book {
             if let Some(deadline) = job.deadline() {
                 effects.deadlines.push((id, started.lease, deadline));
             }
+            // On record, so a coordinator restarted meanwhile knows this attempt when its
+            // worker carries it back, and gives its number to no other.
+            starts.push(StartRow {
+                job: id,
+                lease: started.lease,
+                attempt: started.attempt,
+                worker: worker.name.to_string(),
+            });
             let batch = job.batch;
             self.recount(batch, Phase::Queued, Phase::Running);
             if let Some(counts) = self.batches.get_mut(&batch) {
@@ -69,6 +77,12 @@ impl Book {
                     self.stats.first_start(wait_ms);
                 }
             }
+        }
+        if !starts.is_empty() {
+            effects.commit = Some(Commit {
+                changes: vec![Change::Started(starts)],
+                then: Pending::Note("attempt starts"),
+            });
         }
         effects
     }
@@ -102,24 +116,36 @@ impl Book {
                 }
                 continue;
             }
-            match self.jobs.get_mut(&attempt.job) {
-                None => effects.kill.push(attempt.lease),
-                Some(job) if job.phase == Phase::Finishing && !job.runs_or_ran(attempt.lease) => {
-                    effects.kill.push(attempt.lease)
-                }
-                Some(job) => {
-                    // Its number is spent, whatever becomes of it; the first success still
-                    // wins, whichever attempt it comes from.
-                    job.spend(attempt.attempt);
-                    // The same attempt, reported by a new registration of its worker before the
-                    // old one was declared lost: it runs there now.
-                    if job.runs(attempt.lease) {
-                        if let Some(running) = job.running.as_mut() {
-                            running.worker = worker.name.clone();
-                        }
-                    }
-                }
+            if !self.jobs.contains_key(&attempt.job) {
+                // Its job is finished: it can only end as a duplicate.
+                effects.kill.push(attempt.lease);
+                continue;
             }
+            if !self.vouched(attempt.job, attempt.lease, &worker.name) {
+                // Not one this worker was given (or not one on record after a restart): its
+                // result could count for nothing, so it is stopped.
+                tracing::warn!(worker = %worker.name, job = attempt.job, lease = attempt.lease, "carried attempt this worker was never given, stopped");
+                effects.kill.push(attempt.lease);
+                // It may have run under that number all the same (one whose start did not reach
+                // the disk before a restart): no later attempt takes it.
+                if let Some(job) = self.jobs.get_mut(&attempt.job) {
+                    job.spend(attempt.attempt);
+                }
+                continue;
+            }
+            let Some(job) = self.jobs.get_mut(&attempt.job) else {
+                continue;
+            };
+            if job.phase == Phase::Finishing && !job.runs_or_ran(attempt.lease) {
+                // Being recorded from another attempt.
+                effects.kill.push(attempt.lease);
+                continue;
+            }
+            // Its number is spent, whatever becomes of it; the first success still wins,
+            // whichever attempt it comes from. (A new registration of the job's current
+            // attempt's worker, the old one not yet found gone: the attempt runs there now,
+            // under the same name.)
+            job.spend(attempt.attempt);
         }
         if taken_back > 0 {
             tracing::info!(worker = %worker.name, jobs = taken_back, "jobs taken back by the attempts their worker kept running");
@@ -128,8 +154,9 @@ impl Book {
     }
 
     /// Gives a job held back since the restart to an attempt that ran through it, if the job
-    /// still waits and the attempt is its latest: the job runs once, not twice, and no later
-    /// attempt carries that number. Returns whether it did.
+    /// still waits and the attempt is the latest the store says it started, on that worker: the
+    /// job runs once, not twice, and no later attempt carries that number. Returns whether it
+    /// did.
     pub(super) fn take_back(
         &mut self,
         id: JobId,
@@ -143,20 +170,22 @@ impl Book {
         if self.held_back.is_empty() || !self.held_back.contains(&id) {
             return false;
         }
+        // Only the attempt the store says the job started last, on that worker.
+        let on_record = self
+            .started_before
+            .get(&id)
+            .is_some_and(|(known, to)| *known == lease && to == worker);
         let Some(job) = self.jobs.get_mut(&id) else {
             return false;
         };
-        // Its latest attempt, or one started while the coordinator was going down (whose start
-        // did not reach the disk): never one from further ahead than that.
-        if job.phase != Phase::Queued
-            || attempt < job.attempts
-            || attempt > job.attempts.saturating_add(TAKE_BACK_AHEAD)
-        {
+        if job.phase != Phase::Queued || !on_record {
             return false;
         }
         self.held_back.remove(&id);
+        self.started_before.remove(&id);
         job.phase = Phase::Running;
-        job.attempts = attempt;
+        job.spend(attempt);
+        let attempt = attempt.min(job.attempts);
         job.running = Some(Box::new(RunningAttempt {
             lease,
             attempt,
@@ -190,7 +219,9 @@ impl Book {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            if !job.runs(lost.lease) {
+            // Only the worker the attempt went to can lose it (another may have claimed it).
+            let went_to = job.running.as_ref().map(|running| running.worker.clone());
+            if !job.runs(lost.lease) || went_to.as_deref() != Some(&**worker_name) {
                 continue;
             }
             let (attempt, started_at_ms) =
@@ -221,6 +252,7 @@ impl Book {
             });
             changes.push(Change::Attempt(Box::new(AttemptRow {
                 job: id,
+                lease: lost.lease,
                 attempt,
                 worker: worker_name.to_string(),
                 outcome,
@@ -252,6 +284,8 @@ impl Book {
                 self.recount(batch, Phase::Running, Phase::Queued);
                 self.enqueue(id, &mut effects);
             }
+            // A worker lost to the coordinator may live on, and report it yet.
+            self.keep_stale(id, lost.lease, worker_name.clone());
         }
         if !effects.enqueue.is_empty() {
             tracing::info!(worker = %worker_name, jobs = effects.enqueue.len(), "jobs of a lost worker back to pending");
@@ -310,6 +344,8 @@ impl Book {
         let mut effects = self.results(&coordinator, &[verdict], now);
         effects.kill.push(lease);
         effects.notices.clear();
+        // Its worker may still report on it, to no effect but its end.
+        self.keep_stale(id, lease, coordinator.name);
         effects
     }
 
@@ -331,6 +367,12 @@ impl Book {
     /// The reconnect grace is over: the replayed jobs no worker took back are queued.
     pub(crate) fn grace_over(&mut self) -> Effects {
         let held = std::mem::take(&mut self.held_back);
+        // An attempt not taken back may still report, from a worker slower to come back.
+        for (id, (lease, worker)) in std::mem::take(&mut self.started_before) {
+            if self.jobs.contains_key(&id) {
+                self.keep_stale(id, lease, worker);
+            }
+        }
         let mut release: Vec<_> = held
             .into_iter()
             .filter_map(|id| {

@@ -238,6 +238,13 @@ pub(crate) struct Book {
     manifests: Manifests,
     /// The workers each job was lost with (having started it), for jobs that were.
     lost_on: HashMap<JobId, Vec<Arc<str>>>,
+    /// Attempts of live jobs that are no longer current but may still report (their worker
+    /// was lost, or they were stopped), with the worker each went to: only these, and each
+    /// job's current attempt, may report a result.
+    stale: HashMap<JobId, Vec<(Lease, Arc<str>)>>,
+    /// The latest attempt each replayed job started before the restart, as the store says:
+    /// the one attempt that may take the job back during the grace.
+    started_before: HashMap<JobId, (Lease, Arc<str>)>,
     duplicates: u64,
     stats: LedgerStats,
 }
@@ -267,12 +274,16 @@ impl Book {
             .collect();
         let mut jobs = HashMap::with_capacity(replay.unfinished.len());
         let mut lost_on = HashMap::new();
+        let mut started_before = HashMap::new();
         let unfinished_bytes = replay
             .unfinished
             .iter()
             .map(|job| job.spec.as_bytes().len())
             .sum();
         for job in replay.unfinished {
+            if let Some((lease, worker)) = &job.started {
+                started_before.insert(job.id, (*lease, Arc::from(worker.as_str())));
+            }
             if !job.lost_on.is_empty() {
                 lost_on.insert(
                     job.id,
@@ -310,6 +321,8 @@ impl Book {
             retrying: HashSet::new(),
             manifests: Manifests::replayed(replay.unpublished),
             lost_on,
+            stale: HashMap::new(),
+            started_before,
             duplicates: 0,
             stats: LedgerStats::new(metrics),
         }
@@ -470,6 +483,12 @@ impl Book {
             if !self.lost_on.is_empty() {
                 self.lost_on.remove(&id);
             }
+            if !self.stale.is_empty() {
+                self.stale.remove(&id);
+            }
+            if !self.started_before.is_empty() {
+                self.started_before.remove(&id);
+            }
             self.unfinished_bytes -= job.spec.as_bytes().len();
             *by_state.entry(state).or_default() += 1;
             if let Some(counts) = self.batches.get_mut(&job.batch) {
@@ -508,7 +527,7 @@ impl Book {
                 continue;
             }
             job.phase = Phase::Queued;
-            job.running = None;
+            let running = job.running.take();
             // In line when it began finishing, its entry may have been handed to a worker
             // already (the start still on its way here): that number must not be the next's too.
             if std::mem::take(&mut job.left_line) {
@@ -516,9 +535,46 @@ impl Book {
             }
             let batch = job.batch;
             self.recount(batch, Phase::Finishing, Phase::Queued);
+            // The attempt whose result was being written reports it again.
+            if let Some(running) = running {
+                self.keep_stale(id, running.lease, running.worker);
+            }
             self.enqueue(id, &mut effects);
         }
         effects
+    }
+
+    /// An attempt of a live job that is no longer its current one, but may still report.
+    fn keep_stale(&mut self, job: JobId, lease: Lease, worker: Arc<str>) {
+        let stale = self.stale.entry(job).or_default();
+        if !stale.iter().any(|(known, _)| *known == lease) {
+            stale.push((lease, worker));
+        }
+    }
+
+    /// True when `worker` may report on this attempt of a live job: the job's current attempt,
+    /// gone to that worker, or an earlier one that went to it and may still report. Leases
+    /// cannot be guessed; this also keeps a worker from reporting on another's attempt.
+    fn vouched(&self, id: JobId, lease: Lease, worker: &str) -> bool {
+        let current = self.jobs.get(&id).and_then(|job| job.running.as_ref());
+        if current.is_some_and(|running| running.lease == lease && &*running.worker == worker) {
+            return true;
+        }
+        self.stale.get(&id).is_some_and(|stale| {
+            stale
+                .iter()
+                .any(|(known, to)| *known == lease && &**to == worker)
+        })
+    }
+
+    /// An earlier attempt reported: it is heard from for the last time.
+    fn forget_stale(&mut self, id: JobId, lease: Lease) {
+        if let Some(stale) = self.stale.get_mut(&id) {
+            stale.retain(|(known, _)| *known != lease);
+            if stale.is_empty() {
+                self.stale.remove(&id);
+            }
+        }
     }
 
     /// Hands a job to the Scheduler's queue. A job held back since the restart stays held until

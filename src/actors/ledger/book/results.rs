@@ -5,9 +5,13 @@ use super::{
     backoff, work_order, Book, Commit, Effects, Lookup, Notice, Pending, Phase, RunningAttempt,
     WorkerRef,
 };
-use crate::job::{AttemptResult, JobId, JobState, Lease, ManifestOrder, Outcome, WorkerId};
+use crate::job::{
+    attempt_prefix, lies_under, AttemptResult, JobId, JobState, Lease, ManifestOrder, Outcome,
+    WorkerId,
+};
 use crate::status::FailureInfo;
 use crate::storage::store::{AttemptRow, Change, StoreError};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -32,6 +36,8 @@ impl Book {
         let mut ran_ms = Vec::new();
         let mut failures = Vec::new();
         for result in results {
+            let vetted = self.vet_outputs(result);
+            let result = vetted.as_ref();
             // An attempt that ended while the coordinator was down, for a job held back since:
             // that attempt is the job's, and its result counts as the job's own.
             self.take_back(
@@ -42,7 +48,7 @@ impl Book {
                 now,
                 &worker.name,
             );
-            let Some(job) = self.jobs.get_mut(&result.job) else {
+            if !self.jobs.contains_key(&result.job) {
                 if result.outcome == Outcome::Succeeded && result.job < self.next_job {
                     // Finished: the store tells a resend of the recorded result from a
                     // duplicate.
@@ -50,6 +56,37 @@ impl Book {
                 } else {
                     ack_now.push(result.lease);
                 }
+                continue;
+            }
+            if !self.vouched(result.job, result.lease, &worker.name) {
+                // An attempt never given to this worker: a worker speaks for its own only.
+                tracing::warn!(worker = %worker.name, job = result.job, lease = result.lease, "result for an attempt this worker was never given, refused");
+                ack_now.push(result.lease);
+                if let Some(job) = self.jobs.get_mut(&result.job) {
+                    job.spend(result.attempt);
+                }
+                if result.outcome == Outcome::Succeeded
+                    && self.phase(result.job) == Some(Phase::Queued)
+                {
+                    // The Scheduler withdraws a job for a success it passes on; refused, the
+                    // job needs a turn in line again. Its current turn may be on its way to a
+                    // worker already: the new one carries a new number.
+                    if let Some(job) = self.jobs.get_mut(&result.job) {
+                        job.attempts = job.attempts.saturating_add(1);
+                    }
+                    self.enqueue(result.job, &mut effects);
+                }
+                continue;
+            }
+            let stale = self
+                .jobs
+                .get(&result.job)
+                .is_some_and(|job| !job.runs_or_ran(result.lease));
+            if stale {
+                // Heard from for the last time, whatever it says.
+                self.forget_stale(result.job, result.lease);
+            }
+            let Some(job) = self.jobs.get_mut(&result.job) else {
                 continue;
             };
             let current = job.runs(result.lease);
@@ -60,10 +97,14 @@ impl Book {
             match result.outcome {
                 Outcome::Succeeded if job.phase != Phase::Finishing => {
                     // The first success wins, whichever attempt it comes from.
+                    let mut beaten = None;
                     match job.phase {
-                        Phase::Running if !current => effects
-                            .kill
-                            .extend(job.running.as_ref().map(|running| running.lease)),
+                        Phase::Running if !current => {
+                            beaten = job
+                                .running
+                                .as_ref()
+                                .map(|running| (running.lease, running.worker.clone()));
+                        }
                         Phase::Queued => effects.withdraw.push(result.job),
                         _ => {}
                     }
@@ -99,6 +140,11 @@ impl Book {
                     }
                     let batch = job.batch;
                     self.recount(batch, before, Phase::Finishing);
+                    if let Some((lease, to)) = beaten {
+                        // Stopped, it reports all the same.
+                        effects.kill.push(lease);
+                        self.keep_stale(result.job, lease, to);
+                    }
                 }
                 Outcome::Failed | Outcome::TimedOut | Outcome::Killed if current => {
                     job.failures += 1;
@@ -115,6 +161,7 @@ impl Book {
                     });
                     changes.push(Change::Attempt(Box::new(AttemptRow {
                         job: result.job,
+                        lease: result.lease,
                         attempt: result.attempt,
                         worker: worker.name.to_string(),
                         outcome: result.outcome.as_str(),
@@ -192,6 +239,48 @@ impl Book {
             });
         }
         effects
+    }
+
+    /// A success whose outputs name objects outside its attempt's own prefix (a worker that lies,
+    /// or is broken) is taken for a failure: its manifest would point other readers, and the
+    /// workers that write it, anywhere.
+    fn vet_outputs<'a>(&self, result: &'a AttemptResult) -> Cow<'a, AttemptResult> {
+        if result.outcome != Outcome::Succeeded || result.outputs.is_empty() {
+            return Cow::Borrowed(result);
+        }
+        let outputs = self
+            .jobs
+            .get(&result.job)
+            .and_then(|job| job.spec.decode().ok())
+            .and_then(|spec| spec.outputs);
+        let prefix = outputs
+            .as_ref()
+            .and_then(|outputs| attempt_prefix(&outputs.to, result.job, result.lease).ok());
+        let stray = match &prefix {
+            Some(prefix) => result
+                .outputs
+                .iter()
+                .find(|object| !lies_under(&object.url, prefix))
+                .map(|object| object.url.clone()),
+            // Outputs for a job that has none, or is not here to say: nothing to vet against.
+            None if outputs.is_none() && self.jobs.contains_key(&result.job) => {
+                result.outputs.first().map(|object| object.url.clone())
+            }
+            None => None,
+        };
+        let Some(stray) = stray else {
+            return Cow::Borrowed(result);
+        };
+        tracing::warn!(job = result.job, lease = result.lease, url = %stray, "result names an output outside its attempt's prefix, taken for a failure");
+        let mut failed = result.clone();
+        failed.outcome = Outcome::Failed;
+        failed.outputs.clear();
+        failed.error = Some(format!(
+            "its outputs name {stray}, outside the attempt's own prefix {}",
+            prefix.as_deref().unwrap_or("(the job has no outputs)")
+        ));
+        failed.bound();
+        Cow::Owned(failed)
     }
 
     /// Successes for jobs that had left memory, with the lease the store recorded for each: a

@@ -174,11 +174,15 @@ impl Book {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
+            let mut stopped = None;
             match job.phase {
                 Phase::Queued => effects.withdraw.push(id),
-                Phase::Running => effects
-                    .kill
-                    .extend(job.running.as_ref().map(|running| running.lease)),
+                Phase::Running => {
+                    stopped = job
+                        .running
+                        .as_ref()
+                        .map(|running| (running.lease, running.worker.clone()));
+                }
                 Phase::Backoff | Phase::Finishing => {}
             }
             let before = job.phase;
@@ -202,6 +206,12 @@ impl Book {
             finishing.push((id, JobState::Cancelled));
             let batch = job.batch;
             self.recount(batch, before, Phase::Finishing);
+            if let Some((lease, to)) = stopped {
+                // Stopped, it reports all the same (and, should the cancel's write fail, its
+                // success still counts).
+                effects.kill.push(lease);
+                self.keep_stale(id, lease, to);
+            }
         }
         effects.commit = Some(Commit {
             changes,

@@ -154,7 +154,6 @@ impl Book {
     }
 
     /// Where a job is, if it is unfinished.
-    #[cfg(test)]
     pub(crate) fn phase(&self, id: JobId) -> Option<super::Phase> {
         self.jobs.get(&id).map(|job| job.phase)
     }

@@ -10,8 +10,11 @@
 //! - a recorded job never returns to pending, nor to the book's memory;
 //! - an unfinished job is pending (in line or on its way there, held back after a restart, or
 //!   waiting out its backoff), held by exactly one live attempt, or being written;
-//! - attempt numbers never repeat (but for the one exception the README gives: an attempt no
-//!   worker reports within the grace after a restart is not on record);
+//! - attempt numbers never repeat (but for the one exception the README gives: an attempt
+//!   whose start had not reached the disk at a restart, and that no worker reports within the
+//!   grace, is not on record);
+//! - every attempt written of (started, ended, recorded) was given to that job and to the
+//!   worker named, whatever workers lie about attempts they were not given;
 //! - each batch's counts equal its jobs' states.
 //!
 //! After the random steps every fault heals and the run is driven to the end: every job must
@@ -29,8 +32,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 mod checks;
 mod steps;
+mod workers;
 
-use steps::{step, Step};
+use steps::{step, Lie, Step};
 
 /// Worker processes in the model.
 const WORKERS: usize = 3;
@@ -118,6 +122,10 @@ struct World {
     next_registration: WorkerId,
     /// Attempt numbers given out, per job.
     numbers: HashMap<JobId, HashSet<u32>>,
+    /// Every lease given out: to which job and worker process.
+    given: HashMap<Lease, (JobId, usize)>,
+    /// Made-up leases so far, for lying workers.
+    next_forged: u64,
     /// Numbers above what the store had when the coordinator restarted, not yet reported.
     at_risk: HashMap<JobId, HashSet<u32>>,
     now: u64,
@@ -162,6 +170,8 @@ impl World {
             registrations: BTreeMap::new(),
             next_registration: 1,
             numbers: HashMap::new(),
+            given: HashMap::new(),
+            next_forged: 0,
             at_risk: HashMap::new(),
             now: 1_000_000,
         };
@@ -261,13 +271,13 @@ impl World {
             }
             ToLedger::Carried(worker, carried) => {
                 for attempt in &carried {
-                    self.reported(attempt.job, attempt.attempt);
+                    self.reported(attempt.lease, attempt.job, attempt.attempt);
                 }
                 self.book.attempts_carried(&worker, &carried, self.now)
             }
             ToLedger::Results(worker, results) => {
                 for result in &results {
-                    self.reported(result.job, result.attempt);
+                    self.reported(result.lease, result.job, result.attempt);
                 }
                 self.book.results(&worker, &results, self.now)
             }
@@ -277,130 +287,6 @@ impl World {
             }
         };
         self.carry_out(effects);
-    }
-
-    fn register(&mut self, process: usize) {
-        let registration = self.next_registration;
-        self.next_registration += 1;
-        let carried: Vec<CarriedAttempt> = self.processes[process]
-            .running
-            .iter()
-            .map(|(lease, (job, attempt))| CarriedAttempt {
-                lease: *lease,
-                job: *job,
-                attempt: *attempt,
-                slots: 1,
-            })
-            .collect();
-        // The Scheduler moves carried leases off any earlier registration.
-        for other in self.registrations.values_mut() {
-            for attempt in &carried {
-                other.held.remove(&attempt.lease);
-                other.carried.remove(&attempt.lease);
-            }
-        }
-        self.registrations.insert(
-            registration,
-            Registration {
-                process,
-                held: carried
-                    .iter()
-                    .map(|attempt| (attempt.lease, attempt.job))
-                    .collect(),
-                carried: carried.iter().map(|attempt| attempt.lease).collect(),
-                acknowledged: carried.iter().map(|attempt| attempt.lease).collect(),
-            },
-        );
-        self.processes[process].registration = Some(registration);
-        if !carried.is_empty() {
-            let worker = self.worker_ref(registration);
-            self.to_ledger.push_back(ToLedger::Carried(worker, carried));
-        }
-        self.report(process);
-    }
-
-    /// A number is on record once the book hears of its attempt: it is no longer at risk.
-    fn reported(&mut self, job: JobId, attempt: u32) {
-        if self.grace {
-            if let Some(numbers) = self.at_risk.get_mut(&job) {
-                numbers.remove(&attempt);
-            }
-        }
-    }
-
-    /// The registration is declared lost: the Scheduler hands its leases to the Ledger.
-    fn lose(&mut self, registration: WorkerId) {
-        let Some(gone) = self.registrations.remove(&registration) else {
-            return;
-        };
-        if self.processes[gone.process].registration == Some(registration) {
-            self.processes[gone.process].registration = None;
-        }
-        let attempts: Vec<LostAttempt> = gone
-            .held
-            .iter()
-            .map(|(lease, job)| LostAttempt {
-                job: *job,
-                lease: *lease,
-                started: gone.acknowledged.contains(lease),
-            })
-            .collect();
-        if !attempts.is_empty() {
-            self.to_ledger
-                .push_back(ToLedger::Lost(process_name(gone.process), attempts));
-        }
-    }
-
-    fn end(&mut self, process: usize, lease: Lease, outcome: Outcome) {
-        let Some((job, attempt)) = self.processes[process].running.remove(&lease) else {
-            return;
-        };
-        let result = AttemptResult {
-            lease,
-            job,
-            attempt,
-            outcome,
-            exit_code: Some(0),
-            started_at_ms: self.now,
-            duration_ms: 1,
-            output_tail: String::new(),
-            error: None,
-            outputs: Vec::new(),
-        };
-        self.processes[process].outbox.insert(lease, result);
-    }
-
-    fn report(&mut self, process: usize) {
-        let Some(registration) = self.processes[process].registration else {
-            return;
-        };
-        let results: Vec<AttemptResult> =
-            self.processes[process].outbox.values().cloned().collect();
-        self.deliver(registration, results);
-    }
-
-    /// A registration's results reach the Scheduler, which frees what it held for them and
-    /// passes them on.
-    fn deliver(&mut self, registration: WorkerId, results: Vec<AttemptResult>) {
-        if results.is_empty() {
-            return;
-        }
-        // The Scheduler frees what this registration held for them, and withdraws the jobs of
-        // successes from attempts it did not start on this registration (their jobs may be
-        // queued again meanwhile), as `ResultsReported` and `WorkerJoined` do.
-        if let Some(held) = self.registrations.get_mut(&registration) {
-            let mut elsewhere = Vec::new();
-            for result in &results {
-                let carried = held.carried.remove(&result.lease);
-                let assigned_here = held.held.remove(&result.lease).is_some() && !carried;
-                if result.outcome == Outcome::Succeeded && !assigned_here {
-                    elsewhere.push(result.job);
-                }
-            }
-            self.queue.withdraw(elsewhere);
-        }
-        let worker = self.worker_ref(registration);
-        self.to_ledger.push_back(ToLedger::Results(worker, results));
     }
 
     fn step(&mut self, step: &Step) {
@@ -519,61 +405,8 @@ impl World {
             }
             Step::Restart { kept } => self.restart(kept),
             Step::GraceOver => self.grace_over(),
+            Step::Lie { worker, ref lie } => self.lie(worker, lie),
         }
-    }
-
-    /// The Scheduler hands the next job in line to a worker and tells the Ledger.
-    fn assign(&mut self, worker: usize) {
-        let Some(registration) = self.processes[worker].registration else {
-            return;
-        };
-        let Some((job, _slots)) = self.queue.pop_for(1, &HashSet::new()) else {
-            return;
-        };
-        let lease = crate::actors::scheduler::lease(self.epoch, self.next_lease);
-        self.next_lease += 1;
-        let given = self.numbers.entry(job.job).or_default();
-        assert!(
-            given.insert(job.attempt),
-            "attempt {} of job {} given out twice",
-            job.attempt,
-            job.job
-        );
-        self.processes[worker]
-            .running
-            .insert(lease, (job.job, job.attempt));
-        if let Some(held) = self.registrations.get_mut(&registration) {
-            held.held.insert(lease, job.job);
-        }
-        let worker = self.worker_ref(registration);
-        let started = Started {
-            job: job.job,
-            lease,
-            attempt: job.attempt,
-            entry: job.entry,
-        };
-        self.to_ledger
-            .push_back(ToLedger::Started(worker, vec![started]));
-    }
-
-    /// A worker says it started what it was given.
-    fn acknowledge(&mut self, process: usize) {
-        let Some(registration) = self.processes[process].registration else {
-            return;
-        };
-        if let Some(held) = self.registrations.get_mut(&registration) {
-            let leases: Vec<Lease> = held.held.keys().copied().collect();
-            held.acknowledged.extend(leases);
-        }
-    }
-
-    fn old_registration(&self) -> Option<WorkerId> {
-        self.registrations
-            .iter()
-            .find(|(id, registration)| {
-                self.processes[registration.process].registration != Some(**id)
-            })
-            .map(|(id, _)| *id)
     }
 
     /// The oldest commit reaches the disk (checked, see [`World::write`]) or fails.
@@ -600,9 +433,26 @@ impl World {
         self.carry_out(effects);
     }
 
-    /// Writes to the store, checking that no terminal record is refused and that a succeeded
-    /// or cancelled job never changes.
+    /// Writes to the store, checking that no terminal record is refused, that a succeeded or
+    /// cancelled job never changes, and that every attempt written of was given to that job and
+    /// the worker named.
     fn write(&mut self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::Finish(order) => {
+                    if let Some(lease) = order.lease {
+                        self.check_given(order.job, lease, order.worker.as_deref());
+                    }
+                }
+                Change::Attempt(row) => self.check_given(row.job, row.lease, Some(&row.worker)),
+                Change::Started(rows) => {
+                    for row in rows {
+                        self.check_given(row.job, row.lease, Some(&row.worker));
+                    }
+                }
+                _ => {}
+            }
+        }
         let before = self.states();
         let applied = apply(&mut self.db, &[changes]).unwrap();
         assert!(
@@ -620,6 +470,16 @@ impl World {
                 );
             }
         }
+    }
+
+    fn check_given(&self, job: JobId, lease: Lease, worker: Option<&str>) {
+        let given = self.given.get(&lease);
+        assert!(
+            given.is_some_and(|(to_job, process)| *to_job == job
+                && worker.is_none_or(|worker| *process_name(*process) == *worker)),
+            "job {job}: an attempt written of (lease {lease:#x}, worker {worker:?}) was not \
+             given to it and that worker ({given:?})"
+        );
     }
 
     fn answer_read(&mut self) {

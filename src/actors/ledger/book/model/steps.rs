@@ -58,6 +58,22 @@ pub(super) enum Step {
     Restart { kept: usize },
     /// The reconnect grace after a restart ends.
     GraceOver,
+    /// A worker lies about a job it was not given.
+    Lie { worker: usize, lie: Lie },
+}
+
+/// What a lying worker says, about the `pick`-th live job.
+#[derive(Debug, Clone)]
+pub(super) struct Lie {
+    pub(super) pick: usize,
+    /// Under the lease another worker runs the job with, if one does (or else a made-up one).
+    pub(super) steal: bool,
+    /// It claims to carry an attempt (a made-up one) rather than to report a result.
+    pub(super) carry: bool,
+    /// The result it reports is a success.
+    pub(super) success: bool,
+    /// The attempt number it names for a made-up attempt.
+    pub(super) attempt: u32,
 }
 
 pub(super) fn step() -> impl Strategy<Value = Step> {
@@ -76,7 +92,7 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         1 => worker.clone().prop_map(|worker| Step::Disconnect { worker }),
         2 => worker.clone().prop_map(|worker| Step::Reconnect { worker }),
         1 => Just(Step::ExpireOld),
-        1 => worker.prop_map(|worker| Step::Kill { worker }),
+        1 => worker.clone().prop_map(|worker| Step::Kill { worker }),
         6 => prop::bool::weighted(0.85).prop_map(|ok| Step::Commit { ok }),
         6 => Just(Step::HandBack),
         2 => Just(Step::Read),
@@ -86,5 +102,10 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         1 => (0..4usize).prop_map(|pick| Step::Retry { pick }),
         1 => (0..3usize).prop_map(|kept| Step::Restart { kept }),
         1 => Just(Step::GraceOver),
+        1 => (worker, 0..8usize, any::<bool>(), prop::bool::weighted(0.3), any::<bool>(), 1..=4u32)
+            .prop_map(|(worker, pick, steal, carry, success, attempt)| Step::Lie {
+                worker,
+                lie: Lie { pick, steal, carry, success, attempt },
+            }),
     ]
 }

@@ -8,6 +8,7 @@ use crate::status::Submitted;
 use crate::storage::store::{FailedJob, ReplayedBatch, ReplayedJob, Unpublished};
 
 mod attempts;
+mod vouching;
 
 const T0: u64 = 1_000_000;
 
@@ -99,6 +100,44 @@ fn started(book: &Book, job: JobId, lease: Lease, attempt: u32) -> Started {
         attempt,
         entry: book.jobs.get(&job).map_or(0, |job| job.queued_as),
     }
+}
+
+/// An unfinished job on record: its id, its attempts, and the start of the latest as (lease,
+/// worker) if that had not ended on record.
+type OnRecord<'a> = (JobId, u32, Option<(Lease, &'a str)>);
+
+/// A book after a restart, holding these unfinished jobs.
+fn restarted(unfinished: &[OnRecord]) -> Book {
+    let replay = Replay {
+        epoch: 2,
+        batches: vec![ReplayedBatch {
+            id: 1,
+            name: "b".into(),
+            submitted_at_ms: T0,
+            total: unfinished.len() as u64 + 1,
+            succeeded: 1,
+            failed: 0,
+            cancelled: 0,
+            started_at_ms: Some(T0),
+            finished_at_ms: Some(T0),
+        }],
+        unfinished: unfinished
+            .iter()
+            .map(|&(id, attempts, started)| ReplayedJob {
+                id,
+                batch: 1,
+                spec: SpecBytes::encode(&spec(3)),
+                attempts,
+                lost_attempts: 0,
+                failures: 0,
+                lost_on: Vec::new(),
+                started: started.map(|(lease, worker)| (lease, worker.to_string())),
+            })
+            .collect(),
+        next_job: 10,
+        unpublished: Vec::new(),
+    };
+    Book::new(replay, limits(), Arc::new(Metrics::new()))
 }
 
 fn finish_states(effects: &Effects) -> Vec<(JobId, JobState)> {

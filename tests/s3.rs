@@ -8,6 +8,7 @@ use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
 use drover::job::JobState;
+use drover::storage::uploads::InFlightUpload;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ const SECRET_KEY: &str = "drover-test-secret-key";
 struct S3Server {
     endpoint: String,
     child: Child,
-    _data: tempfile::TempDir,
+    /// Where it keeps what it stores (a multipart upload's parts are files in its root).
+    data: tempfile::TempDir,
 }
 
 impl Drop for S3Server {
@@ -65,7 +67,7 @@ async fn start_s3() -> S3Server {
     S3Server {
         endpoint,
         child,
-        _data: data,
+        data,
     }
 }
 
@@ -377,4 +379,179 @@ async fn a_timeout_and_a_cancel_cover_a_stalled_input_too() {
     );
     // SAFETY: as above.
     unsafe { libc::kill(server.child.id() as i32, libc::SIGCONT) };
+}
+
+/// A worker's journal of multipart uploads in flight.
+fn journal_of(cluster: &Cluster, worker: &str) -> std::path::PathBuf {
+    cluster
+        .dir
+        .path()
+        .join("scratch")
+        .join(worker)
+        .join(drover::worker::UPLOADS_DIR)
+}
+
+/// The parts of an upload the server holds.
+fn parts_stored(server: &S3Server, upload: &InFlightUpload) -> usize {
+    let prefix = format!(".upload_id-{}.part-", upload.upload_id);
+    std::fs::read_dir(server.data.path())
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .count()
+}
+
+/// Waits for an upload written down in `journal` that holds a part on the server, and freezes
+/// the server (SIGSTOP) at once: the upload stays in flight until the server is thawed.
+fn catch_in_flight(
+    server: &S3Server,
+    journal: &std::path::Path,
+) -> (std::path::PathBuf, InFlightUpload) {
+    let began = std::time::Instant::now();
+    loop {
+        let found = std::fs::read_dir(journal).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.path())
+                .find(|path| path.extension().is_some_and(|ext| ext == "json"))
+        });
+        let upload = found.as_ref().and_then(|entry| {
+            serde_json::from_slice::<InFlightUpload>(&std::fs::read(entry).ok()?).ok()
+        });
+        if let (Some(entry), Some(upload)) = (found, upload) {
+            if parts_stored(server, &upload) > 0 {
+                // SAFETY: kill(2) on a child process we started; no memory is involved.
+                assert_eq!(
+                    unsafe { libc::kill(server.child.id() as i32, libc::SIGSTOP) },
+                    0
+                );
+                return (entry, upload);
+            }
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "no upload in flight with a part stored seen in {}",
+            journal.display()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// 128 MiB of outputs (eight parts, by multipart upload) to `bucket`.
+fn big_output_job(bucket: &str) -> String {
+    format!(
+        r#"{{"cmd": ["sh", "-c", "mkdir -p out && head -c 134217728 /dev/zero > out/big"], "outputs": {{"from": "out", "to": "s3://{bucket}/results/"}}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_by_a_killed_worker_is_aborted_by_the_next_worker() {
+    let server = start_s3().await;
+    let s3 = client(&server.endpoint);
+    let bucket = "drover-test-cutoff";
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    let mut cluster = Cluster::start(&[]).await;
+    let env = worker_env(&server.endpoint);
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    cluster.start_worker_with_env("uploader", 1, &[], &env);
+    cluster.wait_for_workers(1).await;
+    let mut client_ = cluster.client().await;
+    let submitted = client_
+        .submit(
+            "cut-off",
+            drover::jobfile::parse(&big_output_job(bucket)).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // Caught in flight, the S3 server frozen, the worker killed while it waits.
+    let journal = journal_of(&cluster, "uploader");
+    let (entry, upload) = catch_in_flight(&server, &journal);
+    cluster.signal_worker("uploader", libc::SIGKILL);
+    cluster
+        .wait_worker_exit("uploader", Duration::from_secs(10))
+        .await;
+    // SAFETY: as above.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGCONT) };
+    assert!(
+        entry.exists(),
+        "the killed worker's upload is still written down"
+    );
+    let stored = parts_stored(&server, &upload);
+    assert!(stored > 0, "the killed worker's upload holds parts");
+
+    // The worker started again aborts it (its parts are gone), and runs the job to the end.
+    cluster.start_worker_with_env("uploader", 1, &[], &env);
+    wait_for(
+        Duration::from_secs(30),
+        "the left-over upload to be crossed off",
+        || async { (!entry.exists()).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        parts_stored(&server, &upload),
+        0,
+        "{stored} parts were stored"
+    );
+    assert!(cluster
+        .worker_log("uploader")
+        .contains("aborted multipart uploads left unfinished by workers that died"));
+    let job = cluster
+        .wait_for_job(submitted.first_job, "the job to succeed", |job| {
+            job.state == JobState::Succeeded
+        })
+        .await;
+    assert_eq!(job.outputs.len(), 1, "{job:?}");
+    assert_eq!(job.outputs[0].size, 128 * 1024 * 1024);
+    let left: Vec<_> = std::fs::read_dir(&journal).unwrap().flatten().collect();
+    assert!(left.is_empty(), "journal entries left: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_by_a_cancel_is_aborted_by_its_worker() {
+    let server = start_s3().await;
+    let s3 = client(&server.endpoint);
+    let bucket = "drover-test-cancelled";
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    let mut cluster = Cluster::start(&[]).await;
+    let env = worker_env(&server.endpoint);
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    cluster.start_worker_with_env("uploader", 1, &[], &env);
+    cluster.wait_for_workers(1).await;
+    let mut client_ = cluster.client().await;
+    let submitted = client_
+        .submit(
+            "cancelled",
+            drover::jobfile::parse(&big_output_job(bucket)).unwrap(),
+        )
+        .await
+        .unwrap();
+    let (entry, upload) = catch_in_flight(&server, &journal_of(&cluster, "uploader"));
+    client_
+        .cancel(drover::job::CancelTarget::Job(submitted.first_job))
+        .await
+        .unwrap();
+    let job = cluster
+        .wait_for_job(submitted.first_job, "the cancel", |job| {
+            job.state == JobState::Cancelled
+        })
+        .await;
+    assert!(job.outputs.is_empty(), "{job:?}");
+    // The attempt ended at the cancel; its upload is aborted once the server answers again.
+    // SAFETY: kill(2) on a child process we started; no memory is involved.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGCONT) };
+    wait_for(
+        Duration::from_secs(30),
+        "the cut-off upload to be aborted and crossed off",
+        || async { (!entry.exists() && parts_stored(&server, &upload) == 0).then_some(()) },
+    )
+    .await;
+    let workers = client_.workers().await.unwrap();
+    assert_eq!(workers[0].running, 0, "{workers:?}");
 }

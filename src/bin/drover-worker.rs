@@ -23,7 +23,8 @@ struct Args {
     /// A label jobs may require; repeat for more.
     #[arg(long = "label", env = "DROVER_LABELS", value_delimiter = ',')]
     labels: Vec<String>,
-    /// Where jobs get their scratch directories.
+    /// Where jobs get their scratch directories [default: $TMPDIR/drover-scratch-<uid>]. A worker
+    /// started again with the same one aborts the S3 uploads a killed one left unfinished.
     #[arg(long, env = "DROVER_SCRATCH_DIR")]
     scratch_dir: Option<PathBuf>,
     /// An S3-compatible endpoint for job data (else AWS_ENDPOINT_URL, else AWS).
@@ -77,8 +78,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     });
     anyhow::ensure!(slots > 0, "--slots must be at least 1");
     let name = args.name.unwrap_or_else(host_name);
+    // One for the user on this machine: every attempt's directory in it is its own, and a
+    // worker started again finds what a killed one left.
     let scratch_dir = args.scratch_dir.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("drover-scratch-{}", std::process::id()))
+        // SAFETY: getuid(2) cannot fail and touches no memory.
+        let uid = unsafe { libc::getuid() };
+        std::env::temp_dir().join(format!("drover-scratch-{uid}"))
     });
     let config = WorkerConfig {
         coordinator: args.coordinator,

@@ -5,6 +5,7 @@ pub mod s3;
 pub mod spec_format;
 pub mod sqlite;
 pub mod store;
+pub mod uploads;
 
 /// An I/O error in words for a job's author: "no space left on the device" rather than
 /// "No space left on device (os error 28)".

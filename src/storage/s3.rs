@@ -1,10 +1,12 @@
 //! S3 for workers: streamed downloads (large objects in parallel ranged parts), uploads
-//! (large files by multipart upload), and the one place that turns the SDK's errors into
+//! (large files by multipart upload, aborted however they are cut off: see [`super::uploads`]),
+//! and the one place that turns the SDK's errors into
 //! messages that name the URL and the reason.
 //!
 //! Credentials and region come the AWS way (environment, profile, instance role) through
 //! aws-config; `AWS_ENDPOINT_URL` or an explicit endpoint reaches S3-compatible stores.
 
+use super::uploads::{InFlightUpload, UploadJournal};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -30,6 +32,8 @@ pub struct S3Settings {
 #[derive(Clone)]
 pub struct S3 {
     client: aws_sdk_s3::Client,
+    /// Where multipart uploads in flight are written down, if anywhere.
+    journal: Option<UploadJournal>,
 }
 
 /// `s3://bucket/key`, for messages.
@@ -64,7 +68,14 @@ impl S3 {
         }
         S3 {
             client: aws_sdk_s3::Client::from_conf(config.build()),
+            journal: None,
         }
+    }
+
+    /// The same client, writing its multipart uploads in flight down in `journal`.
+    pub fn with_journal(mut self, journal: UploadJournal) -> S3 {
+        self.journal = Some(journal);
+        self
     }
 
     /// The underlying client, for tests and tools.
@@ -254,7 +265,19 @@ impl S3 {
             .send()
             .await
             .map_err(|error| failed(bucket, key, error))?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let upload = InFlightUpload {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: upload.upload_id().unwrap_or_default().to_string(),
+        };
+        let entry = match &self.journal {
+            Some(journal) => journal.record(&upload).await,
+            None => None,
+        };
+        let upload_id = upload.upload_id.clone();
+        // From here on the upload is aborted however this ends, even if this future is
+        // dropped (a timeout, a cancel).
+        let mut unfinished = Unfinished(Some((self.clone(), upload, entry)));
         let parts = self
             .upload_parts(source, bucket, key, &upload_id, size)
             .await;
@@ -275,26 +298,90 @@ impl S3 {
                 .map_err(|error| failed(bucket, key, error)),
             Err(error) => Err(error),
         };
+        let Some((s3, upload, entry)) = unfinished.0.take() else {
+            unreachable!("taken only here");
+        };
         match completed {
-            Ok(done) => Ok((
-                size,
-                done.e_tag()
-                    .unwrap_or_default()
-                    .trim_matches('"')
-                    .to_string(),
-            )),
+            Ok(done) => {
+                if let Some(entry) = entry {
+                    UploadJournal::forget(&entry).await;
+                }
+                Ok((
+                    size,
+                    done.e_tag()
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_string(),
+                ))
+            }
             Err(error) => {
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
+                s3.abort(upload, entry).await;
                 Err(error)
             }
         }
+    }
+
+    /// Aborts a multipart upload and crosses it off the journal; one S3 no longer knows counts
+    /// as aborted. Returns whether it is gone; if not, its entry stays for the next worker.
+    async fn abort(&self, upload: InFlightUpload, entry: Option<std::path::PathBuf>) -> bool {
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&upload.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await;
+        let gone = match aborted {
+            Ok(_) => true,
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|error| error.is_no_such_upload()) =>
+            {
+                true
+            }
+            Err(error) => {
+                tracing::warn!(
+                    url = %url(&upload.bucket, &upload.key),
+                    upload_id = %upload.upload_id,
+                    error = %DisplayErrorContext(error),
+                    "cannot abort an unfinished multipart upload"
+                );
+                false
+            }
+        };
+        if gone {
+            if let Some(entry) = entry {
+                UploadJournal::forget(&entry).await;
+            }
+        }
+        gone
+    }
+
+    /// Aborts the multipart uploads that workers no longer running (as `running` tells by pid)
+    /// left in `journal`; returns how many. Entries that cannot be read are removed.
+    pub async fn abort_left_over(
+        &self,
+        journal: &UploadJournal,
+        running: fn(u32) -> bool,
+    ) -> usize {
+        let journal = journal.clone();
+        let left = tokio::task::spawn_blocking(move || journal.left_over(running))
+            .await
+            .unwrap_or_default();
+        let mut aborted = 0;
+        for (entry, upload) in left {
+            match upload {
+                Some(upload) => {
+                    if self.abort(upload, Some(entry)).await {
+                        aborted += 1;
+                    }
+                }
+                None => UploadJournal::forget(&entry).await,
+            }
+        }
+        aborted
     }
 
     async fn upload_parts(
@@ -373,5 +460,24 @@ impl S3 {
             .await
             .map_err(|error| failed(bucket, key, error))?;
         Ok(())
+    }
+}
+
+/// A multipart upload not yet completed nor aborted: dropped so (its future was cut off), it is
+/// aborted on a task of its own.
+struct Unfinished(Option<(S3, InFlightUpload, Option<std::path::PathBuf>)>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some((s3, upload, entry)) = self.0.take() else {
+            return;
+        };
+        // With no runtime left (the worker is exiting), the journal keeps it for the next
+        // worker.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                s3.abort(upload, entry).await;
+            });
+        }
     }
 }

@@ -13,6 +13,8 @@ use crate::job::{
 };
 use crate::storage::describe_io;
 use crate::storage::s3::{S3Settings, S3};
+use crate::storage::uploads::UploadJournal;
+use crate::worker::orphans;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,20 +27,52 @@ pub const MANIFEST: &str = "_manifest.json";
 #[derive(Clone, Default)]
 pub struct Stores {
     settings: S3Settings,
+    /// Where multipart uploads in flight are written down.
+    journal: Option<UploadJournal>,
     s3: Arc<tokio::sync::OnceCell<S3>>,
 }
 
 impl Stores {
-    /// Stores reached with these S3 settings.
-    pub fn new(settings: S3Settings) -> Stores {
+    /// Stores reached with these S3 settings, writing multipart uploads in flight down in
+    /// `journal`.
+    pub fn new(settings: S3Settings, journal: UploadJournal) -> Stores {
         Stores {
             settings,
+            journal: Some(journal),
             s3: Arc::default(),
         }
     }
 
     async fn s3(&self) -> &S3 {
-        self.s3.get_or_init(|| S3::connect(&self.settings)).await
+        self.s3
+            .get_or_init(|| async {
+                let s3 = S3::connect(&self.settings).await;
+                match &self.journal {
+                    Some(journal) => s3.with_journal(journal.clone()),
+                    None => s3,
+                }
+            })
+            .await
+    }
+
+    /// Aborts the multipart uploads that workers killed on this machine left in the journal;
+    /// returns how many. Connects to S3 only if there are any.
+    pub async fn abort_left_over(&self) -> usize {
+        let Some(journal) = &self.journal else {
+            return 0;
+        };
+        let probe = journal.clone();
+        let any =
+            tokio::task::spawn_blocking(move || !probe.left_over(orphans::running).is_empty())
+                .await
+                .unwrap_or(false);
+        if !any {
+            return 0;
+        }
+        self.s3()
+            .await
+            .abort_left_over(journal, orphans::running)
+            .await
     }
 }
 

@@ -13,6 +13,7 @@ pub mod orphans;
 pub use handlers::{CallContext, Handlers};
 
 use crate::storage::s3::S3Settings;
+use crate::storage::uploads::UploadJournal;
 use data::Stores;
 
 use crate::job::{AttemptResult, Lease, Outputs};
@@ -26,6 +27,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+/// Where, under the scratch directory, multipart uploads in flight are written down (see
+/// [`UploadJournal`]).
+pub const UPLOADS_DIR: &str = "uploads";
 
 /// The first wait before reconnecting; doubled up to [`MAX_RECONNECT_DELAY`].
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
@@ -146,7 +151,22 @@ pub async fn run(
     }
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     let (written_tx, written_rx) = mpsc::unbounded_channel();
-    let stores = Stores::new(config.s3.clone());
+    let stores = Stores::new(
+        config.s3.clone(),
+        UploadJournal::new(config.scratch_dir.join(UPLOADS_DIR)),
+    );
+    // What a worker killed on this machine left half uploaded is aborted, without holding up
+    // this one's start (S3 may be slow to answer, or not there at all).
+    let sweeping = stores.clone();
+    tokio::spawn(async move {
+        let aborted = sweeping.abort_left_over().await;
+        if aborted > 0 {
+            tracing::warn!(
+                uploads = aborted,
+                "aborted multipart uploads left unfinished by workers that died"
+            );
+        }
+    });
     let mut worker = Worker {
         config,
         stores,

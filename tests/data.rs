@@ -363,13 +363,34 @@ async fn a_manifest_too_large_for_any_frame_is_given_up_without_cutting_off_a_wo
         .await
         .unwrap();
     wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    let ledger = cluster
+        .data_dir()
+        .join(drover::storage::sqlite::LEDGER_FILE);
+    let manifest_state = || {
+        let conn = rusqlite::Connection::open_with_flags(
+            &ledger,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        conn.query_row(
+            "SELECT manifest_written FROM jobs WHERE id = ?1",
+            [submitted.first_job as i64],
+            |row| row.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    // The real manifest's confirmation is in, or the worker would send it to the next
+    // coordinator, which would take it for the doctored one's.
+    wait_for(
+        Duration::from_secs(30),
+        "the manifest to be confirmed",
+        || async { (manifest_state() == 1).then_some(()) },
+    )
+    .await;
     assert!(cluster.terminate_coordinator().success());
 
     // As a ledger written before workers bounded their outputs could hold it: a recorded
     // manifest of some 20 MB that no worker has confirmed writing.
-    let ledger = cluster
-        .data_dir()
-        .join(drover::storage::sqlite::LEDGER_FILE);
     let object = format!(
         r#"{{"url":"file://{}/1/attempt-1/{}","size":1,"etag":"e"}}"#,
         results.display(),
@@ -404,16 +425,9 @@ async fn a_manifest_too_large_for_any_frame_is_given_up_without_cutting_off_a_wo
     assert_eq!(workers.len(), 1, "{workers:?}");
     assert_eq!(workers[0].connected_at_ms, registered[0].connected_at_ms);
     assert!(cluster.terminate_coordinator().success());
-    let conn = rusqlite::Connection::open(&ledger).unwrap();
-    let state: i64 = conn
-        .query_row(
-            "SELECT manifest_written FROM jobs WHERE id = ?1",
-            [submitted.first_job as i64],
-            |row| row.get(0),
-        )
-        .unwrap();
     assert_eq!(
-        state, 2,
+        manifest_state(),
+        2,
         "given up, and not asked for again after a restart"
     );
 }

@@ -170,7 +170,8 @@ async fn a_frozen_coordinator_loses_no_worker_and_runs_nothing_twice() {
     }
     cluster.wait_for_workers(4).await;
     let mut client = cluster.client().await;
-    let lines: Vec<String> = (0..8).map(|_| recording_job(8.0)).collect();
+    // Long enough to be running still when the coordinator thaws.
+    let lines: Vec<String> = (0..8).map(|_| recording_job(12.0)).collect();
     let submitted = client
         .submit("long", drover::jobfile::parse(&lines.join("\n")).unwrap())
         .await
@@ -185,7 +186,15 @@ async fn a_frozen_coordinator_loses_no_worker_and_runs_nothing_twice() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     cluster.signal_coordinator(libc::SIGCONT);
 
+    // Each running job is listed once, on the worker that runs it.
     let mut client = cluster.client().await;
+    let workers = client.workers().await.unwrap();
+    let mut listed: Vec<u64> = workers
+        .iter()
+        .flat_map(|worker| worker.current.iter().map(|current| current.job))
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ids, "{workers:?}");
     let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(60)).await;
     assert_eq!(info.succeeded, 8, "{info:?}");
     for id in &ids {

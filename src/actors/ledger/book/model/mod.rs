@@ -126,7 +126,8 @@ struct World {
     given: HashMap<Lease, (JobId, usize)>,
     /// Made-up leases so far, for lying workers.
     next_forged: u64,
-    /// Numbers above what the store had when the coordinator restarted, not yet reported.
+    /// Numbers above what the store had when the coordinator restarted, not yet covered by the
+    /// book's count.
     at_risk: HashMap<JobId, HashSet<u32>>,
     now: u64,
 }
@@ -265,20 +266,17 @@ impl World {
         let Some(message) = self.to_ledger.pop_front() else {
             return;
         };
+        let mut heard = Vec::new();
         let effects = match message {
             ToLedger::Started(worker, started) => {
                 self.book.attempts_started(&worker, &started, self.now)
             }
             ToLedger::Carried(worker, carried) => {
-                for attempt in &carried {
-                    self.reported(attempt.lease, attempt.job, attempt.attempt);
-                }
+                heard.extend(carried.iter().map(|a| (a.lease, a.job, a.attempt)));
                 self.book.attempts_carried(&worker, &carried, self.now)
             }
             ToLedger::Results(worker, results) => {
-                for result in &results {
-                    self.reported(result.lease, result.job, result.attempt);
-                }
+                heard.extend(results.iter().map(|r| (r.lease, r.job, r.attempt)));
                 self.book.results(&worker, &results, self.now)
             }
             ToLedger::Lost(name, attempts) => {
@@ -286,6 +284,9 @@ impl World {
                     .worker_lost(&name, &attempts, "lost in the model", self.now)
             }
         };
+        for (lease, job, attempt) in heard {
+            self.reported(lease, job, attempt);
+        }
         self.carry_out(effects);
     }
 

@@ -52,10 +52,17 @@ impl World {
         self.report(process);
     }
 
-    /// A number is on record once the book hears of its attempt: it is no longer at risk. (A
-    /// lie about a number is no word of its attempt.)
+    /// The book heard of an attempt: its number is no longer at risk if the book's count now
+    /// covers it (or the job is finished). The book raises its count by at most one on a word
+    /// it cannot check, so an attempt whose start never reached the disk may stay at risk: the
+    /// README's exception. (A lie about a number is no word of its attempt.)
     pub(super) fn reported(&mut self, lease: Lease, job: JobId, attempt: u32) {
-        if self.grace && self.given.get(&lease).is_some_and(|given| given.0 == job) {
+        let covered = self
+            .book
+            .jobs
+            .get(&job)
+            .is_none_or(|live| live.attempts >= attempt);
+        if self.grace && covered && self.given.get(&lease).is_some_and(|given| given.0 == job) {
             if let Some(numbers) = self.at_risk.get_mut(&job) {
                 numbers.remove(&attempt);
             }

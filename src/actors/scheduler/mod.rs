@@ -8,7 +8,6 @@
 
 use crate::actors::ledger::{
     AttemptsCarried, AttemptsStarted, Ledger, LostAttempt, ResultsArrived, Started, WorkerLost,
-    WorkerRef,
 };
 use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
@@ -19,69 +18,19 @@ use crate::job::{
 };
 use crate::status::CurrentJob;
 use actix::prelude::*;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+mod slots;
+
+pub use slots::new_lease;
+use slots::{Held, WorkerSlots};
 
 /// Spec bytes per `Assign` frame, far below the frame limit (one spec alone is bounded by the
 /// submission frame it came in).
 const ASSIGN_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes of manifest orders per `WriteManifests` frame.
 const MANIFEST_FRAME_BYTES: usize = 4 * 1024 * 1024;
-
-/// A new lease: 64 random bits from the operating system's generator (through a
-/// cryptographically secure one), so a worker cannot guess the lease of an attempt it was not
-/// given, and leases of different runs never meet.
-pub fn new_lease(rng: &mut impl rand::Rng) -> Lease {
-    loop {
-        let lease = rng.gen::<Lease>();
-        if lease != 0 {
-            return lease;
-        }
-    }
-}
-
-/// An attempt a worker holds slots for.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    job: JobId,
-    slots: u32,
-    /// When it was assigned, or carried into this registration (ms since the Unix epoch).
-    since_ms: u64,
-    /// The worker said it started it (carried attempts run by definition).
-    started: bool,
-}
-
-/// A worker's slots as the Scheduler sees them.
-struct WorkerSlots {
-    name: Arc<str>,
-    labels: HashSet<String>,
-    total: u32,
-    free: u32,
-    draining: bool,
-    /// Attempts assigned on this registration.
-    running: HashMap<Lease, Held>,
-    /// Attempts the worker kept running from an earlier registration.
-    carried: HashMap<Lease, Held>,
-}
-
-impl WorkerSlots {
-    fn worker_ref(&self, id: WorkerId) -> WorkerRef {
-        WorkerRef {
-            id,
-            name: self.name.clone(),
-        }
-    }
-
-    /// Frees an attempt's slots, once: returns what it held, if it held anything.
-    fn release(&mut self, lease: Lease) -> Option<Held> {
-        let held = self
-            .running
-            .remove(&lease)
-            .or_else(|| self.carried.remove(&lease))?;
-        self.free = self.free.saturating_add(held.slots).min(self.total);
-        Some(held)
-    }
-}
 
 /// What a worker is doing, as the Scheduler knows it: the worker list joins this with the
 /// Registry's part.

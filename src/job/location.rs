@@ -55,7 +55,7 @@ impl Location {
 }
 
 /// The prefix under which one attempt of a job publishes its outputs, as a URL ending in `/`:
-/// `<to><job>/attempt-<lease>/`. Attempts never share one.
+/// `<to><job>/<attempt_name>/`. Attempts never share one.
 pub fn attempt_prefix(to: &str, job: u64, lease: u64) -> Result<String, String> {
     let attempt = attempt_name(lease);
     Ok(match Location::parse(to)? {
@@ -69,9 +69,21 @@ pub fn attempt_prefix(to: &str, job: u64, lease: u64) -> Result<String, String> 
     })
 }
 
-/// The name of an attempt's own directory under its job's outputs.
+/// The name of an attempt's own directory under its job's outputs: `attempt-` and 16 hex digits
+/// of a one-way digest of its lease. Outputs sit in buckets every worker can list, and a lease
+/// is what a worker proves an attempt is its own with: the name must not give it away.
 pub fn attempt_name(lease: u64) -> String {
-    format!("attempt-{lease:016x}")
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"drover attempt outputs\0")
+        .chain_update(lease.to_le_bytes())
+        .finalize();
+    let mut name = String::with_capacity(24);
+    name.push_str("attempt-");
+    for byte in &digest[..8] {
+        name.push_str(&format!("{byte:02x}"));
+    }
+    name
 }
 
 /// A prefix ending in `/` (or empty).
@@ -152,21 +164,25 @@ mod tests {
 
     #[test]
     fn an_attempts_prefix_holds_only_what_lies_under_it() {
+        let name = attempt_name(0xab);
+        assert!(name.starts_with("attempt-") && name.len() == 24, "{name}");
+        assert!(!name.contains("ab0000") && !name.contains("00000000000000ab"));
+        assert_ne!(name, attempt_name(0xac));
         let prefix = attempt_prefix("s3://b-1/out", 7, 0xab).unwrap();
-        assert_eq!(prefix, "s3://b-1/out/7/attempt-00000000000000ab/");
+        assert_eq!(prefix, format!("s3://b-1/out/7/{name}/"));
         assert_eq!(
             attempt_prefix("file:///data/out/", 7, 0xab).unwrap(),
-            "file:///data/out/7/attempt-00000000000000ab/"
+            format!("file:///data/out/7/{name}/")
         );
         assert!(lies_under(&format!("{prefix}r.csv"), &prefix));
         assert!(lies_under(&format!("{prefix}deep/er/r.csv"), &prefix));
         for outside in [
             prefix.clone(),
-            format!("{prefix}../attempt-00000000000000ac/r.csv"),
+            format!("{prefix}../{}/r.csv", attempt_name(0xac)),
             format!("{prefix}a/./b"),
             format!("{prefix}a//b"),
             format!("{prefix}a/"),
-            "s3://b-1/out/7/attempt-00000000000000abc/r.csv".to_string(),
+            format!("s3://b-1/out/7/{name}c/r.csv"),
             "file:///etc/shadow".to_string(),
         ] {
             assert!(!lies_under(&outside, &prefix), "{outside}");

@@ -2,14 +2,14 @@
 //! after it succeeds.
 //!
 //! Outputs are exactly-once by construction: every attempt publishes under a prefix of its own,
-//! `<to>/<job id>/attempt-<lease>/`, so two attempts never touch each other's objects. Once the
-//! coordinator has recorded an attempt's result, the worker writes `<to>/<job id>/_manifest.json`
-//! naming that attempt's objects: the manifest is the stable place to find a job's outputs, and
+//! `<to>/<job id>/attempt-<digest of its lease>/`, so two attempts never touch each other's
+//! objects. Once the coordinator has recorded an attempt's result, the worker writes
+//! `<to>/<job id>/_manifest.json` naming that attempt's objects: the manifest is the stable place to find a job's outputs, and
 //! any attempt prefix it does not name is a leftover of a losing attempt.
 
 use crate::job::{
-    attempt_name, check_relative, object_size, with_slash, Input, JobId, Lease, Location,
-    OutputObject, Outputs, MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS,
+    attempt_name, check_relative, lies_under, object_size, with_slash, Input, JobId, Lease,
+    Location, OutputObject, Outputs, MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS,
 };
 use crate::storage::describe_io;
 use crate::storage::s3::{S3Settings, S3};
@@ -200,7 +200,7 @@ fn check_manifest_size(
     job: JobId,
     lease: Lease,
 ) -> Result<(), String> {
-    // Every object's URL starts with the attempt's prefix: `<to><job>/attempt-<lease>/`.
+    // Every object's URL starts with the attempt's prefix: `<to><job>/<attempt_name>/`.
     let prefix = outputs.to.len() + job.to_string().len() + attempt_name(lease).len() + 2;
     // An entity tag is at most a SHA-256 in hex, or a multipart ETag: 80 bytes covers both.
     let bytes: usize = files
@@ -229,28 +229,30 @@ pub async fn publish_manifest(
     lease: Lease,
     objects: &[OutputObject],
 ) -> Result<(), String> {
-    let (manifest_url, attempt_prefix) = match Location::parse(&outputs.to)? {
-        Location::File(root) => (
-            format!(
-                "file://{}",
-                root.join(job.to_string()).join(MANIFEST).display()
-            ),
-            format!(
-                "file://{}/",
-                root.join(job.to_string())
-                    .join(attempt_name(lease))
-                    .display()
-            ),
+    let manifest_url = match Location::parse(&outputs.to)? {
+        Location::File(root) => format!(
+            "file://{}",
+            root.join(job.to_string()).join(MANIFEST).display()
         ),
-        Location::S3 { bucket, key } => (
-            format!("s3://{bucket}/{}{job}/{MANIFEST}", with_slash(&key)),
-            format!(
-                "s3://{bucket}/{}{job}/{}/",
-                with_slash(&key),
-                attempt_name(lease)
-            ),
-        ),
+        Location::S3 { bucket, key } => {
+            format!("s3://{bucket}/{}{job}/{MANIFEST}", with_slash(&key))
+        }
     };
+    let mut attempt_prefix = crate::job::attempt_prefix(&outputs.to, job, lease)?;
+    // An attempt recorded by a drover that named attempt directories by the lease itself (a
+    // manifest repaired after an upgrade): its objects say where they are.
+    if let Some(object) = objects.first() {
+        if !lies_under(&object.url, &attempt_prefix) {
+            let legacy =
+                attempt_prefix.replace(&attempt_name(lease), &format!("attempt-{lease:016x}"));
+            if objects
+                .iter()
+                .all(|object| lies_under(&object.url, &legacy))
+            {
+                attempt_prefix = legacy;
+            }
+        }
+    }
     let manifest = serde_json::json!({
         "job": job,
         "attempt_prefix": attempt_prefix,
@@ -450,7 +452,9 @@ mod tests {
         );
         let published = world
             .path()
-            .join("results/7/attempt-00000000000000ab/sub/result.txt");
+            .join("results/7")
+            .join(attempt_name(0xab))
+            .join("sub/result.txt");
         assert_eq!(objects[0].url, format!("file://{}", published.display()));
         assert_eq!(std::fs::read_to_string(&published).unwrap(), "abc");
 
@@ -465,7 +469,33 @@ mod tests {
         assert!(manifest["attempt_prefix"]
             .as_str()
             .unwrap()
-            .ends_with("/7/attempt-00000000000000ab/"));
+            .ends_with(&format!("/7/{}/", attempt_name(0xab))));
+    }
+
+    #[tokio::test]
+    async fn a_manifest_repaired_for_an_attempt_named_by_its_lease_points_at_its_objects() {
+        let world = tempfile::tempdir().unwrap();
+        let outputs = Outputs {
+            from: "out".into(),
+            to: format!("file://{}/results/", world.path().display()),
+        };
+        let legacy = format!(
+            "file://{}/results/7/attempt-00000000000000ab/",
+            world.path().display()
+        );
+        let objects = vec![OutputObject {
+            url: format!("{legacy}r.txt"),
+            size: 1,
+            etag: "e".into(),
+        }];
+        publish_manifest(&Stores::default(), &outputs, 7, 0xab, &objects)
+            .await
+            .unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(world.path().join("results/7/_manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["attempt_prefix"], legacy.as_str());
     }
 
     #[tokio::test]

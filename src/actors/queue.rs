@@ -20,6 +20,9 @@ pub struct PendingJob {
     pub entry: u16,
     /// What it runs.
     pub spec: SpecBytes,
+    /// Goes to the head of its batch's line: it had its place there already (it was taken out
+    /// for a result that turned out not to be its own).
+    pub ahead: bool,
 }
 
 /// A job as it waits in line: its batch and shape are those of the line it waits in.
@@ -64,12 +67,16 @@ struct ShapeQueue {
 }
 
 impl ShapeQueue {
-    fn push(&mut self, batch: BatchId, job: Queued) {
+    fn push(&mut self, batch: BatchId, job: Queued, ahead: bool) {
         let queue = self.by_batch.entry(batch).or_default();
         if queue.is_empty() {
             self.turns.push_back(batch);
         }
-        queue.push_back(job);
+        if ahead {
+            queue.push_front(job);
+        } else {
+            queue.push_back(job);
+        }
     }
 
     fn pop(&mut self) -> Option<(BatchId, Queued)> {
@@ -93,20 +100,23 @@ impl ShapeQueue {
 ///
 /// A withdrawn job's entry stays in line and is dropped when it comes round; a job withdrawn
 /// and then put in line again (a cancel whose write failed, say) has two entries, of which only
-/// the newer may run, or it would run twice under one attempt number.
+/// the newest may run, or it would run twice under one attempt number.
 #[derive(Debug, Default)]
 pub struct PendingQueue {
     queues: BTreeMap<(Reverse<i32>, Shape), ShapeQueue>,
     /// Jobs withdrawn while in line, with the `seq` of the one entry of theirs that may still
     /// run (0: none). A job not here has at most one entry in line, and it may run.
     withdrawn: HashMap<JobId, u64>,
+    /// Entries in line, by job: only jobs in line are marked withdrawn, so marks never pile
+    /// up for jobs that are not (whatever ids a withdrawal names).
+    in_line: HashMap<JobId, u32>,
     next_seq: u64,
     len: usize,
 }
 
 impl PendingQueue {
-    /// Adds a job at the back of its batch's line; an earlier entry of the same job that was
-    /// withdrawn stays withdrawn.
+    /// Adds a job at the back of its batch's line (at its head if it is `ahead`); an earlier
+    /// entry of the same job that was withdrawn stays withdrawn.
     pub fn push(&mut self, job: PendingJob) {
         self.next_seq += 1;
         let seq = self.next_seq;
@@ -137,15 +147,18 @@ impl PendingQueue {
         self.queues
             .entry((Reverse(priority), shape))
             .or_default()
-            .push(job.batch, queued);
+            .push(job.batch, queued, job.ahead);
+        *self.in_line.entry(job.job).or_default() += 1;
         self.len += 1;
     }
 
     /// Marks jobs to be dropped when they reach the front (they were cancelled).
     pub fn withdraw(&mut self, jobs: impl IntoIterator<Item = JobId>) {
-        // Marks only matter for jobs in line; with none in line there is nothing to mark.
-        if self.len > 0 {
-            self.withdrawn.extend(jobs.into_iter().map(|job| (job, 0)));
+        for job in jobs {
+            // A job not in line has nothing to drop; put in line later, it may run.
+            if self.in_line.contains_key(&job) {
+                self.withdrawn.insert(job, 0);
+            }
         }
     }
 
@@ -163,15 +176,14 @@ impl PendingQueue {
             }
             while let Some((batch, queued)) = queue.pop() {
                 self.len -= 1;
-                let runs = match self.withdrawn.get(&queued.job) {
-                    None => true,
-                    // A job's entries wait in one line, oldest first: its newest is its last.
-                    Some(&valid) if valid == queued.seq => {
-                        self.withdrawn.remove(&queued.job);
-                        true
-                    }
-                    Some(_) => false,
-                };
+                let runs = self
+                    .withdrawn
+                    .get(&queued.job)
+                    .is_none_or(|valid| *valid == queued.seq);
+                if left_line(&mut self.in_line, &mut self.withdrawn, queued.job) > 0 && runs {
+                    // Entries of it still in line are older ones: none of them may run now.
+                    self.withdrawn.insert(queued.job, 0);
+                }
                 if runs {
                     let job = PendingJob {
                         job: queued.job,
@@ -179,6 +191,7 @@ impl PendingQueue {
                         attempt: queued.attempt,
                         entry: queued.entry,
                         spec: queued.spec,
+                        ahead: false,
                     };
                     found = Some((job, key.1.slots));
                     if queue.is_empty() {
@@ -191,11 +204,6 @@ impl PendingQueue {
         }
         for key in emptied {
             self.queues.remove(&key);
-        }
-        if self.len == 0 {
-            // Marks left for jobs that were no longer in line (races with cancel, late
-            // results) must not pile up.
-            self.withdrawn.clear();
         }
         found
     }
@@ -227,6 +235,24 @@ impl PendingQueue {
     }
 }
 
+/// One entry of `job` left the line; returns how many remain. A job with none left has no mark.
+fn left_line(
+    in_line: &mut HashMap<JobId, u32>,
+    withdrawn: &mut HashMap<JobId, u64>,
+    job: JobId,
+) -> u32 {
+    let Some(count) = in_line.get_mut(&job) else {
+        return 0;
+    };
+    *count -= 1;
+    let left = *count;
+    if left == 0 {
+        in_line.remove(&job);
+        withdrawn.remove(&job);
+    }
+    left
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +275,7 @@ mod tests {
             attempt: 1,
             entry: 1,
             spec: SpecBytes::encode(&spec),
+            ahead: false,
         }
     }
 
@@ -320,5 +347,32 @@ mod tests {
         queue.push(job(1, 1, 0, &[]));
         queue.withdraw([1]);
         assert_eq!(drain(&mut queue, &[]), vec![3]);
+    }
+
+    #[test]
+    fn a_job_put_back_ahead_runs_first_in_its_batch_and_once() {
+        let mut queue = PendingQueue::default();
+        for id in 1..=3 {
+            queue.push(job(id, 1, 0, &[]));
+        }
+        queue.withdraw([3]);
+        queue.push(PendingJob {
+            ahead: true,
+            ..job(3, 1, 0, &[])
+        });
+        assert_eq!(drain(&mut queue, &[]), vec![3, 1, 2]);
+        assert!(queue.is_empty());
+        assert!(queue.withdrawn.is_empty() && queue.in_line.is_empty());
+    }
+
+    #[test]
+    fn withdrawals_of_jobs_not_in_line_leave_no_mark() {
+        let mut queue = PendingQueue::default();
+        queue.push(job(1, 1, 0, &[]));
+        queue.withdraw(1_000..101_000);
+        assert!(queue.withdrawn.is_empty());
+        // Put in line after, it runs.
+        queue.push(job(5_000, 1, 0, &[]));
+        assert_eq!(drain(&mut queue, &[]), vec![1, 5_000]);
     }
 }

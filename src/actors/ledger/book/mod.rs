@@ -435,6 +435,7 @@ fn line_up(id: JobId, job: &mut LiveJob) -> PendingJob {
         attempt: job.attempts.saturating_add(1),
         entry: job.queued_as,
         spec: job.spec.clone(),
+        ahead: false,
     }
 }
 

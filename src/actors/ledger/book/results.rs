@@ -69,12 +69,16 @@ impl Book {
                     && self.phase(result.job) == Some(Phase::Queued)
                 {
                     // The Scheduler withdraws a job for a success it passes on; refused, the
-                    // job needs a turn in line again. Its current turn may be on its way to a
-                    // worker already: the new one carries a new number.
+                    // job gets its place back, at the head of its batch's line. Its current turn
+                    // may be on its way to a worker already: the new one carries a new number.
                     if let Some(job) = self.jobs.get_mut(&result.job) {
                         job.attempts = job.attempts.saturating_add(1);
                     }
+                    let before = effects.enqueue.len();
                     self.enqueue(result.job, &mut effects);
+                    for queued in &mut effects.enqueue[before..] {
+                        queued.ahead = true;
+                    }
                 }
                 continue;
             }

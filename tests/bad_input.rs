@@ -641,8 +641,10 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
     let lines = [
         // Nobody can run it: it must stay pending whatever is said of it.
         r#"{"cmd": ["true"], "requires": ["tpu"]}"#.to_string(),
-        // Runs on the honest worker for a while.
-        recording_job(3.0),
+        // Runs on the honest worker for a while, and says its scratch directory (which holds its
+        // lease): the liar may know a real lease.
+        r#"{"cmd": ["sh", "-c", "echo ${DROVER_SCRATCH##*/} >> \"$OUT/$DROVER_JOB_ID\"; sleep 3"]}"#
+            .to_string(),
         // Only the liar can take it (its label), with outputs.
         format!(
             r#"{{"cmd": ["sh", "-c", "mkdir -p out && echo ok > out/r"], "requires": ["liar"], "outputs": {{"from": "out", "to": "file://{}/"}}, "max_attempts": 1}}"#,
@@ -660,6 +662,15 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
         submitted.first_job + 2,
     );
     wait_running(&mut client, running, Duration::from_secs(30)).await;
+    let honest_lease = wait_for(
+        Duration::from_secs(10),
+        "the running job's lease",
+        || async {
+            let line = cluster.output_lines(running).into_iter().next()?;
+            u64::from_str_radix(line.rsplit('-').next()?, 16).ok()
+        },
+    )
+    .await;
 
     let forged = |job: u64, lease: u64, outputs: Vec<OutputObject>| AttemptResult {
         lease,
@@ -676,16 +687,25 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
     let mut liar = connect(&cluster.address, Role::Worker, None).await.unwrap();
     liar.send(ToCoordinator::Register {
         name: "liar".into(),
-        // One slot for the claimed attempt until it is let go, one for its own job.
+        // One slot for the made-up attempt until it is let go, one for its own job.
         slots: 2,
         labels: vec!["liar".into()],
-        // Claims the running job's attempt as its own.
-        carried: vec![CarriedAttempt {
-            lease: 0x0123_4567_89ab_cdef,
-            job: running,
-            attempt: 1,
-            slots: 1,
-        }],
+        // Claims the running job's attempt as its own, by its real lease, and an attempt of the
+        // job nobody can run by a made-up one.
+        carried: vec![
+            CarriedAttempt {
+                lease: honest_lease,
+                job: running,
+                attempt: 1,
+                slots: 1,
+            },
+            CarriedAttempt {
+                lease: 0x0123_4567_89ab_cdef,
+                job: unplaceable,
+                attempt: 1,
+                slots: 1,
+            },
+        ],
         results: Vec::new(),
     })
     .await
@@ -708,7 +728,7 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
     };
     liar.send(ToCoordinator::Results(vec![
         forged(unplaceable, 42, Vec::new()),
-        forged(running, lease ^ 1, Vec::new()),
+        forged(running, honest_lease, Vec::new()),
         forged(given, lease, vec![stray]),
     ]))
     .await
@@ -729,15 +749,17 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
     .await;
     drop(liar);
 
-    let mut client = cluster.client().await;
-    let job = client.job(given).await.unwrap();
-    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    let job = cluster
+        .wait_for_job(given, "the stray outputs to fail the attempt", |job| {
+            job.state == JobState::Failed
+        })
+        .await;
     let error = job.error.unwrap_or_default();
     assert!(
         error.contains("outside the attempt's own prefix"),
         "{error}"
     );
-    assert!(!published.join(given.to_string()).exists(), "no manifest");
+    let mut client = cluster.client().await;
     assert_eq!(
         client.job(unplaceable).await.unwrap().state,
         JobState::Pending
@@ -755,7 +777,41 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
     assert_eq!(info.worker.as_deref(), Some("honest"), "{info:?}");
     assert_eq!(info.lost_attempts, 0, "{info:?}");
     assert_eq!(cluster.runs_of(running), 1);
-    assert!(cluster
-        .coordinator_log()
-        .contains("carried attempt this worker was never given, stopped"));
+    let log = cluster.coordinator_log();
+    assert!(
+        log.contains("carried attempts held by other workers, refused"),
+        "{log}"
+    );
+    assert!(
+        log.contains("carried attempt this worker was never given, stopped"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_default_scratch_directory_someone_else_could_write_to_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    let planted = tmp.path().join(format!("drover-scratch-{uid}"));
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let output = std::process::Command::new(WORKER)
+        .args(["--coordinator", "127.0.0.1:1"])
+        .env("TMPDIR", tmp.path())
+        .env_remove("DROVER_SCRATCH_DIR")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(&format!(
+            "scratch directory {} is not a directory of this user's that only it can write to",
+            planted.display()
+        )),
+        "{stderr}"
+    );
+    // Nothing was made in it.
+    assert_eq!(std::fs::read_dir(&planted).unwrap().count(), 0);
 }

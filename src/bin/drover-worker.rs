@@ -80,11 +80,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let name = args.name.unwrap_or_else(host_name);
     // One for the user on this machine: every attempt's directory in it is its own, and a
     // worker started again finds what a killed one left.
-    let scratch_dir = args.scratch_dir.unwrap_or_else(|| {
-        // SAFETY: getuid(2) cannot fail and touches no memory.
-        let uid = unsafe { libc::getuid() };
-        std::env::temp_dir().join(format!("drover-scratch-{uid}"))
-    });
+    let scratch_dir = match args.scratch_dir {
+        Some(dir) => dir,
+        None => default_scratch_dir()?,
+    };
     let config = WorkerConfig {
         coordinator: args.coordinator,
         name,
@@ -114,4 +113,28 @@ fn run(args: Args) -> anyhow::Result<()> {
         worker::run(config, shutdown).await?;
         anyhow::Ok(())
     })
+}
+
+/// `$TMPDIR/drover-scratch-<uid>`: one for the user on this machine, so every attempt's
+/// directory in it is its own and a worker started again finds what a killed one left. Its
+/// name is easy to guess, so it must be a directory of this user's that nobody else can write
+/// to, not something another user made first.
+fn default_scratch_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("drover-scratch-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => anyhow::bail!("cannot make scratch directory {}: {error}", dir.display()),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    anyhow::ensure!(
+        meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o022 == 0,
+        "scratch directory {} is not a directory of this user's that only it can write to; \
+         remove it or give --scratch-dir",
+        dir.display()
+    );
+    Ok(dir)
 }

@@ -6,7 +6,7 @@
 //! Credentials and region come the AWS way (environment, profile, instance role) through
 //! aws-config; `AWS_ENDPOINT_URL` or an explicit endpoint reaches S3-compatible stores.
 
-use super::uploads::{InFlightUpload, UploadJournal};
+use super::uploads::{InFlightUpload, LeftOver, UploadJournal};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -270,14 +270,16 @@ impl S3 {
             key: key.to_string(),
             upload_id: upload.upload_id().unwrap_or_default().to_string(),
         };
-        let entry = match &self.journal {
-            Some(journal) => journal.record(&upload).await,
-            None => None,
-        };
         let upload_id = upload.upload_id.clone();
         // From here on the upload is aborted however this ends, even if this future is
-        // dropped (a timeout, a cancel).
-        let mut unfinished = Unfinished(Some((self.clone(), upload, entry)));
+        // dropped (a timeout, a cancel), while it is written down too.
+        let mut unfinished = Unfinished(Some((self.clone(), upload.clone(), None)));
+        if let Some(journal) = &self.journal {
+            let entry = journal.record(&upload).await;
+            if let Some(held) = unfinished.0.as_mut() {
+                held.2 = entry;
+            }
+        }
         let parts = self
             .upload_parts(source, bucket, key, &upload_id, size)
             .await;
@@ -359,26 +361,27 @@ impl S3 {
         gone
     }
 
-    /// Aborts the multipart uploads that workers no longer running (as `running` tells by pid)
-    /// left in `journal`; returns how many. Entries that cannot be read are removed.
-    pub async fn abort_left_over(
-        &self,
-        journal: &UploadJournal,
-        running: fn(u32) -> bool,
-    ) -> usize {
-        let journal = journal.clone();
-        let left = tokio::task::spawn_blocking(move || journal.left_over(running))
-            .await
-            .unwrap_or_default();
+    /// Aborts the multipart uploads of workers that are gone, found in their journal; returns
+    /// how many. An entry that cannot be read is dropped; one whose abort fails stays, for the
+    /// next worker to try.
+    pub async fn abort_left_over(&self, left: Vec<LeftOver>) -> usize {
         let mut aborted = 0;
-        for (entry, upload) in left {
-            match upload {
-                Some(upload) => {
-                    if self.abort(upload, Some(entry)).await {
-                        aborted += 1;
+        for instance in left {
+            let mut kept = 0;
+            for (entry, upload) in &instance.entries {
+                match upload {
+                    Some(upload) => {
+                        if self.abort(upload.clone(), Some(entry.clone())).await {
+                            aborted += 1;
+                        } else {
+                            kept += 1;
+                        }
                     }
+                    None => UploadJournal::forget(entry).await,
                 }
-                None => UploadJournal::forget(&entry).await,
+            }
+            if kept == 0 {
+                UploadJournal::forget(&instance.lock_path).await;
             }
         }
         aborted

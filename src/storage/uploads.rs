@@ -1,12 +1,20 @@
 //! The multipart uploads a worker has in flight, written down on its machine. An upload that is
 //! never completed nor aborted is invisible in a listing, yet its parts stay stored (and
 //! billed); one cut off inside a living worker (a timeout, a cancel) is aborted there and then,
-//! and one cut off by the worker's death is aborted by the next worker started on the machine
-//! with the same scratch directory, from what is written here.
+//! and one cut off by the worker's death is aborted by the next worker started with the same
+//! scratch directory, from what is written here.
+//!
+//! Each worker process writes under an instance id of its own (random, so a restarted
+//! container's worker, which often has the same pid, never mistakes its predecessor's uploads
+//! for its own), and holds `<instance>.lock` locked (`flock`) for as long as it lives: the
+//! kernel lets go of the lock when the process dies, however it dies, so an instance whose lock
+//! can be taken is gone, and only then are its uploads aborted.
 
 use serde::{Deserialize, Serialize};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// An upload in flight, as written down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,20 +27,51 @@ pub struct InFlightUpload {
     pub upload_id: String,
 }
 
-/// A directory of uploads in flight, one file each, named for the worker process that started
-/// the upload (`<pid>-<n>.json`), so a worker never touches a living worker's uploads.
+/// This process's part of a journal directory: its instance id and the lock that says it lives.
+#[derive(Debug)]
+struct Instance {
+    id: String,
+    /// Held locked for the life of the process; never read.
+    _lock: File,
+    next_entry: AtomicU64,
+}
+
+/// A directory of uploads in flight, one file each (`<instance>-<n>.json`).
 #[derive(Debug, Clone)]
 pub struct UploadJournal {
     dir: PathBuf,
+    instance: Arc<Instance>,
 }
 
-/// Tells this process's entries apart.
-static NEXT_ENTRY: AtomicU64 = AtomicU64::new(1);
+/// The uploads of a worker that is gone, found by [`UploadJournal::left_over`]; its lock is
+/// held until this is dropped, so no other worker handles them at the same time.
+#[derive(Debug)]
+pub struct LeftOver {
+    /// Its lock file.
+    pub lock_path: PathBuf,
+    /// Its entries, with the upload each holds, or `None` for one that cannot be read (half
+    /// written).
+    pub entries: Vec<(PathBuf, Option<InFlightUpload>)>,
+    _lock: File,
+}
 
 impl UploadJournal {
-    /// The journal in `dir` (made when the first upload is written down).
-    pub fn new(dir: impl Into<PathBuf>) -> UploadJournal {
-        UploadJournal { dir: dir.into() }
+    /// Opens the journal in `dir` (made if needed) for this process, under a new instance id.
+    /// Blocking: call it where a little file I/O may wait.
+    pub fn open(dir: impl Into<PathBuf>) -> std::io::Result<UploadJournal> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        let id = format!("{:016x}", rand::random::<u64>());
+        let lock = File::create(dir.join(format!("{id}.lock")))?;
+        lock.try_lock().map_err(std::io::Error::other)?;
+        Ok(UploadJournal {
+            dir,
+            instance: Arc::new(Instance {
+                id,
+                _lock: lock,
+                next_entry: AtomicU64::new(1),
+            }),
+        })
     }
 
     /// Where it is.
@@ -44,15 +83,10 @@ impl UploadJournal {
     /// all the same (and is still aborted if it fails or is cut off), with a warning: only a
     /// kill would leave it behind.
     pub async fn record(&self, upload: &InFlightUpload) -> Option<PathBuf> {
-        let name = format!(
-            "{}-{}.json",
-            std::process::id(),
-            NEXT_ENTRY.fetch_add(1, Ordering::Relaxed)
-        );
-        let entry = self.dir.join(name);
+        let n = self.instance.next_entry.fetch_add(1, Ordering::Relaxed);
+        let entry = self.dir.join(format!("{}-{n}.json", self.instance.id));
         let partial = entry.with_extension("partial");
         let written = async {
-            tokio::fs::create_dir_all(&self.dir).await?;
             let text = serde_json::to_vec(upload).map_err(std::io::Error::other)?;
             tokio::fs::write(&partial, text).await?;
             // Whole or absent: a worker killed while writing leaves only a `.partial`.
@@ -81,38 +115,57 @@ impl UploadJournal {
         }
     }
 
-    /// The entries of worker processes no longer running (as `running` tells by pid), with the
-    /// upload each holds, or `None` for one that cannot be read (half written, or not ours).
-    pub fn left_over(
-        &self,
-        running: impl Fn(u32) -> bool,
-    ) -> Vec<(PathBuf, Option<InFlightUpload>)> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+    /// The uploads of worker instances that are gone (their lock could be taken), each with
+    /// that lock held. Blocking.
+    pub fn left_over(&self) -> Vec<LeftOver> {
+        let Ok(listing) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let me = std::process::id();
-        let mut left = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(pid) = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .and_then(|name| name.split_once('-'))
-                .and_then(|(pid, _)| pid.parse::<u32>().ok())
-            else {
+        let mut locks = Vec::new();
+        let mut entries: Vec<(String, PathBuf)> = Vec::new();
+        for item in listing.flatten() {
+            let path = item.path();
+            let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
                 continue;
             };
-            if pid == me || running(pid) {
+            if let Some(instance) = name.strip_suffix(".lock") {
+                if instance != self.instance.id {
+                    locks.push((instance.to_string(), path));
+                }
+            } else if let Some((instance, _)) = name.split_once('-') {
+                if instance != self.instance.id {
+                    entries.push((instance.to_string(), path));
+                }
+            }
+        }
+        let mut gone = Vec::new();
+        for (instance, lock_path) in locks {
+            let Ok(lock) = File::open(&lock_path) else {
+                continue;
+            };
+            // Held by a living worker: its uploads are its own business.
+            if lock.try_lock().is_err() {
                 continue;
             }
-            let upload = (path.extension().is_some_and(|ext| ext == "json"))
-                .then(|| std::fs::read(&path).ok())
-                .flatten()
-                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-            left.push((path, upload));
+            let mut own: Vec<(PathBuf, Option<InFlightUpload>)> = entries
+                .iter()
+                .filter(|(of, _)| *of == instance)
+                .map(|(_, path)| {
+                    let upload = (path.extension().is_some_and(|ext| ext == "json"))
+                        .then(|| std::fs::read(path).ok())
+                        .flatten()
+                        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                    (path.clone(), upload)
+                })
+                .collect();
+            own.sort_by(|a, b| a.0.cmp(&b.0));
+            gone.push(LeftOver {
+                lock_path,
+                entries: own,
+                _lock: lock,
+            });
         }
-        left.sort_by(|a, b| a.0.cmp(&b.0));
-        left
+        gone
     }
 }
 
@@ -128,42 +181,52 @@ mod tests {
         }
     }
 
+    fn keys(left: &LeftOver) -> Vec<Option<String>> {
+        left.entries
+            .iter()
+            .map(|(_, upload)| upload.as_ref().map(|upload| upload.key.clone()))
+            .collect()
+    }
+
     #[tokio::test]
-    async fn only_uploads_of_processes_no_longer_running_are_left_over() {
+    async fn only_uploads_of_instances_that_are_gone_are_left_over() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = UploadJournal::new(dir.path().join("uploads"));
-        assert!(journal.left_over(|_| false).is_empty(), "no journal yet");
-        let mine = journal.record(&upload("mine")).await.unwrap();
-        // Entries of other processes: one dead with a whole entry, one dead mid-write, one alive.
+        let path = dir.path().join("uploads");
+        let mine = UploadJournal::open(&path).unwrap();
+        let mine_entry = mine.record(&upload("mine")).await.unwrap();
+        // Another worker, alive, with an upload in flight.
+        let alive = UploadJournal::open(&path).unwrap();
+        alive.record(&upload("alive")).await.unwrap();
+        // One that died: a whole entry, and one it was writing when it died.
+        std::fs::write(path.join("00000000000000aa.lock"), b"").unwrap();
         std::fs::write(
-            journal.dir().join("4000001-1.json"),
+            path.join("00000000000000aa-1.json"),
             serde_json::to_vec(&upload("dead")).unwrap(),
         )
         .unwrap();
-        std::fs::write(journal.dir().join("4000001-2.partial"), b"{\"buck").unwrap();
-        std::fs::write(
-            journal.dir().join("4000002-1.json"),
-            serde_json::to_vec(&upload("alive")).unwrap(),
-        )
-        .unwrap();
-        let left = journal.left_over(|pid| pid == 4_000_002);
-        let found: Vec<(String, Option<String>)> = left
+        std::fs::write(path.join("00000000000000aa-2.partial"), b"{\"buck").unwrap();
+
+        let left = mine.left_over();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].lock_path, path.join("00000000000000aa.lock"));
+        assert_eq!(keys(&left[0]), vec![Some("dead".to_string()), None]);
+        // While one worker handles them, another finds the instance locked.
+        assert!(alive
+            .left_over()
             .iter()
-            .map(|(path, upload)| {
-                (
-                    path.file_name().unwrap().to_string_lossy().into_owned(),
-                    upload.as_ref().map(|upload| upload.key.clone()),
-                )
-            })
-            .collect();
-        assert_eq!(
-            found,
-            vec![
-                ("4000001-1.json".to_string(), Some("dead".to_string())),
-                ("4000001-2.partial".to_string(), None),
-            ]
+            .all(|other| other.lock_path != left[0].lock_path));
+        drop(left);
+
+        // A worker that is gone, even one of this process, is found once its lock is let go.
+        drop(alive);
+        let left = mine.left_over();
+        let found: Vec<Vec<Option<String>>> = left.iter().map(keys).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found.contains(&vec![Some("alive".to_string())]),
+            "{found:?}"
         );
-        UploadJournal::forget(&mine).await;
-        assert!(!mine.exists());
+        UploadJournal::forget(&mine_entry).await;
+        assert!(!mine_entry.exists());
     }
 }

@@ -14,7 +14,6 @@ use crate::job::{
 use crate::storage::describe_io;
 use crate::storage::s3::{S3Settings, S3};
 use crate::storage::uploads::UploadJournal;
-use crate::worker::orphans;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,11 +33,12 @@ pub struct Stores {
 
 impl Stores {
     /// Stores reached with these S3 settings, writing multipart uploads in flight down in
-    /// `journal`.
-    pub fn new(settings: S3Settings, journal: UploadJournal) -> Stores {
+    /// `journal` (if there is one: without, a killed worker's uploads are left to the bucket's
+    /// lifecycle rule).
+    pub fn new(settings: S3Settings, journal: Option<UploadJournal>) -> Stores {
         Stores {
             settings,
-            journal: Some(journal),
+            journal,
             s3: Arc::default(),
         }
     }
@@ -58,21 +58,16 @@ impl Stores {
     /// Aborts the multipart uploads that workers killed on this machine left in the journal;
     /// returns how many. Connects to S3 only if there are any.
     pub async fn abort_left_over(&self) -> usize {
-        let Some(journal) = &self.journal else {
+        let Some(journal) = self.journal.clone() else {
             return 0;
         };
-        let probe = journal.clone();
-        let any =
-            tokio::task::spawn_blocking(move || !probe.left_over(orphans::running).is_empty())
-                .await
-                .unwrap_or(false);
-        if !any {
+        let left = tokio::task::spawn_blocking(move || journal.left_over())
+            .await
+            .unwrap_or_default();
+        if left.is_empty() {
             return 0;
         }
-        self.s3()
-            .await
-            .abort_left_over(journal, orphans::running)
-            .await
+        self.s3().await.abort_left_over(left).await
     }
 }
 

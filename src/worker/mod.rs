@@ -151,10 +151,21 @@ pub async fn run(
     }
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     let (written_tx, written_rx) = mpsc::unbounded_channel();
-    let stores = Stores::new(
-        config.s3.clone(),
-        UploadJournal::new(config.scratch_dir.join(UPLOADS_DIR)),
-    );
+    let journal_dir = config.scratch_dir.join(UPLOADS_DIR);
+    let opened = tokio::task::spawn_blocking({
+        let dir = journal_dir.clone();
+        move || UploadJournal::open(dir)
+    })
+    .await;
+    let journal = match opened {
+        Ok(Ok(journal)) => Some(journal),
+        Ok(Err(error)) => {
+            tracing::warn!(journal = %journal_dir.display(), %error, "cannot keep a journal of multipart uploads; those a kill cuts off are left to the bucket's lifecycle rule");
+            None
+        }
+        Err(_) => None,
+    };
+    let stores = Stores::new(config.s3.clone(), journal);
     // What a worker killed on this machine left half uploaded is aborted, without holding up
     // this one's start (S3 may be slow to answer, or not there at all).
     let sweeping = stores.clone();

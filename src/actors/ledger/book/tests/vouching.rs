@@ -35,7 +35,10 @@ fn results_for_attempts_a_worker_was_not_given_are_acknowledged_and_change_nothi
         .map(|job| (job.job, job.attempt))
         .collect();
     assert_eq!(queued, vec![(2, 3)]);
-    assert!(effects.enqueue[0].ahead, "its place back, at the head of the line");
+    assert!(
+        effects.enqueue[0].ahead,
+        "its place back, at the head of the line"
+    );
     assert_eq!(book.phase(2), Some(Phase::Queued));
 
     // The worker that was given job 1 is heard.

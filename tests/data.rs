@@ -74,10 +74,8 @@ async fn inputs_arrive_and_the_recorded_attempts_outputs_are_listed_in_a_manifes
     // Nothing is left in the workers' scratch directories.
     for worker in ["w1", "w2"] {
         let scratch = cluster.dir.path().join("scratch").join(worker);
-        let left = std::fs::read_dir(&scratch)
-            .map(|entries| entries.count())
-            .unwrap_or(0);
-        assert_eq!(left, 0, "scratch of {worker} not cleaned");
+        let left = attempt_dirs_left(&scratch);
+        assert!(left.is_empty(), "scratch of {worker} not cleaned: {left:?}");
     }
 }
 
@@ -191,8 +189,8 @@ async fn a_full_scratch_disk_fails_the_attempt_with_no_space_and_the_worker_carr
         .unwrap();
     let error = jobs[0].error.as_deref().unwrap();
     assert!(error.contains("no space left on the device"), "{error}");
-    let left = std::fs::read_dir(&scratch).unwrap().count();
-    assert_eq!(left, 0, "the scratch directory was cleaned");
+    let left = attempt_dirs_left(&scratch);
+    assert!(left.is_empty(), "the scratch directory not cleaned: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -426,6 +426,19 @@ pub fn recording_job(sleep_s: f64) -> String {
     )
 }
 
+/// What a worker's scratch directory holds besides its journal of uploads: attempts' leftovers.
+pub fn attempt_dirs_left(scratch: &Path) -> Vec<String> {
+    std::fs::read_dir(scratch)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name != drover::worker::UPLOADS_DIR)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Polls `check` until it returns Some, or panics after `within`.
 pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where

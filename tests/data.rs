@@ -190,7 +190,10 @@ async fn a_full_scratch_disk_fails_the_attempt_with_no_space_and_the_worker_carr
     let error = jobs[0].error.as_deref().unwrap();
     assert!(error.contains("no space left on the device"), "{error}");
     let left = attempt_dirs_left(&scratch);
-    assert!(left.is_empty(), "the scratch directory not cleaned: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the scratch directory not cleaned: {left:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

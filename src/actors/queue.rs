@@ -105,11 +105,10 @@ impl ShapeQueue {
 pub struct PendingQueue {
     queues: BTreeMap<(Reverse<i32>, Shape), ShapeQueue>,
     /// Jobs withdrawn while in line, with the `seq` of the one entry of theirs that may still
-    /// run (0: none). A job not here has at most one entry in line, and it may run.
+    /// run (0: none). A job not here has at most one entry in line, and it may run. Marks of
+    /// jobs no longer in line are pruned once they outnumber the jobs in line, so they never
+    /// pile up, whatever ids withdrawals name.
     withdrawn: HashMap<JobId, u64>,
-    /// Entries in line, by job: only jobs in line are marked withdrawn, so marks never pile
-    /// up for jobs that are not (whatever ids a withdrawal names).
-    in_line: HashMap<JobId, u32>,
     next_seq: u64,
     len: usize,
 }
@@ -148,18 +147,35 @@ impl PendingQueue {
             .entry((Reverse(priority), shape))
             .or_default()
             .push(job.batch, queued, job.ahead);
-        *self.in_line.entry(job.job).or_default() += 1;
         self.len += 1;
     }
 
     /// Marks jobs to be dropped when they reach the front (they were cancelled).
     pub fn withdraw(&mut self, jobs: impl IntoIterator<Item = JobId>) {
-        for job in jobs {
-            // A job not in line has nothing to drop; put in line later, it may run.
-            if self.in_line.contains_key(&job) {
-                self.withdrawn.insert(job, 0);
+        // Marks only matter for jobs in line; with none in line there is nothing to mark.
+        if self.len == 0 {
+            return;
+        }
+        self.withdrawn.extend(jobs.into_iter().map(|job| (job, 0)));
+        if self.withdrawn.len() > 2 * self.len + 1024 {
+            self.prune();
+        }
+    }
+
+    /// Drops the marks of jobs with no entry in line: one pass over the line, once marks
+    /// outnumber the jobs in it, so a constant cost per mark.
+    fn prune(&mut self) {
+        let mut in_line = HashSet::with_capacity(self.withdrawn.len().min(self.len));
+        for queue in self.queues.values() {
+            for line in queue.by_batch.values() {
+                for queued in line {
+                    if self.withdrawn.contains_key(&queued.job) {
+                        in_line.insert(queued.job);
+                    }
+                }
             }
         }
+        self.withdrawn.retain(|job, _| in_line.contains(job));
     }
 
     /// The best job a worker with these free slots and labels can take, with the slots it takes.
@@ -176,14 +192,16 @@ impl PendingQueue {
             }
             while let Some((batch, queued)) = queue.pop() {
                 self.len -= 1;
-                let runs = self
-                    .withdrawn
-                    .get(&queued.job)
-                    .is_none_or(|valid| *valid == queued.seq);
-                if left_line(&mut self.in_line, &mut self.withdrawn, queued.job) > 0 && runs {
-                    // Entries of it still in line are older ones: none of them may run now.
-                    self.withdrawn.insert(queued.job, 0);
-                }
+                let runs = match self.withdrawn.get_mut(&queued.job) {
+                    None => true,
+                    Some(valid) if *valid == queued.seq => {
+                        // Entries of it still in line (one put back ahead of them) are older
+                        // ones: none of them may run now.
+                        *valid = 0;
+                        true
+                    }
+                    Some(_) => false,
+                };
                 if runs {
                     let job = PendingJob {
                         job: queued.job,
@@ -204,6 +222,9 @@ impl PendingQueue {
         }
         for key in emptied {
             self.queues.remove(&key);
+        }
+        if self.len == 0 {
+            self.withdrawn.clear();
         }
         found
     }
@@ -233,24 +254,6 @@ impl PendingQueue {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
-
-/// One entry of `job` left the line; returns how many remain. A job with none left has no mark.
-fn left_line(
-    in_line: &mut HashMap<JobId, u32>,
-    withdrawn: &mut HashMap<JobId, u64>,
-    job: JobId,
-) -> u32 {
-    let Some(count) = in_line.get_mut(&job) else {
-        return 0;
-    };
-    *count -= 1;
-    let left = *count;
-    if left == 0 {
-        in_line.remove(&job);
-        withdrawn.remove(&job);
-    }
-    left
 }
 
 #[cfg(test)]
@@ -362,15 +365,19 @@ mod tests {
         });
         assert_eq!(drain(&mut queue, &[]), vec![3, 1, 2]);
         assert!(queue.is_empty());
-        assert!(queue.withdrawn.is_empty() && queue.in_line.is_empty());
+        assert!(queue.withdrawn.is_empty());
     }
 
     #[test]
-    fn withdrawals_of_jobs_not_in_line_leave_no_mark() {
+    fn marks_of_jobs_not_in_line_are_pruned() {
         let mut queue = PendingQueue::default();
         queue.push(job(1, 1, 0, &[]));
         queue.withdraw(1_000..101_000);
-        assert!(queue.withdrawn.is_empty());
+        assert!(
+            queue.withdrawn.len() <= 2 + 1024,
+            "{}",
+            queue.withdrawn.len()
+        );
         // Put in line after, it runs.
         queue.push(job(5_000, 1, 0, &[]));
         assert_eq!(drain(&mut queue, &[]), vec![1, 5_000]);

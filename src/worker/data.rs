@@ -43,6 +43,33 @@ impl Stores {
         }
     }
 
+    /// A worker's stores: its multipart uploads written down in a journal in `journal_dir`,
+    /// and those a killed worker left there aborted in the background (S3 may be slow to
+    /// answer, or not there at all: the worker's start does not wait).
+    pub async fn for_worker(settings: S3Settings, journal_dir: &Path) -> Stores {
+        let dir = journal_dir.to_path_buf();
+        let journal = match tokio::task::spawn_blocking(move || UploadJournal::open(dir)).await {
+            Ok(Ok(journal)) => Some(journal),
+            Ok(Err(error)) => {
+                tracing::warn!(journal = %journal_dir.display(), %error, "cannot keep a journal of multipart uploads; those a kill cuts off are left to the bucket's lifecycle rule");
+                None
+            }
+            Err(_) => None,
+        };
+        let stores = Stores::new(settings, journal);
+        let sweeping = stores.clone();
+        tokio::spawn(async move {
+            let aborted = sweeping.abort_left_over().await;
+            if aborted > 0 {
+                tracing::warn!(
+                    uploads = aborted,
+                    "aborted multipart uploads left unfinished by workers that died"
+                );
+            }
+        });
+        stores
+    }
+
     async fn s3(&self) -> &S3 {
         self.s3
             .get_or_init(|| async {

@@ -13,7 +13,6 @@ pub mod orphans;
 pub use handlers::{CallContext, Handlers};
 
 use crate::storage::s3::S3Settings;
-use crate::storage::uploads::UploadJournal;
 use data::Stores;
 
 use crate::job::{AttemptResult, Lease, Outputs};
@@ -29,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Where, under the scratch directory, multipart uploads in flight are written down (see
-/// [`UploadJournal`]).
+/// [`crate::storage::uploads::UploadJournal`]).
 pub const UPLOADS_DIR: &str = "uploads";
 
 /// The first wait before reconnecting; doubled up to [`MAX_RECONNECT_DELAY`].
@@ -151,33 +150,7 @@ pub async fn run(
     }
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     let (written_tx, written_rx) = mpsc::unbounded_channel();
-    let journal_dir = config.scratch_dir.join(UPLOADS_DIR);
-    let opened = tokio::task::spawn_blocking({
-        let dir = journal_dir.clone();
-        move || UploadJournal::open(dir)
-    })
-    .await;
-    let journal = match opened {
-        Ok(Ok(journal)) => Some(journal),
-        Ok(Err(error)) => {
-            tracing::warn!(journal = %journal_dir.display(), %error, "cannot keep a journal of multipart uploads; those a kill cuts off are left to the bucket's lifecycle rule");
-            None
-        }
-        Err(_) => None,
-    };
-    let stores = Stores::new(config.s3.clone(), journal);
-    // What a worker killed on this machine left half uploaded is aborted, without holding up
-    // this one's start (S3 may be slow to answer, or not there at all).
-    let sweeping = stores.clone();
-    tokio::spawn(async move {
-        let aborted = sweeping.abort_left_over().await;
-        if aborted > 0 {
-            tracing::warn!(
-                uploads = aborted,
-                "aborted multipart uploads left unfinished by workers that died"
-            );
-        }
-    });
+    let stores = Stores::for_worker(config.s3.clone(), &config.scratch_dir.join(UPLOADS_DIR)).await;
     let mut worker = Worker {
         config,
         stores,

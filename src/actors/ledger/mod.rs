@@ -270,10 +270,6 @@ impl Actor for Ledger {
             let effects = ledger.book.manifests_due(now_ms());
             ledger.carry_out(ctx, effects, None);
         });
-        ctx.run_interval(book::JOURNAL_STARTS_EVERY, |ledger, ctx| {
-            let effects = ledger.book.journal_starts();
-            ledger.carry_out(ctx, effects, None);
-        });
         let grace = self.reconnect_grace;
         let (effects, held) = self.book.start(!grace.is_zero());
         let replayed = self.book.unfinished();

@@ -4,6 +4,7 @@ use crate::job::JobId;
 use crate::storage::spec_format;
 use crate::storage::store::{Change, StoreError};
 use rusqlite::{params, Connection};
+use std::collections::HashSet;
 
 /// What a group of commits did beyond what was asked.
 #[derive(Debug, Default)]
@@ -15,6 +16,16 @@ pub struct Applied {
 /// Writes every commit of a group, in order, as one transaction: all of them or none.
 pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
+    // Only unfinished jobs' starts are ever read back: a start whose job is finished in the
+    // same group need not be written (short jobs often start and end within one).
+    let finished: HashSet<JobId> = group
+        .iter()
+        .flat_map(|changes| changes.iter())
+        .filter_map(|change| match change {
+            Change::Finish(order) => Some(order.job),
+            _ => None,
+        })
+        .collect();
     let tx = conn.transaction()?;
     {
         let mut insert_batch = tx.prepare_cached(
@@ -123,7 +134,7 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                     ])?;
                 }
                 Change::Started(starts) => {
-                    for started in starts {
+                    for started in starts.iter().filter(|row| !finished.contains(&row.job)) {
                         start.execute(params![
                             started.job as i64,
                             started.attempt,

@@ -22,6 +22,7 @@ impl Book {
         now: u64,
     ) -> Effects {
         let mut effects = Effects::none();
+        let mut starts = Vec::new();
         for started in started {
             let id = started.job;
             let Some(job) = self.jobs.get_mut(&id) else {
@@ -59,9 +60,14 @@ impl Book {
             if let Some(deadline) = job.deadline() {
                 effects.deadlines.push((id, started.lease, deadline));
             }
-            // On record a moment later, so a coordinator restarted meanwhile knows this attempt
-            // when its worker carries it back, and gives its number to no other.
-            self.unjournaled.push((id, started.lease));
+            // On record, so a coordinator restarted meanwhile knows this attempt when its
+            // worker carries it back, and gives its number to no other.
+            starts.push(StartRow {
+                job: id,
+                lease: started.lease,
+                attempt: started.attempt,
+                worker: worker.name.to_string(),
+            });
             let batch = job.batch;
             self.recount(batch, Phase::Queued, Phase::Running);
             if let Some(counts) = self.batches.get_mut(&batch) {
@@ -72,38 +78,13 @@ impl Book {
                 }
             }
         }
-        effects
-    }
-
-    /// Writes down the starts of the attempts still running: most short attempts end before
-    /// this comes round, and are written once, when they end. Called every
-    /// [`JOURNAL_STARTS_EVERY`]; an attempt started since the last call is not on record if
-    /// the coordinator dies now (the README's exception: it is stopped when its worker
-    /// reconnects, and its number may be given again).
-    pub(crate) fn journal_starts(&mut self) -> Effects {
-        let starts: Vec<StartRow> = std::mem::take(&mut self.unjournaled)
-            .into_iter()
-            .filter_map(|(id, lease)| {
-                let job = self.jobs.get(&id).filter(|job| job.runs(lease))?;
-                let running = job.running.as_ref()?;
-                Some(StartRow {
-                    job: id,
-                    lease,
-                    attempt: running.attempt,
-                    worker: running.worker.to_string(),
-                })
-            })
-            .collect();
-        if starts.is_empty() {
-            return Effects::none();
-        }
-        Effects {
-            commit: Some(Commit {
+        if !starts.is_empty() {
+            effects.commit = Some(Commit {
                 changes: vec![Change::Started(starts)],
                 then: Pending::Note("attempt starts"),
-            }),
-            ..Effects::none()
+            });
         }
+        effects
     }
 
     /// A worker registered with attempts it kept running across a reconnect or a restart. A

@@ -54,9 +54,6 @@ const MAX_LOST_IN_ALL: u32 = 3 * MAX_LOST_ATTEMPTS;
 /// The longest wait between attempts of a failing job.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// How often the starts of attempts still running are written down.
-pub const JOURNAL_STARTS_EVERY: Duration = Duration::from_millis(200);
-
 /// How long past its `timeout_s` an attempt may still report before the coordinator takes it
 /// back: its worker enforces the timeout itself, then reports (the larger of 10 s and a tenth of
 /// the timeout).
@@ -249,9 +246,6 @@ pub(crate) struct Book {
     /// The latest attempt each replayed job started before the restart, as the store says:
     /// the one attempt that may take the job back during the grace.
     started_before: HashMap<JobId, (Lease, Arc<str>)>,
-    /// Starts not yet written: they are, a moment later, for the attempts still running then
-    /// (see [`Book::journal_starts`]).
-    unjournaled: Vec<(JobId, Lease)>,
     duplicates: u64,
     stats: LedgerStats,
 }
@@ -330,7 +324,6 @@ impl Book {
             lost_on,
             stale: HashMap::new(),
             started_before,
-            unjournaled: Vec::new(),
             duplicates: 0,
             stats: LedgerStats::new(metrics),
         }

@@ -231,8 +231,6 @@ impl World {
                 self.scheduler_reads();
                 self.ledger_reads();
             }
-            let effects = self.book.journal_starts();
-            self.carry_out(effects);
             self.end_commit(true);
             self.hand_back();
             self.answer_read();

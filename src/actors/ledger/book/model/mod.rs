@@ -364,10 +364,6 @@ impl World {
                     self.lose(registration);
                 }
             }
-            Step::JournalStarts => {
-                let effects = self.book.journal_starts();
-                self.carry_out(effects);
-            }
             Step::Commit { ok } => self.end_commit(ok),
             Step::HandBack => self.hand_back(),
             Step::Read => self.answer_read(),

@@ -39,8 +39,6 @@ pub(super) enum Step {
     ExpireOld,
     /// A worker process is killed: its attempts and unreported results are gone.
     Kill { worker: usize },
-    /// The Ledger's timer writes down the starts of attempts still running.
-    JournalStarts,
     /// The oldest commit reaches the disk, or fails.
     Commit { ok: bool },
     /// The oldest commit that ended is handed back to the book.
@@ -95,7 +93,6 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         2 => worker.clone().prop_map(|worker| Step::Reconnect { worker }),
         1 => Just(Step::ExpireOld),
         1 => worker.clone().prop_map(|worker| Step::Kill { worker }),
-        3 => Just(Step::JournalStarts),
         6 => prop::bool::weighted(0.85).prop_map(|ok| Step::Commit { ok }),
         6 => Just(Step::HandBack),
         2 => Just(Step::Read),

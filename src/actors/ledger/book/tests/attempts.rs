@@ -524,33 +524,3 @@ fn an_attempt_still_running_past_its_timeout_and_margin_is_taken_back() {
     // An attempt that reported in time is not judged.
     assert!(book.deadline_passed(1, 100, T0 + 50_000).commit.is_none());
 }
-
-#[test]
-fn starts_are_written_down_a_moment_later_if_their_attempts_still_run() {
-    let mut book = book();
-    submitted(&mut book, 2, 3);
-    let w = worker(1);
-    let effects = book.attempts_started(
-        &w,
-        &[started(&book, 1, 100, 1), started(&book, 2, 200, 1)],
-        T0,
-    );
-    assert!(
-        effects.commit.is_none(),
-        "nothing written at the start itself"
-    );
-    // Job 1's attempt ends first: only job 2's start is written.
-    let _ = book.results(&w, &[result(1, 100, 1, Outcome::Succeeded)], T0);
-    let effects = book.journal_starts();
-    match &effects.commit.as_ref().unwrap().changes[..] {
-        [Change::Started(rows)] => {
-            let written: Vec<(JobId, Lease, u32, &str)> = rows
-                .iter()
-                .map(|row| (row.job, row.lease, row.attempt, row.worker.as_str()))
-                .collect();
-            assert_eq!(written, vec![(2, 200, 1, "w1")]);
-        }
-        other => panic!("expected the starts, got {other:?}"),
-    }
-    assert!(book.journal_starts().commit.is_none(), "each once");
-}

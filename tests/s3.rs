@@ -109,6 +109,16 @@ fn worker_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Starts a worker that reaches `server` with the test's credentials.
+fn start_s3_worker(cluster: &mut Cluster, server: &S3Server, name: &str, slots: u32) {
+    let env = worker_env(&server.endpoint);
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    cluster.start_worker_with_env(name, slots, &[], &env);
+}
+
 /// Deterministic bytes that do not compress to nothing.
 fn pattern(size: usize) -> Vec<u8> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -152,12 +162,7 @@ async fn a_batch_reads_and_writes_s3_and_the_outputs_match_byte_for_byte() {
         .unwrap();
 
     let mut cluster = Cluster::start(&[]).await;
-    let env = worker_env(&server.endpoint);
-    let env: Vec<(&str, &str)> = env
-        .iter()
-        .map(|(key, value)| (*key, value.as_str()))
-        .collect();
-    cluster.start_worker_with_env("s3-worker", 2, &[], &env);
+    start_s3_worker(&mut cluster, &server, "s3-worker", 2);
     cluster.wait_for_workers(1).await;
 
     let lines = vec![
@@ -320,12 +325,7 @@ async fn a_timeout_and_a_cancel_cover_a_stalled_input_too() {
         .await
         .unwrap();
     let mut cluster = Cluster::start(&[]).await;
-    let env = worker_env(&server.endpoint);
-    let env: Vec<(&str, &str)> = env
-        .iter()
-        .map(|(key, value)| (*key, value.as_str()))
-        .collect();
-    cluster.start_worker_with_env("patient", 2, &[], &env);
+    start_s3_worker(&mut cluster, &server, "patient", 2);
     cluster.wait_for_workers(1).await;
     // The S3 server stops answering: connections are accepted, nothing comes back.
     // SAFETY: kill(2) on a child process we started; no memory is involved.
@@ -451,12 +451,7 @@ async fn an_upload_cut_off_by_a_killed_worker_is_aborted_by_the_next_worker() {
     let bucket = "drover-test-cutoff";
     s3.create_bucket().bucket(bucket).send().await.unwrap();
     let mut cluster = Cluster::start(&[]).await;
-    let env = worker_env(&server.endpoint);
-    let env: Vec<(&str, &str)> = env
-        .iter()
-        .map(|(key, value)| (*key, value.as_str()))
-        .collect();
-    cluster.start_worker_with_env("uploader", 1, &[], &env);
+    start_s3_worker(&mut cluster, &server, "uploader", 1);
     cluster.wait_for_workers(1).await;
     let mut client_ = cluster.client().await;
     let submitted = client_
@@ -486,7 +481,7 @@ async fn an_upload_cut_off_by_a_killed_worker_is_aborted_by_the_next_worker() {
     assert!(stored > 0, "the killed worker's upload holds parts");
 
     // The worker started again aborts it (its parts are gone), and runs the job to the end.
-    cluster.start_worker_with_env("uploader", 1, &[], &env);
+    start_s3_worker(&mut cluster, &server, "uploader", 1);
     wait_for(
         Duration::from_secs(30),
         "the left-over upload to be crossed off",
@@ -527,12 +522,7 @@ async fn an_upload_cut_off_by_a_cancel_is_aborted_by_its_worker() {
     let bucket = "drover-test-cancelled";
     s3.create_bucket().bucket(bucket).send().await.unwrap();
     let mut cluster = Cluster::start(&[]).await;
-    let env = worker_env(&server.endpoint);
-    let env: Vec<(&str, &str)> = env
-        .iter()
-        .map(|(key, value)| (*key, value.as_str()))
-        .collect();
-    cluster.start_worker_with_env("uploader", 1, &[], &env);
+    start_s3_worker(&mut cluster, &server, "uploader", 1);
     cluster.wait_for_workers(1).await;
     let mut client_ = cluster.client().await;
     let submitted = client_

@@ -131,8 +131,8 @@ pub struct StartRow {
     pub lease: Lease,
     /// The attempt's number.
     pub attempt: u32,
-    /// The worker it went to.
-    pub worker: String,
+    /// The worker it went to (shared with the book, not copied per start).
+    pub worker: Arc<str>,
 }
 
 /// An attempt that ended without being recorded as its job's result.

@@ -66,7 +66,7 @@ impl Book {
                 job: id,
                 lease: started.lease,
                 attempt: started.attempt,
-                worker: worker.name.to_string(),
+                worker: worker.name.clone(),
             });
             let batch = job.batch;
             self.recount(batch, Phase::Queued, Phase::Running);

@@ -448,7 +448,7 @@ impl World {
                 Change::Attempt(row) => self.check_given(row.job, row.lease, Some(&row.worker)),
                 Change::Started(rows) => {
                     for row in rows {
-                        self.check_given(row.job, row.lease, Some(&row.worker));
+                        self.check_given(row.job, row.lease, Some(&*row.worker));
                     }
                 }
                 _ => {}

@@ -252,19 +252,11 @@ impl World {
         } else {
             Outcome::Failed
         };
-        let result = AttemptResult {
-            lease,
-            job,
-            attempt,
-            outcome,
-            exit_code: Some(0),
-            started_at_ms: self.now,
-            duration_ms: 1,
-            output_tail: String::new(),
-            error: None,
-            outputs: Vec::new(),
-        };
-        self.processes[process].outbox.insert(lease, result);
+        // As if it had run it: the attempt ends at once and is reported.
+        self.processes[process]
+            .running
+            .insert(lease, (job, attempt));
+        self.end(process, lease, outcome);
         self.report(process);
     }
 }

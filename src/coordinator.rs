@@ -8,6 +8,7 @@ use crate::actors::registry::{Registry, WorkerDirectory};
 use crate::actors::scheduler::Scheduler;
 use crate::actors::session::{Session, SessionContext, Transport};
 use crate::http::HttpState;
+use crate::job::LedgerId;
 use crate::metrics::Metrics;
 use crate::net::auth::Secret;
 use crate::net::codec::DEFAULT_MAX_FRAME;
@@ -127,6 +128,8 @@ pub struct CoordinatorHandle {
     pub local_addr: SocketAddr,
     /// The address of its HTTP side, if it has one.
     pub http_addr: Option<SocketAddr>,
+    /// The ledger's own id: outputs go under `<to>ledger-<id>/`.
+    pub ledger_id: LedgerId,
     /// The ledger.
     pub ledger: Addr<Ledger>,
     /// The registry.
@@ -183,8 +186,10 @@ pub fn start(
     };
     let metrics = Arc::new(Metrics::new());
     let (store, replay) = SqliteStore::open(&config.data_dir, metrics.clone())?;
+    let ledger_id = replay.ledger;
     tracing::info!(
         data_dir = %config.data_dir.display(),
+        ledger = %ledger_id,
         epoch = replay.epoch,
         batches = replay.batches.len(),
         unfinished = replay.unfinished.len(),
@@ -221,6 +226,7 @@ pub fn start(
         ledger.clone(),
         registry.clone(),
         directory.clone(),
+        ledger_id,
     ));
     registry_ctx.run(Registry::new(
         scheduler.clone(),
@@ -312,6 +318,7 @@ pub fn start(
     Ok(CoordinatorHandle {
         local_addr,
         http_addr,
+        ledger_id,
         ledger,
         registry,
         scheduler,
@@ -376,6 +383,8 @@ async fn accept_loop(
 pub struct SpawnedCoordinator {
     /// The address it listens on.
     pub local_addr: SocketAddr,
+    /// Its ledger's own id.
+    pub ledger_id: LedgerId,
     system: actix_rt::System,
     handle: CoordinatorHandle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -440,6 +449,7 @@ pub fn spawn(
     match ready_rx.recv() {
         Ok(Ok((system, handle))) => Ok(SpawnedCoordinator {
             local_addr,
+            ledger_id: handle.ledger_id,
             system,
             handle,
             thread: Some(thread),

@@ -1,6 +1,7 @@
 //! A coordinator and workers in one process, on loopback: `drover local` and the examples.
 
 use crate::coordinator::{self, CoordinatorConfig, SpawnedCoordinator, StartError};
+use crate::job::LedgerId;
 use crate::worker::{self, Handlers, WorkerConfig};
 use std::path::PathBuf;
 use tokio::sync::watch;
@@ -10,6 +11,8 @@ use tokio::task::JoinHandle;
 pub struct LocalCluster {
     /// The coordinator's address, for clients.
     pub address: String,
+    /// Its ledger's own id: outputs go under `<to>ledger-<id>/`.
+    pub ledger_id: LedgerId,
     coordinator: Option<SpawnedCoordinator>,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
@@ -36,6 +39,7 @@ impl LocalCluster {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let coordinator = coordinator::spawn(listener, config.coordinator)?;
         let address = coordinator.local_addr.to_string();
+        let ledger_id = coordinator.ledger_id;
         let (shutdown, watcher) = watch::channel(false);
         let workers = (1..=config.workers)
             .map(|index| {
@@ -63,6 +67,7 @@ impl LocalCluster {
             .collect();
         Ok(LocalCluster {
             address,
+            ledger_id,
             coordinator: Some(coordinator),
             shutdown,
             workers,

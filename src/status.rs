@@ -255,6 +255,8 @@ pub struct JobStatistics {
     pub batches: u64,
     /// When this coordinator started (ms since the Unix epoch).
     pub started_at_ms: u64,
+    /// The ledger's own id (16 hex digits): jobs' outputs go under `<to>ledger-<id>/<job id>/`.
+    pub ledger: String,
 }
 
 /// The whole cluster at a glance: `drover status`, `/api/status`.

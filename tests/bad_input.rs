@@ -683,6 +683,7 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
         output_tail: "forged".into(),
         error: None,
         outputs,
+        permanent: false,
     };
     let mut liar = connect(&cluster.address, Role::Worker, None).await.unwrap();
     liar.send(ToCoordinator::Register {

@@ -390,6 +390,8 @@ impl Chaos {
                     })
                     .into_iter()
                     .collect(),
+                // A failure it says no attempt would escape is refused all the same.
+                permanent: rng.gen_bool(0.5),
             }
         };
         let claims: Vec<CarriedAttempt> = (0..told / 2)

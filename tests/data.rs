@@ -1,5 +1,5 @@
 //! Job data on `file://`: inputs fetched into the scratch directory, outputs published per
-//! attempt, and the recorded attempt's manifest at `<to>/<job id>/_manifest.json`.
+//! attempt, and the recorded attempt's manifest at `<to>ledger-<id>/<job id>/_manifest.json`.
 
 mod common;
 
@@ -43,6 +43,7 @@ async fn inputs_arrive_and_the_recorded_attempts_outputs_are_listed_in_a_manifes
         .jobs(Some(summary["id"].as_u64().unwrap()), None)
         .await
         .unwrap();
+    let published = cluster.outputs_dir(&results).await;
     for (job, text) in jobs.iter().zip(texts) {
         assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.outputs.len(), 1, "{job:?}");
@@ -51,9 +52,13 @@ async fn inputs_arrive_and_the_recorded_attempts_outputs_are_listed_in_a_manifes
         let expected = format!("{}\n", text.split_whitespace().count());
         assert_eq!(std::fs::read_to_string(path).unwrap(), expected);
         assert_eq!(object.size, expected.len() as u64);
-        assert!(path.contains(&format!("/{}/attempt-", job.id)), "{path}");
+        let job_dir = published.join(job.id.to_string());
+        assert!(
+            path.starts_with(&format!("{}/attempt-", job_dir.display())),
+            "{path}"
+        );
         // The manifest is written once the result is recorded.
-        let manifest_path = results.join(job.id.to_string()).join("_manifest.json");
+        let manifest_path = job_dir.join("_manifest.json");
         let manifest = wait_for(Duration::from_secs(10), "the manifest", || async {
             std::fs::read(&manifest_path).ok()
         })
@@ -132,7 +137,7 @@ async fn a_losing_attempt_never_mixes_with_the_recorded_ones_outputs() {
         })
         .await;
     assert_eq!(job.worker.as_deref(), Some("thawed"));
-    let job_dir = results.join(job_id.to_string());
+    let job_dir = cluster.outputs_dir(&results).await.join(job_id.to_string());
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(job_dir.join("_manifest.json")).unwrap()).unwrap();
     let recorded = manifest["objects"][0]["url"].as_str().unwrap().to_string();
@@ -202,9 +207,10 @@ async fn a_manifest_its_own_worker_could_not_write_is_written_by_another() {
     cluster.start_worker("unlucky", 1, &[]);
     cluster.wait_for_workers(1).await;
     let results = cluster.dir.path().join("results");
+    let job_dir = cluster.outputs_dir(&results).await.join("1");
     // The first job of a fresh coordinator is job 1. Block the unlucky worker's manifest: its
     // temporary file's name is taken by a directory.
-    let blocked = results.join("1").join(format!(
+    let blocked = job_dir.join(format!(
         "_manifest.json.partial-{}",
         cluster.worker_pid("unlucky")
     ));
@@ -225,7 +231,7 @@ async fn a_manifest_its_own_worker_could_not_write_is_written_by_another() {
     let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
     assert_eq!(info.succeeded, 1);
     cluster.start_worker("helper", 1, &[]);
-    let manifest_path = results.join("1").join("_manifest.json");
+    let manifest_path = job_dir.join("_manifest.json");
     let manifest = wait_for(
         Duration::from_secs(60),
         "another worker to write the manifest",

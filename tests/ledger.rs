@@ -1,6 +1,7 @@
-//! The ledger file across versions and mishaps: a ledger written by the release before versions
-//! opens, migrates and goes on; a newer, damaged or foreign file is refused, named, and left as
-//! it was; a coordinator stopped with SIGTERM leaves its ledger closed and tidy.
+//! The ledger file across versions and mishaps: ledgers written by the release before versions
+//! and by the last release of schema version 2 open, migrate and go on; a newer, damaged or
+//! foreign file is refused, named, and left as it was; a coordinator stopped with SIGTERM leaves
+//! its ledger closed and tidy.
 
 mod common;
 
@@ -119,12 +120,188 @@ async fn a_ledger_from_before_versions_opens_with_every_job_and_goes_on() {
     // The file is at today's version, and opens again as it is.
     let status = cluster.terminate_coordinator();
     assert!(status.success(), "{status:?}");
-    assert_eq!(user_version(&ledger), 2);
+    assert_eq!(user_version(&ledger), 3);
     cluster.start_coordinator().await;
     let mut client = cluster.client().await;
     assert_eq!(client.batches().await.unwrap().len(), 3);
     assert_eq!(client.jobs(None, None).await.unwrap().len(), 16);
     assert!(cluster.coordinator_log().contains("ledger schema migrated"));
+}
+
+/// The ledger of the last release of schema version 2, from before ledgers had ids (see
+/// tests/fixtures/make-ledger-v2.sh).
+fn fixture_v2() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-v2.sqlite")
+}
+
+/// Where the v2 fixture's jobs publish: a fixed path, as the fixture names it. Held locked (and
+/// emptied) while a test uses it, so two runs of the suite on one machine take turns.
+struct FixtureOutputs {
+    _lock: std::fs::File,
+}
+
+const FIXTURE_V2_OUTPUTS: &str = "/tmp/drover-fixture-ledger-v2";
+
+impl FixtureOutputs {
+    fn take() -> FixtureOutputs {
+        use std::os::fd::AsRawFd;
+        let lock = std::fs::File::create(format!("{FIXTURE_V2_OUTPUTS}.lock")).unwrap();
+        // SAFETY: flock(2) on a descriptor this function owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let _ = std::fs::remove_dir_all(FIXTURE_V2_OUTPUTS);
+        FixtureOutputs { _lock: lock }
+    }
+
+    fn published() -> PathBuf {
+        Path::new(FIXTURE_V2_OUTPUTS).join("published")
+    }
+}
+
+impl Drop for FixtureOutputs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(FIXTURE_V2_OUTPUTS);
+    }
+}
+
+fn manifest(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_of_schema_version_2_gets_an_id_and_its_outputs_go_where_they_should() {
+    let _outputs = FixtureOutputs::take();
+    let published = FixtureOutputs::published();
+    let mut cluster = Cluster::new(&[]);
+    std::fs::create_dir_all(cluster.data_dir()).unwrap();
+    let ledger = cluster.data_dir().join(LEDGER_FILE);
+    std::fs::copy(fixture_v2(), &ledger).unwrap();
+    assert_eq!(user_version(&ledger), 2);
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+
+    // Every batch with its counts, every job with its state.
+    let counts: Vec<_> = client
+        .batches()
+        .await
+        .unwrap()
+        .iter()
+        .map(|batch| {
+            (
+                batch.id,
+                batch.name.clone(),
+                (batch.total, batch.pending, batch.succeeded),
+                (batch.failed, batch.cancelled, batch.done),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            (1, "finished".to_string(), (7, 0, 4), (2, 1, true)),
+            (2, "waiting".to_string(), (5, 4, 0), (0, 1, false)),
+        ]
+    );
+    use JobState::*;
+    let states: Vec<(u64, JobState)> = client
+        .jobs(None, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| (job.id, job.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, Succeeded),
+            (2, Succeeded),
+            (3, Succeeded),
+            (4, Succeeded),
+            (5, Failed),
+            (6, Failed),
+            (7, Cancelled),
+            (8, Pending),
+            (9, Pending),
+            (10, Pending),
+            (11, Pending),
+            (12, Cancelled),
+        ]
+    );
+    // The completions stay as they were recorded: outputs in the layout of the time, failures
+    // with their attempts (a command that could not start was tried twice then).
+    let with_output = client.job(3).await.unwrap();
+    let old_dir = format!("file://{}/3/attempt-", published.display());
+    assert!(
+        with_output.outputs[0].url.starts_with(&old_dir),
+        "{with_output:?}"
+    );
+    let fails_twice = client.job(5).await.unwrap();
+    assert_eq!((fails_twice.attempts, fails_twice.exit_code), (2, Some(3)));
+    assert_eq!(fails_twice.history.len(), 2);
+    let cannot_start = client.job(6).await.unwrap();
+    assert_eq!(cannot_start.attempts, 2);
+    assert!(cannot_start
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("failed 2 of 2 attempts; last: cannot start \"no-such-command-xyz\""));
+    let log = cluster.cli(&["log", "--batch", "1"]);
+    assert!(log.status.success(), "{}", stderr_of(&log));
+    assert_eq!(stdout_of(&log).lines().count(), 7);
+
+    // The ledger has an id of its own now.
+    let id = client.status().await.unwrap().stats.ledger;
+    assert!(
+        id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+
+    // The pending jobs run; the one with outputs publishes under the ledger's directory.
+    cluster.start_worker("upgraded", 2, &[]);
+    let waiting = wait_batch_done(&mut client, 2, Duration::from_secs(60)).await;
+    assert_eq!((waiting.succeeded, waiting.cancelled), (4, 1));
+    let job_dir = published.join(format!("ledger-{id}")).join("9");
+    let later = client.job(9).await.unwrap();
+    assert!(
+        later.outputs[0]
+            .url
+            .starts_with(&format!("file://{}/attempt-", job_dir.display())),
+        "{later:?}"
+    );
+    let written = wait_for(Duration::from_secs(30), "job 9's manifest", || async {
+        std::fs::read(job_dir.join("_manifest.json")).ok()
+    })
+    .await;
+    let written: serde_json::Value = serde_json::from_slice(&written).unwrap();
+    assert_eq!(written["objects"][0]["url"], later.outputs[0].url);
+
+    // Job 4's manifest, unconfirmed in the old ledger, is written where the old layout has it,
+    // beside its objects; nothing of the old ledger's jobs lands in the new layout.
+    let old_manifest = published.join("4").join("_manifest.json");
+    wait_for(Duration::from_secs(30), "job 4's manifest", || async {
+        old_manifest.exists().then_some(())
+    })
+    .await;
+    let repaired = manifest(&old_manifest);
+    let recorded = client.job(4).await.unwrap();
+    assert_eq!(repaired["objects"][0]["url"], recorded.outputs[0].url);
+    assert!(repaired["attempt_prefix"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("file://{}/4/attempt-", published.display())));
+    let mut top: Vec<String> = std::fs::read_dir(&published)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, vec!["4".to_string(), format!("ledger-{id}")]);
+
+    // At today's version, with the same id, after a restart.
+    assert!(cluster.terminate_coordinator().success());
+    assert_eq!(user_version(&ledger), 3);
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+    assert_eq!(client.status().await.unwrap().stats.ledger, id);
+    assert_eq!(client.jobs(None, None).await.unwrap().len(), 12);
 }
 
 /// Starts a coordinator on `data_dir` that must refuse to start; returns what it said.
@@ -160,7 +337,7 @@ fn a_ledger_from_a_newer_drover_is_refused_naming_both_versions() {
     let said = refused_start(dir.path());
     assert!(said.contains(&ledger.display().to_string()), "{said}");
     assert!(said.contains("schema version 7"), "{said}");
-    assert!(said.contains("up to 2"), "{said}");
+    assert!(said.contains("up to 3"), "{said}");
     assert!(std::fs::read(&ledger).unwrap() == newer, "left as it was");
 }
 

@@ -173,7 +173,7 @@ async fn a_batch_reads_and_writes_s3_and_the_outputs_match_byte_for_byte() {
             r#"{{"name": "copy", "cmd": ["sh", "-c", "mkdir -p out && cp big.bin out/copy.bin"], "inputs": [{{"from": "s3://{bucket}/big.bin", "to": "big.bin"}}], "outputs": {{"from": "out", "to": "s3://{bucket}/results"}}}}"#
         ),
         format!(
-            r#"{{"name": "missing", "cmd": ["true"], "max_attempts": 1, "inputs": [{{"from": "s3://{bucket}/no/such/key", "to": "x"}}]}}"#
+            r#"{{"name": "missing", "cmd": ["true"], "inputs": [{{"from": "s3://{bucket}/no/such/key", "to": "x"}}]}}"#
         ),
     ];
     let file = cluster.job_file("s3.jsonl", &lines);
@@ -196,6 +196,7 @@ async fn a_batch_reads_and_writes_s3_and_the_outputs_match_byte_for_byte() {
         cluster.worker_log("s3-worker")
     );
 
+    let ledger = client_.status().await.unwrap().stats.ledger;
     // The word counts came from the whole prefix, fetched into the scratch directory.
     let count = &jobs[0];
     assert_eq!(count.state, JobState::Succeeded);
@@ -206,7 +207,7 @@ async fn a_batch_reads_and_writes_s3_and_the_outputs_match_byte_for_byte() {
         .unwrap()
         .to_string();
     assert!(
-        counts_key.starts_with(&format!("results/{}/attempt-", count.id)),
+        counts_key.starts_with(&format!("results/ledger-{ledger}/{}/attempt-", count.id)),
         "{counts_key}"
     );
     assert_eq!(
@@ -246,7 +247,7 @@ async fn a_batch_reads_and_writes_s3_and_the_outputs_match_byte_for_byte() {
 
     // Each recorded attempt's manifest is at the stable place.
     for job in [count, copy] {
-        let key = format!("results/{}/_manifest.json", job.id);
+        let key = format!("results/ledger-{ledger}/{}/_manifest.json", job.id);
         let manifest = wait_for(Duration::from_secs(30), "the manifest", || async {
             s3.get_object().bucket(bucket).key(&key).send().await.ok()
         })
@@ -257,14 +258,17 @@ async fn a_batch_reads_and_writes_s3_and_the_outputs_match_byte_for_byte() {
         assert_eq!(manifest["objects"][0]["size"], job.outputs[0].size);
     }
 
-    // A missing object fails its attempt with the URL and the reason; the worker stays healthy.
+    // A missing object fails its job at once, with the URL and the reason: no other attempt
+    // would find it. The worker stays healthy.
     let missing = &jobs[2];
     assert_eq!(missing.state, JobState::Failed);
+    assert_eq!(missing.attempts, 1, "{missing:?}");
     let error = missing.error.as_deref().unwrap();
     assert!(
         error.contains(&format!("s3://{bucket}/no/such/key")),
         "{error}"
     );
+    assert!(error.contains("not retried"), "{error}");
     let workers = client_.workers().await.unwrap();
     assert_eq!(workers.len(), 1, "the worker is still registered");
 }

@@ -67,11 +67,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run one command on the cluster and wait for it.
+    /// Run one command on the cluster and wait for it: `drover run [FLAGS] -- CMD [ARGS]...`.
     Run {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Attempts that may fail before the job is failed (a one-off command is tried once).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        max_attempts: u32,
+        /// A label the worker must have (repeatable).
+        #[arg(long = "requires", value_name = "LABEL")]
+        requires: Vec<String>,
+        /// Slots of a worker the command takes.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        slots: u32,
+        /// Wall-clock limit of one attempt (30s, 5m, 2h), after which it is killed.
+        #[arg(long, value_parser = parse_timeout)]
+        timeout: Option<u32>,
+        /// An environment variable for the command, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
@@ -175,7 +190,9 @@ enum Command {
         /// Slots per worker.
         #[arg(long, default_value_t = 2)]
         slots: u32,
-        /// Keep the ledger here (default: a temporary directory, removed afterwards).
+        /// Keep the ledger here (default: a temporary directory, removed afterwards). Each
+        /// ledger has an id of its own, and jobs' outputs go under `<to>ledger-<id>/<job id>/`,
+        /// so two ledgers never overwrite each other's outputs.
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Print JSON.
@@ -231,6 +248,26 @@ fn quiet_on_closed_pipe() {
     // no handler runs.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// `--timeout`: a duration, in whole seconds (rounded up), at least one.
+fn parse_timeout(text: &str) -> Result<u32, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("{error} (write it as 30s, 5m or 2h)"))?;
+    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    match u32::try_from(seconds) {
+        Ok(0) => Err("must be at least 1s".into()),
+        Ok(seconds) => Ok(seconds),
+        Err(_) => Err(format!("{text} is too long")),
+    }
+}
+
+/// `--env`: `KEY=VALUE`, split at the first `=`.
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
     }
 }
 
@@ -300,11 +337,27 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Run { json, cmd } => {
+        Command::Run {
+            json,
+            max_attempts,
+            requires,
+            slots,
+            timeout,
+            env,
+            cmd,
+        } => {
+            let mut spec = JobSpec::exec(cmd.clone());
+            spec.max_attempts = *max_attempts;
+            spec.requires = requires.clone();
+            spec.slots = *slots;
+            spec.timeout_s = *timeout;
+            if let crate::job::Task::Exec { env: job_env, .. } = &mut spec.task {
+                job_env.clone_from(env);
+            }
+            spec.validate()
+                .map_err(|error| anyhow::anyhow!("nothing was run: {error}"))?;
             let mut client = connect(&cli).await?;
-            let submitted = client
-                .submit("run", vec![JobSpec::exec(cmd.clone())])
-                .await?;
+            let submitted = client.submit("run", vec![spec]).await?;
             wait_with_progress(&mut client, submitted.batch, true).await?;
             let job = client.job(submitted.first_job).await?;
             if *json {
@@ -511,6 +564,7 @@ async fn local(
     }
     let jobs = read_job_file(file)?;
     let temporary = tempfile::Builder::new().prefix("drover-local-").tempdir()?;
+    let kept = data_dir.is_some();
     let ledger_dir = data_dir.unwrap_or_else(|| temporary.path().join("data"));
     let cluster = LocalCluster::start(LocalConfig {
         coordinator: CoordinatorConfig::new(&ledger_dir),
@@ -519,6 +573,18 @@ async fn local(
         scratch_dir: temporary.path().join("scratch"),
         handlers: Handlers::stock(),
     })?;
+    let ledger_dir = std::path::absolute(&ledger_dir).unwrap_or(ledger_dir);
+    let ledger = cluster.ledger_id;
+    // Said first, so it is known while the jobs run, and however the run ends.
+    eprintln!(
+        "drover local: ledger {ledger} in {}{}; outputs go under <to>ledger-{ledger}/<job id>/",
+        ledger_dir.display(),
+        if kept {
+            ""
+        } else {
+            " (a temporary directory, removed at the end: give --data-dir to keep it)"
+        }
+    );
     let outcome = async {
         let mut client = Client::connect(&cluster.address, None).await?;
         let submitted = client.submit(&batch_name(file), jobs).await?;
@@ -531,7 +597,17 @@ async fn local(
     cluster.stop().await;
     let (info, jobs, workers) = outcome?;
     if json {
-        print_json(&serde_json::json!({ "batch": info, "jobs": jobs, "workers": workers }))?;
+        let ledger = serde_json::json!({
+            "id": ledger.to_string(),
+            "data_dir": ledger_dir,
+            "kept": kept,
+        });
+        print_json(&serde_json::json!({
+            "batch": info,
+            "jobs": jobs,
+            "workers": workers,
+            "ledger": ledger,
+        }))?;
     } else {
         println!("{}\n", render::batch(&info));
         println!("{}\n", render::jobs(&jobs));

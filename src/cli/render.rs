@@ -336,12 +336,15 @@ pub fn status(status: &ClusterStatus) -> String {
     let jobs = &stats.jobs;
     let mut out = format!(
         "coordinator up {}\n\
+         ledger     {}: outputs go under <to>ledger-{}/<job id>/\n\
          workers    {} busy, {} idle, {} draining; {} lost recently; {} of {} slots running\n\
          jobs       {} pending, {} running, {} succeeded, {} failed, {} cancelled\n\
          throughput {} over the last minute\n\
          run time   {}\n\
          queue wait {}",
         duration_ms(status.uptime_ms),
+        stats.ledger,
+        stats.ledger,
         workers.busy,
         workers.idle,
         workers.draining,

@@ -2,7 +2,7 @@
 //!
 //! Like the rest of [`crate::job`], these travel on the wire as they are (postcard).
 
-use super::{BatchId, JobId, Lease, OutputObject, Outputs, SpecBytes};
+use super::{BatchId, JobId, Lease, LedgerId, OutputObject, Outputs, SpecBytes};
 use serde::{Deserialize, Serialize};
 
 /// One job handed to a worker.
@@ -18,6 +18,8 @@ pub struct Assignment {
     pub attempt: u32,
     /// What to run, as the coordinator keeps it (see [`SpecBytes`]).
     pub spec: SpecBytes,
+    /// The ledger the job is in: its outputs go under that ledger's own directory.
+    pub ledger: LedgerId,
 }
 
 /// An attempt a worker kept running across a reconnect (or a coordinator restart).
@@ -44,6 +46,9 @@ pub struct ManifestOrder {
     pub outputs: Outputs,
     /// The recorded attempt's objects.
     pub objects: Vec<OutputObject>,
+    /// The ledger the job is in (a manifest of an attempt recorded before ledgers had ids goes
+    /// where its objects say: see [`crate::worker::data::publish_manifest`]).
+    pub ledger: LedgerId,
 }
 
 /// How one attempt ended, as the worker saw it.
@@ -95,6 +100,10 @@ pub struct AttemptResult {
     pub error: Option<String>,
     /// What a successful attempt published, under its own attempt prefix.
     pub outputs: Vec<OutputObject>,
+    /// A failure that another attempt would repeat (the command cannot be started, an input
+    /// does not exist): the job fails now rather than after `max_attempts`. False for failures
+    /// that may pass next time (a non-zero exit, a timeout, a transient error).
+    pub permanent: bool,
 }
 
 /// The most bytes of output tail the coordinator keeps per attempt.

@@ -1,5 +1,6 @@
 //! Where a job's data lives: the URLs of its inputs and outputs, checked at submit time.
 
+use super::{JobId, LedgerId};
 use std::path::{Component, Path, PathBuf};
 
 /// A parsed data URL.
@@ -54,17 +55,50 @@ impl Location {
     }
 }
 
+/// The name of a ledger's own directory under a job's `to`: `ledger-` and its id. Job ids
+/// start at 1 in every ledger, so without it two ledgers' job 1 would share a directory and a
+/// manifest.
+pub fn ledger_dir(ledger: LedgerId) -> String {
+    format!("ledger-{ledger}")
+}
+
+/// The prefix of one job's outputs, as a URL ending in `/`: `<to>ledger-<id>/<job>/`. The job's
+/// manifest is written there once a result is recorded; each attempt publishes in a directory
+/// of its own below it.
+pub fn job_prefix(to: &str, ledger: LedgerId, job: JobId) -> Result<String, String> {
+    prefix_url(to, &[ledger_dir(ledger), job.to_string()])
+}
+
+/// The prefix of one job's outputs as drover wrote it before ledgers had ids: `<to><job>/`.
+/// Only manifests of attempts recorded then are still written there.
+pub fn unscoped_job_prefix(to: &str, job: JobId) -> Result<String, String> {
+    prefix_url(to, &[job.to_string()])
+}
+
 /// The prefix under which one attempt of a job publishes its outputs, as a URL ending in `/`:
-/// `<to><job>/<attempt_name>/`. Attempts never share one.
-pub fn attempt_prefix(to: &str, job: u64, lease: u64) -> Result<String, String> {
-    let attempt = attempt_name(lease);
+/// `<to>ledger-<id>/<job>/<attempt_name>/`. Attempts never share one, nor do ledgers.
+pub fn attempt_prefix(
+    to: &str,
+    ledger: LedgerId,
+    job: JobId,
+    lease: u64,
+) -> Result<String, String> {
+    Ok(format!(
+        "{}{}/",
+        job_prefix(to, ledger, job)?,
+        attempt_name(lease)
+    ))
+}
+
+/// `to` with `steps` below it, as a URL ending in `/`.
+fn prefix_url(to: &str, steps: &[String]) -> Result<String, String> {
     Ok(match Location::parse(to)? {
-        Location::File(root) => format!(
-            "file://{}/",
-            root.join(job.to_string()).join(attempt).display()
-        ),
+        Location::File(root) => {
+            let path = steps.iter().fold(root, |path, step| path.join(step));
+            format!("file://{}/", path.display())
+        }
         Location::S3 { bucket, key } => {
-            format!("s3://{bucket}/{}{job}/{attempt}/", with_slash(&key))
+            format!("s3://{bucket}/{}{}/", with_slash(&key), steps.join("/"))
         }
     })
 }
@@ -164,15 +198,27 @@ mod tests {
 
     #[test]
     fn an_attempts_prefix_holds_only_what_lies_under_it() {
+        let ledger = LedgerId(0x5f0c);
         let name = attempt_name(0xab);
         assert!(name.starts_with("attempt-") && name.len() == 24, "{name}");
         assert!(!name.contains("ab0000") && !name.contains("00000000000000ab"));
         assert_ne!(name, attempt_name(0xac));
-        let prefix = attempt_prefix("s3://b-1/out", 7, 0xab).unwrap();
-        assert_eq!(prefix, format!("s3://b-1/out/7/{name}/"));
+        let prefix = attempt_prefix("s3://b-1/out", ledger, 7, 0xab).unwrap();
         assert_eq!(
-            attempt_prefix("file:///data/out/", 7, 0xab).unwrap(),
-            format!("file:///data/out/7/{name}/")
+            prefix,
+            format!("s3://b-1/out/ledger-0000000000005f0c/7/{name}/")
+        );
+        assert_eq!(
+            attempt_prefix("file:///data/out/", ledger, 7, 0xab).unwrap(),
+            format!("file:///data/out/ledger-0000000000005f0c/7/{name}/")
+        );
+        assert_eq!(
+            job_prefix("s3://b-1/", ledger, 7).unwrap(),
+            "s3://b-1/ledger-0000000000005f0c/7/"
+        );
+        assert_eq!(
+            unscoped_job_prefix("file:///data/out", 7).unwrap(),
+            "file:///data/out/7/"
         );
         assert!(lies_under(&format!("{prefix}r.csv"), &prefix));
         assert!(lies_under(&format!("{prefix}deep/er/r.csv"), &prefix));
@@ -182,10 +228,19 @@ mod tests {
             format!("{prefix}a/./b"),
             format!("{prefix}a//b"),
             format!("{prefix}a/"),
-            format!("s3://b-1/out/7/{name}c/r.csv"),
+            format!("s3://b-1/out/ledger-0000000000005f0c/7/{name}c/r.csv"),
+            format!("s3://b-1/out/ledger-0000000000005f0d/7/{name}/r.csv"),
+            format!("s3://b-1/out/7/{name}/r.csv"),
             "file:///etc/shadow".to_string(),
         ] {
             assert!(!lies_under(&outside, &prefix), "{outside}");
         }
+    }
+
+    #[test]
+    fn two_ledgers_never_share_a_jobs_prefix() {
+        let one = job_prefix("file:///out/", LedgerId(1), 1).unwrap();
+        let other = job_prefix("file:///out/", LedgerId(2), 1).unwrap();
+        assert!(!one.starts_with(&other) && !other.starts_with(&one));
     }
 }

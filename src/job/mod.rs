@@ -14,7 +14,8 @@ pub use attempt::{
     MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS, MAX_OUTPUT_TAIL,
 };
 pub use location::{
-    attempt_name, attempt_prefix, check_relative, lies_under, with_slash, Location,
+    attempt_name, attempt_prefix, check_relative, job_prefix, ledger_dir, lies_under,
+    unscoped_job_prefix, with_slash, Location,
 };
 pub use spec_bytes::{Placement, SpecBytes};
 
@@ -27,6 +28,19 @@ pub type WorkerId = u64;
 /// One assignment of a job to a worker: unique across coordinator restarts, so a result
 /// always names exactly the attempt it belongs to.
 pub type Lease = u64;
+
+/// A ledger's own id: random, drawn when the ledger is created and kept in it for its life.
+/// Job ids start at 1 in every ledger; outputs are published under a directory named for the
+/// ledger ([`ledger_dir`]), so two ledgers writing to one prefix never meet.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LedgerId(pub u64);
+
+/// Sixteen hex digits, as the ledger's output directory carries it.
+impl fmt::Display for LedgerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
 
 /// The default number of attempts a job may fail before it is marked failed.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -90,7 +104,8 @@ pub struct Input {
 pub struct Outputs {
     /// A directory relative to the scratch directory.
     pub from: String,
-    /// A prefix URL; the accepted outputs are found under `<to>/<job id>/`.
+    /// A prefix URL; the accepted outputs are found under `<to>ledger-<ledger id>/<job id>/`
+    /// (see [`job_prefix`]).
     pub to: String,
 }
 

@@ -1,7 +1,9 @@
 //! Property tests of the wire format: every message survives encoding and decoding, and any
 //! bytes at all either decode or give an error, never a panic.
 
-use crate::job::{AttemptResult, Input, JobSpec, Outcome, OutputObject, Outputs, SpecBytes, Task};
+use crate::job::{
+    AttemptResult, Input, JobSpec, LedgerId, Outcome, OutputObject, Outputs, SpecBytes, Task,
+};
 use crate::net::codec::{encode_frame, FrameCodec};
 use crate::net::protocol::{
     Assignment, CancelTarget, CarriedAttempt, ClientRequest, FromCoordinator, ManifestOrder, Role,
@@ -105,6 +107,7 @@ fn attempt_result() -> impl Strategy<Value = AttemptResult> {
                     output_tail,
                     error,
                     outputs,
+                    permanent: duration_ms % 2 == 0,
                 }
             },
         )
@@ -206,6 +209,7 @@ fn from_coordinator() -> impl Strategy<Value = FromCoordinator> {
                         batch,
                         attempt,
                         spec: SpecBytes::encode(&spec),
+                        ledger: LedgerId(lease ^ job),
                     })
                     .collect(),
             )
@@ -230,6 +234,7 @@ fn from_coordinator() -> impl Strategy<Value = FromCoordinator> {
                         lease,
                         outputs: Outputs { from, to },
                         objects,
+                        ledger: LedgerId(lease.rotate_left(7)),
                     })
                     .collect(),
             )

@@ -15,3 +15,23 @@ pub fn describe_io(error: &std::io::Error) -> String {
         _ => error.to_string(),
     }
 }
+
+/// A job's input that could not be fetched: what happened, and whether what it names is not
+/// there at all (no such file, key or bucket), which no second try changes.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FetchError {
+    /// The URL and the reason.
+    pub message: String,
+    /// The object or its bucket does not exist.
+    pub missing: bool,
+}
+
+impl From<String> for FetchError {
+    fn from(message: String) -> Self {
+        FetchError {
+            message,
+            missing: false,
+        }
+    }
+}

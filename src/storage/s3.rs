@@ -7,7 +7,9 @@
 //! aws-config; `AWS_ENDPOINT_URL` or an explicit endpoint reaches S3-compatible stores.
 
 use super::uploads::{InFlightUpload, LeftOver, UploadJournal};
-use aws_sdk_s3::error::DisplayErrorContext;
+use super::FetchError;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use std::path::Path;
@@ -43,6 +45,23 @@ fn url(bucket: &str, key: &str) -> String {
 
 fn failed(bucket: &str, key: &str, error: impl std::error::Error) -> String {
     format!("{}: {}", url(bucket, key), DisplayErrorContext(error))
+}
+
+/// Like [`failed`], telling an object or bucket that does not exist from other failures.
+fn fetch_failed<E>(bucket: &str, key: &str, error: SdkError<E, HttpResponse>) -> FetchError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let missing = matches!(
+        error.code(),
+        Some("NoSuchKey" | "NoSuchBucket" | "NotFound")
+    ) || error
+        .raw_response()
+        .is_some_and(|response| response.status().as_u16() == 404);
+    FetchError {
+        message: failed(bucket, key, error),
+        missing,
+    }
 }
 
 impl S3 {
@@ -84,7 +103,7 @@ impl S3 {
     }
 
     /// Downloads one object to `target`, streamed to disk; large ones in parallel parts.
-    pub async fn download(&self, bucket: &str, key: &str, target: &Path) -> Result<(), String> {
+    pub async fn download(&self, bucket: &str, key: &str, target: &Path) -> Result<(), FetchError> {
         let head = self
             .client
             .head_object()
@@ -92,7 +111,7 @@ impl S3 {
             .key(key)
             .send()
             .await
-            .map_err(|error| failed(bucket, key, error))?;
+            .map_err(|error| fetch_failed(bucket, key, error))?;
         let size = head.content_length().unwrap_or(0).max(0) as u64;
         let file = tokio::fs::File::create(target).await.map_err(|error| {
             format!(
@@ -204,7 +223,7 @@ impl S3 {
     }
 
     /// Every key under a prefix.
-    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, String> {
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, FetchError> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -214,7 +233,7 @@ impl S3 {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|error| failed(bucket, prefix, error))?;
+            let page = page.map_err(|error| fetch_failed(bucket, prefix, error))?;
             keys.extend(
                 page.contents()
                     .iter()

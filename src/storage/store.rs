@@ -7,7 +7,7 @@
 //! engine. The shape leaves room for a networked one: nothing here is synchronous, and every
 //! commit can be refused as a whole.
 
-use crate::job::{BatchId, JobId, JobState, Lease, SpecBytes};
+use crate::job::{BatchId, JobId, JobState, Lease, LedgerId, SpecBytes};
 use crate::status::{AttemptRecord, JobInfo};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -161,6 +161,9 @@ pub struct AttemptRow {
 /// What the ledger finds in its store when it opens.
 #[derive(Debug, Default)]
 pub struct Replay {
+    /// The ledger's own id, drawn when it was created: outputs go under a directory named for
+    /// it.
+    pub ledger: LedgerId,
     /// This run's epoch: one more than the last run's on this ledger, so runs are told apart
     /// in logs and stores.
     pub epoch: u64,

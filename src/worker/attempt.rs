@@ -70,6 +70,7 @@ pub async fn run_for_outputs(
         output_tail: ended.output_tail,
         error: ended.error,
         outputs: ended.outputs,
+        permanent: ended.permanent,
     };
     (result, outputs)
 }
@@ -131,7 +132,8 @@ async fn run_spec(
     };
     let mut ended = match fetched {
         Err(interrupt) => Ended::interrupted(interrupt, spec.timeout_s, String::new()),
-        Ok(Err(error)) => Ended::failed(error),
+        Ok(Err(error)) if error.missing => Ended::failed_for_good(error.message),
+        Ok(Err(error)) => Ended::failed(error.message),
         Ok(Ok(())) => match &spec.task {
             Task::Exec { cmd, env } => {
                 run_exec(
@@ -168,6 +170,7 @@ async fn run_spec(
             stores,
             outputs,
             &scratch,
+            assignment.ledger,
             assignment.job,
             assignment.lease,
         ));
@@ -201,6 +204,8 @@ struct Ended {
     output_tail: String,
     error: Option<String>,
     outputs: Vec<OutputObject>,
+    /// Another attempt would fail the same way (see [`AttemptResult::permanent`]).
+    permanent: bool,
 }
 
 impl Ended {
@@ -211,6 +216,15 @@ impl Ended {
             output_tail: String::new(),
             error: Some(error),
             outputs: Vec::new(),
+            permanent: false,
+        }
+    }
+
+    /// A failure no other attempt would escape: the job is not retried.
+    fn failed_for_good(error: String) -> Ended {
+        Ended {
+            permanent: true,
+            ..Ended::failed(error)
         }
     }
 
@@ -225,6 +239,7 @@ impl Ended {
                     timeout_s.unwrap_or(0)
                 )),
                 outputs: Vec::new(),
+                permanent: false,
             },
             Interrupt::Killed => Ended {
                 outcome: Outcome::Killed,
@@ -232,6 +247,7 @@ impl Ended {
                 output_tail,
                 error: Some("killed: the job was cancelled".into()),
                 outputs: Vec::new(),
+                permanent: false,
             },
         }
     }
@@ -281,6 +297,9 @@ async fn run_exec(
         });
     }
     let ended = match command.spawn() {
+        Err(error) if will_not_start(&error) => {
+            Ended::failed_for_good(format!("cannot start {program:?}: {error}"))
+        }
         Err(error) => Ended::failed(format!("cannot start {program:?}: {error}")),
         Ok(mut child) => {
             let group = child.id();
@@ -319,6 +338,7 @@ async fn run_exec(
                         output_tail,
                         error: None,
                         outputs: Vec::new(),
+                        permanent: false,
                     },
                     Some(code) => Ended {
                         outcome: Outcome::Failed,
@@ -326,6 +346,7 @@ async fn run_exec(
                         output_tail,
                         error: Some(format!("exited with code {code}")),
                         outputs: Vec::new(),
+                        permanent: false,
                     },
                     None => Ended {
                         outcome: Outcome::Failed,
@@ -333,6 +354,7 @@ async fn run_exec(
                         output_tail,
                         error: Some(describe_signal(&status)),
                         outputs: Vec::new(),
+                        permanent: false,
                     },
                 },
                 Ok(Err(error)) => {
@@ -343,6 +365,24 @@ async fn run_exec(
         }
     };
     ended
+}
+
+/// True when a command failed to start for a reason another attempt would meet again: the
+/// program does not exist, may not be run, is no program, or its arguments are too long. Not
+/// for a shortage (memory, processes, open files) or a busy file, which pass.
+fn will_not_start(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(
+            libc::ENOENT
+                | libc::EACCES
+                | libc::ENOEXEC
+                | libc::ENOTDIR
+                | libc::ELOOP
+                | libc::ENAMETOOLONG
+                | libc::E2BIG
+        )
+    )
 }
 
 fn describe_signal(status: &std::process::ExitStatus) -> String {
@@ -432,6 +472,7 @@ async fn run_call(
                 output_tail: String::from_utf8_lossy(&output[output.len().saturating_sub(TAIL_BYTES)..]).into_owned(),
                 error: None,
                 outputs: Vec::new(),
+                permanent: false,
             },
             Err(error) => Ended::failed(error),
         },
@@ -451,6 +492,7 @@ mod tests {
             batch: 7,
             attempt: 2,
             spec: SpecBytes::encode(&spec),
+            ledger: crate::job::LedgerId(1),
         }
     }
 
@@ -473,6 +515,7 @@ mod tests {
         .await;
         assert_eq!(result.outcome, Outcome::Failed);
         assert_eq!(result.exit_code, Some(3));
+        assert!(!result.permanent, "a failing exit may pass next time");
         assert!(
             result.output_tail.starts_with("42 7 2\n"),
             "{}",
@@ -554,6 +597,20 @@ mod tests {
         .await;
         assert_eq!(missing.outcome, Outcome::Failed);
         assert!(missing.error.unwrap().contains("cannot start"));
+        assert!(missing.permanent, "no attempt would find it");
+        // A file that may not be run fails for good too.
+        let not_executable = scratch.path().join("data.txt");
+        std::fs::write(&not_executable, "not a program").unwrap();
+        let (_kill, never) = oneshot::channel();
+        let refused = run(
+            assignment(JobSpec::exec([not_executable.display().to_string()])),
+            scratch.path().to_path_buf(),
+            Handlers::stock(),
+            Stores::default(),
+            never,
+        )
+        .await;
+        assert!(refused.permanent, "{:?}", refused.error);
         let (_kill, never) = oneshot::channel();
         let unknown = run(
             assignment(JobSpec::call("frobnicate", Vec::new())),
@@ -567,6 +624,8 @@ mod tests {
             unknown.error.as_deref(),
             Some("no handler named \"frobnicate\" on this worker")
         );
+        // Another worker may have it.
+        assert!(!unknown.permanent);
     }
 
     #[tokio::test]

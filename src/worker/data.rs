@@ -2,24 +2,27 @@
 //! after it succeeds.
 //!
 //! Outputs are exactly-once by construction: every attempt publishes under a prefix of its own,
-//! `<to>/<job id>/attempt-<digest of its lease>/`, so two attempts never touch each other's
-//! objects. Once the coordinator has recorded an attempt's result, the worker writes
-//! `<to>/<job id>/_manifest.json` naming that attempt's objects: the manifest is the stable place to find a job's outputs, and
-//! any attempt prefix it does not name is a leftover of a losing attempt.
+//! `<to>ledger-<ledger id>/<job id>/attempt-<digest of its lease>/`, so two attempts never touch
+//! each other's objects, and two ledgers (whose job ids both start at 1) never share a job's
+//! directory. Once the coordinator has recorded an attempt's result, the worker writes
+//! `<to>ledger-<ledger id>/<job id>/_manifest.json` naming that attempt's objects: the manifest
+//! is the stable place to find a job's outputs, and any attempt prefix it does not name is a
+//! leftover of a losing attempt.
 
 use crate::job::{
-    attempt_name, check_relative, lies_under, object_size, with_slash, Input, JobId, Lease,
-    Location, OutputObject, Outputs, MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS,
+    attempt_name, attempt_prefix, check_relative, job_prefix, lies_under, object_size,
+    unscoped_job_prefix, Input, JobId, Lease, LedgerId, Location, ManifestOrder, OutputObject,
+    Outputs, MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS,
 };
-use crate::storage::describe_io;
 use crate::storage::s3::{S3Settings, S3};
 use crate::storage::uploads::UploadJournal;
+use crate::storage::{describe_io, FetchError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The manifest's file name under `<to>/<job id>/`.
+/// The manifest's file name under the job's prefix ([`job_prefix`]).
 pub const MANIFEST: &str = "_manifest.json";
 
 /// The object stores a worker reaches; S3 is connected on first use.
@@ -98,8 +101,13 @@ impl Stores {
     }
 }
 
-/// Brings every input into the scratch directory.
-pub async fn fetch_inputs(stores: &Stores, inputs: &[Input], scratch: &Path) -> Result<(), String> {
+/// Brings every input into the scratch directory. An input that does not exist (no such file,
+/// key or bucket) is told from other failures: no second attempt would find it.
+pub async fn fetch_inputs(
+    stores: &Stores,
+    inputs: &[Input],
+    scratch: &Path,
+) -> Result<(), FetchError> {
     for input in inputs {
         let target = scratch.join(&input.to);
         let whole_prefix = input.from.ends_with('/');
@@ -110,19 +118,29 @@ pub async fn fetch_inputs(stores: &Stores, inputs: &[Input], scratch: &Path) -> 
                 } else {
                     copy_file(&source, &target, Copy::Scratch).await.map(|_| ())
                 };
-                copied.map_err(|error| {
-                    format!("cannot fetch input {}: {}", input.from, describe_io(&error))
-                })?;
+                if let Err(error) = copied {
+                    // The source itself is not there (rather than, say, the scratch disk full).
+                    let missing = error.kind() == std::io::ErrorKind::NotFound
+                        && matches!(tokio::fs::try_exists(&source).await, Ok(false));
+                    return Err(FetchError {
+                        message: format!(
+                            "cannot fetch input {}: {}",
+                            input.from,
+                            describe_io(&error)
+                        ),
+                        missing,
+                    });
+                }
             }
             Location::S3 { bucket, key } => {
                 let s3 = stores.s3().await;
+                let in_words = |error: FetchError| FetchError {
+                    message: format!("cannot fetch input {error}"),
+                    missing: error.missing,
+                };
                 let objects = if whole_prefix || key.is_empty() {
                     let mut objects = Vec::new();
-                    for found in s3
-                        .list(&bucket, &key)
-                        .await
-                        .map_err(|error| format!("cannot fetch input {error}"))?
-                    {
+                    for found in s3.list(&bucket, &key).await.map_err(in_words)? {
                         let Some(relative) = found.strip_prefix(key.as_str()).map(str::to_string)
                         else {
                             continue;
@@ -145,9 +163,7 @@ pub async fn fetch_inputs(stores: &Stores, inputs: &[Input], scratch: &Path) -> 
                             format!("cannot fetch input: {}", describe_io(&error))
                         })?;
                     }
-                    s3.download(&bucket, &key, &path)
-                        .await
-                        .map_err(|error| format!("cannot fetch input {error}"))?;
+                    s3.download(&bucket, &key, &path).await.map_err(in_words)?;
                 }
             }
         }
@@ -160,6 +176,7 @@ pub async fn publish_outputs(
     stores: &Stores,
     outputs: &Outputs,
     scratch: &Path,
+    ledger: LedgerId,
     job: JobId,
     lease: Lease,
 ) -> Result<Vec<OutputObject>, String> {
@@ -171,13 +188,13 @@ pub async fn publish_outputs(
             describe_io(&error)
         )
     })?;
-    check_manifest_size(outputs, &files, job, lease)?;
+    let prefix = attempt_prefix(&outputs.to, ledger, job, lease)?;
+    check_manifest_size(outputs, &files, &prefix)?;
     let mut published = Vec::with_capacity(files.len());
-    match Location::parse(&outputs.to)? {
-        Location::File(root) => {
-            let prefix = root.join(job.to_string()).join(attempt_name(lease));
+    match Location::parse(&prefix)? {
+        Location::File(directory) => {
             for relative in files {
-                let target = prefix.join(&relative);
+                let target = directory.join(&relative);
                 let (size, etag) = copy_file(&source.join(&relative), &target, Copy::Published)
                     .await
                     .map_err(|error| {
@@ -196,9 +213,8 @@ pub async fn publish_outputs(
         }
         Location::S3 { bucket, key } => {
             let s3 = stores.s3().await;
-            let prefix = format!("{}{job}/{}/", with_slash(&key), attempt_name(lease));
             for relative in files {
-                let object_key = format!("{prefix}{}", relative.to_string_lossy());
+                let object_key = format!("{key}{}", relative.to_string_lossy());
                 let (size, etag) = s3
                     .upload(&source.join(&relative), &bucket, &object_key)
                     .await
@@ -216,14 +232,9 @@ pub async fn publish_outputs(
 
 /// Refuses, before anything is uploaded, outputs whose manifest would not fit the limits: one
 /// result must always fit a frame, or the worker holding it could never report it.
-fn check_manifest_size(
-    outputs: &Outputs,
-    files: &[PathBuf],
-    job: JobId,
-    lease: Lease,
-) -> Result<(), String> {
-    // Every object's URL starts with the attempt's prefix: `<to><job>/<attempt_name>/`.
-    let prefix = outputs.to.len() + job.to_string().len() + attempt_name(lease).len() + 2;
+fn check_manifest_size(outputs: &Outputs, files: &[PathBuf], prefix: &str) -> Result<(), String> {
+    // Every object's URL starts with the attempt's prefix.
+    let prefix = prefix.len();
     // An entity tag is at most a SHA-256 in hex, or a multipart ETag: 80 bytes covers both.
     let bytes: usize = files
         .iter()
@@ -243,42 +254,43 @@ fn check_manifest_size(
     Ok(())
 }
 
-/// Writes the manifest of the recorded attempt; safe to repeat.
-pub async fn publish_manifest(
-    stores: &Stores,
-    outputs: &Outputs,
-    job: JobId,
-    lease: Lease,
-    objects: &[OutputObject],
-) -> Result<(), String> {
-    let manifest_url = match Location::parse(&outputs.to)? {
-        Location::File(root) => format!(
-            "file://{}",
-            root.join(job.to_string()).join(MANIFEST).display()
-        ),
-        Location::S3 { bucket, key } => {
-            format!("s3://{bucket}/{}{job}/{MANIFEST}", with_slash(&key))
-        }
-    };
-    let mut attempt_prefix = crate::job::attempt_prefix(&outputs.to, job, lease)?;
-    // An attempt recorded by a drover that named attempt directories by the lease itself (a
-    // manifest repaired after an upgrade): its objects say where they are.
-    if let Some(object) = objects.first() {
-        if !lies_under(&object.url, &attempt_prefix) {
-            let legacy =
-                attempt_prefix.replace(&attempt_name(lease), &format!("attempt-{lease:016x}"));
-            if objects
+/// Writes the manifest of the recorded attempt, `_manifest.json` under its job's prefix; safe
+/// to repeat.
+///
+/// An attempt recorded by a drover from before ledgers had ids published under `<to><job>/`
+/// (and before that, in a directory named by its lease itself): a manifest asked for such an
+/// attempt (one not confirmed before the upgrade) goes where its objects are, beside them.
+pub async fn publish_manifest(stores: &Stores, order: &ManifestOrder) -> Result<(), String> {
+    let (job, lease, to) = (order.job, order.lease, &order.outputs.to);
+    let scoped = job_prefix(to, order.ledger, job)?;
+    let unscoped = unscoped_job_prefix(to, job)?;
+    let layouts = [
+        (scoped.clone(), attempt_name(lease)),
+        (unscoped.clone(), attempt_name(lease)),
+        (unscoped, format!("attempt-{lease:016x}")),
+    ];
+    let (job_prefix, attempt_prefix) = layouts
+        .into_iter()
+        .map(|(job_prefix, attempt)| {
+            let attempt_prefix = format!("{job_prefix}{attempt}/");
+            (job_prefix, attempt_prefix)
+        })
+        .find(|(_, attempt_prefix)| {
+            order
+                .objects
                 .iter()
-                .all(|object| lies_under(&object.url, &legacy))
-            {
-                attempt_prefix = legacy;
-            }
-        }
-    }
+                .all(|object| lies_under(&object.url, attempt_prefix))
+        })
+        .unwrap_or_else(|| {
+            let attempt_prefix = format!("{scoped}{}/", attempt_name(lease));
+            (scoped, attempt_prefix)
+        });
+    let manifest_url = format!("{job_prefix}{MANIFEST}");
     let manifest = serde_json::json!({
+        "ledger": order.ledger.to_string(),
         "job": job,
         "attempt_prefix": attempt_prefix,
-        "objects": objects,
+        "objects": order.objects,
     });
     let text = serde_json::to_vec_pretty(&manifest).map_err(|error| error.to_string())?;
     match Location::parse(&manifest_url)? {
@@ -462,7 +474,8 @@ mod tests {
             from: "out".into(),
             to: format!("file://{}", world.path().join("results").display()),
         };
-        let objects = publish_outputs(&Stores::default(), &outputs, &scratch, 7, 0xab)
+        let ledger = LedgerId(0x5f0c);
+        let objects = publish_outputs(&Stores::default(), &outputs, &scratch, ledger, 7, 0xab)
             .await
             .unwrap();
         assert_eq!(objects.len(), 1);
@@ -472,52 +485,66 @@ mod tests {
             objects[0].etag,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        let published = world
-            .path()
-            .join("results/7")
-            .join(attempt_name(0xab))
-            .join("sub/result.txt");
+        let job_dir = world.path().join("results/ledger-0000000000005f0c/7");
+        let published = job_dir.join(attempt_name(0xab)).join("sub/result.txt");
         assert_eq!(objects[0].url, format!("file://{}", published.display()));
         assert_eq!(std::fs::read_to_string(&published).unwrap(), "abc");
 
-        publish_manifest(&Stores::default(), &outputs, 7, 0xab, &objects)
-            .await
-            .unwrap();
-        let manifest: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(world.path().join("results/7/_manifest.json")).unwrap(),
-        )
-        .unwrap();
+        let order = ManifestOrder {
+            job: 7,
+            lease: 0xab,
+            outputs,
+            objects: objects.clone(),
+            ledger,
+        };
+        publish_manifest(&Stores::default(), &order).await.unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(job_dir.join(MANIFEST)).unwrap()).unwrap();
         assert_eq!(manifest["objects"][0]["etag"], objects[0].etag);
+        assert_eq!(manifest["ledger"], "0000000000005f0c");
         assert!(manifest["attempt_prefix"]
             .as_str()
             .unwrap()
-            .ends_with(&format!("/7/{}/", attempt_name(0xab))));
+            .ends_with(&format!(
+                "/ledger-0000000000005f0c/7/{}/",
+                attempt_name(0xab)
+            )));
     }
 
+    /// A manifest asked for an attempt recorded before ledgers had ids (or before attempt
+    /// directories were digests): written beside its objects, where that release's readers
+    /// look.
     #[tokio::test]
-    async fn a_manifest_repaired_for_an_attempt_named_by_its_lease_points_at_its_objects() {
+    async fn a_manifest_of_an_attempt_from_an_older_layout_goes_beside_its_objects() {
         let world = tempfile::tempdir().unwrap();
-        let outputs = Outputs {
-            from: "out".into(),
-            to: format!("file://{}/results/", world.path().display()),
-        };
-        let legacy = format!(
-            "file://{}/results/7/attempt-00000000000000ab/",
-            world.path().display()
-        );
-        let objects = vec![OutputObject {
-            url: format!("{legacy}r.txt"),
-            size: 1,
-            etag: "e".into(),
-        }];
-        publish_manifest(&Stores::default(), &outputs, 7, 0xab, &objects)
-            .await
+        let results = format!("file://{}/results/", world.path().display());
+        for attempt in [attempt_name(0xab), "attempt-00000000000000ab".to_string()] {
+            let prefix = format!("{results}7/{attempt}/");
+            let order = ManifestOrder {
+                job: 7,
+                lease: 0xab,
+                outputs: Outputs {
+                    from: "out".into(),
+                    to: results.clone(),
+                },
+                objects: vec![OutputObject {
+                    url: format!("{prefix}r.txt"),
+                    size: 1,
+                    etag: "e".into(),
+                }],
+                ledger: LedgerId(1),
+            };
+            publish_manifest(&Stores::default(), &order).await.unwrap();
+            let manifest: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(world.path().join("results/7").join(MANIFEST)).unwrap(),
+            )
             .unwrap();
-        let manifest: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(world.path().join("results/7/_manifest.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(manifest["attempt_prefix"], legacy.as_str());
+            assert_eq!(manifest["attempt_prefix"], prefix.as_str());
+            assert!(!world
+                .path()
+                .join("results/ledger-0000000000000001")
+                .exists());
+        }
     }
 
     #[tokio::test]
@@ -531,8 +558,24 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            error.starts_with("cannot fetch input file:///nonexistent/drover-input: "),
+            error
+                .message
+                .starts_with("cannot fetch input file:///nonexistent/drover-input: "),
             "{error}"
         );
+        assert!(error.missing, "no attempt would find it");
+
+        // Present, but the scratch directory cannot take it: another attempt may pass.
+        let source = world.path().join("there");
+        std::fs::write(&source, "x").unwrap();
+        let inputs = vec![Input {
+            from: format!("file://{}", source.display()),
+            to: "below-a-file/x".into(),
+        }];
+        std::fs::write(world.path().join("scratch"), "a file, not a directory").unwrap();
+        let error = fetch_inputs(&Stores::default(), &inputs, &world.path().join("scratch"))
+            .await
+            .unwrap_err();
+        assert!(!error.missing, "{error}");
     }
 }

@@ -15,7 +15,7 @@ pub use handlers::{CallContext, Handlers};
 use crate::storage::s3::S3Settings;
 use data::Stores;
 
-use crate::job::{AttemptResult, Lease, Outputs};
+use crate::job::{AttemptResult, Lease, LedgerId, Outputs};
 use crate::net::auth::Secret;
 use crate::net::connect::{self, ConnectError, Connection};
 use crate::net::protocol::{
@@ -98,8 +98,8 @@ struct Outgoing {
     sent_at: Option<Instant>,
 }
 
-/// An ended attempt, with where its job's outputs go.
-type Finished = (AttemptResult, Option<Outputs>);
+/// An ended attempt, with where its job's outputs go (and in which ledger).
+type Finished = (AttemptResult, Option<(Outputs, LedgerId)>);
 
 /// The worker's state across connections.
 struct Worker {
@@ -107,7 +107,7 @@ struct Worker {
     running: HashMap<Lease, RunningAttempt>,
     outbox: BTreeMap<Lease, Outgoing>,
     /// Where each attempt's outputs go, for the manifest once its result is recorded.
-    outputs_of: HashMap<Lease, Outputs>,
+    outputs_of: HashMap<Lease, (Outputs, LedgerId)>,
     /// Confirmations of written manifests, for the coordinator.
     written_tx: mpsc::UnboundedSender<Lease>,
     written_rx: mpsc::UnboundedReceiver<Lease>,
@@ -298,7 +298,7 @@ impl Worker {
         Ok(connection)
     }
 
-    fn finished(&mut self, mut result: AttemptResult, outputs: Option<Outputs>) {
+    fn finished(&mut self, mut result: AttemptResult, outputs: Option<(Outputs, LedgerId)>) {
         // Sent as the coordinator keeps it: the end of the output, the start of the error.
         result.bound();
         if let (Some(outputs), false) = (outputs, result.outputs.is_empty()) {
@@ -318,7 +318,7 @@ impl Worker {
     fn recorded(&mut self, lease: Lease) {
         let outgoing = self.outbox.remove(&lease);
         let outputs = self.outputs_of.remove(&lease);
-        let (Some(outgoing), Some(outputs)) = (outgoing, outputs) else {
+        let (Some(outgoing), Some((outputs, ledger))) = (outgoing, outputs) else {
             return;
         };
         if outgoing.result.outputs.is_empty() {
@@ -329,6 +329,7 @@ impl Worker {
             lease,
             outputs,
             objects: outgoing.result.outputs,
+            ledger,
         });
     }
 
@@ -339,15 +340,7 @@ impl Worker {
         let stores = self.stores.clone();
         let written = self.written_tx.clone();
         self.publishing.spawn(async move {
-            match data::publish_manifest(
-                &stores,
-                &order.outputs,
-                order.job,
-                order.lease,
-                &order.objects,
-            )
-            .await
-            {
+            match data::publish_manifest(&stores, &order).await {
                 Ok(()) => {
                     let _ = written.send(order.lease);
                 }
@@ -377,13 +370,17 @@ impl Worker {
         let handlers = self.config.handlers.clone();
         let stores = self.stores.clone();
         let (lease, job, number) = (assignment.lease, assignment.job, assignment.attempt);
+        let ledger = assignment.ledger;
         tokio::spawn(async move {
             let started_at_ms = crate::job::now_ms();
             // A handler that panics must still end its attempt, or its job would run forever.
             let attempt = tokio::spawn(attempt::run_for_outputs(
                 assignment, scratch, handlers, stores, killed,
             ));
-            let done = attempt.await.unwrap_or_else(|failure| {
+            let done = attempt
+                .await
+                .map(|(result, outputs)| (result, outputs.map(|outputs| (outputs, ledger))));
+            let done = done.unwrap_or_else(|failure| {
                 let result = AttemptResult {
                     lease,
                     job,
@@ -395,6 +392,7 @@ impl Worker {
                     output_tail: String::new(),
                     error: Some(format!("the job's handler panicked: {failure}")),
                     outputs: Vec::new(),
+                    permanent: false,
                 };
                 (result, None)
             });
@@ -561,6 +559,7 @@ mod tests {
                     etag: "e".repeat(64),
                 })
                 .collect(),
+            permanent: false,
         }
     }
 

@@ -314,6 +314,13 @@ impl Cluster {
             .ok()
     }
 
+    /// Where this coordinator's jobs publish under the outputs prefix `root`: its ledger's own
+    /// directory, `root/ledger-<id>`, as `drover status` names it.
+    pub async fn outputs_dir(&self, root: &Path) -> PathBuf {
+        let status = self.client().await.status().await.expect("status");
+        root.join(format!("ledger-{}", status.stats.ledger))
+    }
+
     pub async fn client_with(&self, token: &str) -> Client {
         Client::connect(&self.address, Secret::from_text(token).as_ref())
             .await

@@ -13,8 +13,8 @@ use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
 use crate::actors::session::ToWorker;
 use crate::job::{
-    now_ms, Assignment, AttemptResult, CarriedAttempt, JobId, Lease, ManifestOrder, Outcome,
-    WorkerId,
+    now_ms, Assignment, AttemptResult, CarriedAttempt, JobId, Lease, LedgerId, ManifestOrder,
+    Outcome, WorkerId,
 };
 use crate::status::CurrentJob;
 use actix::prelude::*;
@@ -60,6 +60,8 @@ pub struct Scheduler {
     ledger: Addr<Ledger>,
     registry: Addr<Registry>,
     directory: WorkerDirectory,
+    /// The ledger's id, which every assignment carries: outputs go under its directory.
+    ledger_id: LedgerId,
     leases: rand::rngs::StdRng,
     pending: PendingQueue,
     /// Ordered so assignment visits workers in a stable order.
@@ -72,12 +74,19 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler that reaches workers through `directory`.
-    pub fn new(ledger: Addr<Ledger>, registry: Addr<Registry>, directory: WorkerDirectory) -> Self {
+    /// A scheduler that reaches workers through `directory`, for the jobs of the ledger
+    /// `ledger_id`.
+    pub fn new(
+        ledger: Addr<Ledger>,
+        registry: Addr<Registry>,
+        directory: WorkerDirectory,
+        ledger_id: LedgerId,
+    ) -> Self {
         Scheduler {
             ledger,
             registry,
             directory,
+            ledger_id,
             leases: rand::SeedableRng::from_entropy(),
             pending: PendingQueue::default(),
             workers: BTreeMap::new(),
@@ -133,6 +142,7 @@ impl Scheduler {
                     batch: job.batch,
                     attempt: job.attempt,
                     spec: job.spec,
+                    ledger: self.ledger_id,
                 };
                 assigned
                     .entry(*worker)

@@ -1,5 +1,6 @@
 //! Reading the ledger back at startup, and starting a new epoch.
 
+use crate::job::LedgerId;
 use crate::storage::spec_format;
 use crate::storage::store::{Replay, ReplayedBatch, ReplayedJob, StoreError, Unpublished};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -19,6 +20,20 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         params![epoch as i64],
     )?;
+    // Drawn by the schema's migration to version 3, for new ledgers and old ones alike.
+    let ledger = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'ledger_id'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .optional()?
+        .map(|id| LedgerId(id as u64))
+        .ok_or_else(|| {
+            StoreError::Database(std::sync::Arc::new(std::io::Error::other(
+                "the ledger has no id (meta 'ledger_id'): it is damaged",
+            )))
+        })?;
 
     let mut batches = Vec::new();
     {
@@ -110,6 +125,7 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
     }
     tx.commit()?;
     Ok(Replay {
+        ledger,
         epoch,
         batches,
         unfinished,

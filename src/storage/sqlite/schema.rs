@@ -10,11 +10,11 @@ use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
 /// The version this drover writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Each migration takes a ledger from the version before it to its own. Never edit one that has
 /// been released: ledgers in the field went through it as it was. Add the next instead.
-const MIGRATIONS: [(i64, &str); 2] = [
+const MIGRATIONS: [(i64, &str); 3] = [
     // 1: the tables as the first releases wrote them (CREATE ... IF NOT EXISTS, so a ledger of
     // that time, which has them but no version, passes through unchanged).
     (
@@ -67,6 +67,14 @@ const MIGRATIONS: [(i64, &str); 2] = [
         "ALTER TABLE jobs ADD COLUMN spec_format INTEGER NOT NULL DEFAULT 1;
          ALTER TABLE jobs ADD COLUMN started_lease INTEGER;
          ALTER TABLE jobs ADD COLUMN started_worker TEXT;",
+    ),
+    // 3: the ledger has an id of its own, drawn at random (SQLite's random() reads the system's
+    // entropy): outputs go under a directory named for it, so two ledgers whose job ids both
+    // start at 1 never share a job's directory or manifest. A ledger made before gets its id
+    // here; the manifests of jobs it recorded already stay where its objects are.
+    (
+        3,
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('ledger_id', random());",
     ),
 ];
 
@@ -263,6 +271,22 @@ mod tests {
             inspect(&conn, Path::new("new")).unwrap(),
             Found::Ledger(SCHEMA_VERSION)
         );
+        let mut other = Connection::open_in_memory().unwrap();
+        prepare(&mut other, Path::new("other")).unwrap();
+        assert_ne!(
+            ledger_id(&conn),
+            ledger_id(&other),
+            "each ledger draws its own id"
+        );
+    }
+
+    fn ledger_id(conn: &Connection) -> i64 {
+        conn.query_row(
+            "SELECT value FROM meta WHERE key = 'ledger_id'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -282,6 +306,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(format, 1, "specs written before formats are format 1");
+        // An id, drawn once: opening it again keeps it.
+        let id = ledger_id(&conn);
+        prepare(&mut conn, Path::new("old")).unwrap();
+        assert_eq!(ledger_id(&conn), id);
     }
 
     #[test]

@@ -334,6 +334,7 @@ impl Book {
                 margin.as_secs()
             )),
             outputs: Vec::new(),
+            permanent: false,
         };
         // Judged as the worker's own report would be; the worker is no one to answer.
         let coordinator = WorkerRef {

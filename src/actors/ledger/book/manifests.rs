@@ -1,7 +1,7 @@
 //! Manifests the book waits to hear are written: a recorded attempt's worker writes its job's
 //! manifest; one not confirmed in time is asked of another worker. Writing one twice is harmless.
 
-use crate::job::{object_size, JobId, Lease, ManifestOrder, MAX_MANIFEST_BYTES};
+use crate::job::{object_size, JobId, Lease, LedgerId, ManifestOrder, MAX_MANIFEST_BYTES};
 use crate::storage::store::Unpublished;
 use std::collections::HashMap;
 
@@ -37,8 +37,8 @@ struct Waiting {
 }
 
 impl Manifests {
-    /// Those found on disk unconfirmed at startup: due at once.
-    pub(crate) fn replayed(found: Vec<Unpublished>) -> Manifests {
+    /// Those found on disk unconfirmed at startup, in `ledger`: due at once.
+    pub(crate) fn replayed(found: Vec<Unpublished>, ledger: LedgerId) -> Manifests {
         let waiting = found
             .into_iter()
             .filter_map(|found| {
@@ -49,6 +49,7 @@ impl Manifests {
                     lease: found.lease,
                     outputs,
                     objects,
+                    ledger,
                 };
                 Some((
                     found.lease,

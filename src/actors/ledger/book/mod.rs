@@ -35,7 +35,7 @@ pub use submit::MAX_SPEC_BYTES;
 use crate::actors::ledger::error::LedgerError;
 use crate::actors::ledger::stats::LedgerStats;
 use crate::actors::queue::PendingJob;
-use crate::job::{AttemptResult, BatchId, JobId, JobState, Lease, SpecBytes, WorkerId};
+use crate::job::{AttemptResult, BatchId, JobId, JobState, Lease, LedgerId, SpecBytes, WorkerId};
 use crate::metrics::Metrics;
 use crate::storage::store::{Change, Replay, StoreError, WorkOrder};
 use manifests::Manifests;
@@ -223,6 +223,8 @@ impl LiveJob {
 /// The Ledger's state and rules.
 pub(crate) struct Book {
     limits: Limits,
+    /// The ledger's id: its jobs' outputs go under its directory.
+    ledger: LedgerId,
     jobs: HashMap<JobId, LiveJob>,
     batches: BTreeMap<BatchId, BatchCounts>,
     next_job: JobId,
@@ -311,6 +313,7 @@ impl Book {
         let next_batch = batches.keys().next_back().map_or(1, |last| last + 1);
         Book {
             limits,
+            ledger: replay.ledger,
             jobs,
             batches,
             next_job: replay.next_job,
@@ -320,7 +323,7 @@ impl Book {
             reserved_bytes: 0,
             held_back: HashSet::new(),
             retrying: HashSet::new(),
-            manifests: Manifests::replayed(replay.unpublished),
+            manifests: Manifests::replayed(replay.unpublished, replay.ledger),
             lost_on,
             stale: HashMap::new(),
             started_before,

@@ -1,5 +1,7 @@
 //! Judging results: the first success of a job is recorded, later ones are duplicates; a
-//! failure of the current attempt is retried with backoff until `max_attempts`, then recorded.
+//! failure of the current attempt is retried with backoff until `max_attempts`, then recorded;
+//! a failure the worker says another attempt would repeat (a command that cannot start, an
+//! input that does not exist) is recorded at once.
 
 use super::{
     backoff, work_order, Book, Commit, Effects, Lookup, Notice, Pending, Phase, RunningAttempt,
@@ -139,6 +141,7 @@ impl Book {
                                 lease: result.lease,
                                 outputs,
                                 objects: result.outputs.clone(),
+                                ledger: self.ledger,
                             });
                         }
                     }
@@ -177,14 +180,22 @@ impl Book {
                     acked.push(result.lease);
                     let batch = job.batch;
                     let max_attempts = job.max_attempts();
-                    if job.failures >= max_attempts {
+                    let reason = result.error.as_deref().unwrap_or(result.outcome.as_str());
+                    // Only a failure to run at all can be permanent: a timeout or a kill is not.
+                    let for_good = result.permanent && result.outcome == Outcome::Failed;
+                    if for_good || job.failures >= max_attempts {
                         job.begin_finishing();
-                        let error = format!(
-                            "failed {} of {} attempts; last: {}",
-                            job.failures,
-                            max_attempts,
-                            result.error.as_deref().unwrap_or(result.outcome.as_str())
-                        );
+                        let error = if for_good && job.failures < max_attempts {
+                            format!(
+                                "{reason}; not retried: it would fail the same way on every \
+                                 attempt"
+                            )
+                        } else {
+                            format!(
+                                "failed {} of {} attempts; last: {reason}",
+                                job.failures, max_attempts
+                            )
+                        };
                         changes.push(work_order(
                             result.job,
                             job,
@@ -257,9 +268,9 @@ impl Book {
             .get(&result.job)
             .and_then(|job| job.spec.decode().ok())
             .and_then(|spec| spec.outputs);
-        let prefix = outputs
-            .as_ref()
-            .and_then(|outputs| attempt_prefix(&outputs.to, result.job, result.lease).ok());
+        let prefix = outputs.as_ref().and_then(|outputs| {
+            attempt_prefix(&outputs.to, self.ledger, result.job, result.lease).ok()
+        });
         let stray = match &prefix {
             Some(prefix) => result
                 .outputs

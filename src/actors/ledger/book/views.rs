@@ -145,6 +145,7 @@ impl Book {
                 .collect(),
             batches: self.batches.len() as u64,
             started_at_ms: self.stats.started_at_ms(),
+            ledger: self.ledger.to_string(),
         }
     }
 

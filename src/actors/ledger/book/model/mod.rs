@@ -15,7 +15,9 @@
 //!   grace, is not on record);
 //! - every attempt written of (started, ended, recorded) was given to that job and to the
 //!   worker named, whatever workers lie about attempts they were not given;
-//! - each batch's counts equal its jobs' states.
+//! - each batch's counts equal its jobs' states;
+//! - a job whose current attempt failed in a way its worker says no attempt would escape is
+//!   recorded failed at once, with no backoff and no other attempt.
 //!
 //! After the random steps every fault heals and the run is driven to the end: every job must
 //! then be finished, none stranded.
@@ -277,7 +279,35 @@ impl World {
             }
             ToLedger::Results(worker, results) => {
                 heard.extend(results.iter().map(|r| (r.lease, r.job, r.attempt)));
-                self.book.results(&worker, &results, self.now)
+                // Permanent failures of the attempts their jobs are on, from their own workers.
+                let for_good: Vec<JobId> = results
+                    .iter()
+                    .filter(|r| r.permanent && r.outcome == Outcome::Failed)
+                    .filter(|r| {
+                        self.book.jobs.get(&r.job).is_some_and(|job| {
+                            job.runs(r.lease)
+                                && job
+                                    .running
+                                    .as_ref()
+                                    .is_some_and(|running| running.worker == worker.name)
+                        })
+                    })
+                    .map(|r| r.job)
+                    .collect();
+                let effects = self.book.results(&worker, &results, self.now);
+                for job in for_good {
+                    let phase = self.book.jobs.get(&job).map(|job| job.phase);
+                    assert!(
+                        matches!(phase, Some(Phase::Finishing)),
+                        "job {job} failed in a way no attempt would escape, yet is {phase:?} \
+                         rather than being recorded failed"
+                    );
+                    assert!(
+                        !effects.retry_after.iter().any(|(id, _)| *id == job),
+                        "job {job} failed for good, yet waits to be tried again"
+                    );
+                }
+                effects
             }
             ToLedger::Lost(name, attempts) => {
                 self.book
@@ -312,6 +342,7 @@ impl World {
                 worker,
                 pick,
                 success,
+                permanent,
             } => {
                 let running = &self.processes[worker].running;
                 if running.is_empty() {
@@ -324,6 +355,11 @@ impl World {
                     Outcome::Failed
                 };
                 self.end(worker, lease, outcome);
+                if permanent && !success {
+                    if let Some(result) = self.processes[worker].outbox.get_mut(&lease) {
+                        result.permanent = true;
+                    }
+                }
             }
             Step::Report { worker } => self.report(worker),
             Step::Acknowledge { worker } => self.acknowledge(worker),

@@ -19,11 +19,13 @@ pub(super) enum Step {
     /// The Ledger reads the oldest message the Scheduler sent it (starts, results, losses,
     /// carried attempts).
     LedgerReads,
-    /// A worker's attempt (the `pick`-th it runs) ends.
+    /// A worker's attempt (the `pick`-th it runs) ends: in success, or failing (with
+    /// `permanent`, in a way the worker says no other attempt would escape).
     Finish {
         worker: usize,
         pick: usize,
         success: bool,
+        permanent: bool,
     },
     /// A worker reports (or reports again) every result not yet acknowledged.
     Report { worker: usize },
@@ -84,8 +86,8 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         6 => worker.clone().prop_map(|worker| Step::Assign { worker }),
         8 => Just(Step::SchedulerReads),
         8 => Just(Step::LedgerReads),
-        6 => (worker.clone(), 0..4usize, prop::bool::weighted(0.6))
-            .prop_map(|(worker, pick, success)| Step::Finish { worker, pick, success }),
+        6 => (worker.clone(), 0..4usize, prop::bool::weighted(0.6), prop::bool::weighted(0.3))
+            .prop_map(|(worker, pick, success, permanent)| Step::Finish { worker, pick, success, permanent }),
         5 => worker.clone().prop_map(|worker| Step::Report { worker }),
         4 => worker.clone().prop_map(|worker| Step::Acknowledge { worker }),
         1 => (worker.clone(), 0..8usize).prop_map(|(worker, pick)| Step::Duplicate { worker, pick }),

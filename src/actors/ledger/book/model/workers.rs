@@ -107,6 +107,7 @@ impl World {
             output_tail: String::new(),
             error: None,
             outputs: Vec::new(),
+            permanent: false,
         };
         self.processes[process].outbox.insert(lease, result);
     }

@@ -111,6 +111,70 @@ fn failures_retry_with_doubling_backoff_then_fail_the_job() {
     assert_eq!(counts(&book, 1), (0, 0, 0, 1, 0));
 }
 
+/// The error a job is recorded with, in these effects.
+fn finish_error(effects: &Effects) -> Option<String> {
+    effects
+        .commit
+        .as_ref()?
+        .changes
+        .iter()
+        .find_map(|change| match change {
+            Change::Finish(order) => order.error.clone(),
+            _ => None,
+        })
+}
+
+#[test]
+fn a_failure_no_attempt_would_escape_fails_the_job_at_once_saying_why() {
+    let mut book = book();
+    submitted(&mut book, 2, 3);
+    let w = worker(1);
+    let _ = book.attempts_started(
+        &w,
+        &[started(&book, 1, 100, 1), started(&book, 2, 200, 1)],
+        T0,
+    );
+    let mut cannot_start = result(1, 100, 1, Outcome::Failed);
+    cannot_start.permanent = true;
+    cannot_start.error = Some("cannot start \"nope\": No such file or directory".into());
+    let effects = book.results(&w, &[cannot_start], T0);
+    assert!(effects.retry_after.is_empty(), "no backoff, no retry");
+    assert_eq!(finish_states(&effects), vec![(1, JobState::Failed)]);
+    assert_eq!(
+        finish_error(&effects).as_deref(),
+        Some(
+            "cannot start \"nope\": No such file or directory; not retried: it would fail the \
+             same way on every attempt"
+        )
+    );
+    let after = committed(&mut book, effects);
+    assert_eq!(after.notices, vec![(1, Notice::Acked(vec![100]))]);
+    assert_eq!(counts(&book, 1), (0, 1, 0, 1, 0));
+
+    // Only a failure to run can be one: a timeout said to be permanent is retried all the same.
+    let mut timed_out = result(2, 200, 1, Outcome::TimedOut);
+    timed_out.permanent = true;
+    let effects = book.results(&w, &[timed_out], T0);
+    assert_eq!(effects.retry_after, vec![(2, Duration::from_secs(1))]);
+    assert!(finish_states(&effects).is_empty());
+}
+
+#[test]
+fn a_permanent_failure_of_an_attempt_no_longer_current_changes_nothing() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let (a, b) = (worker(1), worker(2));
+    let _ = book.attempts_started(&a, &[started(&book, 1, 100, 1)], T0);
+    let lost = book.worker_lost(&a.name, &[lost(1, 100)], "silent", T0);
+    let _ = committed(&mut book, lost);
+    let _ = book.attempts_started(&b, &[started(&book, 1, 200, 2)], T0);
+    let mut late = result(1, 100, 1, Outcome::Failed);
+    late.permanent = true;
+    let effects = book.results(&a, &[late], T0);
+    assert!(effects.commit.is_none());
+    assert_eq!(book.phase(1), Some(Phase::Running));
+}
+
 #[test]
 fn a_failure_of_an_attempt_no_longer_current_changes_nothing() {
     let mut book = book();
@@ -326,7 +390,7 @@ fn a_recorded_attempts_manifest_is_asked_again_until_written() {
     success.outputs = vec![OutputObject {
         url: format!(
             "{}x",
-            crate::job::attempt_prefix("file:///tmp/o/", 1, 100).unwrap()
+            crate::job::attempt_prefix("file:///tmp/o/", book.ledger, 1, 100).unwrap()
         ),
         size: 1,
         etag: "e".into(),

@@ -23,6 +23,7 @@ fn limits() -> Limits {
 
 fn book() -> Book {
     let replay = Replay {
+        ledger: crate::job::LedgerId(0x5f0c),
         epoch: 1,
         next_job: 1,
         ..Replay::default()
@@ -80,6 +81,7 @@ fn result(job: JobId, lease: Lease, attempt: u32, outcome: Outcome) -> AttemptRe
         output_tail: String::new(),
         error: (outcome != Outcome::Succeeded).then(|| "exited with code 1".into()),
         outputs: Vec::new(),
+        permanent: false,
     }
 }
 
@@ -109,6 +111,7 @@ type OnRecord<'a> = (JobId, u32, Option<(Lease, &'a str)>);
 /// A book after a restart, holding these unfinished jobs.
 fn restarted(unfinished: &[OnRecord]) -> Book {
     let replay = Replay {
+        ledger: crate::job::LedgerId(0x5f0c),
         epoch: 2,
         batches: vec![ReplayedBatch {
             id: 1,

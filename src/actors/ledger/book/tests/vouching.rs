@@ -99,7 +99,7 @@ fn outputs_named_outside_the_attempts_own_prefix_fail_the_attempt() {
     let _ = committed(&mut book, effects);
     let w = worker(1);
     let _ = book.attempts_started(&w, &[started(&book, 1, 0xab, 1)], T0);
-    let own = crate::job::attempt_prefix(to, 1, 0xab).unwrap();
+    let own = crate::job::attempt_prefix(to, book.ledger, 1, 0xab).unwrap();
     let mut success = result(1, 0xab, 1, Outcome::Succeeded);
     success.outputs = vec![
         OutputObject {

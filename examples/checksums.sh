@@ -7,7 +7,8 @@
 #   examples/checksums.sh "file://$PWD/src/" "file:///tmp/checksums/"
 # With s3:// prefixes it submits to the cluster in DROVER_COORDINATOR and waits:
 #   examples/checksums.sh s3://my-bucket/texts/ s3://my-bucket/checksums/
-# The outputs are listed in OUTPUT_PREFIX/<job id>/_manifest.json.
+# The outputs are listed in OUTPUT_PREFIX/ledger-<id>/<job id>/_manifest.json, under the id of
+# the ledger that ran the job (drover local prints it; drover status shows a cluster's).
 set -eu
 input=${1:?usage: checksums.sh INPUT_PREFIX OUTPUT_PREFIX}
 output=${2:?usage: checksums.sh INPUT_PREFIX OUTPUT_PREFIX}

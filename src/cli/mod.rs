@@ -582,7 +582,7 @@ async fn local(
         if kept {
             ""
         } else {
-            " (a temporary directory, removed at the end: give --data-dir to keep it)"
+            " (temporary, removed at the end; --data-dir keeps it)"
         }
     );
     let outcome = async {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod render;
+pub mod run;
 pub mod text;
 pub mod watch;
 
@@ -68,29 +69,7 @@ enum Command {
         json: bool,
     },
     /// Run one command on the cluster and wait for it: `drover run [FLAGS] -- CMD [ARGS]...`.
-    Run {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-        /// Attempts that may fail before the job is failed (a one-off command is tried once).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        max_attempts: u32,
-        /// A label the worker must have (repeatable).
-        #[arg(long = "requires", value_name = "LABEL")]
-        requires: Vec<String>,
-        /// Slots of a worker the command takes.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        slots: u32,
-        /// Wall-clock limit of one attempt (30s, 5m, 2h), after which it is killed.
-        #[arg(long, value_parser = parse_timeout)]
-        timeout: Option<u32>,
-        /// An environment variable for the command, KEY=VALUE (repeatable).
-        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-        env: Vec<(String, String)>,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
-        cmd: Vec<String>,
-    },
+    Run(run::RunArgs),
     /// One batch's progress.
     Batch {
         /// The batch id.
@@ -251,26 +230,6 @@ fn quiet_on_closed_pipe() {
     }
 }
 
-/// `--timeout`: a duration, in whole seconds (rounded up), at least one.
-fn parse_timeout(text: &str) -> Result<u32, String> {
-    let duration = humantime::parse_duration(text)
-        .map_err(|error| format!("{error} (write it as 30s, 5m or 2h)"))?;
-    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
-    match u32::try_from(seconds) {
-        Ok(0) => Err("must be at least 1s".into()),
-        Ok(seconds) => Ok(seconds),
-        Err(_) => Err(format!("{text} is too long")),
-    }
-}
-
-/// `--env`: `KEY=VALUE`, split at the first `=`.
-fn parse_env(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("{text:?} is not KEY=VALUE")),
-    }
-}
-
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -337,24 +296,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Run {
-            json,
-            max_attempts,
-            requires,
-            slots,
-            timeout,
-            env,
-            cmd,
-        } => {
-            let mut spec = JobSpec::exec(cmd.clone());
-            spec.max_attempts = *max_attempts;
-            spec.requires = requires.clone();
-            spec.slots = *slots;
-            spec.timeout_s = *timeout;
-            if let crate::job::Task::Exec { env: job_env, .. } = &mut spec.task {
-                job_env.clone_from(env);
-            }
-            spec.validate()
+        Command::Run(args) => {
+            let json = &args.json;
+            let spec = args
+                .spec()
                 .map_err(|error| anyhow::anyhow!("nothing was run: {error}"))?;
             let mut client = connect(&cli).await?;
             let submitted = client.submit("run", vec![spec]).await?;

@@ -7,16 +7,13 @@ use crate::storage::describe_io;
 use crate::worker::data::{self, Stores};
 use crate::worker::handlers::{CallContext, Handlers};
 use crate::worker::orphans;
+use crate::worker::tail::{join_tails, Tail, TAIL_BYTES};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
-/// Bytes of stdout and of stderr kept for the result.
-const TAIL_BYTES: usize = 4096;
 /// How long output is still read after the job's process ended.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
@@ -400,56 +397,6 @@ fn kill_group(pid: Option<u32>) {
         unsafe {
             libc::kill(-(pid as i32), libc::SIGKILL);
         }
-    }
-}
-
-/// The last bytes of a stream, readable while the stream is still being read.
-#[derive(Clone, Default)]
-struct Tail(Arc<Mutex<Vec<u8>>>);
-
-impl Tail {
-    /// Reads a stream to its end, keeping its last bytes.
-    async fn read(self, stream: Option<impl AsyncRead + Unpin>) {
-        let Some(mut stream) = stream else {
-            return;
-        };
-        let mut chunk = [0u8; 8192];
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => {
-                    let mut kept = self
-                        .0
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    kept.extend_from_slice(&chunk[..read]);
-                    if kept.len() > 2 * TAIL_BYTES {
-                        let excess = kept.len() - TAIL_BYTES;
-                        kept.drain(..excess);
-                    }
-                }
-            }
-        }
-    }
-
-    fn take(&self) -> Vec<u8> {
-        std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
-    }
-}
-
-fn join_tails(stdout: Vec<u8>, stderr: Vec<u8>) -> String {
-    let last = |bytes: &[u8]| {
-        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(TAIL_BYTES)..]).into_owned()
-    };
-    match (stdout.is_empty(), stderr.is_empty()) {
-        (_, true) => last(&stdout),
-        (true, false) => last(&stderr),
-        (false, false) => format!("{}\n--- stderr ---\n{}", last(&stdout), last(&stderr)),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod data;
 pub mod handlers;
 pub mod orphans;
+mod tail;
 
 pub use handlers::{CallContext, Handlers};
 

@@ -162,6 +162,44 @@ impl World {
         );
     }
 
+    /// The jobs whose current attempt these results say failed for good, from its own worker.
+    pub(super) fn failing_for_good(
+        &self,
+        worker: &WorkerRef,
+        results: &[AttemptResult],
+    ) -> Vec<JobId> {
+        results
+            .iter()
+            .filter(|r| r.permanent && r.outcome == Outcome::Failed)
+            .filter(|r| {
+                self.book.jobs.get(&r.job).is_some_and(|job| {
+                    job.runs(r.lease)
+                        && job
+                            .running
+                            .as_ref()
+                            .is_some_and(|running| running.worker == worker.name)
+                })
+            })
+            .map(|r| r.job)
+            .collect()
+    }
+
+    /// Jobs that failed for good are being recorded failed: no backoff, no other attempt.
+    pub(super) fn check_failed_for_good(&self, jobs: &[JobId], effects: &Effects) {
+        for job in jobs {
+            let phase = self.book.jobs.get(job).map(|job| job.phase);
+            assert!(
+                matches!(phase, Some(Phase::Finishing)),
+                "job {job} failed in a way no attempt would escape, yet is {phase:?} rather \
+                 than being recorded failed"
+            );
+            assert!(
+                !effects.retry_after.iter().any(|(id, _)| id == job),
+                "job {job} failed for good, yet waits to be tried again"
+            );
+        }
+    }
+
     /// Each batch's counts equal its jobs' states (in memory for unfinished jobs, on disk for
     /// finished ones).
     fn check_counts(&self) {

@@ -279,34 +279,9 @@ impl World {
             }
             ToLedger::Results(worker, results) => {
                 heard.extend(results.iter().map(|r| (r.lease, r.job, r.attempt)));
-                // Permanent failures of the attempts their jobs are on, from their own workers.
-                let for_good: Vec<JobId> = results
-                    .iter()
-                    .filter(|r| r.permanent && r.outcome == Outcome::Failed)
-                    .filter(|r| {
-                        self.book.jobs.get(&r.job).is_some_and(|job| {
-                            job.runs(r.lease)
-                                && job
-                                    .running
-                                    .as_ref()
-                                    .is_some_and(|running| running.worker == worker.name)
-                        })
-                    })
-                    .map(|r| r.job)
-                    .collect();
+                let for_good = self.failing_for_good(&worker, &results);
                 let effects = self.book.results(&worker, &results, self.now);
-                for job in for_good {
-                    let phase = self.book.jobs.get(&job).map(|job| job.phase);
-                    assert!(
-                        matches!(phase, Some(Phase::Finishing)),
-                        "job {job} failed in a way no attempt would escape, yet is {phase:?} \
-                         rather than being recorded failed"
-                    );
-                    assert!(
-                        !effects.retry_after.iter().any(|(id, _)| *id == job),
-                        "job {job} failed for good, yet waits to be tried again"
-                    );
-                }
+                self.check_failed_for_good(&for_good, &effects);
                 effects
             }
             ToLedger::Lost(name, attempts) => {

@@ -1,0 +1,86 @@
+//! `drover run`: one command, its flags made into a job spec.
+
+use crate::job::{JobSpec, Task};
+
+/// Options of `drover run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Attempts that may fail before the job is failed (a one-off command is tried once).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+    /// A label the worker must have (repeatable).
+    #[arg(long = "requires", value_name = "LABEL")]
+    requires: Vec<String>,
+    /// Slots of a worker the command takes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    slots: u32,
+    /// Wall-clock limit of one attempt (30s, 5m, 2h), after which it is killed.
+    #[arg(long, value_parser = parse_timeout)]
+    timeout: Option<u32>,
+    /// An environment variable for the command, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+impl RunArgs {
+    /// The job these flags describe, checked as a job file's line would be.
+    pub fn spec(&self) -> Result<JobSpec, String> {
+        let mut spec = JobSpec::exec(self.cmd.clone());
+        spec.max_attempts = self.max_attempts;
+        spec.requires.clone_from(&self.requires);
+        spec.slots = self.slots;
+        spec.timeout_s = self.timeout;
+        if let Task::Exec { env, .. } = &mut spec.task {
+            env.clone_from(&self.env);
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// `--timeout`: a duration, in whole seconds (rounded up), at least one.
+fn parse_timeout(text: &str) -> Result<u32, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("{error} (write it as 30s, 5m or 2h)"))?;
+    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    match u32::try_from(seconds) {
+        Ok(0) => Err("must be at least 1s".into()),
+        Ok(seconds) => Ok(seconds),
+        Err(_) => Err(format!("{text} is too long")),
+    }
+}
+
+/// `--env`: `KEY=VALUE`, split at the first `=`.
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_and_variables_are_read_as_written() {
+        assert_eq!(parse_timeout("90s"), Ok(90));
+        assert_eq!(
+            parse_timeout("1500ms"),
+            Ok(2),
+            "rounded up to whole seconds"
+        );
+        assert_eq!(parse_timeout("2h"), Ok(7200));
+        assert!(parse_timeout("0s").unwrap_err().contains("at least 1s"));
+        assert!(parse_timeout("soon").unwrap_err().contains("30s, 5m or 2h"));
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_env("EMPTY="), Ok(("EMPTY".into(), String::new())));
+        assert!(parse_env("=x").is_err() && parse_env("NOEQUALS").is_err());
+    }
+}

@@ -47,6 +47,15 @@ pub enum ConnectError {
         "the coordinator at {0} failed to prove it holds the token; is this the right address?"
     )]
     Impostor(String),
+    /// The coordinator turned the connection away for a reason that may pass (a worker's name
+    /// held by one that may be a dead predecessor, an overloaded coordinator).
+    #[error("the coordinator at {address} turned the connection away for now: {reason}")]
+    Deferred {
+        /// The address dialed.
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// The handshake broke off.
     #[error("handshake with {address} failed: {reason}")]
     Handshake {
@@ -222,7 +231,7 @@ pub fn refusal(message: FromCoordinator, address: &str) -> ConnectError {
             reason,
             permanent: true,
         } => ConnectError::Refused(reason),
-        FromCoordinator::Refused { reason, .. } => ConnectError::Handshake {
+        FromCoordinator::Refused { reason, .. } => ConnectError::Deferred {
             address: address.to_string(),
             reason,
         },

@@ -120,6 +120,9 @@ struct Worker {
     draining: bool,
     /// How often to heartbeat, as the coordinator asked at registration.
     heartbeat: Duration,
+    /// Drawn once per run: the coordinator tells this worker coming back from another process
+    /// of the same name by it.
+    instance: u64,
 }
 
 /// Why a session with the coordinator ended.
@@ -165,6 +168,7 @@ pub async fn run(
         finished_rx,
         draining: false,
         heartbeat: Duration::from_secs(1),
+        instance: rand::random(),
     };
     tokio::pin!(shutdown);
     let mut delay = FIRST_RECONNECT_DELAY;
@@ -257,6 +261,7 @@ impl Worker {
         }
         let register = ToCoordinator::Register {
             name: self.config.name.clone(),
+            instance: self.instance,
             slots: self.config.slots,
             labels: self.config.labels.clone(),
             carried,

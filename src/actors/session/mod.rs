@@ -308,6 +308,7 @@ impl Session {
     fn on_register(&mut self, ctx: &mut Context<Self>, register: ToCoordinator) {
         let ToCoordinator::Register {
             name,
+            instance,
             slots,
             labels,
             carried,
@@ -351,6 +352,7 @@ impl Session {
         }
         let register = RegisterWorker {
             name,
+            instance,
             address: self.peer.to_string(),
             session: ctx.address().recipient(),
             slots,
@@ -366,7 +368,7 @@ impl Session {
             .send(register)
             .into_actor(self)
             .map(|registered, session, ctx| match registered {
-                Ok(worker) => {
+                Ok(Ok(worker)) => {
                     session.phase = Phase::Worker(worker);
                     session.send(
                         ctx,
@@ -376,6 +378,7 @@ impl Session {
                         },
                     );
                 }
+                Ok(Err(taken)) => session.close_with(ctx, taken.reason, taken.permanent),
                 Err(_) => ctx.stop(),
             })
             .wait(ctx);

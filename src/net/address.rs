@@ -7,9 +7,6 @@ use std::net::IpAddr;
 /// The port of the coordinator's binary protocol, when an address names none.
 pub const DEFAULT_PORT: u16 = 7700;
 
-/// The port of the coordinator's HTTP side (dashboard, API, metrics) by default.
-pub const DEFAULT_HTTP_PORT: u16 = 7701;
-
 /// A coordinator's address: a host (a name or an IP address) and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {

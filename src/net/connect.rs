@@ -1,6 +1,6 @@
 //! The peer side of a connection: dial the coordinator and run the handshake.
 
-use crate::net::address::{self, Address, DEFAULT_HTTP_PORT, DEFAULT_PORT};
+use crate::net::address::{self, Address, DEFAULT_PORT};
 use crate::net::auth::{self, Secret, Side};
 use crate::net::codec::{CodecError, FrameCodec, DEFAULT_MAX_FRAME};
 use crate::net::protocol::{FromCoordinator, Role, ToCoordinator, PROTOCOL_VERSION};
@@ -132,13 +132,8 @@ fn protocol_port_hint(address: &Address) -> String {
         host: address.host.clone(),
         port: DEFAULT_PORT,
     };
-    let default = if address.port == DEFAULT_HTTP_PORT {
-        "the HTTP port is 7701 by default, "
-    } else {
-        ""
-    };
     format!(
-        "{default}the protocol port is {DEFAULT_PORT} unless the coordinator's --listen says otherwise (--coordinator {guess})"
+        "the protocol port is {DEFAULT_PORT} unless the coordinator's --listen says otherwise (--coordinator {guess})"
     )
 }
 

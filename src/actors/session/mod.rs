@@ -290,8 +290,8 @@ impl Session {
                 (Some(_), false) => format!("authentication failed: wrong {role} token ({how})"),
                 (None, _) => format!(
                     "authentication failed: a {role} token was given, but this coordinator has none \
-                     configured (it takes {role}s from loopback without one); give it the same \
-                     token, or give none"
+                     configured (it takes {role}s from loopback without one); start it with that \
+                     token, or connect without one"
                 ),
             };
             return self.refuse(ctx, reason);

@@ -5,9 +5,8 @@
 //! {"handler": "sleep", "payload": "250", "priority": 5, "requires": ["gpu"], "slots": 2}
 //! ```
 //!
-//! Fields: `cmd` (argv) or `handler` (with `payload` or `payload_base64`), and optionally `name`,
-//! `env`, `requires`, `slots`, `priority`, `timeout_s`, `max_attempts`. A file with any bad line
-//! is refused whole, naming the line and the field at fault.
+//! Fields: see [`FIELDS_HELP`]. A file with any bad line is refused whole, naming the line and
+//! the field at fault (and, for a field it does not know, the one it probably meant).
 
 use crate::job::{Input, JobSpec, Outputs, Task, DEFAULT_MAX_ATTEMPTS};
 use base64::Engine;
@@ -33,11 +32,32 @@ const KNOWN_FIELDS: &[&str] = &[
     "outputs",
 ];
 
+/// The fields of a job, for `drover submit --help`.
+pub const FIELDS_HELP: &str = "\
+Job file: JSON Lines, one job per line, e.g.
+  {\"cmd\": [\"sh\", \"-c\", \"echo hi\"], \"name\": \"greet\", \"timeout_s\": 60}
+  {\"handler\": \"sleep\", \"payload\": \"250\", \"requires\": [\"gpu\"], \"slots\": 2}
+
+Fields (a job has cmd or handler; the rest are optional):
+  cmd             argv to run as a child process in a fresh scratch directory
+  env             {\"NAME\": \"value\"} for cmd's environment
+  handler         a function registered with the worker (stock: noop, sleep)
+  payload         the handler's input, as text
+  payload_base64  the handler's input, as base64
+  name            a name for people to read
+  requires        labels a worker must carry, e.g. [\"gpu\"]
+  slots           slots the job takes on its worker (default 1)
+  priority        higher runs first (default 0)
+  timeout_s       seconds the whole attempt may take: inputs, run, outputs
+  max_attempts    attempts before the job is failed (default 3)
+  inputs          [{\"from\": \"s3://bucket/key\", \"to\": \"relative/path\"}] fetched first
+  outputs         {\"from\": \"out\", \"to\": \"s3://bucket/prefix/\"} published after success";
+
 /// What is wrong with a job file, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct JobFileError {
-    /// The line, from 1.
-    pub line: usize,
+    /// The line, from 1; none when the fault is the file's as a whole (it holds no jobs).
+    pub line: Option<usize>,
     /// The field at fault, if one is.
     pub field: Option<String>,
     /// What is wrong.
@@ -46,9 +66,13 @@ pub struct JobFileError {
 
 impl fmt::Display for JobFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.field {
-            Some(field) => write!(f, "line {}, field {:?}: {}", self.line, field, self.message),
-            None => write!(f, "line {}: {}", self.line, self.message),
+        match (self.line, &self.field) {
+            (Some(line), Some(field)) => {
+                write!(f, "line {line}, field {field:?}: {}", self.message)
+            }
+            (Some(line), None) => write!(f, "line {line}: {}", self.message),
+            (None, Some(field)) => write!(f, "field {field:?}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
         }
     }
 }
@@ -73,7 +97,7 @@ pub fn parse(text: &str) -> Result<Vec<JobSpec>, JobFileError> {
     }
     if jobs.is_empty() {
         return Err(JobFileError {
-            line: 0,
+            line: None,
             field: None,
             message: "the file holds no jobs".into(),
         });
@@ -84,7 +108,7 @@ pub fn parse(text: &str) -> Result<Vec<JobSpec>, JobFileError> {
 /// Parses one line (numbered from 1, for errors).
 pub fn parse_line(line: usize, text: &str) -> Result<JobSpec, JobFileError> {
     let fail = |field: Option<&str>, message: String| JobFileError {
-        line,
+        line: Some(line),
         field: field.map(str::to_string),
         message,
     };
@@ -97,27 +121,80 @@ pub fn parse_line(line: usize, text: &str) -> Result<JobSpec, JobFileError> {
             ),
         ));
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|error| fail(None, format!("not valid JSON: {error}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|error| fail(None, not_json(&error)))?;
     from_json(line, value)
+}
+
+/// A JSON error within one line: its column, not serde's "line 1" as well.
+fn not_json(error: &serde_json::Error) -> String {
+    let full = error.to_string();
+    let at = format!(" at line {} column {}", error.line(), error.column());
+    match full.strip_suffix(&at) {
+        Some(what) if error.column() > 0 => {
+            format!("not valid JSON at column {}: {what}", error.column())
+        }
+        Some(what) => format!("not valid JSON: {what}"),
+        None => format!("not valid JSON: {full}"),
+    }
+}
+
+/// Names other job systems use for a field of ours.
+const ALIASES: &[(&str, &str)] = &[
+    ("command", "cmd"),
+    ("argv", "cmd"),
+    ("args", "cmd"),
+    ("labels", "requires"),
+    ("cpus", "slots"),
+    ("retries", "max_attempts"),
+    ("attempts", "max_attempts"),
+];
+
+/// The known name closest to a misspelt one, if one is close enough to be what was meant.
+fn suggestion<'a>(given: &str, known: &[&'a str]) -> Option<&'a str> {
+    let given = given.to_ascii_lowercase();
+    if let Some(meant) = ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == given)
+        .and_then(|(_, meant)| known.iter().find(|name| *name == meant))
+    {
+        return Some(meant);
+    }
+    known
+        .iter()
+        .map(|name| (strsim::damerau_levenshtein(&given, name), *name))
+        .filter(|(distance, name)| {
+            // A slip of a letter or two, or a name cut short (`timeout` for `timeout_s`).
+            *distance <= (name.len() / 3).max(1)
+                || (given.len() >= 3 && (name.starts_with(&given) || given.starts_with(name)))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+/// "unknown field", with what was probably meant.
+fn unknown(given: &str, known: &[&str], what: &str) -> String {
+    match suggestion(given, known) {
+        Some(meant) => format!("unknown {what}; did you mean `{meant}`?"),
+        None => format!("unknown {what}; known ones: {}", known.join(", ")),
+    }
 }
 
 /// One job from its JSON value (a line already parsed, or an element of an HTTP submission),
 /// with the same fields and checks as a line of the file; `line` numbers it for errors.
 pub fn from_json(line: usize, value: Value) -> Result<JobSpec, JobFileError> {
     let fail = |field: Option<&str>, message: String| JobFileError {
-        line,
+        line: Some(line),
         field: field.map(str::to_string),
         message,
     };
     let Value::Object(object) = value else {
         return Err(fail(None, "expected a JSON object".into()));
     };
-    if let Some(unknown) = object
+    if let Some(field) = object
         .keys()
         .find(|key| !KNOWN_FIELDS.contains(&key.as_str()))
     {
-        return Err(fail(Some(unknown), "unknown field".into()));
+        return Err(fail(Some(field), unknown(field, KNOWN_FIELDS, "field")));
     }
     let fields = Fields {
         object: &object,
@@ -285,8 +362,9 @@ impl<F: Fn(Option<&str>, String) -> JobFileError> Fields<'_, F> {
                 "expected an object with \"from\" and \"to\"".into(),
             ));
         };
-        if let Some(unknown) = pair.keys().find(|key| *key != "from" && *key != "to") {
-            return Err((self.fail)(Some(field), format!("unknown key {unknown:?}")));
+        if let Some(key) = pair.keys().find(|key| *key != "from" && *key != "to") {
+            let message = format!("{key:?}: {}", unknown(key, &["from", "to"], "key"));
+            return Err((self.fail)(Some(field), message));
         }
         let text = |key: &str| match pair.get(key) {
             Some(Value::String(text)) => Ok(text.clone()),
@@ -435,10 +513,11 @@ mod tests {
         );
         assert_eq!(
             error_of("{\"cmd\": [\"true\"], \"slot\": 2}"),
-            "line 1, field \"slot\": unknown field"
+            "line 1, field \"slot\": unknown field; did you mean `slots`?"
         );
-        assert!(
-            error_of(&format!("{good}{{\"cmd\": [\"true\"]")).starts_with("line 2: not valid JSON")
+        assert_eq!(
+            error_of(&format!("{good}{{\"cmd\": [\"true\"]")),
+            "line 2: not valid JSON at column 16: EOF while parsing an object"
         );
         assert_eq!(error_of("[1, 2]"), "line 1: expected a JSON object");
         assert_eq!(
@@ -449,7 +528,8 @@ mod tests {
             error_of("{\"cmd\": [\"true\"], \"priority\": 1.5}"),
             "line 1, field \"priority\": expected an integer, got 1.5"
         );
-        assert_eq!(error_of("\n\n"), "line 0: the file holds no jobs");
+        assert_eq!(error_of("\n\n"), "the file holds no jobs");
+        assert_eq!(error_of(""), "the file holds no jobs");
         assert_eq!(
             error_of(r#"{"cmd": ["true"], "inputs": [{"from": "file:///d/a", "to": "../a"}]}"#),
             r#"line 1, field "inputs[0].to": "../a" must not contain '..'"#
@@ -466,6 +546,43 @@ mod tests {
             error_of(r#"{"cmd": ["true"], "outputs": {"from": "out"}}"#),
             r#"line 1, field "outputs.to": missing"#
         );
+    }
+
+    #[test]
+    fn a_misspelt_field_is_named_with_what_was_meant() {
+        for (given, meant) in [
+            ("timeout", "timeout_s"),
+            ("tiemout_s", "timeout_s"),
+            ("Slots", "slots"),
+            ("max_attempt", "max_attempts"),
+            ("require", "requires"),
+            ("input", "inputs"),
+            ("command", "cmd"),
+            ("retries", "max_attempts"),
+        ] {
+            let message = error_of(&format!("{{\"cmd\": [\"true\"], \"{given}\": 1}}"));
+            assert_eq!(
+                message,
+                format!("line 1, field \"{given}\": unknown field; did you mean `{meant}`?")
+            );
+        }
+        // Nothing close: the known fields instead of a guess.
+        let message = error_of("{\"cmd\": [\"true\"], \"colour\": 1}");
+        assert!(message.ends_with("unknown field; known ones: name, cmd, env, handler, payload, payload_base64, requires, slots, priority, timeout_s, max_attempts, inputs, outputs"), "{message}");
+        assert_eq!(
+            error_of(r#"{"cmd": ["true"], "inputs": [{"form": "file:///a", "to": "a"}]}"#),
+            r#"line 1, field "inputs[0]": "form": unknown key; did you mean `from`?"#
+        );
+    }
+
+    #[test]
+    fn the_help_names_every_field() {
+        for field in KNOWN_FIELDS {
+            assert!(
+                FIELDS_HELP.contains(&format!("\n  {field} ")),
+                "{field} is missing from the help"
+            );
+        }
     }
 
     #[test]

@@ -127,6 +127,9 @@ pub struct CurrentJob {
 /// A worker, connected or recently gone, and what it is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {
+    /// Its registration, unique among this coordinator's registrations since it started (a
+    /// worker that reconnects is a new registration).
+    pub id: u64,
     /// The name it registered with.
     pub name: String,
     /// Its address as the coordinator sees it.

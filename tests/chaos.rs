@@ -416,6 +416,7 @@ impl Chaos {
             .expect("the lying worker connects");
         liar.send(ToCoordinator::Register {
             name: "liar".into(),
+            instance: rand::random(),
             slots: 2,
             labels: Vec::new(),
             carried: claims,

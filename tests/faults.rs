@@ -493,6 +493,7 @@ async fn an_attempt_past_its_timeout_is_taken_back_from_a_worker_that_only_heart
     silent
         .send(ToCoordinator::Register {
             name: "silent".into(),
+            instance: rand::random(),
             slots: 1,
             labels: Vec::new(),
             carried: Vec::new(),

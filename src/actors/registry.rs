@@ -12,7 +12,7 @@ use crate::job::{now_ms, AttemptResult, CarriedAttempt, Outcome, WorkerId};
 use crate::status::WorkerInfo;
 use actix::prelude::*;
 use dashmap::DashMap;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +54,8 @@ impl WorkerDirectory {
 
 struct WorkerEntry {
     name: Arc<str>,
+    /// The worker process (see [`crate::net::protocol::ToCoordinator::Register`]).
+    instance: u64,
     address: String,
     labels: Vec<String>,
     last_seen: LastSeen,
@@ -68,8 +70,9 @@ struct WorkerEntry {
 impl WorkerEntry {
     /// What the Registry knows of it; the Scheduler's part (what it runs, whether it drains) is
     /// joined in by [`crate::actors::list_workers`].
-    fn info(&self, now: u64) -> WorkerInfo {
+    fn info(&self, id: WorkerId, now: u64) -> WorkerInfo {
         WorkerInfo {
+            id,
             name: self.name.to_string(),
             address: self.address.clone(),
             slots: 0,
@@ -100,6 +103,11 @@ pub struct Registry {
     resumed_at_ms: u64,
     next_worker: WorkerId,
     workers: BTreeMap<WorkerId, WorkerEntry>,
+    /// The registration holding each name: one live worker per name.
+    by_name: HashMap<Arc<str>, WorkerId>,
+    /// Names a live worker holds that another process asked for, since when: a holder heard
+    /// from long after is known to be alive (see [`Registry::name_taken`]).
+    contested: HashMap<Arc<str>, u64>,
     /// Recently gone workers as they were last seen, newest first.
     gone: VecDeque<WorkerInfo>,
 }
@@ -120,29 +128,45 @@ impl Registry {
             resumed_at_ms: 0,
             next_worker: 1,
             workers: BTreeMap::new(),
+            by_name: HashMap::new(),
+            contested: HashMap::new(),
             gone: VecDeque::new(),
         }
     }
 
-    fn lose(&mut self, ctx: &mut Context<Self>, worker: WorkerId, reason: String) {
+    /// Forgets a worker's registration for `reason` and has its attempts lost. One `superseded`
+    /// by a new registration of the same process is not listed among the gone: it is back.
+    fn lose(
+        &mut self,
+        ctx: &mut Context<Self>,
+        worker: WorkerId,
+        reason: String,
+        superseded: bool,
+    ) {
         let Some(entry) = self.workers.remove(&worker) else {
             return;
         };
+        if self.by_name.get(&entry.name) == Some(&worker) {
+            self.by_name.remove(&entry.name);
+            self.contested.remove(&entry.name);
+        }
         if let Some((_, session)) = self.directory.0.remove(&worker) {
             session.do_send(ToWorker::Close {
                 reason: reason.clone(),
             });
         }
         let now = now_ms();
-        // Listed among the gone at once, so a registration of the same name that comes before
-        // the Scheduler's answer finds it (and what it lost).
-        let mut last = entry.info(now);
-        last.gone_at_ms = Some(now);
-        last.state = "lost".to_string();
-        if self.gone.len() == GONE_KEPT {
-            self.gone.pop_back();
+        if !superseded {
+            // Listed among the gone at once, so a registration of the same name that comes
+            // before the Scheduler's answer finds it (and what it lost).
+            let mut last = entry.info(worker, now);
+            last.gone_at_ms = Some(now);
+            last.state = "lost".to_string();
+            if self.gone.len() == GONE_KEPT {
+                self.gone.pop_back();
+            }
+            self.gone.push_front(last);
         }
-        self.gone.push_front(last);
         let gone = self.scheduler.send(WorkerGone {
             worker,
             reason: reason.clone(),
@@ -152,7 +176,9 @@ impl Registry {
         ctx.spawn(gone.into_actor(self).map(move |departure, registry, _ctx| {
             let departure = departure.ok().flatten().unwrap_or_default();
             let left = departure.draining && departure.attempts == 0;
-            if left {
+            if superseded {
+                tracing::info!(worker = %entry.name, address = %entry.address, lost = departure.attempts, "worker reconnected; its earlier connection is closed");
+            } else if left {
                 tracing::info!(worker = %entry.name, address = %entry.address, "worker drained and left");
             } else {
                 tracing::warn!(
@@ -163,24 +189,24 @@ impl Registry {
                     "worker lost, its jobs go back to pending"
                 );
             }
-            registry.departed(&entry.name, now, departure);
+            registry.departed(worker, &entry.name, departure);
         }));
     }
 
-    /// Completes the record of a worker gone at `gone_at_ms` with what the Scheduler says of
-    /// it; if it registered again meanwhile, what it lost counts for the new registration.
-    fn departed(&mut self, name: &str, gone_at_ms: u64, departure: Departure) {
+    /// Completes the record of a gone worker with what the Scheduler says of it; if it
+    /// registered again meanwhile, what it lost counts for the new registration.
+    fn departed(&mut self, worker: WorkerId, name: &str, departure: Departure) {
         let left = departure.draining && departure.attempts == 0;
         let lost = departure.attempts as u64;
-        if let Some(record) = self
-            .gone
-            .iter_mut()
-            .find(|gone| gone.name == name && gone.gone_at_ms == Some(gone_at_ms))
-        {
+        if let Some(record) = self.gone.iter_mut().find(|gone| gone.id == worker) {
             record.state = if left { "left" } else { "lost" }.to_string();
             record.slots = departure.slots;
             record.lost += lost;
-        } else if let Some(back) = self.workers.values_mut().find(|entry| &*entry.name == name) {
+        } else if let Some(back) = self
+            .by_name
+            .get(name)
+            .and_then(|id| self.workers.get_mut(id))
+        {
             back.lost += lost;
         }
     }
@@ -233,9 +259,55 @@ impl Registry {
                 silent_ms as f64 / 1000.0,
                 timeout_ms as f64 / 1000.0
             );
-            self.lose(ctx, worker, reason);
+            self.lose(ctx, worker, reason, false);
         }
     }
+
+    /// The refusal of a registration for a name that `holder`, a live worker of another
+    /// process, holds. It is for now while the holder may be a dead worker not yet found silent
+    /// (its machine rebooted, a worker restarted under the same name), and for good once the
+    /// holder has been heard from long after the name was first asked for: then two live
+    /// workers have the same name.
+    fn name_taken(&mut self, holder: WorkerId, name: &Arc<str>) -> NameTaken {
+        let now = now_ms();
+        let timeout_ms = self.heartbeat_timeout.as_millis() as u64;
+        let since = *self.contested.entry(name.clone()).or_insert(now);
+        let (address, heard_ms) = self
+            .workers
+            .get(&holder)
+            .map(|entry| {
+                (
+                    entry.address.as_str(),
+                    entry.last_seen.load(Ordering::Relaxed),
+                )
+            })
+            .unwrap_or(("an unknown address", now));
+        let alive = now.saturating_sub(since) >= timeout_ms
+            && heard_ms >= since.saturating_add(timeout_ms / 2);
+        let reason = format!(
+            "the name {name:?} is taken by a live worker (registration {holder}, at {address}, \
+             heard from {:.1}s ago); give this worker another name with --name{}",
+            now.saturating_sub(heard_ms) as f64 / 1000.0,
+            if alive {
+                ""
+            } else {
+                " (trying again in case that one is a dead worker not yet found silent)"
+            }
+        );
+        NameTaken {
+            reason,
+            permanent: alive,
+        }
+    }
+}
+
+/// A registration refused because its name is taken.
+#[derive(Debug)]
+pub struct NameTaken {
+    /// Why, in words for the worker's user.
+    pub reason: String,
+    /// True once the holder is known to be alive: the worker should give up.
+    pub permanent: bool,
 }
 
 impl Actor for Registry {
@@ -246,12 +318,15 @@ impl Actor for Registry {
     }
 }
 
-/// A worker finished its handshake and announces itself; answered with its registration id.
+/// A worker finished its handshake and announces itself; answered with its registration id,
+/// or a refusal when another live worker holds its name.
 #[derive(Message)]
-#[rtype(result = "WorkerId")]
+#[rtype(result = "Result<WorkerId, NameTaken>")]
 pub struct RegisterWorker {
     /// Its name.
     pub name: String,
+    /// Its process (see [`crate::net::protocol::ToCoordinator::Register`]).
+    pub instance: u64,
     /// Its address.
     pub address: String,
     /// Its session.
@@ -269,12 +344,28 @@ pub struct RegisterWorker {
 }
 
 impl Handler<RegisterWorker> for Registry {
-    type Result = WorkerId;
+    type Result = Result<WorkerId, NameTaken>;
 
-    fn handle(&mut self, register: RegisterWorker, _ctx: &mut Context<Self>) -> WorkerId {
+    fn handle(
+        &mut self,
+        register: RegisterWorker,
+        ctx: &mut Context<Self>,
+    ) -> Result<WorkerId, NameTaken> {
+        let name: Arc<str> = Arc::from(register.name);
+        // One live worker per name: the same process coming back replaces its old registration
+        // (not yet found gone); another process is refused.
+        let holder = self.by_name.get(&name).and_then(|id| {
+            let entry = self.workers.get(id)?;
+            Some((*id, entry.instance))
+        });
+        let superseded = match holder {
+            Some((holder, instance)) if instance == register.instance => Some(holder),
+            Some((holder, _)) => return Err(self.name_taken(holder, &name)),
+            None => None,
+        };
+        self.contested.remove(&name);
         let worker = self.next_worker;
         self.next_worker += 1;
-        let name: Arc<str> = Arc::from(register.name);
         // Back again: no longer listed among the gone, but what it lost still counts.
         let mut lost = 0;
         self.gone.retain(|gone| {
@@ -296,15 +387,18 @@ impl Handler<RegisterWorker> for Registry {
         self.scheduler.do_send(WorkerJoined {
             worker,
             name: name.clone(),
+            instance: register.instance,
             slots: register.slots,
             labels: register.labels.clone(),
             carried: register.carried,
             results: register.results,
         });
+        self.by_name.insert(name.clone(), worker);
         self.workers.insert(
             worker,
             WorkerEntry {
                 name,
+                instance: register.instance,
                 address: register.address,
                 labels: register.labels,
                 last_seen: register.last_seen,
@@ -315,7 +409,13 @@ impl Handler<RegisterWorker> for Registry {
                 busy_ms: 0,
             },
         );
-        worker
+        // After the Scheduler heard of the new registration, so that the attempts it carries
+        // are not lost with the old one.
+        if let Some(old) = superseded {
+            let reason = "the worker reconnected; this connection is replaced".to_string();
+            self.lose(ctx, old, reason, true);
+        }
+        Ok(worker)
     }
 }
 
@@ -333,7 +433,7 @@ impl Handler<SessionClosed> for Registry {
     type Result = ();
 
     fn handle(&mut self, closed: SessionClosed, ctx: &mut Context<Self>) {
-        self.lose(ctx, closed.worker, closed.reason);
+        self.lose(ctx, closed.worker, closed.reason, false);
     }
 }
 
@@ -390,7 +490,7 @@ impl Handler<ListRegistered> for Registry {
             connected: self
                 .workers
                 .iter()
-                .map(|(id, entry)| (*id, entry.info(now)))
+                .map(|(id, entry)| (*id, entry.info(*id, now)))
                 .collect(),
             gone: self.gone.iter().cloned().collect(),
         })

@@ -14,7 +14,8 @@ struct Args {
     /// The coordinator's address.
     #[arg(long, env = "DROVER_COORDINATOR", default_value = "127.0.0.1:7700")]
     coordinator: String,
-    /// The name people see (default: the host name).
+    /// The name people see and the ledger records, one live worker's at a time [default: the
+    /// host name and this process's id, as in vm-4242, so workers on one machine differ].
     #[arg(long, env = "DROVER_WORKER_NAME")]
     name: Option<String>,
     /// Jobs run at once (default: the number of CPUs).
@@ -77,7 +78,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u32)
     });
     anyhow::ensure!(slots > 0, "--slots must be at least 1");
-    let name = args.name.unwrap_or_else(host_name);
+    // The process id tells workers on one machine apart, and which process a name is.
+    let name = args
+        .name
+        .unwrap_or_else(|| format!("{}-{}", host_name(), std::process::id()));
     // One for the user on this machine: every attempt's directory in it is its own, and a
     // worker started again finds what a killed one left.
     let scratch_dir = match args.scratch_dir {

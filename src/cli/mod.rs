@@ -55,8 +55,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Submit a JSON Lines job file as a batch; prints the batch id.
+    #[command(after_long_help = jobfile::FIELDS_HELP)]
     Submit {
-        /// The job file.
+        /// The job file (JSON Lines; `-` reads standard input); `--help` lists the fields.
         file: PathBuf,
         /// The batch's name (default: the file's name).
         #[arg(long)]
@@ -160,8 +161,9 @@ enum Command {
         format: LogFormat,
     },
     /// Run a job file on a coordinator and workers started on this machine for the occasion.
+    #[command(after_long_help = jobfile::FIELDS_HELP)]
     Local {
-        /// The job file.
+        /// The job file (JSON Lines; `-` reads standard input); `--help` lists the fields.
         file: PathBuf,
         /// How many workers.
         #[arg(long, default_value_t = 2)]
@@ -244,18 +246,30 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     Ok(Client::connect_with(&cli.coordinator, secret.as_ref(), tls.as_ref()).await?)
 }
 
+/// The job file `-` is standard input.
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 fn read_job_file(path: &Path) -> anyhow::Result<Vec<JobSpec>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    jobfile::parse(&text).with_context(|| {
-        format!(
-            "{} is not a valid job file; nothing was submitted",
-            path.display()
-        )
-    })
+    let (text, shown) = if is_stdin(path) {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read the job file from standard input")?;
+        (text, "standard input".to_string())
+    } else {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        (text, path.display().to_string())
+    };
+    jobfile::parse(&text)
+        .with_context(|| format!("{shown} is not a valid job file; nothing was submitted"))
 }
 
 fn batch_name(path: &Path) -> String {
+    if is_stdin(path) {
+        return "stdin".into();
+    }
     path.file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
         .unwrap_or_else(|| "batch".into())

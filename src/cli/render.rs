@@ -264,7 +264,8 @@ pub fn job(job: &JobInfo) -> String {
     out
 }
 
-/// The `drover workers` table: who runs what since when, how much each has done, time per job.
+/// The `drover workers` table: who runs what since when with which labels, how much each has
+/// done, time per job.
 pub fn workers(workers: &[WorkerInfo]) -> String {
     let now = now_ms();
     let rows: Vec<Vec<String>> = workers
@@ -293,6 +294,11 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
                 worker.name.clone(),
                 worker.state.clone(),
                 format!("{}/{}", worker.running, worker.slots),
+                if worker.labels.is_empty() {
+                    "-".into()
+                } else {
+                    worker.labels.join(",")
+                },
                 worker.done.to_string(),
                 worker.failed.to_string(),
                 worker.lost.to_string(),
@@ -317,6 +323,7 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
             "NAME",
             "STATE",
             "RUNNING",
+            "LABELS",
             "DONE",
             "FAILED",
             "LOST",

@@ -29,6 +29,10 @@ pub enum CodecError {
         /// The limit.
         limit: usize,
     },
+    /// The peer speaks HTTP: what would be a frame's length is the start of an HTTP request or
+    /// answer (a browser at the protocol port, a client at the HTTP port).
+    #[error("the peer speaks HTTP, not drover's protocol")]
+    Http,
     /// The bytes are not a message of the expected type.
     #[error("malformed frame: {0}")]
     Malformed(postcard::Error),
@@ -69,6 +73,9 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
         };
         let size = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
         if size > self.max_frame {
+            if is_http(prefix) {
+                return Err(CodecError::Http);
+            }
             return Err(CodecError::TooLarge {
                 size,
                 limit: self.max_frame,
@@ -98,6 +105,15 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
             ))),
         }
     }
+}
+
+/// Whether a length prefix is the first four bytes of an HTTP request or answer. Any of these
+/// read as a length is above a gigabyte, so no frame a limit lets through is mistaken for one.
+fn is_http(prefix: &[u8]) -> bool {
+    const STARTS: [&[u8; 4]; 9] = [
+        b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN",
+    ];
+    STARTS.iter().any(|start| prefix == &start[..])
 }
 
 impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
@@ -186,6 +202,15 @@ mod tests {
             other => panic!("expected TooLarge, got {other:?}"),
         }
         assert!(wire.capacity() < 1024 * 1024);
+    }
+
+    #[test]
+    fn http_is_recognised_rather_than_read_as_a_length() {
+        for start in ["HTTP/1.1 400 Bad Request\r\n", "GET / HTTP/1.1\r\n"] {
+            let mut codec = Codec::default();
+            let mut wire = BytesMut::from(start.as_bytes());
+            assert!(matches!(codec.decode(&mut wire), Err(CodecError::Http)));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The peer side of a connection: dial the coordinator and run the handshake.
 
+use crate::net::address::{self, Address, DEFAULT_PORT};
 use crate::net::auth::{self, Secret, Side};
 use crate::net::codec::{CodecError, FrameCodec, DEFAULT_MAX_FRAME};
 use crate::net::protocol::{FromCoordinator, Role, ToCoordinator, PROTOCOL_VERSION};
@@ -19,13 +20,24 @@ pub type Connection = Framed<BoxedStream, FrameCodec<FromCoordinator, ToCoordina
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The address cannot be dialed as written.
+    #[error("{0}")]
+    BadAddress(String),
     /// Nothing answers at the address.
-    #[error("cannot reach the coordinator at {address}: {source}")]
+    #[error("cannot reach the coordinator at {address}: {reason}")]
     Unreachable {
         /// The address dialed.
         address: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why, in words.
+        reason: String,
+    },
+    /// What answers at the address speaks HTTP: the coordinator's HTTP port, most likely.
+    #[error("{address} answers in HTTP: this is the coordinator's HTTP port (dashboard and API), not its protocol port; {hint}")]
+    HttpPort {
+        /// The address dialed.
+        address: String,
+        /// Where the protocol port probably is.
+        hint: String,
     },
     /// The coordinator said no.
     #[error("the coordinator refused the connection: {0}")]
@@ -35,6 +47,15 @@ pub enum ConnectError {
         "the coordinator at {0} failed to prove it holds the token; is this the right address?"
     )]
     Impostor(String),
+    /// The coordinator turned the connection away for a reason that may pass (a worker's name
+    /// held by one that may be a dead predecessor, an overloaded coordinator).
+    #[error("the coordinator at {address} turned the connection away for now: {reason}")]
+    Deferred {
+        /// The address dialed.
+        address: String,
+        /// Why.
+        reason: String,
+    },
     /// The handshake broke off.
     #[error("handshake with {address} failed: {reason}")]
     Handshake {
@@ -43,6 +64,20 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
+}
+
+impl ConnectError {
+    /// True when trying again cannot help: the coordinator refused the peer, or the address is
+    /// not a coordinator's protocol port.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Refused(_)
+                | ConnectError::Impostor(_)
+                | ConnectError::BadAddress(_)
+                | ConnectError::HttpPort { .. }
+        )
+    }
 }
 
 /// Dials `address` in the clear and authenticates as `role`.
@@ -61,7 +96,8 @@ pub async fn connect_with(
     secret: Option<&Secret>,
     tls: Option<&ClientTls>,
 ) -> Result<Connection, ConnectError> {
-    let dialing = handshake(address, role, secret, tls);
+    let address = Address::parse(address).map_err(ConnectError::BadAddress)?;
+    let dialing = handshake(&address, role, secret, tls);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing).await {
         Ok(connected) => connected,
         Err(_) => Err(ConnectError::Handshake {
@@ -71,18 +107,44 @@ pub async fn connect_with(
     }
 }
 
+/// Resolves and dials an address.
+async fn dial(address: &Address) -> Result<TcpStream, ConnectError> {
+    let unreachable = |reason: String| ConnectError::Unreachable {
+        address: address.to_string(),
+        reason,
+    };
+    let resolved: Vec<std::net::SocketAddr> =
+        tokio::net::lookup_host((address.host.as_str(), address.port))
+            .await
+            .map_err(|error| unreachable(address::lookup_failure(&address.host, &error)))?
+            .collect();
+    TcpStream::connect(resolved.as_slice())
+        .await
+        .map_err(|error| unreachable(address::dial_failure(&error)))
+}
+
+/// What to say to a peer that reached an HTTP port: where the protocol port probably is.
+fn protocol_port_hint(address: &Address) -> String {
+    if address.port == DEFAULT_PORT {
+        return "the protocol port is the coordinator's --listen port".into();
+    }
+    let guess = Address {
+        host: address.host.clone(),
+        port: DEFAULT_PORT,
+    };
+    format!(
+        "the protocol port is {DEFAULT_PORT} unless the coordinator's --listen says otherwise (--coordinator {guess})"
+    )
+}
+
 async fn handshake(
-    address: &str,
+    dialed: &Address,
     role: Role,
     secret: Option<&Secret>,
     tls: Option<&ClientTls>,
 ) -> Result<Connection, ConnectError> {
-    let stream = TcpStream::connect(address)
-        .await
-        .map_err(|source| ConnectError::Unreachable {
-            address: address.to_string(),
-            source,
-        })?;
+    let stream = dial(dialed).await?;
+    let address = &dialed.to_string();
     let _ = stream.set_nodelay(true);
     crate::net::keep_alive(&stream);
     let broken = |reason: String| ConnectError::Handshake {
@@ -107,7 +169,19 @@ async fn handshake(
         })
         .await
         .map_err(|error| broken(error.to_string()))?;
-    let coordinator_nonce = match next(&mut connection).await.map_err(|reason| {
+    // An HTTP server answers the hello with an error page: the first bytes say which port this is.
+    let first = match connection.next().await {
+        Some(Err(CodecError::Http)) => {
+            return Err(ConnectError::HttpPort {
+                address: address.to_string(),
+                hint: protocol_port_hint(dialed),
+            })
+        }
+        Some(Ok(message)) => Ok(message),
+        Some(Err(error)) => Err(read_failure(error)),
+        None => Err("the coordinator closed the connection".into()),
+    };
+    let coordinator_nonce = match first.map_err(|reason| {
         if tls.is_none() {
             // A TLS server answers a plain hello with an alert, which reads as a bad frame.
             broken(format!(
@@ -152,7 +226,7 @@ pub fn refusal(message: FromCoordinator, address: &str) -> ConnectError {
             reason,
             permanent: true,
         } => ConnectError::Refused(reason),
-        FromCoordinator::Refused { reason, .. } => ConnectError::Handshake {
+        FromCoordinator::Refused { reason, .. } => ConnectError::Deferred {
             address: address.to_string(),
             reason,
         },
@@ -167,8 +241,14 @@ pub fn refusal(message: FromCoordinator, address: &str) -> ConnectError {
 pub async fn next(connection: &mut Connection) -> Result<FromCoordinator, String> {
     match connection.next().await {
         Some(Ok(message)) => Ok(message),
-        Some(Err(CodecError::Io(error))) => Err(format!("connection error: {error}")),
-        Some(Err(error)) => Err(error.to_string()),
+        Some(Err(error)) => Err(read_failure(error)),
         None => Err("the coordinator closed the connection".into()),
+    }
+}
+
+fn read_failure(error: CodecError) -> String {
+    match error {
+        CodecError::Io(error) => format!("connection error: {}", address::dial_failure(&error)),
+        error => error.to_string(),
     }
 }

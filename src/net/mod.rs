@@ -1,5 +1,6 @@
 //! Everything that knows bytes: the protocol, the codec, authentication and connecting.
 
+pub mod address;
 pub mod auth;
 pub mod backlog;
 pub mod codec;

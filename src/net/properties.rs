@@ -162,17 +162,19 @@ fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
                 ),
                 0..3
             ),
-            vec(attempt_result(), 0..3)
+            vec(attempt_result(), 0..3),
+            any::<u64>()
         )
-            .prop_map(
-                |(name, slots, labels, carried, results)| ToCoordinator::Register {
+            .prop_map(|(name, slots, labels, carried, results, instance)| {
+                ToCoordinator::Register {
                     name,
+                    instance,
                     slots,
                     labels,
                     carried,
                     results,
                 }
-            ),
+            }),
         Just(ToCoordinator::Heartbeat),
         vec(any::<u64>(), 0..8).prop_map(ToCoordinator::Started),
         vec(attempt_result(), 0..4).prop_map(ToCoordinator::Results),

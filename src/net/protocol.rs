@@ -56,8 +56,13 @@ pub enum ToCoordinator {
     },
     /// A worker announces itself (after the handshake).
     Register {
-        /// A name for people to read; need not be unique.
+        /// A name for people to read, and the name the ledger records its attempts under: one
+        /// live worker holds a name at a time.
         name: String,
+        /// Drawn at random when the worker process starts and kept across its reconnections: it
+        /// tells the same worker coming back (which may take its name and attempts back) from
+        /// another process given the same name. Never shown, so no other worker can claim it.
+        instance: u64,
         /// How many slots it offers.
         slots: u32,
         /// Labels jobs may require.

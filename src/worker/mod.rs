@@ -74,7 +74,8 @@ pub struct WorkerConfig {
 /// Why a worker stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The coordinator refused it (a wrong token, a bad registration); retrying cannot help.
+    /// The coordinator refused it (a wrong token, a bad registration), or the address is not a
+    /// coordinator's protocol port; retrying cannot help.
     #[error("{0}")]
     Refused(String),
     /// The scratch directory is unusable.
@@ -120,6 +121,9 @@ struct Worker {
     draining: bool,
     /// How often to heartbeat, as the coordinator asked at registration.
     heartbeat: Duration,
+    /// Drawn once per run: the coordinator tells this worker coming back from another process
+    /// of the same name by it.
+    instance: u64,
 }
 
 /// Why a session with the coordinator ended.
@@ -165,10 +169,11 @@ pub async fn run(
         finished_rx,
         draining: false,
         heartbeat: Duration::from_secs(1),
+        instance: rand::random(),
     };
     tokio::pin!(shutdown);
     let mut delay = FIRST_RECONNECT_DELAY;
-    let mut announced_failure = false;
+    let mut announced_failure: Option<String> = None;
     loop {
         if worker.draining && worker.running.is_empty() && worker.outbox.is_empty() {
             while worker.publishing.join_next().await.is_some() {}
@@ -176,10 +181,9 @@ pub async fn run(
         }
         match worker.connect().await {
             Ok(connection) => {
-                if announced_failure {
+                if announced_failure.take().is_some() {
                     tracing::info!(coordinator = %worker.config.coordinator, "reconnected");
                 }
-                announced_failure = false;
                 delay = FIRST_RECONNECT_DELAY;
                 match worker.session(connection, &mut shutdown).await {
                     SessionEnd::Drained => {
@@ -193,15 +197,15 @@ pub async fn run(
                 }
             }
             Err(ConnectError::Refused(reason)) => return Err(WorkerError::Refused(reason)),
-            Err(ConnectError::Impostor(address)) => {
-                return Err(WorkerError::Refused(
-                    ConnectError::Impostor(address).to_string(),
-                ))
+            Err(error) if error.is_permanent() => {
+                return Err(WorkerError::Refused(error.to_string()))
             }
             Err(error) => {
-                if !announced_failure {
-                    tracing::warn!(%error, "cannot connect, retrying with backoff");
-                    announced_failure = true;
+                // Each new reason is said once, not every try.
+                let reason = error.to_string();
+                if announced_failure.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(error = %reason, "cannot connect, retrying with backoff");
+                    announced_failure = Some(reason);
                 }
             }
         }
@@ -258,6 +262,7 @@ impl Worker {
         }
         let register = ToCoordinator::Register {
             name: self.config.name.clone(),
+            instance: self.instance,
             slots: self.config.slots,
             labels: self.config.labels.clone(),
             carried,

@@ -269,6 +269,8 @@ pub struct WorkerJoined {
     pub worker: WorkerId,
     /// Its name.
     pub name: Arc<str>,
+    /// Its process: registrations of the same process may pass attempts on to each other.
+    pub instance: u64,
     /// Slots it offers.
     pub slots: u32,
     /// Its labels.
@@ -287,6 +289,7 @@ impl Handler<WorkerJoined> for Scheduler {
         let now = now_ms();
         let slots = WorkerSlots {
             name: joined.name,
+            instance: joined.instance,
             labels: joined.labels.into_iter().collect(),
             total: joined.slots,
             free: joined.slots,
@@ -294,11 +297,11 @@ impl Handler<WorkerJoined> for Scheduler {
             running: HashMap::new(),
             carried: HashMap::new(),
         };
-        // An attempt another worker (by name) holds is not this one's to carry: a worker speaks
-        // for its own attempts only.
+        // An attempt another worker process holds is not this one's to carry, whatever its
+        // name: a worker speaks for its own attempts only.
         let claimed_elsewhere = |lease: &Lease| {
             self.workers.values().any(|other| {
-                other.name != slots.name
+                other.instance != slots.instance
                     && (other.running.contains_key(lease) || other.carried.contains_key(lease))
             })
         };
@@ -345,8 +348,8 @@ impl Handler<WorkerJoined> for Scheduler {
                 (carried.lease, held)
             })
             .collect();
-        // An earlier registration of the same worker, not yet found gone, must not report these
-        // attempts lost when it is: they run here now.
+        // An earlier registration of the same process, not yet found gone, must not report
+        // these attempts lost when it is: they run here now.
         for other in self.workers.values_mut() {
             for lease in carried.keys() {
                 other.release(*lease);

@@ -32,6 +32,8 @@ pub(super) struct Held {
 /// A worker's slots as the Scheduler sees them.
 pub(super) struct WorkerSlots {
     pub(super) name: Arc<str>,
+    /// The worker process, which registrations of the same worker share.
+    pub(super) instance: u64,
     pub(super) labels: HashSet<String>,
     pub(super) total: u32,
     pub(super) free: u32,

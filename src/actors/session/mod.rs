@@ -275,17 +275,26 @@ impl Session {
         };
         let secret = self.secret(role);
         if !auth::verify(secret, Side::Peer, role, &peer_nonce, &nonce, &mac) {
-            return self.refuse(
-                ctx,
-                format!(
-                    "authentication failed: wrong {} token ({})",
-                    role.as_str(),
-                    match role {
-                        Role::Client => "DROVER_TOKEN or --token-file",
-                        Role::Worker => "DROVER_WORKER_TOKEN or --worker-token-file",
-                    }
+            // A peer with no token proves the empty one: it is told it gave none, not that the
+            // one it gave is wrong. (That tells it nothing of the secret.)
+            let gave_none = auth::verify(None, Side::Peer, role, &peer_nonce, &nonce, &mac);
+            let how = match role {
+                Role::Client => "set DROVER_TOKEN or give --token-file FILE",
+                Role::Worker => "set DROVER_WORKER_TOKEN or give --worker-token-file FILE",
+            };
+            let role = role.as_str();
+            let reason = match (secret, gave_none) {
+                (Some(_), true) => format!(
+                    "authentication failed: no {role} token was given, and this coordinator requires one; {how}"
                 ),
-            );
+                (Some(_), false) => format!("authentication failed: wrong {role} token ({how})"),
+                (None, _) => format!(
+                    "authentication failed: a {role} token was given, but this coordinator has none \
+                     configured (it takes {role}s from loopback without one); start it with that \
+                     token, or connect without one"
+                ),
+            };
+            return self.refuse(ctx, reason);
         }
         let mac = auth::proof(secret, Side::Coordinator, role, &peer_nonce, &nonce);
         self.send(ctx, FromCoordinator::Welcome { mac });
@@ -299,6 +308,7 @@ impl Session {
     fn on_register(&mut self, ctx: &mut Context<Self>, register: ToCoordinator) {
         let ToCoordinator::Register {
             name,
+            instance,
             slots,
             labels,
             carried,
@@ -342,6 +352,7 @@ impl Session {
         }
         let register = RegisterWorker {
             name,
+            instance,
             address: self.peer.to_string(),
             session: ctx.address().recipient(),
             slots,
@@ -357,7 +368,7 @@ impl Session {
             .send(register)
             .into_actor(self)
             .map(|registered, session, ctx| match registered {
-                Ok(worker) => {
+                Ok(Ok(worker)) => {
                     session.phase = Phase::Worker(worker);
                     session.send(
                         ctx,
@@ -367,6 +378,7 @@ impl Session {
                         },
                     );
                 }
+                Ok(Err(taken)) => session.close_with(ctx, taken.reason, taken.permanent),
                 Err(_) => ctx.stop(),
             })
             .wait(ctx);
@@ -426,6 +438,12 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
     fn handle(&mut self, frame: Result<ToCoordinator, CodecError>, ctx: &mut Context<Self>) {
         let message = match frame {
             Ok(message) => message,
+            Err(CodecError::Http) => {
+                tracing::warn!(peer = %self.peer, "a peer spoke HTTP to the protocol port (the dashboard and API are on the --http port), closing connection");
+                self.close_reason = "spoke HTTP to the protocol port".into();
+                ctx.stop();
+                return;
+            }
             Err(error) => {
                 tracing::warn!(peer = %self.peer, %error, "bad frame, closing connection");
                 self.close_reason = format!("bad frame: {error}");

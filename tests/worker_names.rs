@@ -88,6 +88,7 @@ async fn two_live_workers_never_share_a_name_nor_take_each_others_attempts() {
             output_tail: "forged".into(),
             error: None,
             outputs: Vec::new(),
+            permanent: false,
         }]))
         .await;
     match answer(&mut other).await {
@@ -245,6 +246,7 @@ async fn a_worker_back_before_its_old_connection_is_found_gone_keeps_its_attempt
             output_tail: String::new(),
             error: None,
             outputs: Vec::new(),
+            permanent: false,
         }]))
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! The `drover` command line: submit, inspect, cancel, retry, export, run locally, benchmark.
 
 pub mod bench;
+mod flags;
 pub mod render;
 pub mod text;
 pub mod watch;
@@ -136,9 +137,10 @@ enum Command {
         json: bool,
     },
     /// Cancel a batch's unfinished jobs, or one job.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["batch", "job"])))]
     Cancel {
         /// The batch.
-        #[arg(long, conflicts_with = "job", required_unless_present = "job")]
+        #[arg(long)]
         batch: Option<BatchId>,
         /// The job.
         #[arg(long)]
@@ -199,7 +201,10 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("drover: {error}");
         return std::process::ExitCode::FAILURE;
     }
-    let cli = Cli::parse();
+    let cli = match flags::parse(flags::command(), std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     if !matches!(cli.command, Command::Local { .. } | Command::Bench(_)) {
         quiet_on_closed_pipe();
     }

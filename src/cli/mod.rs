@@ -491,17 +491,32 @@ pub async fn wait_with_progress(
     } else {
         ProgressBar::new(info.total)
     };
+    // The rate and ETA are the coordinator's (jobs that ran, measured once there are enough),
+    // not the bar's own guess from its redraws, which made 333/s of one job.
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {per_sec}  eta {eta}  {msg}")
+        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     while !info.done {
         bar.set_position(info.finished());
-        bar.set_message(format!("{} running, {} failed", info.running, info.failed));
+        bar.set_message(progress_message(&info));
         info = client.wait_batch(batch, WAIT_SLICE).await?;
     }
     bar.finish_and_clear();
     Ok(info)
+}
+
+/// What the progress bar says beside the bar: `2 running, 1 failed, 12.5/s, eta 4m05s`.
+fn progress_message(info: &BatchInfo) -> String {
+    let mut message = format!("{} running, {} failed", info.running, info.failed);
+    if info.jobs_per_s > 0.0 {
+        message.push_str(&format!(
+            ", {}, eta {}",
+            render::rate(info.jobs_per_s),
+            render::eta(info)
+        ));
+    }
+    message
 }
 
 async fn local(

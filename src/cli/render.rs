@@ -2,8 +2,8 @@
 //! jobs and workers goes through [`super::text`] on its way out.
 
 use super::text;
-use crate::job::now_ms;
-use crate::status::{BatchInfo, ClusterStatus, JobInfo, Percentiles, WorkerInfo};
+use crate::job::{now_ms, JobState};
+use crate::status::{AttemptRecord, BatchInfo, ClusterStatus, JobInfo, Percentiles, WorkerInfo};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Renders rows under headers, columns padded to their widest cell; each cell on one line,
@@ -51,12 +51,24 @@ pub fn time_ms(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-/// `12.5/s`, `1530/s`.
+/// `12.5/s`, `1530/s`, `60/min`, `2.4/h`; `-` for no rate (0: none measured yet, or the batch
+/// was too small or too quick to have one). Under one a second it is given a minute or an hour,
+/// so it reads with two or three digits rather than as `0.0/s` or `0.9954/s`.
 pub fn rate(per_s: f64) -> String {
-    if per_s >= 100.0 {
-        format!("{per_s:.0}/s")
+    if per_s.is_nan() || per_s <= 0.0 {
+        return "-".into();
+    }
+    let (value, unit) = if per_s >= 1.0 {
+        (per_s, "s")
+    } else if per_s * 60.0 >= 1.0 {
+        (per_s * 60.0, "min")
     } else {
-        format!("{per_s:.1}/s")
+        (per_s * 3600.0, "h")
+    };
+    if value >= 100.0 {
+        format!("{value:.0}/{unit}")
+    } else {
+        format!("{value:.1}/{unit}")
     }
 }
 
@@ -204,7 +216,7 @@ pub fn jobs(jobs: &[JobInfo]) -> String {
 /// The `drover job ID` view, with its attempt history.
 pub fn job(job: &JobInfo) -> String {
     let mut out = format!(
-        "job {}{}\n  batch      {}\n  state      {}\n  attempts   {} ({} lost with their worker)\n  worker     {}\n  exit code  {}\n  duration   {}",
+        "job {}{}\n  batch      {}\n  state      {}\n  attempts   {}\n  worker     {}\n  exit code  {}\n  duration   {}",
         job.id,
         job.name
             .as_ref()
@@ -212,8 +224,7 @@ pub fn job(job: &JobInfo) -> String {
             .unwrap_or_default(),
         job.batch,
         job.state,
-        job.attempts,
-        job.lost_attempts,
+        attempts(job),
         optional(job.worker.as_deref().map(text::line)),
         optional(job.exit_code),
         optional(job.duration_ms.map(duration_ms)),
@@ -234,23 +245,21 @@ pub fn job(job: &JobInfo) -> String {
             job.duplicates
         ));
     }
-    if !job.history.is_empty() {
+    // A failed job's last ended attempt is the one that failed it, not an earlier one.
+    let (earlier, last) = match job.history.split_last() {
+        Some((last, earlier)) if job.state == JobState::Failed => (earlier, Some(last)),
+        _ => (&job.history[..], None),
+    };
+    if !earlier.is_empty() {
         out.push_str("\n  earlier attempts:");
-        for attempt in &job.history {
-            out.push_str(&format!(
-                "\n    #{} on {} at {}: {} after {}{}",
-                attempt.attempt,
-                text::line(&attempt.worker),
-                time_ms(attempt.started_at_ms),
-                attempt.outcome,
-                duration_ms(attempt.finished_at_ms.saturating_sub(attempt.started_at_ms)),
-                attempt
-                    .error
-                    .as_ref()
-                    .map(|error| format!(" ({})", text::line(error)))
-                    .unwrap_or_default()
-            ));
+        for attempt in earlier {
+            out.push_str("\n    ");
+            out.push_str(&attempt_line(attempt));
         }
+    }
+    if let Some(last) = last {
+        out.push_str("\n  last attempt:\n    ");
+        out.push_str(&attempt_line(last));
     }
     if let Some(tail) = job.output_tail.as_ref().filter(|tail| !tail.is_empty()) {
         out.push_str("\n  output (tail):\n");
@@ -262,6 +271,55 @@ pub fn job(job: &JobInfo) -> String {
         out.pop();
     }
     out
+}
+
+/// A job's attempts, and how they ended where that is known: `4 (3 failed, 1 succeeded)`.
+/// The history holds every attempt that ended unrecorded, across retries; the recorded one and
+/// the running one are the job's own.
+fn attempts(job: &JobInfo) -> String {
+    let mut ended: Vec<(&str, u32)> = Vec::new();
+    for attempt in &job.history {
+        let outcome = match attempt.outcome.as_str() {
+            "lost" => "lost with their worker",
+            "unstarted" => "lost before they started",
+            "timed_out" => "timed out",
+            other => other,
+        };
+        match ended.iter_mut().find(|(known, _)| *known == outcome) {
+            Some((_, count)) => *count += 1,
+            None => ended.push((outcome, 1)),
+        }
+    }
+    match job.state {
+        JobState::Succeeded => ended.push(("succeeded", 1)),
+        JobState::Running => ended.push(("running", 1)),
+        _ => {}
+    }
+    if ended.is_empty() {
+        return job.attempts.to_string();
+    }
+    let parts: Vec<String> = ended
+        .iter()
+        .map(|(outcome, count)| format!("{count} {outcome}"))
+        .collect();
+    format!("{} ({})", job.attempts, parts.join(", "))
+}
+
+/// One ended attempt of a job's history.
+fn attempt_line(attempt: &AttemptRecord) -> String {
+    format!(
+        "#{} on {} at {}: {} after {}{}",
+        attempt.attempt,
+        text::line(&attempt.worker),
+        time_ms(attempt.started_at_ms),
+        attempt.outcome,
+        duration_ms(attempt.finished_at_ms.saturating_sub(attempt.started_at_ms)),
+        attempt
+            .error
+            .as_ref()
+            .map(|error| format!(" ({})", text::line(error)))
+            .unwrap_or_default()
+    )
 }
 
 /// The `drover workers` table: who runs what since when, how much each has done, time per job.
@@ -285,8 +343,17 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
             if worker.current.len() > 4 {
                 jobs.push(format!("… {} in all", worker.current.len()));
             }
+            // A worker that drained and left said goodbye: it is not "gone" like a lost one.
             let seen = match worker.gone_at_ms {
-                Some(gone) => format!("gone {} ago", duration_ms(now.saturating_sub(gone))),
+                Some(gone) => format!(
+                    "{} {} ago",
+                    if worker.state == "left" {
+                        "left"
+                    } else {
+                        "lost"
+                    },
+                    duration_ms(now.saturating_sub(gone))
+                ),
                 None => format!("{} ago", duration_ms(worker.last_seen_ms)),
             };
             vec![
@@ -340,7 +407,8 @@ pub fn status(status: &ClusterStatus) -> String {
          jobs       {} pending, {} running, {} succeeded, {} failed, {} cancelled\n\
          throughput {} over the last minute\n\
          run time   {}\n\
-         queue wait {}",
+         queue wait {}\n\
+         (timings since the coordinator started, {})",
         duration_ms(status.uptime_ms),
         workers.busy,
         workers.idle,
@@ -356,6 +424,7 @@ pub fn status(status: &ClusterStatus) -> String {
         rate(stats.jobs_per_s),
         percentiles(&stats.run),
         percentiles(&stats.wait),
+        time_ms(stats.started_at_ms),
     );
     if stats.duplicates > 0 {
         out.push_str(&format!(
@@ -512,6 +581,68 @@ mod tests {
         assert_eq!(bar(5, 10, 10), "[#####.....]");
         assert_eq!(bar(12, 10, 4), "[####]");
         assert_eq!(bar(0, 0, 4), "[####]");
+    }
+
+    #[test]
+    fn rates_read_with_a_few_digits_in_a_fitting_unit() {
+        assert_eq!(rate(0.0), "-");
+        assert_eq!(rate(f64::NAN), "-");
+        assert_eq!(rate(1530.4), "1530/s");
+        assert_eq!(rate(12.54), "12.5/s");
+        assert_eq!(rate(0.9954), "59.7/min");
+        assert_eq!(rate(0.5), "30.0/min");
+        assert_eq!(rate(0.01), "36.0/h");
+    }
+
+    #[test]
+    fn a_failed_jobs_last_attempt_is_not_among_the_earlier_ones() {
+        let attempt = |number: u32, outcome: &str| AttemptRecord {
+            attempt: number,
+            worker: "w1".into(),
+            outcome: outcome.into(),
+            started_at_ms: 0,
+            finished_at_ms: 5,
+            exit_code: Some(1),
+            error: Some(format!("exit {number}")),
+        };
+        let mut job: JobInfo = serde_json::from_value(serde_json::json!({
+            "id": 7, "batch": 1, "name": null, "state": "failed", "attempts": 4,
+            "lost_attempts": 0, "worker": "w1", "exit_code": 1, "duration_ms": 5,
+            "queued_at_ms": 0, "started_at_ms": 0, "finished_at_ms": 5, "output_tail": null,
+            "error": "failed", "duplicates": 0, "outputs": [], "history": []
+        }))
+        .unwrap();
+        job.history = vec![
+            attempt(1, "failed"),
+            attempt(2, "lost"),
+            attempt(3, "failed"),
+            attempt(4, "failed"),
+        ];
+        let shown = super::job(&job);
+        assert!(
+            shown.contains("attempts   4 (3 failed, 1 lost with their worker)"),
+            "{shown}"
+        );
+        let (earlier, last) = shown.split_once("last attempt:").unwrap();
+        assert!(
+            earlier.contains("#3 on w1") && !earlier.contains("#4"),
+            "{shown}"
+        );
+        assert!(
+            last.contains("#4 on w1") && last.contains("(exit 4)"),
+            "{shown}"
+        );
+
+        // A job that succeeded after a failure: that failure was earlier, and nothing is last.
+        job.state = JobState::Succeeded;
+        job.history.truncate(1);
+        let shown = super::job(&job);
+        assert!(
+            shown.contains("attempts   4 (1 failed, 1 succeeded)"),
+            "{shown}"
+        );
+        assert!(shown.contains("earlier attempts:\n    #1 on w1"), "{shown}");
+        assert!(!shown.contains("last attempt"), "{shown}");
     }
 
     #[test]

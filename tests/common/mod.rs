@@ -119,6 +119,7 @@ impl Cluster {
             )
             .env_remove("DROVER_TOKEN")
             .env_remove("DROVER_WORKER_TOKEN")
+            .env_remove("DROVER_READ_TOKEN")
             .envs(self.coordinator_env.iter().cloned())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod data;
 pub mod handlers;
 pub mod orphans;
+pub mod scratch;
 
 pub use handlers::{CallContext, Handlers};
 
@@ -104,6 +105,8 @@ type Finished = (AttemptResult, Option<Outputs>);
 /// The worker's state across connections.
 struct Worker {
     config: WorkerConfig,
+    /// Its own place in the scratch directory, removed when it stops.
+    scratch: scratch::Scratch,
     running: HashMap<Lease, RunningAttempt>,
     outbox: BTreeMap<Lease, Outgoing>,
     /// Where each attempt's outputs go, for the manifest once its result is recorded.
@@ -134,10 +137,24 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    std::fs::create_dir_all(&config.scratch_dir).map_err(|source| WorkerError::Scratch {
+    let root = config.scratch_dir.clone();
+    let opened = tokio::task::spawn_blocking(move || scratch::Scratch::open(&root))
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the scratch directory's setup panicked",
+            ))
+        });
+    let (scratch, cleared) = opened.map_err(|source| WorkerError::Scratch {
         path: config.scratch_dir.clone(),
         source,
     })?;
+    if cleared > 0 {
+        tracing::info!(
+            workers = cleared,
+            "removed the scratch directories of workers that died"
+        );
+    }
     // What a worker killed on this machine left running goes before this one takes work.
     let swept = tokio::task::spawn_blocking(orphans::sweep)
         .await
@@ -153,6 +170,7 @@ pub async fn run(
     let stores = Stores::for_worker(config.s3.clone(), &config.scratch_dir.join(UPLOADS_DIR)).await;
     let mut worker = Worker {
         config,
+        scratch,
         stores,
         running: HashMap::new(),
         outbox: BTreeMap::new(),
@@ -373,7 +391,7 @@ impl Worker {
             },
         );
         let finished = self.finished_tx.clone();
-        let scratch = self.config.scratch_dir.clone();
+        let scratch = self.scratch.dir().to_path_buf();
         let handlers = self.config.handlers.clone();
         let stores = self.stores.clone();
         let (lease, job, number) = (assignment.lease, assignment.job, assignment.attempt);

@@ -567,3 +567,26 @@ async fn local(
         std::process::ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_bar_shows_the_coordinators_rate_or_none() {
+        let mut info: BatchInfo = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "b", "total": 9, "pending": 3, "running": 6, "succeeded": 0,
+            "failed": 0, "cancelled": 0, "done": false, "submitted_at_ms": 0,
+            "started_at_ms": 0, "finished_at_ms": null, "jobs_per_s": 0.0, "eta_s": null
+        }))
+        .unwrap();
+        // No rate yet (or a batch too small to have one): none shown, never a guess.
+        assert_eq!(progress_message(&info), "6 running, 0 failed");
+        info.jobs_per_s = 0.9954;
+        info.eta_s = Some(10);
+        assert_eq!(
+            progress_message(&info),
+            "6 running, 0 failed, 59.7/min, eta 10.0s"
+        );
+    }
+}

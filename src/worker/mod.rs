@@ -137,25 +137,8 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    let root = config.scratch_dir.clone();
-    let opened = tokio::task::spawn_blocking(move || scratch::Scratch::open(&root))
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::other(
-                "the scratch directory's setup panicked",
-            ))
-        });
-    let (scratch, cleared) = opened.map_err(|source| WorkerError::Scratch {
-        path: config.scratch_dir.clone(),
-        source,
-    })?;
-    if cleared > 0 {
-        tracing::info!(
-            workers = cleared,
-            "removed the scratch directories of workers that died"
-        );
-    }
-    // What a worker killed on this machine left running goes before this one takes work.
+    // What a worker killed on this machine left running goes before this one takes work (and
+    // before the directories it ran in).
     let swept = tokio::task::spawn_blocking(orphans::sweep)
         .await
         .unwrap_or(0);
@@ -165,6 +148,12 @@ pub async fn run(
             "killed processes left running by workers that died"
         );
     }
+    let scratch = scratch::Scratch::take(&config.scratch_dir)
+        .await
+        .map_err(|source| WorkerError::Scratch {
+            path: config.scratch_dir.clone(),
+            source,
+        })?;
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     let (written_tx, written_rx) = mpsc::unbounded_channel();
     let stores = Stores::for_worker(config.s3.clone(), &config.scratch_dir.join(UPLOADS_DIR)).await;

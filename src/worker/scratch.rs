@@ -44,6 +44,21 @@ impl Scratch {
         ))
     }
 
+    /// [`Scratch::open`] off the event loop, saying what it removed.
+    pub async fn take(root: &Path) -> std::io::Result<Scratch> {
+        let root = root.to_path_buf();
+        let (scratch, removed) = tokio::task::spawn_blocking(move || Scratch::open(&root))
+            .await
+            .map_err(std::io::Error::other)??;
+        if removed > 0 {
+            tracing::info!(
+                workers = removed,
+                "removed the scratch directories of workers that died"
+            );
+        }
+        Ok(scratch)
+    }
+
     /// Where this worker's attempts make their directories.
     pub fn dir(&self) -> &Path {
         &self.dir

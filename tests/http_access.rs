@@ -215,14 +215,18 @@ async fn beyond_loopback_reads_need_the_client_or_read_token() {
         .headers
         .to_ascii_lowercase()
         .contains("x-drover-access: read"));
-    // A page whose name was rebound to 127.0.0.1 sends its own name: it reads nothing.
-    let rebound = http_in(
-        &hosts.coordinator,
-        &local,
-        "/api/jobs/1",
-        &[("Host", "attacker.example")],
-    );
-    assert_eq!(rebound.status, 401, "{rebound:?}");
+    // A page whose name was rebound to 127.0.0.1 sends its own name, whatever else it says
+    // (headers a page may set on its own requests): it reads nothing.
+    for forwarded in [
+        vec![],
+        vec![("X-Forwarded-Host", "localhost")],
+        vec![("Forwarded", "host=localhost")],
+    ] {
+        let mut headers = vec![("Host", "attacker.example")];
+        headers.extend(forwarded);
+        let rebound = http_in(&hosts.coordinator, &local, "/api/jobs/1", &headers);
+        assert_eq!(rebound.status, 401, "{headers:?}: {rebound:?}");
+    }
 
     // The client token changes, from anywhere.
     let client = bearer(CLIENT_TOKEN);

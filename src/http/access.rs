@@ -170,11 +170,28 @@ fn proof(request: &HttpRequest, state: &HttpState) -> Result<Proof, ApiError> {
     let loopback = request
         .peer_addr()
         .is_some_and(|peer| peer.ip().is_loopback());
-    if loopback && names_loopback(request.connection_info().host()) {
+    if loopback && names_loopback(&host(request)) {
         Ok(Proof::Loopback)
     } else {
         Ok(Proof::Nothing)
     }
+}
+
+/// The name the request was sent to: its Host header (or, in HTTP/2, its URI's authority).
+/// Never `X-Forwarded-Host` or `Forwarded`, which a page may set on its own requests.
+fn host(request: &HttpRequest) -> String {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            request
+                .uri()
+                .authority()
+                .map(|authority| authority.to_string())
+        })
+        .unwrap_or_default()
 }
 
 /// The bearer token of the Authorization header, if there is one.

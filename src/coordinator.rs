@@ -38,6 +38,8 @@ pub struct CoordinatorConfig {
     pub client_secret: Option<Secret>,
     /// The worker role's secret.
     pub worker_secret: Option<Secret>,
+    /// A secret that lets HTTP callers read (the dashboard, `/api` GETs) and change nothing.
+    pub read_secret: Option<Secret>,
     /// The largest frame accepted.
     pub max_frame: usize,
     /// How long a peer has to authenticate.
@@ -80,6 +82,7 @@ impl CoordinatorConfig {
             heartbeat_interval: Duration::from_secs(1),
             client_secret: None,
             worker_secret: None,
+            read_secret: None,
             max_frame: DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
             max_connections: 4096,
@@ -296,6 +299,7 @@ pub fn start(
                 scheduler: scheduler.clone(),
                 metrics,
                 client_secret: config.client_secret.clone(),
+                read_secret: config.read_secret.clone(),
             };
             let server =
                 crate::http::serve(http_listener, state, tls.clone()).map_err(|source| {
@@ -307,10 +311,21 @@ pub fn start(
             actix_rt::spawn(server);
             tracing::info!(
                 address = %address,
-                "dashboard and HTTP API at {}://{address}/ (reading needs no token; changes need the client token{})",
+                "dashboard and HTTP API at {}://{address}/ ({})",
                 if tls.is_some() { "https" } else { "http" },
-                if config.client_secret.is_some() { "" } else { ", or loopback while none is set" }
+                http_access(&config),
             );
+            if config.client_secret.is_none()
+                && config.read_secret.is_none()
+                && !address.ip().is_loopback()
+            {
+                tracing::warn!(
+                    address = %address,
+                    "no client or read token configured: HTTP reads and changes are answered on \
+                     loopback only; set DROVER_TOKEN (or DROVER_READ_TOKEN, to read only) to let \
+                     other machines in"
+                );
+            }
             Some(address)
         }
         None => None,
@@ -324,6 +339,22 @@ pub fn start(
         scheduler,
         accepting,
     })
+}
+
+/// Who may do what over HTTP, for the log at start.
+fn http_access(config: &CoordinatorConfig) -> &'static str {
+    match (config.client_secret.is_some(), config.read_secret.is_some()) {
+        (true, true) => {
+            "reading needs the client or read token beyond loopback; changes need the client token"
+        }
+        (true, false) => {
+            "reading needs the client token beyond loopback; changes need the client token"
+        }
+        (false, true) => {
+            "reading needs the read token beyond loopback; changes are taken from loopback only"
+        }
+        (false, false) => "reading and changes are answered on loopback only",
+    }
 }
 
 async fn accept_loop(

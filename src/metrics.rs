@@ -42,6 +42,8 @@ pub struct Metrics {
     workers: Family<StateLabel, Gauge>,
     /// `drover_jobs_finished_total` by outcome: succeeded, failed, cancelled.
     finished: [Counter; 3],
+    /// `drover_attempts_total` by outcome.
+    attempts: Family<OutcomeLabel, Counter>,
     run_seconds: Histogram,
     wait_seconds: Histogram,
     commit_seconds: Histogram,
@@ -66,7 +68,11 @@ impl Metrics {
         let commit_seconds = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15),
         );
-        registry.register("drover_jobs", "Jobs by state", jobs.clone());
+        registry.register(
+            "drover_jobs",
+            "Jobs in each state now, over every batch on record",
+            jobs.clone(),
+        );
         registry.register(
             "drover_workers",
             "Workers by state (lost: gone without leaving in the last hour, and not back)",
@@ -74,8 +80,17 @@ impl Metrics {
         );
         registry.register(
             "drover_jobs_finished",
-            "Jobs that reached a terminal state, by outcome (a retried job counts again)",
+            "Times a job reached a terminal state, by outcome; a job that `drover retry` reopens \
+             counts again when it ends again, so this can exceed the jobs in that state now \
+             (drover_jobs), and it starts from zero when the coordinator does",
             finished.clone(),
+        );
+        let attempts = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "drover_attempts",
+            "Attempts that ended, by outcome: succeeded (recorded as its job's result), failed, \
+             timed_out, killed, lost (with its worker), unstarted (lost before its worker began)",
+            attempts.clone(),
         );
         registry.register(
             "drover_job_run_seconds",
@@ -100,6 +115,7 @@ impl Metrics {
             jobs,
             workers,
             finished,
+            attempts,
             run_seconds,
             wait_seconds,
             commit_seconds,
@@ -115,6 +131,19 @@ impl Metrics {
             JobState::Pending | JobState::Running => return,
         };
         counter.inc_by(count);
+    }
+
+    /// An attempt ended with this outcome (see [`crate::status::AttemptRecord::outcome`]).
+    pub fn attempt_ended(&self, outcome: &str) {
+        let outcome = match outcome {
+            "succeeded" => "succeeded",
+            "timed_out" => "timed_out",
+            "killed" => "killed",
+            "lost" => "lost",
+            "unstarted" => "unstarted",
+            _ => "failed",
+        };
+        self.attempts.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// An attempt ended after running this long.

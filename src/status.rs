@@ -19,7 +19,8 @@ pub struct BatchInfo {
     pub pending: u64,
     /// Jobs on a worker now.
     pub running: u64,
-    /// Jobs with an accepted result.
+    /// Jobs with an accepted result (counted here from the moment it is accepted; `done`
+    /// waits until it is on disk).
     pub succeeded: u64,
     /// Jobs that used up their attempts.
     pub failed: u64,
@@ -33,7 +34,9 @@ pub struct BatchInfo {
     pub started_at_ms: Option<u64>,
     /// When it was last seen done.
     pub finished_at_ms: Option<u64>,
-    /// Jobs finished per second since it started (to its end, once done).
+    /// Jobs that ran to an end (succeeded or failed; cancelled ones are no work done) per
+    /// second since it started, to its end once done; 0 while too few jobs or too little time
+    /// make a rate that means anything (fewer than 3 jobs, or under a second).
     pub jobs_per_s: f64,
     /// Seconds left at that rate, while it runs.
     pub eta_s: Option<u64>,
@@ -87,7 +90,7 @@ pub struct JobInfo {
     pub name: Option<String>,
     /// Where it is in its life.
     pub state: JobState,
-    /// Attempts started so far.
+    /// Attempts it has had, numbered on across retries (the highest attempt number given out).
     pub attempts: u32,
     /// Attempts lost to a dead or silent worker (counted apart from failures).
     pub lost_attempts: u32,
@@ -111,7 +114,8 @@ pub struct JobInfo {
     pub duplicates: u32,
     /// The recorded attempt's published outputs; `<to>/<job id>/_manifest.json` lists the same.
     pub outputs: Vec<crate::job::OutputObject>,
-    /// Attempts that ended without being recorded as the job's result.
+    /// Attempts that ended without success, oldest first, across retries (a recorded success
+    /// is the job's own fields). For a failed job the last of them is the one that failed it.
     pub history: Vec<AttemptRecord>,
 }
 
@@ -240,13 +244,14 @@ pub struct FailureInfo {
 pub struct JobStatistics {
     /// Jobs by state.
     pub jobs: JobCounts,
-    /// Jobs finished per second over the last minute.
+    /// Jobs that ran to an end (succeeded or failed, not cancelled) per second over the last
+    /// minute.
     pub jobs_per_s: f64,
-    /// Jobs finished in each of the last seconds, oldest first, the current one last.
+    /// Jobs that ran to an end in each of the last seconds, oldest first, the current one last.
     pub per_second: Vec<u32>,
-    /// Run time of attempts that ended.
+    /// Run time of attempts that ended since this coordinator started (`started_at_ms`).
     pub run: Percentiles,
-    /// Time from submission to first start.
+    /// Time from submission to first start, of jobs started since this coordinator started.
     pub wait: Percentiles,
     /// Successful results that arrived after a job's recorded one.
     pub duplicates: u64,

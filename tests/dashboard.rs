@@ -2,94 +2,16 @@
 //! live coordinator with workers and batches. Needs Debian's `chromium` and `chromium-driver`
 //! (`.ci/run` installs them). Leaves a screenshot at `target/tmp/dashboard.png`.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
+use browser::*;
 use common::*;
-use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
-use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use fantoccini::Locator;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "dashboard-secret";
-
-/// chromedriver as a child process, killed when dropped.
-struct Driver {
-    child: Child,
-    port: u16,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn program(variable: &str, default: &str) -> String {
-    std::env::var(variable).unwrap_or_else(|_| default.to_string())
-}
-
-async fn start_browser() -> (Driver, Browser) {
-    let chromedriver = program("CHROMEDRIVER", "/usr/bin/chromedriver");
-    let chromium = program("CHROMIUM", "/usr/bin/chromium");
-    for path in [&chromedriver, &chromium] {
-        assert!(
-            std::path::Path::new(path).exists(),
-            "{path} is missing: install Debian's chromium and chromium-driver \
-             (apt-get install chromium chromium-driver), as .ci/run does"
-        );
-    }
-    let port = free_port();
-    let child = Command::new(&chromedriver)
-        .arg(format!("--port={port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let driver = Driver {
-        child,
-        port,
-        _profile: tempfile::tempdir().unwrap(),
-    };
-    let address = format!("127.0.0.1:{port}");
-    wait_for(
-        Duration::from_secs(30),
-        "chromedriver to listen",
-        || async { tokio::net::TcpStream::connect(&address).await.ok() },
-    )
-    .await;
-    // No network beyond loopback here: keep Chromium from trying to reach Google at start.
-    let capabilities = json!({
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
-                format!("--user-data-dir={}", driver._profile.path().display()),
-            ]
-        }
-    });
-    let serde_json::Value::Object(capabilities) = capabilities else {
-        unreachable!("a JSON object literal")
-    };
-    // chromedriver speaks plain HTTP on loopback: no TLS client needed.
-    let browser = ClientBuilder::new(HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a Chromium session");
-    (driver, browser)
-}
-
-/// The text of the first element `css` finds, or None if there is none yet.
-async fn text_of(browser: &Browser, css: &str) -> Option<String> {
-    let element = browser.find(Locator::Css(css)).await.ok()?;
-    element.text().await.ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_workers_and_progress_live() {
@@ -197,6 +119,36 @@ async fn the_dashboard_shows_workers_and_progress_live() {
             .iter()
             .any(|height| height.parse::<f64>().unwrap_or(0.0) > 0.0),
         "the throughput chart shows the finished jobs"
+    );
+
+    // A worker that drains and leaves is shown calmly, as left: not in red, not as lost.
+    cluster.start_worker("gamma", 1, &[]);
+    let gamma = "#workers tr[data-worker='gamma']";
+    wait_for(
+        Duration::from_secs(20),
+        "worker gamma on the page",
+        || async { text_of(&browser, &format!("{gamma} td.state")).await },
+    )
+    .await;
+    cluster.signal_worker("gamma", libc::SIGTERM);
+    let heard = wait_for(Duration::from_secs(20), "gamma shown as left", || async {
+        let state = text_of(&browser, &format!("{gamma} td.state")).await?;
+        let heard = text_of(&browser, &format!("{gamma} td.heartbeat")).await?;
+        (state == "left").then_some(heard)
+    })
+    .await;
+    assert!(heard.starts_with("left "), "{heard}");
+    let class = browser
+        .find(Locator::Css(&format!("{gamma} td.heartbeat")))
+        .await
+        .unwrap()
+        .attr("class")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        !class.contains("stale"),
+        "a clean leave is no alarm: {class}"
     );
 
     // Read-only without the client secret: no buttons. With it, a running batch can be cancelled.

@@ -315,6 +315,102 @@ async fn sigterm_drains_a_worker() {
             && worker.lost == 0),
         "a drained worker is listed as left, having lost nothing: {workers:?}"
     );
+    // Said plainly, as a goodbye rather than a loss.
+    let table = stdout_of(&cluster.cli(&["workers"]));
+    let row = table
+        .lines()
+        .find(|line| line.contains("drainer"))
+        .expect(&table);
+    assert!(row.contains("left ") && row.contains(" ago"), "{table}");
+    assert!(!row.contains("lost ") && !row.contains("gone"), "{table}");
+}
+
+/// Every file and directory under `dir`, as paths relative to it.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).into_iter().flatten().flatten() {
+            let path = entry.path();
+            found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_with_the_default_scratch_directory_leave_nothing_behind() {
+    let cluster = Cluster::start(&[]).await;
+    let tmp = cluster.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let worker = |name: &str| {
+        std::process::Command::new(WORKER)
+            .args([
+                "--coordinator",
+                &cluster.address,
+                "--name",
+                name,
+                "--slots",
+                "1",
+            ])
+            .env("TMPDIR", &tmp)
+            .env_remove("DROVER_SCRATCH_DIR")
+            .env_remove("DROVER_WORKER_TOKEN")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let scratch = tmp.join(format!("drover-scratch-{}", unsafe { libc::getuid() }));
+    let mut client = cluster.client().await;
+
+    // A worker killed mid-attempt leaves that attempt's directory.
+    let mut killed = worker("killed");
+    cluster.wait_for_workers(1).await;
+    let long = client
+        .submit("long", vec![JobSpec::exec(["sleep", "60"])])
+        .await
+        .unwrap();
+    wait_running(&mut client, long.first_job, Duration::from_secs(30)).await;
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let left = tree(&scratch);
+    assert!(
+        left.iter()
+            .any(|path| path.contains(&format!("job-{}-attempt-1-", long.first_job))),
+        "{left:?}"
+    );
+    client
+        .cancel(CancelTarget::Batch(long.batch))
+        .await
+        .unwrap();
+
+    // The next worker clears it, runs its jobs, and leaves nothing when it stops.
+    let mut next = worker("next");
+    let quick = client
+        .submit(
+            "quick",
+            vec![JobSpec::exec(["sh", "-c", "echo hi > here"]); 3],
+        )
+        .await
+        .unwrap();
+    let info = wait_batch_done(&mut client, quick.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 3);
+    // SAFETY: kill(2) on a child process we started; no memory is involved.
+    assert_eq!(unsafe { libc::kill(next.id() as i32, libc::SIGTERM) }, 0);
+    assert!(next.wait().unwrap().success());
+    assert_eq!(
+        tree(&scratch),
+        vec!["attempts".to_string(), "uploads".to_string()],
+        "only the two empty directories of the one scratch directory stay"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

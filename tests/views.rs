@@ -497,3 +497,141 @@ async fn a_reader_that_stops_early_ends_the_output_quietly() {
         );
     }
 }
+
+/// The number on a metrics line, if the page has it.
+fn metric(page: &str, name: &str) -> Option<u64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_retry_the_views_agree_on_attempts_failures_and_rates() {
+    let http_address = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::start(&["--http", &http_address, "--retry-backoff", "10ms"]).await;
+    cluster.start_worker("w1", 2, &[]);
+    cluster.wait_for_workers(1).await;
+    let doomed = r#"{"cmd": ["sh", "-c", "echo doomed; exit 3"], "max_attempts": 2}"#.to_string();
+    let file = cluster.job_file("doomed.jsonl", &[doomed.clone(), doomed]);
+    let output = cluster.cli(&["submit", path_str(&file), "--wait", "--json"]);
+    assert!(!output.status.success());
+    let batch = serde_json::from_str::<Value>(&stdout_of(&output)).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let mut client = cluster.client().await;
+    assert_eq!(client.retry(batch).await.unwrap(), 2);
+    let info = wait_batch_done(&mut client, batch, Duration::from_secs(30)).await;
+    assert_eq!(info.failed, 2);
+    // Two jobs that ran and failed in well under a second: too quick for a rate.
+    assert_eq!(info.jobs_per_s, 0.0);
+    let shown = stdout_of(&cluster.cli(&["batch", &batch.to_string()]));
+    assert!(!shown.contains("rate"), "{shown}");
+
+    // The job: four attempts, all failed; the last apart from the earlier ones; an error that
+    // says why it counts two of them.
+    let job = client.job(1).await.unwrap();
+    assert_eq!(job.attempts, 4);
+    assert_eq!(job.history.len(), 4);
+    let error = job.error.clone().unwrap();
+    assert!(
+        error.starts_with("failed 2 of 2 attempts (4 in all:")
+            && error.contains("before a retry do not count"),
+        "{error}"
+    );
+    let shown = stdout_of(&cluster.cli(&["job", "1"]));
+    assert!(shown.contains("attempts   4 (4 failed)"), "{shown}");
+    let (earlier, last) = shown.split_once("last attempt:").expect(&shown);
+    let earlier = earlier.split_once("earlier attempts:").expect(&shown).1;
+    for number in 1..=3 {
+        assert!(earlier.contains(&format!("#{number} on w1")), "{shown}");
+    }
+    assert!(!earlier.contains("#4"), "{shown}");
+    assert!(last.contains("#4 on w1"), "{shown}");
+
+    // The metrics say what they count: jobs in each state now, times jobs ended (a retried job
+    // ends twice), and attempts.
+    let page = get(&http_address, "/metrics").await.body;
+    assert_eq!(
+        metric(&page, "drover_jobs{state=\"failed\"}"),
+        Some(2),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "drover_jobs_finished_total{outcome=\"failed\"}"),
+        Some(4),
+        "{page}"
+    );
+    assert!(
+        page.lines()
+            .any(|line| line.starts_with("# HELP drover_jobs_finished")
+                && line.contains("counts again")),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "drover_attempts_total{outcome=\"failed\"}"),
+        Some(8),
+        "{page}"
+    );
+
+    // Cancelling is not throughput: a thousand pending jobs cancelled add nothing to it.
+    let before: ClusterStatus =
+        serde_json::from_str(&get(&http_address, "/api/status").await.body).unwrap();
+    let mut stuck = drover::job::JobSpec::exec(["true"]);
+    stuck.requires = vec!["nowhere".into()];
+    let pending = client.submit("stuck", vec![stuck; 1000]).await.unwrap();
+    let cancelled = client
+        .cancel(drover::net::protocol::CancelTarget::Batch(pending.batch))
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 1000);
+    let info = wait_batch_done(&mut client, pending.batch, Duration::from_secs(30)).await;
+    assert_eq!((info.cancelled, info.jobs_per_s), (1000, 0.0));
+    let after: ClusterStatus =
+        serde_json::from_str(&get(&http_address, "/api/status").await.body).unwrap();
+    let sum = |status: &ClusterStatus| -> u64 {
+        status.stats.per_second.iter().map(|&n| u64::from(n)).sum()
+    };
+    assert!(sum(&after) <= sum(&before), "{:?}", after.stats.per_second);
+    assert!(after.stats.jobs_per_s <= before.stats.jobs_per_s);
+    let shown = stdout_of(&cluster.cli(&["batches"]));
+    let row = shown
+        .lines()
+        .find(|line| line.contains("stuck"))
+        .expect(&shown);
+    assert!(
+        row.contains("  -  "),
+        "no rate for a cancelled batch: {row}"
+    );
+
+    // The status says since when its timings count.
+    let shown = stdout_of(&cluster.cli(&["status"]));
+    assert!(
+        shown.contains("(timings since the coordinator started, 20"),
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_sent_to_a_file_are_plain_text() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("coordinator.log");
+    let mut child = std::process::Command::new(COORDINATOR)
+        .args(["--listen", "127.0.0.1:0", "--http", "off", "--data-dir"])
+        .arg(data.path().join("data"))
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let text = wait_for(Duration::from_secs(30), "the coordinator to log", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("coordinator listening").then_some(text) }
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text:?}"
+    );
+    assert!(text.contains(" INFO "), "{text}");
+}

@@ -31,6 +31,10 @@ struct Args {
     /// File holding the worker secret (else DROVER_WORKER_TOKEN).
     #[arg(long, env = "DROVER_WORKER_TOKEN_FILE")]
     worker_token_file: Option<PathBuf>,
+    /// File holding a token for reading over HTTP only: the dashboard and the JSON API's reads,
+    /// never a change (else DROVER_READ_TOKEN).
+    #[arg(long, env = "DROVER_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
     /// Largest frame accepted, in bytes.
     #[arg(long, env = "DROVER_MAX_FRAME_BYTES", default_value_t = drover::net::codec::DEFAULT_MAX_FRAME)]
     max_frame_bytes: usize,
@@ -98,11 +102,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.worker_token_file.as_deref(),
         std::env::var("DROVER_WORKER_TOKEN").ok().as_deref(),
     )?;
+    let read_secret = Secret::load(
+        args.read_token_file.as_deref(),
+        std::env::var("DROVER_READ_TOKEN").ok().as_deref(),
+    )?;
+    anyhow::ensure!(
+        read_secret.is_none() || read_secret != client_secret,
+        "the read token is the client token: give it a value of its own, or leave it unset"
+    );
     let config = CoordinatorConfig {
         heartbeat_timeout: args.heartbeat_timeout,
         heartbeat_interval: args.heartbeat_interval,
         client_secret,
         worker_secret,
+        read_secret,
         max_frame: args.max_frame_bytes,
         handshake_timeout: args.handshake_timeout,
         max_connections: args.max_connections,

@@ -1,6 +1,7 @@
 //! The `drover` command line: submit, inspect, cancel, retry, export, run locally, benchmark.
 
 pub mod bench;
+mod flags;
 pub mod render;
 pub mod run;
 pub mod text;
@@ -131,9 +132,10 @@ enum Command {
         json: bool,
     },
     /// Cancel a batch's unfinished jobs, or one job.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["batch", "job"])))]
     Cancel {
         /// The batch.
-        #[arg(long, conflicts_with = "job", required_unless_present = "job")]
+        #[arg(long)]
         batch: Option<BatchId>,
         /// The job.
         #[arg(long)]
@@ -197,7 +199,10 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("drover: {error}");
         return std::process::ExitCode::FAILURE;
     }
-    let cli = Cli::parse();
+    let cli = match flags::parse(flags::command(), std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     if !matches!(cli.command, Command::Local { .. } | Command::Bench(_)) {
         quiet_on_closed_pipe();
     }
@@ -498,17 +503,32 @@ pub async fn wait_with_progress(
     } else {
         ProgressBar::new(info.total)
     };
+    // The rate and ETA are the coordinator's (jobs that ran, measured once there are enough),
+    // not the bar's own guess from its redraws, which made 333/s of one job.
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {per_sec}  eta {eta}  {msg}")
+        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     while !info.done {
         bar.set_position(info.finished());
-        bar.set_message(format!("{} running, {} failed", info.running, info.failed));
+        bar.set_message(progress_message(&info));
         info = client.wait_batch(batch, WAIT_SLICE).await?;
     }
     bar.finish_and_clear();
     Ok(info)
+}
+
+/// What the progress bar says beside the bar: `2 running, 1 failed, 12.5/s, eta 4m05s`.
+fn progress_message(info: &BatchInfo) -> String {
+    let mut message = format!("{} running, {} failed", info.running, info.failed);
+    if info.jobs_per_s > 0.0 {
+        message.push_str(&format!(
+            ", {}, eta {}",
+            render::rate(info.jobs_per_s),
+            render::eta(info)
+        ));
+    }
+    message
 }
 
 async fn local(
@@ -581,4 +601,27 @@ async fn local(
     } else {
         std::process::ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_bar_shows_the_coordinators_rate_or_none() {
+        let mut info: BatchInfo = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "b", "total": 9, "pending": 3, "running": 6, "succeeded": 0,
+            "failed": 0, "cancelled": 0, "done": false, "submitted_at_ms": 0,
+            "started_at_ms": 0, "finished_at_ms": null, "jobs_per_s": 0.0, "eta_s": null
+        }))
+        .unwrap();
+        // No rate yet (or a batch too small to have one): none shown, never a guess.
+        assert_eq!(progress_message(&info), "6 running, 0 failed");
+        info.jobs_per_s = 0.9954;
+        info.eta_s = Some(10);
+        assert_eq!(
+            progress_message(&info),
+            "6 running, 0 failed, 59.7/min, eta 10.0s"
+        );
+    }
 }

@@ -2,8 +2,8 @@
 //! jobs and workers goes through [`super::text`] on its way out.
 
 use super::text;
-use crate::job::now_ms;
-use crate::status::{BatchInfo, ClusterStatus, JobInfo, Percentiles, WorkerInfo};
+use crate::job::{now_ms, JobState};
+use crate::status::{AttemptRecord, BatchInfo, ClusterStatus, JobInfo, Percentiles, WorkerInfo};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Renders rows under headers, columns padded to their widest cell; each cell on one line,
@@ -51,12 +51,24 @@ pub fn time_ms(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-/// `12.5/s`, `1530/s`.
+/// `12.5/s`, `1530/s`, `60/min`, `2.4/h`; `-` for no rate (0: none measured yet, or the batch
+/// was too small or too quick to have one). Under one a second it is given a minute or an hour,
+/// so it reads with two or three digits rather than as `0.0/s` or `0.9954/s`.
 pub fn rate(per_s: f64) -> String {
-    if per_s >= 100.0 {
-        format!("{per_s:.0}/s")
+    if per_s.is_nan() || per_s <= 0.0 {
+        return "-".into();
+    }
+    let (value, unit) = if per_s >= 1.0 {
+        (per_s, "s")
+    } else if per_s * 60.0 >= 1.0 {
+        (per_s * 60.0, "min")
     } else {
-        format!("{per_s:.1}/s")
+        (per_s * 3600.0, "h")
+    };
+    if value >= 100.0 {
+        format!("{value:.0}/{unit}")
+    } else {
+        format!("{value:.1}/{unit}")
     }
 }
 
@@ -204,7 +216,7 @@ pub fn jobs(jobs: &[JobInfo]) -> String {
 /// The `drover job ID` view, with its attempt history.
 pub fn job(job: &JobInfo) -> String {
     let mut out = format!(
-        "job {}{}\n  batch      {}\n  state      {}\n  attempts   {} ({} lost with their worker)\n  worker     {}\n  exit code  {}\n  duration   {}",
+        "job {}{}\n  batch      {}\n  state      {}\n  attempts   {}\n  worker     {}\n  exit code  {}\n  duration   {}",
         job.id,
         job.name
             .as_ref()
@@ -212,8 +224,7 @@ pub fn job(job: &JobInfo) -> String {
             .unwrap_or_default(),
         job.batch,
         job.state,
-        job.attempts,
-        job.lost_attempts,
+        attempts(job),
         optional(job.worker.as_deref().map(text::line)),
         optional(job.exit_code),
         optional(job.duration_ms.map(duration_ms)),
@@ -234,23 +245,21 @@ pub fn job(job: &JobInfo) -> String {
             job.duplicates
         ));
     }
-    if !job.history.is_empty() {
+    // A failed job's last ended attempt is the one that failed it, not an earlier one.
+    let (earlier, last) = match job.history.split_last() {
+        Some((last, earlier)) if job.state == JobState::Failed => (earlier, Some(last)),
+        _ => (&job.history[..], None),
+    };
+    if !earlier.is_empty() {
         out.push_str("\n  earlier attempts:");
-        for attempt in &job.history {
-            out.push_str(&format!(
-                "\n    #{} on {} at {}: {} after {}{}",
-                attempt.attempt,
-                text::line(&attempt.worker),
-                time_ms(attempt.started_at_ms),
-                attempt.outcome,
-                duration_ms(attempt.finished_at_ms.saturating_sub(attempt.started_at_ms)),
-                attempt
-                    .error
-                    .as_ref()
-                    .map(|error| format!(" ({})", text::line(error)))
-                    .unwrap_or_default()
-            ));
+        for attempt in earlier {
+            out.push_str("\n    ");
+            out.push_str(&attempt_line(attempt));
         }
+    }
+    if let Some(last) = last {
+        out.push_str("\n  last attempt:\n    ");
+        out.push_str(&attempt_line(last));
     }
     if let Some(tail) = job.output_tail.as_ref().filter(|tail| !tail.is_empty()) {
         out.push_str("\n  output (tail):\n");
@@ -262,6 +271,55 @@ pub fn job(job: &JobInfo) -> String {
         out.pop();
     }
     out
+}
+
+/// A job's attempts, and how they ended where that is known: `4 (3 failed, 1 succeeded)`.
+/// The history holds every attempt that ended unrecorded, across retries; the recorded one and
+/// the running one are the job's own.
+fn attempts(job: &JobInfo) -> String {
+    let mut ended: Vec<(&str, u32)> = Vec::new();
+    for attempt in &job.history {
+        let outcome = match attempt.outcome.as_str() {
+            "lost" => "lost with their worker",
+            "unstarted" => "lost before they started",
+            "timed_out" => "timed out",
+            other => other,
+        };
+        match ended.iter_mut().find(|(known, _)| *known == outcome) {
+            Some((_, count)) => *count += 1,
+            None => ended.push((outcome, 1)),
+        }
+    }
+    match job.state {
+        JobState::Succeeded => ended.push(("succeeded", 1)),
+        JobState::Running => ended.push(("running", 1)),
+        _ => {}
+    }
+    if ended.is_empty() {
+        return job.attempts.to_string();
+    }
+    let parts: Vec<String> = ended
+        .iter()
+        .map(|(outcome, count)| format!("{count} {outcome}"))
+        .collect();
+    format!("{} ({})", job.attempts, parts.join(", "))
+}
+
+/// One ended attempt of a job's history.
+fn attempt_line(attempt: &AttemptRecord) -> String {
+    format!(
+        "#{} on {} at {}: {} after {}{}",
+        attempt.attempt,
+        text::line(&attempt.worker),
+        time_ms(attempt.started_at_ms),
+        attempt.outcome,
+        duration_ms(attempt.finished_at_ms.saturating_sub(attempt.started_at_ms)),
+        attempt
+            .error
+            .as_ref()
+            .map(|error| format!(" ({})", text::line(error)))
+            .unwrap_or_default()
+    )
 }
 
 /// The `drover workers` table: who runs what since when with which labels, how much each has
@@ -286,8 +344,17 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
             if worker.current.len() > 4 {
                 jobs.push(format!("… {} in all", worker.current.len()));
             }
+            // A worker that drained and left said goodbye: it is not "gone" like a lost one.
             let seen = match worker.gone_at_ms {
-                Some(gone) => format!("gone {} ago", duration_ms(now.saturating_sub(gone))),
+                Some(gone) => format!(
+                    "{} {} ago",
+                    if worker.state == "left" {
+                        "left"
+                    } else {
+                        "lost"
+                    },
+                    duration_ms(now.saturating_sub(gone))
+                ),
                 None => format!("{} ago", duration_ms(worker.last_seen_ms)),
             };
             vec![
@@ -348,7 +415,8 @@ pub fn status(status: &ClusterStatus) -> String {
          jobs       {} pending, {} running, {} succeeded, {} failed, {} cancelled\n\
          throughput {} over the last minute\n\
          run time   {}\n\
-         queue wait {}",
+         queue wait {}\n\
+         (timings since the coordinator started, {})",
         duration_ms(status.uptime_ms),
         stats.ledger,
         stats.ledger,
@@ -366,6 +434,7 @@ pub fn status(status: &ClusterStatus) -> String {
         rate(stats.jobs_per_s),
         percentiles(&stats.run),
         percentiles(&stats.wait),
+        time_ms(stats.started_at_ms),
     );
     if stats.duplicates > 0 {
         out.push_str(&format!(
@@ -491,44 +560,4 @@ pub fn csv_record(job: &JobInfo) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align_columns() {
-        let text = table(&["A", "LONGER"], &[vec!["wide cell".into(), "x".into()]]);
-        assert_eq!(text, "A          LONGER\nwide cell  x");
-    }
-
-    #[test]
-    fn etas_say_done_a_duration_or_unknown() {
-        let mut batch: BatchInfo = serde_json::from_value(serde_json::json!({
-            "id": 1, "name": "b", "total": 4, "pending": 2, "running": 1, "succeeded": 1,
-            "failed": 0, "cancelled": 0, "done": false, "submitted_at_ms": 0,
-            "started_at_ms": null, "finished_at_ms": null, "jobs_per_s": 0.0, "eta_s": null
-        }))
-        .unwrap();
-        assert_eq!(eta(&batch), "-");
-        assert_eq!(percent(&batch), 25.0);
-        batch.eta_s = Some(245);
-        assert_eq!(eta(&batch), "4m05s");
-        batch.done = true;
-        assert_eq!(eta(&batch), "done");
-    }
-
-    #[test]
-    fn bars_fill_in_proportion() {
-        assert_eq!(bar(0, 10, 10), "[..........]");
-        assert_eq!(bar(5, 10, 10), "[#####.....]");
-        assert_eq!(bar(12, 10, 4), "[####]");
-        assert_eq!(bar(0, 0, 4), "[####]");
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(duration_ms(350), "350ms");
-        assert_eq!(duration_ms(1_250), "1.2s");
-        assert_eq!(duration_ms(245_000), "4m05s");
-        assert_eq!(duration_ms(7_380_000), "2h03m");
-    }
-}
+mod tests;

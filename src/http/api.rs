@@ -1,4 +1,5 @@
-//! `/api/...` and `/metrics`.
+//! `/api/...` and `/metrics`. Who may call what is [`super::access`]'s business: it guards the
+//! whole `/api` scope. `/metrics` is open: it holds counts and timings, no job data.
 
 use super::{ApiError, HttpState, MAX_BODY_BYTES};
 use crate::actors::ledger::{Cancel, GetBatch, GetJob, ListBatches, Retry, SubmitBatch};
@@ -13,6 +14,7 @@ type State = web::Data<HttpState>;
 pub(super) fn routes(config: &mut web::ServiceConfig) {
     config.route("/metrics", web::get().to(metrics)).service(
         web::scope("/api")
+            .wrap(actix_web::middleware::from_fn(super::access::guard))
             .route("/status", web::get().to(status))
             .route("/workers", web::get().to(workers))
             .route("/batches", web::get().to(batches))
@@ -67,73 +69,6 @@ async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
         .body(state.metrics.render(&status)))
 }
 
-/// Changes need the client secret as a bearer token; without a secret, a loopback peer.
-///
-/// Whatever the token, a change must say it sends JSON: a page on another site cannot send that
-/// without the browser first asking (a CORS preflight), which this server never approves. So a
-/// web page open on the coordinator's host cannot use its loopback privilege to submit jobs.
-fn authorize(request: &HttpRequest, state: &HttpState) -> Result<(), ApiError> {
-    let json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(';')
-                .next()
-                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !json {
-        return Err(ApiError::unsupported_type());
-    }
-    let Some(secret) = &state.client_secret else {
-        let loopback = request
-            .peer_addr()
-            .is_some_and(|peer| peer.ip().is_loopback());
-        // A page whose name was rebound to 127.0.0.1 still sends its own name as the Host.
-        let host = request.connection_info().host().to_string();
-        return if loopback && names_loopback(&host) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized(
-                "no client token is configured: changes are accepted from loopback only",
-            ))
-        };
-    };
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing bearer token (Authorization: Bearer ...)"))?
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("the Authorization header must be Bearer <token>"))?;
-    let given = match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => {
-            return Err(ApiError::unauthorized(
-                "the Authorization header must be Bearer <token>",
-            ))
-        }
-    };
-    if secret.matches(given) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("wrong token"))
-    }
-}
-
-/// True when a Host header names this machine's loopback: `localhost`, `127.x.y.z` or `[::1]`,
-/// with or without a port.
-fn names_loopback(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Reads the body, refusing it as soon as it is known to be too large.
 async fn read_body(request: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     let declared = request
@@ -163,7 +98,6 @@ async fn submit(
     payload: web::Payload,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state)?;
     let body = read_body(&request, payload).await?;
     let (name, jobs) = super::batch::parse(&body)?;
     let submitted = state.ledger.send(SubmitBatch { name, jobs }).await??;
@@ -175,51 +109,13 @@ async fn submit(
         .json(submitted))
 }
 
-async fn cancel(
-    request: HttpRequest,
-    state: State,
-    id: web::Path<BatchId>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state)?;
+async fn cancel(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, ApiError> {
     let target = CancelTarget::Batch(id.into_inner());
     let count = state.ledger.send(Cancel(target)).await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "cancelled": count })))
 }
 
-async fn retry(
-    request: HttpRequest,
-    state: State,
-    id: web::Path<BatchId>,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state)?;
+async fn retry(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, ApiError> {
     let count = state.ledger.send(Retry(id.into_inner())).await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_host_names() {
-        for host in [
-            "localhost",
-            "localhost:7701",
-            "127.0.0.1:7701",
-            "127.9.9.9",
-            "[::1]:7701",
-            "[::1]",
-        ] {
-            assert!(names_loopback(host), "{host}");
-        }
-        for host in [
-            "evil.example:7701",
-            "10.0.0.1:7701",
-            "localhost.evil.example",
-            "[::2]:1",
-            "",
-        ] {
-            assert!(!names_loopback(host), "{host}");
-        }
-    }
 }

@@ -1,10 +1,12 @@
 //! The coordinator's HTTP side (`--http ADDR`): a JSON API over the same data as the CLI, batch
 //! submission for other languages, Prometheus metrics and a live dashboard.
 //!
-//! Reading is open to anyone who can reach the address; anything that changes jobs (submit,
-//! cancel, retry) needs the client secret as a bearer token, or, where no client secret is set,
-//! a request from loopback, as for the binary protocol.
+//! Reading needs the client or read token beyond loopback; anything that changes jobs (submit,
+//! cancel, retry) needs the client token, or, where none is set, a request from loopback, as for
+//! the binary protocol (see [`access`]). The dashboard's page and `/metrics` are open: they hold
+//! no job data.
 
+mod access;
 mod api;
 mod batch;
 mod dashboard;
@@ -19,6 +21,7 @@ use actix::Addr;
 use actix_web::{web, App, HttpServer};
 use std::sync::Arc;
 
+pub use access::ACCESS_HEADER;
 pub use error::ApiError;
 
 /// The largest request body accepted (a JSON batch), in bytes.
@@ -34,8 +37,10 @@ pub struct HttpState {
     pub scheduler: Addr<Scheduler>,
     /// The metrics, rendered at `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// The client role's secret, the bearer token for changes.
+    /// The client role's secret, the bearer token for changes (and reads).
     pub client_secret: Option<Secret>,
+    /// A secret for reading only, beside the client's.
+    pub read_secret: Option<Secret>,
 }
 
 /// Starts serving on `listener`; the returned server runs once spawned on the actix system.

@@ -33,7 +33,30 @@ struct Instance {
     id: String,
     /// Held locked for the life of the process; never read.
     _lock: File,
+    lock_path: PathBuf,
     next_entry: AtomicU64,
+}
+
+impl Drop for Instance {
+    /// A worker that stops with nothing in flight leaves no lock behind. One with uploads still
+    /// written down (an abort that failed) keeps it: the next worker finds them through it.
+    fn drop(&mut self) {
+        let Some(dir) = self.lock_path.parent() else {
+            return;
+        };
+        let prefix = format!("{}-", self.id);
+        let in_flight = std::fs::read_dir(dir).is_ok_and(|listing| {
+            listing.flatten().any(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|name| name.starts_with(&prefix))
+            })
+        });
+        if !in_flight {
+            let _ = std::fs::remove_file(&self.lock_path);
+        }
+    }
 }
 
 /// A directory of uploads in flight, one file each (`<instance>-<n>.json`).
@@ -62,13 +85,15 @@ impl UploadJournal {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
         let id = format!("{:016x}", rand::random::<u64>());
-        let lock = File::create(dir.join(format!("{id}.lock")))?;
+        let lock_path = dir.join(format!("{id}.lock"));
+        let lock = File::create(&lock_path)?;
         lock.try_lock().map_err(std::io::Error::other)?;
         Ok(UploadJournal {
             dir,
             instance: Arc::new(Instance {
                 id,
                 _lock: lock,
+                lock_path,
                 next_entry: AtomicU64::new(1),
             }),
         })
@@ -228,5 +253,29 @@ mod tests {
         );
         UploadJournal::forget(&mine_entry).await;
         assert!(!mine_entry.exists());
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_stops_with_nothing_in_flight_leaves_no_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uploads");
+        let done = UploadJournal::open(&path).unwrap();
+        let entry = done.record(&upload("finished")).await.unwrap();
+        UploadJournal::forget(&entry).await;
+        let stuck = UploadJournal::open(&path).unwrap();
+        stuck.record(&upload("abort failed")).await.unwrap();
+        drop(done);
+        drop(stuck);
+        let left: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        // Only the worker with an upload still written down keeps its lock, for the next one.
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert_eq!(
+            left.iter().filter(|name| name.ends_with(".lock")).count(),
+            1
+        );
     }
 }

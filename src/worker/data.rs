@@ -15,7 +15,7 @@ use crate::job::{
     Outputs, MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS,
 };
 use crate::storage::s3::{S3Settings, S3};
-use crate::storage::uploads::UploadJournal;
+use crate::storage::uploads::{LeftOver, UploadJournal};
 use crate::storage::{describe_io, FetchError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -94,6 +94,14 @@ impl Stores {
         let left = tokio::task::spawn_blocking(move || journal.left_over())
             .await
             .unwrap_or_default();
+        // A worker gone with nothing in flight left only its lock: no reason to reach S3
+        // (which, without credentials, takes a while to say so).
+        let (empty, left): (Vec<LeftOver>, Vec<LeftOver>) = left
+            .into_iter()
+            .partition(|instance| instance.entries.is_empty());
+        for instance in empty {
+            UploadJournal::forget(&instance.lock_path).await;
+        }
         if left.is_empty() {
             return 0;
         }

@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod data;
 pub mod handlers;
 pub mod orphans;
+pub mod scratch;
 mod tail;
 
 pub use handlers::{CallContext, Handlers};
@@ -106,6 +107,8 @@ type Finished = (AttemptResult, Option<(Outputs, LedgerId)>);
 /// The worker's state across connections.
 struct Worker {
     config: WorkerConfig,
+    /// Its own place in the scratch directory, removed when it stops.
+    scratch: scratch::Scratch,
     running: HashMap<Lease, RunningAttempt>,
     outbox: BTreeMap<Lease, Outgoing>,
     /// Where each attempt's outputs go, for the manifest once its result is recorded.
@@ -139,11 +142,8 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    std::fs::create_dir_all(&config.scratch_dir).map_err(|source| WorkerError::Scratch {
-        path: config.scratch_dir.clone(),
-        source,
-    })?;
-    // What a worker killed on this machine left running goes before this one takes work.
+    // What a worker killed on this machine left running goes before this one takes work (and
+    // before the directories it ran in).
     let swept = tokio::task::spawn_blocking(orphans::sweep)
         .await
         .unwrap_or(0);
@@ -153,11 +153,18 @@ pub async fn run(
             "killed processes left running by workers that died"
         );
     }
+    let scratch = scratch::Scratch::take(&config.scratch_dir)
+        .await
+        .map_err(|source| WorkerError::Scratch {
+            path: config.scratch_dir.clone(),
+            source,
+        })?;
     let (finished_tx, finished_rx) = mpsc::unbounded_channel();
     let (written_tx, written_rx) = mpsc::unbounded_channel();
     let stores = Stores::for_worker(config.s3.clone(), &config.scratch_dir.join(UPLOADS_DIR)).await;
     let mut worker = Worker {
         config,
+        scratch,
         stores,
         running: HashMap::new(),
         outbox: BTreeMap::new(),
@@ -372,7 +379,7 @@ impl Worker {
             },
         );
         let finished = self.finished_tx.clone();
-        let scratch = self.config.scratch_dir.clone();
+        let scratch = self.scratch.dir().to_path_buf();
         let handlers = self.config.handlers.clone();
         let stores = self.stores.clone();
         let (lease, job, number) = (assignment.lease, assignment.job, assignment.attempt);

@@ -119,6 +119,7 @@ impl Cluster {
             )
             .env_remove("DROVER_TOKEN")
             .env_remove("DROVER_WORKER_TOKEN")
+            .env_remove("DROVER_READ_TOKEN")
             .envs(self.coordinator_env.iter().cloned())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -433,17 +434,32 @@ pub fn recording_job(sleep_s: f64) -> String {
     )
 }
 
-/// What a worker's scratch directory holds besides its journal of uploads: attempts' leftovers.
+/// What a worker's scratch directory holds besides its journal of uploads and the workers'
+/// own places (`attempts/<instance>/` and its lock): attempts' leftovers, and anything else.
 pub fn attempt_dirs_left(scratch: &Path) -> Vec<String> {
-    std::fs::read_dir(scratch)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .filter(|name| name != drover::worker::UPLOADS_DIR)
-                .collect()
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let attempts = scratch.join(drover::worker::scratch::ATTEMPTS_DIR);
+    let mut left: Vec<String> = names(scratch)
+        .into_iter()
+        .filter(|name| {
+            name != drover::worker::UPLOADS_DIR && name != drover::worker::scratch::ATTEMPTS_DIR
         })
-        .unwrap_or_default()
+        .collect();
+    for place in names(&attempts) {
+        if !place.ends_with(".lock") {
+            left.extend(names(&attempts.join(&place)));
+        }
+    }
+    left
 }
 
 /// Polls `check` until it returns Some, or panics after `within`.

@@ -106,14 +106,24 @@ impl LedgerStats {
         self.metrics.attempt_ran(Duration::from_millis(run_ms));
     }
 
-    /// Jobs reached a terminal state with this outcome.
+    /// Jobs reached a terminal state with this outcome. Cancelled ones are no work done: they
+    /// count in the metrics, not in the throughput (a cancel of 200,000 pending jobs is not
+    /// 3,000 jobs a second).
     pub(crate) fn jobs_finished(&mut self, state: JobState, count: u64) {
         if count == 0 {
             return;
         }
-        self.finished
-            .add(now_ms() / 1000, u32::try_from(count).unwrap_or(u32::MAX));
+        if state != JobState::Cancelled {
+            self.finished
+                .add(now_ms() / 1000, u32::try_from(count).unwrap_or(u32::MAX));
+        }
         self.metrics.jobs_finished(state, count);
+    }
+
+    /// An attempt ended with this outcome (`succeeded` for a recorded result, or a failure's:
+    /// `failed`, `timed_out`, `killed`, `lost`, `unstarted`).
+    pub(crate) fn attempt_outcome(&self, outcome: &str) {
+        self.metrics.attempt_ended(outcome);
     }
 
     /// An attempt failed; kept among the recent failures.

@@ -29,8 +29,14 @@ function duration(ms) {
   return `${Math.floor(ms / 3600000)}h${String(Math.floor(ms / 60000) % 60).padStart(2, "0")}m`;
 }
 
+// As the CLI shows it: none ("–") for a batch too small or too quick to have one, and under one a
+// second per minute or per hour, so it reads with a few digits.
 function rate(perSecond) {
-  return perSecond >= 100 ? `${perSecond.toFixed(0)}/s` : `${perSecond.toFixed(1)}/s`;
+  if (!(perSecond > 0)) return "–";
+  let [value, unit] = [perSecond, "s"];
+  if (perSecond < 1 / 60) [value, unit] = [perSecond * 3600, "h"];
+  else if (perSecond < 1) [value, unit] = [perSecond * 60, "min"];
+  return value >= 100 ? `${value.toFixed(0)}/${unit}` : `${value.toFixed(1)}/${unit}`;
 }
 
 function percentiles(p) {
@@ -42,9 +48,23 @@ function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
 }
 
+// What the coordinator says this page may do with its token (or without one, on loopback):
+// "read" or "change".
+let access = "read";
+
+class NeedsToken extends Error {}
+
+// Reads send the token kept for this browser session, if there is one: beyond loopback the
+// coordinator answers reads only with the client or read token.
 async function getJson(path) {
-  const response = await fetch(path, { cache: "no-store" });
+  const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
+  const response = await fetch(path, { cache: "no-store", headers });
+  if (response.status === 401) {
+    const body = await response.json().catch(() => ({}));
+    throw new NeedsToken(body.error || "this coordinator needs a token");
+  }
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  access = response.headers.get("X-Drover-Access") || access;
   return response.json();
 }
 
@@ -59,6 +79,11 @@ function renderSummary(status) {
   $("throughput").textContent = rate(status.stats.jobs_per_s);
   $("run-time").textContent = percentiles(status.stats.run);
   $("wait-time").textContent = percentiles(status.stats.wait);
+  // The timings start over when the coordinator does: say since when they count.
+  const started = new Date(status.stats.started_at_ms);
+  const since = started.toDateString() === new Date().toDateString()
+    ? started.toLocaleTimeString() : started.toLocaleString();
+  for (const id of ["run-since", "wait-since"]) $(id).textContent = `since ${since}`;
   $("uptime").textContent = `up ${duration(status.uptime_ms)}`;
 }
 
@@ -94,17 +119,16 @@ function progressBar(batch) {
 }
 
 async function act(path) {
-  const response = await fetch(path, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" },
-  });
+  const headers = { "Content-Type": "application/json" };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const response = await fetch(path, { method: "POST", headers });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) alert(body.error || `HTTP ${response.status}`);
   poll();
 }
 
 function renderBatches(batches) {
-  const showActions = token() !== "";
+  const showActions = access === "change";
   document.querySelectorAll(".actions").forEach((cell) => cell.classList.toggle("hidden", !showActions));
   const rows = batches.slice().reverse().map((batch) => {
     const finished = batch.succeeded + batch.failed + batch.cancelled;
@@ -141,9 +165,13 @@ function renderWorkers(workers, now) {
       .map((job) => `${job.job} (${duration(Math.max(0, now - job.since_ms))})`)
       .join(", ") + (worker.current.length > 6 ? ` … ${worker.current.length} in all` : "");
     const finished = worker.done + worker.failed;
-    const heartbeat = worker.gone_at_ms !== null
-      ? el("td", { class: "heartbeat stale" }, `gone ${duration(Math.max(0, now - worker.gone_at_ms))} ago`)
-      : el("td", { class: worker.last_seen_ms > 3000 ? "heartbeat stale" : "heartbeat" }, `${duration(worker.last_seen_ms)} ago`);
+    // A worker that drained and left said goodbye: shown calmly. Only a lost one is an alarm.
+    const goneFor = duration(Math.max(0, now - worker.gone_at_ms));
+    const heartbeat = worker.gone_at_ms === null
+      ? el("td", { class: worker.last_seen_ms > 3000 ? "heartbeat stale" : "heartbeat" }, `${duration(worker.last_seen_ms)} ago`)
+      : worker.state === "left"
+        ? el("td", { class: "heartbeat left" }, `left ${goneFor} ago`)
+        : el("td", { class: "heartbeat stale" }, `lost ${goneFor} ago`);
     return el("tr", { "data-worker": worker.name },
       el("td", {}, worker.name),
       el("td", { class: `state state-${worker.state}` }, worker.state),
@@ -188,9 +216,18 @@ async function poll() {
     lastUpdate = Date.now();
     $("connection").className = "connection live";
     $("connection").textContent = "live";
+    $("token-needed").classList.add("hidden");
   } catch (error) {
     $("connection").className = "connection down";
-    $("connection").textContent = `coordinator unreachable (last update ${lastUpdate ? new Date(lastUpdate).toLocaleTimeString() : "never"})`;
+    if (error instanceof NeedsToken) {
+      // Asked once: the token entered is kept for this browser session.
+      $("connection").textContent = token() ? "wrong token" : "token needed";
+      $("token-needed-reason").textContent = error.message;
+      $("token-needed").classList.remove("hidden");
+      if (document.activeElement !== $("token")) $("token").focus();
+    } else {
+      $("connection").textContent = `coordinator unreachable (last update ${lastUpdate ? new Date(lastUpdate).toLocaleTimeString() : "never"})`;
+    }
   }
 }
 

@@ -278,6 +278,9 @@ impl Book {
                     now,
                 ));
                 finishing.push((id, JobState::Failed));
+                if let Some(counts) = self.batches.get_mut(&batch) {
+                    counts.recording(JobState::Failed);
+                }
             } else {
                 job.phase = Phase::Queued;
                 job.running = None;

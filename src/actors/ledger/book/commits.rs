@@ -43,7 +43,13 @@ impl Book {
                     for run_ms in ran_ms {
                         self.stats.attempt_ended(run_ms);
                     }
+                    for (_, state) in &finishing {
+                        if *state == JobState::Succeeded {
+                            self.stats.attempt_outcome("succeeded");
+                        }
+                    }
                     for failure in failures {
+                        self.stats.attempt_outcome(&failure.outcome);
                         self.stats.failure(failure);
                     }
                     let mut effects = self.finished(finishing, now);
@@ -64,6 +70,7 @@ impl Book {
             } => match result {
                 Ok(()) => {
                     for failure in failures {
+                        self.stats.attempt_outcome(&failure.outcome);
                         self.stats.failure(failure);
                     }
                     self.finished(finishing, now)
@@ -131,7 +138,7 @@ impl Book {
             self.unfinished_bytes -= job.spec.as_bytes().len();
             *by_state.entry(state).or_default() += 1;
             if let Some(counts) = self.batches.get_mut(&job.batch) {
-                counts.count_terminal(state);
+                counts.recorded(state, true);
             }
             if touched.last() != Some(&job.batch) {
                 touched.push(job.batch);
@@ -158,7 +165,7 @@ impl Book {
     /// results were not acknowledged, so the workers report them again.
     fn unfinish(&mut self, jobs: Vec<(JobId, JobState)>) -> Effects {
         let mut effects = Effects::none();
-        for (id, _) in jobs {
+        for (id, state) in jobs {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
@@ -173,6 +180,9 @@ impl Book {
                 job.attempts = job.attempts.saturating_add(1);
             }
             let batch = job.batch;
+            if let Some(counts) = self.batches.get_mut(&batch) {
+                counts.recorded(state, false);
+            }
             self.recount(batch, Phase::Finishing, Phase::Queued);
             // The attempt whose result was being written reports it again.
             if let Some(running) = running {

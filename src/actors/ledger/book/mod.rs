@@ -370,6 +370,13 @@ impl Book {
         }
     }
 
+    /// A job's terminal state is being written: it shows under that state from now on.
+    fn recording(&mut self, batch: BatchId, state: JobState) {
+        if let Some(counts) = self.batches.get_mut(&batch) {
+            counts.recording(state);
+        }
+    }
+
     /// An attempt of a live job that is no longer its current one, but may still report.
     fn keep_stale(&mut self, job: JobId, lease: Lease, worker: Arc<str>) {
         let stale = self.stale.entry(job).or_default();

@@ -147,6 +147,7 @@ impl Book {
                     }
                     let batch = job.batch;
                     self.recount(batch, before, Phase::Finishing);
+                    self.recording(batch, JobState::Succeeded);
                     if let Some((lease, to)) = beaten {
                         // Stopped, it reports all the same.
                         effects.kill.push(lease);
@@ -191,10 +192,7 @@ impl Book {
                                  attempt"
                             )
                         } else {
-                            format!(
-                                "failed {} of {} attempts; last: {reason}",
-                                job.failures, max_attempts
-                            )
+                            gave_up(job.failures, max_attempts, job.attempts, reason)
                         };
                         changes.push(work_order(
                             result.job,
@@ -205,6 +203,9 @@ impl Book {
                             now,
                         ));
                         finishing.push((result.job, JobState::Failed));
+                        if let Some(counts) = self.batches.get_mut(&batch) {
+                            counts.recording(JobState::Failed);
+                        }
                     } else {
                         job.phase = Phase::Backoff;
                         let delay = backoff(self.limits.retry_backoff, job.failures);
@@ -374,5 +375,20 @@ impl Book {
             }),
             ..Effects::none()
         }
+    }
+}
+
+/// Why a job failed for good: `failures` of its `max_attempts`. Its `attempts` (every attempt it
+/// had, numbered on across retries, as `drover job` shows them) may be more: attempts lost with
+/// their worker are counted apart, and a retry counts failures afresh. The message says so
+/// rather than show two counts that seem to disagree.
+fn gave_up(failures: u32, max_attempts: u32, attempts: u32, last: &str) -> String {
+    if attempts <= failures {
+        format!("failed {failures} of {max_attempts} attempts; last: {last}")
+    } else {
+        format!(
+            "failed {failures} of {max_attempts} attempts ({attempts} in all: those lost with \
+             their worker or made before a retry do not count); last: {last}"
+        )
     }
 }

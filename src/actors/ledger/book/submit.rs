@@ -206,6 +206,7 @@ impl Book {
             finishing.push((id, JobState::Cancelled));
             let batch = job.batch;
             self.recount(batch, before, Phase::Finishing);
+            self.recording(batch, JobState::Cancelled);
             if let Some((lease, to)) = stopped {
                 // Stopped, it reports all the same (and, should the cancel's write fail, its
                 // success still counts).

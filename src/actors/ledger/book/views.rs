@@ -112,11 +112,12 @@ impl Book {
     pub(crate) fn statistics(&self, now: u64) -> JobStatistics {
         let mut jobs = JobCounts::default();
         for counts in self.batches.values() {
-            jobs.pending += counts.pending;
-            jobs.running += counts.running;
-            jobs.succeeded += counts.succeeded;
-            jobs.failed += counts.failed;
-            jobs.cancelled += counts.cancelled;
+            let shown = counts.shown();
+            jobs.pending += shown.pending;
+            jobs.running += shown.running;
+            jobs.succeeded += shown.succeeded;
+            jobs.failed += shown.failed;
+            jobs.cancelled += shown.cancelled;
         }
         let mut busiest: Vec<(&BatchId, &BatchCounts)> = self
             .batches

@@ -205,8 +205,10 @@ impl World {
     fn check_counts(&self) {
         for (batch, counts) in &self.book.batches {
             let mut expected = (0, 0, 0, 0, 0, 0);
+            let mut being_written = 0;
             for job in self.book.jobs.values() {
                 if job.batch == *batch {
+                    being_written += u64::from(job.phase == Phase::Finishing);
                     if job.phase.waiting() {
                         expected.0 += 1;
                     } else {
@@ -245,6 +247,11 @@ impl World {
             assert_eq!(
                 actual, expected,
                 "batch {batch}'s counts (pending, running, succeeded, failed, cancelled, total)"
+            );
+            assert_eq!(
+                counts.recording.iter().sum::<u64>(),
+                being_written,
+                "batch {batch}'s jobs shown under the outcome being written"
             );
         }
     }

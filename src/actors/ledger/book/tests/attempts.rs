@@ -15,6 +15,9 @@ fn a_success_is_recorded_once_on_disk_and_its_worker_told() {
     assert_eq!(finish_states(&effects), vec![(1, JobState::Succeeded)]);
     assert!(effects.notices.is_empty(), "told only once it is on disk");
     assert_eq!(book.phase(1), Some(Phase::Finishing));
+    // It holds no slot while it is written: shown as succeeded, not running, and not done.
+    assert_eq!(counts(&book, batch.batch), (0, 0, 1, 0, 0));
+    assert!(!book.batch(batch.batch, T0).unwrap().done);
     // The same result again while it is written: nothing more, no answer yet.
     let again = book.results(&w, &[result(1, 100, 1, Outcome::Succeeded)], T0);
     assert!(again.commit.is_none() && again.notices.is_empty());
@@ -173,6 +176,38 @@ fn a_permanent_failure_of_an_attempt_no_longer_current_changes_nothing() {
     let effects = book.results(&a, &[late], T0);
     assert!(effects.commit.is_none());
     assert_eq!(book.phase(1), Some(Phase::Running));
+}
+
+#[test]
+fn after_a_retry_the_failure_says_how_its_attempts_add_up() {
+    let mut book = book();
+    submitted(&mut book, 1, 1);
+    let w = worker(1);
+    let _ = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);
+    let effects = book.results(&w, &[result(1, 100, 1, Outcome::Failed)], T0);
+    assert_eq!(
+        finish_error(&effects).as_deref(),
+        Some("failed 1 of 1 attempts; last: exited with code 1")
+    );
+    let _ = committed(&mut book, effects);
+    let _ = book.retry(1).unwrap();
+    let found = vec![FailedJob {
+        id: 1,
+        spec: SpecBytes::encode(&spec(1)),
+        attempts: 1,
+    }];
+    let reopen = book.failed_jobs_found(1, Ok(found));
+    let _ = committed(&mut book, reopen);
+    let _ = book.attempts_started(&w, &[started(&book, 1, 200, 2)], T0);
+    let effects = book.results(&w, &[result(1, 200, 2, Outcome::Failed)], T0);
+    // The job shows 2 attempts; its error says why only one counted.
+    assert_eq!(
+        finish_error(&effects).as_deref(),
+        Some(
+            "failed 1 of 1 attempts (2 in all: those lost with their worker or made before a \
+             retry do not count); last: exited with code 1"
+        )
+    );
 }
 
 #[test]

@@ -258,6 +258,10 @@ fn cancel_withdraws_queued_kills_running_and_records_once_on_disk() {
     assert_eq!(effects.kill, vec![100]);
     assert_eq!(effects.withdraw, vec![3]);
     assert_eq!(finish_states(&effects).len(), 3);
+    // While written, they show as cancelled: a cancel of many pending jobs is not that many
+    // running. The batch is done only once it is on disk.
+    assert_eq!(counts(&book, 1), (0, 0, 0, 0, 3));
+    assert!(!book.batch(1, T0).unwrap().done);
     // Cancelled again while written: nothing more to do.
     assert_eq!(
         book.cancel(CancelTarget::Job(1), T0).unwrap().answer,

@@ -222,6 +222,15 @@ impl Client {
             other => Err(unexpected(other)),
         }
     }
+
+    /// Puts one failed or cancelled job back to pending; returns 1, or 0 if a retry of it was
+    /// under way already.
+    pub async fn retry_job(&mut self, job: JobId) -> Result<u64, ClientError> {
+        match self.call(ClientRequest::RetryJob(job)).await? {
+            ClientResponse::Changed(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 fn unexpected(response: ClientResponse) -> ClientError {

@@ -147,11 +147,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Put a batch's failed jobs back to pending.
+    /// Put a batch's failed jobs, or one failed or cancelled job, back to pending.
+    #[command(group = clap::ArgGroup::new("retried").required(true).args(["batch", "job"]))]
     Retry {
         /// The batch.
         #[arg(long)]
-        batch: BatchId,
+        batch: Option<BatchId>,
+        /// The job.
+        #[arg(long)]
+        job: Option<JobId>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -399,12 +403,31 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Retry { batch, json } => {
-            let count = connect(&cli).await?.retry(*batch).await?;
+        Command::Retry { batch, job, json } => {
+            let mut client = connect(&cli).await?;
+            let (count, said) = match (batch, job) {
+                (Some(batch), _) => {
+                    let count = client.retry(*batch).await?;
+                    (
+                        count,
+                        format!("retrying {count} failed jobs of batch {batch}"),
+                    )
+                }
+                (None, Some(job)) => {
+                    let count = client.retry_job(*job).await?;
+                    let said = if count > 0 {
+                        format!("retrying job {job}")
+                    } else {
+                        format!("job {job} is being retried already")
+                    };
+                    (count, said)
+                }
+                (None, None) => bail!("give --batch ID or --job ID"),
+            };
             if *json {
                 print_json(&serde_json::json!({ "retried": count }))?;
             } else {
-                println!("retrying {count} failed jobs of batch {batch}");
+                println!("{said}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,7 +1,7 @@
 //! `/api/...` and `/metrics`.
 
 use super::{ApiError, HttpState, MAX_BODY_BYTES};
-use crate::actors::ledger::{Cancel, GetBatch, GetJob, ListBatches, Retry, SubmitBatch};
+use crate::actors::ledger::{Cancel, GetBatch, GetJob, ListBatches, Retry, RetryJob, SubmitBatch};
 use crate::actors::{cluster_status, list_workers};
 use crate::job::{BatchId, CancelTarget, JobId};
 use actix_web::http::{header, StatusCode};
@@ -20,7 +20,8 @@ pub(super) fn routes(config: &mut web::ServiceConfig) {
             .route("/batches/{id}", web::get().to(batch))
             .route("/batches/{id}/cancel", web::post().to(cancel))
             .route("/batches/{id}/retry", web::post().to(retry))
-            .route("/jobs/{id}", web::get().to(job)),
+            .route("/jobs/{id}", web::get().to(job))
+            .route("/jobs/{id}/retry", web::post().to(retry_job)),
     );
 }
 
@@ -193,6 +194,16 @@ async fn retry(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&request, &state)?;
     let count = state.ledger.send(Retry(id.into_inner())).await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
+}
+
+async fn retry_job(
+    request: HttpRequest,
+    state: State,
+    id: web::Path<JobId>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state)?;
+    let count = state.ledger.send(RetryJob(id.into_inner())).await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
 }
 

@@ -13,7 +13,7 @@ use crate::status::{BatchInfo, ClusterStatus, JobInfo, WorkerInfo};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to these types.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Size of the nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 32;
@@ -176,6 +176,8 @@ pub enum ClientRequest {
     Retry(BatchId),
     /// The whole cluster at a glance.
     Status,
+    /// Put one failed or cancelled job back to pending with fresh attempts.
+    RetryJob(JobId),
 }
 
 /// The coordinator's answers.

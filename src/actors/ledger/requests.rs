@@ -277,3 +277,26 @@ impl Handler<Retry> for Ledger {
         })
     }
 }
+
+/// Put one failed or cancelled job back to pending with fresh attempts; answered with 1 once
+/// that is on disk (0 if a retry of it was under way already).
+#[derive(Message)]
+#[rtype(result = "Result<u64, LedgerError>")]
+pub struct RetryJob(pub JobId);
+
+impl Handler<RetryJob> for Ledger {
+    type Result = Reply<u64>;
+
+    fn handle(&mut self, RetryJob(job): RetryJob, ctx: &mut Context<Self>) -> Self::Result {
+        let effects = match self.book.retry_job(job) {
+            Ok(effects) => effects,
+            Err(error) => return ready(Err(error)),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.carry_out(ctx, effects, Some(tx));
+        awaiting(rx, |answer| match answer {
+            Answer::Changed(count) => Some(count),
+            _ => None,
+        })
+    }
+}

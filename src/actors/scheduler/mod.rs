@@ -7,7 +7,8 @@
 //! attempt's start before its result or its loss.
 
 use crate::actors::ledger::{
-    AttemptsCarried, AttemptsStarted, Ledger, LostAttempt, ResultsArrived, Started, WorkerLost,
+    AttemptsCarried, AttemptsStarted, Ledger, LostAttempt, ReadFinishedJob, ResultsArrived,
+    Started, WorkerLost,
 };
 use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
@@ -592,5 +593,18 @@ impl Handler<ListLoads> for Scheduler {
             })
             .collect();
         MessageResult(loads)
+    }
+}
+
+/// Handed back to the Ledger as it is, behind every start the Scheduler sent it before.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Behind(pub ReadFinishedJob);
+
+impl Handler<Behind> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, Behind(read): Behind, _ctx: &mut Context<Self>) {
+        self.ledger.do_send(read);
     }
 }

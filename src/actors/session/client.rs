@@ -4,7 +4,8 @@
 
 use super::SessionContext;
 use crate::actors::ledger::{
-    Cancel, GetBatch, GetJob, LedgerError, ListBatches, ListJobs, Retry, SubmitBatch, WaitBatch,
+    Cancel, GetBatch, GetJob, LedgerError, ListBatches, ListJobs, Retry, RetryJob, SubmitBatch,
+    WaitBatch,
 };
 use crate::actors::{cluster_status, list_workers};
 use crate::net::protocol::{ClientRequest, ClientResponse};
@@ -65,6 +66,9 @@ pub(super) async fn answer(shared: Arc<SessionContext>, request: ClientRequest) 
         }
         ClientRequest::Retry(batch) => {
             flatten(ledger.send(Retry(batch)).await).map(ClientResponse::Changed)
+        }
+        ClientRequest::RetryJob(job) => {
+            flatten(ledger.send(RetryJob(job)).await).map(ClientResponse::Changed)
         }
         ClientRequest::Workers => list_workers(&shared.registry, &shared.scheduler)
             .await

@@ -3,7 +3,7 @@
 
 use super::{BatchCounts, Book, LiveJob};
 use crate::actors::ledger::error::LedgerError;
-use crate::job::{BatchId, JobId, JobState};
+use crate::job::{BatchId, JobId};
 use crate::status::{BatchInfo, JobCounts, JobInfo, JobStatistics};
 
 /// Unfinished batches listed as the busiest in a status.
@@ -38,11 +38,7 @@ impl Book {
     }
 
     fn live_info(&self, id: JobId, job: &LiveJob) -> JobInfo {
-        let state = if job.phase.waiting() {
-            JobState::Pending
-        } else {
-            JobState::Running
-        };
+        let state = job.state();
         JobInfo {
             id,
             batch: job.batch,

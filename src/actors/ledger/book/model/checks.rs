@@ -47,6 +47,9 @@ impl World {
                     ahead.extend(finishing.iter().map(|(job, _)| *job))
                 }
                 Pending::Reopen { failed, .. } => ahead.extend(failed.iter().map(|job| job.id)),
+                Pending::ReopenJob(found) => {
+                    ahead.insert(found.job.id);
+                }
                 Pending::Note(_) => {}
             }
         }

@@ -8,6 +8,7 @@ use crate::status::Submitted;
 use crate::storage::store::{FailedJob, ReplayedBatch, ReplayedJob, Unpublished};
 
 mod attempts;
+mod retry_job;
 mod vouching;
 
 const T0: u64 = 1_000_000;

@@ -97,7 +97,8 @@ impl Client {
         }
     }
 
-    /// Queues a batch; returns once it is on the coordinator's disk.
+    /// Queues a batch; returns once it is on the coordinator's disk, with those of its jobs no
+    /// connected worker can take (they stay queued).
     pub async fn submit(
         &mut self,
         name: &str,
@@ -112,10 +113,12 @@ impl Client {
                 batch,
                 first_job,
                 jobs,
+                unplaceable,
             } => Ok(Submitted {
                 batch,
                 first_job,
                 jobs,
+                unplaceable,
             }),
             other => Err(unexpected(other)),
         }

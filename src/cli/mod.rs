@@ -282,6 +282,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let name = batch.clone().unwrap_or_else(|| batch_name(file));
             let mut client = connect(&cli).await?;
             let submitted = client.submit(&name, jobs).await?;
+            warn_unplaceable(&submitted);
             if !*wait {
                 print_submitted(&submitted, *json)?;
                 return Ok(ExitCode::SUCCESS);
@@ -309,6 +310,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let submitted = client
                 .submit("run", vec![JobSpec::exec(cmd.clone())])
                 .await?;
+            warn_unplaceable(&submitted);
             wait_with_progress(&mut client, submitted.batch, true).await?;
             let job = client.job(submitted.first_job).await?;
             if *json {
@@ -472,6 +474,21 @@ fn print_submitted(submitted: &Submitted, json: bool) -> anyhow::Result<()> {
     }
 }
 
+/// Says at once, on standard error, which of a batch's jobs no connected worker can take and
+/// why: without it, `submit --wait` would wait for them in silence.
+fn warn_unplaceable(submitted: &Submitted) {
+    for group in &submitted.unplaceable {
+        let jobs = if group.jobs == 1 { "job" } else { "jobs" };
+        eprintln!(
+            "drover: warning: {} {jobs} of batch {} cannot start on any connected worker ({}); \
+             queued until one that can connects",
+            group.jobs,
+            submitted.batch,
+            text::line(&group.reason)
+        );
+    }
+}
+
 fn write_log(jobs: &[crate::status::JobInfo], format: LogFormat) -> anyhow::Result<()> {
     use std::io::Write;
     let stdout = std::io::stdout();
@@ -545,6 +562,7 @@ async fn local(
     let outcome = async {
         let mut client = Client::connect(&cluster.address, None).await?;
         let submitted = client.submit(&batch_name(file), jobs).await?;
+        warn_unplaceable(&submitted);
         let info = wait_with_progress(&mut client, submitted.batch, json).await?;
         let jobs = client.jobs(Some(submitted.batch), None).await?;
         let workers = client.workers().await?;

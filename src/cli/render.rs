@@ -3,7 +3,7 @@
 
 use super::text;
 use crate::job::now_ms;
-use crate::status::{BatchInfo, ClusterStatus, JobInfo, Percentiles, WorkerInfo};
+use crate::status::{BatchInfo, ClusterStatus, JobInfo, Percentiles, Waiting, WorkerInfo};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Renders rows under headers, columns padded to their widest cell; each cell on one line,
@@ -167,6 +167,10 @@ pub fn batch(batch: &BatchInfo) -> String {
     if let Some(finished) = batch.finished_at_ms {
         out.push_str(&format!("\n  finished   {}", time_ms(finished)));
     }
+    if !batch.waiting.is_empty() {
+        out.push_str("\n  waiting    ");
+        out.push_str(&waiting(&batch.waiting, "\n             "));
+    }
     if batch.jobs_per_s > 0.0 {
         out.push_str(&format!("\n  rate       {}", rate(batch.jobs_per_s)));
     }
@@ -176,12 +180,26 @@ pub fn batch(batch: &BatchInfo) -> String {
     out
 }
 
-/// The `drover jobs` table.
+/// Groups of pending jobs by why they wait, one a line: `3 jobs: no connected worker has label
+/// tpu`; lines after the first begin with `indent`.
+pub fn waiting(groups: &[Waiting], indent: &str) -> String {
+    let lines: Vec<String> = groups
+        .iter()
+        .map(|group| {
+            let jobs = if group.jobs == 1 { "job" } else { "jobs" };
+            format!("{} {jobs}: {}", group.jobs, text::line(&group.reason))
+        })
+        .collect();
+    lines.join(indent)
+}
+
+/// The `drover jobs` table; with a column saying why pending jobs wait, if any does.
 pub fn jobs(jobs: &[JobInfo]) -> String {
+    let explained = jobs.iter().any(|job| job.waiting.is_some());
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|job| {
-            vec![
+            let mut row = vec![
                 job.id.to_string(),
                 job.batch.to_string(),
                 optional(job.name.as_ref()),
@@ -190,21 +208,26 @@ pub fn jobs(jobs: &[JobInfo]) -> String {
                 optional(job.worker.as_ref()),
                 optional(job.exit_code),
                 optional(job.duration_ms.map(duration_ms)),
-            ]
+            ];
+            if explained {
+                row.push(job.waiting.clone().unwrap_or_default());
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "ID", "BATCH", "NAME", "STATE", "ATTEMPTS", "WORKER", "EXIT", "DURATION",
-        ],
-        &rows,
-    )
+    let mut headers = vec![
+        "ID", "BATCH", "NAME", "STATE", "ATTEMPTS", "WORKER", "EXIT", "DURATION",
+    ];
+    if explained {
+        headers.push("WAITING");
+    }
+    table(&headers, &rows)
 }
 
 /// The `drover job ID` view, with its attempt history.
 pub fn job(job: &JobInfo) -> String {
     let mut out = format!(
-        "job {}{}\n  batch      {}\n  state      {}\n  attempts   {} ({} lost with their worker)\n  worker     {}\n  exit code  {}\n  duration   {}",
+        "job {}{}\n  batch      {}\n  state      {}{}\n  attempts   {} ({} lost with their worker)\n  worker     {}\n  exit code  {}\n  duration   {}",
         job.id,
         job.name
             .as_ref()
@@ -212,6 +235,10 @@ pub fn job(job: &JobInfo) -> String {
             .unwrap_or_default(),
         job.batch,
         job.state,
+        job.waiting
+            .as_ref()
+            .map(|waiting| format!("\n  waiting    {}", text::line(waiting)))
+            .unwrap_or_default(),
         job.attempts,
         job.lost_attempts,
         optional(job.worker.as_deref().map(text::line)),
@@ -357,6 +384,10 @@ pub fn status(status: &ClusterStatus) -> String {
         percentiles(&stats.run),
         percentiles(&stats.wait),
     );
+    if !status.waiting.is_empty() {
+        out.push_str("\nwaiting    ");
+        out.push_str(&waiting(&status.waiting, "\n           "));
+    }
     if stats.duplicates > 0 {
         out.push_str(&format!(
             "\nduplicates {} late results acknowledged, not recorded",

@@ -1,8 +1,8 @@
 //! `/api/...` and `/metrics`.
 
 use super::{ApiError, HttpState, MAX_BODY_BYTES};
-use crate::actors::ledger::{Cancel, GetBatch, GetJob, ListBatches, Retry, RetryJob, SubmitBatch};
-use crate::actors::{cluster_status, list_workers};
+use crate::actors::ledger::{Cancel, ListBatches, Retry, RetryJob};
+use crate::actors::{cluster_status, list_workers, views};
 use crate::job::{BatchId, CancelTarget, JobId};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -52,12 +52,12 @@ async fn batches(state: State, query: web::Query<BatchesQuery>) -> Result<HttpRe
 }
 
 async fn batch(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, ApiError> {
-    let batch = state.ledger.send(GetBatch(id.into_inner())).await??;
+    let batch = views::batch(&state.ledger, &state.scheduler, id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(batch))
 }
 
 async fn job(state: State, id: web::Path<JobId>) -> Result<HttpResponse, ApiError> {
-    let job = state.ledger.send(GetJob(id.into_inner())).await??;
+    let job = views::job(&state.ledger, &state.scheduler, id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -167,7 +167,7 @@ async fn submit(
     authorize(&request, &state)?;
     let body = read_body(&request, payload).await?;
     let (name, jobs) = super::batch::parse(&body)?;
-    let submitted = state.ledger.send(SubmitBatch { name, jobs }).await??;
+    let submitted = views::submit(&state.ledger, &state.scheduler, name, jobs).await?;
     Ok(HttpResponse::build(StatusCode::CREATED)
         .insert_header((
             header::LOCATION,

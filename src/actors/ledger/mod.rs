@@ -19,7 +19,7 @@ pub use book::{
 pub use error::{ErrorKind, LedgerError};
 pub use requests::{
     Cancel, GetBatch, GetJob, ListBatches, ListJobs, Retry, RetryJob, SubmitBatch, WaitBatch,
-    MAX_JOBS_PER_BATCH, MAX_PAGE,
+    WaitingOutOfLine, MAX_JOBS_PER_BATCH, MAX_PAGE,
 };
 
 use crate::actors::registry::WorkerDirectory;

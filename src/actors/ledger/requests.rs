@@ -5,7 +5,7 @@
 use super::book::Answer;
 use super::{Ledger, LedgerError};
 use crate::job::{now_ms, BatchId, CancelTarget, JobId, JobSpec, JobState};
-use crate::status::{BatchInfo, JobInfo, Submitted};
+use crate::status::{BatchInfo, JobInfo, Submitted, Waiting};
 use crate::storage::store::JobFilter;
 use actix::prelude::*;
 use std::time::Duration;
@@ -171,6 +171,23 @@ impl Handler<GetJob> for Ledger {
                 }),
             }
         }))
+    }
+}
+
+/// The pending jobs of one batch, or of all, that the Ledger holds out of line (waiting out a
+/// retry's backoff, or held back after a restart), by why they wait.
+#[derive(Message)]
+#[rtype(result = "Vec<Waiting>")]
+pub struct WaitingOutOfLine {
+    /// Only this batch's.
+    pub batch: Option<BatchId>,
+}
+
+impl Handler<WaitingOutOfLine> for Ledger {
+    type Result = MessageResult<WaitingOutOfLine>;
+
+    fn handle(&mut self, asked: WaitingOutOfLine, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.book.waiting(asked.batch))
     }
 }
 

@@ -23,9 +23,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 mod slots;
+mod waiting;
 
 pub use slots::new_lease;
 use slots::{Held, WorkerSlots};
+pub use waiting::{Unplaceable, WaitingInLine, WhyWaiting};
 
 /// Spec bytes per `Assign` frame, far below the frame limit (one spec alone is bounded by the
 /// submission frame it came in).

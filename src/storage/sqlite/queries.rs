@@ -36,6 +36,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
             .and_then(|json| serde_json::from_str(&json).ok())
             .unwrap_or_default(),
         history: Vec::new(),
+        waiting: None,
     })
 }
 

@@ -367,6 +367,11 @@ impl Book {
         let Some(counts) = self.batches.get_mut(&batch) else {
             return;
         };
+        match (from == Phase::Backoff, to == Phase::Backoff) {
+            (true, false) => counts.backoff = counts.backoff.saturating_sub(1),
+            (false, true) => counts.backoff += 1,
+            _ => {}
+        }
         match (from.waiting(), to.waiting()) {
             (true, false) => {
                 counts.pending = counts.pending.saturating_sub(1);

@@ -132,6 +132,7 @@ impl Book {
             batch,
             first_job,
             jobs: count,
+            unplaceable: Vec::new(),
         }));
         effects
     }

@@ -170,6 +170,7 @@ impl World {
     fn check_counts(&self) {
         for (batch, counts) in &self.book.batches {
             let mut expected = (0, 0, 0, 0, 0, 0);
+            let mut backoff = 0;
             for job in self.book.jobs.values() {
                 if job.batch == *batch {
                     if job.phase.waiting() {
@@ -177,8 +178,12 @@ impl World {
                     } else {
                         expected.1 += 1;
                     }
+                    if job.phase == Phase::Backoff {
+                        backoff += 1;
+                    }
                 }
             }
+            assert_eq!(counts.backoff, backoff, "batch {batch}'s jobs in backoff");
             let mut statement = self
                 .db
                 .prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE batch = ?1 GROUP BY state")

@@ -175,7 +175,8 @@ fn a_batch_joins_memory_and_the_queue_only_once_on_disk() {
         Some(Answer::Submitted(Submitted {
             batch: 1,
             first_job: 1,
-            jobs: 3
+            jobs: 3,
+            unplaceable: Vec::new(),
         }))
     );
     let queued: Vec<(JobId, u32)> = after

@@ -301,11 +301,21 @@ impl PendingQueue {
         &self,
         jobs: &HashMap<JobId, BatchId>,
     ) -> (Vec<QueueCount>, HashMap<JobId, (usize, u64)>) {
-        let batches: HashSet<BatchId> = jobs.values().copied().collect();
+        // How many jobs asked about each batch has: its lines are read until all are found.
+        let mut wanted: HashMap<BatchId, usize> = HashMap::new();
+        for batch in jobs.values() {
+            *wanted.entry(*batch).or_default() += 1;
+        }
         let mut census = Vec::new();
         let mut found = HashMap::new();
         for ((Reverse(priority), shape), queue) in &self.queues {
-            let count: u64 = queue.by_batch.values().map(|line| self.live(line)).sum();
+            // How many of each batch's line may run, in the order of their turns.
+            let lengths: Vec<u64> = queue
+                .turns
+                .iter()
+                .map(|batch| queue.by_batch.get(batch).map_or(0, |line| self.live(line)))
+                .collect();
+            let count: u64 = lengths.iter().sum();
             if count == 0 {
                 continue;
             }
@@ -316,21 +326,24 @@ impl PendingQueue {
                 jobs: count,
             });
             for (turn, batch) in queue.turns.iter().enumerate() {
-                let Some(line) = queue
-                    .by_batch
-                    .get(batch)
-                    .filter(|_| batches.contains(batch))
-                else {
+                let Some(line) = queue.by_batch.get(batch) else {
+                    continue;
+                };
+                let Some(left) = wanted.get_mut(batch).filter(|left| **left > 0) else {
                     continue;
                 };
                 let mut others: Option<RoundRobin> = None;
                 let live = line.iter().filter(|queued| self.may_run(queued));
                 for (position, queued) in live.enumerate() {
-                    if jobs.get(&queued.job) == Some(batch) {
-                        let position = position as u64;
-                        let others =
-                            others.get_or_insert_with(|| RoundRobin::new(self, queue, turn));
-                        found.insert(queued.job, (index, position + others.ahead(position)));
+                    if jobs.get(&queued.job) != Some(batch) {
+                        continue;
+                    }
+                    let position = position as u64;
+                    let others = others.get_or_insert_with(|| RoundRobin::new(&lengths, turn));
+                    found.insert(queued.job, (index, position + others.ahead(position)));
+                    *left -= 1;
+                    if *left == 0 {
+                        break;
                     }
                 }
             }
@@ -376,16 +389,11 @@ struct RoundRobin {
 }
 
 impl RoundRobin {
-    fn new(queue: &PendingQueue, shape_queue: &ShapeQueue, turn: usize) -> RoundRobin {
-        let length = |batch: &BatchId| {
-            shape_queue
-                .by_batch
-                .get(batch)
-                .map_or(0, |line| queue.live(line))
-        };
+    /// Seen from the batch whose turn is `turn`, given every batch's line length in turn order.
+    fn new(lengths: &[u64], turn: usize) -> RoundRobin {
         RoundRobin {
-            before: CappedSums::new(shape_queue.turns.iter().take(turn).map(length)),
-            after: CappedSums::new(shape_queue.turns.iter().skip(turn + 1).map(length)),
+            before: CappedSums::new(lengths[..turn].iter().copied()),
+            after: CappedSums::new(lengths[turn + 1..].iter().copied()),
         }
     }
 

@@ -37,7 +37,8 @@ pub struct BatchInfo {
     pub jobs_per_s: f64,
     /// Seconds left at that rate, while it runs.
     pub eta_s: Option<u64>,
-    /// Its pending jobs by why they wait (`drover batch`, `/api/batches/{id}`; empty in lists).
+    /// Its pending jobs by why they wait (`drover batch`, `/api/batches/{id}`; empty in lists
+    /// and in the answer to a wait).
     #[serde(default)]
     pub waiting: Vec<Waiting>,
 }

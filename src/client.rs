@@ -97,7 +97,8 @@ impl Client {
         }
     }
 
-    /// Queues a batch; returns once it is on the coordinator's disk.
+    /// Queues a batch; returns once it is on the coordinator's disk, with those of its jobs no
+    /// connected worker can take (they stay queued).
     pub async fn submit(
         &mut self,
         name: &str,
@@ -112,10 +113,12 @@ impl Client {
                 batch,
                 first_job,
                 jobs,
+                unplaceable,
             } => Ok(Submitted {
                 batch,
                 first_job,
                 jobs,
+                unplaceable,
             }),
             other => Err(unexpected(other)),
         }
@@ -218,6 +221,15 @@ impl Client {
     /// Puts a batch's failed jobs back to pending; returns how many.
     pub async fn retry(&mut self, batch: BatchId) -> Result<u64, ClientError> {
         match self.call(ClientRequest::Retry(batch)).await? {
+            ClientResponse::Changed(count) => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Puts one failed or cancelled job back to pending; returns 1, or 0 if a retry of it was
+    /// under way already.
+    pub async fn retry_job(&mut self, job: JobId) -> Result<u64, ClientError> {
+        match self.call(ClientRequest::RetryJob(job)).await? {
             ClientResponse::Changed(count) => Ok(count),
             other => Err(unexpected(other)),
         }

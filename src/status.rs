@@ -40,6 +40,21 @@ pub struct BatchInfo {
     pub jobs_per_s: f64,
     /// Seconds left at that rate, while it runs.
     pub eta_s: Option<u64>,
+    /// Its pending jobs by why they wait (`drover batch`, `/api/batches/{id}`; empty in lists
+    /// and in the answer to a wait).
+    #[serde(default)]
+    pub waiting: Vec<Waiting>,
+}
+
+/// Pending jobs that wait for the same reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// How many.
+    pub jobs: u64,
+    /// Why, in words: `no connected worker has label tpu`, `waiting for a free slot`.
+    pub reason: String,
+    /// No connected worker can take them: they wait for one that can to connect.
+    pub blocked: bool,
 }
 
 impl BatchInfo {
@@ -50,7 +65,7 @@ impl BatchInfo {
 }
 
 /// A batch the coordinator has durably queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submitted {
     /// Its id.
     pub batch: BatchId,
@@ -58,6 +73,10 @@ pub struct Submitted {
     pub first_job: JobId,
     /// How many jobs it has.
     pub jobs: u64,
+    /// Its jobs that no worker connected when it was queued can take, by why: they stay
+    /// queued until one that can connects.
+    #[serde(default)]
+    pub unplaceable: Vec<Waiting>,
 }
 
 /// One ended attempt of a job, for its history.
@@ -117,6 +136,11 @@ pub struct JobInfo {
     /// Attempts that ended without success, oldest first, across retries (a recorded success
     /// is the job's own fields). For a failed job the last of them is the one that failed it.
     pub history: Vec<AttemptRecord>,
+    /// Why it waits, while it is pending: `no connected worker has label tpu`, `needs 4 slots;
+    /// the largest worker has 2`, `waiting for a free slot (12 ahead)`, `retrying after
+    /// backoff ...`.
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 /// An attempt a worker is running.
@@ -278,11 +302,18 @@ pub struct ClusterStatus {
     pub workers: WorkerCounts,
     /// Jobs, throughput and timings.
     pub stats: JobStatistics,
+    /// Pending jobs by why they wait.
+    #[serde(default)]
+    pub waiting: Vec<Waiting>,
 }
 
 impl ClusterStatus {
-    /// Puts the Ledger's statistics and the Registry's workers together.
-    pub fn assemble(stats: JobStatistics, workers: &[WorkerInfo]) -> ClusterStatus {
+    /// Puts the Ledger's statistics, the Registry's workers and why jobs wait together.
+    pub fn assemble(
+        stats: JobStatistics,
+        workers: &[WorkerInfo],
+        waiting: Vec<Waiting>,
+    ) -> ClusterStatus {
         let mut counts = WorkerCounts::default();
         for worker in workers {
             match worker.state.as_str() {
@@ -303,6 +334,7 @@ impl ClusterStatus {
             uptime_ms: at_ms.saturating_sub(stats.started_at_ms),
             workers: counts,
             stats,
+            waiting,
         }
     }
 }

@@ -214,5 +214,19 @@ async fn the_dashboard_shows_workers_and_progress_live() {
     assert!(labels.iter().all(|label| label == "cancel"), "{labels:?}");
     let cancelled = wait_batch_done(&mut client, long, Duration::from_secs(30)).await;
     assert_eq!((cancelled.cancelled, cancelled.succeeded), (1, 0));
+
+    // A job no worker can take: the page says why it waits.
+    assert!(text_of(browser, "#waiting li").await.is_none());
+    let mut tpu_job = drover::job::JobSpec::exec(["true"]);
+    tpu_job.requires = vec!["tpu".into()];
+    let stuck = client.submit("stuck", vec![tpu_job]).await.unwrap();
+    assert_eq!(stuck.unplaceable.len(), 1, "{stuck:?}");
+    let shown = wait_for(
+        Duration::from_secs(20),
+        "why the job waits, on the page",
+        || async { text_of(browser, "#waiting li.blocked").await },
+    )
+    .await;
+    assert_eq!(shown, "1 job: no connected worker has label tpu");
     browser.clone().close().await.unwrap();
 }

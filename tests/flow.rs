@@ -248,6 +248,117 @@ async fn failed_jobs_retry_with_backoff_then_fail_and_can_be_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failed_or_cancelled_job_is_retried_alone_from_the_cli_and_over_http() {
+    let http_address = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::new(&["--http", &http_address]);
+    cluster
+        .coordinator_env
+        .push(("DROVER_TOKEN".into(), "retry-token".into()));
+    cluster.start_coordinator().await;
+    cluster.start_worker("w", 2, &[]);
+    cluster.wait_for_workers(1).await;
+    let marker = cluster.out_dir().join("allow");
+    let flaky = format!(
+        r#"{{"cmd": ["sh", "-c", "test -f {}"], "max_attempts": 1}}"#,
+        marker.display()
+    );
+    // Runs for a minute the first time; then until it is let go.
+    let long = r#"{"cmd": ["sh", "-c", "if test -f \"$OUT/ran\"; then until test -f \"$OUT/go\"; do sleep 0.05; done; else touch \"$OUT/ran\"; sleep 60; fi"]}"#;
+    let file = cluster.job_file(
+        "three.jsonl",
+        &[flaky, r#"{"cmd": ["true"]}"#.into(), long.into()],
+    );
+    let output = cluster.cli(&["submit", path_str(&file), "--json"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let batch = serde_json::from_str::<serde_json::Value>(&stdout_of(&output)).unwrap()["batch"]
+        .as_u64()
+        .unwrap();
+    let mut client = cluster.client().await;
+    let jobs = client.jobs(Some(batch), None).await.unwrap();
+    let (flaky, fine, long) = (jobs[0].id, jobs[1].id, jobs[2].id);
+    wait_running(&mut client, long, Duration::from_secs(30)).await;
+    let cancel = cluster.cli(&["cancel", "--job", &long.to_string()]);
+    assert!(cancel.status.success(), "{}", stderr_of(&cancel));
+    let info = wait_batch_done(&mut client, batch, Duration::from_secs(30)).await;
+    assert_eq!((info.succeeded, info.failed, info.cancelled), (1, 1, 1));
+
+    // Refusals say why, and change nothing.
+    let missing = cluster.cli(&["retry", "--job", "999"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr_of(&missing).contains("no job 999"),
+        "{}",
+        stderr_of(&missing)
+    );
+    let succeeded = cluster.cli(&["retry", "--job", &fine.to_string()]);
+    assert!(!succeeded.status.success());
+    assert!(
+        stderr_of(&succeeded).contains(&format!(
+            "job {fine} succeeded: only a failed or cancelled job can be retried"
+        )),
+        "{}",
+        stderr_of(&succeeded)
+    );
+    let neither = cluster.cli(&["retry"]);
+    assert!(!neither.status.success());
+    assert!(
+        stderr_of(&neither).contains("--job"),
+        "{}",
+        stderr_of(&neither)
+    );
+    assert_eq!(client.batch(batch).await.unwrap(), info);
+
+    // The failed job, from the CLI: it alone runs again, and now passes.
+    std::fs::write(&marker, "").unwrap();
+    let retry = cluster.cli(&["retry", "--job", &flaky.to_string(), "--json"]);
+    assert!(retry.status.success(), "{}", stderr_of(&retry));
+    let said: serde_json::Value = serde_json::from_str(&stdout_of(&retry)).unwrap();
+    assert_eq!(said["retried"], 1);
+    let again = wait_batch_done(&mut client, batch, Duration::from_secs(30)).await;
+    assert_eq!((again.succeeded, again.failed, again.cancelled), (2, 0, 1));
+    let job = client.job(flaky).await.unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Succeeded, 2));
+
+    // The cancelled job, over HTTP: with the client token, as JSON, as other changes.
+    let path = format!("/api/jobs/{long}/retry");
+    let json = ("Content-Type", "application/json");
+    let auth = ("Authorization", "Bearer retry-token");
+    let response = http(&http_address, "POST", &path, &[json], b"").await;
+    assert_eq!(response.status, 401, "{response:?}");
+    let response = http(&http_address, "POST", &path, &[auth], b"").await;
+    assert_eq!(response.status, 415, "{response:?}");
+    let response = http(&http_address, "POST", &path, &[auth, json], b"").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.json()["retried"], 1);
+    // Back in the queue or running: not retried twice.
+    let response = http(&http_address, "POST", &path, &[auth, json], b"").await;
+    assert_eq!(response.status, 409, "{response:?}");
+    let error = response.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with(&format!("job {long} is "))
+            && error.contains("only a failed or cancelled"),
+        "{error}"
+    );
+    let response = http(
+        &http_address,
+        "POST",
+        "/api/jobs/999/retry",
+        &[auth, json],
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 404, "{response:?}");
+    std::fs::write(cluster.out_dir().join("go"), "").unwrap();
+    let done = wait_batch_done(&mut client, batch, Duration::from_secs(30)).await;
+    assert_eq!((done.succeeded, done.failed, done.cancelled), (3, 0, 0));
+    assert_eq!(
+        client.job(fine).await.unwrap().attempts,
+        1,
+        "the others did not run again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_running_and_pending_jobs() {
     let mut cluster = Cluster::start(&[]).await;
     cluster.start_worker("w", 1, &[]);

@@ -7,6 +7,7 @@ pub mod queue;
 pub mod registry;
 pub mod scheduler;
 pub mod session;
+pub mod views;
 
 use crate::status::{ClusterStatus, WorkerInfo};
 use actix::{Addr, MailboxError};
@@ -48,16 +49,17 @@ pub async fn list_workers(
     Ok(workers)
 }
 
-/// The cluster at a glance, from the Ledger's statistics and the worker list (asked at the same
-/// time).
+/// The cluster at a glance, from the Ledger's statistics, the worker list and why jobs wait
+/// (asked at the same time).
 pub async fn cluster_status(
     ledger: &Addr<ledger::Ledger>,
     registry: &Addr<registry::Registry>,
     scheduler: &Addr<scheduler::Scheduler>,
 ) -> Result<ClusterStatus, MailboxError> {
-    let (stats, workers) = futures::join!(
+    let (stats, workers, waiting) = futures::join!(
         ledger.send(ledger::Statistics),
-        list_workers(registry, scheduler)
+        list_workers(registry, scheduler),
+        views::waiting(ledger, scheduler, None)
     );
-    Ok(ClusterStatus::assemble(stats?, &workers?))
+    Ok(ClusterStatus::assemble(stats?, &workers?, waiting?))
 }

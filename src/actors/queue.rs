@@ -6,6 +6,10 @@ use crate::job::{BatchId, JobId, Placement, SpecBytes};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+mod census;
+
+pub use census::QueueCount;
+
 /// A job waiting for a slot.
 #[derive(Debug, Clone)]
 pub struct PendingJob {
@@ -36,25 +40,41 @@ struct Queued {
     seq: u64,
 }
 
-/// What a worker must offer to take a job.
+/// What a worker must offer to take a job: slots, and labels.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Shape {
+pub struct Shape {
     slots: u32,
     requires: Vec<String>,
 }
 
 impl Shape {
-    fn of(placement: Placement) -> Shape {
-        let mut requires = placement.requires;
-        requires.sort();
-        requires.dedup();
-        Shape {
-            slots: placement.slots,
-            requires,
-        }
+    /// The shape of a job that takes `slots` and requires these labels.
+    pub fn new(slots: u32, requires: &[String]) -> Shape {
+        Shape::of_labels(slots, requires.to_vec())
     }
 
-    fn fits(&self, free_slots: u32, labels: &HashSet<String>) -> bool {
+    fn of(placement: Placement) -> Shape {
+        Shape::of_labels(placement.slots, placement.requires)
+    }
+
+    fn of_labels(slots: u32, mut requires: Vec<String>) -> Shape {
+        requires.sort();
+        requires.dedup();
+        Shape { slots, requires }
+    }
+
+    /// Slots it takes.
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Labels it requires, sorted, each once.
+    pub fn requires(&self) -> &[String] {
+        &self.requires
+    }
+
+    /// True when a worker with this many free slots and these labels can take it.
+    pub fn fits(&self, free_slots: u32, labels: &HashSet<String>) -> bool {
         self.slots <= free_slots && self.requires.iter().all(|label| labels.contains(label))
     }
 }
@@ -261,7 +281,7 @@ mod tests {
     use super::*;
     use crate::job::JobSpec;
 
-    fn job_with(
+    pub(super) fn job_with(
         id: JobId,
         batch: BatchId,
         priority: i32,
@@ -282,11 +302,11 @@ mod tests {
         }
     }
 
-    fn job(id: JobId, batch: BatchId, priority: i32, requires: &[&str]) -> PendingJob {
+    pub(super) fn job(id: JobId, batch: BatchId, priority: i32, requires: &[&str]) -> PendingJob {
         job_with(id, batch, priority, requires, 1)
     }
 
-    fn drain(queue: &mut PendingQueue, labels: &[&str]) -> Vec<JobId> {
+    pub(super) fn drain(queue: &mut PendingQueue, labels: &[&str]) -> Vec<JobId> {
         let labels: HashSet<String> = labels.iter().map(|label| label.to_string()).collect();
         std::iter::from_fn(|| queue.pop_for(1, &labels).map(|(job, _)| job.job)).collect()
     }

@@ -144,11 +144,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Put a batch's failed jobs back to pending.
+    /// Put a batch's failed jobs, or one failed or cancelled job, back to pending.
+    #[command(group = clap::ArgGroup::new("retried").required(true).args(["batch", "job"]))]
     Retry {
         /// The batch.
         #[arg(long)]
-        batch: BatchId,
+        batch: Option<BatchId>,
+        /// The job.
+        #[arg(long)]
+        job: Option<JobId>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -293,6 +297,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let name = batch.clone().unwrap_or_else(|| batch_name(file));
             let mut client = connect(&cli).await?;
             let submitted = client.submit(&name, jobs).await?;
+            warn_unplaceable(&submitted);
             if !*wait {
                 print_submitted(&submitted, *json)?;
                 return Ok(ExitCode::SUCCESS);
@@ -322,6 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .map_err(|error| anyhow::anyhow!("nothing was run: {error}"))?;
             let mut client = connect(&cli).await?;
             let submitted = client.submit("run", vec![spec]).await?;
+            warn_unplaceable(&submitted);
             wait_with_progress(&mut client, submitted.batch, true).await?;
             let job = client.job(submitted.first_job).await?;
             if *json {
@@ -416,12 +422,31 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Retry { batch, json } => {
-            let count = connect(&cli).await?.retry(*batch).await?;
+        Command::Retry { batch, job, json } => {
+            let mut client = connect(&cli).await?;
+            let (count, said) = match (batch, job) {
+                (Some(batch), _) => {
+                    let count = client.retry(*batch).await?;
+                    (
+                        count,
+                        format!("retrying {count} failed jobs of batch {batch}"),
+                    )
+                }
+                (None, Some(job)) => {
+                    let count = client.retry_job(*job).await?;
+                    let said = if count > 0 {
+                        format!("retrying job {job}")
+                    } else {
+                        format!("job {job} is being retried already")
+                    };
+                    (count, said)
+                }
+                (None, None) => bail!("give --batch ID or --job ID"),
+            };
             if *json {
                 print_json(&serde_json::json!({ "retried": count }))?;
             } else {
-                println!("retrying {count} failed jobs of batch {batch}");
+                println!("{said}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -463,6 +488,21 @@ fn print_submitted(submitted: &Submitted, json: bool) -> anyhow::Result<()> {
     } else {
         println!("{}", submitted.batch);
         Ok(())
+    }
+}
+
+/// Says at once, on standard error, which of a batch's jobs no connected worker can take and
+/// why: without it, `submit --wait` would wait for them in silence.
+fn warn_unplaceable(submitted: &Submitted) {
+    for group in &submitted.unplaceable {
+        let jobs = if group.jobs == 1 { "job" } else { "jobs" };
+        eprintln!(
+            "drover: warning: {} {jobs} of batch {} cannot start on any connected worker ({}); \
+             queued until one that can connects",
+            group.jobs,
+            submitted.batch,
+            text::line(&group.reason)
+        );
     }
 }
 
@@ -567,6 +607,7 @@ async fn local(
     let outcome = async {
         let mut client = Client::connect(&cluster.address, None).await?;
         let submitted = client.submit(&batch_name(file), jobs).await?;
+        warn_unplaceable(&submitted);
         let info = wait_with_progress(&mut client, submitted.batch, json).await?;
         let jobs = client.jobs(Some(submitted.batch), None).await?;
         let workers = client.workers().await?;

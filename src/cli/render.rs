@@ -3,7 +3,9 @@
 
 use super::text;
 use crate::job::{now_ms, JobState};
-use crate::status::{AttemptRecord, BatchInfo, ClusterStatus, JobInfo, Percentiles, WorkerInfo};
+use crate::status::{
+    AttemptRecord, BatchInfo, ClusterStatus, JobInfo, Percentiles, Waiting, WorkerInfo,
+};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Renders rows under headers, columns padded to their widest cell; each cell on one line,
@@ -179,6 +181,10 @@ pub fn batch(batch: &BatchInfo) -> String {
     if let Some(finished) = batch.finished_at_ms {
         out.push_str(&format!("\n  finished   {}", time_ms(finished)));
     }
+    if !batch.waiting.is_empty() {
+        out.push_str("\n  waiting    ");
+        out.push_str(&waiting(&batch.waiting, "\n             "));
+    }
     if batch.jobs_per_s > 0.0 {
         out.push_str(&format!("\n  rate       {}", rate(batch.jobs_per_s)));
     }
@@ -188,12 +194,26 @@ pub fn batch(batch: &BatchInfo) -> String {
     out
 }
 
-/// The `drover jobs` table.
+/// Groups of pending jobs by why they wait, one a line: `3 jobs: no connected worker has label
+/// tpu`; lines after the first begin with `indent`.
+pub fn waiting(groups: &[Waiting], indent: &str) -> String {
+    let lines: Vec<String> = groups
+        .iter()
+        .map(|group| {
+            let jobs = if group.jobs == 1 { "job" } else { "jobs" };
+            format!("{} {jobs}: {}", group.jobs, text::line(&group.reason))
+        })
+        .collect();
+    lines.join(indent)
+}
+
+/// The `drover jobs` table; with a column saying why pending jobs wait, if any does.
 pub fn jobs(jobs: &[JobInfo]) -> String {
+    let explained = jobs.iter().any(|job| job.waiting.is_some());
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|job| {
-            vec![
+            let mut row = vec![
                 job.id.to_string(),
                 job.batch.to_string(),
                 optional(job.name.as_ref()),
@@ -202,21 +222,26 @@ pub fn jobs(jobs: &[JobInfo]) -> String {
                 optional(job.worker.as_ref()),
                 optional(job.exit_code),
                 optional(job.duration_ms.map(duration_ms)),
-            ]
+            ];
+            if explained {
+                row.push(job.waiting.clone().unwrap_or_default());
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "ID", "BATCH", "NAME", "STATE", "ATTEMPTS", "WORKER", "EXIT", "DURATION",
-        ],
-        &rows,
-    )
+    let mut headers = vec![
+        "ID", "BATCH", "NAME", "STATE", "ATTEMPTS", "WORKER", "EXIT", "DURATION",
+    ];
+    if explained {
+        headers.push("WAITING");
+    }
+    table(&headers, &rows)
 }
 
 /// The `drover job ID` view, with its attempt history.
 pub fn job(job: &JobInfo) -> String {
     let mut out = format!(
-        "job {}{}\n  batch      {}\n  state      {}\n  attempts   {}\n  worker     {}\n  exit code  {}\n  duration   {}",
+        "job {}{}\n  batch      {}\n  state      {}{}\n  attempts   {}\n  worker     {}\n  exit code  {}\n  duration   {}",
         job.id,
         job.name
             .as_ref()
@@ -224,6 +249,10 @@ pub fn job(job: &JobInfo) -> String {
             .unwrap_or_default(),
         job.batch,
         job.state,
+        job.waiting
+            .as_ref()
+            .map(|waiting| format!("\n  waiting    {}", text::line(waiting)))
+            .unwrap_or_default(),
         attempts(job),
         optional(job.worker.as_deref().map(text::line)),
         optional(job.exit_code),
@@ -436,6 +465,10 @@ pub fn status(status: &ClusterStatus) -> String {
         percentiles(&stats.wait),
         time_ms(stats.started_at_ms),
     );
+    if !status.waiting.is_empty() {
+        out.push_str("\nwaiting    ");
+        out.push_str(&waiting(&status.waiting, "\n           "));
+    }
     if stats.duplicates > 0 {
         out.push_str(&format!(
             "\nduplicates {} late results acknowledged, not recorded",

@@ -107,6 +107,14 @@ fn draw(frame: &Frame) -> String {
             render::rate(stats.jobs_per_s)
         ),
     };
+    let waiting = match &frame.batch {
+        Some(batch) => &batch.waiting,
+        None => &frame.status.waiting,
+    };
+    if !waiting.is_empty() {
+        out.push_str("\nwaiting  ");
+        out.push_str(&render::waiting(waiting, "\n         "));
+    }
     let connected: Vec<WorkerInfo> = frame
         .workers
         .iter()

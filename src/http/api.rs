@@ -2,8 +2,8 @@
 //! whole `/api` scope. `/metrics` is open: it holds counts and timings, no job data.
 
 use super::{ApiError, HttpState, MAX_BODY_BYTES};
-use crate::actors::ledger::{Cancel, GetBatch, GetJob, ListBatches, Retry, SubmitBatch};
-use crate::actors::{cluster_status, list_workers};
+use crate::actors::ledger::{Cancel, ListBatches, Retry, RetryJob};
+use crate::actors::{cluster_status, list_workers, views};
 use crate::job::{BatchId, CancelTarget, JobId};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -22,7 +22,8 @@ pub(super) fn routes(config: &mut web::ServiceConfig) {
             .route("/batches/{id}", web::get().to(batch))
             .route("/batches/{id}/cancel", web::post().to(cancel))
             .route("/batches/{id}/retry", web::post().to(retry))
-            .route("/jobs/{id}", web::get().to(job)),
+            .route("/jobs/{id}", web::get().to(job))
+            .route("/jobs/{id}/retry", web::post().to(retry_job)),
     );
 }
 
@@ -53,12 +54,12 @@ async fn batches(state: State, query: web::Query<BatchesQuery>) -> Result<HttpRe
 }
 
 async fn batch(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, ApiError> {
-    let batch = state.ledger.send(GetBatch(id.into_inner())).await??;
+    let batch = views::batch(&state.ledger, &state.scheduler, id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(batch))
 }
 
 async fn job(state: State, id: web::Path<JobId>) -> Result<HttpResponse, ApiError> {
-    let job = state.ledger.send(GetJob(id.into_inner())).await??;
+    let job = views::job(&state.ledger, &state.scheduler, id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -100,7 +101,7 @@ async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&request, payload).await?;
     let (name, jobs) = super::batch::parse(&body)?;
-    let submitted = state.ledger.send(SubmitBatch { name, jobs }).await??;
+    let submitted = views::submit(&state.ledger, &state.scheduler, name, jobs).await?;
     Ok(HttpResponse::build(StatusCode::CREATED)
         .insert_header((
             header::LOCATION,
@@ -117,5 +118,13 @@ async fn cancel(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, Ap
 
 async fn retry(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, ApiError> {
     let count = state.ledger.send(Retry(id.into_inner())).await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
+}
+
+async fn retry_job(
+    state: State,
+    id: web::Path<JobId>,
+) -> Result<HttpResponse, ApiError> {
+    let count = state.ledger.send(RetryJob(id.into_inner())).await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
 }

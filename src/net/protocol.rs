@@ -9,7 +9,7 @@
 
 pub use crate::job::{Assignment, CancelTarget, CarriedAttempt, ManifestOrder};
 use crate::job::{AttemptResult, BatchId, JobId, JobSpec, JobState, Lease};
-use crate::status::{BatchInfo, ClusterStatus, JobInfo, WorkerInfo};
+use crate::status::{BatchInfo, ClusterStatus, JobInfo, Waiting, WorkerInfo};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to these types.
@@ -181,6 +181,8 @@ pub enum ClientRequest {
     Retry(BatchId),
     /// The whole cluster at a glance.
     Status,
+    /// Put one failed or cancelled job back to pending with fresh attempts.
+    RetryJob(JobId),
 }
 
 /// The coordinator's answers.
@@ -194,6 +196,8 @@ pub enum ClientResponse {
         first_job: JobId,
         /// How many jobs it has.
         jobs: u64,
+        /// Its jobs no connected worker can take, by why.
+        unplaceable: Vec<Waiting>,
     },
     /// One batch.
     Batch(BatchInfo),

@@ -85,7 +85,7 @@ pub enum Change {
     /// Jobs whose recorded attempt's manifest is too large to send to a worker: not asked for
     /// again.
     ManifestsAbandoned(Vec<JobId>),
-    /// Failed jobs back to pending with their failures forgotten (a retry).
+    /// Failed or cancelled jobs back to pending with their failures forgotten (a retry).
     Reopen(Vec<JobId>),
 }
 
@@ -245,6 +245,17 @@ pub struct FailedJob {
     pub attempts: u32,
 }
 
+/// A finished job as a retry of it alone finds it.
+#[derive(Debug, Clone)]
+pub struct FinishedJob {
+    /// Its batch.
+    pub batch: BatchId,
+    /// Its state on record (a terminal one, or `pending` while unfinished).
+    pub state: JobState,
+    /// What a retry needs of it.
+    pub job: FailedJob,
+}
+
 /// Which jobs a page of [`LedgerStore::jobs`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobFilter {
@@ -284,6 +295,9 @@ pub trait LedgerStore: Send + Sync {
 
     /// A batch's failed jobs, for a retry.
     fn failed_jobs(&self, batch: BatchId) -> Read<Vec<FailedJob>>;
+
+    /// One job as a retry of it needs it, if the id exists.
+    fn finished_job(&self, id: JobId) -> Read<Option<FinishedJob>>;
 
     /// The lease recorded as each succeeded job's result (jobs not succeeded are left out).
     fn recorded_leases(&self, jobs: Vec<JobId>) -> Read<HashMap<JobId, Lease>>;

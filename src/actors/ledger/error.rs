@@ -1,7 +1,7 @@
 //! Why the Ledger refused a request: one enum, and the one place where each kind is given its
 //! words (for the CLI and every client, through `Display`) and its HTTP status.
 
-use crate::job::{BatchId, JobId};
+use crate::job::{BatchId, JobId, JobState};
 use crate::storage::store::StoreError;
 
 /// Why the Ledger did not do what it was asked.
@@ -72,6 +72,17 @@ pub enum LedgerError {
         /// The limit.
         limit: usize,
     },
+    /// Only a failed or cancelled job can be retried.
+    #[error(
+        "job {job} {}: only a failed or cancelled job can be retried",
+        as_found(*state)
+    )]
+    NotRetryable {
+        /// The job.
+        job: JobId,
+        /// Its state.
+        state: JobState,
+    },
     /// The store could not make the change durable (or read what it needed), so it was not made.
     #[error("cannot {action}: {error}")]
     Store {
@@ -92,6 +103,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request itself is wrong (HTTP 400).
     Invalid,
+    /// The thing asked about is not in a state that allows it (HTTP 409).
+    Conflict,
     /// The coordinator cannot do it now; the same request may succeed later (HTTP 503).
     Unavailable,
 }
@@ -105,6 +118,7 @@ impl LedgerError {
             | LedgerError::BatchTooLarge { .. }
             | LedgerError::InvalidJob { .. }
             | LedgerError::SpecTooLarge { .. } => ErrorKind::Invalid,
+            LedgerError::NotRetryable { .. } => ErrorKind::Conflict,
             LedgerError::QueueFull { .. }
             | LedgerError::QueueFullBytes { .. }
             | LedgerError::Store { .. }
@@ -117,8 +131,17 @@ impl LedgerError {
         match self.kind() {
             ErrorKind::NotFound => 404,
             ErrorKind::Invalid => 400,
+            ErrorKind::Conflict => 409,
             ErrorKind::Unavailable => 503,
         }
+    }
+}
+
+/// A job's state as a sentence says it: "is pending", "succeeded".
+fn as_found(state: JobState) -> String {
+    match state {
+        JobState::Pending | JobState::Running => format!("is {state}"),
+        done => done.to_string(),
     }
 }
 

@@ -18,12 +18,14 @@ pub use book::{
 };
 pub use error::{ErrorKind, LedgerError};
 pub use requests::{
-    Cancel, GetBatch, GetJob, ListBatches, ListJobs, Retry, SubmitBatch, WaitBatch,
-    MAX_JOBS_PER_BATCH, MAX_PAGE,
+    Cancel, GetBatch, GetJob, ListBatches, ListJobs, Retry, RetryJob, SubmitBatch, WaitBatch,
+    WaitingOutOfLine, MAX_JOBS_PER_BATCH, MAX_PAGE,
 };
 
 use crate::actors::registry::WorkerDirectory;
-use crate::actors::scheduler::{Enqueue, KillAttempts, PublishManifests, Scheduler, Withdraw};
+use crate::actors::scheduler::{
+    Behind, Enqueue, KillAttempts, PublishManifests, Scheduler, Withdraw,
+};
 use crate::actors::session::ToWorker;
 use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, JobId, Lease};
 use crate::metrics::Metrics;
@@ -258,6 +260,13 @@ impl Ledger {
                     ledger.carry_out(ctx, effects, respond);
                 }));
             }
+            Lookup::FinishedJob(job) => {
+                // Read behind every start the Scheduler sent so far: a cancelled job's turn in
+                // line may have been handed out just before the cancel, and its start must
+                // find the job gone, not back in line under the same numbers.
+                self.scheduler
+                    .do_send(Behind(ReadFinishedJob { job, respond }));
+            }
         }
     }
 }
@@ -289,6 +298,28 @@ impl Actor for Ledger {
             tracing::info!(jobs = replayed, "replayed unfinished jobs from the ledger");
         }
         self.carry_out(ctx, effects, None);
+    }
+}
+
+/// Reads a job for its retry, once every start the Scheduler sent before has arrived (it comes
+/// back from the Scheduler, [`Behind`] them).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReadFinishedJob {
+    job: JobId,
+    respond: Option<Respond>,
+}
+
+impl Handler<ReadFinishedJob> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, read: ReadFinishedJob, ctx: &mut Context<Self>) {
+        let ReadFinishedJob { job, respond } = read;
+        let found = self.store.finished_job(job);
+        ctx.spawn(found.into_actor(self).map(move |found, ledger, ctx| {
+            let effects = ledger.book.finished_job_found(job, found);
+            ledger.carry_out(ctx, effects, respond);
+        }));
     }
 }
 

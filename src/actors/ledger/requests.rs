@@ -5,7 +5,7 @@
 use super::book::Answer;
 use super::{Ledger, LedgerError};
 use crate::job::{now_ms, BatchId, CancelTarget, JobId, JobSpec, JobState};
-use crate::status::{BatchInfo, JobInfo, Submitted};
+use crate::status::{BatchInfo, JobInfo, Submitted, Waiting};
 use crate::storage::store::JobFilter;
 use actix::prelude::*;
 use std::time::Duration;
@@ -174,6 +174,23 @@ impl Handler<GetJob> for Ledger {
     }
 }
 
+/// The pending jobs of one batch, or of all, that the Ledger holds out of line (waiting out a
+/// retry's backoff, or held back after a restart), by why they wait.
+#[derive(Message)]
+#[rtype(result = "Vec<Waiting>")]
+pub struct WaitingOutOfLine {
+    /// Only this batch's.
+    pub batch: Option<BatchId>,
+}
+
+impl Handler<WaitingOutOfLine> for Ledger {
+    type Result = MessageResult<WaitingOutOfLine>;
+
+    fn handle(&mut self, asked: WaitingOutOfLine, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.book.waiting(asked.batch))
+    }
+}
+
 /// Jobs in id order, a page at a time.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<JobInfo>, LedgerError>")]
@@ -266,6 +283,29 @@ impl Handler<Retry> for Ledger {
 
     fn handle(&mut self, Retry(batch): Retry, ctx: &mut Context<Self>) -> Self::Result {
         let effects = match self.book.retry(batch) {
+            Ok(effects) => effects,
+            Err(error) => return ready(Err(error)),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.carry_out(ctx, effects, Some(tx));
+        awaiting(rx, |answer| match answer {
+            Answer::Changed(count) => Some(count),
+            _ => None,
+        })
+    }
+}
+
+/// Put one failed or cancelled job back to pending with fresh attempts; answered with 1 once
+/// that is on disk (0 if a retry of it was under way already).
+#[derive(Message)]
+#[rtype(result = "Result<u64, LedgerError>")]
+pub struct RetryJob(pub JobId);
+
+impl Handler<RetryJob> for Ledger {
+    type Result = Reply<u64>;
+
+    fn handle(&mut self, RetryJob(job): RetryJob, ctx: &mut Context<Self>) -> Self::Result {
+        let effects = match self.book.retry_job(job) {
             Ok(effects) => effects,
             Err(error) => return ready(Err(error)),
         };

@@ -7,7 +7,8 @@
 //! attempt's start before its result or its loss.
 
 use crate::actors::ledger::{
-    AttemptsCarried, AttemptsStarted, Ledger, LostAttempt, ResultsArrived, Started, WorkerLost,
+    AttemptsCarried, AttemptsStarted, Ledger, LostAttempt, ReadFinishedJob, ResultsArrived,
+    Started, WorkerLost,
 };
 use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
@@ -22,9 +23,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 mod slots;
+mod waiting;
 
 pub use slots::new_lease;
 use slots::{Held, WorkerSlots};
+pub use waiting::{Unplaceable, WaitingInLine, WhyWaiting};
 
 /// Spec bytes per `Assign` frame, far below the frame limit (one spec alone is bounded by the
 /// submission frame it came in).
@@ -605,5 +608,18 @@ impl Handler<ListLoads> for Scheduler {
             })
             .collect();
         MessageResult(loads)
+    }
+}
+
+/// Handed back to the Ledger as it is, behind every start the Scheduler sent it before.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Behind(pub ReadFinishedJob);
+
+impl Handler<Behind> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, Behind(read): Behind, _ctx: &mut Context<Self>) {
+        self.ledger.do_send(read);
     }
 }

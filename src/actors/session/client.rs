@@ -4,29 +4,28 @@
 
 use super::SessionContext;
 use crate::actors::ledger::{
-    Cancel, GetBatch, GetJob, LedgerError, ListBatches, ListJobs, Retry, SubmitBatch, WaitBatch,
+    Cancel, LedgerError, ListBatches, ListJobs, Retry, RetryJob, WaitBatch,
 };
-use crate::actors::{cluster_status, list_workers};
+use crate::actors::{cluster_status, list_workers, views};
 use crate::net::protocol::{ClientRequest, ClientResponse};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Serves one request.
 pub(super) async fn answer(shared: Arc<SessionContext>, request: ClientRequest) -> ClientResponse {
-    let ledger = &shared.ledger;
+    let (ledger, scheduler) = (&shared.ledger, &shared.scheduler);
     let answered: Result<ClientResponse, LedgerError> = match request {
-        ClientRequest::Submit { name, jobs } => {
-            flatten(ledger.send(SubmitBatch { name, jobs }).await).map(|submitted| {
-                ClientResponse::Submitted {
-                    batch: submitted.batch,
-                    first_job: submitted.first_job,
-                    jobs: submitted.jobs,
-                }
-            })
-        }
-        ClientRequest::Batch(id) => {
-            flatten(ledger.send(GetBatch(id)).await).map(ClientResponse::Batch)
-        }
+        ClientRequest::Submit { name, jobs } => views::submit(ledger, scheduler, name, jobs)
+            .await
+            .map(|submitted| ClientResponse::Submitted {
+                batch: submitted.batch,
+                first_job: submitted.first_job,
+                jobs: submitted.jobs,
+                unplaceable: submitted.unplaceable,
+            }),
+        ClientRequest::Batch(id) => views::batch(ledger, scheduler, id)
+            .await
+            .map(ClientResponse::Batch),
         ClientRequest::Batches => ledger
             .send(ListBatches { newest: None })
             .await
@@ -41,30 +40,33 @@ pub(super) async fn answer(shared: Arc<SessionContext>, request: ClientRequest) 
                 .await,
         )
         .map(ClientResponse::Batch),
-        ClientRequest::Job(id) => {
-            flatten(ledger.send(GetJob(id)).await).map(|job| ClientResponse::Job(Box::new(job)))
-        }
+        ClientRequest::Job(id) => views::job(ledger, scheduler, id)
+            .await
+            .map(|job| ClientResponse::Job(Box::new(job))),
         ClientRequest::Jobs {
             batch,
             state,
             after,
             limit,
-        } => flatten(
-            ledger
-                .send(ListJobs {
-                    batch,
-                    state,
-                    after,
-                    limit,
-                })
-                .await,
-        )
-        .map(ClientResponse::Jobs),
+        } => {
+            let list = ListJobs {
+                batch,
+                state,
+                after,
+                limit,
+            };
+            views::jobs(ledger, scheduler, list)
+                .await
+                .map(ClientResponse::Jobs)
+        }
         ClientRequest::Cancel(target) => {
             flatten(ledger.send(Cancel(target)).await).map(ClientResponse::Changed)
         }
         ClientRequest::Retry(batch) => {
             flatten(ledger.send(Retry(batch)).await).map(ClientResponse::Changed)
+        }
+        ClientRequest::RetryJob(job) => {
+            flatten(ledger.send(RetryJob(job)).await).map(ClientResponse::Changed)
         }
         ClientRequest::Workers => list_workers(&shared.registry, &shared.scheduler)
             .await

@@ -87,6 +87,15 @@ function renderSummary(status) {
   $("uptime").textContent = `up ${duration(status.uptime_ms)}`;
 }
 
+// Pending jobs by why they wait; those no connected worker can take stand out.
+function renderWaiting(groups) {
+  const items = (groups || []).map((group) =>
+    el("li", { class: group.blocked ? "blocked" : "" },
+      `${group.jobs} ${group.jobs === 1 ? "job" : "jobs"}: ${group.reason}`));
+  $("waiting").replaceChildren(...items);
+  $("waiting-section").classList.toggle("hidden", items.length === 0);
+}
+
 function renderChart(perSecond) {
   const svg = $("chart");
   const max = Math.max(1, ...perSecond);
@@ -209,6 +218,7 @@ async function poll() {
       getJson("/api/status"), getJson("/api/workers"), getJson(`/api/batches?limit=${BATCHES_SHOWN}`),
     ]);
     renderSummary(status);
+    renderWaiting(status.waiting);
     renderChart(status.stats.per_second);
     renderBatches(batches);
     renderWorkers(workers, status.at_ms);

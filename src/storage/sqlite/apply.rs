@@ -60,7 +60,7 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
         let mut reopen = tx.prepare_cached(
             "UPDATE jobs SET state = 'pending', failures = 0, lost_attempts = 0, finished_at_ms = NULL,
                  error = NULL, lease = NULL, started_lease = NULL, started_worker = NULL
-             WHERE id = ?1 AND state = 'failed'",
+             WHERE id = ?1 AND state IN ('failed', 'cancelled')",
         )?;
         let mut duplicate = tx.prepare_cached(
             "UPDATE jobs SET duplicates = duplicates + 1 WHERE id = ?1 AND lease IS NOT ?2",

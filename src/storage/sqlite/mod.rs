@@ -18,7 +18,7 @@ use crate::job::{BatchId, JobId, Lease};
 use crate::metrics::Metrics;
 use crate::status::{AttemptRecord, JobInfo};
 use crate::storage::store::{
-    Change, CommitDone, FailedJob, JobFilter, LedgerStore, Read, Replay, StoreError,
+    Change, CommitDone, FailedJob, FinishedJob, JobFilter, LedgerStore, Read, Replay, StoreError,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
@@ -197,6 +197,10 @@ impl LedgerStore for SqliteStore {
 
     fn failed_jobs(&self, batch: BatchId) -> Read<Vec<FailedJob>> {
         self.read(move |conn| queries::failed_jobs(conn, batch))
+    }
+
+    fn finished_job(&self, id: JobId) -> Read<Option<FinishedJob>> {
+        self.read(move |conn| queries::finished_job(conn, id))
     }
 
     fn recorded_leases(&self, jobs: Vec<JobId>) -> Read<HashMap<JobId, Lease>> {

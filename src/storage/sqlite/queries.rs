@@ -6,7 +6,7 @@
 use crate::job::{BatchId, JobId, JobState, Lease};
 use crate::status::{AttemptRecord, JobInfo};
 use crate::storage::spec_format;
-use crate::storage::store::{FailedJob, JobFilter, StoreError};
+use crate::storage::store::{FailedJob, FinishedJob, JobFilter, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
 
@@ -36,6 +36,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
             .and_then(|json| serde_json::from_str(&json).ok())
             .unwrap_or_default(),
         history: Vec::new(),
+        waiting: None,
     })
 }
 
@@ -112,6 +113,28 @@ pub fn failed_jobs(conn: &Connection, batch: BatchId) -> Result<Vec<FailedJob>, 
         });
     }
     Ok(failed)
+}
+
+/// One job as a retry of it needs it: its batch, state, spec and attempts.
+pub fn finished_job(conn: &Connection, id: JobId) -> Result<Option<FinishedJob>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT batch, state, spec, spec_format, attempts FROM jobs WHERE id = ?1",
+    )?;
+    let mut rows = statement.query(params![id as i64])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let state: String = row.get(1)?;
+    let bytes = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+    Ok(Some(FinishedJob {
+        batch: row.get::<_, i64>(0)? as u64,
+        state: state.parse().unwrap_or(JobState::Pending),
+        job: FailedJob {
+            id,
+            spec: spec_format::load(id, row.get(3)?, bytes)?,
+            attempts: row.get(4)?,
+        },
+    }))
 }
 
 /// The lease recorded as each succeeded job's result (jobs not succeeded are left out).

@@ -364,6 +364,8 @@ impl Book {
             return effects;
         }
         job.phase = Phase::Queued;
+        let batch = job.batch;
+        self.recount(batch, Phase::Backoff, Phase::Queued);
         self.enqueue(id, &mut effects);
         effects
     }

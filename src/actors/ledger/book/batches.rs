@@ -18,6 +18,8 @@ pub(crate) struct BatchCounts {
     pub(crate) submitted_at_ms: u64,
     pub(crate) total: u64,
     pub(crate) pending: u64,
+    /// Of the pending, those waiting out a retry's backoff.
+    pub(crate) backoff: u64,
     pub(crate) running: u64,
     pub(crate) succeeded: u64,
     pub(crate) failed: u64,
@@ -45,6 +47,7 @@ impl BatchCounts {
             submitted_at_ms,
             total: 0,
             pending: 0,
+            backoff: 0,
             running: 0,
             succeeded: 0,
             failed: 0,
@@ -88,6 +91,7 @@ impl BatchCounts {
             finished_at_ms: self.finished_at_ms.filter(|_| done),
             jobs_per_s,
             eta_s,
+            waiting: Vec::new(),
         }
     }
 

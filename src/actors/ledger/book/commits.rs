@@ -107,6 +107,16 @@ impl Book {
                     }))
                 }
             },
+            Pending::ReopenJob(found) => match result {
+                Ok(()) => self.job_reopened(found),
+                Err(error) => {
+                    self.retrying_jobs.remove(&found.job.id);
+                    Effects::answer(Answer::Refused(LedgerError::Store {
+                        action: "retry the job",
+                        error,
+                    }))
+                }
+            },
             Pending::Note(what) => {
                 // Not fatal: a note lost is a count off by one, or a manifest written again.
                 if let Err(error) = result {

@@ -5,7 +5,7 @@ use crate::actors::ledger::error::LedgerError;
 use crate::actors::queue::PendingJob;
 use crate::job::{BatchId, JobId, JobState, Lease, ManifestOrder, SpecBytes, WorkerId};
 use crate::status::{BatchInfo, FailureInfo, Submitted};
-use crate::storage::store::{Change, FailedJob};
+use crate::storage::store::{Change, FailedJob, FinishedJob};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +121,8 @@ pub(crate) enum Pending {
         batch: BatchId,
         failed: Vec<FailedJob>,
     },
+    /// A retry of one job: it joins memory and the queue again.
+    ReopenJob(FinishedJob),
     /// A note for the record (duplicates, written manifests); nothing follows.
     Note(&'static str),
 }
@@ -138,6 +140,10 @@ pub(crate) enum Lookup {
     },
     /// A batch's failed jobs, for a retry. Handed to [`super::Book::failed_jobs_found`].
     FailedJobs(BatchId),
+    /// One job, for a retry of it alone, read once every start the Scheduler sent before is
+    /// in (a cancelled job's turn in line may have been handed out just before the cancel).
+    /// Handed to [`super::Book::finished_job_found`].
+    FinishedJob(JobId),
 }
 
 /// The answer to a client's change.

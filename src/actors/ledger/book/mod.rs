@@ -173,6 +173,15 @@ impl LiveJob {
         }
     }
 
+    /// Its state as clients are told it: one whose terminal state is being written still runs.
+    fn state(&self) -> JobState {
+        if self.phase.waiting() {
+            JobState::Pending
+        } else {
+            JobState::Running
+        }
+    }
+
     /// Its terminal state is being written from now on.
     fn begin_finishing(&mut self) {
         self.left_line = self.phase == Phase::Queued;
@@ -238,6 +247,9 @@ pub(crate) struct Book {
     held_back: HashSet<JobId>,
     /// Batches whose retry is being read or written.
     retrying: HashSet<BatchId>,
+    /// Jobs whose retry of their own is being read or written, each true once a retry of its
+    /// batch has reopened it meanwhile (what that read found is out of date).
+    retrying_jobs: HashMap<JobId, bool>,
     manifests: Manifests,
     /// The workers each job was lost with (having started it), for jobs that were.
     lost_on: HashMap<JobId, Vec<Arc<str>>>,
@@ -323,6 +335,7 @@ impl Book {
             reserved_bytes: 0,
             held_back: HashSet::new(),
             retrying: HashSet::new(),
+            retrying_jobs: HashMap::new(),
             manifests: Manifests::replayed(replay.unpublished, replay.ledger),
             lost_on,
             stale: HashMap::new(),
@@ -357,6 +370,11 @@ impl Book {
         let Some(counts) = self.batches.get_mut(&batch) else {
             return;
         };
+        match (from == Phase::Backoff, to == Phase::Backoff) {
+            (true, false) => counts.backoff = counts.backoff.saturating_sub(1),
+            (false, true) => counts.backoff += 1,
+            _ => {}
+        }
         match (from.waiting(), to.waiting()) {
             (true, false) => {
                 counts.pending = counts.pending.saturating_sub(1);

@@ -7,7 +7,7 @@ use super::{
 use crate::actors::ledger::error::LedgerError;
 use crate::job::{BatchId, CancelTarget, JobId, JobSpec, JobState, SpecBytes};
 use crate::status::Submitted;
-use crate::storage::store::{Change, FailedJob, StoreError, WorkOrder};
+use crate::storage::store::{Change, FailedJob, FinishedJob, StoreError, WorkOrder};
 use std::sync::Arc;
 
 /// The largest encoded job spec accepted, in bytes (the job file's line limit, and some).
@@ -132,6 +132,7 @@ impl Book {
             batch,
             first_job,
             jobs: count,
+            unplaceable: Vec::new(),
         }));
         effects
     }
@@ -244,6 +245,13 @@ impl Book {
         batch: BatchId,
         found: Result<Vec<FailedJob>, StoreError>,
     ) -> Effects {
+        // A job whose own retry is under way is left to it.
+        let found = found.map(|mut failed| {
+            if !self.retrying_jobs.is_empty() {
+                failed.retain(|job| !self.retrying_jobs.contains_key(&job.id));
+            }
+            failed
+        });
         let failed = match found {
             Ok(failed) if !failed.is_empty() => failed,
             Ok(_) => {
@@ -274,7 +282,14 @@ impl Book {
         let mut effects = Effects::none();
         for found in failed {
             // Failed on disk when read, and only this retry reopens it: it has left memory (a
-            // failure being written then was written before the reopen, and told first).
+            // failure being written then was written before the reopen, and told first). A
+            // retry of the job alone asked since then learns that this one reopened it.
+            if let Some(superseded) = self.retrying_jobs.get_mut(&found.id) {
+                *superseded = true;
+            }
+            if self.jobs.contains_key(&found.id) {
+                continue;
+            }
             let mut job = LiveJob::queued(found.spec, batch, found.attempts, 0, 0);
             effects.enqueue.push(line_up(found.id, &mut job));
             self.unfinished_bytes += job.spec.as_bytes().len();
@@ -291,6 +306,111 @@ impl Book {
         }
         tracing::info!(batch, jobs = count, "failed jobs retried");
         effects.answer = Some(Answer::Changed(count));
+        effects
+    }
+}
+
+impl Book {
+    /// A retry of one failed or cancelled job: it is read from the store first
+    /// ([`Book::finished_job_found`]). One retry of a job at a time, from that read to its
+    /// commit; another asked meanwhile changes nothing.
+    pub(crate) fn retry_job(&mut self, id: JobId) -> Result<Effects, LedgerError> {
+        if id == 0 || id >= self.next_job {
+            return Err(LedgerError::NoJob(id));
+        }
+        if let Some(job) = self.jobs.get(&id) {
+            return Err(LedgerError::NotRetryable {
+                job: id,
+                state: job.state(),
+            });
+        }
+        if self.retrying_jobs.contains_key(&id) {
+            return Ok(Effects::answer(Answer::Changed(0)));
+        }
+        self.retrying_jobs.insert(id, false);
+        Ok(Effects {
+            lookup: Some(Lookup::FinishedJob(id)),
+            ..Effects::none()
+        })
+    }
+
+    /// The job, as read for its retry, goes back to pending with fresh attempts once that is
+    /// on disk, if it is failed or cancelled.
+    pub(crate) fn finished_job_found(
+        &mut self,
+        id: JobId,
+        found: Result<Option<FinishedJob>, StoreError>,
+    ) -> Effects {
+        let superseded = self.retrying_jobs.remove(&id).unwrap_or(false);
+        let refuse = |error| Effects::answer(Answer::Refused(error));
+        let found = match found {
+            Ok(Some(found)) => found,
+            Ok(None) => return refuse(LedgerError::NoJob(id)),
+            Err(error) => {
+                return refuse(LedgerError::Store {
+                    action: "retry the job",
+                    error,
+                })
+            }
+        };
+        // Reopened by a retry of its batch since it was read: what was read is out of date.
+        if let Some(job) = self.jobs.get(&id) {
+            return refuse(LedgerError::NotRetryable {
+                job: id,
+                state: job.state(),
+            });
+        }
+        if superseded {
+            return Effects::answer(Answer::Changed(0));
+        }
+        if !matches!(found.state, JobState::Failed | JobState::Cancelled) {
+            return refuse(LedgerError::NotRetryable {
+                job: id,
+                state: found.state,
+            });
+        }
+        // Held until the commit, so a retry of its batch meanwhile leaves it to this one.
+        self.retrying_jobs.insert(id, false);
+        Effects {
+            commit: Some(Commit {
+                changes: vec![Change::Reopen(vec![id])],
+                then: Pending::ReopenJob(found),
+            }),
+            ..Effects::none()
+        }
+    }
+
+    /// The job's retry is on disk: it joins memory and the queue.
+    pub(super) fn job_reopened(&mut self, found: FinishedJob) -> Effects {
+        let id = found.job.id;
+        self.retrying_jobs.remove(&id);
+        if self.jobs.contains_key(&id) {
+            // A retry of its batch, written just before, reopened it already.
+            return Effects::answer(Answer::Changed(0));
+        }
+        // A job cancelled in line may have had its turn handed out as it was cancelled (the
+        // start, arriving after, was stopped): that number is spent, if not on record.
+        let attempts = match found.state {
+            JobState::Cancelled => found.job.attempts.saturating_add(1),
+            _ => found.job.attempts,
+        };
+        let mut effects = Effects::none();
+        let mut job = LiveJob::queued(found.job.spec, found.batch, attempts, 0, 0);
+        effects.enqueue.push(line_up(id, &mut job));
+        self.unfinished_bytes += job.spec.as_bytes().len();
+        self.jobs.insert(id, job);
+        if let Some(counts) = self.batches.get_mut(&found.batch) {
+            let column = match found.state {
+                JobState::Cancelled => &mut counts.cancelled,
+                _ => &mut counts.failed,
+            };
+            *column = column.saturating_sub(1);
+            counts.pending += 1;
+            counts.finished_at_ms = None;
+            counts.rate_from = None;
+        }
+        tracing::info!(job = id, batch = found.batch, was = %found.state, "job retried");
+        effects.answer = Some(Answer::Changed(1));
         effects
     }
 }

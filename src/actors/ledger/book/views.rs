@@ -1,10 +1,16 @@
 //! What the book tells the views: batches, unfinished jobs, statistics. Finished jobs are read
 //! from the store; the book overlays what only memory knows (that a job runs, and where).
 
-use super::{BatchCounts, Book, LiveJob};
+use super::{BatchCounts, Book, LiveJob, Phase};
 use crate::actors::ledger::error::LedgerError;
-use crate::job::{BatchId, JobId, JobState};
-use crate::status::{BatchInfo, JobCounts, JobInfo, JobStatistics};
+use crate::job::{BatchId, JobId};
+use crate::status::{BatchInfo, JobCounts, JobInfo, JobStatistics, Waiting};
+
+/// Why a job waiting out its backoff waits, for a group of them.
+const IN_BACKOFF: &str = "retrying after backoff";
+/// Why a job held back after a restart waits.
+const HELD_BACK: &str =
+    "held back after the coordinator restarted, for a reconnecting worker that may still run it";
 
 /// Unfinished batches listed as the busiest in a status.
 const BUSIEST_BATCHES: usize = 5;
@@ -38,11 +44,7 @@ impl Book {
     }
 
     fn live_info(&self, id: JobId, job: &LiveJob) -> JobInfo {
-        let state = if job.phase.waiting() {
-            JobState::Pending
-        } else {
-            JobState::Running
-        };
+        let state = job.state();
         JobInfo {
             id,
             batch: job.batch,
@@ -64,7 +66,49 @@ impl Book {
             duplicates: 0,
             outputs: Vec::new(),
             history: Vec::new(),
+            waiting: self.why_waiting(id, job),
         }
+    }
+
+    /// Why a pending job waits, if the book is what holds it: its backoff, or the grace after a
+    /// restart. A job in line is the Scheduler's to explain.
+    fn why_waiting(&self, id: JobId, job: &LiveJob) -> Option<String> {
+        match job.phase {
+            Phase::Backoff => Some(format!(
+                "{IN_BACKOFF} ({} of {} attempts failed)",
+                job.failures,
+                job.max_attempts()
+            )),
+            Phase::Queued if !self.held_back.is_empty() && self.held_back.contains(&id) => {
+                Some(HELD_BACK.to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// The pending jobs of one batch, or of all, that the book holds rather than the queue, by
+    /// why they wait.
+    pub(crate) fn waiting(&self, batch: Option<BatchId>) -> Vec<Waiting> {
+        let backoff: u64 = match batch {
+            Some(batch) => self.batches.get(&batch).map_or(0, |counts| counts.backoff),
+            None => self.batches.values().map(|counts| counts.backoff).sum(),
+        };
+        // Only right after a restart: a pass over the jobs held back.
+        let held = self
+            .held_back
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|job| job.phase == Phase::Queued && batch.is_none_or(|b| job.batch == b))
+            .count() as u64;
+        [(backoff, IN_BACKOFF), (held, HELD_BACK)]
+            .into_iter()
+            .filter(|(jobs, _)| *jobs > 0)
+            .map(|(jobs, reason)| Waiting {
+                jobs,
+                reason: reason.to_string(),
+                blocked: false,
+            })
+            .collect()
     }
 
     /// A page of unfinished jobs, pending or running, in id order: chosen by id first, so a

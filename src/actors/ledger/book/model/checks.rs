@@ -47,6 +47,9 @@ impl World {
                     ahead.extend(finishing.iter().map(|(job, _)| *job))
                 }
                 Pending::Reopen { failed, .. } => ahead.extend(failed.iter().map(|job| job.id)),
+                Pending::ReopenJob(found) => {
+                    ahead.insert(found.job.id);
+                }
                 Pending::Note(_) => {}
             }
         }
@@ -206,6 +209,7 @@ impl World {
         for (batch, counts) in &self.book.batches {
             let mut expected = (0, 0, 0, 0, 0, 0);
             let mut being_written = 0;
+            let mut backoff = 0;
             for job in self.book.jobs.values() {
                 if job.batch == *batch {
                     being_written += u64::from(job.phase == Phase::Finishing);
@@ -214,8 +218,12 @@ impl World {
                     } else {
                         expected.1 += 1;
                     }
+                    if job.phase == Phase::Backoff {
+                        backoff += 1;
+                    }
                 }
             }
+            assert_eq!(counts.backoff, backoff, "batch {batch}'s jobs in backoff");
             let mut statement = self
                 .db
                 .prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE batch = ?1 GROUP BY state")

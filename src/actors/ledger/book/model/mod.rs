@@ -71,6 +71,8 @@ enum ToScheduler {
     Enqueue(Vec<crate::actors::queue::PendingJob>),
     Withdraw(Vec<JobId>),
     Kill(Vec<Lease>),
+    /// A job's read for its retry, sent back behind every start sent so far.
+    Behind(JobId),
 }
 
 /// What the Scheduler sends the Ledger, in the order it saw it.
@@ -80,6 +82,8 @@ enum ToLedger {
     Carried(WorkerRef, Vec<CarriedAttempt>),
     Results(WorkerRef, Vec<AttemptResult>),
     Lost(Arc<str>, Vec<LostAttempt>),
+    /// A job's read for its retry, behind every start before it.
+    Behind(JobId),
 }
 
 impl ToLedger {
@@ -89,6 +93,7 @@ impl ToLedger {
             ToLedger::Carried(_, carried) => carried.iter().any(|a| a.lease == lease),
             ToLedger::Results(_, results) => results.iter().any(|r| r.lease == lease),
             ToLedger::Lost(_, attempts) => attempts.iter().any(|a| a.lease == lease),
+            ToLedger::Behind(_) => false,
         }
     }
 
@@ -229,7 +234,11 @@ impl World {
                 .map(|(job, lease, _)| (job, lease)),
         );
         self.in_flight.extend(effects.commit);
-        self.reads.extend(effects.lookup);
+        match effects.lookup {
+            // As the Ledger actor does: read behind every start the Scheduler sent so far.
+            Some(Lookup::FinishedJob(job)) => self.to_scheduler.push_back(ToScheduler::Behind(job)),
+            lookup => self.reads.extend(lookup),
+        }
     }
 
     /// The Scheduler reads the oldest message from the Ledger.
@@ -244,6 +253,7 @@ impl World {
                 }
             }
             ToScheduler::Withdraw(jobs) => self.queue.withdraw(jobs),
+            ToScheduler::Behind(job) => self.to_ledger.push_back(ToLedger::Behind(job)),
             ToScheduler::Kill(leases) => {
                 for lease in leases {
                     // Only a registration holding the lease is told, and only a connected one
@@ -287,6 +297,10 @@ impl World {
             ToLedger::Lost(name, attempts) => {
                 self.book
                     .worker_lost(&name, &attempts, "lost in the model", self.now)
+            }
+            ToLedger::Behind(job) => {
+                self.reads.push_back(Lookup::FinishedJob(job));
+                Effects::none()
             }
         };
         for (lease, job, attempt) in heard {
@@ -415,6 +429,15 @@ impl World {
                     self.carry_out(effects);
                 }
             }
+            Step::RetryJob { pick } => {
+                let known = self.book.next_job.saturating_sub(1);
+                if known == 0 {
+                    return;
+                }
+                if let Ok(effects) = self.book.retry_job(1 + pick as u64 % known) {
+                    self.carry_out(effects);
+                }
+            }
             Step::Restart { kept } => self.restart(kept),
             Step::GraceOver => self.grace_over(),
             Step::Lie { worker, ref lie } => self.lie(worker, lie),
@@ -445,9 +468,9 @@ impl World {
         self.carry_out(effects);
     }
 
-    /// Writes to the store, checking that no terminal record is refused, that a succeeded or
-    /// cancelled job never changes, and that every attempt written of was given to that job and
-    /// the worker named.
+    /// Writes to the store, checking that no terminal record is refused, that a succeeded job
+    /// never changes nor a cancelled one but by a retry, and that every attempt written of was
+    /// given to that job and the worker named.
     fn write(&mut self, changes: &[Change]) {
         for change in changes {
             match change {
@@ -473,8 +496,20 @@ impl World {
             applied.refused_second_records
         );
         let after = self.states();
+        let reopened: HashSet<JobId> = changes
+            .iter()
+            .flat_map(|change| match change {
+                Change::Reopen(jobs) => jobs.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
         for (job, (state, lease)) in &before {
-            if matches!(state.as_str(), "succeeded" | "cancelled") {
+            let kept = match state.as_str() {
+                "succeeded" => true,
+                "cancelled" => !reopened.contains(job),
+                _ => false,
+            };
+            if kept {
                 assert_eq!(
                     after.get(job),
                     Some(&(state.clone(), *lease)),
@@ -512,6 +547,10 @@ impl World {
             Lookup::FailedJobs(batch) => {
                 let found = queries::failed_jobs(&self.db, batch);
                 self.book.failed_jobs_found(batch, found)
+            }
+            Lookup::FinishedJob(id) => {
+                let found = queries::finished_job(&self.db, id);
+                self.book.finished_job_found(id, found)
             }
         };
         self.carry_out(effects);

@@ -55,6 +55,8 @@ pub(super) enum Step {
     Cancel { pick: usize, whole: bool },
     /// A client retries a batch's failed jobs.
     Retry { pick: usize },
+    /// A client retries one job (the `pick`-th of all, whatever its state).
+    RetryJob { pick: usize },
     /// The coordinator is killed and restarted: the first `kept` commits in flight had reached
     /// the disk, the rest had not.
     Restart { kept: usize },
@@ -102,6 +104,7 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::DeadlinePassed),
         1 => (0..8usize, any::<bool>()).prop_map(|(pick, whole)| Step::Cancel { pick, whole }),
         1 => (0..4usize).prop_map(|pick| Step::Retry { pick }),
+        1 => (0..12usize).prop_map(|pick| Step::RetryJob { pick }),
         1 => (0..3usize).prop_map(|kept| Step::Restart { kept }),
         1 => Just(Step::GraceOver),
         1 => (worker, 0..8usize, any::<bool>(), prop::bool::weighted(0.3), any::<bool>(), 1..=4u32)

@@ -8,6 +8,7 @@ use crate::status::Submitted;
 use crate::storage::store::{FailedJob, ReplayedBatch, ReplayedJob, Unpublished};
 
 mod attempts;
+mod retry_job;
 mod vouching;
 
 const T0: u64 = 1_000_000;
@@ -177,7 +178,8 @@ fn a_batch_joins_memory_and_the_queue_only_once_on_disk() {
         Some(Answer::Submitted(Submitted {
             batch: 1,
             first_job: 1,
-            jobs: 3
+            jobs: 3,
+            unplaceable: Vec::new(),
         }))
     );
     let queued: Vec<(JobId, u32)> = after
@@ -349,4 +351,49 @@ fn a_retry_reopens_the_failed_jobs_once_with_their_numbers_going_on() {
         book.failed_jobs_found(1, Ok(Vec::new())).answer,
         Some(Answer::Changed(0))
     );
+}
+
+#[test]
+fn the_book_says_why_the_jobs_it_holds_out_of_line_wait() {
+    let waiting = |book: &Book, batch| -> Vec<(u64, String)> {
+        book.waiting(batch)
+            .into_iter()
+            .map(|group| (group.jobs, group.reason))
+            .collect()
+    };
+    // Held back after a restart, until the grace ends.
+    let mut replayed = restarted(&[(2, 0, None), (3, 1, None)]);
+    let _ = replayed.start(true);
+    let held = "held back after the coordinator restarted, for a reconnecting worker that may \
+                still run it";
+    assert_eq!(replayed.live_job(2).unwrap().waiting.as_deref(), Some(held));
+    assert_eq!(waiting(&replayed, None), vec![(2, held.to_string())]);
+    assert_eq!(waiting(&replayed, Some(7)), vec![]);
+    let _ = replayed.grace_over();
+    assert_eq!(
+        replayed.live_job(2).unwrap().waiting,
+        None,
+        "in line: the Scheduler's to say"
+    );
+    assert!(waiting(&replayed, None).is_empty());
+
+    // Waiting out a backoff after a failure, until it ends.
+    let mut book = book();
+    submitted(&mut book, 2, 3);
+    let w = worker(1);
+    let _ = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);
+    let failed = book.results(&w, &[result(1, 100, 1, Outcome::Failed)], T0);
+    let _ = committed(&mut book, failed);
+    assert_eq!(
+        book.live_job(1).unwrap().waiting.as_deref(),
+        Some("retrying after backoff (1 of 3 attempts failed)")
+    );
+    assert_eq!(book.live_job(2).unwrap().waiting, None);
+    assert_eq!(
+        waiting(&book, Some(1)),
+        vec![(1, "retrying after backoff".to_string())]
+    );
+    let _ = book.backoff_over(1);
+    assert!(waiting(&book, Some(1)).is_empty());
+    assert_eq!(book.live_job(1).unwrap().waiting, None);
 }

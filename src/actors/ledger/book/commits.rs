@@ -145,6 +145,12 @@ impl Book {
             if !self.started_before.is_empty() {
                 self.started_before.remove(&id);
             }
+            // A job cancelled while held back after a restart is held no more: should a retry
+            // reopen it before the grace ends, it is queued then, and the grace's end must not
+            // queue it a second time under the same number.
+            if !self.held_back.is_empty() {
+                self.held_back.remove(&id);
+            }
             self.unfinished_bytes -= job.spec.as_bytes().len();
             *by_state.entry(state).or_default() += 1;
             if let Some(counts) = self.batches.get_mut(&job.batch) {

@@ -154,3 +154,28 @@ fn a_job_retried_alone_and_with_its_batch_is_reopened_once() {
     assert!(late.commit.is_none());
     assert_eq!(counts(&book, 1), (1, 0, 0, 1, 0));
 }
+
+#[test]
+fn a_job_cancelled_while_held_back_and_retried_is_queued_once_when_the_grace_ends() {
+    // Replayed after a restart, held back for a worker that may come back with it.
+    let mut book = restarted(&[(2, 0, None)]);
+    let (_, held) = book.start(true);
+    assert!(held);
+    let cancel = book.cancel(CancelTarget::Job(2), T0).unwrap();
+    let _ = committed(&mut book, cancel);
+    let _ = book.retry_job(2).unwrap();
+    let effects = book.finished_job_found(2, Ok(Some(on_disk(2, JobState::Cancelled, 0))));
+    let after = committed(&mut book, effects);
+    assert_eq!(after.answer, Some(Answer::Changed(1)));
+    let queued: Vec<(JobId, u32)> = after
+        .enqueue
+        .iter()
+        .map(|job| (job.job, job.attempt))
+        .collect();
+    assert_eq!(queued, vec![(2, 2)]);
+    // Reopened by the retry, it is in line, not held back: the grace's end queues no second
+    // turn with the same number.
+    assert_eq!(book.live_job(2).unwrap().waiting, None);
+    assert!(book.waiting(Some(1)).is_empty());
+    assert!(book.grace_over().enqueue.is_empty());
+}

@@ -121,10 +121,7 @@ async fn retry(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, Api
     Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
 }
 
-async fn retry_job(
-    state: State,
-    id: web::Path<JobId>,
-) -> Result<HttpResponse, ApiError> {
+async fn retry_job(state: State, id: web::Path<JobId>) -> Result<HttpResponse, ApiError> {
     let count = state.ledger.send(RetryJob(id.into_inner())).await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "retried": count })))
 }

@@ -129,6 +129,12 @@ async fn run_spec(
             interrupt = &mut interrupt => Err(interrupt),
         }
     };
+    // The outputs directory is there from the start, so a job that has nothing to publish
+    // need not make it: an empty one publishes nothing, and the attempt succeeds.
+    let fetched = match (fetched, &spec.outputs) {
+        (Ok(Ok(())), Some(outputs)) => Ok(data::make_outputs_dir(outputs, &scratch).await),
+        (fetched, _) => fetched,
+    };
     let mut ended = match fetched {
         Err(interrupt) => Ended::interrupted(interrupt, spec.timeout_s, String::new()),
         Ok(Err(error)) => Ended::failed(error),

@@ -333,6 +333,50 @@ fn catch_in_flight(
     }
 }
 
+/// Waits until what the server stores has not changed for a second.
+async fn settle(server: &S3Server) {
+    let stored = || -> Vec<(std::ffi::OsString, u64)> {
+        let mut files: Vec<_> = walk(server.data.path())
+            .into_iter()
+            .filter_map(|path| {
+                let size = std::fs::metadata(&path).ok()?.len();
+                Some((path.into_os_string(), size))
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let began = std::time::Instant::now();
+    let mut last = stored();
+    let mut since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(1) {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "the server kept writing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = stored();
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        }
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// 128 MiB of outputs (eight parts, by multipart upload) to `bucket`.
 fn big_output_job(bucket: &str) -> String {
     format!(
@@ -367,8 +411,9 @@ async fn an_upload_cut_off_by_a_killed_worker_is_aborted_by_the_next_worker() {
         .await;
     // SAFETY: as above.
     unsafe { libc::kill(server.child.id() as i32, libc::SIGCONT) };
-    // The server takes in what the dead worker had sent, then the upload rests.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The server takes in what the dead worker had sent (it may take a while on a busy
+    // machine), then the upload rests.
+    settle(&server).await;
     assert!(
         entry.exists(),
         "the killed worker's upload is still written down"

@@ -18,6 +18,10 @@ pub(crate) struct Reach {
     pub streaming_checksums: bool,
 }
 
+/// The reason for a bucket that is not there.
+pub(crate) const NO_SUCH_BUCKET: &str =
+    "no such bucket: check its name and the endpoint, or create it";
+
 /// The longest store message kept in a reason.
 const MAX_MESSAGE: usize = 300;
 
@@ -31,13 +35,13 @@ where
         SdkError::ServiceError(_) => {
             let status = error.raw_response().map(|raw| raw.status().as_u16());
             let said_nothing = error.code().is_none() && error.message().is_none();
-            if said_nothing && !matches!(status, Some(301 | 403 | 404)) {
-                // An answer the SDK could not read (a store's XML not as S3 writes it, say).
+            if said_nothing && status.is_some_and(|status| (200..300).contains(&status)) {
+                // A success the SDK could not read (a store's XML not as S3 writes it, say).
                 return format!(
                     "unreadable answer from {} (HTTP {}): {}",
                     reach.endpoint,
                     status.unwrap_or_default(),
-                    tidy(&innermost(error))
+                    innermost(error)
                 );
             }
             refusal(error.code(), error.message(), status, reach)
@@ -97,9 +101,7 @@ fn refusal(
     let code = code.filter(|code| *code != "NotFound" || status != Some(404));
     match (code, status) {
         (Some("NoSuchKey"), _) | (None, Some(404)) => "no such key".into(),
-        (Some("NoSuchBucket"), _) => {
-            "no such bucket: check its name and the endpoint, or create it".into()
-        }
+        (Some("NoSuchBucket"), _) => NO_SUCH_BUCKET.into(),
         (Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem"), _) => format!(
             "access denied ({}): check the worker's credentials and the bucket's policy",
             code.unwrap_or_default()
@@ -190,7 +192,7 @@ fn credentials_problem(error: &(dyn Error + 'static)) -> Option<String> {
                 CredentialsError::ProviderTimedOut(_) => {
                     format!("{}; the credential chain timed out", no_credentials())
                 }
-                other => format!("cannot load AWS credentials: {}", tidy(&innermost(other))),
+                other => format!("cannot load AWS credentials: {}", innermost(other)),
             });
         }
         // The identity cache's own deadline, a private type: known by its words.
@@ -214,21 +216,21 @@ fn no_credentials() -> String {
         .into()
 }
 
-/// The deepest cause's words, without the "(os error N)" of an I/O error: that is where the
-/// SDK's wrappers say what happened.
+/// The deepest cause's words on one line, without the "(os error N)" of an I/O error: that is
+/// where the SDK's wrappers say what happened.
 fn innermost(error: &(dyn Error + 'static)) -> String {
     let mut deepest = error;
     while let Some(source) = deepest.source() {
         deepest = source;
     }
     if let Some(io) = deepest.downcast_ref::<std::io::Error>() {
-        return describe_io_plainly(io);
+        return tidy(&describe_io_plainly(io));
     }
     let words = deepest.to_string();
-    match words.rfind(" (os error ") {
+    tidy(&match words.rfind(" (os error ") {
         Some(at) if words.ends_with(')') => lowercase_first(&words[..at]),
         _ => words,
-    }
+    })
 }
 
 fn describe_io_plainly(error: &std::io::Error) -> String {
@@ -310,6 +312,20 @@ mod tests {
         );
         assert!(with_trailers.contains("--s3-checksums when-required"));
         assert!(!describe(&error, &reach(false)).contains("--s3-checksums"));
+    }
+
+    #[test]
+    fn a_success_the_sdk_could_not_read_says_so_and_names_the_endpoint() {
+        // As moto answers a completed multipart upload (its XML root is not S3's).
+        let raw = HttpResponse::new(200.try_into().unwrap(), SdkBody::empty());
+        let error: SdkError<GetObjectError> = SdkError::service_error(
+            GetObjectError::unhandled("encountered invalid XML root"),
+            raw,
+        );
+        assert_eq!(
+            describe(&error, &reach(false)),
+            "unreadable answer from http://127.0.0.1:9 (HTTP 200): encountered invalid XML root"
+        );
     }
 
     #[test]

@@ -94,10 +94,7 @@ impl S3 {
                     .raw_response()
                     .is_some_and(|raw| raw.status().as_u16() == 404)
                 {
-                    return format!(
-                        "{}: no such bucket: check its name and the endpoint, or create it",
-                        url(bucket, key)
-                    );
+                    return format!("{}: {}", url(bucket, key), errors::NO_SUCH_BUCKET);
                 }
             }
         }
@@ -117,17 +114,16 @@ impl S3 {
 
     /// Downloads one object to `target`, streamed to disk; large ones in parallel parts.
     pub async fn download(&self, bucket: &str, key: &str, target: &Path) -> Result<(), String> {
-        let head = self
+        let head = match self
             .client
             .head_object()
             .bucket(bucket)
             .key(key)
             .send()
             .await
-            .map_err(|error| (bucket, key, error));
-        let head = match head {
+        {
             Ok(head) => head,
-            Err((bucket, key, error)) => return Err(self.head_failed(bucket, key, error).await),
+            Err(error) => return Err(self.head_failed(bucket, key, error).await),
         };
         let size = head.content_length().unwrap_or(0).max(0) as u64;
         let file = tokio::fs::File::create(target).await.map_err(|error| {

@@ -1,5 +1,5 @@
-//! Content-MD5 for uploads to stores that take no streaming checksums: the store checks it
-//! and refuses a body that does not match (BadDigest) before it keeps anything.
+//! Content-MD5 for uploads to stores that take no streaming checksums: S3 and most
+//! S3-compatible stores check it and refuse a body that does not match (BadDigest).
 
 use base64::Engine;
 use md5::Digest;

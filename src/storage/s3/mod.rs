@@ -9,8 +9,8 @@
 //! Integrity of uploads: on AWS the SDK's flexible checksums (a CRC32 sent as a trailer of an
 //! aws-chunked body, checked by S3). Many S3-compatible stores refuse such bodies (Garage:
 //! "Invalid payload signature") or, worse, store the chunk framing as the object's bytes, so
-//! with a custom endpoint the worker sends plain bodies instead, each with a Content-MD5 that
-//! the store checks before it keeps anything (a mismatch is refused as BadDigest).
+//! with a custom endpoint the worker sends plain bodies instead, each with a Content-MD5, which
+//! S3 and most S3-compatible stores check (a mismatch is refused as BadDigest).
 
 mod errors;
 mod integrity;

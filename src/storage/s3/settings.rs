@@ -22,8 +22,8 @@ pub enum S3Checksums {
     /// The SDK's flexible checksums: a CRC32 in a trailer of an aws-chunked body, as AWS takes
     /// it. Many S3-compatible stores do not.
     WhenSupported,
-    /// Plain bodies with a Content-MD5 header, which every S3-compatible store takes and
-    /// checks; responses are checked where the operation requires it.
+    /// Plain bodies with a Content-MD5 header, which S3-compatible stores take and most check;
+    /// responses are checked where the operation requires it.
     WhenRequired,
 }
 

@@ -434,9 +434,14 @@ async fn an_upload_cut_off_by_a_killed_worker_is_aborted_by_the_next_worker() {
         0,
         "{stored} parts were stored"
     );
-    assert!(cluster
-        .worker_log("uploader")
-        .contains("aborted multipart uploads left unfinished by workers that died"));
+    // The worker says so once the abort is done, which is just after the entry goes.
+    wait_for(Duration::from_secs(10), "the worker to say so", || async {
+        cluster
+            .worker_log("uploader")
+            .contains("aborted multipart uploads left unfinished by workers that died")
+            .then_some(())
+    })
+    .await;
     let job = cluster
         .wait_for_job(submitted.first_job, "the job to succeed", |job| {
             job.state == JobState::Succeeded

@@ -37,8 +37,8 @@ async fn main() -> anyhow::Result<()> {
         file.flush()?;
     }
     let s3 = S3::connect(&S3Settings {
-        endpoint: None,
         path_style: std::env::var("DROVER_S3_PATH_STYLE").is_ok_and(|value| value == "1"),
+        ..S3Settings::default()
     })
     .await;
     let bucket = format!("drover-throughput-{}", std::process::id());

@@ -6,8 +6,11 @@
 # - a C compiler, for the bundled SQLite and ring;
 # - Debian's Chromium and its WebDriver, for the dashboard test in a real browser;
 # - iproute2 and nftables, for the chaos suite's network hosts and link faults;
-# - s3s-fs, a real S3-compatible server for the S3 tests (a pinned release build, about 90 s:
-#   later versions need a newer rustc than this machine's).
+# - s3s-fs, a real S3-compatible server for the S3 tests (a pinned release build, about
+#   4 minutes);
+# - s3rver, a second S3 implementation (Node.js, from npm, a few seconds), on which the tests
+#   check that workers work with stores that take no aws-chunked uploads; and Node.js itself
+#   from Debian where it is missing.
 #
 # `scripts/test.sh --install-only` installs and runs nothing.
 set -euo pipefail
@@ -28,6 +31,7 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || missing+=(chromium chromium-driver)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+{ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
@@ -35,6 +39,11 @@ fi
 if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
   echo "== installing s3s-fs"
   cargo install --locked s3s-fs --version 0.14.1 --features binary
+fi
+
+if ! command -v s3rver >/dev/null 2>&1; then
+  echo "== installing s3rver"
+  npm install --global --no-audit --no-fund s3rver@3.7.1
 fi
 
 if [ "${1:-}" = "--install-only" ]; then

@@ -85,6 +85,41 @@ async fn inputs_arrive_and_the_recorded_attempts_outputs_are_listed_in_a_manifes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_writes_no_outputs_succeeds_at_once_and_publishes_nothing() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w1", 2, &[]);
+    cluster.wait_for_workers(1).await;
+    let results = cluster.dir.path().join("results");
+    let lines = [
+        // Never touches its outputs directory.
+        format!(
+            r#"{{"cmd": ["true"], "outputs": {{"from": "out/deep", "to": "file://{}/"}}}}"#,
+            results.display()
+        ),
+        // Writes into it without making it first.
+        format!(
+            r#"{{"cmd": ["sh", "-c", "echo made > out/made.txt"], "outputs": {{"from": "out", "to": "file://{}/"}}}}"#,
+            results.display()
+        ),
+    ];
+    let file = cluster.job_file("quiet.jsonl", &lines);
+    let output = cluster.cli(&["submit", path_str(&file), "--wait", "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+    let batch = summary["id"].as_u64().unwrap().to_string();
+    let shown = cluster.cli(&["jobs", "--batch", &batch, "--json"]);
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(&stdout_of(&shown)).unwrap();
+    assert_eq!(summary["succeeded"], 2, "{jobs:#?}");
+    // Each succeeded on its first attempt: nothing was failed and tried again.
+    for job in &jobs {
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        assert_eq!(job["attempts"], 1, "{job:#}");
+        assert!(job["error"].is_null(), "{job:#}");
+    }
+    assert_eq!(jobs[0]["outputs"].as_array().map(Vec::len), Some(0));
+    assert_eq!(jobs[1]["outputs"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_data_urls_are_refused_at_submit_time_with_line_and_field() {
     let cluster = Cluster::start(&[]).await;
     let file = cluster.job_file(

@@ -34,6 +34,11 @@ struct Args {
     /// Address S3 buckets by path (endpoint/bucket/key), as most S3-compatible stores want.
     #[arg(long, env = "DROVER_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
     s3_path_style: bool,
+    /// How uploads carry checksums: when-supported (the SDK's streaming checksums, as AWS
+    /// takes them) or when-required (plain bodies with a Content-MD5, as S3-compatible stores
+    /// take them) [default: when-required with a custom endpoint, else when-supported].
+    #[arg(long, env = "DROVER_S3_CHECKSUMS", value_enum)]
+    s3_checksums: Option<drover::storage::s3::S3Checksums>,
     /// File holding the worker secret (else DROVER_WORKER_TOKEN).
     #[arg(long, env = "DROVER_WORKER_TOKEN_FILE")]
     worker_token_file: Option<PathBuf>,
@@ -99,6 +104,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         s3: drover::storage::s3::S3Settings {
             endpoint: args.s3_endpoint,
             path_style: args.s3_path_style,
+            checksums: args.s3_checksums,
         },
         tls: drover::net::tls::ClientTls::from_flags(args.tls, args.tls_ca.as_deref())?,
     };

@@ -3,7 +3,7 @@
 
 use crate::job::{now_ms, AttemptResult, JobSpec, Outcome, OutputObject, Outputs, Task};
 use crate::net::protocol::Assignment;
-use crate::storage::describe_io;
+use crate::storage::{describe_io, FetchError};
 use crate::worker::data::{self, Stores};
 use crate::worker::handlers::{CallContext, Handlers};
 use crate::worker::orphans;
@@ -126,6 +126,14 @@ async fn run_spec(
             fetched = fetch => Ok(fetched),
             interrupt = &mut interrupt => Err(interrupt),
         }
+    };
+    // The outputs directory is there from the start, so a job that has nothing to publish
+    // need not make it: an empty one publishes nothing, and the attempt succeeds.
+    let fetched = match (fetched, &spec.outputs) {
+        (Ok(Ok(())), Some(outputs)) => Ok(data::make_outputs_dir(outputs, &scratch)
+            .await
+            .map_err(FetchError::from)),
+        (fetched, _) => fetched,
     };
     let mut ended = match fetched {
         Err(interrupt) => Ended::interrupted(interrupt, spec.timeout_s, String::new()),

@@ -179,6 +179,19 @@ pub async fn fetch_inputs(
     Ok(())
 }
 
+/// Makes the outputs directory in the scratch directory before the job runs.
+pub async fn make_outputs_dir(outputs: &Outputs, scratch: &Path) -> Result<(), String> {
+    tokio::fs::create_dir_all(scratch.join(&outputs.from))
+        .await
+        .map_err(|error| {
+            format!(
+                "cannot make outputs directory {}: {}",
+                outputs.from,
+                describe_io(&error)
+            )
+        })
+}
+
 /// Publishes the files under `scratch/<outputs.from>` below this attempt's own prefix.
 pub async fn publish_outputs(
     stores: &Stores,

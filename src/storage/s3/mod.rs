@@ -1,17 +1,30 @@
-//! S3 for workers: streamed downloads (large objects in parallel ranged parts), uploads
-//! (large files by multipart upload, aborted however they are cut off: see [`super::uploads`]),
-//! and the one place that turns the SDK's errors into
-//! messages that name the URL and the reason.
+//! S3 for workers: streamed downloads (large objects in parallel ranged parts) and uploads
+//! (large files by multipart upload, aborted however they are cut off: see [`super::uploads`]).
+//! Every failure reads as the URL and a reason a person acts on, made in one place
+//! ([`errors`]).
 //!
 //! Credentials and region come the AWS way (environment, profile, instance role) through
 //! aws-config; `AWS_ENDPOINT_URL` or an explicit endpoint reaches S3-compatible stores.
+//!
+//! Integrity of uploads: on AWS the SDK's flexible checksums (a CRC32 sent as a trailer of an
+//! aws-chunked body, checked by S3). Many S3-compatible stores refuse such bodies (Garage:
+//! "Invalid payload signature") or, worse, store the chunk framing as the object's bytes, so
+//! with a custom endpoint the worker sends plain bodies instead, each with a Content-MD5, which
+//! S3 and most S3-compatible stores check (a mismatch is refused as BadDigest).
+
+mod errors;
+mod integrity;
+mod settings;
+
+pub use settings::{S3Checksums, S3Settings};
 
 use super::uploads::{InFlightUpload, LeftOver, UploadJournal};
 use super::FetchError;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use errors::Reach;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
@@ -21,21 +34,16 @@ pub const PART_SIZE: u64 = 16 * 1024 * 1024;
 /// Parts in flight at once, per object.
 const PARTS_IN_FLIGHT: usize = 4;
 
-/// How to reach S3.
-#[derive(Debug, Clone, Default)]
-pub struct S3Settings {
-    /// An endpoint for S3-compatible stores (else `AWS_ENDPOINT_URL`, else AWS).
-    pub endpoint: Option<String>,
-    /// Address buckets as `endpoint/bucket/key` instead of `bucket.endpoint/key`.
-    pub path_style: bool,
-}
-
 /// A connected S3 client.
 #[derive(Clone)]
 pub struct S3 {
     client: aws_sdk_s3::Client,
     /// Where multipart uploads in flight are written down, if anywhere.
     journal: Option<UploadJournal>,
+    /// Where requests go, for messages.
+    reach: Arc<Reach>,
+    /// Uploads carry a Content-MD5 of their body (when the SDK sends no checksum of its own).
+    content_md5: bool,
 }
 
 /// `s3://bucket/key`, for messages.
@@ -43,51 +51,74 @@ fn url(bucket: &str, key: &str) -> String {
     format!("s3://{bucket}/{key}")
 }
 
-fn failed(bucket: &str, key: &str, error: impl std::error::Error) -> String {
-    format!("{}: {}", url(bucket, key), DisplayErrorContext(error))
-}
-
-/// Like [`failed`], telling an object or bucket that does not exist from other failures.
-fn fetch_failed<E>(bucket: &str, key: &str, error: SdkError<E, HttpResponse>) -> FetchError
+/// Whether an error says the object or its bucket does not exist, which no second try changes.
+fn is_missing<E>(error: &SdkError<E, HttpResponse>) -> bool
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let missing = matches!(
+    matches!(
         error.code(),
         Some("NoSuchKey" | "NoSuchBucket" | "NotFound")
     ) || error
         .raw_response()
-        .is_some_and(|response| response.status().as_u16() == 404);
-    FetchError {
-        message: failed(bucket, key, error),
-        missing,
-    }
+        .is_some_and(|response| response.status().as_u16() == 404)
 }
 
 impl S3 {
     /// Builds a client from the standard AWS configuration and these settings.
     pub async fn connect(settings: &S3Settings) -> S3 {
-        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
-            .load()
-            .await;
-        let mut config =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.path_style);
-        if let Some(endpoint) = &settings.endpoint {
-            config = config.endpoint_url(endpoint);
-        }
-        if shared.region().is_none() {
-            // S3-compatible stores rarely care; AWS itself needs one and will say so.
-            config = config.region(aws_sdk_s3::config::Region::new("us-east-1"));
-        }
+        let (client, reach, checksums) = settings::client(settings).await;
         S3 {
-            client: aws_sdk_s3::Client::from_conf(config.build()),
+            client,
             journal: None,
+            reach: Arc::new(reach),
+            content_md5: checksums == S3Checksums::WhenRequired,
+        }
+    }
+
+    /// `url: reason` for a failed request.
+    fn failed<E>(&self, bucket: &str, key: &str, error: SdkError<E, HttpResponse>) -> String
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        format!(
+            "{}: {}",
+            url(bucket, key),
+            errors::describe(&error, &self.reach)
+        )
+    }
+
+    /// `url: reason` for a HEAD of an object that failed: its 404 names no code, so whether the
+    /// key or the bucket is missing is asked of the bucket. Either is missing for good.
+    async fn head_failed<E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> FetchError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let missing = is_missing(&error);
+        let not_found = error
+            .raw_response()
+            .is_some_and(|raw| raw.status().as_u16() == 404);
+        if not_found {
+            if let Err(bucket_error) = self.client.head_bucket().bucket(bucket).send().await {
+                if bucket_error
+                    .raw_response()
+                    .is_some_and(|raw| raw.status().as_u16() == 404)
+                {
+                    return FetchError {
+                        message: format!("{}: {}", url(bucket, key), errors::NO_SUCH_BUCKET),
+                        missing: true,
+                    };
+                }
+            }
+        }
+        FetchError {
+            message: self.failed(bucket, key, error),
+            missing,
         }
     }
 
@@ -104,14 +135,17 @@ impl S3 {
 
     /// Downloads one object to `target`, streamed to disk; large ones in parallel parts.
     pub async fn download(&self, bucket: &str, key: &str, target: &Path) -> Result<(), FetchError> {
-        let head = self
+        let head = match self
             .client
             .head_object()
             .bucket(bucket)
             .key(key)
             .send()
             .await
-            .map_err(|error| fetch_failed(bucket, key, error))?;
+        {
+            Ok(head) => head,
+            Err(error) => return Err(self.head_failed(bucket, key, error).await),
+        };
         let size = head.content_length().unwrap_or(0).max(0) as u64;
         let file = tokio::fs::File::create(target).await.map_err(|error| {
             format!(
@@ -180,7 +214,7 @@ impl S3 {
             .range(format!("bytes={}-{}", start, end - 1))
             .send()
             .await
-            .map_err(|error| failed(bucket, key, error))?;
+            .map_err(|error| self.failed(bucket, key, error))?;
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .open(target)
@@ -233,7 +267,10 @@ impl S3 {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|error| fetch_failed(bucket, prefix, error))?;
+            let page = page.map_err(|error| FetchError {
+                missing: is_missing(&error),
+                message: self.failed(bucket, prefix, error),
+            })?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -256,6 +293,7 @@ impl S3 {
             .map_err(|error| format!("cannot read {}: {error}", source.display()))?
             .len();
         if size < 2 * PART_SIZE {
+            let content_md5 = integrity::content_md5_of(self.content_md5, source, 0, size).await?;
             let body = ByteStream::from_path(source)
                 .await
                 .map_err(|error| format!("cannot read {}: {error}", source.display()))?;
@@ -265,9 +303,10 @@ impl S3 {
                 .bucket(bucket)
                 .key(key)
                 .body(body)
+                .set_content_md5(content_md5)
                 .send()
                 .await
-                .map_err(|error| failed(bucket, key, error))?;
+                .map_err(|error| self.failed(bucket, key, error))?;
             return Ok((
                 size,
                 put.e_tag()
@@ -283,7 +322,7 @@ impl S3 {
             .key(key)
             .send()
             .await
-            .map_err(|error| failed(bucket, key, error))?;
+            .map_err(|error| self.failed(bucket, key, error))?;
         let upload = InFlightUpload {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -316,7 +355,7 @@ impl S3 {
                 )
                 .send()
                 .await
-                .map_err(|error| failed(bucket, key, error)),
+                .map_err(|error| self.failed(bucket, key, error)),
             Err(error) => Err(error),
         };
         let Some((s3, upload, entry)) = unfinished.0.take() else {
@@ -364,9 +403,8 @@ impl S3 {
             }
             Err(error) => {
                 tracing::warn!(
-                    url = %url(&upload.bucket, &upload.key),
                     upload_id = %upload.upload_id,
-                    error = %DisplayErrorContext(error),
+                    error = %self.failed(&upload.bucket, &upload.key, error),
                     "cannot abort an unfinished multipart upload"
                 );
                 false
@@ -439,6 +477,8 @@ impl S3 {
                     .build()
                     .await
                     .map_err(|error| format!("cannot read {}: {error}", source.display()))?;
+                let content_md5 =
+                    integrity::content_md5_of(s3.content_md5, &source, offset, length).await?;
                 let number = index as i32 + 1;
                 let part = s3
                     .client
@@ -448,9 +488,10 @@ impl S3 {
                     .upload_id(&upload_id)
                     .part_number(number)
                     .body(body)
+                    .set_content_md5(content_md5)
                     .send()
                     .await
-                    .map_err(|error| failed(&bucket, &key, error))?;
+                    .map_err(|error| s3.failed(&bucket, &key, error))?;
                 Ok::<_, String>(
                     CompletedPart::builder()
                         .part_number(number)
@@ -473,14 +514,16 @@ impl S3 {
 
     /// Writes a small object in one request.
     pub async fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let content_md5 = self.content_md5.then(|| integrity::base64_md5(&bytes));
         self.client
             .put_object()
             .bucket(bucket)
             .key(key)
+            .set_content_md5(content_md5)
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|error| failed(bucket, key, error))?;
+            .map_err(|error| self.failed(bucket, key, error))?;
         Ok(())
     }
 }

@@ -56,7 +56,8 @@ async fn a_jobs_data_goes_through_s3rver_byte_for_byte_a_48_mib_multipart_upload
             expected.len()
         );
     }
-    let manifest_key = format!("results/{}/_manifest.json", job.id);
+    let ledger = client.status().await.unwrap().stats.ledger;
+    let manifest_key = format!("results/ledger-{ledger}/{}/_manifest.json", job.id);
     let manifest = wait_for(
         std::time::Duration::from_secs(30),
         "the manifest",

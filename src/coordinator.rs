@@ -190,6 +190,7 @@ pub fn start(
     let metrics = Arc::new(Metrics::new());
     let (store, replay) = SqliteStore::open(&config.data_dir, metrics.clone())?;
     let ledger_id = replay.ledger;
+    let (lease_key, epoch) = (replay.lease_key.clone(), replay.epoch);
     tracing::info!(
         data_dir = %config.data_dir.display(),
         ledger = %ledger_id,
@@ -230,6 +231,8 @@ pub fn start(
         registry.clone(),
         directory.clone(),
         ledger_id,
+        lease_key,
+        epoch,
     ));
     registry_ctx.run(Registry::new(
         scheduler.clone(),

@@ -753,6 +753,7 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
         error: None,
         outputs,
         permanent: false,
+        epoch: 1,
     };
     let mut liar = connect(&cluster.address, Role::Worker, None).await.unwrap();
     liar.send(ToCoordinator::Register {
@@ -769,12 +770,14 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
                 job: running,
                 attempt: 1,
                 slots: 1,
+                epoch: 1,
             },
             CarriedAttempt {
                 lease: 0x0123_4567_89ab_cdef,
                 job: unplaceable,
                 attempt: 1,
                 slots: 1,
+                epoch: 1,
             },
         ],
         results: Vec::new(),

@@ -392,6 +392,8 @@ impl Chaos {
                     .collect(),
                 // A failure it says no attempt would escape is refused all the same.
                 permanent: rng.gen_bool(0.5),
+                // Any epoch: a lease of an earlier run is checked as any other.
+                epoch: rng.gen_range(0..4),
             }
         };
         let claims: Vec<CarriedAttempt> = (0..told / 2)
@@ -400,6 +402,7 @@ impl Chaos {
                 job: rng.gen_range(jobs.clone()),
                 attempt: 1,
                 slots: 1,
+                epoch: rng.gen_range(0..4),
             })
             .collect();
         let mut later: Vec<AttemptResult> = (0..told - claims.len()).map(|_| forged(rng)).collect();

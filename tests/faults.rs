@@ -3,8 +3,11 @@
 mod common;
 
 use common::*;
-use drover::job::{JobSpec, JobState};
+use drover::job::{AttemptResult, CarriedAttempt, JobSpec, JobState, LeaseKey, Outcome};
+use drover::net::connect::{connect, next};
+use drover::net::protocol::{FromCoordinator, Role, ToCoordinator};
 use drover::status::JobInfo;
+use futures::SinkExt;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -278,6 +281,94 @@ async fn the_coordinator_killed_mid_batch_loses_nothing_and_records_nothing_twic
             .succeeded,
         1
     );
+}
+
+/// The secret lease key kept in the ledger of a stopped coordinator.
+fn lease_key_of(cluster: &Cluster) -> LeaseKey {
+    let conn = rusqlite::Connection::open(cluster.data_dir().join("ledger.sqlite")).unwrap();
+    let bytes: Vec<u8> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'lease_key'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    LeaseKey::new(bytes.try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_whose_start_never_reached_the_disk_takes_its_job_back_after_a_restart() {
+    // The test's worker does not heartbeat: a long timeout keeps it.
+    let mut cluster = Cluster::start(&["--heartbeat-timeout", "60s"]).await;
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit("lost start", vec![JobSpec::exec(["true"])])
+        .await
+        .unwrap();
+    let job = submitted.first_job;
+    // As if the job had been handed to a worker just before a kill -9 that lost the write of its
+    // start: the lease the first run (epoch 1) gave that attempt, which only the ledger's key
+    // makes.
+    cluster.kill_coordinator();
+    let lease = lease_key_of(&cluster).lease(1, job, 1, "survivor");
+    cluster.start_coordinator().await;
+
+    // The worker comes back carrying it: the job is taken back by it, not run again.
+    let mut worker = connect(&cluster.address, Role::Worker, None).await.unwrap();
+    let carried = CarriedAttempt {
+        lease,
+        job,
+        attempt: 1,
+        slots: 1,
+        epoch: 1,
+    };
+    worker
+        .send(ToCoordinator::Register {
+            name: "survivor".into(),
+            instance: rand::random(),
+            slots: 1,
+            labels: Vec::new(),
+            carried: vec![carried],
+            results: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let mut client = cluster.client().await;
+    let running = wait_running(&mut client, job, Duration::from_secs(30)).await;
+    assert_eq!(running.worker.as_deref(), Some("survivor"));
+    worker
+        .send(ToCoordinator::Results(vec![AttemptResult {
+            lease,
+            job,
+            attempt: 1,
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            started_at_ms: drover::job::now_ms(),
+            duration_ms: 1,
+            output_tail: String::new(),
+            error: None,
+            outputs: Vec::new(),
+            permanent: false,
+            epoch: 1,
+        }]))
+        .await
+        .unwrap();
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
+    assert_eq!(info.succeeded, 1);
+    let recorded = client.job(job).await.unwrap();
+    assert_eq!(recorded.attempts, 1, "{recorded:?}");
+    // The worker was neither told to stop the attempt nor given the job anew.
+    while let Ok(Ok(message)) =
+        tokio::time::timeout(Duration::from_millis(500), next(&mut worker)).await
+    {
+        assert!(
+            !matches!(
+                message,
+                FromCoordinator::Assign(_) | FromCoordinator::Kill(_)
+            ),
+            "the job's attempt was stopped or the job given again: {message:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,6 +71,7 @@ async fn two_live_workers_never_share_a_name_nor_take_each_others_attempts() {
         job,
         attempt: 1,
         slots: 1,
+        epoch: 1,
     }];
     other
         .send(register("twin", rand::random(), carried))
@@ -89,6 +90,7 @@ async fn two_live_workers_never_share_a_name_nor_take_each_others_attempts() {
             error: None,
             outputs: Vec::new(),
             permanent: false,
+            epoch: 1,
         }]))
         .await;
     match answer(&mut other).await {
@@ -209,6 +211,7 @@ async fn a_worker_back_before_its_old_connection_is_found_gone_keeps_its_attempt
         job: assignment.job,
         attempt: assignment.attempt,
         slots: 1,
+        epoch: assignment.epoch,
     }];
     second
         .send(register("back", instance, carried))
@@ -247,6 +250,7 @@ async fn a_worker_back_before_its_old_connection_is_found_gone_keeps_its_attempt
             error: None,
             outputs: Vec::new(),
             permanent: false,
+            epoch: assignment.epoch,
         }]))
         .await
         .unwrap();

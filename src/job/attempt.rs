@@ -20,6 +20,9 @@ pub struct Assignment {
     pub spec: SpecBytes,
     /// The ledger the job is in: its outputs go under that ledger's own directory.
     pub ledger: LedgerId,
+    /// The coordinator's epoch it was handed out in: with the job, the number and the worker,
+    /// what its lease is made of, so a restarted coordinator can check it.
+    pub epoch: u64,
 }
 
 /// An attempt a worker kept running across a reconnect (or a coordinator restart).
@@ -33,6 +36,8 @@ pub struct CarriedAttempt {
     pub attempt: u32,
     /// The slots it holds.
     pub slots: u32,
+    /// The coordinator's epoch it was handed out in (see [`Assignment::epoch`]).
+    pub epoch: u64,
 }
 
 /// A recorded attempt's manifest, for any worker to write.
@@ -104,6 +109,8 @@ pub struct AttemptResult {
     /// does not exist): the job fails now rather than after `max_attempts`. False for failures
     /// that may pass next time (a non-zero exit, a timeout, a transient error).
     pub permanent: bool,
+    /// The coordinator's epoch the attempt was handed out in (see [`Assignment::epoch`]).
+    pub epoch: u64,
 }
 
 /// The most bytes of output tail the coordinator keeps per attempt.

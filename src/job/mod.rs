@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 mod attempt;
+mod lease;
 mod location;
 mod spec_bytes;
 pub use attempt::{
     object_size, Assignment, AttemptResult, CarriedAttempt, ManifestOrder, Outcome, MAX_ERROR,
     MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS, MAX_OUTPUT_TAIL,
 };
+pub use lease::LeaseKey;
 pub use location::{
     attempt_name, attempt_prefix, check_relative, job_prefix, ledger_dir, lies_under,
     unscoped_job_prefix, with_slash, Location,
@@ -26,7 +28,7 @@ pub type BatchId = u64;
 /// A registration of a worker; a worker that reconnects gets a new one.
 pub type WorkerId = u64;
 /// One assignment of a job to a worker: unique across coordinator restarts, so a result
-/// always names exactly the attempt it belongs to.
+/// always names exactly the attempt it belongs to (made with the ledger's [`LeaseKey`]).
 pub type Lease = u64;
 
 /// A ledger's own id: random, drawn when the ledger is created and kept in it for its life.

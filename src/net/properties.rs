@@ -108,6 +108,7 @@ fn attempt_result() -> impl Strategy<Value = AttemptResult> {
                     error,
                     outputs,
                     permanent: duration_ms % 2 == 0,
+                    epoch: started_at_ms ^ job,
                 }
             },
         )
@@ -157,7 +158,8 @@ fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
                         lease,
                         job,
                         attempt,
-                        slots
+                        slots,
+                        epoch: lease ^ job,
                     }
                 ),
                 0..3
@@ -212,6 +214,7 @@ fn from_coordinator() -> impl Strategy<Value = FromCoordinator> {
                         attempt,
                         spec: SpecBytes::encode(&spec),
                         ledger: LedgerId(lease ^ job),
+                        epoch: job.rotate_left(7),
                     })
                     .collect(),
             )

@@ -7,7 +7,7 @@
 //! engine. The shape leaves room for a networked one: nothing here is synchronous, and every
 //! commit can be refused as a whole.
 
-use crate::job::{BatchId, JobId, JobState, Lease, LedgerId, SpecBytes};
+use crate::job::{BatchId, JobId, JobState, Lease, LeaseKey, LedgerId, SpecBytes};
 use crate::status::{AttemptRecord, JobInfo};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -167,6 +167,8 @@ pub struct Replay {
     /// This run's epoch: one more than the last run's on this ledger, so runs are told apart
     /// in logs and stores.
     pub epoch: u64,
+    /// The ledger's secret lease key, drawn when it was created: leases are made with it.
+    pub lease_key: LeaseKey,
     /// Every batch with its counts by state (running counts as pending).
     pub batches: Vec<ReplayedBatch>,
     /// Jobs not yet finished.

@@ -68,6 +68,7 @@ pub async fn run_for_outputs(
         error: ended.error,
         outputs: ended.outputs,
         permanent: ended.permanent,
+        epoch: assignment.epoch,
     };
     (result, outputs)
 }
@@ -448,6 +449,7 @@ mod tests {
             attempt: 2,
             spec: SpecBytes::encode(&spec),
             ledger: crate::job::LedgerId(1),
+            epoch: 1,
         }
     }
 

@@ -93,6 +93,8 @@ struct RunningAttempt {
     job: crate::job::JobId,
     attempt: u32,
     slots: u32,
+    /// The coordinator's epoch it was handed out in, carried back with it.
+    epoch: u64,
     kill: Option<oneshot::Sender<()>>,
 }
 
@@ -250,6 +252,7 @@ impl Worker {
                 job: running.job,
                 attempt: running.attempt,
                 slots: running.slots,
+                epoch: running.epoch,
             })
             .collect();
         // What is unacknowledged goes with the registration, before any new assignment, as far
@@ -371,6 +374,7 @@ impl Worker {
             RunningAttempt {
                 job: assignment.job,
                 attempt: assignment.attempt,
+                epoch: assignment.epoch,
                 slots: assignment
                     .spec
                     .placement()
@@ -383,7 +387,7 @@ impl Worker {
         let handlers = self.config.handlers.clone();
         let stores = self.stores.clone();
         let (lease, job, number) = (assignment.lease, assignment.job, assignment.attempt);
-        let ledger = assignment.ledger;
+        let (ledger, epoch) = (assignment.ledger, assignment.epoch);
         tokio::spawn(async move {
             let started_at_ms = crate::job::now_ms();
             // A handler that panics must still end its attempt, or its job would run forever.
@@ -406,6 +410,7 @@ impl Worker {
                     error: Some(format!("the job's handler panicked: {failure}")),
                     outputs: Vec::new(),
                     permanent: false,
+                    epoch,
                 };
                 (result, None)
             });
@@ -573,6 +578,7 @@ mod tests {
                 })
                 .collect(),
             permanent: false,
+            epoch: 1,
         }
     }
 

@@ -14,8 +14,8 @@ use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
 use crate::actors::session::ToWorker;
 use crate::job::{
-    now_ms, Assignment, AttemptResult, CarriedAttempt, JobId, Lease, LedgerId, ManifestOrder,
-    Outcome, WorkerId,
+    now_ms, Assignment, AttemptResult, CarriedAttempt, JobId, Lease, LeaseKey, LedgerId,
+    ManifestOrder, Outcome, WorkerId,
 };
 use crate::status::CurrentJob;
 use actix::prelude::*;
@@ -25,7 +25,6 @@ use std::sync::Arc;
 mod slots;
 mod waiting;
 
-pub use slots::new_lease;
 use slots::{Held, WorkerSlots};
 pub use waiting::{Unplaceable, WaitingInLine, WhyWaiting};
 
@@ -65,7 +64,10 @@ pub struct Scheduler {
     directory: WorkerDirectory,
     /// The ledger's id, which every assignment carries: outputs go under its directory.
     ledger_id: LedgerId,
-    leases: rand::rngs::StdRng,
+    /// The ledger's lease key and this run's epoch: an attempt's lease is made from them, its
+    /// job, number and worker, so a restarted coordinator can check it without the journal.
+    lease_key: LeaseKey,
+    epoch: u64,
     pending: PendingQueue,
     /// Ordered so assignment visits workers in a stable order.
     workers: BTreeMap<WorkerId, WorkerSlots>,
@@ -78,19 +80,22 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler that reaches workers through `directory`, for the jobs of the ledger
-    /// `ledger_id`.
+    /// `ledger_id`, handing out leases made with `lease_key` in `epoch`.
     pub fn new(
         ledger: Addr<Ledger>,
         registry: Addr<Registry>,
         directory: WorkerDirectory,
         ledger_id: LedgerId,
+        lease_key: LeaseKey,
+        epoch: u64,
     ) -> Self {
         Scheduler {
             ledger,
             registry,
             directory,
             ledger_id,
-            leases: rand::SeedableRng::from_entropy(),
+            lease_key,
+            epoch,
             pending: PendingQueue::default(),
             workers: BTreeMap::new(),
             dispatch_queued: false,
@@ -128,7 +133,10 @@ impl Scheduler {
                 let Some((job, job_slots)) = self.pending.pop_for(slots.free, &slots.labels) else {
                     return false;
                 };
-                let lease = new_lease(&mut self.leases);
+                // Unique: a job's attempt number is handed out once per run.
+                let lease = self
+                    .lease_key
+                    .lease(self.epoch, job.job, job.attempt, &slots.name);
                 slots.free -= job_slots;
                 slots.running.insert(
                     lease,
@@ -146,6 +154,7 @@ impl Scheduler {
                     attempt: job.attempt,
                     spec: job.spec,
                     ledger: self.ledger_id,
+                    epoch: self.epoch,
                 };
                 assigned
                     .entry(*worker)
@@ -318,6 +327,11 @@ impl Handler<WorkerJoined> for Scheduler {
         // What it still runs first, so a job is taken back by its running attempt rather than
         // by an older one's result; then its results, by the road every result takes.
         if !mine.is_empty() {
+            // A carried attempt may take its job back (one whose start never reached the disk
+            // before a restart): the job leaves the line now, so no other worker is given it
+            // while the Ledger decides. The Ledger queues it again if it refuses.
+            self.pending
+                .withdraw(mine.iter().map(|carried| carried.job));
             self.ledger.do_send(AttemptsCarried {
                 worker: slots.worker_ref(joined.worker),
                 carried: mine.clone(),

@@ -1,22 +1,9 @@
-//! What the Scheduler keeps of each worker: its slots and the attempts that hold them, and the
-//! leases it draws for new attempts.
+//! What the Scheduler keeps of each worker: its slots and the attempts that hold them.
 
 use crate::actors::ledger::WorkerRef;
 use crate::job::{JobId, Lease, WorkerId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-/// A new lease: 64 random bits from the operating system's generator (through a
-/// cryptographically secure one), so a worker cannot guess the lease of an attempt it was not
-/// given, and leases of different runs never meet.
-pub fn new_lease(rng: &mut impl rand::Rng) -> Lease {
-    loop {
-        let lease = rng.gen::<Lease>();
-        if lease != 0 {
-            return lease;
-        }
-    }
-}
 
 /// An attempt a worker holds slots for.
 #[derive(Debug, Clone, Copy)]

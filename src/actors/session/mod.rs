@@ -578,6 +578,7 @@ mod tests {
             job,
             attempt,
             slots,
+            epoch: 1,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Reading the ledger back at startup, and starting a new epoch.
 
-use crate::job::LedgerId;
+use crate::job::{LeaseKey, LedgerId};
 use crate::storage::spec_format;
 use crate::storage::store::{Replay, ReplayedBatch, ReplayedJob, StoreError, Unpublished};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -32,6 +32,21 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
         .ok_or_else(|| {
             StoreError::Database(std::sync::Arc::new(std::io::Error::other(
                 "the ledger has no id (meta 'ledger_id'): it is damaged",
+            )))
+        })?;
+    // Drawn by the same migration.
+    let lease_key = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'lease_key'",
+            [],
+            |row| row.get::<_, Vec<u8>>(0),
+        )
+        .optional()?
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(LeaseKey::new)
+        .ok_or_else(|| {
+            StoreError::Database(std::sync::Arc::new(std::io::Error::other(
+                "the ledger has no lease key of 32 bytes (meta 'lease_key'): it is damaged",
             )))
         })?;
 
@@ -127,6 +142,7 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
     Ok(Replay {
         ledger,
         epoch,
+        lease_key,
         batches,
         unfinished,
         next_job,

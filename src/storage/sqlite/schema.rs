@@ -71,10 +71,14 @@ const MIGRATIONS: [(i64, &str); 3] = [
     // 3: the ledger has an id of its own, drawn at random (SQLite's random() reads the system's
     // entropy): outputs go under a directory named for it, so two ledgers whose job ids both
     // start at 1 never share a job's directory or manifest. A ledger made before gets its id
-    // here; the manifests of jobs it recorded already stay where its objects are.
+    // here; the manifests of jobs it recorded already stay where its objects are. It has a
+    // secret lease key too (32 random bytes, a blob in the integer column): leases are made
+    // with it, so a restarted coordinator can check a lease it handed out whose start never
+    // reached the disk.
     (
         3,
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('ledger_id', random());",
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('ledger_id', random());
+         INSERT OR IGNORE INTO meta (key, value) VALUES ('lease_key', randomblob(32));",
     ),
 ];
 
@@ -278,6 +282,35 @@ mod tests {
             ledger_id(&other),
             "each ledger draws its own id"
         );
+        assert_eq!(lease_key(&conn).len(), 32);
+        assert_ne!(lease_key(&conn), lease_key(&other), "and its own lease key");
+    }
+
+    fn lease_key(conn: &Connection) -> Vec<u8> {
+        conn.query_row(
+            "SELECT value FROM meta WHERE key = 'lease_key'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_ledger_of_version_2_gets_an_id_and_a_lease_key_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.execute_batch(MIGRATIONS[1].1).unwrap();
+        conn.execute_batch("INSERT INTO meta (key, value) VALUES ('epoch', 7)")
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        assert_eq!(inspect(&conn, Path::new("v2")).unwrap(), Found::Ledger(2));
+        prepare(&mut conn, Path::new("v2")).unwrap();
+        let (id, key) = (ledger_id(&conn), lease_key(&conn));
+        assert_eq!(key.len(), 32);
+        prepare(&mut conn, Path::new("v2")).unwrap();
+        assert_eq!((ledger_id(&conn), lease_key(&conn)), (id, key), "kept");
+        let replayed = crate::storage::sqlite::replay::replay(&mut conn).unwrap();
+        assert_eq!(replayed.epoch, 8, "epochs go on");
     }
 
     fn ledger_id(conn: &Connection) -> i64 {

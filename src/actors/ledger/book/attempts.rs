@@ -2,8 +2,9 @@
 //! jobs coming back from a backoff or the restart's grace.
 
 use super::{
-    line_up, timeout_margin, work_order, Book, Commit, Effects, LiveJob, LostAttempt, Pending,
-    Phase, RunningAttempt, Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_LOST_IN_ALL,
+    line_up, timeout_margin, work_order, Book, Claim, Commit, Effects, LiveJob, LostAttempt,
+    Pending, Phase, RunningAttempt, Started, TakenBack, WorkerRef, MAX_LOST_ATTEMPTS,
+    MAX_LOST_IN_ALL,
 };
 use crate::job::{AttemptResult, CarriedAttempt, JobId, JobState, Lease, Outcome};
 use crate::status::FailureInfo;
@@ -88,8 +89,11 @@ impl Book {
     }
 
     /// A worker registered with attempts it kept running across a reconnect or a restart. A
-    /// job held back since the restart is taken back by its attempt; an attempt of a finished
-    /// job, or of one being recorded from another attempt, is stopped.
+    /// pending job is taken back by its attempt: one whose start is on record, while the job is
+    /// held back since the restart, or one an earlier run handed out whose start never reached
+    /// the disk (its lease says so). An attempt of a finished job, or of one being recorded from
+    /// another attempt, is stopped. The Scheduler took the carried attempts' jobs out of its
+    /// line: a pending one not taken back is queued again.
     pub(crate) fn attempts_carried(
         &mut self,
         worker: &WorkerRef,
@@ -98,16 +102,27 @@ impl Book {
     ) -> Effects {
         let mut effects = Effects::none();
         let mut taken_back = 0;
+        let mut starts = Vec::new();
         for attempt in carried {
-            if self.take_back(
-                attempt.job,
-                attempt.lease,
-                attempt.attempt,
-                now,
-                now,
-                &worker.name,
-            ) {
+            let claim = Claim {
+                job: attempt.job,
+                lease: attempt.lease,
+                attempt: attempt.attempt,
+                epoch: attempt.epoch,
+                started_at_ms: now,
+            };
+            let taken = self.take_back(&claim, &worker.name, true, now);
+            if taken != TakenBack::No {
                 taken_back += 1;
+                if taken == TakenBack::Unrecorded {
+                    // On record now, so a coordinator restarted again knows it too.
+                    starts.push(StartRow {
+                        job: attempt.job,
+                        lease: attempt.lease,
+                        attempt: attempt.attempt,
+                        worker: worker.name.clone(),
+                    });
+                }
                 // When it started is not known: its timeout counts from now.
                 if let Some(deadline) = self.jobs.get(&attempt.job).and_then(LiveJob::deadline) {
                     effects
@@ -122,15 +137,11 @@ impl Book {
                 continue;
             }
             if !self.vouched(attempt.job, attempt.lease, &worker.name) {
-                // Not one this worker was given (or not one on record after a restart): its
-                // result could count for nothing, so it is stopped.
+                // Not one this worker was given (or one whose number a later attempt carries):
+                // its result could count for nothing, so it is stopped.
                 tracing::warn!(worker = %worker.name, job = attempt.job, lease = attempt.lease, "carried attempt this worker was never given, stopped");
                 effects.kill.push(attempt.lease);
-                // It may have run under that number all the same (one whose start did not reach
-                // the disk before a restart): no later attempt takes it.
-                if let Some(job) = self.jobs.get_mut(&attempt.job) {
-                    job.spend(attempt.attempt);
-                }
+                self.spend_if_issued(&claim, &worker.name);
                 continue;
             }
             let Some(job) = self.jobs.get_mut(&attempt.job) else {
@@ -147,49 +158,97 @@ impl Book {
             // under the same name.)
             job.spend(attempt.attempt);
         }
+        // Pending jobs the Scheduler took out of its line for these attempts, not taken back,
+        // get their place back at the head of their batch's line (a held-back one stays held).
+        // Their turn may be on its way to the Scheduler still: the new one carries a new number.
+        let mut again: Vec<JobId> = carried
+            .iter()
+            .map(|attempt| attempt.job)
+            .filter(|id| self.phase(*id) == Some(Phase::Queued) && !self.held_back.contains(id))
+            .collect();
+        again.sort_unstable();
+        again.dedup();
+        for id in again {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.attempts = job.attempts.saturating_add(1);
+            }
+            let before = effects.enqueue.len();
+            self.enqueue(id, &mut effects);
+            for queued in &mut effects.enqueue[before..] {
+                queued.ahead = true;
+            }
+        }
         if taken_back > 0 {
             tracing::info!(worker = %worker.name, jobs = taken_back, "jobs taken back by the attempts their worker kept running");
+        }
+        if !starts.is_empty() {
+            effects.commit = Some(Commit {
+                changes: vec![Change::Started(starts)],
+                then: Pending::Note("attempt starts taken back"),
+            });
         }
         effects
     }
 
-    /// Gives a job held back since the restart to an attempt that ran through it, if the job
-    /// still waits and the attempt is the latest the store says it started, on that worker: the
-    /// job runs once, not twice, and no later attempt carries that number. Returns whether it
-    /// did.
+    /// Gives a pending job to an attempt that ran through a restart, so the job runs once, not
+    /// twice: the attempt the store says the job started last, on that worker, while the job is
+    /// held back since the restart; or one an earlier run handed to that worker whose start never
+    /// reached the disk ([`Book::unrecorded_start`]), while the job is held back or, with
+    /// `queued_too`, in line (the caller made sure the Scheduler took it out). Says which it was.
     pub(super) fn take_back(
         &mut self,
-        id: JobId,
-        lease: Lease,
-        attempt: u32,
-        started_at_ms: u64,
-        now: u64,
+        claim: &Claim,
         worker: &Arc<str>,
-    ) -> bool {
-        // Asked for every result: the common case, nothing held back, costs no hashing.
-        if self.held_back.is_empty() || !self.held_back.contains(&id) {
-            return false;
+        queued_too: bool,
+        now: u64,
+    ) -> TakenBack {
+        // Asked for every result: the common case (nothing held back, a failure, or a job that
+        // runs) costs a lookup at most, and no HMAC.
+        let held = !self.held_back.is_empty() && self.held_back.contains(&claim.job);
+        if !held && !queued_too {
+            return TakenBack::No;
         }
-        // Only the attempt the store says the job started last, on that worker.
-        let on_record = self
-            .started_before
-            .get(&id)
-            .is_some_and(|(known, to)| *known == lease && to == worker);
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return false;
+        if self.phase(claim.job) != Some(Phase::Queued) {
+            return TakenBack::No;
+        }
+        let on_record = held
+            && self
+                .started_before
+                .get(&claim.job)
+                .is_some_and(|(known, to)| *known == claim.lease && to == worker);
+        let taken = if on_record {
+            TakenBack::OnRecord
+        } else if self.unrecorded_start(claim.job, claim.lease, claim.attempt, claim.epoch, worker)
+        {
+            TakenBack::Unrecorded
+        } else {
+            return TakenBack::No;
         };
-        if job.phase != Phase::Queued || !on_record {
-            return false;
-        }
+        let id = claim.job;
         self.held_back.remove(&id);
-        self.started_before.remove(&id);
+        if let Some((lease, to)) = self.started_before.remove(&id) {
+            if !on_record {
+                // The attempt on record before this one may still report, to no effect but its
+                // own end.
+                self.keep_stale(id, lease, to);
+            }
+        }
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return TakenBack::No;
+        };
         job.phase = Phase::Running;
-        job.spend(attempt);
-        let attempt = attempt.min(job.attempts);
+        let attempt = if taken == TakenBack::Unrecorded {
+            // Its lease vouches for its number.
+            job.attempts = claim.attempt;
+            claim.attempt
+        } else {
+            job.spend(claim.attempt);
+            claim.attempt.min(job.attempts)
+        };
         job.running = Some(Box::new(RunningAttempt {
-            lease,
+            lease: claim.lease,
             attempt,
-            started_at_ms,
+            started_at_ms: claim.started_at_ms,
             worker: worker.clone(),
         }));
         let batch = job.batch;
@@ -197,7 +256,7 @@ impl Book {
         if let Some(counts) = self.batches.get_mut(&batch) {
             counts.started(now);
         }
-        true
+        taken
     }
 
     /// A worker is gone; its attempts are lost and their jobs go back to pending at once (or,
@@ -338,6 +397,8 @@ impl Book {
             )),
             outputs: Vec::new(),
             permanent: false,
+            // Of no account: the book judges it as its current attempt's.
+            epoch: 0,
         };
         // Judged as the worker's own report would be; the worker is no one to answer.
         let coordinator = WorkerRef {

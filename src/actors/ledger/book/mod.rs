@@ -35,7 +35,9 @@ pub use submit::MAX_SPEC_BYTES;
 use crate::actors::ledger::error::LedgerError;
 use crate::actors::ledger::stats::LedgerStats;
 use crate::actors::queue::PendingJob;
-use crate::job::{AttemptResult, BatchId, JobId, JobState, Lease, LedgerId, SpecBytes, WorkerId};
+use crate::job::{
+    AttemptResult, BatchId, JobId, JobState, Lease, LeaseKey, LedgerId, SpecBytes, WorkerId,
+};
 use crate::metrics::Metrics;
 use crate::storage::store::{Change, Replay, StoreError, WorkOrder};
 use manifests::Manifests;
@@ -96,6 +98,28 @@ pub struct Started {
     pub attempt: u32,
     /// The job's turn in line it came from ([`PendingJob::entry`]).
     pub entry: u16,
+}
+
+/// An attempt a worker names as its own (carried, or reported on), as a claim on its job.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim {
+    pub(crate) job: JobId,
+    pub(crate) lease: Lease,
+    pub(crate) attempt: u32,
+    /// The coordinator's epoch the worker says it was handed out in.
+    pub(crate) epoch: u64,
+    pub(crate) started_at_ms: u64,
+}
+
+/// Whether, and how, an attempt took its job back after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TakenBack {
+    /// It did not.
+    No,
+    /// Its start was on record.
+    OnRecord,
+    /// Its start never reached the disk; its lease says it was handed out all the same.
+    Unrecorded,
 }
 
 /// An attempt lost with its worker.
@@ -234,6 +258,10 @@ pub(crate) struct Book {
     limits: Limits,
     /// The ledger's id: its jobs' outputs go under its directory.
     ledger: LedgerId,
+    /// The ledger's lease key and this run's epoch: an attempt of an earlier run whose start
+    /// never reached the disk is known by its lease (see [`Book::unrecorded_start`]).
+    lease_key: LeaseKey,
+    epoch: u64,
     jobs: HashMap<JobId, LiveJob>,
     batches: BTreeMap<BatchId, BatchCounts>,
     next_job: JobId,
@@ -326,6 +354,8 @@ impl Book {
         Book {
             limits,
             ledger: replay.ledger,
+            lease_key: replay.lease_key,
+            epoch: replay.epoch,
             jobs,
             batches,
             next_job: replay.next_job,
@@ -416,6 +446,41 @@ impl Book {
                 .iter()
                 .any(|(known, to)| *known == lease && &**to == worker)
         })
+    }
+
+    /// True when an attempt a worker names is one an earlier run of this coordinator handed to
+    /// that worker, and whose start the ledger never heard of (it had not reached the disk when
+    /// the coordinator died): its lease is the one the ledger's key makes for that epoch, job,
+    /// number and worker, the epoch is past, and the number is above every one known for the
+    /// job (so no attempt since has carried it).
+    fn unrecorded_start(
+        &self,
+        id: JobId,
+        lease: Lease,
+        attempt: u32,
+        epoch: u64,
+        worker: &str,
+    ) -> bool {
+        let Some(job) = self.jobs.get(&id) else {
+            return false;
+        };
+        epoch < self.epoch
+            && attempt > job.attempts
+            && self.lease_key.verifies(lease, epoch, id, attempt, worker)
+    }
+
+    /// An attempt a worker names, which the book does not hear (not the job's, nor one it may
+    /// still hear from), may have run under its number all the same if this coordinator handed
+    /// it out (in an earlier run, whose record of it was lost): if its lease says so, no later
+    /// attempt takes that number. A made-up one spends nothing.
+    fn spend_if_issued(&mut self, claim: &Claim, worker: &str) {
+        let issued = claim.epoch <= self.epoch
+            && self
+                .lease_key
+                .verifies(claim.lease, claim.epoch, claim.job, claim.attempt, worker);
+        if let (true, Some(job)) = (issued, self.jobs.get_mut(&claim.job)) {
+            job.attempts = job.attempts.max(claim.attempt);
+        }
     }
 
     /// An earlier attempt reported: it is heard from for the last time.

@@ -4,8 +4,8 @@
 //! input that does not exist) is recorded at once.
 
 use super::{
-    backoff, work_order, Book, Commit, Effects, Lookup, Notice, Pending, Phase, RunningAttempt,
-    WorkerRef,
+    backoff, work_order, Book, Claim, Commit, Effects, Lookup, Notice, Pending, Phase,
+    RunningAttempt, WorkerRef,
 };
 use crate::job::{
     attempt_prefix, lies_under, AttemptResult, JobId, JobState, Lease, ManifestOrder, Outcome,
@@ -42,14 +42,16 @@ impl Book {
             let result = vetted.as_ref();
             // An attempt that ended while the coordinator was down, for a job held back since:
             // that attempt is the job's, and its result counts as the job's own.
-            self.take_back(
-                result.job,
-                result.lease,
-                result.attempt,
-                result.started_at_ms,
-                now,
-                &worker.name,
-            );
+            // (A success's job the Scheduler took out of its line, so one in line is taken too.)
+            let claim = Claim {
+                job: result.job,
+                lease: result.lease,
+                attempt: result.attempt,
+                epoch: result.epoch,
+                started_at_ms: result.started_at_ms,
+            };
+            let succeeded = result.outcome == Outcome::Succeeded;
+            self.take_back(&claim, &worker.name, succeeded, now);
             if !self.jobs.contains_key(&result.job) {
                 if result.outcome == Outcome::Succeeded && result.job < self.next_job {
                     // Finished: the store tells a resend of the recorded result from a
@@ -64,16 +66,17 @@ impl Book {
                 // An attempt never given to this worker: a worker speaks for its own only.
                 tracing::warn!(worker = %worker.name, job = result.job, lease = result.lease, "result for an attempt this worker was never given, refused");
                 ack_now.push(result.lease);
-                if let Some(job) = self.jobs.get_mut(&result.job) {
-                    job.spend(result.attempt);
-                }
+                self.spend_if_issued(&claim, &worker.name);
                 if result.outcome == Outcome::Succeeded
                     && self.phase(result.job) == Some(Phase::Queued)
                 {
                     // The Scheduler withdraws a job for a success it passes on; refused, the
                     // job gets its place back, at the head of its batch's line. Its current turn
                     // may be on its way to a worker already: the new one carries a new number.
-                    if let Some(job) = self.jobs.get_mut(&result.job) {
+                    // (A job held back since a restart has no turn yet, and keeps its count for
+                    // the attempt that may still take it back.)
+                    let held = self.held_back.contains(&result.job);
+                    if let (false, Some(job)) = (held, self.jobs.get_mut(&result.job)) {
                         job.attempts = job.attempts.saturating_add(1);
                     }
                     let before = effects.enqueue.len();

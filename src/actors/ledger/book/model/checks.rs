@@ -107,9 +107,11 @@ impl World {
                             ToScheduler::Enqueue(jobs) if jobs.iter().any(|job| job.job == *id)
                         ))
                         || self.to_ledger.iter().any(|message| message.starts(*id))
-                        || self.to_ledger.iter().any(|message| message.succeeds(*id)),
+                        || self.to_ledger.iter().any(|message| message.succeeds(*id))
+                        || self.to_ledger.iter().any(|message| message.carries(*id)),
                     "job {id} is queued in the book but neither in line, on its way there, \
-                     starting, held back, nor withdrawn for a success on its way"
+                     starting, held back, nor withdrawn for a success or a carried attempt on \
+                     its way"
                 ),
                 Phase::Backoff => assert!(
                     self.backoffs.contains(id),
@@ -185,6 +187,52 @@ impl World {
             })
             .map(|r| r.job)
             .collect()
+    }
+
+    /// The pending jobs these attempts must take back: each was given to this worker by an
+    /// earlier run, its start never reached the disk (its number is above the book's count), and
+    /// the job waits for it (held back, or out of the Scheduler's line: a carried attempt's or a
+    /// success's job is).
+    pub(super) fn to_take_back(
+        &self,
+        worker: &WorkerRef,
+        claims: &[(Lease, JobId, u32, bool)],
+    ) -> Vec<JobId> {
+        claims
+            .iter()
+            .filter(|(lease, job, attempt, out_of_line)| {
+                let given = self
+                    .given
+                    .get(lease)
+                    .is_some_and(|(to_job, process, epoch)| {
+                        to_job == job
+                            && process_name(*process) == worker.name
+                            && *epoch < self.epoch
+                    });
+                let held = self.book.held_back.contains(job);
+                given
+                    && (held || (*out_of_line && !self.lied_about.contains(job)))
+                    && self
+                        .book
+                        .jobs
+                        .get(job)
+                        .is_some_and(|live| live.phase == Phase::Queued && *attempt > live.attempts)
+            })
+            .map(|(_, job, _, _)| *job)
+            .collect()
+    }
+
+    /// Jobs an attempt that ran through a restart took back are pending no more: they are not
+    /// run again.
+    pub(super) fn check_taken_back(&self, jobs: &[JobId]) {
+        for job in jobs {
+            let phase = self.book.jobs.get(job).map(|job| job.phase);
+            assert_ne!(
+                phase,
+                Some(Phase::Queued),
+                "job {job}: an attempt whose start was lost in the restart came back, yet the                  job waits to run again"
+            );
+        }
     }
 
     /// Jobs that failed for good are being recorded failed: no backoff, no other attempt.

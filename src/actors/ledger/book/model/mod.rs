@@ -13,6 +13,9 @@
 //! - attempt numbers never repeat (but for the one exception the README gives: an attempt
 //!   whose start had not reached the disk at a restart, and that no worker reports within the
 //!   grace, is not on record);
+//! - an attempt whose start was lost in a restart (the commit of its start had not reached the
+//!   disk), carried back or reported by its worker while its job waits, takes the job back: the
+//!   job is not run again;
 //! - every attempt written of (started, ended, recorded) was given to that job and to the
 //!   worker named, whatever workers lie about attempts they were not given;
 //! - each batch's counts equal its jobs' states;
@@ -101,6 +104,11 @@ impl ToLedger {
         matches!(self, ToLedger::Started(_, started) if started.iter().any(|s| s.job == job))
     }
 
+    /// A carried attempt of the job: the Scheduler withdrew the job for it.
+    fn carries(&self, job: JobId) -> bool {
+        matches!(self, ToLedger::Carried(_, carried) if carried.iter().any(|a| a.job == job))
+    }
+
     /// A success for the job: the Scheduler may have withdrawn the job for it.
     fn succeeds(&self, job: JobId) -> bool {
         matches!(self, ToLedger::Results(_, results)
@@ -112,7 +120,8 @@ struct World {
     book: Book,
     db: Connection,
     epoch: u64,
-    next_lease: u64,
+    /// The ledger's lease key, as the Scheduler has it.
+    lease_key: LeaseKey,
     queue: PendingQueue,
     to_scheduler: VecDeque<ToScheduler>,
     to_ledger: VecDeque<ToLedger>,
@@ -129,8 +138,12 @@ struct World {
     next_registration: WorkerId,
     /// Attempt numbers given out, per job.
     numbers: HashMap<JobId, HashSet<u32>>,
-    /// Every lease given out: to which job and worker process.
-    given: HashMap<Lease, (JobId, usize)>,
+    /// Every lease given out: to which job and worker process, in which epoch.
+    given: HashMap<Lease, (JobId, usize, u64)>,
+    /// Jobs lying workers spoke of: a lie may take the number an attempt whose start was lost
+    /// needs to take its job back once the job is in line again (the book cannot tell which word
+    /// is true, and errs on the side of a number never repeated).
+    lied_about: HashSet<JobId>,
     /// Made-up leases so far, for lying workers.
     next_forged: u64,
     /// Numbers above what the store had when the coordinator restarted, not yet covered by the
@@ -156,15 +169,23 @@ impl World {
     fn new() -> World {
         let mut db = Connection::open_in_memory().unwrap();
         schema::prepare(&mut db, std::path::Path::new(":memory:")).unwrap();
+        // A key of its own, as each ledger has, but the same in every case: leases order the
+        // attempts a worker runs, and a failing case must shrink to one that fails the same way.
+        db.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'lease_key'",
+            [vec![0x4bu8; 32]],
+        )
+        .unwrap();
         let replayed = replay(&mut db).unwrap();
         let epoch = replayed.epoch;
+        let lease_key = replayed.lease_key.clone();
         let mut book = Book::new(replayed, limits(), Arc::new(Metrics::new()));
         let (effects, _) = book.start(false);
         let mut world = World {
             book,
             db,
             epoch,
-            next_lease: 1,
+            lease_key,
             queue: PendingQueue::default(),
             to_scheduler: VecDeque::new(),
             to_ledger: VecDeque::new(),
@@ -179,6 +200,7 @@ impl World {
             next_registration: 1,
             numbers: HashMap::new(),
             given: HashMap::new(),
+            lied_about: HashSet::new(),
             next_forged: 0,
             at_risk: HashMap::new(),
             now: 1_000_000,
@@ -285,13 +307,26 @@ impl World {
             }
             ToLedger::Carried(worker, carried) => {
                 heard.extend(carried.iter().map(|a| (a.lease, a.job, a.attempt)));
-                self.book.attempts_carried(&worker, &carried, self.now)
+                let claims: Vec<_> = carried
+                    .iter()
+                    .map(|a| (a.lease, a.job, a.attempt, true))
+                    .collect();
+                let take_back = self.to_take_back(&worker, &claims);
+                let effects = self.book.attempts_carried(&worker, &carried, self.now);
+                self.check_taken_back(&take_back);
+                effects
             }
             ToLedger::Results(worker, results) => {
                 heard.extend(results.iter().map(|r| (r.lease, r.job, r.attempt)));
+                let claims: Vec<_> = results
+                    .iter()
+                    .map(|r| (r.lease, r.job, r.attempt, r.outcome == Outcome::Succeeded))
+                    .collect();
+                let take_back = self.to_take_back(&worker, &claims);
                 let for_good = self.failing_for_good(&worker, &results);
                 let effects = self.book.results(&worker, &results, self.now);
                 self.check_failed_for_good(&for_good, &effects);
+                self.check_taken_back(&take_back);
                 effects
             }
             ToLedger::Lost(name, attempts) => {
@@ -522,7 +557,7 @@ impl World {
     fn check_given(&self, job: JobId, lease: Lease, worker: Option<&str>) {
         let given = self.given.get(&lease);
         assert!(
-            given.is_some_and(|(to_job, process)| *to_job == job
+            given.is_some_and(|(to_job, process, _)| *to_job == job
                 && worker.is_none_or(|worker| *process_name(*process) == *worker)),
             "job {job}: an attempt written of (lease {lease:#x}, worker {worker:?}) was not \
              given to it and that worker ({given:?})"
@@ -573,7 +608,10 @@ impl World {
         }
         let replayed = replay(&mut self.db).unwrap();
         self.epoch = replayed.epoch;
-        self.next_lease = 1;
+        assert_eq!(
+            replayed.lease_key, self.lease_key,
+            "the key outlives a restart"
+        );
         // Numbers above what the store has are not on record: at risk until reported.
         let recorded: HashMap<JobId, u32> = self.recorded_attempts();
         for (job, numbers) in &self.numbers {

@@ -24,6 +24,7 @@ impl World {
                 job: *job,
                 attempt: *attempt,
                 slots: 1,
+                epoch: self.epoch_of(*lease),
             })
             .collect();
         for other in self.registrations.values_mut() {
@@ -46,6 +47,13 @@ impl World {
         );
         self.processes[process].registration = Some(registration);
         if !carried.is_empty() {
+            // As the Scheduler does: the jobs leave the line while the Ledger decides.
+            self.queue.withdraw(
+                carried
+                    .iter()
+                    .map(|attempt| attempt.job)
+                    .collect::<Vec<_>>(),
+            );
             let worker = self.worker_ref(registration);
             self.to_ledger.push_back(ToLedger::Carried(worker, carried));
         }
@@ -67,6 +75,15 @@ impl World {
                 numbers.remove(&attempt);
             }
         }
+    }
+
+    /// The epoch a worker says an attempt was handed out in: the true one for a lease given out
+    /// (stolen ones too), the run before this one for a made-up lease (the likeliest to pass as
+    /// an attempt whose start was lost).
+    pub(super) fn epoch_of(&self, lease: Lease) -> u64 {
+        self.given
+            .get(&lease)
+            .map_or(self.epoch.saturating_sub(1), |given| given.2)
     }
 
     /// The registration is declared lost: the Scheduler hands its leases to the Ledger.
@@ -96,7 +113,9 @@ impl World {
         let Some((job, attempt)) = self.processes[process].running.remove(&lease) else {
             return;
         };
+        let epoch = self.epoch_of(lease);
         let result = AttemptResult {
+            epoch,
             lease,
             job,
             attempt,
@@ -153,9 +172,10 @@ impl World {
         let Some((job, _slots)) = self.queue.pop_for(1, &HashSet::new()) else {
             return;
         };
-        // Distinct, as random leases are: the model counts them.
-        let lease = (self.epoch << 40) | self.next_lease;
-        self.next_lease += 1;
+        // As the Scheduler makes them: distinct, since no number is given out twice in a run.
+        let lease = self
+            .lease_key
+            .lease(self.epoch, job.job, job.attempt, &process_name(worker));
         let given = self.numbers.entry(job.job).or_default();
         assert!(
             given.insert(job.attempt),
@@ -166,7 +186,12 @@ impl World {
         self.processes[worker]
             .running
             .insert(lease, (job.job, job.attempt));
-        self.given.insert(lease, (job.job, worker));
+        assert!(
+            self.given
+                .insert(lease, (job.job, worker, self.epoch))
+                .is_none(),
+            "lease {lease:#x} given out twice"
+        );
         if let Some(held) = self.registrations.get_mut(&registration) {
             held.held.insert(lease, job.job);
         }
@@ -214,6 +239,7 @@ impl World {
         }
         live.sort_unstable();
         let job = live[lie.pick % live.len()];
+        self.lied_about.insert(job);
         let stolen = self
             .processes
             .iter()
@@ -242,8 +268,11 @@ impl World {
                 job,
                 attempt,
                 slots: 1,
+                epoch: self.epoch_of(lease),
             };
             let worker = self.worker_ref(registration);
+            // As the Scheduler does for any carried attempt.
+            self.queue.withdraw([job]);
             self.to_ledger
                 .push_back(ToLedger::Carried(worker, vec![claim]));
             return;

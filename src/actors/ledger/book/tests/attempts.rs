@@ -342,12 +342,14 @@ fn after_a_restart_jobs_wait_for_their_attempts_to_be_taken_back() {
             job: 2,
             attempt: 1,
             slots: 1,
+            epoch: 1,
         },
         CarriedAttempt {
             lease: 51,
             job: 1,
             attempt: 1,
             slots: 1,
+            epoch: 1,
         },
     ];
     let effects = book.attempts_carried(&w, &carried, T0);
@@ -369,6 +371,7 @@ fn after_a_restart_jobs_wait_for_their_attempts_to_be_taken_back() {
             job: 4,
             attempt: 1,
             slots: 1,
+            epoch: 1,
         }],
         T0,
     );

@@ -26,10 +26,16 @@ fn book() -> Book {
     let replay = Replay {
         ledger: crate::job::LedgerId(0x5f0c),
         epoch: 1,
+        lease_key: lease_key(),
         next_job: 1,
         ..Replay::default()
     };
     Book::new(replay, limits(), Arc::new(Metrics::new()))
+}
+
+/// The lease key of every book in these tests.
+fn lease_key() -> LeaseKey {
+    LeaseKey::new([0x5e; 32])
 }
 
 fn worker(id: WorkerId) -> WorkerRef {
@@ -83,6 +89,7 @@ fn result(job: JobId, lease: Lease, attempt: u32, outcome: Outcome) -> AttemptRe
         error: (outcome != Outcome::Succeeded).then(|| "exited with code 1".into()),
         outputs: Vec::new(),
         permanent: false,
+        epoch: 1,
     }
 }
 
@@ -114,6 +121,7 @@ fn restarted(unfinished: &[OnRecord]) -> Book {
     let replay = Replay {
         ledger: crate::job::LedgerId(0x5f0c),
         epoch: 2,
+        lease_key: lease_key(),
         batches: vec![ReplayedBatch {
             id: 1,
             name: "b".into(),

@@ -40,6 +40,8 @@ pub struct Hosts {
     /// The coordinator's address as the test's own namespace reaches it.
     pub coordinator_address: Ipv4Addr,
     created: Vec<String>,
+    /// The test's end of the coordinator's link, once made.
+    test_link: Option<String>,
 }
 
 /// Runs a command to its end; its stderr is the error.
@@ -102,6 +104,7 @@ impl Hosts {
             workers: (1..=workers).map(|i| format!("{prefix}-w{i}")).collect(),
             coordinator_address: far,
             created: vec![coordinator.clone()],
+            test_link: None,
         };
         hosts.wire(&prefix, near, far).map_err(BuildError::Failed)?;
         if workers > 0 {
@@ -131,6 +134,7 @@ impl Hosts {
             "netns",
             &coordinator,
         ])?;
+        self.test_link = Some(test_link.clone());
         ip(&["addr", "add", &format!("{near}/30"), "dev", &test_link])?;
         ip(&["link", "set", &test_link, "up"])?;
         ip(&[
@@ -268,7 +272,14 @@ impl Hosts {
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its links, the test's end of the first one included.
+        // Deleting a namespace deletes its links, the test's end of the first one included, but
+        // that end goes later, from the kernel's cleanup work: deleted here, it is gone before
+        // the next hosts of this process (named alike) are built.
+        if let Some(link) = &self.test_link {
+            if let Err(error) = ip(&["link", "del", link]) {
+                eprintln!("cannot delete link {link}: {error}");
+            }
+        }
         for name in self.created.iter().rev() {
             if let Err(error) = ip(&["netns", "del", name]) {
                 eprintln!("cannot delete network namespace {name}: {error}");

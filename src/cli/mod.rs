@@ -2,20 +2,18 @@
 
 pub mod bench;
 mod flags;
+mod local;
 pub mod render;
 pub mod run;
 pub mod text;
 pub mod watch;
 
 use crate::client::{Client, Submitted};
-use crate::coordinator::CoordinatorConfig;
 use crate::job::{BatchId, JobId, JobSpec, JobState};
 use crate::jobfile;
-use crate::local::{LocalCluster, LocalConfig};
 use crate::net::auth::Secret;
 use crate::net::protocol::CancelTarget;
 use crate::status::BatchInfo;
-use crate::worker::Handlers;
 use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -466,7 +464,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             slots,
             data_dir,
             json,
-        } => local(file, *workers, *slots, data_dir.clone(), *json).await,
+        } => local::run(file, *workers, *slots, data_dir.clone(), *json).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
     }
 }
@@ -569,79 +567,6 @@ fn progress_message(info: &BatchInfo) -> String {
         ));
     }
     message
-}
-
-async fn local(
-    file: &Path,
-    workers: usize,
-    slots: u32,
-    data_dir: Option<PathBuf>,
-    json: bool,
-) -> anyhow::Result<std::process::ExitCode> {
-    if workers == 0 || slots == 0 {
-        bail!("--workers and --slots must be at least 1");
-    }
-    let jobs = read_job_file(file)?;
-    let temporary = tempfile::Builder::new().prefix("drover-local-").tempdir()?;
-    let kept = data_dir.is_some();
-    let ledger_dir = data_dir.unwrap_or_else(|| temporary.path().join("data"));
-    let cluster = LocalCluster::start(LocalConfig {
-        coordinator: CoordinatorConfig::new(&ledger_dir),
-        workers,
-        slots,
-        scratch_dir: temporary.path().join("scratch"),
-        handlers: Handlers::stock(),
-    })?;
-    let ledger_dir = std::path::absolute(&ledger_dir).unwrap_or(ledger_dir);
-    let ledger = cluster.ledger_id;
-    // Said first, so it is known while the jobs run, and however the run ends.
-    eprintln!(
-        "drover local: ledger {ledger} in {}{}; outputs go under <to>ledger-{ledger}/<job id>/",
-        ledger_dir.display(),
-        if kept {
-            ""
-        } else {
-            " (temporary, removed at the end; --data-dir keeps it)"
-        }
-    );
-    let outcome = async {
-        let mut client = Client::connect(&cluster.address, None).await?;
-        let submitted = client.submit(&batch_name(file), jobs).await?;
-        warn_unplaceable(&submitted);
-        let info = wait_with_progress(&mut client, submitted.batch, json).await?;
-        let jobs = client.jobs(Some(submitted.batch), None).await?;
-        let workers = client.workers().await?;
-        anyhow::Ok((info, jobs, workers))
-    }
-    .await;
-    cluster.stop().await;
-    let (info, jobs, workers) = outcome?;
-    if json {
-        let ledger = serde_json::json!({
-            "id": ledger.to_string(),
-            "data_dir": ledger_dir,
-            "kept": kept,
-        });
-        print_json(&serde_json::json!({
-            "batch": info,
-            "jobs": jobs,
-            "workers": workers,
-            "ledger": ledger,
-        }))?;
-    } else {
-        println!("{}\n", render::batch(&info));
-        println!("{}\n", render::jobs(&jobs));
-        let outputs = render::first_lines(&jobs);
-        if !outputs.is_empty() {
-            println!("{outputs}\n");
-        }
-        println!("{}", render::workers(&workers));
-    }
-    Ok(if info.failed > 0 {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
-    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! message of its own with a typed answer; the Session and the HTTP side translate their
 //! protocols to these.
 
-use super::book::Answer;
+use super::book::{Answer, Effects};
 use super::{Ledger, LedgerError};
 use crate::job::{now_ms, BatchId, CancelTarget, JobId, JobSpec, JobState};
 use crate::status::{BatchInfo, JobInfo, Submitted, Waiting};
@@ -259,16 +259,8 @@ impl Handler<Cancel> for Ledger {
     type Result = Reply<u64>;
 
     fn handle(&mut self, Cancel(target): Cancel, ctx: &mut Context<Self>) -> Self::Result {
-        let effects = match self.book.cancel(target, now_ms()) {
-            Ok(effects) => effects,
-            Err(error) => return ready(Err(error)),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.carry_out(ctx, effects, Some(tx));
-        awaiting(rx, |answer| match answer {
-            Answer::Changed(count) => Some(count),
-            _ => None,
-        })
+        let effects = self.book.cancel(target, now_ms());
+        self.changed(ctx, effects)
     }
 }
 
@@ -282,16 +274,8 @@ impl Handler<Retry> for Ledger {
     type Result = Reply<u64>;
 
     fn handle(&mut self, Retry(batch): Retry, ctx: &mut Context<Self>) -> Self::Result {
-        let effects = match self.book.retry(batch) {
-            Ok(effects) => effects,
-            Err(error) => return ready(Err(error)),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.carry_out(ctx, effects, Some(tx));
-        awaiting(rx, |answer| match answer {
-            Answer::Changed(count) => Some(count),
-            _ => None,
-        })
+        let effects = self.book.retry(batch);
+        self.changed(ctx, effects)
     }
 }
 
@@ -305,7 +289,19 @@ impl Handler<RetryJob> for Ledger {
     type Result = Reply<u64>;
 
     fn handle(&mut self, RetryJob(job): RetryJob, ctx: &mut Context<Self>) -> Self::Result {
-        let effects = match self.book.retry_job(job) {
+        let effects = self.book.retry_job(job);
+        self.changed(ctx, effects)
+    }
+}
+
+impl Ledger {
+    /// Carries out a change to jobs and answers with how many it changed, once that is on disk.
+    fn changed(
+        &mut self,
+        ctx: &mut Context<Self>,
+        effects: Result<Effects, LedgerError>,
+    ) -> Reply<u64> {
+        let effects = match effects {
             Ok(effects) => effects,
             Err(error) => return ready(Err(error)),
         };

@@ -277,6 +277,14 @@ async fn one_failed_or_cancelled_job_is_retried_alone_from_the_cli_and_over_http
     let jobs = client.jobs(Some(batch), None).await.unwrap();
     let (flaky, fine, long) = (jobs[0].id, jobs[1].id, jobs[2].id);
     wait_running(&mut client, long, Duration::from_secs(30)).await;
+    // Cancelled only once its first run has marked itself, or the retry would be the first run.
+    let ran = cluster.out_dir().join("ran");
+    wait_for(
+        Duration::from_secs(30),
+        "the long job's first run",
+        || async { ran.exists().then_some(()) },
+    )
+    .await;
     let cancel = cluster.cli(&["cancel", "--job", &long.to_string()]);
     assert!(cancel.status.success(), "{}", stderr_of(&cancel));
     let info = wait_batch_done(&mut client, batch, Duration::from_secs(30)).await;

@@ -9,6 +9,7 @@
 //! - [`actors`]: the coordinator's four actors: Session, Registry, Scheduler, Ledger (whose state
 //!   and rules are a plain job book).
 //! - [`coordinator`]: starts the actors and accepts connections.
+//! - [`ha`]: which of several coordinators leads a ledger.
 //! - [`worker`]: the worker runtime (`drover-worker`, or a library for custom handlers).
 //! - [`client`]: the client library the CLI is built on.
 //! - [`jobfile`]: the JSON Lines job file parser.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod coordinator;
+pub mod ha;
 pub mod http;
 pub mod job;
 pub mod jobfile;

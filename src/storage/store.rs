@@ -39,6 +39,13 @@ pub enum StoreError {
     /// The store is closed (the coordinator is shutting down).
     #[error("ledger is shut down")]
     Closed,
+    /// Another coordinator holds the ledger's lease: nothing was committed, and nothing more
+    /// will be by this one.
+    #[error("{0}")]
+    Deposed(crate::ha::Deposed),
+    /// The ledger's database cannot be reached (it is down, failing over, or cut off).
+    #[error("the ledger database is unreachable: {0}")]
+    Unavailable(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -303,6 +310,13 @@ pub trait LedgerStore: Send + Sync {
 
     /// The lease recorded as each succeeded job's result (jobs not succeeded are left out).
     fn recorded_leases(&self, jobs: Vec<JobId>) -> Read<HashMap<JobId, Lease>>;
+
+    /// Why the store cannot commit now, if it cannot: its database has been unreachable for a
+    /// while (commits asked for wait for it; new work should be refused with this). `None` for a
+    /// store that is working, and always for SQLite.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 
     /// Finishes every commit already asked for, then closes, leaving the store tidy (for
     /// SQLite: checkpointed, with no write-ahead log left). Commits after this fail.

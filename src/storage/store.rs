@@ -76,6 +76,9 @@ pub enum Change {
         first_job: JobId,
         /// The jobs: their names (a column of their own) and encoded specs.
         jobs: Arc<Vec<(Option<String>, SpecBytes)>>,
+        /// The submitter's idempotency key, if it gave one: a second batch with the same key is
+        /// refused by the store.
+        idempotency_key: Option<Arc<str>>,
     },
     /// A job reached a terminal state: its work order. Refused by the store if the job is not
     /// pending there, so no job is ever recorded twice.
@@ -220,6 +223,8 @@ pub struct ReplayedBatch {
     pub started_at_ms: Option<u64>,
     /// When its last job finished.
     pub finished_at_ms: Option<u64>,
+    /// The idempotency key it was submitted with, if any.
+    pub idempotency_key: Option<Arc<str>>,
 }
 
 /// An unfinished job as found in the store.

@@ -76,6 +76,7 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                     submitted_at_ms,
                     first_job,
                     jobs,
+                    idempotency_key: _,
                 } => {
                     insert_batch.execute(params![
                         *batch as i64,

@@ -72,6 +72,7 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
                 cancelled: row.get::<_, i64>(6)? as u64,
                 started_at_ms: row.get::<_, Option<i64>>(7)?.map(|ms| ms as u64),
                 finished_at_ms: row.get::<_, Option<i64>>(8)?.map(|ms| ms as u64),
+                idempotency_key: None,
             })
         })?;
         for batch in rows {

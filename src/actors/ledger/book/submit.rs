@@ -83,6 +83,7 @@ impl Book {
             submitted_at_ms: now,
             first_job,
             jobs: jobs.clone(),
+            idempotency_key: None,
         };
         Ok(Effects {
             commit: Some(Commit {

@@ -132,6 +132,7 @@ fn restarted(unfinished: &[OnRecord]) -> Book {
             cancelled: 0,
             started_at_ms: Some(T0),
             finished_at_ms: Some(T0),
+            idempotency_key: None,
         }],
         unfinished: unfinished
             .iter()

@@ -120,7 +120,7 @@ async fn a_ledger_from_before_versions_opens_with_every_job_and_goes_on() {
     // The file is at today's version, and opens again as it is.
     let status = cluster.terminate_coordinator();
     assert!(status.success(), "{status:?}");
-    assert_eq!(user_version(&ledger), 3);
+    assert_eq!(user_version(&ledger), 4);
     cluster.start_coordinator().await;
     let mut client = cluster.client().await;
     assert_eq!(client.batches().await.unwrap().len(), 3);
@@ -297,7 +297,7 @@ async fn a_ledger_of_schema_version_2_gets_an_id_and_its_outputs_go_where_they_s
 
     // At today's version, with the same id, after a restart.
     assert!(cluster.terminate_coordinator().success());
-    assert_eq!(user_version(&ledger), 3);
+    assert_eq!(user_version(&ledger), 4);
     cluster.start_coordinator().await;
     let mut client = cluster.client().await;
     assert_eq!(client.status().await.unwrap().stats.ledger, id);
@@ -337,7 +337,7 @@ fn a_ledger_from_a_newer_drover_is_refused_naming_both_versions() {
     let said = refused_start(dir.path());
     assert!(said.contains(&ledger.display().to_string()), "{said}");
     assert!(said.contains("schema version 7"), "{said}");
-    assert!(said.contains("up to 3"), "{said}");
+    assert!(said.contains("up to 4"), "{said}");
     assert!(std::fs::read(&ledger).unwrap() == newer, "left as it was");
 }
 

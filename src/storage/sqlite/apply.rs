@@ -29,7 +29,8 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
     let tx = conn.transaction()?;
     {
         let mut insert_batch = tx.prepare_cached(
-            "INSERT INTO batches (id, name, submitted_at_ms, total) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO batches (id, name, submitted_at_ms, total, idempotency_key)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut insert_job = tx.prepare_cached(
             "INSERT INTO jobs (id, batch, name, spec, spec_format, state, queued_at_ms)
@@ -76,13 +77,14 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                     submitted_at_ms,
                     first_job,
                     jobs,
-                    idempotency_key: _,
+                    idempotency_key,
                 } => {
                     insert_batch.execute(params![
                         *batch as i64,
                         name,
                         *submitted_at_ms as i64,
-                        jobs.len() as i64
+                        jobs.len() as i64,
+                        idempotency_key.as_deref()
                     ])?;
                     for (offset, (name, spec)) in jobs.iter().enumerate() {
                         insert_job.execute(params![

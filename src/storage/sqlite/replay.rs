@@ -4,6 +4,7 @@ use crate::job::{LeaseKey, LedgerId};
 use crate::storage::spec_format;
 use crate::storage::store::{Replay, ReplayedBatch, ReplayedJob, StoreError, Unpublished};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::sync::Arc;
 
 /// Reads what the ledger holds and takes the next epoch, in one transaction.
 pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
@@ -57,7 +58,7 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
                     COALESCE(SUM(j.state = 'succeeded'), 0),
                     COALESCE(SUM(j.state = 'failed'), 0),
                     COALESCE(SUM(j.state = 'cancelled'), 0),
-                    MIN(j.started_at_ms), MAX(j.finished_at_ms)
+                    MIN(j.started_at_ms), MAX(j.finished_at_ms), b.idempotency_key
              FROM batches b LEFT JOIN jobs j ON j.batch = b.id
              GROUP BY b.id ORDER BY b.id",
         )?;
@@ -72,7 +73,7 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
                 cancelled: row.get::<_, i64>(6)? as u64,
                 started_at_ms: row.get::<_, Option<i64>>(7)?.map(|ms| ms as u64),
                 finished_at_ms: row.get::<_, Option<i64>>(8)?.map(|ms| ms as u64),
-                idempotency_key: None,
+                idempotency_key: row.get::<_, Option<String>>(9)?.map(Arc::from),
             })
         })?;
         for batch in rows {

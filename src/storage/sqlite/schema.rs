@@ -10,11 +10,11 @@ use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
 /// The version this drover writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Each migration takes a ledger from the version before it to its own. Never edit one that has
 /// been released: ledgers in the field went through it as it was. Add the next instead.
-const MIGRATIONS: [(i64, &str); 3] = [
+const MIGRATIONS: [(i64, &str); 4] = [
     // 1: the tables as the first releases wrote them (CREATE ... IF NOT EXISTS, so a ledger of
     // that time, which has them but no version, passes through unchanged).
     (
@@ -79,6 +79,14 @@ const MIGRATIONS: [(i64, &str); 3] = [
         3,
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('ledger_id', random());
          INSERT OR IGNORE INTO meta (key, value) VALUES ('lease_key', randomblob(32));",
+    ),
+    // 4: a batch may carry the idempotency key it was submitted with; one batch per key, which
+    // the index enforces even if memory were wrong. Batches from before have none.
+    (
+        4,
+        "ALTER TABLE batches ADD COLUMN idempotency_key TEXT;
+         CREATE UNIQUE INDEX batches_by_idempotency_key ON batches (idempotency_key)
+             WHERE idempotency_key IS NOT NULL;",
     ),
 ];
 
@@ -311,6 +319,45 @@ mod tests {
         assert_eq!((ledger_id(&conn), lease_key(&conn)), (id, key), "kept");
         let replayed = crate::storage::sqlite::replay::replay(&mut conn).unwrap();
         assert_eq!(replayed.epoch, 8, "epochs go on");
+    }
+
+    #[test]
+    fn a_ledger_of_version_3_takes_one_batch_per_idempotency_key() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO batches (id, name, submitted_at_ms, total) VALUES (1, 'old', 5, 1)",
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        assert_eq!(inspect(&conn, Path::new("v3")).unwrap(), Found::Ledger(3));
+        prepare(&mut conn, Path::new("v3")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        let insert = |id: i64, key: Option<&str>| {
+            conn.execute(
+                "INSERT INTO batches (id, name, submitted_at_ms, total, idempotency_key)
+                 VALUES (?1, 'b', 6, 1, ?2)",
+                rusqlite::params![id, key],
+            )
+        };
+        // Batches with no key, old and new, as many as there are.
+        insert(2, None).unwrap();
+        insert(3, None).unwrap();
+        insert(4, Some("k-1")).unwrap();
+        let error = insert(5, Some("k-1")).unwrap_err();
+        assert_eq!(
+            error.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation),
+            "{error}"
+        );
+        let old: Option<String> = conn
+            .query_row("SELECT idempotency_key FROM batches WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(old, None, "a batch from before has no key");
     }
 
     fn ledger_id(conn: &Connection) -> i64 {

@@ -1,18 +1,28 @@
 //! The client library: submit batches and ask the coordinator about them.
 
-use crate::job::{BatchId, JobId, JobSpec, JobState};
+use crate::job::{check_idempotency_key, new_idempotency_key, BatchId, JobId, JobSpec, JobState};
 use crate::net::auth::Secret;
 use crate::net::codec::CodecError;
 use crate::net::connect::{self, ConnectError, Connection};
 use crate::net::protocol::{
     CancelTarget, ClientRequest, ClientResponse, FromCoordinator, Role, ToCoordinator,
 };
+use crate::net::tls::ClientTls;
 use crate::status::{BatchInfo, ClusterStatus, JobInfo, WorkerInfo};
 use futures::SinkExt;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Jobs fetched per page by [`Client::jobs`].
 const PAGE: u32 = 1_000;
+
+/// How long a submission goes on being sent again after lost connections, by default.
+pub const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// The first wait before dialing again after a lost connection; doubled each time, up to
+/// [`MAX_RECONNECT_WAIT`].
+const FIRST_RECONNECT_WAIT: Duration = Duration::from_millis(100);
+const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +47,9 @@ pub enum ClientError {
     /// The coordinator answered something else than the request calls for.
     #[error("unexpected answer from the coordinator: {0}")]
     Unexpected(String),
+    /// The request is not one to send (an idempotency key drover does not take, ...).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub use crate::status::Submitted;
@@ -45,6 +58,12 @@ pub use crate::status::Submitted;
 pub struct Client {
     connection: Connection,
     next_id: u64,
+    /// Where and how it connected, to connect again when a submission's connection is lost.
+    address: String,
+    secret: Option<Secret>,
+    tls: Option<ClientTls>,
+    /// How long a submission goes on being sent again after lost connections.
+    retry_for: Duration,
 }
 
 impl Client {
@@ -63,7 +82,17 @@ impl Client {
         Ok(Client {
             connection,
             next_id: 1,
+            address: address.to_string(),
+            secret: secret.cloned(),
+            tls: tls.cloned(),
+            retry_for: SUBMIT_RETRY_FOR,
         })
+    }
+
+    /// How long [`Client::submit`] goes on sending a submission again after lost connections
+    /// ([`SUBMIT_RETRY_FOR`] unless set); zero sends it once.
+    pub fn retry_submissions_for(&mut self, retry_for: Duration) {
+        self.retry_for = retry_for;
     }
 
     /// Sends one request and waits for its answer.
@@ -88,6 +117,11 @@ impl Client {
                         body => Ok(body),
                     };
                 }
+                // Turned away for good (a submission is not sent again after this), or for now.
+                FromCoordinator::Refused {
+                    reason,
+                    permanent: true,
+                } => return Err(ClientError::Connect(ConnectError::Refused(reason))),
                 FromCoordinator::Refused { reason, .. } => {
                     return Err(ClientError::Connection(reason))
                 }
@@ -98,29 +132,114 @@ impl Client {
     }
 
     /// Queues a batch; returns once it is on the coordinator's disk, with those of its jobs no
-    /// connected worker can take (they stay queued).
+    /// connected worker can take (they stay queued). The submission carries an idempotency key
+    /// of its own, drawn at random, and is sent again under it if the connection is lost (see
+    /// [`Client::submit_with_key`]): it queues one batch, however often it is sent.
     pub async fn submit(
         &mut self,
         name: &str,
         jobs: Vec<JobSpec>,
     ) -> Result<Submitted, ClientError> {
+        let key = new_idempotency_key();
+        let mut submitted = self.send_submission(name, jobs, &key).await?;
+        // The key is this call's alone: a batch it made already was made by this submission,
+        // sent before its connection was lost. That is no repeat to the caller.
+        submitted.repeated = false;
+        Ok(submitted)
+    }
+
+    /// Queues a batch under an idempotency key: if a batch was submitted under `key` already
+    /// (by this client or any other, over HTTP too), the answer is that batch, marked
+    /// `repeated`, and nothing new is queued. A connection lost before the answer is dialed
+    /// again, with backoff, and the submission sent again under the same key for up to
+    /// [`SUBMIT_RETRY_FOR`]; a refusal (a bad job, a full queue, a wrong token) is not retried.
+    pub async fn submit_with_key(
+        &mut self,
+        name: &str,
+        jobs: Vec<JobSpec>,
+        key: &str,
+    ) -> Result<Submitted, ClientError> {
+        check_idempotency_key(key).map_err(ClientError::Invalid)?;
+        self.send_submission(name, jobs, key).await
+    }
+
+    /// Sends a submission under `key`, and again after a lost connection.
+    async fn send_submission(
+        &mut self,
+        name: &str,
+        jobs: Vec<JobSpec>,
+        key: &str,
+    ) -> Result<Submitted, ClientError> {
         let request = ClientRequest::Submit {
             name: name.to_string(),
             jobs,
+            idempotency_key: Some(key.to_string()),
         };
-        match self.call(request).await? {
-            ClientResponse::Submitted {
-                batch,
-                first_job,
-                jobs,
-                unplaceable,
-            } => Ok(Submitted {
-                batch,
-                first_job,
-                jobs,
-                unplaceable,
-            }),
-            other => Err(unexpected(other)),
+        let give_up = Instant::now() + self.retry_for;
+        let mut wait = FIRST_RECONNECT_WAIT;
+        loop {
+            let lost = match self.call(request.clone()).await {
+                Ok(ClientResponse::Submitted {
+                    batch,
+                    first_job,
+                    jobs,
+                    unplaceable,
+                    repeated,
+                }) => {
+                    return Ok(Submitted {
+                        batch,
+                        first_job,
+                        jobs,
+                        unplaceable,
+                        repeated,
+                    })
+                }
+                Ok(other) => return Err(unexpected(other)),
+                Err(ClientError::Connection(reason)) => reason,
+                Err(error) => return Err(error),
+            };
+            tracing::warn!(
+                "lost the connection to the coordinator while submitting ({lost}); \
+                 submitting again under the same idempotency key {key}"
+            );
+            self.reconnect(give_up, &mut wait, lost).await?;
+        }
+    }
+
+    /// Dials the coordinator again until it answers, waiting longer each time, until
+    /// `give_up`. An error that trying again cannot help ends it at once.
+    async fn reconnect(
+        &mut self,
+        give_up: Instant,
+        wait: &mut Duration,
+        mut lost: String,
+    ) -> Result<(), ClientError> {
+        loop {
+            let now = Instant::now();
+            if now + *wait > give_up {
+                return Err(ClientError::Connection(format!(
+                    "{lost}; gave up sending the submission again after {}",
+                    humantime::format_duration(self.retry_for)
+                )));
+            }
+            tokio::time::sleep(*wait).await;
+            *wait = (*wait * 2).min(MAX_RECONNECT_WAIT);
+            let dial = connect::connect_with(
+                &self.address,
+                Role::Client,
+                self.secret.as_ref(),
+                self.tls.as_ref(),
+            );
+            let left = give_up.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, dial).await {
+                Ok(Ok(connection)) => {
+                    self.connection = connection;
+                    return Ok(());
+                }
+                Ok(Err(error)) if error.is_permanent() => return Err(error.into()),
+                Ok(Err(error)) => lost = error.to_string(),
+                Err(_) => lost = format!("cannot reach the coordinator at {}", self.address),
+            }
         }
     }
 

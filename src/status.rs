@@ -77,6 +77,10 @@ pub struct Submitted {
     /// queued until one that can connects.
     #[serde(default)]
     pub unplaceable: Vec<Waiting>,
+    /// True when this answers a repeat: its idempotency key had made this batch already, and
+    /// nothing new was queued.
+    #[serde(default)]
+    pub repeated: bool,
 }
 
 /// One ended attempt of a job, for its history.

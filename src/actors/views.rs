@@ -12,12 +12,14 @@ use actix::{Addr, MailboxError};
 use std::collections::HashMap;
 
 /// Queues a batch and says which of its jobs no worker connected now can take, and why (they
-/// are queued all the same: such a worker may connect later).
+/// are queued all the same: such a worker may connect later). Under an idempotency key that
+/// made a batch already, that batch is the answer.
 pub async fn submit(
     ledger: &Addr<Ledger>,
     scheduler: &Addr<Scheduler>,
     name: String,
     jobs: Vec<JobSpec>,
+    idempotency_key: Option<String>,
 ) -> Result<Submitted, LedgerError> {
     let mut shapes: HashMap<Shape, u64> = HashMap::new();
     for job in &jobs {
@@ -25,7 +27,12 @@ pub async fn submit(
             .entry(Shape::new(job.slots, &job.requires))
             .or_default() += 1;
     }
-    let mut submitted = ledger.send(SubmitBatch { name, jobs }).await??;
+    let submit = SubmitBatch {
+        name,
+        jobs,
+        idempotency_key,
+    };
+    let mut submitted = ledger.send(submit).await??;
     let mut shapes: Vec<(Shape, u64)> = shapes.into_iter().collect();
     shapes.sort_unstable();
     // A warning only: a batch on disk is acknowledged whatever becomes of it.

@@ -67,6 +67,11 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// This submission's name for the coordinator: submitted again with the same key, it
+        /// answers with the first batch and queues nothing (default: a key of its own, kept
+        /// while it retries after a lost connection).
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<String>,
     },
     /// Run one command on the cluster and wait for it: `drover run [FLAGS] -- CMD [ARGS]...`.
     Run(run::RunArgs),
@@ -290,11 +295,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             batch,
             wait,
             json,
+            idempotency_key,
         } => {
             let jobs = read_job_file(file)?;
             let name = batch.clone().unwrap_or_else(|| batch_name(file));
             let mut client = connect(&cli).await?;
-            let submitted = client.submit(&name, jobs).await?;
+            let submitted = submit(&mut client, &name, jobs, idempotency_key.as_deref()).await?;
             warn_unplaceable(&submitted);
             if !*wait {
                 print_submitted(&submitted, *json)?;
@@ -308,7 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             let info = wait_with_progress(&mut client, submitted.batch, *json).await?;
             if *json {
-                print_json(&waited_batch(&info)?)?;
+                print_json(&waited_batch(&info, submitted.repeated)?)?;
             } else {
                 println!("{}", render::batch(&info));
             }
@@ -324,7 +330,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .spec()
                 .map_err(|error| anyhow::anyhow!("nothing was run: {error}"))?;
             let mut client = connect(&cli).await?;
-            let submitted = client.submit("run", vec![spec]).await?;
+            let key = args.idempotency_key.as_deref();
+            let submitted = submit(&mut client, "run", vec![spec], key).await?;
             warn_unplaceable(&submitted);
             wait_with_progress(&mut client, submitted.batch, true).await?;
             let job = client.job(submitted.first_job).await?;
@@ -469,24 +476,55 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-/// A waited-for batch as `submit --wait --json` prints it: the contract's `{"batch", "jobs"}`,
-/// as without `--wait`, and the batch's counts beside them.
-fn waited_batch(info: &BatchInfo) -> anyhow::Result<serde_json::Value> {
+/// A waited-for batch as `submit --wait --json` prints it: the contract's `{"batch", "jobs"}`
+/// and `"repeated"`, as without `--wait`, and the batch's counts beside them.
+fn waited_batch(info: &BatchInfo, repeated: bool) -> anyhow::Result<serde_json::Value> {
     let mut object = serde_json::to_value(info)?;
     if let Some(fields) = object.as_object_mut() {
         fields.insert("batch".into(), info.id.into());
         fields.insert("jobs".into(), info.total.into());
+        fields.insert("repeated".into(), repeated.into());
     }
     Ok(object)
 }
 
 fn print_submitted(submitted: &Submitted, json: bool) -> anyhow::Result<()> {
     if json {
-        print_json(&serde_json::json!({ "batch": submitted.batch, "jobs": submitted.jobs }))
+        print_json(&serde_json::json!({
+            "batch": submitted.batch,
+            "jobs": submitted.jobs,
+            "repeated": submitted.repeated,
+        }))
     } else {
         println!("{}", submitted.batch);
         Ok(())
     }
+}
+
+/// `--idempotency-key`: what the coordinator takes, checked before anything is read or sent.
+fn parse_idempotency_key(text: &str) -> Result<String, String> {
+    crate::job::check_idempotency_key(text).map(|()| text.to_string())
+}
+
+/// Submits under the key given, if one was (saying on standard error when the key had made a
+/// batch already: that batch is the answer, and nothing new was queued), or under one of its own.
+async fn submit(
+    client: &mut Client,
+    name: &str,
+    jobs: Vec<JobSpec>,
+    key: Option<&str>,
+) -> anyhow::Result<Submitted> {
+    let Some(key) = key else {
+        return Ok(client.submit(name, jobs).await?);
+    };
+    let submitted = client.submit_with_key(name, jobs, key).await?;
+    if submitted.repeated {
+        eprintln!(
+            "drover: already submitted as batch {} (idempotency key {key}); nothing new was queued",
+            submitted.batch
+        );
+    }
+    Ok(submitted)
 }
 
 /// Says at once, on standard error, which of a batch's jobs no connected worker can take and

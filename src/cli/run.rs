@@ -23,6 +23,10 @@ pub struct RunArgs {
     /// An environment variable for the command, KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// This run's name for the coordinator: run again with the same key, it answers with the
+    /// first run's job and runs nothing new (default: a key of its own, kept while it retries).
+    #[arg(long, value_name = "KEY", value_parser = super::parse_idempotency_key)]
+    pub idempotency_key: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,

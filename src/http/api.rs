@@ -4,7 +4,7 @@
 use super::{ApiError, HttpState, MAX_BODY_BYTES};
 use crate::actors::ledger::{Cancel, ListBatches, Retry, RetryJob};
 use crate::actors::{cluster_status, list_workers, views};
-use crate::job::{BatchId, CancelTarget, JobId};
+use crate::job::{check_idempotency_key, BatchId, CancelTarget, JobId};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
@@ -99,15 +99,48 @@ async fn submit(
     payload: web::Payload,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
+    let header_key = idempotency_key_header(&request)?;
     let body = read_body(&request, payload).await?;
-    let (name, jobs) = super::batch::parse(&body)?;
-    let submitted = views::submit(&state.ledger, &state.scheduler, name, jobs).await?;
-    Ok(HttpResponse::build(StatusCode::CREATED)
+    let batch = super::batch::parse(&body)?;
+    let key = match (header_key, batch.idempotency_key) {
+        (Some(header), Some(field)) if header != field => {
+            return Err(ApiError::bad_request(
+                Some("idempotency_key".into()),
+                "the Idempotency-Key header and the body's idempotency_key differ; give one".into(),
+            ))
+        }
+        (header, field) => header.or(field),
+    };
+    let submitted =
+        views::submit(&state.ledger, &state.scheduler, batch.name, batch.jobs, key).await?;
+    // A repeat made nothing: 200 with the batch its key made, rather than 201.
+    let status = if submitted.repeated {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(HttpResponse::build(status)
         .insert_header((
             header::LOCATION,
             format!("/api/batches/{}", submitted.batch),
         ))
         .json(submitted))
+}
+
+/// The `Idempotency-Key` request header, checked as the body's field is.
+fn idempotency_key_header(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = request.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::bad_request(
+            Some("Idempotency-Key".into()),
+            "the Idempotency-Key header is not printable ASCII".into(),
+        )
+    })?;
+    check_idempotency_key(key)
+        .map_err(|reason| ApiError::bad_request(Some("Idempotency-Key".into()), reason))?;
+    Ok(Some(key.to_string()))
 }
 
 async fn cancel(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, ApiError> {

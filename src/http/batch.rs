@@ -1,19 +1,28 @@
 //! A batch as JSON: `{"name": "...", "jobs": [{"cmd": [...]}, ...]}`, each job with the fields of
-//! a job file line. Any bad job refuses the whole batch, naming it and its field.
+//! a job file line, and optionally `"idempotency_key": "..."`. Any bad job refuses the whole
+//! batch, naming it and its field.
 //!
 //! The body is read job by job: each job's JSON tree lives only while it is turned into a spec,
 //! so a batch of 600,000 jobs costs the coordinator its specs, not a tree of the whole body
 //! (which was some ten times the body, and stayed as resident memory after the request).
 
 use super::ApiError;
-use crate::job::JobSpec;
+use crate::job::{check_idempotency_key, JobSpec};
 use crate::jobfile;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::fmt;
 
+/// A batch as the body has it.
+#[derive(Debug)]
+pub(super) struct Batch {
+    pub(super) name: String,
+    pub(super) jobs: Vec<JobSpec>,
+    pub(super) idempotency_key: Option<String>,
+}
+
 /// Reads a batch; a refusal names the field at fault.
-pub(super) fn parse(body: &[u8]) -> Result<(String, Vec<JobSpec>), ApiError> {
+pub(super) fn parse(body: &[u8]) -> Result<Batch, ApiError> {
     let mut refused = None;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let read = deserializer
@@ -47,7 +56,7 @@ struct BatchVisitor<'a> {
 }
 
 impl<'de> Visitor<'de> for BatchVisitor<'_> {
-    type Value = (String, Vec<JobSpec>);
+    type Value = Batch;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a batch: {\"name\": ..., \"jobs\": [...]}")
@@ -56,6 +65,7 @@ impl<'de> Visitor<'de> for BatchVisitor<'_> {
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
         let mut name = None;
         let mut jobs = None;
+        let mut idempotency_key = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "name" => match map.next_value::<Value>()? {
@@ -70,6 +80,21 @@ impl<'de> Visitor<'de> for BatchVisitor<'_> {
                         ))
                     }
                 },
+                "idempotency_key" => {
+                    let key = match map.next_value::<Value>()? {
+                        Value::String(key) => check_idempotency_key(&key).map(|()| key),
+                        _ => Err("must be a string".into()),
+                    };
+                    match key {
+                        Ok(key) => idempotency_key = Some(key),
+                        Err(reason) => {
+                            return Err(refuse(
+                                self.refused,
+                                ApiError::bad_request(Some("idempotency_key".into()), reason),
+                            ))
+                        }
+                    }
+                }
                 "jobs" => {
                     let mut specs = Vec::new();
                     map.next_value_seed(JobsSeed {
@@ -94,7 +119,10 @@ impl<'de> Visitor<'de> for BatchVisitor<'_> {
                         self.refused,
                         ApiError::bad_request(
                             Some(unknown.clone()),
-                            format!("unknown field {unknown:?}; a batch has \"name\" and \"jobs\""),
+                            format!(
+                                "unknown field {unknown:?}; a batch has \"name\", \"jobs\" \
+                                 and \"idempotency_key\""
+                            ),
                         ),
                     ));
                 }
@@ -109,7 +137,11 @@ impl<'de> Visitor<'de> for BatchVisitor<'_> {
                 ),
             ));
         };
-        Ok((name.unwrap_or_else(|| "http".into()), jobs))
+        Ok(Batch {
+            name: name.unwrap_or_else(|| "http".into()),
+            jobs,
+            idempotency_key,
+        })
     }
 }
 
@@ -205,10 +237,26 @@ mod tests {
 
     #[test]
     fn batches_parse_like_job_files() {
-        let (name, jobs) =
+        let batch =
             parse(br#"{"name": "x", "jobs": [{"cmd": ["true"]}, {"handler": "noop"}]}"#).unwrap();
-        assert_eq!(name, "x");
-        assert_eq!(jobs.len(), 2);
+        assert_eq!(batch.name, "x");
+        assert_eq!(batch.jobs.len(), 2);
+        assert_eq!(batch.idempotency_key, None);
+        let keyed = parse(br#"{"idempotency_key": "k-1", "jobs": [{"cmd": ["true"]}]}"#).unwrap();
+        assert_eq!(keyed.idempotency_key.as_deref(), Some("k-1"));
+    }
+
+    #[test]
+    fn a_bad_idempotency_key_is_refused_naming_it() {
+        for body in [
+            r#"{"idempotency_key": 7, "jobs": [{"cmd": ["true"]}]}"#,
+            r#"{"idempotency_key": "", "jobs": [{"cmd": ["true"]}]}"#,
+            r#"{"idempotency_key": "two words", "jobs": [{"cmd": ["true"]}]}"#,
+        ] {
+            let error = error_of(body);
+            assert_eq!(error.status, StatusCode::BAD_REQUEST);
+            assert_eq!(error.field.as_deref(), Some("idempotency_key"), "{body}");
+        }
     }
 
     #[test]

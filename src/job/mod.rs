@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 mod attempt;
+mod idempotency;
 mod lease;
 mod location;
 mod spec_bytes;
@@ -14,6 +15,7 @@ pub use attempt::{
     object_size, Assignment, AttemptResult, CarriedAttempt, ManifestOrder, Outcome, MAX_ERROR,
     MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS, MAX_OUTPUT_TAIL,
 };
+pub use idempotency::{check_idempotency_key, new_idempotency_key, MAX_IDEMPOTENCY_KEY};
 pub use lease::LeaseKey;
 pub use location::{
     attempt_name, attempt_prefix, check_relative, job_prefix, ledger_dir, lies_under,

@@ -166,6 +166,7 @@ mod tests {
                     JobSpec::call("noop", b"hi".to_vec()),
                     JobSpec::exec(["true"]),
                 ],
+                idempotency_key: Some("k-1".into()),
             },
         }
     }

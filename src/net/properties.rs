@@ -116,8 +116,13 @@ fn attempt_result() -> impl Strategy<Value = AttemptResult> {
 
 fn client_request() -> impl Strategy<Value = ClientRequest> {
     prop_oneof![
-        (text(), vec(job_spec(), 0..4))
-            .prop_map(|(name, jobs)| ClientRequest::Submit { name, jobs }),
+        (text(), vec(job_spec(), 0..4), option::of(text())).prop_map(
+            |(name, jobs, idempotency_key)| ClientRequest::Submit {
+                name,
+                jobs,
+                idempotency_key
+            }
+        ),
         any::<u64>().prop_map(ClientRequest::Batch),
         Just(ClientRequest::Batches),
         (any::<u64>(), any::<u64>())

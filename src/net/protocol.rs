@@ -13,7 +13,7 @@ use crate::status::{BatchInfo, ClusterStatus, JobInfo, Waiting, WorkerInfo};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to these types.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Size of the nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 32;
@@ -148,6 +148,9 @@ pub enum ClientRequest {
         name: String,
         /// Its jobs.
         jobs: Vec<JobSpec>,
+        /// The client's name for this submission (at most 128 bytes of printable ASCII): sent
+        /// again, it is answered with the batch it made first, and nothing new is queued.
+        idempotency_key: Option<String>,
     },
     /// One batch's progress.
     Batch(BatchId),
@@ -198,6 +201,8 @@ pub enum ClientResponse {
         jobs: u64,
         /// Its jobs no connected worker can take, by why.
         unplaceable: Vec<Waiting>,
+        /// The idempotency key had made this batch already: nothing new was queued.
+        repeated: bool,
     },
     /// One batch.
     Batch(BatchInfo),

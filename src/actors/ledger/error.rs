@@ -72,6 +72,9 @@ pub enum LedgerError {
         /// The limit.
         limit: usize,
     },
+    /// The submission's idempotency key is not one drover takes.
+    #[error("{0}")]
+    BadIdempotencyKey(String),
     /// Only a failed or cancelled job can be retried.
     #[error(
         "job {job} {}: only a failed or cancelled job can be retried",
@@ -117,7 +120,8 @@ impl LedgerError {
             LedgerError::EmptyBatch
             | LedgerError::BatchTooLarge { .. }
             | LedgerError::InvalidJob { .. }
-            | LedgerError::SpecTooLarge { .. } => ErrorKind::Invalid,
+            | LedgerError::SpecTooLarge { .. }
+            | LedgerError::BadIdempotencyKey(_) => ErrorKind::Invalid,
             LedgerError::NotRetryable { .. } => ErrorKind::Conflict,
             LedgerError::QueueFull { .. }
             | LedgerError::QueueFullBytes { .. }

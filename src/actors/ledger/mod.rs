@@ -30,7 +30,7 @@ use crate::actors::session::ToWorker;
 use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, JobId, Lease};
 use crate::metrics::Metrics;
 use crate::status::{BatchInfo, JobStatistics};
-use crate::storage::store::{LedgerStore, Replay, StoreError};
+use crate::storage::store::{JobFilter, LedgerStore, Replay, StoreError};
 use actix::prelude::*;
 use book::{Answer, Book, Commit, Effects, Limits, Lookup, Notice, Pending};
 use std::collections::HashMap;
@@ -96,6 +96,9 @@ pub struct Ledger {
     /// The store is closing or closed: workers' reports are left unanswered (they are reported
     /// again to the next coordinator), and nothing new is written.
     closing: bool,
+    /// Submissions repeating an idempotency key whose batch is being written: answered when
+    /// the book says how that commit ended.
+    held: HashMap<Arc<str>, Vec<Respond>>,
 }
 
 impl Ledger {
@@ -121,6 +124,7 @@ impl Ledger {
             waiters: HashMap::new(),
             reconnect_grace: config.reconnect_grace,
             closing: false,
+            held: HashMap::new(),
         }
     }
 
@@ -139,7 +143,16 @@ impl Ledger {
             commit,
             lookup,
             answer,
+            held,
+            repeats,
         } = effects;
+        let mut respond = respond;
+        if let Some(key) = held {
+            if let Some(respond) = respond.take() {
+                self.held.entry(key).or_default().push(respond);
+            }
+        }
+        self.answer_held(repeats);
         if !enqueue.is_empty() {
             self.scheduler.do_send(Enqueue(enqueue));
         }
@@ -174,7 +187,6 @@ impl Ledger {
                 let _ = waiter.send(info.clone());
             }
         }
-        let mut respond = respond;
         if let Some(answer) = answer {
             if let Some(respond) = respond.take() {
                 let _ = respond.send(answer);
@@ -190,12 +202,24 @@ impl Ledger {
                 let effects = self
                     .book
                     .committed(commit.then, Err(StoreError::Closed), now_ms());
-                let Effects { answer, .. } = effects;
+                let Effects {
+                    answer, repeats, ..
+                } = effects;
                 if let (Some(answer), Some(respond)) = (answer, respond.take()) {
                     let _ = respond.send(answer);
                 }
+                self.answer_held(repeats);
             } else {
                 self.commit(commit, ctx.address(), respond.take());
+            }
+        }
+    }
+
+    /// Answers the submissions held on each key.
+    fn answer_held(&mut self, repeats: Vec<(Arc<str>, Answer)>) {
+        for (key, answer) in repeats {
+            for respond in self.held.remove(&key).unwrap_or_default() {
+                let _ = respond.send(answer.clone());
             }
         }
     }
@@ -257,6 +281,20 @@ impl Ledger {
                 let read = self.store.failed_jobs(batch);
                 ctx.spawn(read.into_actor(self).map(move |found, ledger, ctx| {
                     let effects = ledger.book.failed_jobs_found(batch, found);
+                    ledger.carry_out(ctx, effects, respond);
+                }));
+            }
+            Lookup::FirstJob { key, batch } => {
+                let first = JobFilter {
+                    batch: Some(batch),
+                    state: None,
+                    after: 0,
+                    limit: 1,
+                };
+                let read = self.store.jobs(first);
+                ctx.spawn(read.into_actor(self).map(move |found, ledger, ctx| {
+                    let found = found.map(|page| page.first().map(|job| job.id));
+                    let effects = ledger.book.first_job_found(key, batch, found);
                     ledger.carry_out(ctx, effects, respond);
                 }));
             }

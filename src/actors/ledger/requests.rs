@@ -39,7 +39,8 @@ fn awaiting<T: 'static>(
     }))
 }
 
-/// Queue a batch; answered once it is on disk.
+/// Queue a batch; answered once it is on disk. Under an idempotency key that made a batch
+/// already, answered with that batch (`repeated`), once it is on disk.
 #[derive(Message)]
 #[rtype(result = "Result<Submitted, LedgerError>")]
 pub struct SubmitBatch {
@@ -47,13 +48,16 @@ pub struct SubmitBatch {
     pub name: String,
     /// Its jobs.
     pub jobs: Vec<JobSpec>,
+    /// The submitter's name for this submission, if it gave one.
+    pub idempotency_key: Option<String>,
 }
 
 impl Handler<SubmitBatch> for Ledger {
     type Result = Reply<Submitted>;
 
     fn handle(&mut self, submit: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
-        let effects = match self.book.submit(submit.name, submit.jobs, now_ms()) {
+        let key = submit.idempotency_key.as_deref();
+        let effects = match self.book.submit(submit.name, submit.jobs, key, now_ms()) {
             Ok(effects) => effects,
             Err(error) => return ready(Err(error)),
         };

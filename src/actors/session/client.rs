@@ -15,13 +15,18 @@ use std::time::Duration;
 pub(super) async fn answer(shared: Arc<SessionContext>, request: ClientRequest) -> ClientResponse {
     let (ledger, scheduler) = (&shared.ledger, &shared.scheduler);
     let answered: Result<ClientResponse, LedgerError> = match request {
-        ClientRequest::Submit { name, jobs } => views::submit(ledger, scheduler, name, jobs)
+        ClientRequest::Submit {
+            name,
+            jobs,
+            idempotency_key,
+        } => views::submit(ledger, scheduler, name, jobs, idempotency_key)
             .await
             .map(|submitted| ClientResponse::Submitted {
                 batch: submitted.batch,
                 first_job: submitted.first_job,
                 jobs: submitted.jobs,
                 unplaceable: submitted.unplaceable,
+                repeated: submitted.repeated,
             }),
         ClientRequest::Batch(id) => views::batch(ledger, scheduler, id)
             .await

@@ -353,9 +353,11 @@ mod tests {
             "{error}"
         );
         let old: Option<String> = conn
-            .query_row("SELECT idempotency_key FROM batches WHERE id = 1", [], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "SELECT idempotency_key FROM batches WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
             .unwrap();
         assert_eq!(old, None, "a batch from before has no key");
     }

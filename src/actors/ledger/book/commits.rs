@@ -19,16 +19,30 @@ impl Book {
                 submitted_at_ms,
                 first_job,
                 jobs,
+                key,
             } => {
                 self.reserved -= jobs.len();
                 self.reserved_bytes -= spec_bytes(&jobs);
-                match result {
-                    Ok(()) => self.accept_batch(batch, name, submitted_at_ms, first_job, &jobs),
-                    Err(error) => Effects::answer(Answer::Refused(LedgerError::Store {
-                        action: "queue the batch",
-                        error,
-                    })),
+                let (mut effects, written) = match result {
+                    Ok(()) => (
+                        self.accept_batch(batch, name, submitted_at_ms, first_job, &jobs),
+                        Ok(first_job),
+                    ),
+                    Err(error) => {
+                        let refused = LedgerError::Store {
+                            action: "queue the batch",
+                            error,
+                        };
+                        (
+                            Effects::answer(Answer::Refused(refused.clone())),
+                            Err(refused),
+                        )
+                    }
+                };
+                if let Some(key) = key {
+                    self.key_written(key, written, &mut effects);
                 }
+                effects
             }
             Pending::Results {
                 worker,

@@ -36,6 +36,11 @@ pub(crate) struct Effects {
     pub(crate) lookup: Option<Lookup>,
     /// The answer to the client whose request this was.
     pub(crate) answer: Option<Answer>,
+    /// The request repeats a key whose batch is being written: its answer waits for that
+    /// commit (it comes in [`Effects::repeats`]).
+    pub(crate) held: Option<Arc<str>>,
+    /// Answers for every request held on a key.
+    pub(crate) repeats: Vec<(Arc<str>, Answer)>,
 }
 
 impl Effects {
@@ -97,6 +102,8 @@ pub(crate) enum Pending {
         submitted_at_ms: u64,
         first_job: JobId,
         jobs: Arc<Vec<(Option<String>, SpecBytes)>>,
+        /// Its idempotency key: repeats of it wait for this commit.
+        key: Option<Arc<str>>,
     },
     /// A worker's results: the jobs they finish leave memory, the worker is told.
     Results {
@@ -144,6 +151,9 @@ pub(crate) enum Lookup {
     /// in (a cancelled job's turn in line may have been handed out just before the cancel).
     /// Handed to [`super::Book::finished_job_found`].
     FinishedJob(JobId),
+    /// The first job of a batch replayed with an idempotency key, for a repeat of the key.
+    /// Handed to [`super::Book::first_job_found`].
+    FirstJob { key: Arc<str>, batch: BatchId },
 }
 
 /// The answer to a client's change.

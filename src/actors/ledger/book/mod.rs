@@ -17,6 +17,7 @@ mod attempts;
 mod batches;
 mod commits;
 mod effects;
+mod keys;
 mod manifests;
 mod results;
 mod submit;
@@ -40,6 +41,7 @@ use crate::job::{
 };
 use crate::metrics::Metrics;
 use crate::storage::store::{Change, Replay, StoreError, WorkOrder};
+use keys::Keyed;
 use manifests::Manifests;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -290,11 +292,25 @@ pub(crate) struct Book {
     started_before: HashMap<JobId, (Lease, Arc<str>)>,
     duplicates: u64,
     stats: LedgerStats,
+    /// Every idempotency key of the ledger, with its batch.
+    keys: HashMap<Arc<str>, Keyed>,
 }
 
 impl Book {
     /// A book holding what the store replayed.
     pub(crate) fn new(replay: Replay, limits: Limits, metrics: Arc<Metrics>) -> Book {
+        let keys = replay
+            .batches
+            .iter()
+            .filter_map(|batch| {
+                let key = batch.idempotency_key.clone()?;
+                let written = Keyed::Written {
+                    batch: batch.id,
+                    first_job: None,
+                };
+                Some((key, written))
+            })
+            .collect();
         let mut batches: BTreeMap<BatchId, BatchCounts> = replay
             .batches
             .into_iter()
@@ -372,6 +388,7 @@ impl Book {
             started_before,
             duplicates: 0,
             stats: LedgerStats::new(metrics),
+            keys,
         }
     }
 

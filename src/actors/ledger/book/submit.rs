@@ -5,7 +5,9 @@ use super::{
     Phase,
 };
 use crate::actors::ledger::error::LedgerError;
-use crate::job::{BatchId, CancelTarget, JobId, JobSpec, JobState, SpecBytes};
+use crate::job::{
+    check_idempotency_key, BatchId, CancelTarget, JobId, JobSpec, JobState, SpecBytes,
+};
 use crate::status::Submitted;
 use crate::storage::store::{Change, FailedJob, FinishedJob, StoreError, WorkOrder};
 use std::sync::Arc;
@@ -15,13 +17,26 @@ pub const MAX_SPEC_BYTES: usize = 1024 * 1024 + 4096;
 
 impl Book {
     /// A batch is submitted: checked against the limits, given ids, and written; its jobs join
-    /// the queue once it is on disk ([`Book::committed`]).
+    /// the queue once it is on disk ([`Book::committed`]). Under an idempotency key the book
+    /// knows, it is a repeat: answered with the key's batch, and nothing is queued.
     pub(crate) fn submit(
         &mut self,
         name: String,
         specs: Vec<JobSpec>,
+        key: Option<&str>,
         now: u64,
     ) -> Result<Effects, LedgerError> {
+        let key: Option<Arc<str>> = match key {
+            Some(key) => {
+                check_idempotency_key(key).map_err(LedgerError::BadIdempotencyKey)?;
+                Some(Arc::from(key))
+            }
+            None => None,
+        };
+        // Before any limit: a repeat of a batch on disk is answered even with the queue full.
+        if let Some(repeat) = key.as_ref().and_then(|key| self.repeat(key)) {
+            return Ok(repeat);
+        }
         if specs.is_empty() {
             return Err(LedgerError::EmptyBatch);
         }
@@ -83,8 +98,11 @@ impl Book {
             submitted_at_ms: now,
             first_job,
             jobs: jobs.clone(),
-            idempotency_key: None,
+            idempotency_key: key.clone(),
         };
+        if let Some(key) = &key {
+            self.key_writing(key.clone(), batch);
+        }
         Ok(Effects {
             commit: Some(Commit {
                 changes: vec![change],
@@ -94,6 +112,7 @@ impl Book {
                     submitted_at_ms: now,
                     first_job,
                     jobs,
+                    key,
                 },
             }),
             ..Effects::none()
@@ -134,6 +153,7 @@ impl Book {
             first_job,
             jobs: count,
             unplaceable: Vec::new(),
+            repeated: false,
         }));
         effects
     }

@@ -20,7 +20,10 @@
 //!   worker named, whatever workers lie about attempts they were not given;
 //! - each batch's counts equal its jobs' states;
 //! - a job whose current attempt failed in a way its worker says no attempt would escape is
-//!   recorded failed at once, with no backoff and no other attempt.
+//!   recorded failed at once, with no backoff and no other attempt;
+//! - an idempotency key makes one batch: the store never refuses a second batch under a key,
+//!   and every answer to a submission under a key (the first, a repeat at once, after a read,
+//!   or after waiting for the first's commit) names the batch the store holds under it.
 //!
 //! After the random steps every fault heals and the run is driven to the end: every job must
 //! then be finished, none stranded.
@@ -255,6 +258,9 @@ impl World {
                 .into_iter()
                 .map(|(job, lease, _)| (job, lease)),
         );
+        for (key, answer) in &effects.repeats {
+            self.check_answer_to_key(key, Some(answer));
+        }
         self.in_flight.extend(effects.commit);
         match effects.lookup {
             // As the Ledger actor does: read behind every start the Scheduler sent so far.
@@ -351,11 +357,19 @@ impl World {
                 jobs,
                 max_attempts,
                 timeout,
+                key,
             } => {
                 let mut spec = JobSpec::call("noop", Vec::new());
                 spec.max_attempts = max_attempts;
                 spec.timeout_s = timeout.then_some(1);
-                if let Ok(effects) = self.book.submit("b".into(), vec![spec; jobs], self.now) {
+                let key = key.map(|key| format!("key-{key}"));
+                let submitted =
+                    self.book
+                        .submit("b".into(), vec![spec; jobs], key.as_deref(), self.now);
+                if let Ok(effects) = submitted {
+                    if let Some(key) = &key {
+                        self.check_answer_to_key(key, effects.answer.as_ref());
+                    }
                     self.carry_out(effects);
                 }
             }
@@ -499,8 +513,41 @@ impl World {
         let Some((then, result)) = self.ended.pop_front() else {
             return;
         };
+        let key = match &then {
+            Pending::Submit { key, .. } => key.clone(),
+            _ => None,
+        };
         let effects = self.book.committed(then, result, self.now);
+        if let Some(key) = key {
+            self.check_answer_to_key(&key, effects.answer.as_ref());
+        }
         self.carry_out(effects);
+    }
+
+    /// An answer to a submission under `key` that says a batch was queued names the one batch
+    /// the store holds under that key.
+    fn check_answer_to_key(&self, key: &str, answer: Option<&Answer>) {
+        let Some(Answer::Submitted(submitted)) = answer else {
+            return;
+        };
+        let stored: Vec<(BatchId, JobId)> = self
+            .db
+            .prepare(
+                "SELECT b.id, MIN(j.id) FROM batches b JOIN jobs j ON j.batch = b.id
+                 WHERE b.idempotency_key = ?1 GROUP BY b.id",
+            )
+            .unwrap()
+            .query_map([key], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            stored,
+            vec![(submitted.batch, submitted.first_job)],
+            "key {key:?} was answered with {submitted:?}"
+        );
     }
 
     /// Writes to the store, checking that no terminal record is refused, that a succeeded job
@@ -586,6 +633,19 @@ impl World {
             Lookup::FinishedJob(id) => {
                 let found = queries::finished_job(&self.db, id);
                 self.book.finished_job_found(id, found)
+            }
+            Lookup::FirstJob { key, batch } => {
+                let first = crate::storage::store::JobFilter {
+                    batch: Some(batch),
+                    state: None,
+                    after: 0,
+                    limit: 1,
+                };
+                let found =
+                    queries::jobs(&self.db, first).map(|page| page.first().map(|job| job.id));
+                let effects = self.book.first_job_found(key.clone(), batch, found);
+                self.check_answer_to_key(&key, effects.answer.as_ref());
+                effects
             }
         };
         self.carry_out(effects);

@@ -6,11 +6,13 @@ use proptest::prelude::*;
 /// One step of a run.
 #[derive(Debug, Clone)]
 pub(super) enum Step {
-    /// A client submits `jobs` jobs of `max_attempts` each (with a timeout, or not).
+    /// A client submits `jobs` jobs of `max_attempts` each (with a timeout, or not), under one
+    /// of a few idempotency keys, or none.
     Submit {
         jobs: usize,
         max_attempts: u32,
         timeout: bool,
+        key: Option<u8>,
     },
     /// The Scheduler gives a worker the next job in line (its start goes to the Ledger).
     Assign { worker: usize },
@@ -83,8 +85,8 @@ pub(super) struct Lie {
 pub(super) fn step() -> impl Strategy<Value = Step> {
     let worker = 0..WORKERS;
     prop_oneof![
-        3 => (1..=3usize, 1..=3u32, any::<bool>())
-            .prop_map(|(jobs, max_attempts, timeout)| Step::Submit { jobs, max_attempts, timeout }),
+        3 => (1..=3usize, 1..=3u32, any::<bool>(), prop::option::weighted(0.5, 0..3u8))
+            .prop_map(|(jobs, max_attempts, timeout, key)| Step::Submit { jobs, max_attempts, timeout, key }),
         6 => worker.clone().prop_map(|worker| Step::Assign { worker }),
         8 => Just(Step::SchedulerReads),
         8 => Just(Step::LedgerReads),

@@ -420,7 +420,9 @@ fn a_recorded_attempts_manifest_is_asked_again_until_written() {
         from: "out".into(),
         to: "file:///tmp/o/".into(),
     });
-    let effects = book.submit("b".into(), vec![with_outputs], T0).unwrap();
+    let effects = book
+        .submit("b".into(), vec![with_outputs], None, T0)
+        .unwrap();
     let _ = committed(&mut book, effects);
     let w = worker(1);
     let _ = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);
@@ -590,7 +592,7 @@ fn an_attempt_still_running_past_its_timeout_and_margin_is_taken_back() {
     let mut book = book();
     let mut timed = spec(2);
     timed.timeout_s = Some(30);
-    let effects = book.submit("b".into(), vec![timed], T0).unwrap();
+    let effects = book.submit("b".into(), vec![timed], None, T0).unwrap();
     let _ = committed(&mut book, effects);
     let w = worker(1);
     let started = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);

@@ -8,6 +8,7 @@ use crate::status::Submitted;
 use crate::storage::store::{FailedJob, ReplayedBatch, ReplayedJob, Unpublished};
 
 mod attempts;
+mod keys;
 mod retry_job;
 mod vouching;
 
@@ -68,7 +69,7 @@ fn disk_full() -> StoreError {
 /// A batch of `count` jobs with `max_attempts` each, accepted and on disk.
 fn submitted(book: &mut Book, count: usize, max_attempts: u32) -> Submitted {
     let effects = book
-        .submit("b".into(), vec![spec(max_attempts); count], T0)
+        .submit("b".into(), vec![spec(max_attempts); count], None, T0)
         .unwrap();
     match committed(book, effects).answer {
         Some(Answer::Submitted(submitted)) => submitted,
@@ -178,7 +179,7 @@ fn counts(book: &Book, batch: BatchId) -> (u64, u64, u64, u64, u64) {
 #[test]
 fn a_batch_joins_memory_and_the_queue_only_once_on_disk() {
     let mut book = book();
-    let effects = book.submit("b".into(), vec![spec(3); 3], T0).unwrap();
+    let effects = book.submit("b".into(), vec![spec(3); 3], None, T0).unwrap();
     assert_eq!(book.unfinished(), 0, "nothing is held before the write");
     assert!(effects.enqueue.is_empty());
     let after = committed(&mut book, effects);
@@ -189,6 +190,7 @@ fn a_batch_joins_memory_and_the_queue_only_once_on_disk() {
             first_job: 1,
             jobs: 3,
             unplaceable: Vec::new(),
+            repeated: false,
         }))
     );
     let queued: Vec<(JobId, u32)> = after
@@ -203,9 +205,11 @@ fn a_batch_joins_memory_and_the_queue_only_once_on_disk() {
 #[test]
 fn a_batch_whose_write_fails_is_refused_and_holds_no_place() {
     let mut book = book();
-    let effects = book.submit("b".into(), vec![spec(3); 8], T0).unwrap();
+    let effects = book.submit("b".into(), vec![spec(3); 8], None, T0).unwrap();
     // Being written, it counts against the limit of 10.
-    let refused = book.submit("c".into(), vec![spec(3); 3], T0).unwrap_err();
+    let refused = book
+        .submit("c".into(), vec![spec(3); 3], None, T0)
+        .unwrap_err();
     assert!(
         matches!(refused, LedgerError::QueueFull { unfinished: 8, .. }),
         "{refused}"
@@ -227,11 +231,12 @@ fn a_batch_whose_write_fails_is_refused_and_holds_no_place() {
 fn bad_batches_are_refused_naming_the_job() {
     let mut book = book();
     assert_eq!(
-        book.submit("b".into(), Vec::new(), T0).unwrap_err(),
+        book.submit("b".into(), Vec::new(), None, T0).unwrap_err(),
         LedgerError::EmptyBatch
     );
     assert!(matches!(
-        book.submit("b".into(), vec![spec(1); 101], T0).unwrap_err(),
+        book.submit("b".into(), vec![spec(1); 101], None, T0)
+            .unwrap_err(),
         LedgerError::BatchTooLarge {
             jobs: 101,
             limit: 100
@@ -239,7 +244,9 @@ fn bad_batches_are_refused_naming_the_job() {
     ));
     let mut bad = spec(1);
     bad.slots = 0;
-    let error = book.submit("b".into(), vec![spec(1), bad], T0).unwrap_err();
+    let error = book
+        .submit("b".into(), vec![spec(1), bad], None, T0)
+        .unwrap_err();
     assert_eq!(error.to_string(), "job 2: slots: must be at least 1");
     let mut huge = spec(1);
     huge.task = crate::job::Task::Call {
@@ -247,7 +254,7 @@ fn bad_batches_are_refused_naming_the_job() {
         payload: vec![0; MAX_SPEC_BYTES],
     };
     assert!(matches!(
-        book.submit("b".into(), vec![huge], T0).unwrap_err(),
+        book.submit("b".into(), vec![huge], None, T0).unwrap_err(),
         LedgerError::SpecTooLarge { index: 1, .. }
     ));
     assert_eq!(book.unfinished(), 0);

@@ -97,7 +97,9 @@ fn outputs_named_outside_the_attempts_own_prefix_fail_the_attempt() {
         to: to.into(),
     });
     let mut book = book();
-    let effects = book.submit("b".into(), vec![with_outputs], T0).unwrap();
+    let effects = book
+        .submit("b".into(), vec![with_outputs], None, T0)
+        .unwrap();
     let _ = committed(&mut book, effects);
     let w = worker(1);
     let _ = book.attempts_started(&w, &[started(&book, 1, 0xab, 1)], T0);

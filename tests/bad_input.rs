@@ -256,6 +256,7 @@ async fn hostile_bytes_close_only_their_connection() {
             body: drover::net::protocol::ClientRequest::Submit {
                 name: "sneaky".into(),
                 jobs: vec![JobSpec::exec(["true"])],
+                idempotency_key: None,
             },
         },
         &mut frame,

@@ -509,6 +509,8 @@ async fn a_torn_last_write_recovers_to_the_last_commit() {
     let wal_size = || std::fs::metadata(&wal).map_or(0, |meta| meta.len());
     let before = wal_size();
     let mut submitter = cluster.client().await;
+    // Sent once: the point is what the kill leaves on disk, not the retry after it.
+    submitter.retry_submissions_for(Duration::ZERO);
     let submitting = tokio::spawn(async move {
         submitter
             .submit("torn", vec![JobSpec::call("noop", vec![1; 16]); 150_000])

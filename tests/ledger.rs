@@ -475,3 +475,126 @@ async fn a_second_coordinator_on_the_same_data_directory_is_refused() {
         .await
         .unwrap();
 }
+
+/// The last release of ledger schema version 3, before batches had idempotency keys (see
+/// tests/fixtures/make-ledger-v3.sh).
+fn fixture_v3() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-v3.sqlite")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_of_schema_version_3_takes_idempotency_keys_and_goes_on() {
+    let mut cluster = Cluster::new(&[]);
+    std::fs::create_dir_all(cluster.data_dir()).unwrap();
+    let ledger = cluster.data_dir().join(LEDGER_FILE);
+    std::fs::copy(fixture_v3(), &ledger).unwrap();
+    assert_eq!(user_version(&ledger), 3);
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+
+    // Every batch with its counts, every job with its state.
+    let counts: Vec<_> = client
+        .batches()
+        .await
+        .unwrap()
+        .iter()
+        .map(|batch| {
+            (
+                batch.id,
+                batch.name.clone(),
+                (batch.total, batch.pending, batch.succeeded),
+                (batch.failed, batch.cancelled, batch.done),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            (1, "finished".to_string(), (4, 0, 2), (1, 1, true)),
+            (2, "waiting".to_string(), (3, 2, 0), (0, 1, false)),
+        ]
+    );
+    use JobState::*;
+    let states: Vec<(u64, JobState)> = client
+        .jobs(None, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| (job.id, job.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, Succeeded),
+            (2, Succeeded),
+            (3, Failed),
+            (4, Cancelled),
+            (5, Pending),
+            (6, Pending),
+            (7, Cancelled),
+        ]
+    );
+    assert_eq!(client.job(3).await.unwrap().exit_code, Some(3));
+
+    // The pending jobs run.
+    cluster.start_worker("upgraded", 2, &[]);
+    let waiting = wait_batch_done(&mut client, 2, Duration::from_secs(60)).await;
+    assert_eq!((waiting.succeeded, waiting.cancelled), (2, 1));
+    assert_eq!(
+        client.job(5).await.unwrap().output_tail.as_deref(),
+        Some("w-1")
+    );
+
+    // New submissions take keys; ids go on from where they were.
+    let jobs = vec![JobSpec::call("noop", b"n".to_vec()); 2];
+    let keyed = client
+        .submit_with_key("keyed", jobs.clone(), "after-upgrade")
+        .await
+        .unwrap();
+    assert_eq!(
+        (keyed.batch, keyed.first_job, keyed.repeated),
+        (3, 8, false)
+    );
+    let again = client
+        .submit_with_key("keyed", jobs.clone(), "after-upgrade")
+        .await
+        .unwrap();
+    assert_eq!((again.batch, again.first_job, again.repeated), (3, 8, true));
+    wait_batch_done(&mut client, 3, Duration::from_secs(60)).await;
+
+    // The old batches have no key; the new one has its own, and keeps it across a restart.
+    let keys = || {
+        let conn = rusqlite::Connection::open(&ledger).unwrap();
+        let mut statement = conn
+            .prepare("SELECT id, idempotency_key FROM batches ORDER BY id")
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<Vec<(u64, Option<String>)>, _>>()
+            .unwrap()
+    };
+    assert!(cluster.terminate_coordinator().success());
+    assert_eq!(user_version(&ledger), 4);
+    assert_eq!(
+        keys(),
+        vec![(1, None), (2, None), (3, Some("after-upgrade".to_string()))]
+    );
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+    let replayed = client
+        .submit_with_key("keyed", jobs, "after-upgrade")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            replayed.batch,
+            replayed.first_job,
+            replayed.jobs,
+            replayed.repeated
+        ),
+        (3, 8, 2, true)
+    );
+    assert_eq!(client.batches().await.unwrap().len(), 3);
+    assert!(cluster.coordinator_log().contains("ledger schema migrated"));
+}

@@ -5,6 +5,7 @@ mod flags;
 mod local;
 pub mod render;
 pub mod run;
+mod submission;
 pub mod text;
 pub mod watch;
 
@@ -19,6 +20,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use submission::{parse_idempotency_key, submit};
 
 /// How long one wait request lasts before the progress bar is redrawn.
 const WAIT_SLICE: Duration = Duration::from_millis(250);
@@ -499,32 +501,6 @@ fn print_submitted(submitted: &Submitted, json: bool) -> anyhow::Result<()> {
         println!("{}", submitted.batch);
         Ok(())
     }
-}
-
-/// `--idempotency-key`: what the coordinator takes, checked before anything is read or sent.
-fn parse_idempotency_key(text: &str) -> Result<String, String> {
-    crate::job::check_idempotency_key(text).map(|()| text.to_string())
-}
-
-/// Submits under the key given, if one was (saying on standard error when the key had made a
-/// batch already: that batch is the answer, and nothing new was queued), or under one of its own.
-async fn submit(
-    client: &mut Client,
-    name: &str,
-    jobs: Vec<JobSpec>,
-    key: Option<&str>,
-) -> anyhow::Result<Submitted> {
-    let Some(key) = key else {
-        return Ok(client.submit(name, jobs).await?);
-    };
-    let submitted = client.submit_with_key(name, jobs, key).await?;
-    if submitted.repeated {
-        eprintln!(
-            "drover: already submitted as batch {} (idempotency key {key}); nothing new was queued",
-            submitted.batch
-        );
-    }
-    Ok(submitted)
 }
 
 /// Says at once, on standard error, which of a batch's jobs no connected worker can take and

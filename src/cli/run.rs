@@ -25,7 +25,7 @@ pub struct RunArgs {
     env: Vec<(String, String)>,
     /// This run's name for the coordinator: run again with the same key, it answers with the
     /// first run's job and runs nothing new (default: a key of its own, kept while it retries).
-    #[arg(long, value_name = "KEY", value_parser = super::parse_idempotency_key)]
+    #[arg(long, value_name = "KEY", value_parser = super::submission::parse_idempotency_key)]
     pub idempotency_key: Option<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]

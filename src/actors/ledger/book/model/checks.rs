@@ -29,6 +29,32 @@ impl World {
             .unwrap()
     }
 
+    /// An answer to a submission under `key` that says a batch was queued names the one batch
+    /// the store holds under that key.
+    pub(super) fn check_answer_to_key(&self, key: &str, answer: Option<&Answer>) {
+        let Some(Answer::Submitted(submitted)) = answer else {
+            return;
+        };
+        let stored: Vec<(BatchId, JobId)> = self
+            .db
+            .prepare(
+                "SELECT b.id, MIN(j.id) FROM batches b JOIN jobs j ON j.batch = b.id
+                 WHERE b.idempotency_key = ?1 GROUP BY b.id",
+            )
+            .unwrap()
+            .query_map([key], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            stored,
+            vec![(submitted.batch, submitted.first_job)],
+            "key {key:?} was answered with {submitted:?}"
+        );
+    }
+
     /// Jobs whose change is on disk but not yet handed back to the book: for them the store
     /// is a step ahead of memory, as it is in the coordinator between a commit and its message.
     fn ahead_on_disk(&self) -> HashSet<JobId> {

@@ -1,103 +1,39 @@
-//! The coordinator: opens the ledger, starts the four actors and accepts connections.
+//! The coordinator: its ports, its actors, and how it comes to lead a ledger.
 //!
-//! [`start`] runs inside an actix system and takes a bound listener, so tests and examples start
-//! a real coordinator on `127.0.0.1:0`. [`spawn`] runs one on a thread of its own.
+//! A coordinator starts in two steps. [`start_front`] binds and serves its ports at once, as a
+//! standby: a peer is told where the leader is ([`front`]), an HTTP request is redirected there
+//! (`http::standby`). [`Front::lead`] then campaigns through a [`Leadership`] and, once this
+//! coordinator holds the ledger, starts the four actors from the [`Term`] it got and the ports
+//! serve them ([`lead`]). A SQLite ledger leads at once: [`start`] does both steps for it, and
+//! [`spawn`] runs that on a thread of its own, so tests and examples start a real coordinator on
+//! `127.0.0.1:0`. Which ledger a `--ledger` URL names is [`ledger_url`]'s business.
 
-use crate::actors::ledger::{CloseStore, Ledger, LedgerConfig};
-use crate::actors::registry::{Registry, WorkerDirectory};
+mod config;
+mod front;
+mod lead;
+pub mod ledger_url;
+
+pub use config::{CoordinatorConfig, DEFAULT_MAX_WORKER_SLOTS, DEFAULT_MAX_WRITE_BUFFER};
+
+use crate::actors::ledger::{CloseStore, Ledger};
+use crate::actors::registry::Registry;
 use crate::actors::scheduler::Scheduler;
-use crate::actors::session::{Session, SessionContext, Transport};
-use crate::http::HttpState;
+use crate::ha::sqlite::SqliteLeadership;
+use crate::ha::{Cluster, Deposed, Leadership, MemberRole, Peer};
+use crate::http::{HttpFront, HttpState};
 use crate::job::LedgerId;
-use crate::metrics::Metrics;
-use crate::net::auth::Secret;
-use crate::net::codec::DEFAULT_MAX_FRAME;
-use crate::storage::sqlite::SqliteStore;
-use crate::storage::store::{LedgerStore, StoreError};
+use crate::storage::store::StoreError;
 use actix::prelude::*;
+use front::Gate;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// The default binary-protocol port.
 pub const DEFAULT_PORT: u16 = 7700;
-
-/// How a coordinator runs.
-#[derive(Debug, Clone)]
-pub struct CoordinatorConfig {
-    /// Where the ledger lives.
-    pub data_dir: PathBuf,
-    /// Silence after which a worker is lost.
-    pub heartbeat_timeout: Duration,
-    /// How often workers heartbeat.
-    pub heartbeat_interval: Duration,
-    /// The client role's secret.
-    pub client_secret: Option<Secret>,
-    /// The worker role's secret.
-    pub worker_secret: Option<Secret>,
-    /// A secret that lets HTTP callers read (the dashboard, `/api` GETs) and change nothing.
-    pub read_secret: Option<Secret>,
-    /// The largest frame accepted.
-    pub max_frame: usize,
-    /// How long a peer has to authenticate.
-    pub handshake_timeout: Duration,
-    /// Connections beyond this are closed at once.
-    pub max_connections: usize,
-    /// Backoff before the second attempt of a failed job, doubled after each failure.
-    pub retry_backoff: Duration,
-    /// Where to serve the HTTP API, metrics and dashboard, if anywhere.
-    pub http: Option<String>,
-    /// The most jobs one batch may have.
-    pub max_batch_jobs: usize,
-    /// The most unfinished jobs held before submissions are refused ("queue full").
-    pub max_pending_jobs: usize,
-    /// The most bytes of unfinished jobs' specs held before submissions are refused.
-    pub max_pending_bytes: usize,
-    /// Bytes waiting to be sent to one peer above which it is disconnected as not reading.
-    pub max_write_buffer: usize,
-    /// The most slots one worker may offer.
-    pub max_worker_slots: u32,
-    /// The certificate chain and private key (PEM files) for TLS on both ports.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// Refuse to start without TLS.
-    pub require_tls: bool,
-}
-
-/// The default of [`CoordinatorConfig::max_worker_slots`]: more than any one machine runs at
-/// once, few enough that one registration cannot take the queue.
-pub const DEFAULT_MAX_WORKER_SLOTS: u32 = 1024;
-
-/// The default of [`CoordinatorConfig::max_write_buffer`]: four of the largest frames.
-pub const DEFAULT_MAX_WRITE_BUFFER: usize = 4 * DEFAULT_MAX_FRAME;
-
-impl CoordinatorConfig {
-    /// Defaults with the ledger in `data_dir`.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        CoordinatorConfig {
-            data_dir: data_dir.into(),
-            heartbeat_timeout: Duration::from_secs(5),
-            heartbeat_interval: Duration::from_secs(1),
-            client_secret: None,
-            worker_secret: None,
-            read_secret: None,
-            max_frame: DEFAULT_MAX_FRAME,
-            handshake_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-            retry_backoff: Duration::from_secs(1),
-            http: None,
-            max_batch_jobs: crate::actors::ledger::MAX_JOBS_PER_BATCH,
-            max_pending_jobs: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS,
-            max_pending_bytes: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_BYTES,
-            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
-            max_worker_slots: DEFAULT_MAX_WORKER_SLOTS,
-            tls: None,
-            require_tls: false,
-        }
-    }
-}
 
 /// Why a coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +41,12 @@ pub enum StartError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] StoreError),
+    /// The `--ledger` URL names no ledger this coordinator can use.
+    #[error("{0}")]
+    LedgerUrl(String),
+    /// The address to advertise is not one.
+    #[error("{0}")]
+    Advertise(String),
     /// The listener could not be used.
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
@@ -124,7 +66,7 @@ pub enum StartError {
     },
 }
 
-/// A started coordinator's actors.
+/// A coordinator that leads: its actors.
 #[derive(Clone)]
 pub struct CoordinatorHandle {
     /// The address it listens on.
@@ -139,8 +81,12 @@ pub struct CoordinatorHandle {
     pub registry: Addr<Registry>,
     /// The scheduler.
     pub scheduler: Addr<Scheduler>,
+    /// Who leads and which coordinators there are.
+    pub cluster: watch::Receiver<Cluster>,
     /// Stops accepting connections.
-    accepting: tokio::sync::watch::Sender<bool>,
+    accepting: watch::Sender<bool>,
+    /// Why this coordinator stepped down, once it has.
+    stepped_down: watch::Receiver<Option<Deposed>>,
 }
 
 impl CoordinatorHandle {
@@ -154,14 +100,87 @@ impl CoordinatorHandle {
             .await
             .map_err(|_| StoreError::Closed)?
     }
+
+    /// Resolves when this coordinator stops leading because another one took the ledger's
+    /// lease: it then acknowledges nothing more and takes no connection. Never, on SQLite.
+    pub async fn stepped_down(&self) -> Deposed {
+        let mut stepped_down = self.stepped_down.clone();
+        loop {
+            if let Some(why) = stepped_down.borrow_and_update().clone() {
+                return why;
+            }
+            if stepped_down.changed().await.is_err() {
+                // The ledger is gone without saying why: it will not say later either.
+                return futures::future::pending().await;
+            }
+        }
+    }
 }
 
-/// Opens the ledger, starts the actors and accepts connections on `listener`; must be called
-/// inside an actix system.
-pub fn start(
-    listener: TcpListener,
+/// A coordinator whose ports answer, as a standby, until it leads ([`Front::lead`]).
+pub struct Front {
     config: CoordinatorConfig,
-) -> Result<CoordinatorHandle, StartError> {
+    local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    me: Peer,
+    cluster_tx: watch::Sender<Cluster>,
+    cluster: watch::Receiver<Cluster>,
+    gate: Arc<Gate>,
+    http_serving: watch::Sender<Option<Arc<HttpState>>>,
+    http_server: Option<actix_web::dev::ServerHandle>,
+    accepting: watch::Sender<bool>,
+}
+
+impl Front {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of its HTTP side, if it has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// This coordinator as it advertises itself.
+    pub fn me(&self) -> &Peer {
+        &self.me
+    }
+
+    /// Who leads and which coordinators there are.
+    pub fn cluster(&self) -> watch::Receiver<Cluster> {
+        self.cluster.clone()
+    }
+
+    /// Campaigns through `leadership` (serving as a standby meanwhile) and, once this
+    /// coordinator holds the ledger, starts its actors and serves them.
+    pub async fn lead(
+        self,
+        leadership: Arc<dyn Leadership>,
+    ) -> Result<CoordinatorHandle, StartError> {
+        let campaign = leadership.campaign(self.me.clone(), self.cluster_tx.clone());
+        match campaign.await {
+            Ok(term) => Ok(lead::serve(self, term)),
+            Err(error) => {
+                self.close();
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Stops answering on both ports.
+    fn close(&self) {
+        let _ = self.accepting.send(false);
+        if let Some(server) = &self.http_server {
+            // Not awaited: the server stops on its own thread.
+            drop(server.stop(false));
+        }
+    }
+}
+
+/// Binds what is left to bind, and serves both ports as a standby; must be called inside an
+/// actix system. Nothing is served from a ledger until [`Front::lead`].
+pub fn start_front(listener: TcpListener, config: CoordinatorConfig) -> Result<Front, StartError> {
     let local_addr = listener.local_addr()?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(crate::net::tls::server_config(cert, key)?),
@@ -175,7 +194,7 @@ pub fn start(
              outputs cross the network in the clear (give --tls-cert and --tls-key)"
         );
     }
-    // Bound before anything starts, so a bad address is reported and nothing runs half-way.
+    // Bound before anything is served, so a bad address is reported and nothing runs half-way.
     let http_listener = match &config.http {
         Some(address) => {
             Some(
@@ -187,59 +206,134 @@ pub fn start(
         }
         None => None,
     };
-    let metrics = Arc::new(Metrics::new());
-    let (store, replay) = SqliteStore::open(&config.data_dir, metrics.clone())?;
-    let ledger_id = replay.ledger;
-    let (lease_key, epoch) = (replay.lease_key.clone(), replay.epoch);
-    tracing::info!(
-        data_dir = %config.data_dir.display(),
-        ledger = %ledger_id,
-        epoch = replay.epoch,
-        batches = replay.batches.len(),
-        unfinished = replay.unfinished.len(),
-        "ledger opened"
-    );
-    let store: Arc<dyn LedgerStore> = Arc::new(store);
+    let http_addr = match &http_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let me = config
+        .me(local_addr, http_addr)
+        .map_err(StartError::Advertise)?;
+    let (cluster_tx, cluster) = watch::channel(Cluster {
+        me: me.clone(),
+        role: MemberRole::Standby,
+        leader: None,
+        members: Vec::new(),
+    });
+    actix_rt::spawn(front::log_changes(cluster.clone()));
+    log_open_roles(&config, local_addr);
 
-    // The actors know each other: make the addresses first, then start them.
-    let scheduler_ctx = Context::<Scheduler>::new();
-    let registry_ctx = Context::<Registry>::new();
-    let scheduler = scheduler_ctx.address();
-    let registry = registry_ctx.address();
-    let directory = WorkerDirectory::default();
-    let ledger = Ledger::new(
-        store,
-        replay,
-        scheduler.clone(),
-        directory.clone(),
-        LedgerConfig {
-            retry_backoff: config.retry_backoff,
-            metrics: metrics.clone(),
-            max_batch_jobs: config.max_batch_jobs,
-            max_unfinished_jobs: config.max_pending_jobs,
-            max_unfinished_bytes: config.max_pending_bytes,
-            // A worker retries at least every MAX_RECONNECT_DELAY, so after a restart every
-            // live one is back within it (and a heartbeat timeout is what silence costs anyway).
-            reconnect_grace: config
-                .heartbeat_timeout
-                .max(crate::worker::MAX_RECONNECT_DELAY + Duration::from_secs(2)),
-        },
-    )
-    .start();
-    scheduler_ctx.run(Scheduler::new(
-        ledger.clone(),
-        registry.clone(),
-        directory.clone(),
-        ledger_id,
-        lease_key,
-        epoch,
+    let (serving, _) = watch::channel(None);
+    let gate = Arc::new(Gate {
+        client_secret: config.client_secret.clone(),
+        worker_secret: config.worker_secret.clone(),
+        max_frame: config.max_frame,
+        handshake_timeout: config.handshake_timeout,
+        cluster: cluster.clone(),
+        serving,
+        open: Arc::new(AtomicUsize::new(0)),
+    });
+    let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let (accepting, accepting_rx) = watch::channel(true);
+    actix_rt::spawn(front::accept_loop(
+        listener,
+        gate.clone(),
+        config.max_connections,
+        acceptor,
+        accepting_rx,
     ));
-    registry_ctx.run(Registry::new(
-        scheduler.clone(),
-        directory,
-        config.heartbeat_timeout,
-    ));
+    tracing::info!(address = %local_addr, advertised = %me.address, "coordinator listening");
 
+    let (http_serving, http_serving_rx) = watch::channel(None);
+    let http_server = match (http_listener, http_addr) {
+        (Some(http_listener), Some(address)) => {
+            if tls.is_none() && !address.ip().is_loopback() {
+                tracing::warn!(
+                    address = %address,
+                    "NOT ENCRYPTED: HTTP beyond loopback without TLS; bearer tokens and job data \
+                     cross the network in the clear (give --tls-cert and --tls-key)"
+                );
+            }
+            let http_front = HttpFront {
+                client_secret: config.client_secret.clone(),
+                read_secret: config.read_secret.clone(),
+                cluster: cluster.clone(),
+                serving: http_serving_rx,
+                https: tls.is_some(),
+            };
+            let server =
+                crate::http::serve(http_listener, http_front, tls.clone()).map_err(|source| {
+                    StartError::Http {
+                        address: address.to_string(),
+                        source,
+                    }
+                })?;
+            let handle = server.handle();
+            actix_rt::spawn(server);
+            tracing::info!(
+                address = %address,
+                "dashboard and HTTP API at {}://{address}/ ({})",
+                if tls.is_some() { "https" } else { "http" },
+                http_access(&config),
+            );
+            if config.client_secret.is_none()
+                && config.read_secret.is_none()
+                && !address.ip().is_loopback()
+            {
+                tracing::warn!(
+                    address = %address,
+                    "no client or read token configured: HTTP reads and changes are answered on \
+                     loopback only; set DROVER_TOKEN (or DROVER_READ_TOKEN, to read only) to let \
+                     other machines in"
+                );
+            }
+            Some(handle)
+        }
+        _ => None,
+    };
+    Ok(Front {
+        config,
+        local_addr,
+        http_addr,
+        me,
+        cluster_tx,
+        cluster,
+        gate,
+        http_serving,
+        http_server,
+        accepting,
+    })
+}
+
+/// Serves `listener` and leads the SQLite ledger in the data directory at once; must be called
+/// inside an actix system.
+pub fn start(
+    listener: TcpListener,
+    config: CoordinatorConfig,
+) -> Result<CoordinatorHandle, StartError> {
+    let front = start_front(listener, config)?;
+    let leadership = SqliteLeadership::new(&front.config.data_dir, front.config.metrics.clone());
+    // Nothing else has run yet on this thread: opening the ledger here holds up no peer.
+    match leadership.lead_now(&front.me, &front.cluster_tx) {
+        Ok(term) => Ok(lead::serve(front, term)),
+        Err(error) => {
+            front.close();
+            Err(error.into())
+        }
+    }
+}
+
+/// Serves `listener` as a standby at once, and leads when `leadership` says so; must be called
+/// inside an actix system.
+pub async fn start_with(
+    listener: TcpListener,
+    config: CoordinatorConfig,
+    leadership: Arc<dyn Leadership>,
+) -> Result<CoordinatorHandle, StartError> {
+    start_front(listener, config)?.lead(leadership).await
+}
+
+/// Says which roles are taken from where, for lack of a token.
+fn log_open_roles(config: &CoordinatorConfig, local_addr: SocketAddr) {
     for (role, secret) in [
         ("client", &config.client_secret),
         ("worker", &config.worker_secret),
@@ -261,87 +355,6 @@ pub fn start(
             ),
         }
     }
-    let shared = Arc::new(SessionContext {
-        registry: registry.clone(),
-        scheduler: scheduler.clone(),
-        ledger: ledger.clone(),
-        client_secret: config.client_secret.clone(),
-        worker_secret: config.worker_secret.clone(),
-        max_frame: config.max_frame,
-        handshake_timeout: config.handshake_timeout,
-        // At least three beats per timeout, so one late beat never costs a healthy worker.
-        heartbeat_interval: config.heartbeat_interval.min(config.heartbeat_timeout / 3),
-        open_sessions: AtomicUsize::new(0),
-        max_write_backlog: config.max_write_buffer as u64,
-        max_worker_slots: config.max_worker_slots,
-    });
-    let max_connections = config.max_connections;
-    let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    let (accepting, accepting_rx) = tokio::sync::watch::channel(true);
-    actix_rt::spawn(accept_loop(
-        listener,
-        shared,
-        max_connections,
-        acceptor,
-        accepting_rx,
-    ));
-    tracing::info!(address = %local_addr, "coordinator listening");
-    let http_addr = match http_listener {
-        Some(http_listener) => {
-            let address = http_listener.local_addr()?;
-            if tls.is_none() && !address.ip().is_loopback() {
-                tracing::warn!(
-                    address = %address,
-                    "NOT ENCRYPTED: HTTP beyond loopback without TLS; bearer tokens and job data \
-                     cross the network in the clear (give --tls-cert and --tls-key)"
-                );
-            }
-            let state = HttpState {
-                ledger: ledger.clone(),
-                registry: registry.clone(),
-                scheduler: scheduler.clone(),
-                metrics,
-                client_secret: config.client_secret.clone(),
-                read_secret: config.read_secret.clone(),
-            };
-            let server =
-                crate::http::serve(http_listener, state, tls.clone()).map_err(|source| {
-                    StartError::Http {
-                        address: address.to_string(),
-                        source,
-                    }
-                })?;
-            actix_rt::spawn(server);
-            tracing::info!(
-                address = %address,
-                "dashboard and HTTP API at {}://{address}/ ({})",
-                if tls.is_some() { "https" } else { "http" },
-                http_access(&config),
-            );
-            if config.client_secret.is_none()
-                && config.read_secret.is_none()
-                && !address.ip().is_loopback()
-            {
-                tracing::warn!(
-                    address = %address,
-                    "no client or read token configured: HTTP reads and changes are answered on \
-                     loopback only; set DROVER_TOKEN (or DROVER_READ_TOKEN, to read only) to let \
-                     other machines in"
-                );
-            }
-            Some(address)
-        }
-        None => None,
-    };
-    Ok(CoordinatorHandle {
-        local_addr,
-        http_addr,
-        ledger_id,
-        ledger,
-        registry,
-        scheduler,
-        accepting,
-    })
 }
 
 /// Who may do what over HTTP, for the log at start.
@@ -357,59 +370,6 @@ fn http_access(config: &CoordinatorConfig) -> &'static str {
             "reading needs the read token beyond loopback; changes are taken from loopback only"
         }
         (false, false) => "reading and changes are answered on loopback only",
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<SessionContext>,
-    max_connections: usize,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    mut accepting: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = accepting.wait_for(|accepting| !*accepting) => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, usually: wait instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if shared.open_sessions.fetch_add(1, Ordering::Relaxed) >= max_connections {
-            shared.open_sessions.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(%peer, max_connections, "connection limit reached, closing new connection");
-            drop(stream);
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        crate::net::keep_alive(&stream);
-        let Some(acceptor) = &tls else {
-            Session::start(Transport::Plain(stream), peer, shared.clone());
-            continue;
-        };
-        // The TLS handshake runs beside the accept loop, under the handshake deadline.
-        let acceptor = acceptor.clone();
-        let shared = shared.clone();
-        actix_rt::spawn(async move {
-            let deadline = shared.handshake_timeout;
-            let failure = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    Session::start(Transport::Tls(Box::new(stream)), peer, shared);
-                    return;
-                }
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => format!("no TLS handshake within {deadline:?}"),
-            };
-            // Info, not a warning: port scanners and health checks do this all day.
-            tracing::info!(%peer, reason = %failure, "TLS handshake failed, closing connection");
-            shared.open_sessions.fetch_sub(1, Ordering::Relaxed);
-        });
     }
 }
 

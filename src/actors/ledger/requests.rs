@@ -56,6 +56,9 @@ impl Handler<SubmitBatch> for Ledger {
     type Result = Reply<Submitted>;
 
     fn handle(&mut self, submit: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(refused) = self.refusal() {
+            return ready(Err(refused));
+        }
         let key = submit.idempotency_key.as_deref();
         let effects = match self.book.submit(submit.name, submit.jobs, key, now_ms()) {
             Ok(effects) => effects,

@@ -368,11 +368,11 @@ async fn a_leader_assigns_only_under_its_lease_and_steps_down_when_deposed() {
         .await
         .expect("it steps down");
     assert_eq!(stepped_down, why);
+    assert_eq!(handle.cluster.borrow().role, MemberRole::Standby);
     let refused = client
         .submit("late", vec![JobSpec::call("noop", "y")])
         .await
-        .err()
-        .expect("a deposed leader takes no submission");
+        .expect_err("a deposed leader takes no submission");
     assert!(
         refused
             .to_string()

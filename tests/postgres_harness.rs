@@ -98,3 +98,53 @@ fn a_synchronous_standby_has_every_commit_and_takes_over_when_promoted() {
         )
     );
 }
+
+/// A network namespace for one test, deleted on drop.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn a_server_in_a_network_namespace_answers_there_and_over_its_socket() {
+    let name = format!("drover-pg-{}", std::process::id());
+    let made = std::process::Command::new("ip")
+        .args(["netns", "add", &name])
+        .output()
+        .expect("ip runs (scripts/test.sh installs iproute2)");
+    if !made.status.success() {
+        // As the chaos suite, whose PostgreSQL runs so: namespaces need root, which CI has.
+        eprintln!(
+            "SKIPPED: no network namespaces here ({})",
+            String::from_utf8_lossy(&made.stderr).trim()
+        );
+        return;
+    }
+    let netns = Netns(name);
+    let up = std::process::Command::new("ip")
+        .args(["-n", &netns.0, "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(up.success());
+    let server = PgServer::start_in(Some(&netns.0));
+    assert_eq!(server.psql("SELECT 1"), "1");
+    // Its TCP port is inside the namespace: from there with the password, not from here.
+    let inside = std::process::Command::new("ip")
+        .args(["netns", "exec", &netns.0, "psql", &server.url("postgres")])
+        .args(["-XAtc", "SELECT 2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout).trim(),
+        "2",
+        "{}",
+        String::from_utf8_lossy(&inside.stderr)
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", server.port())).is_err());
+    drop(server);
+}

@@ -32,6 +32,9 @@ pub struct PgServer {
     postmaster: Option<Child>,
     /// Who the server programs run as: the `postgres` user when the tests run as root.
     owner: Option<(u32, u32)>,
+    /// The network namespace the server runs in, if not the tests' own (its socket, a file, is
+    /// reached from anywhere; its loopback port only from inside).
+    netns: Option<String>,
 }
 
 /// Where Debian puts the server's programs: `/usr/lib/postgresql/<version>/bin`, the newest
@@ -94,9 +97,15 @@ fn text(output: &Output) -> String {
 impl PgServer {
     /// A fresh server, started and accepting connections.
     pub fn start() -> PgServer {
-        let server = PgServer::initdb();
+        PgServer::start_in(None)
+    }
+
+    /// A fresh server in network namespace `netns` (made with `ip netns add`): reached on its
+    /// loopback port from processes in that namespace, and by the tests' psql over its socket.
+    pub fn start_in(netns: Option<&str>) -> PgServer {
+        let mut server = PgServer::initdb();
+        server.netns = netns.map(str::to_string);
         server.configure(&[]);
-        let mut server = server;
         server.launch();
         server
     }
@@ -184,6 +193,7 @@ impl PgServer {
             dir,
             postmaster: None,
             owner,
+            netns: None,
         }
     }
 
@@ -221,6 +231,15 @@ impl PgServer {
 
     /// A server program, run as the server's owner, in its directory.
     fn command(&self, program: &str) -> Command {
+        let mut command = self.command_as_me(program);
+        if let Some((uid, gid)) = self.owner {
+            command.uid(uid).gid(gid);
+        }
+        command
+    }
+
+    /// A server program in its directory, not yet switched to the server's owner.
+    fn command_as_me(&self, program: &str) -> Command {
         let mut command = Command::new(self.bin.join(program));
         command
             .current_dir(self.dir.path())
@@ -232,10 +251,42 @@ impl PgServer {
             .env_remove("PGDATABASE")
             .env("LC_ALL", "C")
             .stdin(Stdio::null());
-        if let Some((uid, gid)) = self.owner {
-            command.uid(uid).gid(gid);
-        }
         command
+    }
+
+    /// The postmaster's command: in the server's network namespace if it has one. Entering a
+    /// namespace needs root, and the standard library switches user before the `pre_exec`
+    /// hook runs, so there the hook does both, in that order.
+    fn postmaster_command(&self) -> (Command, Option<std::fs::File>) {
+        let Some(netns) = &self.netns else {
+            return (self.command("postgres"), None);
+        };
+        let namespace = std::fs::File::open(Path::new("/run/netns").join(netns))
+            .unwrap_or_else(|error| panic!("network namespace {netns}: {error}"));
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&namespace);
+        let owner = self.owner;
+        let mut command = self.command_as_me("postgres");
+        // SAFETY: the hook only makes system calls (setns, setgroups, setgid, setuid), which are
+        // async-signal-safe, on a descriptor kept open by the caller until after spawn.
+        unsafe {
+            command.pre_exec(move || {
+                let check = |result: i32| {
+                    if result == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                };
+                check(libc::setns(fd, libc::CLONE_NEWNET))?;
+                if let Some((uid, gid)) = owner {
+                    check(libc::setgroups(0, std::ptr::null()))?;
+                    check(libc::setgid(gid))?;
+                    check(libc::setuid(uid))?;
+                }
+                Ok(())
+            });
+        }
+        (command, Some(namespace))
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -250,8 +301,8 @@ impl PgServer {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        let child = self
-            .command("postgres")
+        let (mut command, _namespace) = self.postmaster_command();
+        let child = command
             .arg("-D")
             .arg(self.data_dir())
             .process_group(0)

@@ -235,6 +235,22 @@ impl Ha {
     }
 }
 
+/// The database itself holds each of a batch's `total` jobs once, succeeded.
+fn assert_ledger_holds(database: &PgServer, batch: u64, total: u64) {
+    let counts = database.psql_in(
+        "drover",
+        &format!(
+            "SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE state = 'succeeded') \
+             FROM jobs WHERE batch = {batch}"
+        ),
+    );
+    assert_eq!(
+        counts,
+        format!("{total}|{total}|{total}"),
+        "batch {batch} in the database: jobs, distinct jobs, succeeded"
+    );
+}
+
 /// The batch id `drover submit --json` printed.
 fn submitted_batch(output: &Output) -> Option<u64> {
     let printed: Value = serde_json::from_slice(&output.stdout).ok()?;
@@ -269,7 +285,7 @@ fn announce(file: &str, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_mid_batch_is_replaced_and_every_job_is_recorded_once() {
     const JOBS: u64 = 10_000;
-    let (_database, ledger) = database();
+    let (database, ledger) = database();
     let mut ha = Ha::start(&ledger, 2, 4, 8).await;
     let file = ha.cluster.job_file("jobs.jsonl", &noop_jobs(JOBS as usize));
     let batch = ha.submit(&file);
@@ -348,12 +364,13 @@ async fn the_leader_killed_mid_batch_is_replaced_and_every_job_is_recorded_once(
     ha.assert_recorded_once(batch, JOBS);
     ha.assert_recorded_once(probe_batch, 1);
     ha.assert_no_second_record();
+    assert_ledger_holds(&database, batch, JOBS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_is_replaced_and_steps_down_when_thawed_recording_nothing_twice() {
     const JOBS: u64 = 2_000;
-    let (_database, ledger) = database();
+    let (database, ledger) = database();
     let mut ha = Ha::start(&ledger, 2, 2, 4).await;
     let file = ha
         .cluster
@@ -393,27 +410,27 @@ async fn a_frozen_leader_is_replaced_and_steps_down_when_thawed_recording_nothin
             ha.coordinators.log_tails(30)
         )
     });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let done = cli_within(
-            &standby,
-            &[],
-            &["batch", &batch.to_string(), "--json"],
-            Duration::from_secs(10),
-        )
-        .and_then(|output| serde_json::from_slice::<Value>(&output.stdout).ok())
-        .is_some_and(|info| info["done"] == true);
-        if done {
+    // The work goes on at the new leader while the old one is still frozen: the workers leave
+    // it. (Checked at the end, so that the rest is checked whatever happens here.)
+    let at_standby = |args: &[&str]| {
+        cli_within(&standby, &[], args, Duration::from_secs(10))
+            .filter(|output| output.status.success())
+            .and_then(|output| serde_json::from_slice::<Value>(&output.stdout).ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut during_freeze = None;
+    while Instant::now() < deadline {
+        during_freeze = at_standby(&["batch", &batch.to_string(), "--json"]).or(during_freeze);
+        if during_freeze
+            .as_ref()
+            .is_some_and(|info: &Value| info["done"] == true)
+        {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the batch did not finish at the new leader while the old one was frozen \
-             (workers stayed with the frozen leader?):\n{}",
-            ha.coordinators.log_tails(30)
-        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let probe_during_freeze = at_standby(&["jobs", "--batch", &probe_batch.to_string(), "--json"])
+        .and_then(|jobs| jobs.get(0)?.get("state")?.as_str().map(str::to_string));
     assert!(
         ha.coordinators.running(0),
         "the frozen leader is still there"
@@ -450,9 +467,19 @@ async fn a_frozen_leader_is_replaced_and_steps_down_when_thawed_recording_nothin
     );
 
     ha.wait_done(probe_batch, Duration::from_secs(60)).await;
+    ha.wait_done(batch, Duration::from_secs(120)).await;
     ha.assert_recorded_once(batch, JOBS);
     ha.assert_recorded_once(probe_batch, 1);
     ha.assert_no_second_record();
+    assert_ledger_holds(&database, batch, JOBS);
+    assert!(
+        during_freeze
+            .as_ref()
+            .is_some_and(|info| info["done"] == true),
+        "the batch did not finish at the new leader while the old one was frozen (the workers \
+         stayed with the frozen leader?); the probe job was {probe_during_freeze:?}, the batch \
+         {during_freeze:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,6 +566,7 @@ async fn the_database_primary_killed_and_its_standby_promoted_loses_nothing_ackn
     for &batch in &batches {
         ha.wait_done(batch, Duration::from_secs(120)).await;
         ha.assert_recorded_once(batch, PER_BATCH);
+        assert_ledger_holds(&standby, batch, PER_BATCH);
     }
     ha.assert_no_second_record();
     // What was acknowledged is on the promoted server, which is now the only one.

@@ -6,7 +6,7 @@
 //! kind of change, sent together without waiting for each answer.
 //!
 //! An array statement applies its rows at once, not one after another, so a group is cut into
-//! *stages* in which no job is touched twice; within a stage the order of the changes cannot
+//! *stages* in which no job is touched twice; within a stage the order of the rows cannot
 //! matter, and the stages run in order. The result is what applying the changes one by one (as
 //! the SQLite store does) gives: a job finished twice keeps its first record, a start after a
 //! finish is not written, a reopen between two finishes lets the second in.
@@ -171,17 +171,9 @@ pub async fn apply(
             _ => None,
         })
         .collect();
-    let mut stages = vec![Stage::default()];
+    let mut stages = Stages(vec![Stage::default()]);
     for change in group.iter().flat_map(|changes| changes.iter()) {
-        let stage = stages.last_mut().expect("never empty");
-        if !stage.takes(change, &finished) {
-            let mut next = Stage::default();
-            assert!(
-                next.takes(change, &finished),
-                "an empty stage takes any change"
-            );
-            stages.push(next);
-        }
+        stages.add(change, &finished);
     }
 
     let tx = client.transaction().await?;
@@ -199,7 +191,7 @@ pub async fn apply(
         return Err(NotApplied::Done);
     }
     let mut applied = Applied::default();
-    for stage in &stages {
+    for stage in &stages.0 {
         stage.write(&tx, statements, &mut applied).await?;
     }
     tx.commit().await?;
@@ -270,36 +262,20 @@ struct Attempts<'a> {
     lease: Vec<i64>,
 }
 
-impl<'a> Stage<'a> {
-    /// Adds `change` if it touches no job this stage touches already; says whether it did.
-    fn takes(&mut self, change: &'a Change, finished: &HashSet<JobId>) -> bool {
-        let jobs: Vec<JobId> = match change {
-            // New jobs: nothing earlier touches them.
-            Change::Submit { .. } => Vec::new(),
-            Change::Finish(order) => vec![order.job],
-            Change::Attempt(row) => vec![row.job],
-            Change::Started(rows) => rows
-                .iter()
-                .filter(|row| !finished.contains(&row.job))
-                .map(|row| row.job)
-                .collect(),
-            Change::Reopen(jobs)
-            | Change::ManifestsWritten(jobs)
-            | Change::ManifestsAbandoned(jobs) => jobs.clone(),
-            Change::Duplicates(pairs) => pairs.iter().map(|(job, _)| *job).collect(),
-        };
-        let mut seen = HashSet::with_capacity(jobs.len());
-        for job in &jobs {
-            if !seen.insert(*job)
-                || self.touched.contains(job)
-                || self.submitted.iter().any(|range| range.contains(job))
-            {
-                return false;
-            }
+/// A group's changes cut into stages, row by row: a row goes into the last stage unless that
+/// stage touches its job already, and then into a new one. Rows of one job stay in order.
+struct Stages<'a>(Vec<Stage<'a>>);
+
+impl<'a> Stages<'a> {
+    /// The stage for a row of `job`: the last one, or a new one if the last touches `job`.
+    fn of(&mut self, job: JobId) -> &mut Stage<'a> {
+        let last = self.0.last().expect("never empty");
+        if last.touched.contains(&job) || last.submitted.iter().any(|range| range.contains(&job)) {
+            self.0.push(Stage::default());
         }
-        self.touched.extend(jobs);
-        self.add(change, finished);
-        true
+        let stage = self.0.last_mut().expect("never empty");
+        stage.touched.insert(job);
+        stage
     }
 
     fn add(&mut self, change: &'a Change, finished: &HashSet<JobId>) {
@@ -312,23 +288,25 @@ impl<'a> Stage<'a> {
                 jobs,
                 idempotency_key,
             } => {
+                // New jobs: nothing before touches them.
+                let stage = self.0.last_mut().expect("never empty");
                 let count = jobs.len() as u64;
-                self.submitted.push(*first_job..first_job + count);
-                self.batches.id.push(*batch as i64);
-                self.batches.name.push(name);
-                self.batches.submitted.push(*submitted_at_ms as i64);
-                self.batches.total.push(count as i64);
-                self.batches.key.push(idempotency_key.as_deref());
+                stage.submitted.push(*first_job..first_job + count);
+                stage.batches.id.push(*batch as i64);
+                stage.batches.name.push(name);
+                stage.batches.submitted.push(*submitted_at_ms as i64);
+                stage.batches.total.push(count as i64);
+                stage.batches.key.push(idempotency_key.as_deref());
                 for (offset, (name, spec)) in jobs.iter().enumerate() {
-                    self.jobs.id.push((first_job + offset as u64) as i64);
-                    self.jobs.batch.push(*batch as i64);
-                    self.jobs.name.push(name.as_deref());
-                    self.jobs.spec.push(spec.as_bytes());
-                    self.jobs.queued.push(*submitted_at_ms as i64);
+                    stage.jobs.id.push((first_job + offset as u64) as i64);
+                    stage.jobs.batch.push(*batch as i64);
+                    stage.jobs.name.push(name.as_deref());
+                    stage.jobs.spec.push(spec.as_bytes());
+                    stage.jobs.queued.push(*submitted_at_ms as i64);
                 }
             }
             Change::Finish(order) => {
-                let f = &mut self.finish;
+                let f = &mut self.of(order.job).finish;
                 f.job.push(order.job as i64);
                 f.state.push(order.state.as_str());
                 f.worker.push(order.worker.as_deref());
@@ -345,7 +323,7 @@ impl<'a> Stage<'a> {
                 f.outputs.push(order.outputs.as_deref());
             }
             Change::Attempt(row) => {
-                let a = &mut self.attempts;
+                let a = &mut self.of(row.job).attempts;
                 a.job.push(row.job as i64);
                 a.attempt.push(row.attempt.into());
                 a.worker.push(&row.worker);
@@ -364,34 +342,44 @@ impl<'a> Stage<'a> {
                     worker,
                 } in rows.iter().filter(|row| !finished.contains(&row.job))
                 {
-                    self.starts.0.push(*job as i64);
-                    self.starts.1.push((*attempt).into());
-                    self.starts.2.push(*lease as i64);
-                    self.starts.3.push(worker);
+                    let s = &mut self.of(*job).starts;
+                    s.0.push(*job as i64);
+                    s.1.push((*attempt).into());
+                    s.2.push(*lease as i64);
+                    s.3.push(worker);
                 }
             }
-            Change::Reopen(jobs) => self.reopen.extend(jobs.iter().map(|job| *job as i64)),
+            Change::Reopen(jobs) => {
+                for job in jobs {
+                    self.of(*job).reopen.push(*job as i64);
+                }
+            }
             Change::ManifestsWritten(jobs) => {
                 for job in jobs {
-                    self.manifests.0.push(*job as i64);
-                    self.manifests.1.push(1);
+                    let m = &mut self.of(*job).manifests;
+                    m.0.push(*job as i64);
+                    m.1.push(1);
                 }
             }
             Change::ManifestsAbandoned(jobs) => {
                 for job in jobs {
-                    self.manifests.0.push(*job as i64);
-                    self.manifests.1.push(2);
+                    let m = &mut self.of(*job).manifests;
+                    m.0.push(*job as i64);
+                    m.1.push(2);
                 }
             }
             Change::Duplicates(pairs) => {
                 for (job, lease) in pairs {
-                    self.duplicates.0.push(*job as i64);
-                    self.duplicates.1.push(*lease as i64);
+                    let d = &mut self.of(*job).duplicates;
+                    d.0.push(*job as i64);
+                    d.1.push(*lease as i64);
                 }
             }
         }
     }
+}
 
+impl Stage<'_> {
     /// Sends the stage's statements together and reads their answers.
     async fn write(
         &self,

@@ -221,6 +221,13 @@ pub fn classify(error: &tokio_postgres::Error, target: &Target) -> Failure {
     Failure::Unreachable(said)
 }
 
+/// A database error as the store reports it: the database's own words, on one line.
+pub fn database(error: tokio_postgres::Error) -> crate::storage::store::StoreError {
+    let said = chain(&error);
+    let said = said.strip_prefix("db error: ").unwrap_or(&said).to_string();
+    crate::storage::store::StoreError::Database(Arc::new(std::io::Error::other(said)))
+}
+
 /// An error with its causes, on one line.
 pub fn chain(error: &dyn std::error::Error) -> String {
     let mut said = error.to_string();

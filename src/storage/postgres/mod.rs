@@ -30,7 +30,7 @@ use crate::status::{AttemptRecord, JobInfo};
 use crate::storage::store::{
     Change, CommitDone, FailedJob, FinishedJob, JobFilter, LedgerStore, Read, StoreError,
 };
-use connect::{chain, classify, Failure, Target};
+use connect::{chain, classify, database, Failure, Target};
 use queries::QueryError;
 use std::collections::HashMap;
 use std::future::Future;
@@ -314,7 +314,7 @@ impl Reader {
                 {
                     StoreError::Unavailable(chain(&error))
                 } else {
-                    StoreError::Database(Arc::new(error))
+                    database(error)
                 }
             }
         })

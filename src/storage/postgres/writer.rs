@@ -1,7 +1,7 @@
 //! The writer: group commits, held while the database is away, fenced by the lease.
 
 use super::apply::{apply, NotApplied, Statements};
-use super::connect::{chain, classify, Failure};
+use super::connect::{chain, classify, database, Failure};
 use super::{Link, Shared};
 use crate::ha::Deposed;
 use crate::metrics::Metrics;
@@ -181,7 +181,7 @@ async fn commit(
                 if !matches!(classify(&error, &shared.target), Failure::Unreachable(_))
                     && !error.is_closed()
                 {
-                    return Err(StoreError::Database(Arc::new(error)));
+                    return Err(database(error));
                 }
                 tracing::warn!(error = %chain(&error), "ledger database connection lost; the commit waits for it");
                 shared.health.down(Link::Writer, reason(shared, &error));

@@ -10,7 +10,10 @@
 #   4 minutes);
 # - s3rver, a second S3 implementation (Node.js, from npm, a few seconds), on which the tests
 #   check that workers work with stores that take no aws-chunked uploads; and Node.js itself
-#   from Debian where it is missing.
+#   from Debian where it is missing;
+# - Debian's PostgreSQL server (`postgresql`), which the HA tests start themselves (temporary
+#   clusters on free loopback ports, run as the `postgres` user); the package's own cluster is
+#   not started on install.
 #
 # `scripts/test.sh --install-only` installs and runs nothing.
 set -euo pipefail
@@ -32,8 +35,23 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing+=(nodejs npm)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
+  # The postgresql package starts its default cluster on install through invoke-rc.d, and fails
+  # to install where that fails (no init system, a container). The tests start their own
+  # servers: a policy-rc.d that forbids starting services (exit 101) lets the install finish
+  # without one. Left alone where the machine has its own.
+  policy=/usr/sbin/policy-rc.d
+  if [ "$(id -u)" -eq 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# drover scripts/test.sh: no services started while it installs.\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt_install "${missing[@]}"
+  if [ -n "${policy:-}" ] && grep -q 'drover scripts/test.sh' "$policy" 2>/dev/null; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then

@@ -12,16 +12,25 @@
 //! written to `target/tmp/chaos.txt`, which `.ci/run` prints) counts the faults, the jobs that ran
 //! more than once and the duplicate results the coordinator turned away.
 //!
+//! The suite runs twice, one run after the other: with one coordinator on SQLite, and with two
+//! coordinators on one PostgreSQL ledger (see chaos/ha_run.rs), where the coordinator faults are
+//! the leader killed (the standby takes over), the standby killed, and the leader frozen (past
+//! its lease the standby takes over, and the thawed one steps down). Its report is
+//! `target/tmp/chaos-ha.txt`.
+//!
 //! `DROVER_CHAOS_SEED` and `DROVER_CHAOS_JOBS` replay another sequence or size. Namespaces need
 //! root; where the machine forbids them the test says `SKIPPED` and why. CI runs as root.
 
 mod common;
+#[path = "chaos/ha_run.rs"]
+mod ha_run;
 #[path = "chaos/hosts.rs"]
 mod hosts;
 
 use common::*;
 use drover::job::JobState;
 use drover::status::JobInfo;
+use ha_run::HaRun;
 use hosts::{BuildError, Hosts};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -62,8 +71,14 @@ enum Fault {
     LossyLink,
     /// SIGKILL the coordinator, start it again on the same ledger.
     RestartCoordinator,
-    /// SIGSTOP the coordinator for up to twice the heartbeat timeout, then SIGCONT: no worker
-    /// may be declared lost for the coordinator's own stall.
+    /// Two coordinators: SIGKILL the leader; the standby takes over; the killed one is started
+    /// again as a standby.
+    KillLeader,
+    /// Two coordinators: SIGKILL the standby, start it again.
+    KillStandby,
+    /// SIGSTOP the coordinator (the leader, of two) for up to twice the heartbeat timeout, then
+    /// SIGCONT: no worker may be declared lost for the coordinator's own stall. Of two, one
+    /// frozen past its lease is replaced, and must step down when thawed.
     FreezeCoordinator,
     /// A worker that lies: it claims to carry attempts of running jobs, reports forged results
     /// (successes among them, some naming outputs far from their attempt's prefix) for jobs it
@@ -71,6 +86,7 @@ enum Fault {
     LyingWorker,
 }
 
+/// The faults of the run with one coordinator on SQLite.
 const FAULTS: [Fault; 9] = [
     Fault::KillWorker,
     Fault::FreezeWorker,
@@ -79,6 +95,20 @@ const FAULTS: [Fault; 9] = [
     Fault::HealAfterLost,
     Fault::LossyLink,
     Fault::RestartCoordinator,
+    Fault::FreezeCoordinator,
+    Fault::LyingWorker,
+];
+
+/// The faults of the run with two coordinators on PostgreSQL.
+const HA_FAULTS: [Fault; 10] = [
+    Fault::KillWorker,
+    Fault::FreezeWorker,
+    Fault::LinkDown,
+    Fault::FirewallCut,
+    Fault::HealAfterLost,
+    Fault::LossyLink,
+    Fault::KillLeader,
+    Fault::KillStandby,
     Fault::FreezeCoordinator,
     Fault::LyingWorker,
 ];
@@ -93,6 +123,8 @@ impl Fault {
             Fault::HealAfterLost => "link healed after the worker was declared lost",
             Fault::LossyLink => "lossy link (nftables numgen drop)",
             Fault::RestartCoordinator => "coordinator killed (SIGKILL) and restarted",
+            Fault::KillLeader => "leader killed (SIGKILL), the standby took over",
+            Fault::KillStandby => "standby killed (SIGKILL) and restarted",
             Fault::FreezeCoordinator => "coordinator frozen (SIGSTOP) and thawed",
             Fault::LyingWorker => "worker forging results and claims for attempts not its own",
         }
@@ -126,6 +158,9 @@ fn worker_name(i: usize) -> String {
 struct Chaos {
     // Dropped in this order: the processes end before their namespaces are deleted.
     cluster: Cluster,
+    /// The run with two coordinators on PostgreSQL: they (the cluster's own coordinator is not
+    /// started then, and its address is their list) and their database.
+    ha: Option<HaRun>,
     hosts: Hosts,
     /// The worker role's secret: workers dial from other hosts, so they need one.
     worker_token: String,
@@ -147,9 +182,13 @@ impl Chaos {
 
     fn start_worker(&mut self, i: usize) {
         let netns = self.hosts.workers[i - 1].clone();
+        let coordinator = match &self.ha {
+            Some(ha) => ha.list(),
+            None => Hosts::coordinator_for(i, PORT),
+        };
         self.cluster.start_worker_in(
             &netns,
-            &Hosts::coordinator_for(i, PORT),
+            &coordinator,
             &worker_name(i),
             SLOTS,
             &[("DROVER_WORKER_TOKEN", &self.worker_token)],
@@ -326,6 +365,33 @@ impl Chaos {
                 self.say(&format!("SIGKILL the coordinator, restart in {pause:.1?}"));
                 self.cluster.restart_coordinator(pause).await;
             }
+            Fault::KillLeader => {
+                let pause = uniform(rng, 0.2, 3.0);
+                self.say(&format!(
+                    "SIGKILL the leader, start it again as a standby after {pause:.1?}"
+                ));
+                let ha = self.ha.as_mut().expect("two coordinators");
+                let took = ha.kill_leader(pause).await;
+                self.say(&format!("the standby led {took:.1?} after the kill"));
+            }
+            Fault::KillStandby => {
+                let pause = uniform(rng, 0.2, 3.0);
+                self.say(&format!("SIGKILL the standby, restart in {pause:.1?}"));
+                let ha = self.ha.as_mut().expect("two coordinators");
+                ha.kill_standby(pause).await;
+            }
+            Fault::FreezeCoordinator if self.ha.is_some() => {
+                let hold = uniform(rng, 0.5, 2.0 * timeout);
+                self.say(&format!("SIGSTOP the leader for {hold:.1?}"));
+                let since = now_ms();
+                let ha = self.ha.as_mut().expect("two coordinators");
+                let kept = ha.freeze_leader(hold).await;
+                if kept {
+                    self.check_none_lost_since(since).await;
+                } else {
+                    self.say("the standby took over; the thawed leader stepped down");
+                }
+            }
             Fault::LyingWorker => self.lie(rng).await,
             Fault::FreezeCoordinator => {
                 let hold = uniform(rng, 0.5, 2.0 * timeout);
@@ -334,24 +400,37 @@ impl Chaos {
                 self.cluster.signal_coordinator(libc::SIGSTOP);
                 tokio::time::sleep(hold).await;
                 self.cluster.signal_coordinator(libc::SIGCONT);
-                // A whole heartbeat timeout after the thaw, nobody may have been lost for it.
-                tokio::time::sleep(HEARTBEAT_TIMEOUT + Duration::from_millis(500)).await;
-                let workers = wait_for(
-                    Duration::from_secs(30),
-                    "the thawed coordinator to answer",
-                    || async { self.workers().await },
-                )
-                .await;
-                let lost: Vec<&str> = workers
-                    .iter()
-                    .filter(|worker| worker.gone_at_ms.is_some_and(|at| at >= since))
-                    .map(|worker| worker.name.as_str())
-                    .collect();
-                assert!(
-                    lost.is_empty(),
-                    "workers declared lost for the coordinator's own stall: {lost:?}"
-                );
+                self.check_none_lost_since(since).await;
             }
+        }
+    }
+
+    /// A whole heartbeat timeout after a coordinator's thaw, nobody may have been declared lost
+    /// since `since` (the freeze) for its stall.
+    async fn check_none_lost_since(&self, since: u64) {
+        tokio::time::sleep(HEARTBEAT_TIMEOUT + Duration::from_millis(500)).await;
+        let workers = wait_for(
+            Duration::from_secs(30),
+            "the thawed coordinator to answer",
+            || async { self.workers().await },
+        )
+        .await;
+        let lost: Vec<&str> = workers
+            .iter()
+            .filter(|worker| worker.gone_at_ms.is_some_and(|at| at >= since))
+            .map(|worker| worker.name.as_str())
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "workers declared lost for the coordinator's own stall: {lost:?}"
+        );
+    }
+
+    /// What the coordinators logged, all of them.
+    fn coordinator_log(&self) -> String {
+        match &self.ha {
+            Some(ha) => ha.logs(),
+            None => self.cluster.coordinator_log(),
         }
     }
 }
@@ -414,7 +493,11 @@ impl Chaos {
         ));
         self.lies_told += told;
         let secret = drover::net::auth::Secret::from_text(&self.worker_token);
-        let mut liar = connect(&self.cluster.address, Role::Worker, secret.as_ref())
+        let address = match &mut self.ha {
+            Some(ha) => ha.leader_address().await,
+            None => self.cluster.address.clone(),
+        };
+        let mut liar = connect(&address, Role::Worker, secret.as_ref())
             .await
             .expect("the lying worker connects");
         liar.send(ToCoordinator::Register {
@@ -470,6 +553,15 @@ fn gather(chaos: &Chaos, batch: u64) -> Evidence {
             .unwrap_or_else(|error| panic!("completion log line not a job ({error}): {line}"));
         logged.entry(job.id).or_default().push(job);
     }
+    let facts = match &chaos.ha {
+        Some(ha) => postgres_facts(ha, batch),
+        None => sqlite_facts(chaos, batch),
+    };
+    Evidence { logged, ..facts }
+}
+
+/// The ledger's side of the evidence from the SQLite file (no completion log: `logged` empty).
+fn sqlite_facts(chaos: &Chaos, batch: u64) -> Evidence {
     let ledger = rusqlite::Connection::open_with_flags(
         chaos
             .cluster
@@ -504,11 +596,52 @@ fn gather(chaos: &Chaos, batch: u64) -> Evidence {
         .collect::<Result<_, _>>()
         .unwrap();
     Evidence {
-        logged,
+        logged: HashMap::new(),
         first_job: first_job as u64,
         total: total as u64,
         duplicates: duplicates as u64,
         lost_attempts: lost_attempts as u64,
+        recorded,
+    }
+}
+
+/// The ledger's side of the evidence from PostgreSQL, through psql (no completion log).
+fn postgres_facts(ha: &HaRun, batch: u64) -> Evidence {
+    let numbers = |sql: &str| -> Vec<i64> {
+        ha.query(sql)
+            .split('|')
+            .map(|field| {
+                field
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("not a number from {sql:?}: {field:?}"))
+            })
+            .collect()
+    };
+    let counts = numbers(&format!(
+        "SELECT COALESCE(MIN(id), 0), COUNT(*), COALESCE(SUM(duplicates), 0), \
+         COALESCE(SUM(lost_attempts), 0) FROM jobs WHERE batch = {batch}"
+    ));
+    // Leases are stored as signed 64-bit integers, bit for bit.
+    let recorded = ha
+        .query(&format!(
+            "SELECT id, lease FROM jobs WHERE batch = {batch} AND lease IS NOT NULL"
+        ))
+        .lines()
+        .map(|line| {
+            let (id, lease) = line.split_once('|').expect("id|lease");
+            (
+                id.parse::<i64>().unwrap() as u64,
+                lease.parse::<i64>().unwrap() as u64,
+            )
+        })
+        .collect();
+    Evidence {
+        logged: HashMap::new(),
+        first_job: counts[0] as u64,
+        total: counts[1] as u64,
+        duplicates: counts[2] as u64,
+        lost_attempts: counts[3] as u64,
         recorded,
     }
 }
@@ -534,24 +667,67 @@ fn random_token() -> String {
 
 /// Says a line outside the test harness's capture, so it shows in `cargo test` and on CI, and
 /// leaves it in `target/tmp/chaos.txt` for `.ci/run` to print.
-fn announce(text: &str) {
+fn announce(file: &str, text: &str) {
     let _ = std::io::stderr().write_all(format!("\n{text}\n").as_bytes());
     let _ = std::fs::write(
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos.txt"),
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(file),
         text,
     );
 }
 
+/// The two runs share the machine's namespace names and its two cores: one at a time.
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
+    let _alone = ONE_RUN_AT_A_TIME.lock().await;
+    run(Ledger::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordinators_on_postgres_through_random_faults_and_failovers_complete_once_each() {
+    let _alone = ONE_RUN_AT_A_TIME.lock().await;
+    run(Ledger::Postgres).await;
+}
+
+/// Which ledger a run's coordinators keep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ledger {
+    /// One coordinator, SQLite in its data directory.
+    Sqlite,
+    /// Two coordinators on one PostgreSQL database.
+    Postgres,
+}
+
+impl Ledger {
+    /// Where the run's report goes, under `target/tmp`.
+    fn report_file(self) -> &'static str {
+        match self {
+            Ledger::Sqlite => "chaos.txt",
+            Ledger::Postgres => "chaos-ha.txt",
+        }
+    }
+
+    fn faults(self) -> &'static [Fault] {
+        match self {
+            Ledger::Sqlite => &FAULTS,
+            Ledger::Postgres => &HA_FAULTS,
+        }
+    }
+}
+
+async fn run(ledger: Ledger) {
     let seed: u64 = env_or("DROVER_CHAOS_SEED", DEFAULT_SEED);
     let jobs: usize = env_or("DROVER_CHAOS_JOBS", DEFAULT_JOBS);
     let hosts = match Hosts::build(WORKERS) {
         Ok(hosts) => hosts,
         Err(BuildError::Forbidden(reason)) => {
-            announce(&format!(
-                "chaos suite SKIPPED: this machine does not allow network namespaces ({reason})"
-            ));
+            announce(
+                ledger.report_file(),
+                &format!(
+                    "chaos suite SKIPPED: this machine does not allow network namespaces ({reason})"
+                ),
+            );
             return;
         }
         Err(BuildError::Failed(reason)) => panic!(
@@ -559,12 +735,14 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
              .ci/run installs them)"
         ),
     };
-    let mut cluster = Cluster::new(&[
-        "--heartbeat-timeout",
-        &format!("{}ms", HEARTBEAT_TIMEOUT.as_millis()),
-        "--heartbeat-interval",
-        HEARTBEAT_INTERVAL,
-    ]);
+    let coordinator_args = [
+        "--heartbeat-timeout".to_string(),
+        format!("{}ms", HEARTBEAT_TIMEOUT.as_millis()),
+        "--heartbeat-interval".to_string(),
+        HEARTBEAT_INTERVAL.to_string(),
+    ];
+    let args: Vec<&str> = coordinator_args.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::new(&args);
     cluster.address = format!("{}:{PORT}", hosts.coordinator_address);
     cluster.listen = Some(format!("0.0.0.0:{PORT}"));
     cluster.coordinator_netns = Some(hosts.coordinator.clone());
@@ -574,8 +752,28 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         ("DROVER_TOKEN".into(), random_token()),
         ("DROVER_WORKER_TOKEN".into(), worker_token.clone()),
     ];
+    let ha = match ledger {
+        Ledger::Sqlite => None,
+        Ledger::Postgres => {
+            // Workers reach the coordinators at the address they advertise (the test's).
+            hosts
+                .route_workers_to(hosts.coordinator_address)
+                .expect("routes to the coordinators' advertised address");
+            let ha = HaRun::start(
+                &hosts,
+                cluster.dir.path(),
+                PORT,
+                &cluster.coordinator_env,
+                &coordinator_args,
+            )
+            .await;
+            cluster.address = ha.list();
+            Some(ha)
+        }
+    };
     let mut chaos = Chaos {
         cluster,
+        ha,
         hosts,
         worker_token,
         started: Instant::now(),
@@ -584,7 +782,9 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         jobs: 0..0,
         lies_told: 0,
     };
-    chaos.cluster.start_coordinator().await;
+    if chaos.ha.is_none() {
+        chaos.cluster.start_coordinator().await;
+    }
     for i in 1..=WORKERS {
         chaos.start_worker(i);
     }
@@ -620,10 +820,10 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
             chaos.started.elapsed() < RUN_LIMIT,
             "the batch did not finish within {RUN_LIMIT:?}; last seen: {:?}\ncoordinator log tail:\n{}",
             chaos.batch(batch).await,
-            tail(&chaos.cluster.coordinator_log(), 40)
+            tail(&chaos.coordinator_log(), 40)
         );
         if deck.is_empty() {
-            deck = FAULTS.to_vec();
+            deck = ledger.faults().to_vec();
             deck.shuffle(&mut rng);
         }
         let fault = deck.pop().unwrap();
@@ -698,7 +898,8 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         }
     }
     // The ledger's guard refuses a second record of a finished job and logs it: never needed.
-    let coordinator_log = chaos.cluster.coordinator_log();
+    let coordinator_log = chaos.coordinator_log();
+    // The PostgreSQL store's guard says it in the same words.
     let refused_records = coordinator_log
         .matches(drover::storage::sqlite::SECOND_RECORD_REFUSED)
         .count();
@@ -709,16 +910,24 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         .filter(|entries| entries[0].state == JobState::Succeeded)
         .count();
 
+    let coordinators = match ledger {
+        Ledger::Sqlite => "one coordinator on SQLite".to_string(),
+        Ledger::Postgres => format!(
+            "two coordinators on PostgreSQL (lease TTL {})",
+            common::ha::LEASE_TTL
+        ),
+    };
     let mut report = format!(
         "chaos suite: seed {seed}, {jobs} jobs of {JOB_SECONDS}s, {WORKERS} workers × {SLOTS} slots \
-         on network hosts of their own, heartbeat timeout {HEARTBEAT_TIMEOUT:?}; took {:.0}s\n",
+         on network hosts of their own, {coordinators}, heartbeat timeout \
+         {HEARTBEAT_TIMEOUT:?}; took {:.0}s\n",
         took.as_secs_f64()
     );
     let total: usize = chaos.injected.values().sum();
     report.push_str(&format!(
         "faults injected: {total}; workers declared lost: {workers_lost}\n"
     ));
-    for fault in FAULTS {
+    for &fault in ledger.faults() {
         report.push_str(&format!(
             "  {:>3}  {}\n",
             chaos.injected.get(&fault).copied().unwrap_or(0),
@@ -751,7 +960,20 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
             "workers declared lost registered again within {slowest:.1?} of their link healing\n"
         ));
     }
-    announce(&report);
+    if let Some(ha) = &chaos.ha {
+        let takeovers: Vec<String> = ha
+            .takeovers
+            .iter()
+            .map(|took| format!("{:.2}s", took.as_secs_f64()))
+            .collect();
+        report.push_str(&format!(
+            "leader killed: the standby named itself leader after {}; thawed leaders that \
+             stepped down: {}\n",
+            takeovers.join(", "),
+            ha.step_downs
+        ));
+    }
+    announce(ledger.report_file(), &report);
 
     assert!(
         info.succeeded == jobs as u64 && info.failed == 0 && info.cancelled == 0,
@@ -799,7 +1021,7 @@ async fn ten_thousand_jobs_through_random_faults_complete_once_each() {
         jobs,
         "the completion log lists jobs outside the batch"
     );
-    for fault in FAULTS {
+    for &fault in ledger.faults() {
         assert!(
             chaos.injected.contains_key(&fault),
             "the batch finished before {fault:?} was injected: give more jobs (DROVER_CHAOS_JOBS)"

@@ -211,6 +211,24 @@ impl Hosts {
         format!("{}:{port}", Hosts::link_addresses(i).0)
     }
 
+    /// Routes each worker host to `address` (one of the coordinator host's, reached so far only
+    /// from the test's namespace) over its own link, so link faults still cut it off.
+    pub fn route_workers_to(&self, address: Ipv4Addr) -> Result<(), String> {
+        for (at, worker) in self.workers.iter().enumerate() {
+            let (coordinator_side, _) = Hosts::link_addresses(at + 1);
+            ip(&[
+                "-n",
+                worker,
+                "route",
+                "add",
+                &format!("{address}/32"),
+                "via",
+                &coordinator_side.to_string(),
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Sets worker `i`'s link down at the coordinator's end: both ends lose carrier, packets
     /// vanish, and neither side's TCP hears a FIN or RST.
     pub fn link_down(&self, i: usize) -> Result<(), String> {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod ha;
+pub mod postgres;
 pub mod s3;
 
 pub const COORDINATOR: &str = env!("CARGO_BIN_EXE_drover-coordinator");

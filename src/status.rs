@@ -3,6 +3,7 @@
 //! Field names are part of the interface contract (DESIGN.md): scripts read them from
 //! `--json` output, so rename nothing.
 
+use crate::ha::{Cluster, MemberRole};
 use crate::job::{BatchId, JobId, JobState};
 use serde::{Deserialize, Serialize};
 
@@ -305,6 +306,25 @@ pub struct ClusterStatus {
     /// Pending jobs by why they wait.
     #[serde(default)]
     pub waiting: Vec<Waiting>,
+    /// The leading coordinator's protocol address, if one is known.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// Every coordinator seen on the ledger: the leader and its standbys.
+    #[serde(default)]
+    pub coordinators: Vec<CoordinatorInfo>,
+}
+
+/// A coordinator as `drover status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorInfo {
+    /// Its protocol address (`host:port`).
+    pub address: String,
+    /// Its HTTP address, if it serves HTTP.
+    pub http: Option<String>,
+    /// `leader` or `standby`.
+    pub role: MemberRole,
+    /// How long ago it was last heard from, by the ledger database's clock.
+    pub last_seen_ms: u64,
 }
 
 impl ClusterStatus {
@@ -335,6 +355,24 @@ impl ClusterStatus {
             workers: counts,
             stats,
             waiting,
+            leader: None,
+            coordinators: Vec::new(),
         }
+    }
+
+    /// Adds who leads and which coordinators there are, as the coordinator knows it now.
+    pub fn with_cluster(mut self, cluster: &Cluster) -> ClusterStatus {
+        self.leader = cluster.leader.as_ref().map(|leader| leader.address.clone());
+        self.coordinators = cluster
+            .members
+            .iter()
+            .map(|member| CoordinatorInfo {
+                address: member.peer.address.clone(),
+                http: member.peer.http.clone(),
+                role: member.role,
+                last_seen_ms: member.last_seen_ms,
+            })
+            .collect();
+        self
     }
 }

@@ -889,3 +889,57 @@ fn a_default_scratch_directory_someone_else_could_write_to_is_refused() {
     // Nothing was made in it.
     assert_eq!(std::fs::read_dir(&planted).unwrap().count(), 0);
 }
+
+#[test]
+fn a_ledger_url_that_names_no_ledger_stops_the_coordinator_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let port = free_port();
+    for (flag, url, says) in [
+        (
+            true,
+            "mysql://root:hunter2@db/drover",
+            "keeps no ledger in \"mysql\" databases",
+        ),
+        (
+            false,
+            "mysql://root:hunter2@db/drover",
+            "keeps no ledger in \"mysql\" databases",
+        ),
+        (true, "db.example:5432/drover", "not a ledger URL"),
+        (true, "://root:hunter2@db/drover", "the scheme is missing"),
+        (
+            true,
+            "sqlite:///var/lib/drover",
+            "a SQLite ledger lives in --data-dir",
+        ),
+    ] {
+        let mut command = std::process::Command::new(COORDINATOR);
+        command
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--http", "off"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_remove("DROVER_LEDGER");
+        match flag {
+            true => command.args(["--ledger", url]),
+            false => command.env("DROVER_LEDGER", url),
+        };
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{url}");
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains(says), "{url}: {stderr}");
+        assert!(stderr.contains("--ledger"), "{url}: {stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "the password is masked: {stderr}"
+        );
+        if !url.starts_with("sqlite") {
+            assert!(
+                stderr.contains("give postgres://USER:PASSWORD@HOST"),
+                "{url}: {stderr}"
+            );
+        }
+    }
+    // It never started, as leader of an empty ledger or otherwise.
+    assert!(!data_dir.exists());
+}

@@ -55,11 +55,13 @@ pub async fn cluster_status(
     ledger: &Addr<ledger::Ledger>,
     registry: &Addr<registry::Registry>,
     scheduler: &Addr<scheduler::Scheduler>,
+    cluster: &tokio::sync::watch::Receiver<crate::ha::Cluster>,
 ) -> Result<ClusterStatus, MailboxError> {
     let (stats, workers, waiting) = futures::join!(
         ledger.send(ledger::Statistics),
         list_workers(registry, scheduler),
         views::waiting(ledger, scheduler, None)
     );
-    Ok(ClusterStatus::assemble(stats?, &workers?, waiting?))
+    let status = ClusterStatus::assemble(stats?, &workers?, waiting?);
+    Ok(status.with_cluster(&cluster.borrow()))
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use drover::coordinator::{self, CoordinatorConfig};
+use drover::coordinator::{self, ledger_url, CoordinatorConfig};
 use drover::net::auth::Secret;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +19,23 @@ struct Args {
     /// Directory of the ledger.
     #[arg(long, env = "DROVER_DATA_DIR", default_value = "drover-data")]
     data_dir: PathBuf,
+    /// Where the ledger is: unset for SQLite in --data-dir, or
+    /// postgres://USER:PASSWORD@HOST[,HOST2...]/DATABASE for PostgreSQL shared by several
+    /// coordinators (one leads, the others stand by).
+    #[arg(long, env = "DROVER_LEDGER")]
+    ledger: Option<String>,
+    /// How long the leader's lease on a PostgreSQL ledger lasts unrenewed: a standby takes
+    /// over this long after the leader stops renewing it.
+    #[arg(long, env = "DROVER_LEASE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+    /// The address workers and clients are sent to when this coordinator leads (HOST:PORT);
+    /// by default --listen, or this machine's name with its port when --listen is 0.0.0.0.
+    #[arg(long, env = "DROVER_ADVERTISE")]
+    advertise: Option<String>,
+    /// The HTTP address a standby redirects to when this coordinator leads (HOST:PORT); by
+    /// default --http, or this machine's name with its port.
+    #[arg(long, env = "DROVER_ADVERTISE_HTTP")]
+    advertise_http: Option<String>,
     /// A worker silent this long is lost and its jobs go to others.
     #[arg(long, env = "DROVER_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Duration,
@@ -76,6 +93,18 @@ struct Args {
     retry_backoff: Duration,
 }
 
+/// The exit status of a coordinator that stepped down because another took the ledger's lease:
+/// a supervisor restarts it, and it comes back as a standby.
+const STEPPED_DOWN: u8 = 3;
+
+/// How a coordinator's run ended, when it did not fail.
+enum Ended {
+    /// Told to stop.
+    Stopped,
+    /// Another coordinator took the ledger's lease.
+    SteppedDown(drover::ha::Deposed),
+}
+
 fn main() -> std::process::ExitCode {
     drover::logging::init("info");
     if let Err(error) = drover::config::apply("coordinator", &Args::command()) {
@@ -85,7 +114,14 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     drover::net::raise_open_files_limit();
     match run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Ended::Stopped) => std::process::ExitCode::SUCCESS,
+        Ok(Ended::SteppedDown(why)) => {
+            eprintln!(
+                "drover-coordinator: stepped down: {why}; exiting with status {STEPPED_DOWN} \
+                 (restarted, it comes back as a standby)"
+            );
+            std::process::ExitCode::from(STEPPED_DOWN)
+        }
         Err(error) => {
             eprintln!("drover-coordinator: {error:#}");
             std::process::ExitCode::FAILURE
@@ -93,7 +129,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args) -> anyhow::Result<Ended> {
     let client_secret = Secret::load(
         args.token_file.as_deref(),
         std::env::var("DROVER_TOKEN").ok().as_deref(),
@@ -128,19 +164,30 @@ fn run(args: Args) -> anyhow::Result<()> {
         tls: args.tls_cert.zip(args.tls_key),
         require_tls: args.require_tls,
         http: (!matches!(args.http.as_str(), "off" | "none" | "")).then_some(args.http),
+        advertise: args.advertise,
+        advertise_http: args.advertise_http,
         ..CoordinatorConfig::new(args.data_dir)
     };
+    // Which ledger, before any port is bound: a URL that names none stops here.
+    let leadership = ledger_url::leadership(args.ledger.as_deref(), &config, args.lease_ttl)?;
     let system = actix_rt::System::new();
     system.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let coordinator = coordinator::start(listener, config)?;
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // The ports answer (as a standby) while the campaign runs.
+        let front = coordinator::start_front(listener, config)?;
+        let coordinator = tokio::select! {
+            led = front.lead(leadership) => led?,
+            _ = terminate.recv() => return Ok(Ended::Stopped),
+            _ = tokio::signal::ctrl_c() => return Ok(Ended::Stopped),
+        };
         tokio::select! {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
+            why = coordinator.stepped_down() => return Ok(Ended::SteppedDown(why)),
         }
         tracing::info!("shutting down: closing the ledger after its last commit");
         // A disk that stopped answering must not keep the process from exiting: the ledger is
@@ -152,6 +199,6 @@ fn run(args: Args) -> anyhow::Result<()> {
                 "the ledger did not close within 30s; exiting anyway (it is consistent all the same)"
             ),
         }
-        anyhow::Ok(())
+        anyhow::Ok(Ended::Stopped)
     })
 }

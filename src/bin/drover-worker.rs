@@ -11,7 +11,8 @@ use std::path::PathBuf;
     about = "A drover worker: registers with the coordinator and runs the jobs it pushes"
 )]
 struct Args {
-    /// The coordinator's address.
+    /// The coordinator's address (HOST:PORT), or every coordinator's, separated by commas
+    /// (`a:7700,b:7700`): the worker registers with the one that leads, and follows it.
     #[arg(long, env = "DROVER_COORDINATOR", default_value = "127.0.0.1:7700")]
     coordinator: String,
     /// The name people see and the ledger records, one live worker's at a time [default: the

@@ -30,7 +30,8 @@ const WAIT_SLICE: Duration = Duration::from_millis(250);
     about = "Submit and watch work on a drover cluster"
 )]
 struct Cli {
-    /// The coordinator's address.
+    /// The coordinator's address (HOST:PORT), or every coordinator's, separated by commas
+    /// (`a:7700,b:7700`): the one that leads answers.
     #[arg(
         long,
         global = true,

@@ -432,6 +432,27 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
     )
 }
 
+/// Who leads, and the standbys beside it: `a:7700 (standby b:7700, heard 0.4s ago)`.
+fn coordinators(status: &ClusterStatus) -> Option<String> {
+    let leader = status.leader.as_deref()?;
+    let standbys: Vec<String> = status
+        .coordinators
+        .iter()
+        .filter(|member| member.role == crate::ha::MemberRole::Standby)
+        .map(|member| {
+            format!(
+                "standby {}, heard {} ago",
+                text::line(&member.address),
+                duration_ms(member.last_seen_ms)
+            )
+        })
+        .collect();
+    Some(match standbys.is_empty() {
+        true => format!("{} (no standby)", text::line(leader)),
+        false => format!("{} ({})", text::line(leader), standbys.join("; ")),
+    })
+}
+
 /// The `drover status` screen: workers and jobs by state, throughput, timings, busiest batches.
 pub fn status(status: &ClusterStatus) -> String {
     let workers = &status.workers;
@@ -465,6 +486,10 @@ pub fn status(status: &ClusterStatus) -> String {
         percentiles(&stats.wait),
         time_ms(stats.started_at_ms),
     );
+    if let Some(line) = coordinators(status) {
+        out.push_str("\nleader     ");
+        out.push_str(&line);
+    }
     if !status.waiting.is_empty() {
         out.push_str("\nwaiting    ");
         out.push_str(&waiting(&status.waiting, "\n           "));

@@ -9,6 +9,8 @@
 //! What the front of the coordinator (its sockets and HTTP side) needs to know is published in a
 //! [`Cluster`] watch: this coordinator's role, who leads, and who else is there.
 
+pub mod sqlite;
+
 use crate::storage::store::{LedgerStore, Replay, StoreError};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};

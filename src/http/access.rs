@@ -11,7 +11,7 @@
 //! still sends its own name as the Host, so a browser on the coordinator's machine cannot be
 //! used to read or change through it.
 
-use super::{ApiError, HttpState};
+use super::{ApiError, HttpFront};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -25,7 +25,7 @@ pub const ACCESS_HEADER: &str = "x-drover-access";
 
 /// What a caller may do, as far as its request shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Access {
+pub(super) enum Access {
     Nothing,
     Read,
     Change,
@@ -49,15 +49,10 @@ pub(super) async fn guard(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let Some(state) = request.app_data::<web::Data<HttpState>>().cloned() else {
+    let Some(front) = request.app_data::<web::Data<HttpFront>>().cloned() else {
         return Err(ApiError::unavailable("the coordinator is not ready".into()).into());
     };
-    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
-    let access = if reading {
-        may_read(request.request(), &state)?
-    } else {
-        may_change(request.request(), &state)?
-    };
+    let access = check(request.request(), &front)?;
     let mut response = next.call(request).await?;
     let said = if access == Access::Change {
         "change"
@@ -71,9 +66,18 @@ pub(super) async fn guard(
     Ok(response)
 }
 
+/// What the caller may do, or why it may do nothing it asks.
+pub(super) fn check(request: &HttpRequest, front: &HttpFront) -> Result<Access, ApiError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        may_read(request, front)
+    } else {
+        may_change(request, front)
+    }
+}
+
 /// A read is answered for the client or read token, or on loopback; the answer tells whether
 /// the caller could change too.
-fn may_read(request: &HttpRequest, state: &HttpState) -> Result<Access, ApiError> {
+fn may_read(request: &HttpRequest, state: &HttpFront) -> Result<Access, ApiError> {
     let proof = proof(request, state)?;
     let access = access(proof, state);
     if access >= Access::Read {
@@ -98,7 +102,7 @@ fn may_read(request: &HttpRequest, state: &HttpState) -> Result<Access, ApiError
 /// Whatever the token, a change must say it sends JSON: a page on another site cannot send that
 /// without the browser first asking (a CORS preflight), which this server never approves. So a
 /// web page open on the coordinator's host cannot use its loopback privilege to submit jobs.
-fn may_change(request: &HttpRequest, state: &HttpState) -> Result<Access, ApiError> {
+fn may_change(request: &HttpRequest, state: &HttpFront) -> Result<Access, ApiError> {
     let json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -129,12 +133,12 @@ fn may_change(request: &HttpRequest, state: &HttpState) -> Result<Access, ApiErr
     }
 }
 
-fn no_token(state: &HttpState) -> bool {
+fn no_token(state: &HttpFront) -> bool {
     state.client_secret.is_none() && state.read_secret.is_none()
 }
 
 /// What a proof lets a caller do.
-fn access(proof: Proof, state: &HttpState) -> Access {
+fn access(proof: Proof, state: &HttpFront) -> Access {
     match proof {
         Proof::ClientToken => Access::Change,
         Proof::ReadToken => Access::Read,
@@ -147,7 +151,7 @@ fn access(proof: Proof, state: &HttpState) -> Access {
 
 /// The caller's proof. A token that matches no configured one is refused outright (where any is
 /// configured): a caller that sends a token means to use it, and should hear that it is wrong.
-fn proof(request: &HttpRequest, state: &HttpState) -> Result<Proof, ApiError> {
+fn proof(request: &HttpRequest, state: &HttpFront) -> Result<Proof, ApiError> {
     if let Some(token) = bearer(request)? {
         if state
             .client_secret

@@ -1,7 +1,7 @@
 //! `/api/...` and `/metrics`. Who may call what is [`super::access`]'s business: it guards the
 //! whole `/api` scope. `/metrics` is open: it holds counts and timings, no job data.
 
-use super::{ApiError, HttpState, MAX_BODY_BYTES};
+use super::{ApiError, MAX_BODY_BYTES};
 use crate::actors::ledger::{Cancel, ListBatches, Retry, RetryJob};
 use crate::actors::{cluster_status, list_workers, views};
 use crate::job::{BatchId, CancelTarget, JobId};
@@ -9,7 +9,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 
-type State = web::Data<HttpState>;
+/// The handlers' state: only a leader's requests reach them.
+type State = super::standby::Serving;
 
 pub(super) fn routes(config: &mut web::ServiceConfig) {
     config.route("/metrics", web::get().to(metrics)).service(
@@ -28,7 +29,13 @@ pub(super) fn routes(config: &mut web::ServiceConfig) {
 }
 
 async fn status(state: State) -> Result<HttpResponse, ApiError> {
-    let status = cluster_status(&state.ledger, &state.registry, &state.scheduler).await?;
+    let status = cluster_status(
+        &state.ledger,
+        &state.registry,
+        &state.scheduler,
+        &state.cluster,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(status))
 }
 
@@ -64,7 +71,13 @@ async fn job(state: State, id: web::Path<JobId>) -> Result<HttpResponse, ApiErro
 }
 
 async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
-    let status = cluster_status(&state.ledger, &state.registry, &state.scheduler).await?;
+    let status = cluster_status(
+        &state.ledger,
+        &state.registry,
+        &state.scheduler,
+        &state.cluster,
+    )
+    .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.render(&status)))

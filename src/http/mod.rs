@@ -5,21 +5,27 @@
 //! cancel, retry) needs the client token, or, where none is set, a request from loopback, as for
 //! the binary protocol (see [`access`]). The dashboard's page and `/metrics` are open: they hold
 //! no job data.
+//!
+//! The port answers from the start, before the coordinator leads: a standby sends every request
+//! to the leader (see [`standby`]) and serves nothing itself.
 
 mod access;
 mod api;
 mod batch;
 mod dashboard;
 mod error;
+mod standby;
 
 use crate::actors::ledger::Ledger;
 use crate::actors::registry::Registry;
 use crate::actors::scheduler::Scheduler;
+use crate::ha::Cluster;
 use crate::metrics::Metrics;
 use crate::net::auth::Secret;
 use actix::Addr;
 use actix_web::{web, App, HttpServer};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 pub use access::ACCESS_HEADER;
 pub use error::ApiError;
@@ -27,7 +33,7 @@ pub use error::ApiError;
 /// The largest request body accepted (a JSON batch), in bytes.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// What the HTTP handlers reach.
+/// What the HTTP handlers reach once the coordinator leads.
 pub struct HttpState {
     /// The ledger.
     pub ledger: Addr<Ledger>,
@@ -37,22 +43,36 @@ pub struct HttpState {
     pub scheduler: Addr<Scheduler>,
     /// The metrics, rendered at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Who leads and which coordinators there are, for the status.
+    pub cluster: watch::Receiver<Cluster>,
+}
+
+/// What the HTTP side knows from the start: who may do what, and whether this coordinator leads.
+pub struct HttpFront {
     /// The client role's secret, the bearer token for changes (and reads).
     pub client_secret: Option<Secret>,
     /// A secret for reading only, beside the client's.
     pub read_secret: Option<Secret>,
+    /// Who leads: where a standby sends requests.
+    pub cluster: watch::Receiver<Cluster>,
+    /// The handlers' state, once this coordinator leads; `None` while it is a standby (or after
+    /// it stepped down).
+    pub serving: watch::Receiver<Option<Arc<HttpState>>>,
+    /// Whether the coordinators serve HTTPS (a redirect keeps the scheme).
+    pub https: bool,
 }
 
 /// Starts serving on `listener`; the returned server runs once spawned on the actix system.
 pub fn serve(
     listener: std::net::TcpListener,
-    state: HttpState,
+    front: HttpFront,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let state = web::Data::new(state);
+    let front = web::Data::new(front);
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(front.clone())
+            .wrap(actix_web::middleware::from_fn(standby::redirect))
             .app_data(web::PathConfig::default().error_handler(|error, _request| {
                 ApiError::not_found(format!("no such resource: {error}")).into()
             }))

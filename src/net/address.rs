@@ -88,6 +88,42 @@ impl Address {
     }
 }
 
+/// Reads a list of coordinators as given to `--coordinator` (`a:7700,b:7700`): one or more
+/// addresses, each once, in the order given.
+///
+/// ```
+/// use drover::net::address::parse_list;
+/// let list = parse_list("a:7700, b").unwrap();
+/// assert_eq!(list.iter().map(|a| a.to_string()).collect::<Vec<_>>(), ["a:7700", "b:7700"]);
+/// assert!(parse_list("a:7700,,b").is_err());
+/// ```
+pub fn parse_list(text: &str) -> Result<Vec<Address>, String> {
+    if text.trim().is_empty() {
+        return Err("no coordinator address given (--coordinator HOST:PORT[,HOST:PORT...])".into());
+    }
+    let mut list: Vec<Address> = Vec::new();
+    for part in text.split(',') {
+        if part.trim().is_empty() {
+            return Err(format!(
+                "{text:?} has an empty entry: give HOST:PORT, or several separated by commas"
+            ));
+        }
+        let address = Address::parse(part)?;
+        if !list.contains(&address) {
+            list.push(address);
+        }
+    }
+    Ok(list)
+}
+
+/// A list of addresses as people read it: `a:7700, b:7700`.
+pub fn list_text(list: &[Address]) -> String {
+    list.iter()
+        .map(Address::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -176,6 +212,21 @@ mod tests {
             ("a:7700,b:7700", "give one HOST:PORT"),
         ] {
             let error = Address::parse(given).unwrap_err();
+            assert!(error.contains(says), "{given}: {error}");
+        }
+    }
+
+    #[test]
+    fn lists_of_coordinators_are_read_in_order_each_once() {
+        let list = parse_list("a:7700,b:7701, a:7700 ,[::1]").unwrap();
+        assert_eq!(list_text(&list), "a:7700, b:7701, [::1]:7700");
+        assert_eq!(parse_list("head").unwrap().len(), 1);
+        for (given, says) in [
+            ("", "no coordinator address given"),
+            ("a:7700,", "an empty entry"),
+            ("a:7700,b:http", "\"b:http\" is not a coordinator address"),
+        ] {
+            let error = parse_list(given).unwrap_err();
             assert!(error.contains(says), "{given}: {error}");
         }
     }

@@ -56,6 +56,23 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
+    /// The coordinator is a standby: it does not lead the ledger, and named the one that does
+    /// if it knows it.
+    #[error("the coordinator at {address} is a standby; {}", leader_text(leader))]
+    Standby {
+        /// The address dialed.
+        address: String,
+        /// The leader's address, if the standby knows one.
+        leader: Option<String>,
+    },
+    /// No coordinator of a list took the connection.
+    #[error("none of {addresses} answered as the leader ({reasons})")]
+    NoneAnswered {
+        /// The addresses tried, as a list.
+        addresses: String,
+        /// What each said, in the order tried.
+        reasons: String,
+    },
     /// The handshake broke off.
     #[error("handshake with {address} failed: {reason}")]
     Handshake {
@@ -65,6 +82,16 @@ pub enum ConnectError {
         reason: String,
     },
 }
+
+fn leader_text(leader: &Option<String>) -> String {
+    match leader {
+        Some(leader) => format!("the leader is {leader}"),
+        None => "no coordinator leads the ledger yet".into(),
+    }
+}
+
+/// How many times one connection follows a standby to the leader it names.
+const MAX_REDIRECTS: usize = 4;
 
 impl ConnectError {
     /// True when trying again cannot help: the coordinator refused the peer, or the address is
@@ -89,15 +116,86 @@ pub async fn connect(
     connect_with(address, role, secret, None).await
 }
 
-/// Dials `address`, over TLS if `tls` is given, and authenticates as `role`.
+/// Dials `address` (one coordinator, or several separated by commas), over TLS if `tls` is
+/// given, and authenticates as `role` with the one that leads.
 pub async fn connect_with(
     address: &str,
     role: Role,
     secret: Option<&Secret>,
     tls: Option<&ClientTls>,
 ) -> Result<Connection, ConnectError> {
-    let address = Address::parse(address).map_err(ConnectError::BadAddress)?;
-    let dialing = handshake(&address, role, secret, tls);
+    Ok(connect_to_leader(address, role, secret, tls).await?.0)
+}
+
+/// Dials the coordinators of `addresses` (`a:7700,b:7700`) in turn until the one that leads takes
+/// the connection; a standby names the leader, which is dialed next. Answers the connection and
+/// the address of the coordinator it is to.
+///
+/// A refusal that another coordinator would repeat (a wrong token, a bad registration, an HTTP
+/// port) ends the search at once; anything else (nothing listens, a standby) moves on to the
+/// next address, and when none took the connection the error names what each said.
+pub async fn connect_to_leader(
+    addresses: &str,
+    role: Role,
+    secret: Option<&Secret>,
+    tls: Option<&ClientTls>,
+) -> Result<(Connection, String), ConnectError> {
+    let list = address::parse_list(addresses).map_err(ConnectError::BadAddress)?;
+    let mut queue: std::collections::VecDeque<Address> = list.into_iter().collect();
+    let mut tried: Vec<Address> = Vec::new();
+    let mut failures: Vec<ConnectError> = Vec::new();
+    let mut redirects = 0;
+    while let Some(address) = queue.pop_front() {
+        tried.push(address.clone());
+        let failure = match connect_one(&address, role, secret, tls).await {
+            Ok(connection) => return Ok((connection, address.to_string())),
+            Err(error)
+                if error.is_permanent() || matches!(error, ConnectError::Deferred { .. }) =>
+            {
+                return Err(error)
+            }
+            Err(error) => error,
+        };
+        if let ConnectError::Standby {
+            leader: Some(leader),
+            ..
+        } = &failure
+        {
+            // The leader next, unless it already failed this time round (a stale word).
+            match Address::parse(leader) {
+                Ok(leader) if !tried.contains(&leader) && redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    queue.retain(|queued| *queued != leader);
+                    queue.push_front(leader);
+                }
+                _ => {}
+            }
+        }
+        failures.push(failure);
+    }
+    if failures.len() == 1 {
+        if let Some(only) = failures.pop() {
+            return Err(only);
+        }
+    }
+    Err(ConnectError::NoneAnswered {
+        addresses: address::list_text(&tried),
+        reasons: failures
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
+/// Dials one coordinator and runs the handshake, within the deadline.
+async fn connect_one(
+    address: &Address,
+    role: Role,
+    secret: Option<&Secret>,
+    tls: Option<&ClientTls>,
+) -> Result<Connection, ConnectError> {
+    let dialing = handshake(address, role, secret, tls);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing).await {
         Ok(connected) => connected,
         Err(_) => Err(ConnectError::Handshake {
@@ -214,6 +312,12 @@ async fn handshake(
             }
         }
         refused @ FromCoordinator::Refused { .. } => return Err(refusal(refused, address)),
+        FromCoordinator::NotLeader { leader } => {
+            return Err(ConnectError::Standby {
+                address: address.to_string(),
+                leader,
+            })
+        }
         other => return Err(broken(format!("unexpected {other:?}"))),
     }
     Ok(connection)

@@ -5,7 +5,9 @@
 //! [`Challenge`](FromCoordinator::Challenge); the peer proves it holds the role's secret with an
 //! HMAC over both nonces ([`Proof`](ToCoordinator::Proof)); the coordinator answers
 //! [`Welcome`](FromCoordinator::Welcome) with a proof of its own, or
-//! [`Refused`](FromCoordinator::Refused) and closes.
+//! [`Refused`](FromCoordinator::Refused) and closes. A standby (a coordinator that does not hold
+//! the ledger's lease) answers a good proof with [`NotLeader`](FromCoordinator::NotLeader)
+//! instead of the welcome, and closes: only a holder of a secret learns where the leader is.
 
 pub use crate::job::{Assignment, CancelTarget, CarriedAttempt, ManifestOrder};
 use crate::job::{AttemptResult, BatchId, JobId, JobSpec, JobState, Lease};
@@ -13,7 +15,7 @@ use crate::status::{BatchInfo, ClusterStatus, JobInfo, Waiting, WorkerInfo};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to these types.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Size of the nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 32;
@@ -105,6 +107,12 @@ pub enum FromCoordinator {
     Welcome {
         /// HMAC-SHA256 of the transcript, from the coordinator's side.
         mac: [u8; 32],
+    },
+    /// This coordinator is a standby: it serves nothing, and closes after this. Sent instead of
+    /// [`Welcome`](FromCoordinator::Welcome), once the peer's proof is good.
+    NotLeader {
+        /// The leader's protocol address (`host:port`) as it advertises itself, if one is known.
+        leader: Option<String>,
     },
     /// The connection is refused; it closes after this.
     Refused {

@@ -37,6 +37,9 @@ pub const UPLOADS_DIR: &str = "uploads";
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 /// The longest wait between tries to reconnect.
 pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(3);
+/// The longest wait between tries when several coordinators are listed: one of them is taking
+/// over, and a worker that comes back to the new leader soon loses little.
+const MAX_RECONNECT_DELAY_OF_MANY: Duration = Duration::from_secs(1);
 /// How long the coordinator may take to answer a registration.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Results per frame, and bytes: a frame of results stays far below the coordinator's size limit
@@ -52,7 +55,8 @@ const RESEND_AFTER: Duration = Duration::from_secs(5);
 /// How a worker runs.
 #[derive(Clone)]
 pub struct WorkerConfig {
-    /// The coordinator's address (`host:port`).
+    /// The coordinator's address (`host:port`), or several separated by commas: the worker
+    /// registers with the one that leads.
     pub coordinator: String,
     /// The name people see.
     pub name: String,
@@ -181,6 +185,11 @@ pub async fn run(
         instance: rand::random(),
     };
     tokio::pin!(shutdown);
+    let max_delay = match crate::net::address::parse_list(&worker.config.coordinator) {
+        Ok(list) if list.len() > 1 => MAX_RECONNECT_DELAY_OF_MANY,
+        Ok(_) => MAX_RECONNECT_DELAY,
+        Err(error) => return Err(WorkerError::Refused(error)),
+    };
     let mut delay = FIRST_RECONNECT_DELAY;
     let mut announced_failure: Option<String> = None;
     loop {
@@ -189,9 +198,9 @@ pub async fn run(
             return Ok(());
         }
         match worker.connect().await {
-            Ok(connection) => {
+            Ok((connection, coordinator)) => {
                 if announced_failure.take().is_some() {
-                    tracing::info!(coordinator = %worker.config.coordinator, "reconnected");
+                    tracing::info!(%coordinator, "reconnected");
                 }
                 delay = FIRST_RECONNECT_DELAY;
                 match worker.session(connection, &mut shutdown).await {
@@ -231,13 +240,14 @@ pub async fn run(
                 }
             }
         }
-        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+        delay = (delay * 2).min(max_delay);
     }
 }
 
 impl Worker {
-    async fn connect(&mut self) -> Result<Connection, ConnectError> {
-        let mut connection = connect::connect_with(
+    /// Registers with the coordinator that leads; answers the connection and its address.
+    async fn connect(&mut self) -> Result<(Connection, String), ConnectError> {
+        let (mut connection, coordinator) = connect::connect_to_leader(
             &self.config.coordinator,
             Role::Worker,
             self.config.secret.as_ref(),
@@ -279,7 +289,7 @@ impl Worker {
             results,
         };
         let broken = |reason: String| ConnectError::Handshake {
-            address: self.config.coordinator.clone(),
+            address: coordinator.clone(),
             reason,
         };
         connection
@@ -296,7 +306,7 @@ impl Worker {
                 self.heartbeat = Duration::from_millis(heartbeat_interval_ms.clamp(50, 60_000));
             }
             refused @ FromCoordinator::Refused { .. } => {
-                return Err(connect::refusal(refused, &self.config.coordinator))
+                return Err(connect::refusal(refused, &coordinator))
             }
             other => {
                 return Err(broken(format!(
@@ -305,13 +315,13 @@ impl Worker {
             }
         }
         tracing::info!(
-            coordinator = %self.config.coordinator,
+            %coordinator,
             name = %self.config.name,
             slots = self.config.slots,
             carried = self.running.len(),
             "registered"
         );
-        Ok(connection)
+        Ok((connection, coordinator))
     }
 
     fn finished(&mut self, mut result: AttemptResult, outputs: Option<(Outputs, LedgerId)>) {

@@ -198,6 +198,12 @@ impl Cluster {
         self.spawn_worker(None, &address, name, slots, extra, env);
     }
 
+    /// Starts a worker dialling `coordinator` (an address, or a comma-separated list) rather
+    /// than this cluster's own address.
+    pub fn start_worker_at(&mut self, coordinator: &str, name: &str, slots: u32, extra: &[&str]) {
+        self.spawn_worker(None, coordinator, name, slots, extra, &[]);
+    }
+
     /// Starts a worker inside a network namespace, dialling the coordinator at `coordinator`.
     /// A worker of the same name that has exited is replaced (a restart after a kill).
     pub fn start_worker_in(
@@ -390,6 +396,20 @@ impl Cluster {
         Command::new(CLI)
             .args(args)
             .env("DROVER_COORDINATOR", &self.address)
+            .env_remove("DROVER_TOKEN")
+            .envs(self.client_token().map(|token| ("DROVER_TOKEN", token)))
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the `drover` CLI with `DROVER_COORDINATOR` set to `coordinator` (an address, or a
+    /// comma-separated list).
+    pub fn cli_via(&self, coordinator: &str, args: &[&str]) -> Output {
+        Command::new(CLI)
+            .args(args)
+            .env("DROVER_COORDINATOR", coordinator)
             .env_remove("DROVER_TOKEN")
             .envs(self.client_token().map(|token| ("DROVER_TOKEN", token)))
             .env("NO_COLOR", "1")

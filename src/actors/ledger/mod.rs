@@ -27,6 +27,7 @@ use crate::actors::scheduler::{
     Behind, Enqueue, KillAttempts, PublishManifests, Scheduler, Withdraw,
 };
 use crate::actors::session::ToWorker;
+use crate::ha::{Deposed, LeaseClock};
 use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, JobId, Lease};
 use crate::metrics::Metrics;
 use crate::status::{BatchInfo, JobStatistics};
@@ -36,7 +37,7 @@ use book::{Answer, Book, Commit, Effects, Limits, Lookup, Notice, Pending};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// Tunables of the Ledger.
 #[derive(Debug, Clone)]
@@ -56,6 +57,11 @@ pub struct LedgerConfig {
     /// workers can reconnect and report the attempts they kept running: those are taken back
     /// as they are, not started again under the same number. Zero queues them at once.
     pub reconnect_grace: Duration,
+    /// The lease this coordinator leads under: ended when it steps down, so the Scheduler
+    /// assigns nothing more.
+    pub lease: LeaseClock,
+    /// Told why, when this coordinator steps down (another took the ledger's lease).
+    pub stepped_down: Arc<watch::Sender<Option<Deposed>>>,
 }
 
 /// The default of [`LedgerConfig::max_unfinished_jobs`]: about 1.3 GiB of coordinator memory.
@@ -73,6 +79,8 @@ impl Default for LedgerConfig {
             max_unfinished_jobs: DEFAULT_MAX_UNFINISHED_JOBS,
             max_unfinished_bytes: DEFAULT_MAX_UNFINISHED_BYTES,
             reconnect_grace: Duration::ZERO,
+            lease: LeaseClock::forever(),
+            stepped_down: Arc::new(watch::channel(None).0),
         }
     }
 }
@@ -96,6 +104,11 @@ pub struct Ledger {
     /// The store is closing or closed: workers' reports are left unanswered (they are reported
     /// again to the next coordinator), and nothing new is written.
     closing: bool,
+    /// The lease this coordinator leads under.
+    lease: LeaseClock,
+    /// Why this coordinator stepped down, once it has: it acknowledges nothing more.
+    deposed: Option<Deposed>,
+    stepped_down: Arc<watch::Sender<Option<Deposed>>>,
 }
 
 impl Ledger {
@@ -121,7 +134,40 @@ impl Ledger {
             waiters: HashMap::new(),
             reconnect_grace: config.reconnect_grace,
             closing: false,
+            lease: config.lease,
+            deposed: None,
+            stepped_down: config.stepped_down,
         }
+    }
+
+    /// Stops leading: another coordinator holds the ledger's lease, so nothing this one would
+    /// commit can be, and nothing more is acknowledged or assigned. Said once.
+    fn step_down(&mut self, why: Deposed) {
+        if self.deposed.is_some() {
+            return;
+        }
+        tracing::error!(
+            reason = %why,
+            "stepping down: {why}; this coordinator acknowledges nothing more and takes no              connection (run it under a supervisor that restarts it: it comes back as a standby)"
+        );
+        self.lease.end();
+        self.closing = true;
+        self.deposed = Some(why.clone());
+        self.stepped_down.send_replace(Some(why));
+    }
+
+    /// Why a new submission cannot be taken now, if it cannot: this coordinator stepped down,
+    /// or the store's database is away.
+    fn refusal(&self) -> Option<LedgerError> {
+        let error = match (&self.deposed, self.store.unavailable()) {
+            (Some(why), _) => StoreError::Deposed(why.clone()),
+            (None, Some(why)) => StoreError::Unavailable(why),
+            (None, None) => return None,
+        };
+        Some(LedgerError::Store {
+            action: "queue the batch",
+            error,
+        })
     }
 
     /// Does what the book decided. An answer goes to `respond`; a lookup or a commit that will
@@ -336,6 +382,9 @@ impl Handler<Committed> for Ledger {
     type Result = ();
 
     fn handle(&mut self, committed: Committed, ctx: &mut Context<Self>) {
+        if let Err(StoreError::Deposed(why)) = &committed.result {
+            self.step_down(why.clone());
+        }
         let effects = self
             .book
             .committed(committed.then, committed.result, now_ms());
@@ -468,6 +517,19 @@ impl Handler<Statistics> for Ledger {
 
     fn handle(&mut self, _: Statistics, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.book.statistics(now_ms()))
+    }
+}
+
+/// Another coordinator took the ledger's lease: this one steps down.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StepDown(pub Deposed);
+
+impl Handler<StepDown> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, StepDown(why): StepDown, _ctx: &mut Context<Self>) {
+        self.step_down(why);
     }
 }
 

@@ -53,6 +53,9 @@ impl Handler<SubmitBatch> for Ledger {
     type Result = Reply<Submitted>;
 
     fn handle(&mut self, submit: SubmitBatch, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(refused) = self.refusal() {
+            return ready(Err(refused));
+        }
         let effects = match self.book.submit(submit.name, submit.jobs, now_ms()) {
             Ok(effects) => effects,
             Err(error) => return ready(Err(error)),

@@ -13,6 +13,7 @@ use crate::actors::ledger::{
 use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
 use crate::actors::session::ToWorker;
+use crate::ha::LeaseClock;
 use crate::job::{
     now_ms, Assignment, AttemptResult, CarriedAttempt, JobId, Lease, LeaseKey, LedgerId,
     ManifestOrder, Outcome, WorkerId,
@@ -31,6 +32,8 @@ pub use waiting::{Unplaceable, WaitingInLine, WhyWaiting};
 /// Spec bytes per `Assign` frame, far below the frame limit (one spec alone is bounded by the
 /// submission frame it came in).
 const ASSIGN_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// How often assignment held for the ledger's lease checks it again.
+const LEASE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Bytes of manifest orders per `WriteManifests` frame.
 const MANIFEST_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
@@ -76,11 +79,16 @@ pub struct Scheduler {
     next_publisher: usize,
     /// Where the last dispatch pass started, so slots are filled round-robin across workers.
     next_first_worker: WorkerId,
+    /// The ledger's lease: work is assigned only while it runs.
+    lease: LeaseClock,
+    /// Assignment waits for the lease to be renewed (said once in the log).
+    paused: bool,
 }
 
 impl Scheduler {
     /// A scheduler that reaches workers through `directory`, for the jobs of the ledger
-    /// `ledger_id`, handing out leases made with `lease_key` in `epoch`.
+    /// `ledger_id`, handing out leases made with `lease_key` in `epoch` while `lease` (the
+    /// ledger's) runs.
     pub fn new(
         ledger: Addr<Ledger>,
         registry: Addr<Registry>,
@@ -88,6 +96,7 @@ impl Scheduler {
         ledger_id: LedgerId,
         lease_key: LeaseKey,
         epoch: u64,
+        lease: LeaseClock,
     ) -> Self {
         Scheduler {
             ledger,
@@ -101,7 +110,26 @@ impl Scheduler {
             dispatch_queued: false,
             next_publisher: 0,
             next_first_worker: 0,
+            lease,
+            paused: false,
         }
+    }
+
+    /// Holds assignment while the ledger's lease is not renewed: a leader that may have lost
+    /// it must not hand out work another coordinator may hand out too. Checked again shortly.
+    fn hold(&mut self, ctx: &mut Context<Self>) {
+        if !self.paused {
+            tracing::warn!(
+                pending = self.pending.len(),
+                "assignment paused: the ledger's lease is not renewed (the ledger database is                  slow or away, or another coordinator is taking over)"
+            );
+            self.paused = true;
+        }
+        self.dispatch_queued = true;
+        ctx.run_later(LEASE_RECHECK, |scheduler, ctx| {
+            scheduler.dispatch_queued = false;
+            scheduler.queue_dispatch(ctx);
+        });
     }
 
     /// Runs a dispatch pass once the messages already in the mailbox are handled, so a burst of
@@ -214,8 +242,15 @@ struct Dispatch;
 impl Handler<Dispatch> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, _: Dispatch, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Dispatch, ctx: &mut Context<Self>) {
         self.dispatch_queued = false;
+        if !self.lease.is_valid() {
+            return self.hold(ctx);
+        }
+        if self.paused {
+            tracing::info!("assignment resumed: the ledger's lease is renewed");
+            self.paused = false;
+        }
         self.dispatch();
     }
 }

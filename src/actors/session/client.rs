@@ -72,12 +72,15 @@ pub(super) async fn answer(shared: Arc<SessionContext>, request: ClientRequest) 
             .await
             .map(ClientResponse::Workers)
             .map_err(LedgerError::from),
-        ClientRequest::Status => {
-            cluster_status(&shared.ledger, &shared.registry, &shared.scheduler)
-                .await
-                .map(|status| ClientResponse::Status(Box::new(status)))
-                .map_err(LedgerError::from)
-        }
+        ClientRequest::Status => cluster_status(
+            &shared.ledger,
+            &shared.registry,
+            &shared.scheduler,
+            &shared.cluster,
+        )
+        .await
+        .map(|status| ClientResponse::Status(Box::new(status)))
+        .map_err(LedgerError::from),
     };
     answered.unwrap_or_else(|error| ClientResponse::Error(error.to_string()))
 }

@@ -4,6 +4,7 @@
 //! meet the actors' own.
 
 mod client;
+pub mod handshake;
 
 use crate::actors::ledger::{Ledger, ManifestsWritten};
 use crate::actors::registry::{LastSeen, RegisterWorker, Registry, SessionClosed};
@@ -14,7 +15,6 @@ use crate::net::backlog::{Backlog, CountingCodec, CountingWriter};
 use crate::net::codec::{CodecError, FrameCodec};
 use crate::net::protocol::{
     CarriedAttempt, ClientRequest, FromCoordinator, Role, ToCoordinator, NONCE_LEN,
-    PROTOCOL_VERSION,
 };
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
@@ -54,8 +54,11 @@ pub struct SessionContext {
     pub handshake_timeout: Duration,
     /// How often workers are asked to heartbeat.
     pub heartbeat_interval: Duration,
-    /// Sessions open now, for the connection limit.
-    pub open_sessions: AtomicUsize,
+    /// Connections open now (sessions, and a standby's short exchanges before it started
+    /// leading), for the connection limit.
+    pub open_sessions: Arc<AtomicUsize>,
+    /// Who leads and which coordinators there are, for a status.
+    pub cluster: tokio::sync::watch::Receiver<crate::ha::Cluster>,
     /// Bytes waiting to be sent to a peer above which it is disconnected (it is not reading).
     pub max_write_backlog: u64,
     /// The most slots one worker may offer.
@@ -74,6 +77,14 @@ type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 impl Transport {
+    /// The connection as one stream, for a standby's short exchange.
+    pub fn boxed(self) -> crate::net::BoxedStream {
+        match self {
+            Transport::Plain(stream) => Box::new(stream),
+            Transport::Tls(stream) => Box::new(*stream),
+        }
+    }
+
     fn split(self) -> (ReadHalf, WriteHalf) {
         match self {
             // The socket's own halves: no lock between reading and writing.
@@ -232,21 +243,9 @@ impl Session {
         role: Role,
         peer_nonce: [u8; NONCE_LEN],
     ) {
-        if version != PROTOCOL_VERSION {
-            return self.refuse(
-                ctx,
-                format!("protocol version {version} is not supported; this coordinator speaks version {PROTOCOL_VERSION}"),
-            );
-        }
-        if self.secret(role).is_none() && !self.peer.ip().is_loopback() {
-            return self.refuse(
-                ctx,
-                format!(
-                    "no {} token is configured on the coordinator, so it accepts {}s from loopback only",
-                    role.as_str(),
-                    role.as_str()
-                ),
-            );
+        if let Some(reason) = handshake::hello_refusal(version, role, self.secret(role), self.peer)
+        {
+            return self.refuse(ctx, reason);
         }
         let nonce = auth::nonce();
         self.send(ctx, FromCoordinator::Challenge { nonce });
@@ -274,26 +273,7 @@ impl Session {
             return;
         };
         let secret = self.secret(role);
-        if !auth::verify(secret, Side::Peer, role, &peer_nonce, &nonce, &mac) {
-            // A peer with no token proves the empty one: it is told it gave none, not that the
-            // one it gave is wrong. (That tells it nothing of the secret.)
-            let gave_none = auth::verify(None, Side::Peer, role, &peer_nonce, &nonce, &mac);
-            let how = match role {
-                Role::Client => "set DROVER_TOKEN or give --token-file FILE",
-                Role::Worker => "set DROVER_WORKER_TOKEN or give --worker-token-file FILE",
-            };
-            let role = role.as_str();
-            let reason = match (secret, gave_none) {
-                (Some(_), true) => format!(
-                    "authentication failed: no {role} token was given, and this coordinator requires one; {how}"
-                ),
-                (Some(_), false) => format!("authentication failed: wrong {role} token ({how})"),
-                (None, _) => format!(
-                    "authentication failed: a {role} token was given, but this coordinator has none \
-                     configured (it takes {role}s from loopback without one); start it with that \
-                     token, or connect without one"
-                ),
-            };
+        if let Some(reason) = handshake::proof_refusal(role, secret, &peer_nonce, &nonce, &mac) {
             return self.refuse(ctx, reason);
         }
         let mac = auth::proof(secret, Side::Coordinator, role, &peer_nonce, &nonce);

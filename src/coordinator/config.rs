@@ -1,0 +1,207 @@
+//! How a coordinator runs ([`CoordinatorConfig`]), and how it names itself to its peers.
+
+use crate::ha::Peer;
+use crate::metrics::Metrics;
+use crate::net::address::Address;
+use crate::net::auth::Secret;
+use crate::net::codec::DEFAULT_MAX_FRAME;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a coordinator runs.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Where the ledger lives (SQLite), and the coordinator's own files.
+    pub data_dir: PathBuf,
+    /// Silence after which a worker is lost.
+    pub heartbeat_timeout: Duration,
+    /// How often workers heartbeat.
+    pub heartbeat_interval: Duration,
+    /// The client role's secret.
+    pub client_secret: Option<Secret>,
+    /// The worker role's secret.
+    pub worker_secret: Option<Secret>,
+    /// A secret that lets HTTP callers read (the dashboard, `/api` GETs) and change nothing.
+    pub read_secret: Option<Secret>,
+    /// The largest frame accepted.
+    pub max_frame: usize,
+    /// How long a peer has to authenticate.
+    pub handshake_timeout: Duration,
+    /// Connections beyond this are closed at once.
+    pub max_connections: usize,
+    /// Backoff before the second attempt of a failed job, doubled after each failure.
+    pub retry_backoff: Duration,
+    /// Where to serve the HTTP API, metrics and dashboard, if anywhere.
+    pub http: Option<String>,
+    /// The most jobs one batch may have.
+    pub max_batch_jobs: usize,
+    /// The most unfinished jobs held before submissions are refused ("queue full").
+    pub max_pending_jobs: usize,
+    /// The most bytes of unfinished jobs' specs held before submissions are refused.
+    pub max_pending_bytes: usize,
+    /// Bytes waiting to be sent to one peer above which it is disconnected as not reading.
+    pub max_write_buffer: usize,
+    /// The most slots one worker may offer.
+    pub max_worker_slots: u32,
+    /// The certificate chain and private key (PEM files) for TLS on both ports.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Refuse to start without TLS.
+    pub require_tls: bool,
+    /// The protocol address other coordinators send peers to (`host:port`); by default the
+    /// listening address, or this machine's name with its port when it listens on every
+    /// address.
+    pub advertise: Option<String>,
+    /// The HTTP address a standby redirects to when this coordinator leads; by default worked
+    /// out from `http` as `advertise` is.
+    pub advertise_http: Option<String>,
+    /// Where counters and timings are kept, for `/metrics` (shared with the ledger's store).
+    pub metrics: Arc<Metrics>,
+}
+
+/// The default of [`CoordinatorConfig::max_worker_slots`]: more than any one machine runs at
+/// once, few enough that one registration cannot take the queue.
+pub const DEFAULT_MAX_WORKER_SLOTS: u32 = 1024;
+
+/// The default of [`CoordinatorConfig::max_write_buffer`]: four of the largest frames.
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 4 * DEFAULT_MAX_FRAME;
+
+impl CoordinatorConfig {
+    /// Defaults with the ledger in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        CoordinatorConfig {
+            data_dir: data_dir.into(),
+            heartbeat_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            client_secret: None,
+            worker_secret: None,
+            read_secret: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            retry_backoff: Duration::from_secs(1),
+            http: None,
+            max_batch_jobs: crate::actors::ledger::MAX_JOBS_PER_BATCH,
+            max_pending_jobs: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_JOBS,
+            max_pending_bytes: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_BYTES,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            max_worker_slots: DEFAULT_MAX_WORKER_SLOTS,
+            tls: None,
+            require_tls: false,
+            advertise: None,
+            advertise_http: None,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// This coordinator as its peers should reach it, once its ports are bound.
+    pub(super) fn me(
+        &self,
+        listening: SocketAddr,
+        http: Option<SocketAddr>,
+    ) -> Result<Peer, String> {
+        let address = advertised("--advertise", self.advertise.as_deref(), listening)?;
+        let http = match http {
+            Some(http) => Some(advertised(
+                "--advertise-http",
+                self.advertise_http.as_deref(),
+                http,
+            )?),
+            None => None,
+        };
+        Ok(Peer { address, http })
+    }
+}
+
+/// The address given, checked; else the bound one, with this machine's name for an address
+/// that means every address (no peer can dial `0.0.0.0`).
+fn advertised(flag: &str, given: Option<&str>, bound: SocketAddr) -> Result<String, String> {
+    if let Some(given) = given {
+        let mut address = Address::parse(given).map_err(|error| format!("{flag}: {error}"))?;
+        if !names_port(given) {
+            address.port = bound.port();
+        }
+        return Ok(address.to_string());
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(bound.to_string());
+    }
+    let host = hostname().ok_or_else(|| {
+        format!("cannot tell this machine's name to advertise {bound} by; give {flag} HOST:PORT")
+    })?;
+    Ok(Address {
+        host,
+        port: bound.port(),
+    }
+    .to_string())
+}
+
+/// Whether an address as written names its port (`head:7700`, `[::1]:7700`; not `head`, `::1`).
+fn names_port(text: &str) -> bool {
+    match text.trim().rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    }
+}
+
+/// This machine's name, as the system has it.
+fn hostname() -> Option<String> {
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return None;
+    }
+    let end = buffer.iter().position(|byte| *byte == 0)?;
+    let name = std::str::from_utf8(&buffer[..end]).ok()?.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_coordinator_advertises_what_peers_can_dial() {
+        let config = CoordinatorConfig::new("unused");
+        let me = config
+            .me(
+                "127.0.0.1:7700".parse().unwrap(),
+                Some("127.0.0.1:7701".parse().unwrap()),
+            )
+            .unwrap();
+        assert_eq!(me.address, "127.0.0.1:7700");
+        assert_eq!(me.http.as_deref(), Some("127.0.0.1:7701"));
+
+        let anywhere = config.me("0.0.0.0:7700".parse().unwrap(), None).unwrap();
+        assert_eq!(anywhere.address, format!("{}:7700", hostname().unwrap()));
+        assert_eq!(anywhere.http, None);
+
+        let given = CoordinatorConfig {
+            advertise: Some("head-1".into()),
+            advertise_http: Some("head-1:8080".into()),
+            ..config
+        };
+        let me = given
+            .me(
+                "0.0.0.0:9000".parse().unwrap(),
+                Some("0.0.0.0:9001".parse().unwrap()),
+            )
+            .unwrap();
+        assert_eq!(
+            me.address, "head-1:9000",
+            "a host alone keeps the port listened on"
+        );
+        assert_eq!(me.http.as_deref(), Some("head-1:8080"));
+
+        let bad = CoordinatorConfig {
+            advertise: Some("http://head".into()),
+            ..CoordinatorConfig::new("unused")
+        };
+        let error = bad.me("0.0.0.0:9000".parse().unwrap(), None).unwrap_err();
+        assert!(error.starts_with("--advertise: "), "{error}");
+    }
+}

@@ -1,0 +1,145 @@
+//! A coordinator that holds the ledger: the actors started from its [`Term`], its ports switched
+//! from standby answers to serving them, and its step-down when the term ends.
+
+use super::{CoordinatorHandle, Front};
+use crate::actors::ledger::{Ledger, LedgerConfig, StepDown};
+use crate::actors::registry::{Registry, WorkerDirectory};
+use crate::actors::scheduler::Scheduler;
+use crate::actors::session::SessionContext;
+use crate::ha::{Deposed, Term};
+use crate::http::HttpState;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Starts the actors from `term` and serves them on the front's ports.
+pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
+    let Front {
+        config,
+        local_addr,
+        http_addr,
+        cluster,
+        gate,
+        http_serving,
+        accepting,
+        ..
+    } = front;
+    let Term {
+        store,
+        replay,
+        lease,
+        deposed,
+    } = term;
+    let ledger_id = replay.ledger;
+    let (lease_key, epoch) = (replay.lease_key.clone(), replay.epoch);
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        ledger = %ledger_id,
+        epoch = replay.epoch,
+        batches = replay.batches.len(),
+        unfinished = replay.unfinished.len(),
+        "ledger opened"
+    );
+    let (stepped_down_tx, stepped_down) = watch::channel(None::<Deposed>);
+    let metrics = config.metrics.clone();
+
+    // The actors know each other: make the addresses first, then start them.
+    let scheduler_ctx = Context::<Scheduler>::new();
+    let registry_ctx = Context::<Registry>::new();
+    let scheduler = scheduler_ctx.address();
+    let registry = registry_ctx.address();
+    let directory = WorkerDirectory::default();
+    let ledger = Ledger::new(
+        store,
+        replay,
+        scheduler.clone(),
+        directory.clone(),
+        LedgerConfig {
+            retry_backoff: config.retry_backoff,
+            metrics: metrics.clone(),
+            max_batch_jobs: config.max_batch_jobs,
+            max_unfinished_jobs: config.max_pending_jobs,
+            max_unfinished_bytes: config.max_pending_bytes,
+            // A worker retries at least every MAX_RECONNECT_DELAY, so after a restart every
+            // live one is back within it (and a heartbeat timeout is what silence costs anyway).
+            reconnect_grace: config
+                .heartbeat_timeout
+                .max(crate::worker::MAX_RECONNECT_DELAY + Duration::from_secs(2)),
+            lease: lease.clone(),
+            stepped_down: Arc::new(stepped_down_tx),
+        },
+    )
+    .start();
+    scheduler_ctx.run(Scheduler::new(
+        ledger.clone(),
+        registry.clone(),
+        directory.clone(),
+        ledger_id,
+        lease_key,
+        epoch,
+        lease,
+    ));
+    registry_ctx.run(Registry::new(
+        scheduler.clone(),
+        directory,
+        config.heartbeat_timeout,
+    ));
+
+    let shared = Arc::new(SessionContext {
+        registry: registry.clone(),
+        scheduler: scheduler.clone(),
+        ledger: ledger.clone(),
+        client_secret: config.client_secret.clone(),
+        worker_secret: config.worker_secret.clone(),
+        max_frame: config.max_frame,
+        handshake_timeout: config.handshake_timeout,
+        // At least three beats per timeout, so one late beat never costs a healthy worker.
+        heartbeat_interval: config.heartbeat_interval.min(config.heartbeat_timeout / 3),
+        open_sessions: gate.open.clone(),
+        max_write_backlog: config.max_write_buffer as u64,
+        max_worker_slots: config.max_worker_slots,
+        cluster: cluster.clone(),
+    });
+    gate.serving.send_replace(Some(shared));
+    http_serving.send_replace(Some(Arc::new(HttpState {
+        ledger: ledger.clone(),
+        registry: registry.clone(),
+        scheduler: scheduler.clone(),
+        metrics,
+        cluster: cluster.clone(),
+    })));
+    tracing::info!(address = %local_addr, "serving: the ledger is open and the actors run");
+
+    // The term ends when another coordinator takes the lease (said by the leadership), or when
+    // a commit finds so (said by the Ledger): either way the Ledger steps down, and the ports
+    // stop serving.
+    let ledger_told = ledger.clone();
+    let mut watching = stepped_down.clone();
+    actix_rt::spawn(async move {
+        tokio::select! {
+            why = deposed => ledger_told.do_send(StepDown(why)),
+            _ = watching.wait_for(Option::is_some) => {}
+        }
+    });
+    let mut watching = stepped_down.clone();
+    let accepting_stop = accepting.clone();
+    actix_rt::spawn(async move {
+        if watching.wait_for(Option::is_some).await.is_ok() {
+            let _ = accepting_stop.send(false);
+            gate.serving.send_replace(None);
+            http_serving.send_replace(None);
+        }
+    });
+    CoordinatorHandle {
+        local_addr,
+        http_addr,
+        ledger_id,
+        ledger,
+        registry,
+        scheduler,
+        cluster,
+        accepting,
+        stepped_down,
+    }
+}

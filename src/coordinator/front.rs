@@ -3,11 +3,13 @@
 //! Until the coordinator leads, a peer that proves it holds a secret is told where the leader is
 //! ([`FromCoordinator::NotLeader`]) and the connection closes: a standby queues nothing. Once
 //! the coordinator leads, every connection becomes a [`Session`] with the actors behind it. A
-//! peer that arrives while the leader is known to be this coordinator but its actors are still
-//! starting (the ledger is being replayed) waits for them instead of being sent away.
+//! peer that arrives while this coordinator leads but its actors are still starting (the ledger
+//! is being replayed) waits for them instead of being sent away (see
+//! [`serving_or_leader`]).
 
 use crate::actors::session::handshake::{hello_refusal, proof_refusal};
 use crate::actors::session::{Session, SessionContext, Transport};
+use crate::ha::waiting::serving_or_leader;
 use crate::ha::{Cluster, MemberRole};
 use crate::net::auth::{self, Secret};
 use crate::net::codec::FrameCodec;
@@ -16,14 +18,10 @@ use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::codec::Framed;
-
-/// How long a peer that reached a coordinator knowing no leader waits for one to be known,
-/// before it is told there is none (it tries the next coordinator on its list, or again).
-const NO_LEADER_WAIT: Duration = Duration::from_secs(1);
 
 /// What the accept loop needs, whether the coordinator leads or not.
 pub(super) struct Gate {
@@ -43,81 +41,30 @@ pub(super) struct Gate {
     pub open: Arc<AtomicUsize>,
 }
 
-/// What becomes of a connection that arrived before the coordinator led.
-enum Decision {
-    /// It leads now: a session.
-    Serve(Arc<SessionContext>),
-    /// Tell the peer where the leader is (if anyone knows), and close.
-    Elsewhere(Option<String>),
-}
-
-/// The leader's address, if it is another coordinator.
-fn other_leader(cluster: &Cluster) -> Option<String> {
-    cluster
-        .leader
-        .as_ref()
-        .filter(|leader| **leader != cluster.me)
-        .map(|leader| leader.address.clone())
-}
-
 impl Gate {
     /// Takes an accepted connection (its TLS handshake done).
     fn admit(self: &Arc<Self>, transport: Transport, peer: SocketAddr) {
-        if let Some(shared) = self.serving.borrow().clone() {
+        let serving = self.serving.borrow().clone();
+        if let Some(shared) = serving {
             Session::start(transport, peer, shared);
             return;
         }
         let gate = self.clone();
         actix_rt::spawn(async move {
-            match gate.decide().await {
-                Decision::Serve(shared) => {
+            let serving = gate.serving.subscribe();
+            let cluster = gate.cluster.clone();
+            match serving_or_leader(serving, cluster, gate.handshake_timeout).await {
+                Ok(shared) => {
                     Session::start(transport, peer, shared);
                 }
-                Decision::Elsewhere(leader) => {
+                Err(leader) => {
+                    let leader = leader.map(|leader| leader.address);
                     let exchange = gate.not_leader(transport, peer, leader);
                     let _ = tokio::time::timeout(gate.handshake_timeout, exchange).await;
                     gate.open.fetch_sub(1, Ordering::Relaxed);
                 }
             }
         });
-    }
-
-    /// Waits until it is clear whether this coordinator serves the connection.
-    async fn decide(&self) -> Decision {
-        let mut serving = self.serving.subscribe();
-        let mut cluster = self.cluster.clone();
-        let mut cluster_open = true;
-        let arrived = Instant::now();
-        loop {
-            if let Some(shared) = serving.borrow_and_update().clone() {
-                return Decision::Serve(shared);
-            }
-            let (elsewhere, leading) = {
-                let now = cluster.borrow_and_update();
-                (other_leader(&now), now.role == MemberRole::Leader)
-            };
-            if elsewhere.is_some() {
-                return Decision::Elsewhere(elsewhere);
-            }
-            // Leading but still starting: worth the whole handshake deadline. Knowing no
-            // leader: a short wait, as one may be about to take over.
-            let wait = if leading {
-                self.handshake_timeout
-            } else {
-                NO_LEADER_WAIT
-            };
-            tokio::select! {
-                changed = serving.changed() => if changed.is_err() {
-                    return Decision::Elsewhere(None);
-                },
-                changed = cluster.changed(), if cluster_open => if changed.is_err() {
-                    cluster_open = false;
-                },
-                _ = tokio::time::sleep_until((arrived + wait).into()) => {
-                    return Decision::Elsewhere(None);
-                }
-            }
-        }
     }
 
     fn secret(&self, role: Role) -> Option<&Secret> {

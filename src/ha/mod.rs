@@ -10,6 +10,7 @@
 //! [`Cluster`] watch: this coordinator's role, who leads, and who else is there.
 
 pub mod sqlite;
+pub mod waiting;
 
 use crate::storage::store::{LedgerStore, Replay, StoreError};
 use futures::future::BoxFuture;

@@ -8,7 +8,8 @@
 //! more than the leader would.
 
 use super::{access, ApiError, HttpFront, HttpState};
-use crate::ha::Cluster;
+use crate::ha::waiting::serving_or_leader;
+use crate::ha::Peer;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
@@ -16,6 +17,11 @@ use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a request waits for a coordinator that leads but is still starting (its ledger is
+/// being replayed).
+const STARTING_WAIT: Duration = Duration::from_secs(10);
 
 /// The state of a coordinator that leads, for the handlers: taking it fails (503) on one that
 /// does not, which the middleware below never lets through anyway.
@@ -57,21 +63,23 @@ pub(super) async fn redirect(
     if request.path().starts_with("/api") {
         access::check(request.request(), &front)?;
     }
+    let serving = front.serving.clone();
+    let leader = match serving_or_leader(serving, front.cluster.clone(), STARTING_WAIT).await {
+        // This coordinator leads now: it was starting when the request came.
+        Ok(_) => return Ok(next.call(request).await?.map_into_left_body()),
+        Err(leader) => leader,
+    };
     let target = request
         .uri()
         .path_and_query()
         .map_or("/", |path| path.as_str())
         .to_string();
-    let answer = elsewhere(&front.cluster.borrow(), front.https, &target);
+    let answer = elsewhere(leader.as_ref(), front.https, &target);
     Ok(request.into_response(answer).map_into_right_body())
 }
 
 /// The answer of a standby to a request for `target` (a path and query).
-fn elsewhere(cluster: &Cluster, https: bool, target: &str) -> HttpResponse {
-    let leader = cluster
-        .leader
-        .as_ref()
-        .filter(|leader| **leader != cluster.me);
+fn elsewhere(leader: Option<&Peer>, https: bool, target: &str) -> HttpResponse {
     match leader {
         Some(leader) => match &leader.http {
             Some(http) => {
@@ -112,53 +120,31 @@ fn unavailable(error: String, leader: Option<&String>) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ha::{MemberRole, Peer};
 
-    fn peer(address: &str, http: Option<&str>) -> Peer {
+    fn leader(http: Option<&str>) -> Peer {
         Peer {
-            address: address.into(),
+            address: "a:7700".into(),
             http: http.map(str::to_string),
-        }
-    }
-
-    fn standby(leader: Option<Peer>) -> Cluster {
-        Cluster {
-            me: peer("b:7700", Some("b:7701")),
-            role: MemberRole::Standby,
-            leader,
-            members: Vec::new(),
         }
     }
 
     #[test]
     fn a_standby_sends_requests_to_the_leader_or_says_there_is_none() {
-        let cluster = standby(Some(peer("a:7700", Some("a:7701"))));
-        let answer = elsewhere(&cluster, false, "/api/jobs/3?x=1");
+        let known = leader(Some("a:7701"));
+        let answer = elsewhere(Some(&known), false, "/api/jobs/3?x=1");
         assert_eq!(answer.status(), StatusCode::TEMPORARY_REDIRECT);
         assert_eq!(
             answer.headers().get(header::LOCATION).unwrap(),
             "http://a:7701/api/jobs/3?x=1"
         );
-        let https = elsewhere(&cluster, true, "/");
+        let https = elsewhere(Some(&known), true, "/");
         assert_eq!(
             https.headers().get(header::LOCATION).unwrap(),
             "https://a:7701/"
         );
-
-        let no_http = elsewhere(&standby(Some(peer("a:7700", None))), false, "/");
+        let no_http = elsewhere(Some(&leader(None)), false, "/");
         assert_eq!(no_http.status(), StatusCode::SERVICE_UNAVAILABLE);
-
-        let nobody = elsewhere(&standby(None), false, "/");
+        let nobody = elsewhere(None, false, "/");
         assert_eq!(nobody.status(), StatusCode::SERVICE_UNAVAILABLE);
-        // This coordinator itself, stepping down, is no leader to send anyone to.
-        let me = standby(None);
-        let itself = Cluster {
-            leader: Some(me.me.clone()),
-            ..me
-        };
-        assert_eq!(
-            elsewhere(&itself, false, "/").status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
     }
 }

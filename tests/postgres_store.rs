@@ -1,0 +1,537 @@
+//! The PostgreSQL ledger store against a real server: the same answers as SQLite for the same
+//! changes, the fence of the lease, commits held while the database is away, and bad input.
+
+mod common;
+
+use common::postgres::{PgServer, PASSWORD};
+use drover::ha::{Cluster, Deposed, Leadership, MemberRole, Peer, Term};
+use drover::job::{JobSpec, JobState, SpecBytes, Task};
+use drover::metrics::Metrics;
+use drover::storage::postgres::PgLeadership;
+use drover::storage::sqlite::SqliteStore;
+use drover::storage::store::{
+    AttemptRow, Change, JobFilter, LedgerStore, Replay, StartRow, StoreError, WorkOrder,
+};
+use futures::executor::block_on;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const TTL: Duration = Duration::from_secs(1);
+
+fn peer(address: &str) -> Peer {
+    Peer {
+        address: address.into(),
+        http: Some(format!("{address}-http")),
+    }
+}
+
+fn spec(n: u64) -> SpecBytes {
+    SpecBytes::encode(&JobSpec {
+        priority: 0,
+        slots: 1,
+        requires: vec![],
+        max_attempts: 3,
+        timeout_s: None,
+        name: Some(format!("job {n}")),
+        task: Task::Exec {
+            cmd: vec!["true".into(), n.to_string()],
+            env: vec![],
+        },
+        inputs: vec![],
+        outputs: None,
+    })
+}
+
+fn submit(batch: u64, first_job: u64, count: u64, key: Option<&str>) -> Change {
+    Change::Submit {
+        batch,
+        name: format!("batch {batch}"),
+        submitted_at_ms: 1_000 + batch,
+        first_job,
+        jobs: Arc::new(
+            (first_job..first_job + count)
+                .map(|job| ((job % 2 == 0).then(|| format!("n{job}")), spec(job)))
+                .collect(),
+        ),
+        idempotency_key: key.map(Arc::from),
+    }
+}
+
+fn finish(job: u64, state: JobState, lease: u64) -> Change {
+    Change::Finish(Box::new(WorkOrder {
+        job,
+        state,
+        lease: Some(lease),
+        outputs: (state == JobState::Succeeded).then(|| "[]".to_string()),
+        worker: Some("w1".into()),
+        attempts: 2,
+        lost_attempts: 1,
+        failures: u32::from(state == JobState::Failed),
+        started_at_ms: Some(2_000 + job),
+        finished_at_ms: 3_000 + job,
+        duration_ms: Some(1_000),
+        exit_code: Some(if state == JobState::Succeeded { 0 } else { 3 }),
+        output_tail: Some(format!("tail {job}")),
+        error: (state != JobState::Succeeded).then(|| format!("error {job}")),
+    }))
+}
+
+fn attempt(job: u64, lease: u64, number: u32, outcome: &'static str) -> Change {
+    Change::Attempt(Box::new(AttemptRow {
+        job,
+        lease,
+        attempt: number,
+        worker: format!("w{number}"),
+        outcome,
+        started_at_ms: 10 * job,
+        finished_at_ms: 10 * job + 5,
+        exit_code: (outcome == "failed").then_some(1),
+        error: Some(format!("{outcome} {job}")),
+    }))
+}
+
+fn started(rows: &[(u64, u64, u32, &str)]) -> Change {
+    Change::Started(
+        rows.iter()
+            .map(|(job, lease, attempt, worker)| StartRow {
+                job: *job,
+                lease: *lease,
+                attempt: *attempt,
+                worker: Arc::from(*worker),
+            })
+            .collect(),
+    )
+}
+
+fn commit(store: &dyn LedgerStore, changes: Vec<Change>) -> Result<(), StoreError> {
+    let (tx, rx) = mpsc::channel();
+    store.commit(
+        changes,
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+    );
+    rx.recv().unwrap()
+}
+
+/// Campaigns and waits for the term.
+fn lead(url: &str, me: Peer) -> (Term, watch::Receiver<Cluster>) {
+    let leadership = PgLeadership::new(url, TTL, Arc::new(Metrics::default())).unwrap();
+    let (cluster, seen) = watch::channel(empty_cluster(&me));
+    let term = block_on(leadership.campaign(me, cluster)).unwrap();
+    (term, seen)
+}
+
+fn empty_cluster(me: &Peer) -> Cluster {
+    Cluster {
+        me: me.clone(),
+        role: MemberRole::Standby,
+        leader: None,
+        members: vec![],
+    }
+}
+
+/// A campaign's error, which must come without waiting.
+fn refused(url: &str) -> String {
+    let leadership = match PgLeadership::new(url, TTL, Arc::new(Metrics::default())) {
+        Ok(leadership) => leadership,
+        Err(error) => return error.to_string(),
+    };
+    let me = peer("127.0.0.1:1");
+    let (cluster, _seen) = watch::channel(empty_cluster(&me));
+    match block_on(leadership.campaign(me, cluster)) {
+        Ok(_) => panic!("campaign on {url} succeeded"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// The changes the conformance test writes, in commits; the third holds, in one commit, the
+/// cases where order within a group matters.
+fn conformance_commits() -> Vec<Vec<Change>> {
+    use JobState::*;
+    vec![
+        vec![submit(1, 1, 6, None), submit(2, 7, 3, None)],
+        vec![started(&[
+            (1, 101, 1, "w1"),
+            (2, 102, 1, "w1"),
+            (3, 103, 1, "w2"),
+            (4, 104, 1, "w2"),
+            (5, 105, 1, "w1"),
+        ])],
+        vec![
+            finish(1, Succeeded, 101),
+            // A second record of job 1: refused.
+            finish(1, Failed, 999),
+            attempt(2, 102, 1, "lost"),
+            attempt(2, 106, 2, "failed"),
+            started(&[(2, 107, 3, "w3")]),
+            // Failed, retried and then succeeded, all in one group.
+            finish(3, Failed, 103),
+            Change::Reopen(vec![3]),
+            finish(3, Succeeded, 108),
+            // Counted twice (two other leases), not for the recorded lease.
+            Change::Duplicates(vec![(1, 101), (1, 555), (1, 556)]),
+            // A start whose job ends in the same group is not written.
+            started(&[(6, 110, 1, "w1")]),
+            finish(6, Cancelled, 110),
+            finish(4, Succeeded, 104),
+            Change::ManifestsWritten(vec![1]),
+            Change::ManifestsAbandoned(vec![3]),
+            finish(7, Failed, 111),
+            finish(8, Failed, 112),
+        ],
+        vec![
+            attempt(5, 105, 1, "timed_out"),
+            started(&[(9, 120, 1, "w2")]),
+            attempt(9, 120, 1, "lost"),
+            started(&[(9, 121, 2, "w4")]),
+            Change::Reopen(vec![8]),
+        ],
+    ]
+}
+
+/// Everything a store answers, as text to compare.
+fn everything(store: &dyn LedgerStore, replay: &Replay) -> Vec<String> {
+    let mut seen = vec![
+        format!("batches {:?}", replay.batches),
+        format!("unfinished {:?}", replay.unfinished),
+        format!("next {}", replay.next_job),
+    ];
+    let mut unpublished: Vec<String> = replay
+        .unpublished
+        .iter()
+        .map(|job| format!("{} {} {}", job.job, job.lease, job.objects))
+        .collect();
+    unpublished.sort();
+    seen.push(format!("unpublished {unpublished:?}"));
+    for id in 0..=11 {
+        seen.push(format!("job {id} {:?}", block_on(store.job(id)).unwrap()));
+        seen.push(format!(
+            "history {id} {:?}",
+            block_on(store.history(id)).unwrap()
+        ));
+        seen.push(format!(
+            "finished {id} {:?}",
+            block_on(store.finished_job(id)).unwrap().map(|job| (
+                job.batch,
+                job.state,
+                job.job.id,
+                job.job.attempts
+            ))
+        ));
+    }
+    for batch in [None, Some(1), Some(2), Some(3)] {
+        for state in [None, Some(JobState::Pending), Some(JobState::Failed)] {
+            for (after, limit) in [(0, 100), (2, 3)] {
+                let page = block_on(store.jobs(JobFilter {
+                    batch,
+                    state,
+                    after,
+                    limit,
+                }))
+                .unwrap();
+                seen.push(format!("page {batch:?} {state:?} {after} {limit} {page:?}"));
+            }
+        }
+    }
+    for batch in 1..=3 {
+        let failed: Vec<_> = block_on(store.failed_jobs(batch))
+            .unwrap()
+            .into_iter()
+            .map(|job| (job.id, job.attempts, job.spec.as_bytes().to_vec()))
+            .collect();
+        seen.push(format!("failed {batch} {failed:?}"));
+    }
+    let mut leases: Vec<_> = block_on(store.recorded_leases((0..=11).collect()))
+        .unwrap()
+        .into_iter()
+        .collect();
+    leases.sort();
+    seen.push(format!("leases {leases:?}"));
+    seen
+}
+
+#[test]
+fn postgres_answers_as_sqlite_does_for_the_same_changes() {
+    let server = PgServer::start();
+    server.create_database("same");
+    let dir = tempfile::tempdir().unwrap();
+    let (sqlite, _) = SqliteStore::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+    let (term, _) = lead(&server.url("same"), peer("127.0.0.1:7701"));
+    for changes in conformance_commits() {
+        commit(&sqlite, changes.clone()).unwrap();
+        commit(&*term.store, changes).unwrap();
+    }
+    block_on(sqlite.close()).unwrap();
+    block_on(term.store.close()).unwrap();
+    drop(sqlite);
+
+    let (sqlite, sqlite_replay) =
+        SqliteStore::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+    let (again, _) = lead(&server.url("same"), peer("127.0.0.1:7701"));
+    assert_eq!(again.replay.epoch, term.replay.epoch + 1, "a new term");
+    assert_eq!(again.replay.ledger, term.replay.ledger, "the same ledger");
+    let expected = everything(&sqlite, &sqlite_replay);
+    let found = everything(&*again.store, &again.replay);
+    for (sqlite, postgres) in expected.iter().zip(&found) {
+        assert_eq!(sqlite, postgres);
+    }
+    assert_eq!(expected.len(), found.len());
+    // The cases themselves, so the comparison is known to cover them.
+    let job1 = block_on(again.store.job(1)).unwrap().unwrap();
+    assert_eq!((job1.state, job1.duplicates), (JobState::Succeeded, 2));
+    let job3 = block_on(again.store.job(3)).unwrap().unwrap();
+    assert_eq!(job3.state, JobState::Succeeded);
+    let job9 = again
+        .replay
+        .unfinished
+        .iter()
+        .find(|job| job.id == 9)
+        .unwrap();
+    assert_eq!(job9.started, Some((121, "w4".to_string())));
+    assert_eq!(job9.lost_on, vec!["w1".to_string()]);
+    assert!(again.replay.unfinished.iter().all(|job| job.id != 6));
+}
+
+#[test]
+fn a_second_record_is_refused_and_an_idempotency_key_taken_once() {
+    let server = PgServer::start();
+    server.create_database("once");
+    let (term, _) = lead(&server.url("once"), peer("127.0.0.1:7702"));
+    let store = &*term.store;
+    commit(store, vec![submit(1, 1, 2, Some("key-1"))]).unwrap();
+    commit(store, vec![finish(1, JobState::Succeeded, 11)]).unwrap();
+    // Refused, not failed: the first record stays.
+    commit(store, vec![finish(1, JobState::Failed, 12)]).unwrap();
+    let job = block_on(store.job(1)).unwrap().unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(
+        block_on(store.recorded_leases(vec![1, 2])).unwrap(),
+        [(1, 11)].into_iter().collect()
+    );
+    // A second batch under the same key: the whole commit fails, nothing of it is written.
+    let error = commit(store, vec![submit(2, 3, 1, Some("key-1"))]).unwrap_err();
+    assert!(error.to_string().contains("idempotency_key"), "{error}");
+    assert_eq!(block_on(store.job(3)).unwrap(), None);
+    block_on(store.close()).unwrap();
+    let (again, _) = lead(&server.url("once"), peer("127.0.0.1:7702"));
+    assert_eq!(again.replay.batches.len(), 1);
+    assert_eq!(
+        again.replay.batches[0].idempotency_key.as_deref(),
+        Some("key-1")
+    );
+    assert_eq!(again.replay.batches[0].succeeded, 1);
+}
+
+/// A TCP relay that can be paused: what passes through it stalls, as if its client froze.
+struct Relay {
+    port: u16,
+    paused: watch::Sender<bool>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Relay {
+    fn to(port: u16) -> Relay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let local = listener.local_addr().unwrap().port();
+        let (paused, watching) = watch::channel(false);
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                for (mut from, mut to) in [(client_read, server_write), (server_read, client_write)]
+                {
+                    let mut paused = watching.clone();
+                    tokio::spawn(async move {
+                        let mut buffer = vec![0u8; 65536];
+                        loop {
+                            let n = match from.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if paused.wait_for(|paused| !paused).await.is_err() {
+                                return;
+                            }
+                            if to.write_all(&buffer[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay {
+            port: local,
+            paused,
+            _runtime: runtime,
+        }
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited a minute for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_leader_cut_off_past_its_lease_is_fenced_and_commits_nothing() {
+    let server = PgServer::start();
+    server.create_database("fence");
+    let relay = Relay::to(server.port());
+    let through_relay = server.url("fence").replace(
+        &format!(":{}/", server.port()),
+        &format!(":{}/", relay.port),
+    );
+    let (first_peer, second_peer) = (peer("127.0.0.1:7711"), peer("127.0.0.1:7712"));
+    let (first, _) = lead(&through_relay, first_peer.clone());
+    commit(&*first.store, vec![submit(1, 1, 1, None)]).unwrap();
+
+    // The second campaigns meanwhile, and sees the first lead.
+    let second =
+        PgLeadership::new(&server.url("fence"), TTL, Arc::new(Metrics::default())).unwrap();
+    let (cluster, mut seen) = watch::channel(empty_cluster(&second_peer));
+    let campaign = second.campaign(second_peer.clone(), cluster);
+    let (won_tx, won) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = won_tx.send(block_on(campaign));
+    });
+    block_on(seen.wait_for(|cluster| {
+        cluster.leader.as_ref().map(|leader| &leader.address) == Some(&first_peer.address)
+            && cluster.members.len() == 2
+    }))
+    .unwrap();
+
+    // The first is cut off from the database: it cannot renew, and the second takes over.
+    relay.paused.send_replace(true);
+    let second_term = won.recv().unwrap().unwrap();
+    assert_eq!(second_term.replay.epoch, first.replay.epoch + 1);
+    assert_eq!(second_term.replay.batches.len(), 1);
+    assert!(
+        !first.lease.is_valid(),
+        "the first stopped assigning before the database let another take over"
+    );
+
+    // Back in touch, the first commits nothing, now or later, and knows why.
+    relay.paused.send_replace(false);
+    let superseded = Deposed::Superseded {
+        holder: second_peer.address.clone(),
+        epoch: second_term.replay.epoch,
+        mine: first.replay.epoch,
+    };
+    for batch in [2, 3] {
+        let error = commit(&*first.store, vec![submit(batch, batch, 1, None)]).unwrap_err();
+        assert_eq!(error, StoreError::Deposed(superseded.clone()));
+    }
+    assert_eq!(block_on(first.deposed), superseded);
+    assert_eq!(server.psql_in("fence", "SELECT count(*) FROM batches"), "1");
+    // The new leader's commits go on.
+    commit(&*second_term.store, vec![submit(2, 2, 1, None)]).unwrap();
+    assert_eq!(server.psql_in("fence", "SELECT count(*) FROM batches"), "2");
+}
+
+#[test]
+fn a_commit_waits_for_the_database_to_come_back() {
+    let mut server = PgServer::start();
+    server.create_database("away");
+    let (term, _) = lead(&server.url("away"), peer("127.0.0.1:7721"));
+    let store = term.store.clone();
+    commit(&*store, vec![submit(1, 1, 1, None)]).unwrap();
+    assert_eq!(store.unavailable(), None);
+
+    server.stop();
+    let (done_tx, done) = mpsc::channel();
+    store.commit(
+        vec![submit(2, 2, 3, None)],
+        Box::new(move |result| {
+            let _ = done_tx.send(result);
+        }),
+    );
+    wait_until("the store to say the database is away", || {
+        store.unavailable().is_some()
+    });
+    let said = store.unavailable().unwrap();
+    assert!(said.contains("unreachable"), "{said}");
+    assert!(!said.contains(PASSWORD), "{said}");
+    assert!(matches!(
+        block_on(store.job(1)),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(done.try_recv().is_err(), "held, neither done nor failed");
+
+    server.restart();
+    done.recv().unwrap().unwrap();
+    wait_until("the store to say the database is back", || {
+        store.unavailable().is_none()
+    });
+    assert_eq!(block_on(store.job(4)).unwrap().unwrap().batch, 2);
+    assert_eq!(server.psql_in("away", "SELECT count(*) FROM jobs"), "4");
+}
+
+#[test]
+fn bad_ledgers_are_refused_with_what_is_wrong() {
+    let mut server = PgServer::start();
+    let said = refused("postgres://drover:secret@127.0.0.1:notaport/db");
+    assert!(said.contains("malformed URL"), "{said}");
+    assert!(!said.contains("secret"), "{said}");
+
+    server.create_database("ledger");
+    let said = refused(&server.url("ledger").replace(PASSWORD, "wrong"));
+    assert!(
+        said.contains("refused user \"drover\"") && said.contains("password"),
+        "{said}"
+    );
+
+    let said = refused(&server.url("nosuch"));
+    assert!(said.contains("\"nosuch\" does not exist"), "{said}");
+
+    let locked = server.create_role_without_create_rights("reader", "reader-pw", "ledger");
+    let said = refused(&locked);
+    assert!(
+        said.contains("user \"reader\" lacks the rights") && said.contains("CREATE"),
+        "{said}"
+    );
+
+    server.create_database("other");
+    server.psql_in("other", "CREATE TABLE jobs (id int)");
+    let said = refused(&server.url("other"));
+    assert!(said.contains("another program's"), "{said}");
+
+    server.create_database("newer");
+    let (term, _) = lead(&server.url("newer"), peer("127.0.0.1:7731"));
+    block_on(term.store.close()).unwrap();
+    server.psql_in(
+        "newer",
+        "UPDATE meta SET value = value + 1 WHERE key = 'schema_version'",
+    );
+    let said = refused(&server.url("newer"));
+    assert!(said.contains("written by a newer drover"), "{said}");
+
+    // An unreachable database is waited for, and the campaign goes on once it answers.
+    server.stop();
+    let leadership =
+        PgLeadership::new(&server.url("ledger"), TTL, Arc::new(Metrics::default())).unwrap();
+    let me = peer("127.0.0.1:7732");
+    let (cluster, _seen) = watch::channel(empty_cluster(&me));
+    let campaign = leadership.campaign(me, cluster);
+    let (won_tx, won) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = won_tx.send(block_on(campaign));
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(won.try_recv().is_err(), "still waiting for the database");
+    server.restart();
+    let term = won.recv().unwrap().unwrap();
+    assert_eq!(term.replay.epoch, 1);
+}

@@ -68,26 +68,15 @@ pub fn leadership(
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// THE POSTGRESQL HOOK. The branch i11-store brings `storage::postgres::PgLeadership`; once it is
-// merged, this becomes:
-//
-//     let leadership = crate::storage::postgres::PgLeadership::new(url, lease_ttl, metrics)
-//         .map_err(StartError::Ledger)?;
-//     Ok(Arc::new(leadership))
-// ---------------------------------------------------------------------------------------------
 /// The leadership of a PostgreSQL ledger.
 fn postgres_leadership(
     url: &str,
     lease_ttl: Duration,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn Leadership>, StartError> {
-    let _ = (lease_ttl, metrics);
-    Err(StartError::LedgerUrl(format!(
-        "--ledger {:?}: PostgreSQL ledgers come with the i11-store branch; this build keeps its \
-         ledger in SQLite only (leave --ledger unset)",
-        mask(url)
-    )))
+    let leadership = crate::storage::postgres::PgLeadership::new(url, lease_ttl, metrics)
+        .map_err(StartError::Ledger)?;
+    Ok(Arc::new(leadership))
 }
 
 /// A URL fit for a message or a log: its password, in the user part or as a `password=`

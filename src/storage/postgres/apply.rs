@@ -3,7 +3,9 @@
 //! The transaction first renews the lease by epoch and records the group's number in
 //! `commit_marks`; if the lease's epoch is no longer this coordinator's, nothing is written.
 //! The changes then go in as array statements (`... FROM unnest($1::bigint[], ...)`), one per
-//! kind of change, sent together without waiting for each answer.
+//! kind of change. `BEGIN`, the fence and every statement are sent together, without waiting
+//! for any answer (the server runs them in the order sent), and `COMMIT` follows once the fence
+//! is seen to hold: two round trips to the database per group, whatever its size.
 //!
 //! An array statement applies its rows at once, not one after another, so a group is cut into
 //! *stages* in which no job is touched twice; within a stage the order of the rows cannot
@@ -14,7 +16,7 @@
 use crate::job::JobId;
 use crate::storage::spec_format;
 use crate::storage::store::{Change, StartRow};
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 use std::collections::HashSet;
 use std::ops::Range;
 use tokio_postgres::types::ToSql;
@@ -176,26 +178,77 @@ pub async fn apply(
         stages.add(change, &finished);
     }
 
-    let tx = client.transaction().await?;
-    let fence = tx
-        .query_one(
-            &statements.fence,
-            &[&(epoch as i64), &(seq as i64), &ttl_ms],
-        )
-        .await?;
-    if fence.get::<_, i64>(0) == 0 {
-        let row = tx.query_one(&statements.holder, &[]).await?;
-        return Err(NotApplied::Fenced(row.get(0), row.get::<_, i64>(1) as u64));
+    let format = spec_format::CURRENT as i32;
+    let sent: Vec<Sent> = stages
+        .0
+        .iter()
+        .flat_map(|stage| stage.statements(statements, &format))
+        .collect();
+    let params = [
+        &(epoch as i64) as &(dyn ToSql + Sync),
+        &(seq as i64),
+        &ttl_ms,
+    ];
+    // Polled in order, so sent in order: BEGIN, the fence, then the stages one after another.
+    let (begun, fence, answers) = futures::future::join3(
+        client.batch_execute("BEGIN"),
+        client.query_one(&statements.fence, &params),
+        join_all(
+            sent.iter()
+                .map(|sent| client.query(sent.statement, &sent.params)),
+        ),
+    )
+    .await;
+    let outcome = begun.map_err(NotApplied::from).and_then(|()| {
+        // The fence first: if it did not hold, the statements after it may have failed (a
+        // group written before fails on its own rows) and are rolled back unread.
+        let fence = fence?;
+        if fence.get::<_, i64>(0) == 0 {
+            return Err(NotApplied::Fenced(String::new(), 0));
+        }
+        if fence.get::<_, i64>(1) == 0 {
+            return Err(NotApplied::Done);
+        }
+        let mut applied = Applied::default();
+        for (sent, answer) in sent.iter().zip(answers) {
+            let rows = answer?;
+            if let Some(jobs) = sent.finishing {
+                let recorded: HashSet<i64> = rows.iter().map(|row| row.get(0)).collect();
+                applied.refused_second_records.extend(
+                    jobs.iter()
+                        .filter(|job| !recorded.contains(job))
+                        .map(|job| *job as u64),
+                );
+            }
+        }
+        Ok(applied)
+    });
+    match outcome {
+        Ok(applied) => {
+            client.batch_execute("COMMIT").await?;
+            Ok(applied)
+        }
+        Err(not_applied) => {
+            if !client.is_closed() {
+                client.batch_execute("ROLLBACK").await?;
+            }
+            match not_applied {
+                NotApplied::Fenced(..) => {
+                    let row = client.query_one(&statements.holder, &[]).await?;
+                    Err(NotApplied::Fenced(row.get(0), row.get::<_, i64>(1) as u64))
+                }
+                other => Err(other),
+            }
+        }
     }
-    if fence.get::<_, i64>(1) == 0 {
-        return Err(NotApplied::Done);
-    }
-    let mut applied = Applied::default();
-    for stage in &stages.0 {
-        stage.write(&tx, statements, &mut applied).await?;
-    }
-    tx.commit().await?;
-    Ok(applied)
+}
+
+/// One statement of a group, with its parameters.
+struct Sent<'a> {
+    statement: &'a Statement,
+    params: Vec<&'a (dyn ToSql + Sync)>,
+    /// For the finish statement: the jobs it was given (those it did not return were refused).
+    finishing: Option<&'a [i64]>,
 }
 
 /// Changes that touch each job at most once, each kind gathered into columns.
@@ -379,15 +432,9 @@ impl<'a> Stages<'a> {
     }
 }
 
-impl Stage<'_> {
-    /// Sends the stage's statements together and reads their answers.
-    async fn write(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        statements: &Statements,
-        applied: &mut Applied,
-    ) -> Result<(), tokio_postgres::Error> {
-        let format = spec_format::CURRENT as i32;
+impl<'a> Stage<'a> {
+    /// The stage's statements, one per kind of change it holds.
+    fn statements(&'a self, statements: &'a Statements, format: &'a i32) -> Vec<Sent<'a>> {
         let mut sent: Vec<(&Statement, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
         if !self.batches.id.is_empty() {
             let b = &self.batches;
@@ -398,7 +445,7 @@ impl Stage<'_> {
             let j = &self.jobs;
             sent.push((
                 &statements.insert_jobs,
-                vec![&j.id, &j.batch, &j.name, &j.spec, &j.queued, &format],
+                vec![&j.id, &j.batch, &j.name, &j.spec, &j.queued, format],
             ));
         }
         let f = &self.finish;
@@ -459,26 +506,12 @@ impl Stage<'_> {
         if !m.0.is_empty() {
             sent.push((&statements.manifests, vec![&m.0, &m.1]));
         }
-        // All sent before the first answer is awaited: one round trip for the stage. The
-        // finish statement is the only one whose rows are read.
-        let answers = try_join_all(
-            sent.iter()
-                .map(|(statement, params)| tx.query(*statement, params)),
-        )
-        .await?;
-        if finishing {
-            let index = sent
-                .iter()
-                .position(|(statement, _)| std::ptr::eq(*statement, &statements.finish))
-                .expect("the finish statement was sent");
-            let recorded: HashSet<i64> = answers[index].iter().map(|row| row.get(0)).collect();
-            applied.refused_second_records.extend(
-                f.job
-                    .iter()
-                    .filter(|job| !recorded.contains(job))
-                    .map(|job| *job as u64),
-            );
-        }
-        Ok(())
+        sent.into_iter()
+            .map(|(statement, params)| Sent {
+                statement,
+                params,
+                finishing: std::ptr::eq(statement, &statements.finish).then_some(&f.job[..]),
+            })
+            .collect()
     }
 }

@@ -323,7 +323,21 @@ impl LeaseKeeper {
             }
             if self.client.as_ref().is_none_or(|client| client.is_closed()) {
                 self.client = match tokio::time::timeout(ttl, self.shared.target.connect()).await {
-                    Ok(Ok(client)) => Some(client),
+                    // A renewal the keeper stopped waiting for is ended by the server too, so
+                    // abandoned ones never pile up on the lease row.
+                    Ok(Ok(client)) => match client
+                        .batch_execute(&format!(
+                            "SET statement_timeout = {}",
+                            (ttl / 2).as_millis().max(1)
+                        ))
+                        .await
+                    {
+                        Ok(()) => Some(client),
+                        Err(error) => {
+                            self.shared.health.down(Link::Lease, chain(&error));
+                            None
+                        }
+                    },
                     Ok(Err(error)) => {
                         self.shared.health.down(Link::Lease, chain(&error));
                         None

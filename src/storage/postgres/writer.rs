@@ -42,8 +42,20 @@ impl Connection {
     pub async fn new(client: Client) -> Result<Connection, tokio_postgres::Error> {
         // Each group's arrays have their own length: planned with it, a few rows are found by
         // index and thousands by one pass, where one generic plan would do either for both.
+        //
+        // No sequential scans: every statement finds its jobs by id. The planner guesses how
+        // many jobs are pending from statistics taken before the last batch came in; after a
+        // batch of 100,000 on a ledger of finished ones it guessed none, scanned the whole table
+        // once per finished job, and one commit ran for minutes (seen in `drover bench`).
+        //
+        // And a statement or transaction that runs past the commit timeout is ended by the
+        // server: a connection the writer gave up on must not hold the lease row's lock.
+        let limit = COMMIT_TIMEOUT.as_millis();
         client
-            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .batch_execute(&format!(
+                "SET plan_cache_mode = force_custom_plan; SET enable_seqscan = off;
+                 SET statement_timeout = {limit}; SET idle_in_transaction_session_timeout = {limit}"
+            ))
             .await?;
         let statements = Statements::prepare(&client).await?;
         Ok(Connection { client, statements })

@@ -382,14 +382,25 @@ async fn a_frozen_leader_is_replaced_and_steps_down_when_thawed_recording_nothin
     let frozen = Instant::now();
     // The standby, asked alone, names itself leader once the frozen one's lease has run out.
     let standby = ha.coordinators.members[1].address.clone();
-    wait_for(
-        Duration::from_secs(60),
-        "the standby to take the lease from the frozen leader",
-        || async {
-            (ha.coordinators.leader_per(1, &[], Duration::from_secs(5)) == Some(1)).then_some(())
-        },
-    )
-    .await;
+    let deadline = frozen + Duration::from_secs(60);
+    while ha
+        .coordinators
+        .serves(1, None, Duration::from_secs(5))
+        .await
+        != Some(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not take the lease from the frozen leader within a minute; the \
+             database's sessions:\n{}\n{}",
+            database.psql(
+                "SELECT pid, application_name, state, wait_event_type, wait_event, \
+                 left(query, 80) FROM pg_stat_activity WHERE datname = 'drover'"
+            ),
+            ha.coordinators.log_tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let took_over = frozen.elapsed();
     // It serves: a submission to it alone is taken, and the fleet's work goes on there while
     // the old leader is still frozen.

@@ -247,6 +247,27 @@ impl Coordinators {
             .position(|member| member.address == leader)
     }
 
+    /// Whether coordinator `i` serves as the leader, by its HTTP side alone (a standby answers
+    /// with a redirect or 503 and sends nobody on; a frozen one does not answer): None when it
+    /// gives no answer within `within`. `token` is the client token, if the coordinators have one.
+    pub async fn serves(&self, i: usize, token: Option<&str>, within: Duration) -> Option<bool> {
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|value| ("Authorization", value))
+            .into_iter()
+            .collect();
+        let http = &self.members[i].http;
+        let answer = tokio::time::timeout(within, async {
+            // Refused (not started, or killed): no answer.
+            tokio::net::TcpStream::connect(http).await.ok()?;
+            Some(super::http(http, "GET", "/api/status", &headers, b"").await)
+        })
+        .await
+        .ok()??;
+        Some(answer.status == 200)
+    }
+
     /// Waits until the running coordinators agree that one of them leads, and returns it.
     pub async fn wait_leader(&mut self, env: &[(&str, &str)], within: Duration) -> usize {
         let deadline = Instant::now() + within;

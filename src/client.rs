@@ -48,12 +48,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects in the clear and authenticates with the client secret.
+    /// Connects in the clear and authenticates with the client secret. `address` is one
+    /// coordinator's (`head:7700`) or several, separated by commas (`a:7700,b:7700`): the one
+    /// that leads answers.
     pub async fn connect(address: &str, secret: Option<&Secret>) -> Result<Client, ClientError> {
         Client::connect_with(address, secret, None).await
     }
 
-    /// Connects, over TLS if `tls` is given, and authenticates with the client secret.
+    /// Connects, over TLS if `tls` is given, and authenticates with the client secret, to the
+    /// coordinator that leads among those of `address`.
     pub async fn connect_with(
         address: &str,
         secret: Option<&Secret>,

@@ -15,7 +15,9 @@ use drover::net::auth::Secret;
 use drover::net::connect::{self, ConnectError};
 use drover::net::protocol::Role;
 use drover::storage::sqlite::SqliteStore;
-use drover::storage::store::StoreError;
+use drover::storage::store::{
+    Change, CommitDone, FailedJob, FinishedJob, JobFilter, LedgerStore, Read, StoreError,
+};
 use futures::future::BoxFuture;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -101,6 +103,81 @@ impl Leadership for LeadsUntilDeposed {
                         Err(_) => futures::future::pending().await,
                     }
                 }),
+            })
+        })
+    }
+}
+
+/// A SQLite store whose database the test says is away: it answers as a networked store does
+/// while its database cannot be reached, and works as SQLite otherwise.
+struct AwayAtWill {
+    sqlite: SqliteStore,
+    away: Arc<Mutex<Option<String>>>,
+}
+
+impl LedgerStore for AwayAtWill {
+    fn epoch(&self) -> u64 {
+        self.sqlite.epoch()
+    }
+    fn commit(&self, changes: Vec<Change>, done: CommitDone) {
+        self.sqlite.commit(changes, done)
+    }
+    fn job(&self, id: u64) -> Read<Option<drover::status::JobInfo>> {
+        self.sqlite.job(id)
+    }
+    fn history(&self, id: u64) -> Read<Vec<drover::status::AttemptRecord>> {
+        self.sqlite.history(id)
+    }
+    fn jobs(&self, filter: JobFilter) -> Read<Vec<drover::status::JobInfo>> {
+        self.sqlite.jobs(filter)
+    }
+    fn failed_jobs(&self, batch: u64) -> Read<Vec<FailedJob>> {
+        self.sqlite.failed_jobs(batch)
+    }
+    fn finished_job(&self, id: u64) -> Read<Option<FinishedJob>> {
+        self.sqlite.finished_job(id)
+    }
+    fn recorded_leases(
+        &self,
+        jobs: Vec<u64>,
+    ) -> Read<std::collections::HashMap<u64, drover::job::Lease>> {
+        self.sqlite.recorded_leases(jobs)
+    }
+    fn unavailable(&self) -> Option<String> {
+        self.away.lock().unwrap().clone()
+    }
+    fn close(&self) -> Read<()> {
+        self.sqlite.close()
+    }
+}
+
+/// Leads at once, on a store whose database is away when the test says so.
+struct LeadsOnAwayAtWill {
+    data_dir: PathBuf,
+    away: Arc<Mutex<Option<String>>>,
+}
+
+impl Leadership for LeadsOnAwayAtWill {
+    fn campaign(
+        &self,
+        me: Peer,
+        cluster: watch::Sender<Coordinators>,
+    ) -> BoxFuture<'static, Result<Term, StoreError>> {
+        cluster.send_replace(Coordinators {
+            me: me.clone(),
+            role: MemberRole::Leader,
+            leader: Some(me),
+            members: Vec::new(),
+        });
+        let opened = SqliteStore::open(&self.data_dir, Arc::new(Metrics::new()));
+        let away = self.away.clone();
+        Box::pin(async move {
+            let (sqlite, replay) = opened?;
+            Ok(Term {
+                store: Arc::new(AwayAtWill { sqlite, away }),
+                replay,
+                lease: LeaseClock::forever(),
+                deposed: Box::pin(futures::future::pending()),
             })
         })
     }
@@ -368,11 +445,11 @@ async fn a_leader_assigns_only_under_its_lease_and_steps_down_when_deposed() {
         .await
         .expect("it steps down");
     assert_eq!(stepped_down, why);
+    assert_eq!(handle.cluster.borrow().role, MemberRole::Standby);
     let refused = client
         .submit("late", vec![JobSpec::call("noop", "y")])
         .await
-        .err()
-        .expect("a deposed leader takes no submission");
+        .expect_err("a deposed leader takes no submission");
     assert!(
         refused
             .to_string()
@@ -386,4 +463,48 @@ async fn a_leader_assigns_only_under_its_lease_and_steps_down_when_deposed() {
             .map(drop)
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_leader_whose_database_is_away_refuses_submissions_saying_why() {
+    let cluster = Cluster::new(&[]);
+    let away = Arc::new(Mutex::new(None));
+    let http = format!("127.0.0.1:{}", free_port());
+    let config = CoordinatorConfig {
+        http: Some(http.clone()),
+        ..CoordinatorConfig::new(cluster.data_dir())
+    };
+    let _handle = start_leading(
+        &cluster.address,
+        config,
+        Arc::new(LeadsOnAwayAtWill {
+            data_dir: cluster.data_dir(),
+            away: away.clone(),
+        }),
+    );
+    let why = "no answer from db-1:5432 for 3s (connection refused)";
+    *away.lock().unwrap() = Some(why.to_string());
+
+    let mut client = cluster.client().await;
+    let refused = client
+        .submit("away", vec![JobSpec::call("noop", "x")])
+        .await
+        .expect_err("refused while the database is away");
+    assert_eq!(
+        refused.to_string(),
+        format!("cannot queue the batch: the ledger database is unreachable: {why}")
+    );
+    let jobs = br#"{"jobs": [{"handler": "noop"}]}"#;
+    let json = [("Content-Type", "application/json")];
+    let over_http = common::http(&http, "POST", "/api/batches", &json, jobs).await;
+    assert_eq!(over_http.status, 503, "{over_http:?}");
+    let error = over_http.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains(why), "{error}");
+    assert!(client.batches().await.unwrap().is_empty());
+
+    *away.lock().unwrap() = None;
+    client
+        .submit("back", vec![JobSpec::call("noop", "x")])
+        .await
+        .expect("taken once the database is back");
 }

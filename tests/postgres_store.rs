@@ -535,3 +535,94 @@ fn bad_ledgers_are_refused_with_what_is_wrong() {
     let term = won.recv().unwrap().unwrap();
     assert_eq!(term.replay.epoch, 1);
 }
+
+/// A CA and a certificate it signed for `names`, as PEM: (CA, certificate, key).
+fn certificates(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_is_used_when_the_url_asks_and_the_server_is_checked_when_told_to() {
+    let server = PgServer::start();
+    server.create_database("tls");
+    // The server's certificate and key, readable by it alone (it runs as `postgres`).
+    let files = tempfile::tempdir_in("/tmp").unwrap();
+    let (ca, cert, key) = certificates(&["127.0.0.1", "localhost"]);
+    let (other_ca, _, _) = certificates(&["127.0.0.1"]);
+    let write = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (cert_file, key_file) = (write("server.pem", &cert), write("server.key", &key));
+    let (ca_file, other_ca_file) = (write("ca.pem", &ca), write("other-ca.pem", &other_ca));
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam with a valid C string, the record read at once.
+    let record = unsafe { libc::getpwnam(name.as_ptr()) };
+    if !record.is_null() && unsafe { libc::geteuid() } == 0 {
+        // SAFETY: checked non-null.
+        let (uid, gid) = unsafe { ((*record).pw_uid, (*record).pw_gid) };
+        for path in [files.path(), &cert_file, &key_file] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(files.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    server.psql(&format!(
+        "ALTER SYSTEM SET ssl_cert_file = '{}'",
+        cert_file.display()
+    ));
+    server.psql(&format!(
+        "ALTER SYSTEM SET ssl_key_file = '{}'",
+        key_file.display()
+    ));
+    server.psql("ALTER SYSTEM SET ssl = on");
+    server.psql("SELECT pg_reload_conf()");
+    wait_until("the server to offer TLS", || {
+        server.psql("SHOW ssl") == "on"
+    });
+
+    let url = server.url("tls");
+    let (term, _) = lead(&format!("{url}?sslmode=require"), peer("127.0.0.1:7741"));
+    commit(&*term.store, vec![submit(1, 1, 1, None)]).unwrap();
+    let encrypted = server.psql(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name = 'drover-coordinator' AND s.ssl",
+    );
+    assert_ne!(encrypted, "0", "the coordinator's connections use TLS");
+    block_on(term.store.close()).unwrap();
+    drop(term);
+
+    let verified = format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    );
+    let (term, _) = lead(&verified, peer("127.0.0.1:7741"));
+    assert_eq!(term.replay.batches.len(), 1);
+    block_on(term.store.close()).unwrap();
+    drop(term);
+
+    let said = refused(&format!(
+        "{url}?sslmode=verify-ca&sslrootcert={}",
+        other_ca_file.display()
+    ));
+    assert!(said.contains("TLS"), "{said}");
+    // A root file that cannot be read is named.
+    let said = refused(&format!(
+        "{url}?sslmode=require&sslrootcert={}",
+        files.path().join("missing.pem").display()
+    ));
+    assert!(said.contains("sslrootcert"), "{said}");
+}

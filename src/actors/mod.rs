@@ -50,7 +50,7 @@ pub async fn list_workers(
 }
 
 /// The cluster at a glance, from the Ledger's statistics, the worker list and why jobs wait
-/// (asked at the same time).
+/// (asked at the same time), with who leads and which coordinators there are.
 pub async fn cluster_status(
     ledger: &Addr<ledger::Ledger>,
     registry: &Addr<registry::Registry>,

@@ -6,7 +6,7 @@ use crate::actors::ledger::{Ledger, LedgerConfig, StepDown};
 use crate::actors::registry::{Registry, WorkerDirectory};
 use crate::actors::scheduler::Scheduler;
 use crate::actors::session::SessionContext;
-use crate::ha::{Deposed, Term};
+use crate::ha::{Deposed, MemberRole, Term};
 use crate::http::HttpState;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         config,
         local_addr,
         http_addr,
+        cluster_tx,
         cluster,
         gate,
         http_serving,
@@ -41,6 +42,8 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         unfinished = replay.unfinished.len(),
         "ledger opened"
     );
+    // The Ledger says when it steps down; the handle hears it once the ports stopped serving.
+    let (ledger_stepped_down, mut ledger_said) = watch::channel(None::<Deposed>);
     let (stepped_down_tx, stepped_down) = watch::channel(None::<Deposed>);
     let metrics = config.metrics.clone();
 
@@ -67,7 +70,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
                 .heartbeat_timeout
                 .max(crate::worker::MAX_RECONNECT_DELAY + Duration::from_secs(2)),
             lease: lease.clone(),
-            stepped_down: Arc::new(stepped_down_tx),
+            stepped_down: Arc::new(ledger_stepped_down),
         },
     )
     .start();
@@ -115,21 +118,33 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
     // a commit finds so (said by the Ledger): either way the Ledger steps down, and the ports
     // stop serving.
     let ledger_told = ledger.clone();
-    let mut watching = stepped_down.clone();
+    let mut watching = ledger_said.clone();
     actix_rt::spawn(async move {
         tokio::select! {
             why = deposed => ledger_told.do_send(StepDown(why)),
             _ = watching.wait_for(Option::is_some) => {}
         }
     });
-    let mut watching = stepped_down.clone();
     let accepting_stop = accepting.clone();
     actix_rt::spawn(async move {
-        if watching.wait_for(Option::is_some).await.is_ok() {
-            let _ = accepting_stop.send(false);
-            gate.serving.send_replace(None);
-            http_serving.send_replace(None);
-        }
+        let Ok(why) = ledger_said
+            .wait_for(Option::is_some)
+            .await
+            .map(|why| why.clone())
+        else {
+            return;
+        };
+        let _ = accepting_stop.send(false);
+        gate.serving.send_replace(None);
+        http_serving.send_replace(None);
+        // No longer the leader: nothing that arrives waits for this one to serve.
+        cluster_tx.send_modify(|cluster| {
+            cluster.role = MemberRole::Standby;
+            if cluster.leader.as_ref() == Some(&cluster.me) {
+                cluster.leader = None;
+            }
+        });
+        stepped_down_tx.send_replace(why);
     });
     CoordinatorHandle {
         local_addr,

@@ -148,7 +148,8 @@ impl Ledger {
         }
         tracing::error!(
             reason = %why,
-            "stepping down: {why}; this coordinator acknowledges nothing more and takes no              connection (run it under a supervisor that restarts it: it comes back as a standby)"
+            "stepping down: {why}; this coordinator acknowledges nothing more and takes no \
+             connection (run it under a supervisor that restarts it: it comes back as a standby)"
         );
         self.lease.end();
         self.closing = true;

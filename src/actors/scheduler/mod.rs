@@ -121,7 +121,8 @@ impl Scheduler {
         if !self.paused {
             tracing::warn!(
                 pending = self.pending.len(),
-                "assignment paused: the ledger's lease is not renewed (the ledger database is                  slow or away, or another coordinator is taking over)"
+                "assignment paused: the ledger's lease is not renewed (the ledger database is \
+                 slow or away, or another coordinator is taking over)"
             );
             self.paused = true;
         }

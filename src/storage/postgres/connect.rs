@@ -74,8 +74,9 @@ impl Target {
         } else {
             format!("{base}?{}", kept.join("&"))
         };
-        let mut config: tokio_postgres::Config =
-            rebuilt.parse().map_err(|error| bad(format!("{error}")))?;
+        let mut config: tokio_postgres::Config = rebuilt
+            .parse()
+            .map_err(|error: tokio_postgres::Error| bad(chain(&error)))?;
         if config.get_hosts().is_empty() {
             return Err(bad("it names no host".into()));
         }

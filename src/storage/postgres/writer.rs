@@ -40,6 +40,11 @@ pub struct Connection {
 impl Connection {
     /// Prepares the writer's statements on `client`.
     pub async fn new(client: Client) -> Result<Connection, tokio_postgres::Error> {
+        // Each group's arrays have their own length: planned with it, a few rows are found by
+        // index and thousands by one pass, where one generic plan would do either for both.
+        client
+            .batch_execute("SET plan_cache_mode = force_custom_plan")
+            .await?;
         let statements = Statements::prepare(&client).await?;
         Ok(Connection { client, statements })
     }

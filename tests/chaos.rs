@@ -828,6 +828,9 @@ async fn run(ledger: Ledger) {
         }
         let fault = deck.pop().unwrap();
         chaos.inject(fault, &mut rng).await;
+        if let Some(ha) = &mut chaos.ha {
+            ha.heal().await;
+        }
         chaos.wait_fleet().await;
         let gap = uniform(&mut rng, 0.5, 2.5);
         tokio::time::sleep(gap).await;

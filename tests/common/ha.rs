@@ -206,6 +206,14 @@ impl Coordinators {
         }
     }
 
+    /// How coordinator `i` exited, if it has exited by itself since it was started (then it is
+    /// no longer counted as running).
+    pub fn exited(&mut self, i: usize) -> Option<ExitStatus> {
+        let status = self.members[i].child.as_mut()?.try_wait().unwrap()?;
+        self.members[i].child = None;
+        Some(status)
+    }
+
     /// SIGKILL to coordinator `i`, waited for.
     pub fn kill(&mut self, i: usize) {
         let mut child = self.members[i].child.take().expect("coordinator running");

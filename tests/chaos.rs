@@ -22,6 +22,8 @@
 //! root; where the machine forbids them the test says `SKIPPED` and why. CI runs as root.
 
 mod common;
+#[path = "chaos/evidence.rs"]
+mod evidence;
 #[path = "chaos/ha_run.rs"]
 mod ha_run;
 #[path = "chaos/hosts.rs"]
@@ -29,13 +31,13 @@ mod hosts;
 
 use common::*;
 use drover::job::JobState;
-use drover::status::JobInfo;
+use evidence::gather;
 use ha_run::HaRun;
 use hosts::{BuildError, Hosts};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -525,127 +527,6 @@ impl Chaos {
     }
 }
 
-/// The batch's story, as the completion log and the ledger tell it.
-struct Evidence {
-    /// The completion log's lines per job.
-    logged: HashMap<u64, Vec<JobInfo>>,
-    /// The batch's job ids, per the ledger: first and count.
-    first_job: u64,
-    total: u64,
-    /// Duplicate results counted by the ledger.
-    duplicates: u64,
-    /// Attempts lost with their worker, per the ledger.
-    lost_attempts: u64,
-    /// The lease of the attempt each finished job was recorded from, per the ledger.
-    recorded: HashMap<u64, u64>,
-}
-
-fn gather(chaos: &Chaos, batch: u64) -> Evidence {
-    let output = chaos.cluster.cli(&["log", "--batch", &batch.to_string()]);
-    assert!(
-        output.status.success(),
-        "drover log failed: {}",
-        stderr_of(&output)
-    );
-    let mut logged: HashMap<u64, Vec<JobInfo>> = HashMap::new();
-    for line in stdout_of(&output).lines() {
-        let job: JobInfo = serde_json::from_str(line)
-            .unwrap_or_else(|error| panic!("completion log line not a job ({error}): {line}"));
-        logged.entry(job.id).or_default().push(job);
-    }
-    let facts = match &chaos.ha {
-        Some(ha) => postgres_facts(ha, batch),
-        None => sqlite_facts(chaos, batch),
-    };
-    Evidence { logged, ..facts }
-}
-
-/// The ledger's side of the evidence from the SQLite file (no completion log: `logged` empty).
-fn sqlite_facts(chaos: &Chaos, batch: u64) -> Evidence {
-    let ledger = rusqlite::Connection::open_with_flags(
-        chaos
-            .cluster
-            .data_dir()
-            .join(drover::storage::sqlite::LEDGER_FILE),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("the ledger opens");
-    let (first_job, total): (i64, i64) = ledger
-        .query_row(
-            "SELECT COALESCE(MIN(id), 0), COUNT(*) FROM jobs WHERE batch = ?1",
-            [batch as i64],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap();
-    let (duplicates, lost_attempts): (i64, i64) = ledger
-        .query_row(
-            "SELECT COALESCE(SUM(duplicates), 0), COALESCE(SUM(lost_attempts), 0)
-             FROM jobs WHERE batch = ?1",
-            [batch as i64],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap();
-    // Leases are stored as SQLite's signed integers, bit for bit.
-    let recorded = ledger
-        .prepare("SELECT id, lease FROM jobs WHERE batch = ?1 AND lease IS NOT NULL")
-        .unwrap()
-        .query_map([batch as i64], |row| {
-            Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    Evidence {
-        logged: HashMap::new(),
-        first_job: first_job as u64,
-        total: total as u64,
-        duplicates: duplicates as u64,
-        lost_attempts: lost_attempts as u64,
-        recorded,
-    }
-}
-
-/// The ledger's side of the evidence from PostgreSQL, through psql (no completion log).
-fn postgres_facts(ha: &HaRun, batch: u64) -> Evidence {
-    let numbers = |sql: &str| -> Vec<i64> {
-        ha.query(sql)
-            .split('|')
-            .map(|field| {
-                field
-                    .trim()
-                    .parse()
-                    .unwrap_or_else(|_| panic!("not a number from {sql:?}: {field:?}"))
-            })
-            .collect()
-    };
-    let counts = numbers(&format!(
-        "SELECT COALESCE(MIN(id), 0), COUNT(*), COALESCE(SUM(duplicates), 0), \
-         COALESCE(SUM(lost_attempts), 0) FROM jobs WHERE batch = {batch}"
-    ));
-    // Leases are stored as signed 64-bit integers, bit for bit.
-    let recorded = ha
-        .query(&format!(
-            "SELECT id, lease FROM jobs WHERE batch = {batch} AND lease IS NOT NULL"
-        ))
-        .lines()
-        .map(|line| {
-            let (id, lease) = line.split_once('|').expect("id|lease");
-            (
-                id.parse::<i64>().unwrap() as u64,
-                lease.parse::<i64>().unwrap() as u64,
-            )
-        })
-        .collect();
-    Evidence {
-        logged: HashMap::new(),
-        first_job: counts[0] as u64,
-        total: counts[1] as u64,
-        duplicates: counts[2] as u64,
-        lost_attempts: counts[3] as u64,
-        recorded,
-    }
-}
-
 /// The job: each attempt appends its scratch directory's name (`job-J-attempt-N-LEASE`, unique
 /// per attempt) to `out/<job id>`, then sleeps.
 fn job_line() -> String {
@@ -828,6 +709,9 @@ async fn run(ledger: Ledger) {
         }
         let fault = deck.pop().unwrap();
         chaos.inject(fault, &mut rng).await;
+        if let Some(ha) = &mut chaos.ha {
+            ha.heal().await;
+        }
         chaos.wait_fleet().await;
         let gap = uniform(&mut rng, 0.5, 2.5);
         tokio::time::sleep(gap).await;

@@ -382,14 +382,25 @@ async fn a_frozen_leader_is_replaced_and_steps_down_when_thawed_recording_nothin
     let frozen = Instant::now();
     // The standby, asked alone, names itself leader once the frozen one's lease has run out.
     let standby = ha.coordinators.members[1].address.clone();
-    wait_for(
-        Duration::from_secs(60),
-        "the standby to take the lease from the frozen leader",
-        || async {
-            (ha.coordinators.leader_per(1, &[], Duration::from_secs(5)) == Some(1)).then_some(())
-        },
-    )
-    .await;
+    let deadline = frozen + Duration::from_secs(60);
+    while ha
+        .coordinators
+        .serves(1, None, Duration::from_secs(5))
+        .await
+        != Some(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not take the lease from the frozen leader within a minute; the \
+             database's sessions:\n{}\n{}",
+            database.psql(
+                "SELECT pid, application_name, state, wait_event_type, wait_event, \
+                 left(query, 80) FROM pg_stat_activity WHERE datname = 'drover'"
+            ),
+            ha.coordinators.log_tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let took_over = frozen.elapsed();
     // It serves: a submission to it alone is taken, and the fleet's work goes on there while
     // the old leader is still frozen.
@@ -419,11 +430,22 @@ async fn a_frozen_leader_is_replaced_and_steps_down_when_thawed_recording_nothin
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut during_freeze = None;
+    let mut back_at_work = None;
     while Instant::now() < deadline {
+        if back_at_work.is_none() {
+            let probe = at_standby(&["jobs", "--batch", &probe_batch.to_string(), "--json"]);
+            let state = probe
+                .as_ref()
+                .and_then(|jobs| jobs.get(0)?.get("state")?.as_str());
+            if matches!(state, Some("running" | "succeeded")) {
+                back_at_work = Some(frozen.elapsed());
+            }
+        }
         during_freeze = at_standby(&["batch", &batch.to_string(), "--json"]).or(during_freeze);
-        if during_freeze
-            .as_ref()
-            .is_some_and(|info: &Value| info["done"] == true)
+        if back_at_work.is_some()
+            && during_freeze
+                .as_ref()
+                .is_some_and(|info: &Value| info["done"] == true)
         {
             break;
         }
@@ -461,8 +483,13 @@ async fn a_frozen_leader_is_replaced_and_steps_down_when_thawed_recording_nothin
         ha.coordinators.log(0)
     );
     eprintln!(
-        "frozen leader: the standby led {:.2}s after SIGSTOP (lease TTL {})",
+        "frozen leader: the standby led {:.2}s after SIGSTOP, and a worker ran a job it was \
+         given {} after (lease TTL {})",
         took_over.as_secs_f64(),
+        back_at_work.map_or("not within a minute".into(), |at| format!(
+            "{:.2}s",
+            at.as_secs_f64()
+        )),
         common::ha::LEASE_TTL
     );
 

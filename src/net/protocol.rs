@@ -76,7 +76,9 @@ pub enum ToCoordinator {
         /// finished while disconnected is not started again.
         results: Vec<AttemptResult>,
     },
-    /// A worker is alive.
+    /// A worker is alive. The coordinator answers each with an empty
+    /// [`Acked`](FromCoordinator::Acked), so that a worker given several coordinators can tell
+    /// one that stopped answering (frozen, cut off) and look for the leader elsewhere.
     Heartbeat,
     /// A worker started these attempts (it sends this for every `Assign` it takes).
     Started(Vec<Lease>),

@@ -40,6 +40,12 @@ pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(3);
 /// The longest wait between tries when several coordinators are listed: one of them is taking
 /// over, and a worker that comes back to the new leader soon loses little.
 const MAX_RECONNECT_DELAY_OF_MANY: Duration = Duration::from_secs(1);
+/// Silence from the coordinator, in heartbeats, after which a worker given several coordinators
+/// leaves it for the others (it answers every heartbeat; one that does not is frozen or cut
+/// off, and another may lead by now); never less than [`MIN_SILENCE`].
+const SILENT_HEARTBEATS: u32 = 5;
+/// The shortest silence a worker leaves a coordinator for.
+const MIN_SILENCE: Duration = Duration::from_secs(3);
 /// How long the coordinator may take to answer a registration.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Results per frame, and bytes: a frame of results stays far below the coordinator's size limit
@@ -133,6 +139,11 @@ struct Worker {
     /// Drawn once per run: the coordinator tells this worker coming back from another process
     /// of the same name by it.
     instance: u64,
+    /// Whether several coordinators are listed: then a silent one is left for the others.
+    several: bool,
+    /// The coordinator whose session ended last: dialled last next time, so a frozen one (which
+    /// takes connections and never answers) does not hold up finding the new leader.
+    last_lost: Option<String>,
 }
 
 /// Why a session with the coordinator ended.
@@ -183,12 +194,18 @@ pub async fn run(
         draining: false,
         heartbeat: Duration::from_secs(1),
         instance: rand::random(),
+        several: false,
+        last_lost: None,
     };
     tokio::pin!(shutdown);
-    let max_delay = match crate::net::address::parse_list(&worker.config.coordinator) {
-        Ok(list) if list.len() > 1 => MAX_RECONNECT_DELAY_OF_MANY,
-        Ok(_) => MAX_RECONNECT_DELAY,
+    worker.several = match crate::net::address::parse_list(&worker.config.coordinator) {
+        Ok(list) => list.len() > 1,
         Err(error) => return Err(WorkerError::Refused(error)),
+    };
+    let max_delay = if worker.several {
+        MAX_RECONNECT_DELAY_OF_MANY
+    } else {
+        MAX_RECONNECT_DELAY
     };
     let mut delay = FIRST_RECONNECT_DELAY;
     let mut announced_failure: Option<String> = None;
@@ -211,6 +228,7 @@ pub async fn run(
                     }
                     SessionEnd::Broken(reason) => {
                         tracing::warn!(%reason, running = worker.running.len(), "connection to the coordinator lost, reconnecting");
+                        worker.last_lost = Some(coordinator);
                     }
                 }
             }
@@ -248,7 +266,7 @@ impl Worker {
     /// Registers with the coordinator that leads; answers the connection and its address.
     async fn connect(&mut self) -> Result<(Connection, String), ConnectError> {
         let (mut connection, coordinator) = connect::connect_to_leader(
-            &self.config.coordinator,
+            &self.dial_order(),
             Role::Worker,
             self.config.secret.as_ref(),
             self.config.tls.as_ref(),
@@ -322,6 +340,25 @@ impl Worker {
             "registered"
         );
         Ok((connection, coordinator))
+    }
+
+    /// The coordinators to dial, the one whose session ended last put last.
+    fn dial_order(&self) -> String {
+        let Some(last) = &self.last_lost else {
+            return self.config.coordinator.clone();
+        };
+        let Ok(list) = crate::net::address::parse_list(&self.config.coordinator) else {
+            return self.config.coordinator.clone();
+        };
+        let (others, lost): (Vec<_>, Vec<_>) = list
+            .into_iter()
+            .partition(|address| address.to_string() != *last);
+        others
+            .iter()
+            .chain(&lost)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn finished(&mut self, mut result: AttemptResult, outputs: Option<(Outputs, LedgerId)>) {
@@ -456,6 +493,8 @@ impl Worker {
         }
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let silence = (self.heartbeat * SILENT_HEARTBEATS).max(MIN_SILENCE);
+        let mut last_heard = Instant::now();
         loop {
             let due = self.due_results(Instant::now());
             for frame in frames_of(due) {
@@ -473,7 +512,7 @@ impl Worker {
                 return SessionEnd::Drained;
             }
             tokio::select! {
-                message = connect::next(&mut connection) => match message {
+                message = connect::next(&mut connection) => match message.inspect(|_| last_heard = Instant::now()) {
                     Ok(FromCoordinator::Assign(assignments)) => {
                         let leases: Vec<Lease> = assignments.iter().map(|assignment| assignment.lease).collect();
                         for assignment in assignments {
@@ -527,6 +566,13 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick() => {
+                    if self.several && last_heard.elapsed() > silence {
+                        return SessionEnd::Broken(format!(
+                            "the coordinator said nothing for {:.1}s (it answers every heartbeat): \
+                             looking for the leader among the others",
+                            last_heard.elapsed().as_secs_f64()
+                        ));
+                    }
                     if let Err(error) = connection.send(ToCoordinator::Heartbeat).await {
                         return SessionEnd::Broken(error.to_string());
                     }

@@ -206,6 +206,14 @@ impl Coordinators {
         }
     }
 
+    /// How coordinator `i` exited, if it has exited by itself since it was started (then it is
+    /// no longer counted as running).
+    pub fn exited(&mut self, i: usize) -> Option<ExitStatus> {
+        let status = self.members[i].child.as_mut()?.try_wait().unwrap()?;
+        self.members[i].child = None;
+        Some(status)
+    }
+
     /// SIGKILL to coordinator `i`, waited for.
     pub fn kill(&mut self, i: usize) {
         let mut child = self.members[i].child.take().expect("coordinator running");
@@ -245,6 +253,27 @@ impl Coordinators {
         self.members
             .iter()
             .position(|member| member.address == leader)
+    }
+
+    /// Whether coordinator `i` serves as the leader, by its HTTP side alone (a standby answers
+    /// with a redirect or 503 and sends nobody on; a frozen one does not answer): None when it
+    /// gives no answer within `within`. `token` is the client token, if the coordinators have one.
+    pub async fn serves(&self, i: usize, token: Option<&str>, within: Duration) -> Option<bool> {
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|value| ("Authorization", value))
+            .into_iter()
+            .collect();
+        let http = &self.members[i].http;
+        let answer = tokio::time::timeout(within, async {
+            // Refused (not started, or killed): no answer.
+            tokio::net::TcpStream::connect(http).await.ok()?;
+            Some(super::http(http, "GET", "/api/status", &headers, b"").await)
+        })
+        .await
+        .ok()??;
+        Some(answer.status == 200)
     }
 
     /// Waits until the running coordinators agree that one of them leads, and returns it.

@@ -445,7 +445,9 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
             (Phase::AwaitRegister, register @ ToCoordinator::Register { .. }) => {
                 self.on_register(ctx, register)
             }
-            (Phase::Worker(_), ToCoordinator::Heartbeat) => {}
+            (Phase::Worker(_), ToCoordinator::Heartbeat) => {
+                self.send(ctx, FromCoordinator::Acked(Vec::new()));
+            }
             (Phase::Worker(worker), ToCoordinator::Started(leases)) => {
                 self.shared.scheduler.do_send(AttemptsAcknowledged {
                     worker: *worker,

@@ -137,6 +137,23 @@ impl Target {
         })
     }
 
+    /// Has the database end this coordinator's transactions that sit idle longer than `after`.
+    /// Every group commit locks the lease row first: a leader frozen (stopped, swapped out)
+    /// between its statements would otherwise hold that lock, and so keep every standby from
+    /// taking the lease, for as long as it stays frozen. Ended, its transaction rolls back; it
+    /// had acknowledged nothing of it.
+    pub fn end_idle_transactions_after(&mut self, after: Duration) {
+        let setting = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            after.as_millis().max(1)
+        );
+        let options = match self.config.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {setting}"),
+            _ => setting,
+        };
+        self.config.options(options);
+    }
+
     /// The user the URL logs in as.
     pub fn user(&self) -> &str {
         self.config.get_user().unwrap_or("?")

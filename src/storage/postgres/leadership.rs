@@ -58,7 +58,8 @@ impl PgLeadership {
                 "a lease TTL of {lease_ttl:?} is too short to renew; give at least 100ms"
             )));
         }
-        let target = Target::parse(url).map_err(refuse)?;
+        let mut target = Target::parse(url).map_err(refuse)?;
+        target.end_idle_transactions_after(lease_ttl);
         let runtime = Arc::new(PgRuntime::start().map_err(refuse)?);
         Ok(PgLeadership {
             target,

@@ -42,6 +42,11 @@ pub async fn replay(client: &mut Client, epoch: u64) -> Result<Replay, ReplayErr
         .read_only(true)
         .start()
         .await?;
+    // Rows are decoded between the queries: a large ledger may keep this snapshot idle longer
+    // than the lease's TTL, which ends the writer's idle transactions (see
+    // `Target::end_idle_transactions_after`); this one locks nothing.
+    tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        .await?;
     let ledger = tx
         .query_opt("SELECT value FROM meta WHERE key = 'ledger_id'", &[])
         .await?

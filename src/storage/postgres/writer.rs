@@ -48,13 +48,14 @@ impl Connection {
         // batch of 100,000 on a ledger of finished ones it guessed none, scanned the whole table
         // once per finished job, and one commit ran for minutes (seen in `drover bench`).
         //
-        // And a statement or transaction that runs past the commit timeout is ended by the
-        // server: a connection the writer gave up on must not hold the lease row's lock.
+        // And a statement that runs past the commit timeout is ended by the server: a
+        // connection the writer gave up on must not hold the lease row's lock (a transaction
+        // left idle is ended after the lease's TTL, for every connection: see `connect`).
         let limit = COMMIT_TIMEOUT.as_millis();
         client
             .batch_execute(&format!(
                 "SET plan_cache_mode = force_custom_plan; SET enable_seqscan = off;
-                 SET statement_timeout = {limit}; SET idle_in_transaction_session_timeout = {limit}"
+                 SET statement_timeout = {limit}"
             ))
             .await?;
         let statements = Statements::prepare(&client).await?;

@@ -602,3 +602,53 @@ async fn the_database_primary_killed_and_its_standby_promoted_loses_nothing_ackn
         "the promoted standby serves writes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stays_away_refuses_submissions_and_loses_no_result() {
+    let (mut database, ledger) = database();
+    let ha = Ha::start(&ledger, 1, 1, 2).await;
+    let file = ha.cluster.job_file("slow.jsonl", &sleep_jobs(1, 3000));
+    let batch = ha.submit(&file);
+    wait_for(Duration::from_secs(30), "the job running", || async {
+        ha.batch(batch)
+            .filter(|info| info["running"] == 1)
+            .map(|_| ())
+    })
+    .await;
+
+    // The database goes away while the job runs, and stays away past the job's end.
+    database.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = cli_within(
+        &ha.cluster.address,
+        &[],
+        &["submit", path_str(&file), "--json"],
+        Duration::from_secs(60),
+    )
+    .expect("the CLI answers while the database is away");
+    assert!(
+        !refused.status.success(),
+        "a submission taken with no database"
+    );
+    let said = stderr_of(&refused);
+    assert!(
+        said.contains("the ledger database is unreachable"),
+        "the refusal says why: {said}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Back: the result the worker kept is recorded, once, and the refused batch never was.
+    database.restart();
+    let done = ha.wait_done(batch, Duration::from_secs(60)).await;
+    assert_eq!(done["succeeded"], 1, "{done}");
+    ha.assert_recorded_once(batch, 1);
+    assert_ledger_holds(&database, batch, 1);
+    let batches: Value =
+        serde_json::from_slice(&ha.cli(&["batches", "--json"]).stdout).expect("batches as JSON");
+    assert_eq!(
+        batches.as_array().map(Vec::len),
+        Some(1),
+        "only the first batch: {batches}"
+    );
+    ha.assert_no_second_record();
+}

@@ -81,7 +81,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         ledger_id,
         lease_key,
         epoch,
-        lease,
+        lease.clone(),
     ));
     registry_ctx.run(Registry::new(
         scheduler.clone(),
@@ -103,6 +103,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         max_write_backlog: config.max_write_buffer as u64,
         max_worker_slots: config.max_worker_slots,
         cluster: cluster.clone(),
+        lease: lease.clone(),
     });
     gate.serving.send_replace(Some(shared));
     http_serving.send_replace(Some(Arc::new(HttpState {

@@ -494,7 +494,9 @@ impl Worker {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let silence = (self.heartbeat * SILENT_HEARTBEATS).max(MIN_SILENCE);
-        let mut last_heard = Instant::now();
+        // Silence is counted from the oldest heartbeat sent and not answered since: a worker
+        // that stalled itself (starved, or blocked sending to a slow reader) sent none.
+        let mut unanswered_since: Option<Instant> = None;
         loop {
             let due = self.due_results(Instant::now());
             for frame in frames_of(due) {
@@ -512,7 +514,9 @@ impl Worker {
                 return SessionEnd::Drained;
             }
             tokio::select! {
-                message = connect::next(&mut connection) => match message.inspect(|_| last_heard = Instant::now()) {
+                // Messages first: one already read must count before a heartbeat's tick.
+                biased;
+                message = connect::next(&mut connection) => match message.inspect(|_| unanswered_since = None) {
                     Ok(FromCoordinator::Assign(assignments)) => {
                         let leases: Vec<Lease> = assignments.iter().map(|assignment| assignment.lease).collect();
                         for assignment in assignments {
@@ -566,16 +570,18 @@ impl Worker {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if self.several && last_heard.elapsed() > silence {
+                    let waited = unanswered_since.map_or(Duration::ZERO, |since| since.elapsed());
+                    if self.several && waited > silence {
                         return SessionEnd::Broken(format!(
-                            "the coordinator said nothing for {:.1}s (it answers every heartbeat): \
-                             looking for the leader among the others",
-                            last_heard.elapsed().as_secs_f64()
+                            "the coordinator said nothing for {:.1}s (a leader answers every \
+                             heartbeat): looking for the leader among the others",
+                            waited.as_secs_f64()
                         ));
                     }
                     if let Err(error) = connection.send(ToCoordinator::Heartbeat).await {
                         return SessionEnd::Broken(error.to_string());
                     }
+                    unanswered_since.get_or_insert_with(Instant::now);
                 }
                 _ = &mut *shutdown, if !self.draining => {
                     tracing::info!(running = self.running.len(), "draining: finishing running jobs, taking no new ones");

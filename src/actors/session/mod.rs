@@ -63,6 +63,9 @@ pub struct SessionContext {
     pub max_write_backlog: u64,
     /// The most slots one worker may offer.
     pub max_worker_slots: u32,
+    /// The lease this coordinator leads under: heartbeats are answered only while it runs, so
+    /// workers given several coordinators leave a leader cut off from its database.
+    pub lease: crate::ha::LeaseClock,
 }
 
 /// An accepted connection, in the clear or inside TLS.
@@ -446,7 +449,9 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
                 self.on_register(ctx, register)
             }
             (Phase::Worker(_), ToCoordinator::Heartbeat) => {
-                self.send(ctx, FromCoordinator::Acked(Vec::new()));
+                if self.shared.lease.is_valid() {
+                    self.send(ctx, FromCoordinator::Acked(Vec::new()));
+                }
             }
             (Phase::Worker(worker), ToCoordinator::Started(leases)) => {
                 self.shared.scheduler.do_send(AttemptsAcknowledged {

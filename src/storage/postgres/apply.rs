@@ -19,6 +19,7 @@ use crate::storage::store::{Change, StartRow};
 use futures::future::{join_all, try_join_all};
 use std::collections::HashSet;
 use std::ops::Range;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
@@ -26,6 +27,7 @@ use tokio_postgres::{Client, Statement};
 pub struct Statements {
     fence: Statement,
     holder: Statement,
+    renew: Statement,
     insert_batches: Statement,
     insert_jobs: Statement,
     finish: Statement,
@@ -45,7 +47,9 @@ impl Statements {
             // recorded with it. Not renewed: another coordinator holds the lease. Renewed but
             // not marked: this group was committed already, by a try whose answer was lost (a
             // try still running on a lost connection holds the lease row until it ends, so this
-            // waits for it and sees what it did).
+            // waits for it and sees what it did). Either way the statement fails (division by
+            // zero), which aborts the transaction: the statements sent after it are skipped by
+            // the server, so a deposed leader's rows never lock a job its successor writes.
             "WITH fence AS (
                  UPDATE lease SET expires_at = now() + $3::float8 * interval '1 millisecond'
                  WHERE id = 1 AND epoch = $1 RETURNING epoch),
@@ -54,8 +58,17 @@ impl Statements {
                  ON CONFLICT (epoch) DO UPDATE SET seq = EXCLUDED.seq
                  WHERE commit_marks.seq < EXCLUDED.seq
                  RETURNING seq)
-             SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM mark)",
-            "SELECT COALESCE(address, holder, '?'), epoch FROM lease WHERE id = 1",
+             SELECT 1 / (SELECT count(*) FROM mark)::int",
+            // Why a fence did not hold, read after its transaction rolled back: who holds the
+            // lease, and how far this coordinator's own commits got (a group whose mark is
+            // there was committed, whoever leads now).
+            "SELECT COALESCE(address, holder, '?'), epoch,
+                 COALESCE((SELECT seq FROM commit_marks WHERE epoch = $1), 0)
+             FROM lease WHERE id = 1",
+            // The last statement of every group: the lease runs from the end of the
+            // transaction, not its start (`now()`), so a long one never lets it lapse.
+            "UPDATE lease SET expires_at = clock_timestamp() + $2::float8 * interval '1 millisecond'
+             WHERE id = 1 AND epoch = $1",
             "INSERT INTO batches (id, name, submitted_at_ms, total, idempotency_key)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])",
             "INSERT INTO jobs (id, batch, name, spec, spec_format, state, queued_at_ms)
@@ -116,6 +129,7 @@ impl Statements {
         Ok(Statements {
             fence: next(),
             holder: next(),
+            renew: next(),
             insert_batches: next(),
             insert_jobs: next(),
             finish: next(),
@@ -139,10 +153,14 @@ pub struct Applied {
 /// Why a group was not written.
 #[derive(Debug)]
 pub enum NotApplied {
-    /// Another coordinator holds the lease: (its address, its epoch).
+    /// Another coordinator holds the lease: (its address, its epoch); this group was not
+    /// committed.
     Fenced(String, u64),
-    /// This group was committed already (by a try whose answer was lost).
+    /// This group was committed already (by a try whose answer was lost). The lease may have
+    /// passed to another coordinator since: the group stays durable all the same.
     Done,
+    /// Not written, for no reason that lasts: try again.
+    Retry,
     /// The database said no, or could not be reached.
     Database(tokio_postgres::Error),
 }
@@ -184,31 +202,28 @@ pub async fn apply(
         .iter()
         .flat_map(|stage| stage.statements(statements, &format))
         .collect();
-    let params = [
-        &(epoch as i64) as &(dyn ToSql + Sync),
-        &(seq as i64),
-        &ttl_ms,
-    ];
-    // Polled in order, so sent in order: BEGIN, the fence, then the stages one after another.
-    let (begun, fence, answers) = futures::future::join3(
+    let epoch = epoch as i64;
+    let params = [&epoch as &(dyn ToSql + Sync), &(seq as i64), &ttl_ms];
+    // Polled in order, so sent in order: BEGIN, the fence, the stages one after another, and
+    // the last renewal.
+    let (begun, fence, answers, renewed) = futures::future::join4(
         client.batch_execute("BEGIN"),
         client.query_one(&statements.fence, &params),
         join_all(
             sent.iter()
                 .map(|sent| client.query(sent.statement, &sent.params)),
         ),
+        client.execute(&statements.renew, &[&epoch, &ttl_ms]),
     )
     .await;
+    let fence_failed =
+        matches!(&fence, Err(error) if error.code() == Some(&SqlState::DIVISION_BY_ZERO));
     let outcome = begun.map_err(NotApplied::from).and_then(|()| {
-        // The fence first: if it did not hold, the statements after it may have failed (a
-        // group written before fails on its own rows) and are rolled back unread.
-        let fence = fence?;
-        if fence.get::<_, i64>(0) == 0 {
+        if fence_failed {
+            // Told apart below, once rolled back: the statements after it were skipped.
             return Err(NotApplied::Fenced(String::new(), 0));
         }
-        if fence.get::<_, i64>(1) == 0 {
-            return Err(NotApplied::Done);
-        }
+        fence?;
         let mut applied = Applied::default();
         for (sent, answer) in sent.iter().zip(answers) {
             let rows = answer?;
@@ -221,6 +236,9 @@ pub async fn apply(
                 );
             }
         }
+        // Last: after a failed statement it fails too, saying only that the transaction is
+        // aborted.
+        renewed?;
         Ok(applied)
     });
     match outcome {
@@ -234,8 +252,18 @@ pub async fn apply(
             }
             match not_applied {
                 NotApplied::Fenced(..) => {
-                    let row = client.query_one(&statements.holder, &[]).await?;
-                    Err(NotApplied::Fenced(row.get(0), row.get::<_, i64>(1) as u64))
+                    let row = client.query_one(&statements.holder, &[&epoch]).await?;
+                    let (holder, leading, mark): (String, i64, i64) =
+                        (row.get(0), row.get(1), row.get(2));
+                    if mark >= seq as i64 {
+                        Err(NotApplied::Done)
+                    } else if leading != epoch {
+                        Err(NotApplied::Fenced(holder, leading as u64))
+                    } else {
+                        // Neither: the fence failed under this epoch's lease with the group
+                        // unmarked. It cannot; trying again is the safe answer if it does.
+                        Err(NotApplied::Retry)
+                    }
                 }
                 other => Err(other),
             }

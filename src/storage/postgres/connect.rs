@@ -210,6 +210,12 @@ pub fn classify(error: &tokio_postgres::Error, target: &Target) -> Failure {
             || *code == SqlState::CRASH_SHUTDOWN
             || *code == SqlState::READ_ONLY_SQL_TRANSACTION
             || code.code().starts_with("08")
+            // Rolled back and worth trying again: a deadlock or serialization failure, a
+            // statement ended by its timeout, a transaction ended for sitting idle.
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::QUERY_CANCELED
+            || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
         {
             Failure::Unreachable(format!("{said} ({})", code.code()))
         } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {

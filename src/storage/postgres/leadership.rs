@@ -377,16 +377,24 @@ impl LeaseKeeper {
         let shared = &self.shared;
         if shared.deposed().is_none() {
             let sent = Instant::now();
-            let renewed = client
-                .execute(
-                    "UPDATE lease SET expires_at = now() + $2::float8 * interval '1 millisecond'
-                     WHERE id = 1 AND epoch = $1",
+            // A group commit holds the lease row from its fence to its end, and renews the
+            // lease itself at the end: a renewal that finds the row locked skips it rather than
+            // wait (waiting, it would time out and call a busy database away).
+            let row = client
+                .query_one(
+                    "WITH free AS (SELECT epoch FROM lease WHERE id = 1 FOR UPDATE SKIP LOCKED),
+                     renewed AS (
+                         UPDATE lease SET expires_at = now() + $2::float8 * interval '1 millisecond'
+                         WHERE id = 1 AND epoch = $1 AND EXISTS (SELECT 1 FROM free)
+                         RETURNING 1)
+                     SELECT (SELECT count(*) FROM free), (SELECT count(*) FROM renewed)",
                     &[&(shared.epoch as i64), &millis(shared.ttl)],
                 )
                 .await?;
+            let (free, renewed): (i64, i64) = (row.get(0), row.get(1));
             if renewed == 1 {
                 shared.renewed(sent);
-            } else {
+            } else if free == 1 {
                 let (lease, _) = look(client, shared.ttl).await?;
                 shared.depose(Deposed::Superseded {
                     holder: lease.address.unwrap_or_else(|| "?".into()),

@@ -190,10 +190,13 @@ async fn commit(
                 return Err(StoreError::Deposed(deposed));
             }
             Ok(Err(NotApplied::Done)) => {
-                // Written by an earlier try whose answer was lost with its connection.
+                // Written by an earlier try whose answer was lost with its connection. This
+                // try renewed nothing (it rolled back), so the lease clock stays where it was.
                 shared.health.up(Link::Writer);
-                shared.renewed(sent);
                 return Ok(());
+            }
+            Ok(Err(NotApplied::Retry)) => {
+                tracing::warn!("a ledger commit's fence failed under this coordinator's own lease; trying again");
             }
             Ok(Err(NotApplied::Database(error))) => {
                 if !matches!(classify(&error, &shared.target), Failure::Unreachable(_))

@@ -380,42 +380,20 @@ impl PgServer {
     /// Runs SQL through psql in database `db`: its output, or what went wrong.
     pub fn try_psql_in(&self, db: &str, sql: &str) -> Result<String, String> {
         // Run as the tests' own user: the socket's directory is private, the role trusted on it.
-        let output = Command::new(self.bin.join("psql"))
-            .arg("--host")
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.arg("--host")
             .arg(self.dir.path())
             .args(["--port", &self.port.to_string(), "--username", USER])
-            .args(["--dbname", db])
-            .args(["--no-psqlrc", "--no-align", "--tuples-only", "--quiet"])
-            .args(["--set", "ON_ERROR_STOP=1", "--command", sql])
-            .env_remove("PGPASSWORD")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-        } else {
-            Err(text(&output).trim().to_string())
-        }
+            .args(["--dbname", db]);
+        run_psql(psql, sql)
     }
 
     /// Runs SQL through psql connecting to `url` over TCP, with the URL's role and password, as
     /// a coordinator would: its output, or what went wrong.
     pub fn psql_url(&self, url: &str, sql: &str) -> Result<String, String> {
-        let output = Command::new(self.bin.join("psql"))
-            .arg(url)
-            .args(["--no-psqlrc", "--no-align", "--tuples-only", "--quiet"])
-            .args(["--set", "ON_ERROR_STOP=1", "--command", sql])
-            .env_remove("PGPASSWORD")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-        } else {
-            Err(text(&output).trim().to_string())
-        }
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.arg(url);
+        run_psql(psql, sql)
     }
 
     /// Creates database `name`, owned by `drover`.
@@ -545,4 +523,22 @@ pub fn multi_host_url(servers: &[&PgServer], db: &str) -> String {
         "postgres://{USER}:{PASSWORD}@{}/{db}?target_session_attrs=read-write",
         hosts.join(",")
     )
+}
+
+/// Runs `sql` with a psql command that already says where to connect: its unaligned output, or
+/// what went wrong.
+fn run_psql(mut psql: Command, sql: &str) -> Result<String, String> {
+    let output = psql
+        .args(["--no-psqlrc", "--no-align", "--tuples-only", "--quiet"])
+        .args(["--set", "ON_ERROR_STOP=1", "--command", sql])
+        .env_remove("PGPASSWORD")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(text(&output).trim().to_string())
+    }
 }

@@ -1,6 +1,7 @@
 //! Durable storage: the ledger's store (an interface, and SQLite behind it) and the workers'
 //! object stores.
 
+pub mod group;
 pub mod postgres;
 pub mod s3;
 pub mod spec_format;

@@ -27,6 +27,7 @@ pub use schema::SCHEMA_VERSION;
 use crate::ha::{Deposed, LeaseClock};
 use crate::job::{BatchId, JobId, Lease};
 use crate::status::{AttemptRecord, JobInfo};
+use crate::storage::group::WriterTask;
 use crate::storage::store::{
     Change, CommitDone, FailedJob, FinishedJob, JobFilter, LedgerStore, Read, StoreError,
 };
@@ -38,7 +39,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use writer::WriterTask;
 
 /// How long the database may be away before new work is refused.
 const UNAVAILABLE_AFTER: Duration = Duration::from_secs(1);

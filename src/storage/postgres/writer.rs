@@ -5,16 +5,14 @@ use super::connect::{chain, classify, database, Failure};
 use super::{Link, Shared};
 use crate::ha::Deposed;
 use crate::metrics::Metrics;
+use crate::storage::group::{self, WriterTask};
 use crate::storage::sqlite::SECOND_RECORD_REFUSED;
-use crate::storage::store::{Change, CommitDone, StoreError};
+use crate::storage::store::{Change, StoreError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::Client;
-
-/// Most commits written in one transaction; bounds the latency of the first of a group.
-const MAX_GROUP: usize = 4096;
 
 /// How long one attempt at a group may take before the connection is given up for another
 /// (a frozen or cut-off server answers nothing, and TCP may not notice for a while).
@@ -22,14 +20,6 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The longest wait between two attempts to reach the database.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
-/// What the store asks of its writer.
-pub enum WriterTask {
-    /// Write these changes as (part of) one transaction, then say so.
-    Commit(Vec<Change>, CommitDone),
-    /// Finish what came before, give up the lease, and stop.
-    Close(oneshot::Sender<Result<(), StoreError>>),
-}
 
 /// The writer's connection and its prepared statements.
 pub struct Connection {
@@ -86,41 +76,20 @@ pub async fn run(
                 let _ = closed.send(close(&shared, connection.take()).await);
                 tasks.close();
                 while let Some(task) = tasks.recv().await {
-                    match task {
-                        WriterTask::Commit(_, done) => done(Err(StoreError::Closed)),
-                        WriterTask::Close(closed) => {
-                            let _ = closed.send(Ok(()));
-                        }
-                    }
+                    group::refuse(task);
                 }
                 return;
             }
         };
-        while group.len() < MAX_GROUP {
-            match tasks.try_recv() {
-                Ok(WriterTask::Commit(changes, done)) => group.push((changes, done)),
-                Ok(close) => {
-                    next = Some(close);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        next = group::gather(&mut group, || tasks.try_recv().ok());
         seq += 1;
         let began = Instant::now();
-        let result = {
-            let changes: Vec<&[Change]> = group.iter().map(|(changes, _)| &changes[..]).collect();
-            commit(&shared, &mut connection, seq, &changes).await
-        };
+        let result = commit(&shared, &mut connection, seq, &group::changes(&group)).await;
         metrics.ledger_committed(began.elapsed());
         if let Err(error) = &result {
             tracing::error!(%error, commits = group.len(), "ledger commit failed");
         }
-        for (changes, done) in group {
-            // Release the changes first: a writer may take its data back once told.
-            drop(changes);
-            done(result.clone());
-        }
+        group::answer(group, &result);
     }
 }
 

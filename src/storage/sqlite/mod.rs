@@ -17,6 +17,7 @@ pub mod schema;
 use crate::job::{BatchId, JobId, Lease};
 use crate::metrics::Metrics;
 use crate::status::{AttemptRecord, JobInfo};
+use crate::storage::group::{self, WriterTask};
 use crate::storage::store::{
     Change, CommitDone, FailedJob, FinishedJob, JobFilter, LedgerStore, Read, Replay, StoreError,
 };
@@ -29,9 +30,6 @@ use std::sync::Arc;
 pub use apply::apply;
 pub use replay::replay;
 
-/// Most commits written in one transaction; bounds the latency of the first of a group.
-const MAX_GROUP: usize = 4096;
-
 /// The database file inside the data directory.
 pub const LEDGER_FILE: &str = "ledger.sqlite";
 /// Logged when the ledger's guard refuses to record a finished job again: that must never be
@@ -39,12 +37,6 @@ pub const LEDGER_FILE: &str = "ledger.sqlite";
 pub const SECOND_RECORD_REFUSED: &str = "job already finished in the ledger, second record refused";
 
 type ReadTask = Box<dyn FnOnce(&Connection) + Send>;
-
-enum WriterTask {
-    Commit(Vec<Change>, CommitDone),
-    /// Close after everything before it: stop the reader, checkpoint, close.
-    Close(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
-}
 
 enum ReaderTask {
     Read(ReadTask),
@@ -327,34 +319,15 @@ fn write_loop(
         let mut group = match first {
             WriterTask::Commit(changes, done) => vec![(changes, done)],
             WriterTask::Close(closed) => {
+                // Stop the reader, checkpoint, close; whatever still comes is refused.
                 let _ = closed.send(close(conn, &reader));
-                // Closed: whatever still comes is refused, and told so.
-                for task in tasks {
-                    match task {
-                        WriterTask::Commit(_, done) => done(Err(StoreError::Closed)),
-                        WriterTask::Close(closed) => {
-                            let _ = closed.send(Ok(()));
-                        }
-                    }
-                }
+                tasks.into_iter().for_each(group::refuse);
                 return;
             }
         };
-        while group.len() < MAX_GROUP {
-            match tasks.try_recv() {
-                Ok(WriterTask::Commit(changes, done)) => group.push((changes, done)),
-                Ok(close) => {
-                    next = Some(close);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        next = group::gather(&mut group, || tasks.try_recv().ok());
         let began = std::time::Instant::now();
-        let result = {
-            let changes: Vec<&[Change]> = group.iter().map(|(changes, _)| &changes[..]).collect();
-            apply(&mut conn, &changes)
-        };
+        let result = apply(&mut conn, &group::changes(&group));
         metrics.ledger_committed(began.elapsed());
         let result = match result {
             Ok(applied) => {
@@ -369,11 +342,7 @@ fn write_loop(
                 Err(error)
             }
         };
-        for (changes, done) in group {
-            // Release the changes first: a writer may take its data back once told.
-            drop(changes);
-            done(result.clone());
-        }
+        group::answer(group, &result);
     }
 }
 

@@ -99,21 +99,18 @@ async fn the_dashboard_shows_workers_and_progress_live() {
         Some("done")
     );
     // Each worker's done count, as the page shows it, adds up to the batch.
+    // The page re-renders every poll, so an element found may be replaced before it is read:
+    // each count is read again until it is there.
     let mut done_by_workers = 0;
     for name in ["alpha", "beta"] {
         let css = format!("#workers tr[data-worker='{name}'] td.worker-done");
-        done_by_workers += text_of(&browser, &css)
-            .await
-            .unwrap()
-            .parse::<u64>()
-            .unwrap();
+        done_by_workers += wait_for(Duration::from_secs(10), "a worker's done count", || async {
+            text_of(&browser, &css).await?.parse::<u64>().ok()
+        })
+        .await;
     }
     assert_eq!(done_by_workers, 24);
-    let bars = browser.find_all(Locator::Css("#chart rect")).await.unwrap();
-    let mut heights = Vec::new();
-    for bar in bars {
-        heights.push(bar.attr("height").await.unwrap().unwrap_or_default());
-    }
+    let heights = attributes_of(&browser, "#chart rect", "height").await;
     assert!(
         heights
             .iter()
@@ -138,14 +135,9 @@ async fn the_dashboard_shows_workers_and_progress_live() {
     })
     .await;
     assert!(heard.starts_with("left "), "{heard}");
-    let class = browser
-        .find(Locator::Css(&format!("{gamma} td.heartbeat")))
+    let class = attributes_of(&browser, &format!("{gamma} td.heartbeat"), "class")
         .await
-        .unwrap()
-        .attr("class")
-        .await
-        .unwrap()
-        .unwrap_or_default();
+        .concat();
     assert!(
         !class.contains("stale"),
         "a clean leave is no alarm: {class}"

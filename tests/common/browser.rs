@@ -87,3 +87,15 @@ pub async fn text_of(browser: &Browser, css: &str) -> Option<String> {
     let element = browser.find(Locator::Css(css)).await.ok()?;
     element.text().await.ok()
 }
+
+/// The attribute `name` of every element `css` finds, read in one script so that a page
+/// re-rendering between two WebDriver calls cannot leave a stale element in hand.
+pub async fn attributes_of(browser: &Browser, css: &str, name: &str) -> Vec<String> {
+    let script = "return Array.from(document.querySelectorAll(arguments[0]))\
+                  .map(element => element.getAttribute(arguments[1]) || '');";
+    let values = browser
+        .execute(script, vec![json!(css), json!(name)])
+        .await
+        .expect("the page runs a script");
+    serde_json::from_value(values).expect("a list of strings")
+}

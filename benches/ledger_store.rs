@@ -150,6 +150,8 @@ fn finish(job: u64) -> Change {
         exit_code: Some(0),
         output_tail: None,
         error: None,
+        result: None,
+        cursor: job,
     }))
 }
 

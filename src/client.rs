@@ -281,7 +281,7 @@ impl Client {
     /// One job with its history.
     pub async fn job(&mut self, id: JobId) -> Result<JobInfo, ClientError> {
         match self.call(ClientRequest::Job(id)).await? {
-            ClientResponse::Job(info) => Ok(*info),
+            ClientResponse::Job(info) => Ok(info.record),
             other => Err(unexpected(other)),
         }
     }

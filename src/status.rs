@@ -7,6 +7,9 @@ use crate::ha::{Cluster, MemberRole};
 use crate::job::{BatchId, JobId, JobState};
 use serde::{Deserialize, Serialize};
 
+mod results;
+pub use results::{Completion, Finished, Resulted, ResultsPage};
+
 /// Progress of one batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchInfo {

@@ -751,6 +751,7 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
         started_at_ms: 0,
         duration_ms: 1,
         output_tail: "forged".into(),
+        result: Vec::new(),
         error: None,
         outputs,
         permanent: false,

@@ -461,6 +461,7 @@ impl Chaos {
                 started_at_ms: now_ms(),
                 duration_ms: 1,
                 output_tail: "forged".into(),
+                result: Vec::new(),
                 error: None,
                 outputs: rng
                     .gen_bool(0.5)

@@ -346,6 +346,7 @@ async fn an_attempt_whose_start_never_reached_the_disk_takes_its_job_back_after_
             started_at_ms: drover::job::now_ms(),
             duration_ms: 1,
             output_tail: String::new(),
+            result: Vec::new(),
             error: None,
             outputs: Vec::new(),
             permanent: false,

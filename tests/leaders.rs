@@ -122,8 +122,14 @@ impl LedgerStore for AwayAtWill {
     fn commit(&self, changes: Vec<Change>, done: CommitDone) {
         self.sqlite.commit(changes, done)
     }
-    fn job(&self, id: u64) -> Read<Option<drover::status::JobInfo>> {
+    fn job(&self, id: u64) -> Read<Option<drover::status::Resulted<drover::status::JobInfo>>> {
         self.sqlite.job(id)
+    }
+    fn completions(
+        &self,
+        filter: drover::storage::store::CompletionFilter,
+    ) -> Read<Vec<drover::status::Completion>> {
+        self.sqlite.completions(filter)
     }
     fn history(&self, id: u64) -> Read<Vec<drover::status::AttemptRecord>> {
         self.sqlite.history(id)

@@ -75,6 +75,8 @@ fn finish(job: u64, state: JobState, lease: u64) -> Change {
         exit_code: Some(if state == JobState::Succeeded { 0 } else { 3 }),
         output_tail: Some(format!("tail {job}")),
         error: (state != JobState::Succeeded).then(|| format!("error {job}")),
+        result: Some(format!("result {job}").into_bytes().into()),
+        cursor: job,
     }))
 }
 
@@ -280,9 +282,9 @@ fn postgres_answers_as_sqlite_does_for_the_same_changes() {
     }
     assert_eq!(expected.len(), found.len());
     // The cases themselves, so the comparison is known to cover them.
-    let job1 = block_on(again.store.job(1)).unwrap().unwrap();
+    let job1 = block_on(again.store.job(1)).unwrap().unwrap().record;
     assert_eq!((job1.state, job1.duplicates), (JobState::Succeeded, 2));
-    let job3 = block_on(again.store.job(3)).unwrap().unwrap();
+    let job3 = block_on(again.store.job(3)).unwrap().unwrap().record;
     assert_eq!(job3.state, JobState::Succeeded);
     let job9 = again
         .replay
@@ -305,7 +307,7 @@ fn a_second_record_is_refused_and_an_idempotency_key_taken_once() {
     commit(store, vec![finish(1, JobState::Succeeded, 11)]).unwrap();
     // Refused, not failed: the first record stays.
     commit(store, vec![finish(1, JobState::Failed, 12)]).unwrap();
-    let job = block_on(store.job(1)).unwrap().unwrap();
+    let job = block_on(store.job(1)).unwrap().unwrap().record;
     assert_eq!(job.state, JobState::Succeeded);
     assert_eq!(
         block_on(store.recorded_leases(vec![1, 2])).unwrap(),
@@ -475,7 +477,7 @@ fn a_commit_waits_for_the_database_to_come_back() {
     wait_until("the store to say the database is back", || {
         store.unavailable().is_none()
     });
-    assert_eq!(block_on(store.job(4)).unwrap().unwrap().batch, 2);
+    assert_eq!(block_on(store.job(4)).unwrap().unwrap().record.batch, 2);
     assert_eq!(server.psql_in("away", "SELECT count(*) FROM jobs"), "4");
 }
 

@@ -7,7 +7,7 @@ use crate::actors::ledger::{
 use crate::actors::queue::Shape;
 use crate::actors::scheduler::{Scheduler, Unplaceable, WaitingInLine, WhyWaiting};
 use crate::job::{BatchId, JobId, JobSpec, JobState};
-use crate::status::{BatchInfo, JobInfo, Submitted, Waiting};
+use crate::status::{BatchInfo, JobInfo, Resulted, Submitted, Waiting};
 use actix::{Addr, MailboxError};
 use std::collections::HashMap;
 
@@ -48,9 +48,9 @@ pub async fn job(
     ledger: &Addr<Ledger>,
     scheduler: &Addr<Scheduler>,
     id: JobId,
-) -> Result<JobInfo, LedgerError> {
+) -> Result<Resulted<JobInfo>, LedgerError> {
     let mut job = ledger.send(GetJob(id)).await??;
-    explain(scheduler, std::slice::from_mut(&mut job)).await?;
+    explain(scheduler, std::slice::from_mut(&mut job.record)).await?;
     Ok(job)
 }
 

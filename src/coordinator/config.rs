@@ -45,6 +45,8 @@ pub struct CoordinatorConfig {
     pub max_write_buffer: usize,
     /// The most slots one worker may offer.
     pub max_worker_slots: u32,
+    /// The most bytes of one attempt's result kept (`--max-result-bytes`, default 1 MiB).
+    pub max_result_bytes: usize,
     /// The certificate chain and private key (PEM files) for TLS on both ports.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse to start without TLS.
@@ -87,6 +89,7 @@ impl CoordinatorConfig {
             max_pending_bytes: crate::actors::ledger::DEFAULT_MAX_UNFINISHED_BYTES,
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
             max_worker_slots: DEFAULT_MAX_WORKER_SLOTS,
+            max_result_bytes: crate::job::DEFAULT_MAX_RESULT_BYTES,
             tls: None,
             require_tls: false,
             advertise: None,

@@ -46,6 +46,8 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
     let (ledger_stepped_down, mut ledger_said) = watch::channel(None::<Deposed>);
     let (stepped_down_tx, stepped_down) = watch::channel(None::<Deposed>);
     let metrics = config.metrics.clone();
+    // Where followers of results hear that more are on disk.
+    let recorded = Arc::new(watch::channel(replay.last_cursor).0);
 
     // The actors know each other: make the addresses first, then start them.
     let scheduler_ctx = Context::<Scheduler>::new();
@@ -71,6 +73,8 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
                 .max(crate::worker::MAX_RECONNECT_DELAY + Duration::from_secs(2)),
             lease: lease.clone(),
             stepped_down: Arc::new(ledger_stepped_down),
+            recorded: recorded.clone(),
+            max_result_bytes: config.max_result_bytes,
         },
     )
     .start();
@@ -102,6 +106,8 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         open_sessions: gate.open.clone(),
         max_write_backlog: config.max_write_buffer as u64,
         max_worker_slots: config.max_worker_slots,
+        max_result_bytes: config.max_result_bytes,
+        recorded: recorded.clone(),
         cluster: cluster.clone(),
         lease: lease.clone(),
     });
@@ -112,6 +118,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         scheduler: scheduler.clone(),
         metrics,
         cluster: cluster.clone(),
+        recorded,
     })));
     tracing::info!(address = %local_addr, "serving: the ledger is open and the actors run");
 

@@ -45,6 +45,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Who leads and which coordinators there are, for the status.
     pub cluster: watch::Receiver<Cluster>,
+    /// The cursor of the last finished job's record on disk, for followers of results.
+    pub recorded: Arc<watch::Sender<u64>>,
 }
 
 /// What the HTTP side knows from the start: who may do what, and whether this coordinator leads.

@@ -101,6 +101,11 @@ pub struct AttemptResult {
     pub duration_ms: u64,
     /// The last few KiB of stdout and stderr (or a handler's output).
     pub output_tail: String,
+    /// The attempt's result, byte for byte: a call handler's returned bytes, an exec job's
+    /// standard output. At most the coordinator's `--max-result-bytes` (told the worker in
+    /// [`Registered`](crate::net::protocol::FromCoordinator::Registered)); past it the worker
+    /// fails the attempt instead, and the coordinator fails a longer one it is sent.
+    pub result: Vec<u8>,
     /// Why it failed, in words.
     pub error: Option<String>,
     /// What a successful attempt published, under its own attempt prefix.
@@ -112,6 +117,9 @@ pub struct AttemptResult {
     /// The coordinator's epoch the attempt was handed out in (see [`Assignment::epoch`]).
     pub epoch: u64,
 }
+
+/// The default of `--max-result-bytes`: the most bytes of one attempt's result kept.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
 
 /// The most bytes of output tail the coordinator keeps per attempt.
 pub const MAX_OUTPUT_TAIL: usize = 16 * 1024;
@@ -134,6 +142,7 @@ impl AttemptResult {
     /// Its size on the wire, at most: what frames of results are filled by.
     pub fn encoded_size(&self) -> usize {
         128 + self.output_tail.len()
+            + self.result.len()
             + self.error.as_ref().map_or(0, String::len)
             + self
                 .outputs

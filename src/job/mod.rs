@@ -12,8 +12,8 @@ mod lease;
 mod location;
 mod spec_bytes;
 pub use attempt::{
-    object_size, Assignment, AttemptResult, CarriedAttempt, ManifestOrder, Outcome, MAX_ERROR,
-    MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS, MAX_OUTPUT_TAIL,
+    object_size, Assignment, AttemptResult, CarriedAttempt, ManifestOrder, Outcome,
+    DEFAULT_MAX_RESULT_BYTES, MAX_ERROR, MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS, MAX_OUTPUT_TAIL,
 };
 pub use idempotency::{check_idempotency_key, new_idempotency_key, MAX_IDEMPOTENCY_KEY};
 pub use lease::LeaseKey;

@@ -105,6 +105,7 @@ fn attempt_result() -> impl Strategy<Value = AttemptResult> {
                     started_at_ms,
                     duration_ms,
                     output_tail,
+                    result: error.clone().unwrap_or_default().into_bytes(),
                     error,
                     outputs,
                     permanent: duration_ms % 2 == 0,
@@ -196,8 +197,11 @@ fn from_coordinator() -> impl Strategy<Value = FromCoordinator> {
         any::<[u8; 32]>().prop_map(|nonce| FromCoordinator::Challenge { nonce }),
         (text(), any::<bool>())
             .prop_map(|(reason, permanent)| FromCoordinator::Refused { reason, permanent }),
-        any::<u64>().prop_map(|heartbeat_interval_ms| FromCoordinator::Registered {
-            heartbeat_interval_ms
+        (any::<u64>(), any::<u64>()).prop_map(|(heartbeat_interval_ms, max_result_bytes)| {
+            FromCoordinator::Registered {
+                heartbeat_interval_ms,
+                max_result_bytes,
+            }
         }),
         vec(
             (

@@ -11,11 +11,13 @@
 
 pub use crate::job::{Assignment, CancelTarget, CarriedAttempt, ManifestOrder};
 use crate::job::{AttemptResult, BatchId, JobId, JobSpec, JobState, Lease};
-use crate::status::{BatchInfo, ClusterStatus, JobInfo, Waiting, WorkerInfo};
+use crate::status::{
+    BatchInfo, ClusterStatus, Completion, JobInfo, Resulted, ResultsPage, Waiting, WorkerInfo,
+};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to these types.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Size of the nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 32;
@@ -128,6 +130,9 @@ pub enum FromCoordinator {
     Registered {
         /// How often the worker should heartbeat.
         heartbeat_interval_ms: u64,
+        /// The most bytes of one attempt's result the coordinator keeps (`--max-result-bytes`):
+        /// an attempt with a longer result fails, saying to publish it as outputs instead.
+        max_result_bytes: u64,
     },
     /// Jobs for a worker to run.
     Assign(Vec<Assignment>),
@@ -196,6 +201,28 @@ pub enum ClientRequest {
     Status,
     /// Put one failed or cancelled job back to pending with fresh attempts.
     RetryJob(JobId),
+    /// Finished jobs' records in the order they were recorded, after a cursor: answered at
+    /// once when there are some (or the batch is done), else when the next is recorded, or
+    /// after `wait_ms` with none.
+    Results {
+        /// Only this batch's jobs; every batch's without.
+        batch: Option<BatchId>,
+        /// Only records after this cursor (0: from the start).
+        after: u64,
+        /// At most this many (and at most a few MiB of results).
+        limit: u32,
+        /// How long to wait for a record when there is none yet (0: answer at once).
+        wait_ms: u64,
+    },
+    /// Queue one job and answer with its final record, result included, once it is recorded:
+    /// a submission and its result in one request.
+    Call {
+        /// The job.
+        spec: JobSpec,
+        /// As for [`Submit`](ClientRequest::Submit): sent again, it waits for the job the key
+        /// made first rather than queueing another.
+        idempotency_key: Option<String>,
+    },
 }
 
 /// The coordinator's answers.
@@ -218,8 +245,8 @@ pub enum ClientResponse {
     Batch(BatchInfo),
     /// Many batches.
     Batches(Vec<BatchInfo>),
-    /// One job.
-    Job(Box<JobInfo>),
+    /// One job, with its recorded result.
+    Job(Box<Resulted<JobInfo>>),
     /// A page of jobs.
     Jobs(Vec<JobInfo>),
     /// Connected workers.
@@ -230,4 +257,8 @@ pub enum ClientResponse {
     Error(String),
     /// The cluster at a glance.
     Status(Box<ClusterStatus>),
+    /// A page of finished jobs' records, in recording order.
+    Results(ResultsPage),
+    /// The called job's final record.
+    Called(Box<Completion>),
 }

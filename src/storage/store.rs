@@ -8,7 +8,7 @@
 //! commit can be refused as a whole.
 
 use crate::job::{BatchId, JobId, JobState, Lease, LeaseKey, LedgerId, SpecBytes};
-use crate::status::{AttemptRecord, JobInfo};
+use crate::status::{AttemptRecord, Completion, JobInfo, Resulted};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -95,7 +95,8 @@ pub enum Change {
     /// Jobs whose recorded attempt's manifest is too large to send to a worker: not asked for
     /// again.
     ManifestsAbandoned(Vec<JobId>),
-    /// Failed or cancelled jobs back to pending with their failures forgotten (a retry).
+    /// Failed or cancelled jobs back to pending with their failures forgotten (a retry): their
+    /// records, results and cursors are cleared.
     Reopen(Vec<JobId>),
 }
 
@@ -130,6 +131,12 @@ pub struct WorkOrder {
     pub output_tail: Option<String>,
     /// Why it failed or was cancelled.
     pub error: Option<String>,
+    /// The recorded attempt's result, byte for byte (none for a job cancelled or failed
+    /// without one).
+    pub result: Option<Arc<[u8]>>,
+    /// Its place in recording order: drawn by the book, one more than the last finish it
+    /// drew, so followers of finished jobs resume after a cursor (see [`LedgerStore::completions`]).
+    pub cursor: u64,
 }
 
 /// An attempt that started.
@@ -187,6 +194,9 @@ pub struct Replay {
     pub next_job: JobId,
     /// Recorded attempts whose manifest no worker has confirmed writing.
     pub unpublished: Vec<Unpublished>,
+    /// The highest finish cursor on record (0 in a ledger with no finished job): the book
+    /// draws the next ones after it.
+    pub last_cursor: u64,
 }
 
 /// A recorded attempt whose manifest is not known to be written.
@@ -283,6 +293,17 @@ pub struct JobFilter {
     pub limit: u32,
 }
 
+/// Which finished jobs' records a page of [`LedgerStore::completions`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletionFilter {
+    /// Only this batch.
+    pub batch: Option<BatchId>,
+    /// Only records with a cursor above this one.
+    pub after: u64,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// Called once a commit is durable, or has failed; may run on any thread.
 pub type CommitDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
@@ -298,8 +319,13 @@ pub trait LedgerStore: Send + Sync {
     /// `done` is told once they are durable, or that none of them is.
     fn commit(&self, changes: Vec<Change>, done: CommitDone);
 
-    /// One job's record with its attempt history, if the id exists.
-    fn job(&self, id: JobId) -> Read<Option<JobInfo>>;
+    /// One job's record with its attempt history and its recorded result, if the id exists.
+    fn job(&self, id: JobId) -> Read<Option<Resulted<JobInfo>>>;
+
+    /// Finished jobs' records with their results in cursor order (the order they were
+    /// recorded), after `filter.after`. A job retried and finished again is found under its
+    /// new cursor only.
+    fn completions(&self, filter: CompletionFilter) -> Read<Vec<Completion>>;
 
     /// The attempts of a job that were not recorded as its result, oldest first.
     fn history(&self, id: JobId) -> Read<Vec<AttemptRecord>>;

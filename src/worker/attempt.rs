@@ -65,6 +65,7 @@ pub async fn run_for_outputs(
         started_at_ms,
         duration_ms: clock.elapsed().as_millis() as u64,
         output_tail: ended.output_tail,
+        result: Vec::new(),
         error: ended.error,
         outputs: ended.outputs,
         permanent: ended.permanent,

@@ -320,6 +320,7 @@ impl Worker {
         match answer.map_err(broken)? {
             FromCoordinator::Registered {
                 heartbeat_interval_ms,
+                max_result_bytes: _,
             } => {
                 self.heartbeat = Duration::from_millis(heartbeat_interval_ms.clamp(50, 60_000));
             }
@@ -454,6 +455,7 @@ impl Worker {
                     started_at_ms,
                     duration_ms: crate::job::now_ms().saturating_sub(started_at_ms),
                     output_tail: String::new(),
+                    result: Vec::new(),
                     error: Some(format!("the job's handler panicked: {failure}")),
                     outputs: Vec::new(),
                     permanent: false,
@@ -631,6 +633,7 @@ mod tests {
             started_at_ms: 0,
             duration_ms: 0,
             output_tail: String::new(),
+            result: Vec::new(),
             error: None,
             outputs: (0..objects)
                 .map(|index| OutputObject {

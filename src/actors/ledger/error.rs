@@ -13,6 +13,14 @@ pub enum LedgerError {
     /// No job has this id.
     #[error("no job {0}")]
     NoJob(JobId),
+    /// A results cursor past the last record drawn (cursors come from a page or an event).
+    #[error("cursor {cursor} is beyond the end: the last record is at {last}; resume from a cursor a page or an event gave")]
+    CursorBeyondEnd {
+        /// The cursor asked for.
+        cursor: u64,
+        /// The last cursor drawn.
+        last: u64,
+    },
     /// A batch must have jobs.
     #[error("the batch has no jobs")]
     EmptyBatch,
@@ -121,7 +129,8 @@ impl LedgerError {
             | LedgerError::BatchTooLarge { .. }
             | LedgerError::InvalidJob { .. }
             | LedgerError::SpecTooLarge { .. }
-            | LedgerError::BadIdempotencyKey(_) => ErrorKind::Invalid,
+            | LedgerError::BadIdempotencyKey(_)
+            | LedgerError::CursorBeyondEnd { .. } => ErrorKind::Invalid,
             LedgerError::NotRetryable { .. } => ErrorKind::Conflict,
             LedgerError::QueueFull { .. }
             | LedgerError::QueueFullBytes { .. }

@@ -18,8 +18,8 @@ pub use book::{
 };
 pub use error::{ErrorKind, LedgerError};
 pub use requests::{
-    Cancel, GetBatch, GetJob, ListBatches, ListJobs, Retry, RetryJob, SubmitBatch, WaitBatch,
-    WaitingOutOfLine, MAX_JOBS_PER_BATCH, MAX_PAGE,
+    CallJob, Cancel, GetBatch, GetJob, ListBatches, ListJobs, ReadResults, Retry, RetryJob,
+    SubmitBatch, WaitBatch, WaitingOutOfLine, MAX_JOBS_PER_BATCH, MAX_PAGE, MAX_RESULTS_PAGE_BYTES,
 };
 
 use crate::actors::registry::WorkerDirectory;
@@ -62,6 +62,13 @@ pub struct LedgerConfig {
     pub lease: LeaseClock,
     /// Told why, when this coordinator steps down (another took the ledger's lease).
     pub stepped_down: Arc<watch::Sender<Option<Deposed>>>,
+    /// The cursor of the last finished job's record on disk: set by the Ledger after every
+    /// commit that finished jobs. Followers of results (sessions, the HTTP side) subscribe to
+    /// it and read a page from the store when it moves.
+    pub recorded: Arc<watch::Sender<u64>>,
+    /// The most bytes of one attempt's result kept (`--max-result-bytes`): a longer result
+    /// fails its attempt, saying to publish large results as outputs.
+    pub max_result_bytes: usize,
 }
 
 /// The default of [`LedgerConfig::max_unfinished_jobs`]: about 1.3 GiB of coordinator memory.
@@ -81,6 +88,8 @@ impl Default for LedgerConfig {
             reconnect_grace: Duration::ZERO,
             lease: LeaseClock::forever(),
             stepped_down: Arc::new(watch::channel(None).0),
+            recorded: Arc::new(watch::channel(0).0),
+            max_result_bytes: crate::job::DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::book::{Answer, Effects};
 use super::{Ledger, LedgerError};
 use crate::job::{now_ms, BatchId, CancelTarget, JobId, JobSpec, JobState};
-use crate::status::{BatchInfo, JobInfo, Submitted, Waiting};
+use crate::status::{BatchInfo, Completion, JobInfo, Resulted, ResultsPage, Submitted, Waiting};
 use crate::storage::store::JobFilter;
 use actix::prelude::*;
 use std::time::Duration;
@@ -71,6 +71,42 @@ impl Handler<SubmitBatch> for Ledger {
             _ => None,
         })
     }
+}
+
+/// Finished jobs' records after a cursor, in recording order: one page, read from the store
+/// off the actor's loop, answered at once (waiting for the next record is the asker's
+/// business: see [`LedgerConfig::recorded`](super::LedgerConfig::recorded)). An unknown batch
+/// is [`LedgerError::NoBatch`]; a cursor past the last one drawn is
+/// [`LedgerError::CursorBeyondEnd`]. A page holds at most `limit` records (capped at
+/// [`MAX_PAGE`]) and stops early once its results pass [`MAX_RESULTS_PAGE_BYTES`] (always
+/// holding at least one record). `done` is set when the batch is done and this page holds
+/// its last records.
+#[derive(Message)]
+#[rtype(result = "Result<ResultsPage, LedgerError>")]
+pub struct ReadResults {
+    /// Only this batch's jobs.
+    pub batch: Option<BatchId>,
+    /// Only records after this cursor.
+    pub after: u64,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The most bytes of results one page of [`ReadResults`] gathers before it stops (a page
+/// always holds one record, so one result of `--max-result-bytes` passes).
+pub const MAX_RESULTS_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Queue one job and answer with its final record once it is recorded: a batch of one (named
+/// `call`), under the idempotency key if one is given. A key that made a job already waits for
+/// that job (or answers at once with its record if it is finished). Refused as a submission
+/// would be.
+#[derive(Message)]
+#[rtype(result = "Result<Completion, LedgerError>")]
+pub struct CallJob {
+    /// The job.
+    pub spec: JobSpec,
+    /// The caller's name for this call.
+    pub idempotency_key: Option<String>,
 }
 
 /// One batch's progress.
@@ -144,13 +180,13 @@ impl Handler<WaitBatch> for Ledger {
     }
 }
 
-/// One job with its history.
+/// One job with its history and its recorded result.
 #[derive(Message)]
-#[rtype(result = "Result<JobInfo, LedgerError>")]
+#[rtype(result = "Result<Resulted<JobInfo>, LedgerError>")]
 pub struct GetJob(pub JobId);
 
 impl Handler<GetJob> for Ledger {
-    type Result = Reply<JobInfo>;
+    type Result = Reply<Resulted<JobInfo>>;
 
     fn handle(&mut self, GetJob(id): GetJob, _ctx: &mut Context<Self>) -> Self::Result {
         let live = self.book.live_job(id);
@@ -159,17 +195,17 @@ impl Handler<GetJob> for Ledger {
             match live {
                 Some(mut info) => {
                     info.history = store.history(id).await?;
-                    Ok(Some(info))
+                    Ok(Some(Resulted::bare(info)))
                 }
                 None => store.job(id).await,
             }
         };
         Box::pin(read.into_actor(self).map(move |found, ledger, _ctx| {
             match found {
-                Ok(Some(mut info)) => {
+                Ok(Some(mut job)) => {
                     // It may have finished or started while its record was read.
-                    ledger.book.overlay(std::slice::from_mut(&mut info));
-                    Ok(info)
+                    ledger.book.overlay(std::slice::from_mut(&mut job.record));
+                    Ok(job)
                 }
                 Ok(None) => Err(LedgerError::NoJob(id)),
                 Err(error) => Err(LedgerError::Store {

@@ -61,6 +61,11 @@ pub struct SessionContext {
     pub cluster: tokio::sync::watch::Receiver<crate::ha::Cluster>,
     /// Bytes waiting to be sent to a peer above which it is disconnected (it is not reading).
     pub max_write_backlog: u64,
+    /// The most bytes of one attempt's result kept (`--max-result-bytes`), told each worker.
+    pub max_result_bytes: usize,
+    /// The cursor of the last finished job's record on disk (see
+    /// [`LedgerConfig::recorded`](crate::actors::ledger::LedgerConfig::recorded)).
+    pub recorded: Arc<tokio::sync::watch::Sender<u64>>,
     /// The most slots one worker may offer.
     pub max_worker_slots: u32,
     /// The lease this coordinator leads under: heartbeats are answered only while it runs, so
@@ -358,6 +363,7 @@ impl Session {
                         FromCoordinator::Registered {
                             heartbeat_interval_ms: session.shared.heartbeat_interval.as_millis()
                                 as u64,
+                            max_result_bytes: session.shared.max_result_bytes as u64,
                         },
                     );
                 }

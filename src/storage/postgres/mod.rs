@@ -26,10 +26,11 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::ha::{Deposed, LeaseClock};
 use crate::job::{BatchId, JobId, Lease};
-use crate::status::{AttemptRecord, JobInfo};
+use crate::status::{AttemptRecord, Completion, JobInfo, Resulted};
 use crate::storage::group::WriterTask;
 use crate::storage::store::{
-    Change, CommitDone, FailedJob, FinishedJob, JobFilter, LedgerStore, Read, StoreError,
+    Change, CommitDone, CompletionFilter, FailedJob, FinishedJob, JobFilter, LedgerStore, Read,
+    StoreError,
 };
 use connect::{chain, classify, database, Failure, Target};
 use queries::QueryError;
@@ -206,12 +207,21 @@ impl LedgerStore for PostgresStore {
         }
     }
 
-    fn job(&self, id: JobId) -> Read<Option<JobInfo>> {
+    fn job(&self, id: JobId) -> Read<Option<Resulted<JobInfo>>> {
         let reader = self.reader.clone();
         self.runtime.run(async move {
             let client = reader.client().await?;
-            reader.answer(queries::job(&client, id).await)
+            reader.answer(
+                queries::job(&client, id)
+                    .await
+                    .map(|job| job.map(Resulted::bare)),
+            )
         })
+    }
+
+    fn completions(&self, _filter: CompletionFilter) -> Read<Vec<Completion>> {
+        // Contract stub for issue 12: the storage work reads the jobs table by cursor.
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     fn history(&self, id: JobId) -> Read<Vec<AttemptRecord>> {

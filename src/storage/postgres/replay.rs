@@ -186,5 +186,6 @@ pub async fn replay(client: &mut Client, epoch: u64) -> Result<Replay, ReplayErr
         unfinished,
         next_job,
         unpublished,
+        last_cursor: 0,
     })
 }

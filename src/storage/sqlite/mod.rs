@@ -16,10 +16,11 @@ pub mod schema;
 
 use crate::job::{BatchId, JobId, Lease};
 use crate::metrics::Metrics;
-use crate::status::{AttemptRecord, JobInfo};
+use crate::status::{AttemptRecord, Completion, JobInfo, Resulted};
 use crate::storage::group::{self, WriterTask};
 use crate::storage::store::{
-    Change, CommitDone, FailedJob, FinishedJob, JobFilter, LedgerStore, Read, Replay, StoreError,
+    Change, CommitDone, CompletionFilter, FailedJob, FinishedJob, JobFilter, LedgerStore, Read,
+    Replay, StoreError,
 };
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
@@ -175,8 +176,13 @@ impl LedgerStore for SqliteStore {
         }
     }
 
-    fn job(&self, id: JobId) -> Read<Option<JobInfo>> {
-        self.read(move |conn| queries::job(conn, id))
+    fn job(&self, id: JobId) -> Read<Option<Resulted<JobInfo>>> {
+        self.read(move |conn| Ok(queries::job(conn, id)?.map(Resulted::bare)))
+    }
+
+    fn completions(&self, _filter: CompletionFilter) -> Read<Vec<Completion>> {
+        // Contract stub for issue 12: the storage work reads the jobs table by cursor.
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     fn history(&self, id: JobId) -> Read<Vec<AttemptRecord>> {

@@ -149,6 +149,7 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
         unfinished,
         next_job,
         unpublished,
+        last_cursor: 0,
     })
 }
 

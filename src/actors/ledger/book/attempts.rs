@@ -390,6 +390,7 @@ impl Book {
             started_at_ms: running.started_at_ms,
             duration_ms: now.saturating_sub(running.started_at_ms),
             output_tail: String::new(),
+            result: Vec::new(),
             error: Some(format!(
                 "no result within its timeout of {timeout_s}s and a margin of {}s: taken back by \
                  the coordinator",

@@ -571,6 +571,8 @@ fn work_order(
         duration_ms: result.map(|result| result.duration_ms),
         exit_code: result.and_then(|result| result.exit_code),
         output_tail: result.map(|result| result.output_tail.clone()),
+        result: None,
+        cursor: 0,
         error: error.or_else(|| result.and_then(|result| result.error.clone())),
         outputs: result
             .filter(|result| !result.outputs.is_empty())

@@ -224,6 +224,8 @@ impl Book {
                 exit_code: None,
                 output_tail: None,
                 error: Some("cancelled by a user".into()),
+                result: None,
+                cursor: 0,
             })));
             finishing.push((id, JobState::Cancelled));
             let batch = job.batch;

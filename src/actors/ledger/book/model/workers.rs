@@ -124,6 +124,7 @@ impl World {
             started_at_ms: self.now,
             duration_ms: 1,
             output_tail: String::new(),
+            result: Vec::new(),
             error: None,
             outputs: Vec::new(),
             permanent: false,

@@ -87,6 +87,7 @@ fn result(job: JobId, lease: Lease, attempt: u32, outcome: Outcome) -> AttemptRe
         started_at_ms: T0,
         duration_ms: 5,
         output_tail: String::new(),
+        result: Vec::new(),
         error: (outcome != Outcome::Succeeded).then(|| "exited with code 1".into()),
         outputs: Vec::new(),
         permanent: false,
@@ -150,6 +151,7 @@ fn restarted(unfinished: &[OnRecord]) -> Book {
             .collect(),
         next_job: 10,
         unpublished: Vec::new(),
+        last_cursor: 1,
     };
     Book::new(replay, limits(), Arc::new(Metrics::new()))
 }

@@ -137,6 +137,7 @@ impl Ledger {
             max_batch_jobs: config.max_batch_jobs,
             max_unfinished_jobs: config.max_unfinished_jobs,
             max_unfinished_bytes: config.max_unfinished_bytes,
+            max_result_bytes: config.max_result_bytes,
         };
         Ledger {
             book: Book::new(replay, limits, config.metrics),

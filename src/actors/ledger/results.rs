@@ -256,7 +256,7 @@ impl Handler<CallJob> for Ledger {
         }
         let (tx, rx) = oneshot::channel();
         self.carry_out(ctx, effects, Some(tx));
-        let submitted = async move { rx.await }.into_actor(self);
+        let submitted = rx.into_actor(self);
         Box::pin(submitted.then(move |answer, ledger, ctx| {
             let refused = match answer {
                 Ok(Answer::Submitted(submitted)) => {

@@ -212,3 +212,29 @@ fn a_failure_above_the_limit_keeps_its_own_reason_but_not_its_result() {
         Some("failed 1 of 1 attempts; last: exited with code 1")
     );
 }
+
+#[test]
+fn a_success_above_the_limit_for_a_job_in_line_gives_it_its_place_back() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let w = worker(1);
+    let _ = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);
+    let lost = book.worker_lost(&w.name, &[lost(1, 100)], "silent", T0);
+    let _ = committed(&mut book, lost);
+    assert_eq!(book.phase(1), Some(Phase::Queued));
+    // The lost worker's attempt reports a success, which the Scheduler took the job out of
+    // line for; above the limit, it is no success, and the job must not be left out of line.
+    let effects = book.results(&w, &[returning(1, 100, Outcome::Succeeded, &[7; 65])], T0);
+    assert!(records(&effects).is_empty());
+    let queued: Vec<(JobId, u32, bool)> = effects
+        .enqueue
+        .iter()
+        .map(|job| (job.job, job.attempt, job.ahead))
+        .collect();
+    assert_eq!(
+        queued,
+        vec![(1, 3, true)],
+        "at the head, under a new number"
+    );
+    assert_eq!(effects.notices, vec![(1, Notice::Acked(vec![100]))]);
+}

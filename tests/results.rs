@@ -281,6 +281,10 @@ async fn drover_run_is_one_call_showing_the_commands_own_output_and_exit() {
     ]);
     assert!(run.status.success(), "{}", stderr_of(&run));
     assert_eq!(run.stdout, b"out\n\xff");
+    // A command that printed nothing prints nothing, whatever it said on standard error.
+    let run = cluster.cli(&["run", "--", "sh", "-c", "echo quiet >&2"]);
+    assert!(run.status.success(), "{}", stderr_of(&run));
+    assert_eq!(run.stdout, b"");
     // A failure shows its output's tail, says why, and exits with the command's code.
     let run = cluster.cli(&["run", "--", "sh", "-c", "echo ran; echo oops >&2; exit 7"]);
     assert_eq!(run.status.code(), Some(7));
@@ -302,7 +306,7 @@ async fn drover_run_is_one_call_showing_the_commands_own_output_and_exit() {
     let shown: serde_json::Value = serde_json::from_str(&stdout_of(&shown)).unwrap();
     assert_eq!(shown["result"], "a\nb");
     let runs = cluster.client().await.batches().await.unwrap();
-    assert_eq!(runs.len(), 3, "one batch of one job per run: {runs:?}");
+    assert_eq!(runs.len(), 4, "one batch of one job per run: {runs:?}");
 
     // A job no connected worker can take is waited for, and said to be.
     let mut waiting = std::process::Command::new(CLI)

@@ -315,8 +315,8 @@ impl Book {
 
     /// A result longer than `--max-result-bytes` (from a worker that lies, or is broken: a
     /// worker checks the limit itself) is not kept: a success becomes a failure that says to
-    /// publish large results as outputs, as the worker would have said, and a failure keeps its
-    /// own reason.
+    /// publish large results as outputs, for good (the job would write as much again), as the
+    /// worker would have said; a failure keeps its own reason.
     fn vet_result_size<'a>(&self, result: Cow<'a, AttemptResult>) -> Cow<'a, AttemptResult> {
         let limit = self.limits.max_result_bytes;
         if result.result.len() <= limit {
@@ -336,6 +336,7 @@ impl Book {
             failed.outcome = Outcome::Failed;
             failed.outputs.clear();
             failed.error = None;
+            failed.permanent = true;
         }
         failed
             .error

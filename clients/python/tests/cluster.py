@@ -33,7 +33,7 @@ def bin_dir() -> Path:
     ``debug``, (re)built first so that the tests never run an old build."""
     given = os.environ.get("DROVER_BIN_DIR")
     if given:
-        directory = Path(given)
+        directory = Path(given).resolve()
         for name in ("drover-coordinator", "drover-worker"):
             if not (directory / name).is_file():
                 raise RuntimeError(f"DROVER_BIN_DIR={given} has no {name}; build it first")

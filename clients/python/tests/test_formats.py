@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import List
+
 import pytest
 
 from drover_client.client import call_spec, job_json
@@ -9,7 +11,7 @@ from drover_client.events import Event, parse_events
 from drover_client.records import Record, result_bytes
 
 
-def lines(text: str) -> list:
+def lines(text: str) -> List[bytes]:
     return [line.encode() for line in text.splitlines(keepends=True)]
 
 

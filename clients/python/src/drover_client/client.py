@@ -30,6 +30,8 @@ from .records import BatchInfo, Job, Record
 from .transport import Transport
 
 log = logging.getLogger("drover_client")
+# Retries are logged (warnings) where the application configures logging, and nowhere else.
+log.addHandler(logging.NullHandler())
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 from .errors import DroverConnectionError, DroverError, Unavailable, WaitTimeout
 from .events import parse_events
 from .records import BatchInfo, Job, Record
-from .transport import Transport
+from .transport import STREAM_IDLE_TIMEOUT, Transport, describe
 
 log = logging.getLogger("drover_client")
 # Retries are logged (warnings) where the application configures logging, and nowhere else.
@@ -250,7 +250,9 @@ class Client:
         request's timeout is asked for again at once: the request reached the coordinator,
         which may take long to answer it (a call waits for its job)."""
         wait = FIRST_RETRY_WAIT
-        give_up_at = time.monotonic() + self.retry_for
+        # The window runs from the first failure in a row, not from the first send: a call may
+        # have waited long for its job before its connection was lost.
+        give_up_at: Optional[float] = None
         while True:
             try:
                 return send()
@@ -260,14 +262,17 @@ class Client:
                 ):
                     log.info("%s: no answer yet; asking again", what)
                     wait = FIRST_RETRY_WAIT
-                    give_up_at = time.monotonic() + self.retry_for
+                    give_up_at = None
                     continue
                 failure: DroverError = error
             except Unavailable as error:
                 if not reads:
                     raise
                 failure = error
-            if time.monotonic() + wait > give_up_at:
+            now = time.monotonic()
+            if give_up_at is None:
+                give_up_at = now + self.retry_for
+            if now + wait > give_up_at:
                 raise failure
             log.warning("%s: %s; trying again in %.1f s", what, failure, wait)
             time.sleep(wait)
@@ -294,6 +299,10 @@ class Client:
         connection is lost (``Last-Event-ID``), until the stream's ``done``."""
         cursor = int(after)
         first = True
+        # A stream that ends at once without a record, again and again, is a coordinator that
+        # cannot serve it: each such end waits longer before connecting again, up to a point.
+        wait = FIRST_RETRY_WAIT
+        give_up_at: Optional[float] = None
         while True:
             if first:
                 target = path + (f"?{urlencode({'after': cursor})}" if cursor else "")
@@ -307,6 +316,8 @@ class Client:
                 reads=True,
             )
             first = False
+            opened = time.monotonic()
+            received = False
             try:
                 for event in parse_events(stream.lines()):
                     if event.event == "done":
@@ -319,12 +330,30 @@ class Client:
                     if record.cursor <= cursor:
                         continue
                     cursor = record.cursor
+                    received = True
                     yield record
-                log.warning("event stream %s ended before done; resuming after %d", path, cursor)
+                lost = "ended before done"
             except (OSError, http.client.HTTPException) as error:
-                log.warning("event stream %s lost (%r); resuming after %d", path, error, cursor)
+                lost = f"lost ({describe(error, STREAM_IDLE_TIMEOUT)})"
             finally:
                 stream.close()
+            log.warning("event stream %s %s; resuming after %d", path, lost, cursor)
+            now = time.monotonic()
+            if received or now - opened > 1.0:
+                wait = FIRST_RETRY_WAIT
+                give_up_at = None
+                continue
+            if give_up_at is None:
+                give_up_at = now + self.retry_for
+            if now + wait > give_up_at:
+                raise DroverConnectionError(
+                    f"the event stream at {self.url + path} {lost}, again and again for "
+                    f"{self.retry_for:g} s",
+                    url=self.url + path,
+                    request_sent=True,
+                )
+            time.sleep(wait)
+            wait = min(wait * 2, MAX_RETRY_WAIT)
 
 
 class Batch:

@@ -318,10 +318,16 @@ class Client:
             first = False
             opened = time.monotonic()
             received = False
+            said: Optional[str] = None
             try:
                 for event in parse_events(stream.lines()):
                     if event.event == "done":
                         return
+                    if event.event == "error":
+                        # Said before the coordinator ends a stream it cannot go on with (it
+                        # stops leading, say): the stream is resumed like a lost one.
+                        said = _error_of(event.data)
+                        continue
                     if event.event != "result":
                         continue
                     record = _record_of(event.data, self.url + path)
@@ -332,7 +338,7 @@ class Client:
                     cursor = record.cursor
                     received = True
                     yield record
-                lost = "ended before done"
+                lost = f"ended before done ({said})" if said else "ended before done"
             except (OSError, http.client.HTTPException) as error:
                 lost = f"lost ({describe(error, STREAM_IDLE_TIMEOUT)})"
             finally:
@@ -494,3 +500,13 @@ def _record_of(data: str, url: str) -> Record:
     except (ValueError, KeyError, TypeError) as error:
         raise DroverError(f"{url} sent a record this client cannot read ({error}): {data[:200]}",
                           url=url) from None
+
+
+def _error_of(data: str) -> str:
+    """The message of an ``error`` event (``{"error": "..."}``), or its data as it is."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return data
+    message = parsed.get("error") if isinstance(parsed, dict) else None
+    return message if isinstance(message, str) else data

@@ -38,7 +38,7 @@ impl Book {
         let mut ran_ms = Vec::new();
         let mut failures = Vec::new();
         for result in results {
-            let vetted = self.vet_outputs(result);
+            let vetted = self.vet_result_size(self.vet_outputs(result));
             let result = vetted.as_ref();
             // An attempt that ended while the coordinator was down, for a job held back since:
             // that attempt is the job's, and its result counts as the job's own.
@@ -129,7 +129,7 @@ impl Book {
                     changes.push(work_order(
                         result.job,
                         job,
-                        JobState::Succeeded,
+                        (JobState::Succeeded, self.cursors.draw()),
                         Some(result),
                         None,
                         now,
@@ -200,7 +200,7 @@ impl Book {
                         changes.push(work_order(
                             result.job,
                             job,
-                            JobState::Failed,
+                            (JobState::Failed, self.cursors.draw()),
                             Some(result),
                             Some(error),
                             now,
@@ -302,6 +302,36 @@ impl Book {
         Cow::Owned(failed)
     }
 
+    /// A result longer than `--max-result-bytes` (from a worker that lies, or is broken: a
+    /// worker checks the limit itself) is not kept: a success becomes a failure that says to
+    /// publish large results as outputs, as the worker would have said, and a failure keeps its
+    /// own reason.
+    fn vet_result_size<'a>(&self, result: Cow<'a, AttemptResult>) -> Cow<'a, AttemptResult> {
+        let limit = self.limits.max_result_bytes;
+        if result.result.len() <= limit {
+            return result;
+        }
+        let size = result.result.len();
+        tracing::warn!(
+            job = result.job,
+            lease = result.lease,
+            size,
+            limit,
+            "result above --max-result-bytes, not kept"
+        );
+        let mut failed = result.into_owned();
+        failed.result = Vec::new();
+        if failed.outcome == Outcome::Succeeded {
+            failed.outcome = Outcome::Failed;
+            failed.outputs.clear();
+            failed.error = None;
+        }
+        failed
+            .error
+            .get_or_insert_with(|| result_too_large(size, limit));
+        Cow::Owned(failed)
+    }
+
     /// Successes for jobs that had left memory, with the lease the store recorded for each: a
     /// resend of the recorded result is answered `Recorded` again (its worker may not have
     /// heard), any other is a duplicate. If the store could not say, nothing is answered and the
@@ -379,6 +409,15 @@ impl Book {
             ..Effects::none()
         }
     }
+}
+
+/// Why an attempt whose result is longer than `--max-result-bytes` failed (the worker says the
+/// same when it finds so itself).
+pub(crate) fn result_too_large(size: usize, limit: usize) -> String {
+    format!(
+        "result of {size} bytes is above --max-result-bytes ({limit}); publish large results as \
+         outputs"
+    )
 }
 
 /// Why a job failed for good: `failures` of its `max_attempts`. Its `attempts` (every attempt it

@@ -165,6 +165,7 @@ fn limits() -> Limits {
         max_batch_jobs: 100,
         max_unfinished_jobs: 50,
         max_unfinished_bytes: 1 << 30,
+        max_result_bytes: 16,
     }
 }
 

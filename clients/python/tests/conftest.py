@@ -3,13 +3,34 @@ their own for tests that restart the coordinator."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
-from typing import Iterator
+from types import FrameType
+from typing import Iterator, Optional
 
 import pytest
 
 from cluster import Cluster, bin_dir, kill_on_interrupt, start_cluster
 from drover_client import Client
+
+
+# The longest a test may take: one that waits for a record that never comes fails, rather than
+# hanging the suite.
+TEST_DEADLINE_S = 180
+
+
+@pytest.fixture(autouse=True)
+def deadline() -> Iterator[None]:
+    def expired(signum: int, frame: Optional[FrameType]) -> None:
+        # Not an OSError (which the client takes for a lost connection and retries): pytest's
+        # own failure, which nothing in the client catches.
+        pytest.fail(f"the test took more than {TEST_DEADLINE_S} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_DEADLINE_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="session")

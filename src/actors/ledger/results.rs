@@ -251,12 +251,15 @@ impl Handler<CallJob> for Ledger {
             }) => Some((*batch, *first_job)),
             _ => None,
         };
-        if let (Some((batch, job)), Some(respond)) = (new_job, repeat.take()) {
-            self.await_call(job, batch, name, respond);
+        // Taken only for a new job: a repeated key's call follows its job once answered.
+        if let Some((batch, job)) = new_job {
+            if let Some(respond) = repeat.take() {
+                self.await_call(job, batch, name, respond);
+            }
         }
         let (tx, rx) = oneshot::channel();
         self.carry_out(ctx, effects, Some(tx));
-        let submitted = async move { rx.await }.into_actor(self);
+        let submitted = rx.into_actor(self);
         Box::pin(submitted.then(move |answer, ledger, ctx| {
             let refused = match answer {
                 Ok(Answer::Submitted(submitted)) => {

@@ -144,16 +144,17 @@ fn the_recorded_attempts_result_is_kept_byte_for_byte_and_nothing_is_no_result()
 }
 
 #[test]
-fn a_result_above_the_limit_fails_its_attempt_saying_to_publish_it_as_outputs() {
+fn a_result_above_the_limit_fails_its_job_for_good_saying_to_publish_it_as_outputs() {
     let mut book = book();
-    submitted(&mut book, 2, 2);
+    submitted(&mut book, 2, 3);
     let w = worker(1);
     let _ = book.attempts_started(
         &w,
         &[started(&book, 1, 100, 1), started(&book, 2, 200, 1)],
         T0,
     );
-    // At the limit it is kept; one byte more and the attempt failed.
+    // At the limit it is kept; one byte more and the attempt failed, with no other attempt:
+    // the job would write as much again (the worker says the same when it finds it so).
     let effects = book.results(
         &w,
         &[
@@ -162,7 +163,15 @@ fn a_result_above_the_limit_fails_its_attempt_saying_to_publish_it_as_outputs() 
         ],
         T0,
     );
-    assert_eq!(records(&effects), vec![(1, 1, Some(vec![7; 64]))]);
+    assert_eq!(
+        records(&effects),
+        vec![(1, 1, Some(vec![7; 64])), (2, 2, None)]
+    );
+    assert_eq!(
+        finish_states(&effects),
+        vec![(1, JobState::Succeeded), (2, JobState::Failed)]
+    );
+    assert!(effects.retry_after.is_empty());
     let message = "result of 65 bytes is above --max-result-bytes (64); publish large results \
                    as outputs";
     let attempt = effects
@@ -176,7 +185,24 @@ fn a_result_above_the_limit_fails_its_attempt_saying_to_publish_it_as_outputs() 
             _ => None,
         });
     assert_eq!(attempt, Some((2, "failed", Some(message.to_string()))));
-    assert_eq!(effects.retry_after, vec![(2, Duration::from_secs(1))]);
+    let errors: Vec<Option<String>> = effects
+        .commit
+        .iter()
+        .flat_map(|commit| commit.changes.iter())
+        .filter_map(|change| match change {
+            Change::Finish(order) => Some(order.error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            None,
+            Some(format!(
+                "{message}; not retried: it would fail the same way on every attempt"
+            ))
+        ]
+    );
     let after = committed(&mut book, effects);
     assert_eq!(
         after.notices,
@@ -185,17 +211,6 @@ fn a_result_above_the_limit_fails_its_attempt_saying_to_publish_it_as_outputs() 
             (1, Notice::Recorded(vec![100]))
         ],
         "the failed attempt is acknowledged, not recorded"
-    );
-    // Its last attempt too: the job fails, saying why, and keeps no result.
-    let _ = book.backoff_over(2);
-    let _ = book.attempts_started(&w, &[started(&book, 2, 201, 2)], T0);
-    let mut last = returning(2, 201, Outcome::Succeeded, &[7; 65]);
-    last.attempt = 2;
-    let effects = book.results(&w, &[last], T0);
-    assert_eq!(records(&effects), vec![(2, 2, None)]);
-    assert_eq!(
-        finish_error(&effects).as_deref(),
-        Some(format!("failed 2 of 2 attempts; last: {message}").as_str())
     );
 }
 
@@ -211,4 +226,30 @@ fn a_failure_above_the_limit_keeps_its_own_reason_but_not_its_result() {
         finish_error(&effects).as_deref(),
         Some("failed 1 of 1 attempts; last: exited with code 1")
     );
+}
+
+#[test]
+fn a_success_above_the_limit_for_a_job_in_line_gives_it_its_place_back() {
+    let mut book = book();
+    submitted(&mut book, 1, 3);
+    let w = worker(1);
+    let _ = book.attempts_started(&w, &[started(&book, 1, 100, 1)], T0);
+    let lost = book.worker_lost(&w.name, &[lost(1, 100)], "silent", T0);
+    let _ = committed(&mut book, lost);
+    assert_eq!(book.phase(1), Some(Phase::Queued));
+    // The lost worker's attempt reports a success, which the Scheduler took the job out of
+    // line for; above the limit, it is no success, and the job must not be left out of line.
+    let effects = book.results(&w, &[returning(1, 100, Outcome::Succeeded, &[7; 65])], T0);
+    assert!(records(&effects).is_empty());
+    let queued: Vec<(JobId, u32, bool)> = effects
+        .enqueue
+        .iter()
+        .map(|job| (job.job, job.attempt, job.ahead))
+        .collect();
+    assert_eq!(
+        queued,
+        vec![(1, 3, true)],
+        "at the head, under a new number"
+    );
+    assert_eq!(effects.notices, vec![(1, Notice::Acked(vec![100]))]);
 }

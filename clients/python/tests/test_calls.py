@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+from typing import List, Optional
 
-from drover_client import Client
+from cluster import Cluster, wait_for
+from drover_client import BatchInfo, Client, Record
 
 
 def test_an_exec_call_answers_with_its_standard_output(client: Client) -> None:
@@ -57,3 +60,37 @@ def test_a_job_reads_with_its_history_and_result(client: Client) -> None:
     assert job.exit_code == 0 and job.attempts == 1
     assert job.result == b"abc" and job.text == "abc"
     assert job.raw["history"] == []
+
+
+def test_a_call_cut_off_by_a_coordinator_restart_is_sent_again_and_runs_once(
+    own_cluster: Cluster,
+) -> None:
+    client = Client(own_cluster.url, token=own_cluster.token, timeout=30.0)
+    answers: List[Record] = []
+    failures: List[BaseException] = []
+
+    def call() -> None:
+        try:
+            answers.append(client.call(handler="sleep", payload="5000"))
+        except BaseException as error:  # handed to the test's thread
+            failures.append(error)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+
+    def running() -> Optional[BatchInfo]:
+        return next((batch for batch in client.batches() if batch.running), None)
+
+    wait_for("the call's job to start", running)
+    assert caller.is_alive(), "the call answered before the coordinator was killed"
+    # The call's connection dies with the coordinator; the client sends the call again under
+    # its idempotency key, and the coordinator started again waits for the same job.
+    own_cluster.kill_coordinator()
+    own_cluster.start_coordinator()
+    caller.join(timeout=120)
+
+    assert not failures, failures
+    (record,) = answers
+    assert record.ok, record
+    (batch,) = client.batches()
+    assert batch.total == 1 and batch.id == record.batch

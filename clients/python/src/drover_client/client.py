@@ -59,8 +59,9 @@ class Client:
     wait for an answer, in seconds.
 
     Submissions and calls lost to a dropped connection are sent again under the same
-    idempotency key, and event streams resume from their cursor, for up to ``retry_for``
-    seconds of failing to reach the coordinator; other requests are tried once.
+    idempotency key, event streams resume from their cursor, and pages of results and waits for
+    a batch ask again, for up to ``retry_for`` seconds of failing to reach the coordinator;
+    other requests are tried once.
 
     A client may be shared between threads; use it as a context manager, or call
     :meth:`close`, to close its kept-alive connections.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The tests, in one command on a fresh machine: installs what they need and is missing, then
-# runs `cargo test --locked` with any arguments given (`scripts/test.sh --test flow`, say).
+# runs `cargo test --locked`, then the Python client's tests (`python3 -m pytest
+# clients/python/tests`, against real coordinator and worker processes). Arguments go to cargo
+# alone (`scripts/test.sh --test flow`, say), and then the Python tests are not run.
 #
 # What it installs, once (the Debian packages need root):
 # - a C compiler, for the bundled SQLite and ring;
@@ -13,7 +15,8 @@
 #   from Debian where it is missing;
 # - Debian's PostgreSQL server (`postgresql`), which the HA tests start themselves (temporary
 #   clusters on free loopback ports, run as the `postgres` user); the package's own cluster is
-#   not started on install.
+#   not started on install;
+# - pytest, from PyPI (`python3 -m pip install pytest`), for the Python client's tests.
 #
 # `scripts/test.sh --install-only` installs and runs nothing.
 set -euo pipefail
@@ -64,7 +67,22 @@ if ! command -v s3rver >/dev/null 2>&1; then
   npm install --global --no-audit --no-fund s3rver@3.7.1
 fi
 
+if ! python3 -m pytest --version >/dev/null 2>&1; then
+  echo "== installing pytest"
+  python3 -m pip install --quiet pytest
+fi
+
 if [ "${1:-}" = "--install-only" ]; then
   exit 0
 fi
-exec cargo test --locked "$@"
+if [ $# -gt 0 ]; then
+  exec cargo test --locked "$@"
+fi
+# Both suites run whatever the first gives, and either failing fails the script.
+status=0
+cargo test --locked || status=$?
+echo "== Python client tests (clients/python)"
+# The binaries cargo just built: the tests start them.
+DROVER_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug" python3 -m pytest clients/python/tests \
+  || status=$?
+exit "$status"

@@ -151,6 +151,17 @@ pub async fn replay(client: &mut Client, epoch: u64) -> Result<Replay, ReplayErr
         .await?
         .get::<_, i64>(0) as u64;
 
+    // A cursor cleared by a retry was given to followers: the next drawn must be above it too.
+    let last_cursor = tx
+        .query_one(
+            "SELECT GREATEST(
+                 (SELECT COALESCE(MAX(cursor), 0) FROM jobs),
+                 (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'cleared_cursor'))",
+            &[],
+        )
+        .await?
+        .get::<_, i64>(0) as u64;
+
     let mut unpublished = Vec::new();
     for row in tx
         .query(
@@ -186,6 +197,6 @@ pub async fn replay(client: &mut Client, epoch: u64) -> Result<Replay, ReplayErr
         unfinished,
         next_job,
         unpublished,
-        last_cursor: 0,
+        last_cursor,
     })
 }

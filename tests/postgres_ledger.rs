@@ -81,7 +81,8 @@ fn finished_jobs_are_read_back_in_recording_order_with_their_results() {
             Some(binary),
             None,
             Some(&b"one again"[..]),
-            Some(&b""[..])
+            // An attempt that returned nothing has no result.
+            None
         ]
     );
     assert_eq!(
@@ -110,7 +111,7 @@ fn finished_jobs_are_read_back_in_recording_order_with_their_results() {
     // One job's record carries its result too.
     assert_eq!(result(store, 5).as_deref(), Some(binary));
     assert_eq!(result(store, 2).as_deref(), Some(&b"two"[..]));
-    assert_eq!(result(store, 4).as_deref(), Some(&b""[..]));
+    assert_eq!(result(store, 4), None);
     assert_eq!(result(store, 3), None);
     assert_eq!(result(store, 6), None);
 
@@ -125,22 +126,23 @@ fn finished_jobs_are_read_back_in_recording_order_with_their_results() {
     assert_eq!(term.replay.last_cursor, 7);
     assert_eq!(cursors(&page(store, None, 0, 100)), cursors(&all[..4]));
 
-    // Large results: a page stops once they pass its budget, and always holds one record.
-    let large = vec![7u8; MAX_RESULTS_PAGE_BYTES * 3 / 4];
-    commit(store, vec![submit(3, 7, 3, None)]).unwrap();
+    // Large results: a page ends with the record whose result takes it past its budget.
+    let half = vec![7u8; MAX_RESULTS_PAGE_BYTES / 2];
+    let sizes = [half.as_slice(), &half, b"x", b"y"];
+    commit(store, vec![submit(3, 7, 4, None)]).unwrap();
     commit(
         store,
-        (7..10)
-            .map(|job| finished(job, Succeeded, job, job + 1, Some(&large)))
+        (7..11)
+            .zip(sizes)
+            .map(|(job, result)| finished(job, Succeeded, job, job + 1, Some(result)))
             .collect(),
     )
     .unwrap();
     let first = page(store, Some(3), 0, 100);
-    assert_eq!(cursors(&first), vec![(8, 7), (9, 8)]);
-    assert!(first
-        .iter()
-        .all(|c| c.result.as_deref() == Some(&large[..])));
-    assert_eq!(cursors(&page(store, Some(3), 9, 100)), vec![(10, 9)]);
+    // Two halves fill it, not past it: the third passes it and is the last.
+    assert_eq!(cursors(&first), vec![(8, 7), (9, 8), (10, 9)]);
+    assert_eq!(first[1].result.as_deref(), Some(&half[..]));
+    assert_eq!(cursors(&page(store, Some(3), 10, 100)), vec![(11, 10)]);
     assert_eq!(cursors(&page(store, Some(3), 0, 1)), vec![(8, 7)]);
 }
 

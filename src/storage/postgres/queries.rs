@@ -64,6 +64,11 @@ fn job_from_row(row: &Row) -> JobInfo {
     }
 }
 
+/// A stored result as the record has it: an attempt that returned nothing has none.
+fn result_from(stored: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    stored.filter(|bytes| !bytes.is_empty())
+}
+
 /// One job with its attempt history and its result, if the id exists.
 pub async fn job(client: &Client, id: JobId) -> Result<Option<Resulted<JobInfo>>> {
     let sql = format!("SELECT {JOB_COLUMNS}, result FROM jobs WHERE id = $1");
@@ -74,14 +79,15 @@ pub async fn job(client: &Client, id: JobId) -> Result<Option<Resulted<JobInfo>>
     info.history = history(client, id).await?;
     Ok(Some(Resulted {
         record: info,
-        result: row.get(16),
+        result: result_from(row.get(16)),
     }))
 }
 
 /// Finished jobs' records with their results, in cursor order after `filter.after`: at most
-/// `filter.limit` of them, and no more once their results pass [`MAX_RESULTS_PAGE_BYTES`]
-/// (the first is always given), so that a page of large results is not read whole only to be
-/// cut by the ledger. The sizes are the stored ones: summing them reads no result.
+/// `filter.limit` of them, and none after the one whose result takes the page past
+/// [`MAX_RESULTS_PAGE_BYTES`]. The database sums the sizes (from the stored values' headers,
+/// reading no result) and sends only the page, so a page of large results never crosses the
+/// wire or sits in memory whole.
 pub async fn completions(client: &Client, filter: CompletionFilter) -> Result<Vec<Completion>> {
     const COLUMNS: &str =
         "cursor, id, batch, name, state, exit_code, worker, duration_ms, finished_at_ms, error, \
@@ -106,7 +112,7 @@ pub async fn completions(client: &Client, filter: CompletionFilter) -> Result<Ve
                  - COALESCE(octet_length(result), 0) AS before
              FROM (SELECT {COLUMNS} FROM jobs {page} ORDER BY cursor LIMIT $2) AS page
          ) AS summed
-         WHERE before < $3
+         WHERE before <= $3
          ORDER BY cursor"
     );
     let rows = client.query(&sql, &params).await?;
@@ -127,7 +133,7 @@ pub async fn completions(client: &Client, filter: CompletionFilter) -> Result<Ve
                     finished_at_ms: row.get::<_, Option<i64>>(8).unwrap_or(0) as u64,
                     error: row.get(9),
                 },
-                result: row.get(10),
+                result: result_from(row.get(10)),
             }
         })
         .collect())

@@ -210,30 +210,34 @@ fn a_postgres_ledger_of_schema_version_1_is_numbered_in_finish_order_and_goes_on
     assert_eq!(job1.result, None);
     assert_eq!(cursors(&page(store, Some(2), 0, 100)), vec![(5, 7)]);
 
-    // The waiting jobs finish after them, and new batches go on from there.
+    // One waiting job finishes after them, and new batches go on from there.
     commit(
         store,
         vec![
-            finished(6, Succeeded, 60, 6, Some(b"waiting-2\n")),
-            finished(5, Succeeded, 50, 7, Some(b"w-1")),
+            finished(5, Succeeded, 50, 6, Some(b"w-1")),
             submit(3, 8, 1, None),
         ],
     )
     .unwrap();
-    commit(store, vec![finished(8, Failed, 80, 8, Some(b"new"))]).unwrap();
-    assert_eq!(
-        cursors(&page(store, Some(2), 0, 100)),
-        vec![(5, 7), (6, 6), (7, 5)]
-    );
-    assert_eq!(
-        cursors(&page(store, None, 5, 100)),
-        vec![(6, 6), (7, 5), (8, 8)]
-    );
+    commit(store, vec![finished(8, Failed, 80, 7, Some(b"new"))]).unwrap();
+    assert_eq!(cursors(&page(store, Some(2), 0, 100)), vec![(5, 7), (6, 5)]);
+    assert_eq!(cursors(&page(store, None, 5, 100)), vec![(6, 5), (7, 8)]);
     assert_eq!(result(store, 5).as_deref(), Some(&b"w-1"[..]));
     block_on(store.close()).unwrap();
     drop(term);
 
-    // Opened again: nothing is migrated twice, every cursor stays where it was.
+    // The other finished by a coordinator of the release before, which went on leading while
+    // this one migrated the schema (a rolling upgrade): as it writes a record, with no cursor.
+    server.psql_in(
+        "v1",
+        "UPDATE jobs SET state = 'succeeded', worker = 'old-worker', attempts = 1,
+             started_at_ms = 2000000000000, finished_at_ms = 2000000000001, duration_ms = 1,
+             exit_code = 0, output_tail = 'waiting-2', error = NULL
+         WHERE id = 6 AND state = 'pending'",
+    );
+
+    // Opened again: nothing is migrated twice, every cursor stays where it was, and the job
+    // finished meanwhile is numbered after them.
     let (term, _) = lead(&server.url("v1"), peer("127.0.0.1:7761"));
     assert_eq!(term.replay.last_cursor, 8);
     assert_eq!(
@@ -244,11 +248,12 @@ fn a_postgres_ledger_of_schema_version_1_is_numbered_in_finish_order_and_goes_on
             (3, 4),
             (4, 1),
             (5, 7),
-            (6, 6),
-            (7, 5),
-            (8, 8)
+            (6, 5),
+            (7, 8),
+            (8, 6)
         ]
     );
+    assert!(term.replay.unfinished.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,139 +1,26 @@
 //! The PostgreSQL ledger store against a real server: the same answers as SQLite for the same
-//! changes, the fence of the lease, commits held while the database is away, and bad input.
+//! changes (records, results and pages of finished jobs by cursor), the fence of the lease,
+//! commits held while the database is away, and bad input.
 
 mod common;
 
 use common::postgres::{PgServer, PASSWORD};
-use drover::ha::{Cluster, Deposed, Leadership, MemberRole, Peer, Term};
-use drover::job::{JobSpec, JobState, SpecBytes, Task};
+use common::store::{
+    attempt, commit, empty_cluster, finish, finished, lead, peer, started, submit, TTL,
+};
+use drover::ha::{Deposed, Leadership};
+use drover::job::JobState;
 use drover::metrics::Metrics;
 use drover::storage::postgres::PgLeadership;
 use drover::storage::sqlite::SqliteStore;
 use drover::storage::store::{
-    AttemptRow, Change, JobFilter, LedgerStore, Replay, StartRow, StoreError, WorkOrder,
+    Change, CompletionFilter, JobFilter, LedgerStore, Replay, StoreError,
 };
 use futures::executor::block_on;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-const TTL: Duration = Duration::from_secs(1);
-
-fn peer(address: &str) -> Peer {
-    Peer {
-        address: address.into(),
-        http: Some(format!("{address}-http")),
-    }
-}
-
-fn spec(n: u64) -> SpecBytes {
-    SpecBytes::encode(&JobSpec {
-        priority: 0,
-        slots: 1,
-        requires: vec![],
-        max_attempts: 3,
-        timeout_s: None,
-        name: Some(format!("job {n}")),
-        task: Task::Exec {
-            cmd: vec!["true".into(), n.to_string()],
-            env: vec![],
-        },
-        inputs: vec![],
-        outputs: None,
-    })
-}
-
-fn submit(batch: u64, first_job: u64, count: u64, key: Option<&str>) -> Change {
-    Change::Submit {
-        batch,
-        name: format!("batch {batch}"),
-        submitted_at_ms: 1_000 + batch,
-        first_job,
-        jobs: Arc::new(
-            (first_job..first_job + count)
-                .map(|job| ((job % 2 == 0).then(|| format!("n{job}")), spec(job)))
-                .collect(),
-        ),
-        idempotency_key: key.map(Arc::from),
-    }
-}
-
-fn finish(job: u64, state: JobState, lease: u64) -> Change {
-    Change::Finish(Box::new(WorkOrder {
-        job,
-        state,
-        lease: Some(lease),
-        outputs: (state == JobState::Succeeded).then(|| "[]".to_string()),
-        worker: Some("w1".into()),
-        attempts: 2,
-        lost_attempts: 1,
-        failures: u32::from(state == JobState::Failed),
-        started_at_ms: Some(2_000 + job),
-        finished_at_ms: 3_000 + job,
-        duration_ms: Some(1_000),
-        exit_code: Some(if state == JobState::Succeeded { 0 } else { 3 }),
-        output_tail: Some(format!("tail {job}")),
-        error: (state != JobState::Succeeded).then(|| format!("error {job}")),
-        result: Some(format!("result {job}").into_bytes().into()),
-        cursor: job,
-    }))
-}
-
-fn attempt(job: u64, lease: u64, number: u32, outcome: &'static str) -> Change {
-    Change::Attempt(Box::new(AttemptRow {
-        job,
-        lease,
-        attempt: number,
-        worker: format!("w{number}"),
-        outcome,
-        started_at_ms: 10 * job,
-        finished_at_ms: 10 * job + 5,
-        exit_code: (outcome == "failed").then_some(1),
-        error: Some(format!("{outcome} {job}")),
-    }))
-}
-
-fn started(rows: &[(u64, u64, u32, &str)]) -> Change {
-    Change::Started(
-        rows.iter()
-            .map(|(job, lease, attempt, worker)| StartRow {
-                job: *job,
-                lease: *lease,
-                attempt: *attempt,
-                worker: Arc::from(*worker),
-            })
-            .collect(),
-    )
-}
-
-fn commit(store: &dyn LedgerStore, changes: Vec<Change>) -> Result<(), StoreError> {
-    let (tx, rx) = mpsc::channel();
-    store.commit(
-        changes,
-        Box::new(move |result| {
-            let _ = tx.send(result);
-        }),
-    );
-    rx.recv().unwrap()
-}
-
-/// Campaigns and waits for the term.
-fn lead(url: &str, me: Peer) -> (Term, watch::Receiver<Cluster>) {
-    let leadership = PgLeadership::new(url, TTL, Arc::new(Metrics::default())).unwrap();
-    let (cluster, seen) = watch::channel(empty_cluster(&me));
-    let term = block_on(leadership.campaign(me, cluster)).unwrap();
-    (term, seen)
-}
-
-fn empty_cluster(me: &Peer) -> Cluster {
-    Cluster {
-        me: me.clone(),
-        role: MemberRole::Standby,
-        leader: None,
-        members: vec![],
-    }
-}
 
 /// A campaign's error, which must come without waiting.
 fn refused(url: &str) -> String {
@@ -163,26 +50,28 @@ fn conformance_commits() -> Vec<Vec<Change>> {
             (5, 105, 1, "w1"),
         ])],
         vec![
-            finish(1, Succeeded, 101),
-            // A second record of job 1: refused.
-            finish(1, Failed, 999),
+            finished(1, Succeeded, 101, 1, Some(b"result 1")),
+            // A second record of job 1: refused (its cursor is a gap).
+            finished(1, Failed, 999, 2, Some(b"not recorded")),
             attempt(2, 102, 1, "lost"),
             attempt(2, 106, 2, "failed"),
             started(&[(2, 107, 3, "w3")]),
-            // Failed, retried and then succeeded, all in one group.
-            finish(3, Failed, 103),
+            // Failed, retried and then succeeded, all in one group: recorded at its second
+            // cursor, with its second result.
+            finished(3, Failed, 103, 3, Some(b"first try")),
             Change::Reopen(vec![3]),
-            finish(3, Succeeded, 108),
+            finished(3, Succeeded, 108, 4, Some(&[0xff, 0x00, 0x80])),
             // Counted twice (two other leases), not for the recorded lease.
             Change::Duplicates(vec![(1, 101), (1, 555), (1, 556)]),
             // A start whose job ends in the same group is not written.
             started(&[(6, 110, 1, "w1")]),
-            finish(6, Cancelled, 110),
-            finish(4, Succeeded, 104),
+            finished(6, Cancelled, 110, 5, None),
+            finished(4, Succeeded, 104, 6, Some(b"")),
             Change::ManifestsWritten(vec![1]),
             Change::ManifestsAbandoned(vec![3]),
             finish(7, Failed, 111),
-            finish(8, Failed, 112),
+            // The last cursor, cleared by the retry in the next commit.
+            finished(8, Failed, 112, 8, None),
         ],
         vec![
             attempt(5, 105, 1, "timed_out"),
@@ -200,6 +89,7 @@ fn everything(store: &dyn LedgerStore, replay: &Replay) -> Vec<String> {
         format!("batches {:?}", replay.batches),
         format!("unfinished {:?}", replay.unfinished),
         format!("next {}", replay.next_job),
+        format!("last cursor {}", replay.last_cursor),
     ];
     let mut unpublished: Vec<String> = replay
         .unpublished
@@ -236,6 +126,17 @@ fn everything(store: &dyn LedgerStore, replay: &Replay) -> Vec<String> {
                 .unwrap();
                 seen.push(format!("page {batch:?} {state:?} {after} {limit} {page:?}"));
             }
+        }
+    }
+    for batch in [None, Some(1), Some(2), Some(3)] {
+        for (after, limit) in [(0, 100), (1, 2), (5, 1), (8, 100)] {
+            let page = block_on(store.completions(CompletionFilter {
+                batch,
+                after,
+                limit,
+            }))
+            .unwrap();
+            seen.push(format!("completions {batch:?} {after} {limit} {page:?}"));
         }
     }
     for batch in 1..=3 {
@@ -284,8 +185,23 @@ fn postgres_answers_as_sqlite_does_for_the_same_changes() {
     // The cases themselves, so the comparison is known to cover them.
     let job1 = block_on(again.store.job(1)).unwrap().unwrap().record;
     assert_eq!((job1.state, job1.duplicates), (JobState::Succeeded, 2));
-    let job3 = block_on(again.store.job(3)).unwrap().unwrap().record;
-    assert_eq!(job3.state, JobState::Succeeded);
+    let job3 = block_on(again.store.job(3)).unwrap().unwrap();
+    assert_eq!(job3.record.state, JobState::Succeeded);
+    assert_eq!(job3.result, Some(vec![0xff, 0x00, 0x80]));
+    let recorded: Vec<(u64, u64)> = block_on(again.store.completions(CompletionFilter {
+        batch: None,
+        after: 0,
+        limit: 100,
+    }))
+    .unwrap()
+    .iter()
+    .map(|completion| (completion.record.cursor, completion.record.id))
+    .collect();
+    assert_eq!(recorded, vec![(1, 1), (4, 3), (5, 6), (6, 4), (7, 7)]);
+    assert_eq!(
+        again.replay.last_cursor, 8,
+        "the cleared cursor is not drawn again"
+    );
     let job9 = again
         .replay
         .unfinished

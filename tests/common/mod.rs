@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub mod ha;
 pub mod postgres;
 pub mod s3;
+pub mod store;
 
 pub const COORDINATOR: &str = env!("CARGO_BIN_EXE_drover-coordinator");
 pub const WORKER: &str = env!("CARGO_BIN_EXE_drover-worker");

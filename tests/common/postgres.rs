@@ -388,6 +388,36 @@ impl PgServer {
         run_psql(psql, sql)
     }
 
+    /// Runs the SQL file at `path` (a plain `pg_dump`, meta-commands and all) through psql in
+    /// database `db`, stopping at its first error; panics if it fails.
+    pub fn psql_file(&self, db: &str, path: &Path) {
+        let output = Command::new(self.bin.join("psql"))
+            .arg("--host")
+            .arg(self.dir.path())
+            .args(["--port", &self.port.to_string(), "--username", USER])
+            .args([
+                "--dbname",
+                db,
+                "--no-psqlrc",
+                "--quiet",
+                "--set",
+                "ON_ERROR_STOP=1",
+            ])
+            .arg("--file")
+            .arg(path)
+            .env_remove("PGPASSWORD")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "psql --file {} failed: {}",
+            path.display(),
+            text(&output)
+        );
+    }
+
     /// Runs SQL through psql connecting to `url` over TCP, with the URL's role and password, as
     /// a coordinator would: its output, or what went wrong.
     pub fn psql_url(&self, url: &str, sql: &str) -> Result<String, String> {

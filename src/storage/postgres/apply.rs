@@ -78,12 +78,14 @@ impl Statements {
             "UPDATE jobs j SET state = u.state, worker = u.worker, attempts = u.attempts,
                  lost_attempts = u.lost, failures = u.failures, started_at_ms = u.started,
                  finished_at_ms = u.finished, duration_ms = u.duration, exit_code = u.exit_code,
-                 output_tail = u.tail, error = u.error, lease = u.lease, outputs = u.outputs
+                 output_tail = u.tail, error = u.error, lease = u.lease, outputs = u.outputs,
+                 result = u.result, cursor = NULLIF(u.cursor, 0)
              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
                      $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::int[],
-                     $11::text[], $12::text[], $13::bigint[], $14::text[])
+                     $11::text[], $12::text[], $13::bigint[], $14::text[], $15::bytea[],
+                     $16::bigint[])
                  AS u(job, state, worker, attempts, lost, failures, started, finished, duration,
-                      exit_code, tail, error, lease, outputs)
+                      exit_code, tail, error, lease, outputs, result, cursor)
              WHERE j.id = u.job AND j.state = 'pending'
              RETURNING j.id",
             // In the order given: a job's history is read back in insertion order.
@@ -110,10 +112,19 @@ impl Statements {
              FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])
                  AS u(job, attempt, lease, worker)
              WHERE j.id = u.job AND j.state = 'pending'",
-            "UPDATE jobs SET state = 'pending', failures = 0, lost_attempts = 0,
-                 finished_at_ms = NULL, error = NULL, lease = NULL, started_lease = NULL,
-                 started_worker = NULL
-             WHERE id = ANY($1::bigint[]) AND state IN ('failed', 'cancelled')",
+            // The highest cursor cleared is kept (`meta` 'cleared_cursor'), so that a restart
+            // never draws a cursor that a follower has already been given.
+            "WITH reopened AS (
+                 UPDATE jobs j SET state = 'pending', failures = 0, lost_attempts = 0,
+                     finished_at_ms = NULL, error = NULL, lease = NULL, started_lease = NULL,
+                     started_worker = NULL, result = NULL, cursor = NULL
+                 FROM jobs before
+                 WHERE j.id = before.id AND j.id = ANY($1::bigint[])
+                     AND j.state IN ('failed', 'cancelled')
+                 RETURNING before.cursor)
+             INSERT INTO meta (key, value)
+             SELECT 'cleared_cursor', max(cursor) FROM reopened HAVING max(cursor) IS NOT NULL
+             ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)",
             "UPDATE jobs j SET duplicates = j.duplicates + 1
              FROM unnest($1::bigint[], $2::bigint[]) AS u(job, lease)
              WHERE j.id = u.job AND j.lease IS DISTINCT FROM u.lease",
@@ -328,6 +339,8 @@ struct Finishes<'a> {
     error: Vec<Option<&'a str>>,
     lease: Vec<Option<i64>>,
     outputs: Vec<Option<&'a str>>,
+    result: Vec<Option<&'a [u8]>>,
+    cursor: Vec<i64>,
 }
 
 #[derive(Default)]
@@ -402,6 +415,8 @@ impl<'a> Stages<'a> {
                 f.error.push(order.error.as_deref());
                 f.lease.push(order.lease.map(|lease| lease as i64));
                 f.outputs.push(order.outputs.as_deref());
+                f.result.push(order.result.as_deref());
+                f.cursor.push(order.cursor as i64);
             }
             Change::Attempt(row) => {
                 let a = &mut self.of(row.job).attempts;
@@ -496,6 +511,8 @@ impl<'a> Stage<'a> {
                     &f.error,
                     &f.lease,
                     &f.outputs,
+                    &f.result,
+                    &f.cursor,
                 ],
             ));
         }

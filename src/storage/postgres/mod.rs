@@ -211,17 +211,16 @@ impl LedgerStore for PostgresStore {
         let reader = self.reader.clone();
         self.runtime.run(async move {
             let client = reader.client().await?;
-            reader.answer(
-                queries::job(&client, id)
-                    .await
-                    .map(|job| job.map(Resulted::bare)),
-            )
+            reader.answer(queries::job(&client, id).await)
         })
     }
 
-    fn completions(&self, _filter: CompletionFilter) -> Read<Vec<Completion>> {
-        // Contract stub for issue 12: the storage work reads the jobs table by cursor.
-        Box::pin(async { Ok(Vec::new()) })
+    fn completions(&self, filter: CompletionFilter) -> Read<Vec<Completion>> {
+        let reader = self.reader.clone();
+        self.runtime.run(async move {
+            let client = reader.client().await?;
+            reader.answer(queries::completions(&client, filter).await)
+        })
     }
 
     fn history(&self, id: JobId) -> Read<Vec<AttemptRecord>> {

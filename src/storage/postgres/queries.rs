@@ -2,11 +2,13 @@
 //!
 //! The database knows no `running` state; the ledger overlays what it holds in memory.
 
+use crate::actors::ledger::MAX_RESULTS_PAGE_BYTES;
 use crate::job::{BatchId, JobId, JobState, Lease};
-use crate::status::{AttemptRecord, JobInfo};
+use crate::status::{AttemptRecord, Completion, Finished, JobInfo, Resulted};
 use crate::storage::spec_format;
-use crate::storage::store::{FailedJob, FinishedJob, JobFilter, StoreError};
+use crate::storage::store::{CompletionFilter, FailedJob, FinishedJob, JobFilter, StoreError};
 use std::collections::HashMap;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 /// A query's failure: the database's (sorted out by the caller) or the ledger's content.
@@ -62,15 +64,79 @@ fn job_from_row(row: &Row) -> JobInfo {
     }
 }
 
-/// One job with its attempt history, if the id exists.
-pub async fn job(client: &Client, id: JobId) -> Result<Option<JobInfo>> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+/// A stored result as the record has it: an attempt that returned nothing has none.
+fn result_from(stored: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    stored.filter(|bytes| !bytes.is_empty())
+}
+
+/// One job with its attempt history and its result, if the id exists.
+pub async fn job(client: &Client, id: JobId) -> Result<Option<Resulted<JobInfo>>> {
+    let sql = format!("SELECT {JOB_COLUMNS}, result FROM jobs WHERE id = $1");
     let Some(row) = client.query_opt(&sql, &[&(id as i64)]).await? else {
         return Ok(None);
     };
     let mut info = job_from_row(&row);
     info.history = history(client, id).await?;
-    Ok(Some(info))
+    Ok(Some(Resulted {
+        record: info,
+        result: result_from(row.get(16)),
+    }))
+}
+
+/// Finished jobs' records with their results, in cursor order after `filter.after`: at most
+/// `filter.limit` of them, and none after the one whose result takes the page past
+/// [`MAX_RESULTS_PAGE_BYTES`]. The database sums the sizes (from the stored values' headers,
+/// reading no result) and sends only the page, so a page of large results never crosses the
+/// wire or sits in memory whole.
+pub async fn completions(client: &Client, filter: CompletionFilter) -> Result<Vec<Completion>> {
+    const COLUMNS: &str =
+        "cursor, id, batch, name, state, exit_code, worker, duration_ms, finished_at_ms, error, \
+         result";
+    // Two texts, so that each is planned on its own index: (batch, cursor) or (cursor).
+    let after = filter.after.min(i64::MAX as u64) as i64;
+    let limit = i64::from(filter.limit);
+    let cap = MAX_RESULTS_PAGE_BYTES as i64;
+    let batch = filter.batch.map(|batch| batch as i64);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &limit, &cap];
+    let page = match &batch {
+        Some(batch) => {
+            params.push(batch);
+            "WHERE cursor > $1 AND batch = $4"
+        }
+        None => "WHERE cursor > $1",
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM (
+             SELECT {COLUMNS}, sum(COALESCE(octet_length(result), 0))
+                 OVER (ORDER BY cursor ROWS UNBOUNDED PRECEDING)
+                 - COALESCE(octet_length(result), 0) AS before
+             FROM (SELECT {COLUMNS} FROM jobs {page} ORDER BY cursor LIMIT $2) AS page
+         ) AS summed
+         WHERE before <= $3
+         ORDER BY cursor"
+    );
+    let rows = client.query(&sql, &params).await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let state: &str = row.get(4);
+            Resulted {
+                record: Finished {
+                    cursor: row.get::<_, i64>(0) as u64,
+                    id: row.get::<_, i64>(1) as u64,
+                    batch: row.get::<_, i64>(2) as u64,
+                    name: row.get(3),
+                    state: state.parse().unwrap_or(JobState::Pending),
+                    exit_code: row.get(5),
+                    worker: row.get(6),
+                    duration_ms: row.get::<_, Option<i64>>(7).map(|ms| ms as u64),
+                    finished_at_ms: row.get::<_, Option<i64>>(8).unwrap_or(0) as u64,
+                    error: row.get(9),
+                },
+                result: result_from(row.get(10)),
+            }
+        })
+        .collect())
 }
 
 /// The attempts of a job that were not recorded as its result, oldest first.

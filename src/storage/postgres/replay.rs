@@ -1,4 +1,9 @@
 //! Reading the ledger back when a coordinator's term begins: one consistent snapshot.
+//!
+//! Before it, the jobs finished without a cursor get theirs: those a coordinator of the release
+//! before finished while it still led and this one, standing by, had already migrated the
+//! schema (a rolling upgrade). They are numbered after every cursor on record, in the order
+//! they finished, so that followers of results see them too.
 
 use crate::job::{LeaseKey, LedgerId};
 use crate::storage::spec_format;
@@ -34,8 +39,38 @@ fn damaged(what: &str) -> ReplayError {
     ))))
 }
 
+/// Gives the finished jobs without a cursor theirs, if the lease is still `epoch`'s (the lease
+/// row is held shared meanwhile, so no other coordinator takes it before this is done).
+async fn number_unnumbered(client: &Client, epoch: u64) -> Result<u64, tokio_postgres::Error> {
+    let numbered = client
+        .execute(
+            "WITH held AS (SELECT epoch FROM lease WHERE id = 1 AND epoch = $1 FOR SHARE),
+             last AS (SELECT GREATEST(
+                 (SELECT COALESCE(MAX(cursor), 0) FROM jobs),
+                 (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'cleared_cursor'))
+                 AS cursor),
+             numbered AS (
+                 SELECT j.id, last.cursor
+                     + row_number() OVER (ORDER BY j.finished_at_ms, j.id) AS cursor
+                 FROM jobs j, last, held
+                 WHERE j.cursor IS NULL AND j.state IN ('succeeded', 'failed', 'cancelled'))
+             UPDATE jobs SET cursor = numbered.cursor FROM numbered
+             WHERE jobs.id = numbered.id",
+            &[&(epoch as i64)],
+        )
+        .await?;
+    Ok(numbered)
+}
+
 /// Reads what the ledger holds, in one REPEATABLE READ snapshot; `epoch` is the lease's.
 pub async fn replay(client: &mut Client, epoch: u64) -> Result<Replay, ReplayError> {
+    let numbered = number_unnumbered(client, epoch).await?;
+    if numbered > 0 {
+        tracing::info!(
+            jobs = numbered,
+            "finished jobs without a cursor (finished by an older drover) numbered after the others"
+        );
+    }
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -151,6 +186,17 @@ pub async fn replay(client: &mut Client, epoch: u64) -> Result<Replay, ReplayErr
         .await?
         .get::<_, i64>(0) as u64;
 
+    // A cursor cleared by a retry was given to followers: the next drawn must be above it too.
+    let last_cursor = tx
+        .query_one(
+            "SELECT GREATEST(
+                 (SELECT COALESCE(MAX(cursor), 0) FROM jobs),
+                 (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'cleared_cursor'))",
+            &[],
+        )
+        .await?
+        .get::<_, i64>(0) as u64;
+
     let mut unpublished = Vec::new();
     for row in tx
         .query(
@@ -186,6 +232,6 @@ pub async fn replay(client: &mut Client, epoch: u64) -> Result<Replay, ReplayErr
         unfinished,
         next_job,
         unpublished,
-        last_cursor: 0,
+        last_cursor,
     })
 }

@@ -9,22 +9,27 @@
 //! (`lease`: one row, who leads at which epoch until when, by the database's clock), the
 //! coordinators seen (`coordinators`), and each epoch's last group commit (`commit_marks`),
 //! which tells a writer whose connection died during COMMIT whether it happened.
+//!
+//! Version 2 keeps results: a finished job's `result` (its recorded attempt's bytes) and its
+//! `cursor` (its place in recording order, for followers of results). The migration numbers
+//! the jobs already finished in the order they finished.
 
 use super::connect::{classify, Failure, Target};
 use rand::RngCore;
 use tokio_postgres::Client;
 
 /// The version this drover writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock that serialises schema changes between coordinators ("drover" in ASCII).
 const SCHEMA_LOCK: i64 = 0x6472_6f76_6572;
 
 /// Each migration takes a ledger from the version before it to its own. Never edit one that has
 /// been released: add the next instead.
-const MIGRATIONS: [(i64, &str); 1] = [(
-    1,
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT, bytes BYTEA);
+const MIGRATIONS: [(i64, &str); 2] = [
+    (
+        1,
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT, bytes BYTEA);
      CREATE TABLE batches (
          id BIGINT PRIMARY KEY,
          name TEXT NOT NULL,
@@ -87,7 +92,21 @@ const MIGRATIONS: [(i64, &str); 1] = [(
          role TEXT NOT NULL,
          last_seen TIMESTAMPTZ NOT NULL);
      CREATE TABLE commit_marks (epoch BIGINT PRIMARY KEY, seq BIGINT NOT NULL);",
-)];
+    ),
+    (
+        2,
+        // A finish now changes an indexed column (`cursor`), so it is no longer a HOT update;
+        // the start, the frequent one, still is. The indexes are partial: pending jobs have no
+        // cursor, and cost nothing in them.
+        "ALTER TABLE jobs ADD COLUMN result BYTEA, ADD COLUMN cursor BIGINT;
+         UPDATE jobs SET cursor = numbered.cursor
+         FROM (SELECT id, row_number() OVER (ORDER BY finished_at_ms, id) AS cursor
+               FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled')) AS numbered
+         WHERE jobs.id = numbered.id;
+         CREATE UNIQUE INDEX jobs_by_cursor ON jobs (cursor) WHERE cursor IS NOT NULL;
+         CREATE INDEX jobs_by_batch_cursor ON jobs (batch, cursor) WHERE cursor IS NOT NULL;",
+    ),
+];
 
 /// Creates or migrates the schema, and draws the ledger's id and lease key if it has none.
 pub async fn prepare(client: &mut Client, target: &Target) -> Result<(), Failure> {

@@ -11,6 +11,7 @@
 mod book;
 pub mod error;
 mod requests;
+mod results;
 mod stats;
 
 pub use book::{
@@ -21,6 +22,7 @@ pub use requests::{
     CallJob, Cancel, GetBatch, GetJob, ListBatches, ListJobs, ReadResults, Retry, RetryJob,
     SubmitBatch, WaitBatch, WaitingOutOfLine, MAX_JOBS_PER_BATCH, MAX_PAGE, MAX_RESULTS_PAGE_BYTES,
 };
+pub use results::CALL_BATCH;
 
 use crate::actors::registry::WorkerDirectory;
 use crate::actors::scheduler::{
@@ -121,6 +123,10 @@ pub struct Ledger {
     /// Why this coordinator stepped down, once it has: it acknowledges nothing more.
     deposed: Option<Deposed>,
     stepped_down: Arc<watch::Sender<Option<Deposed>>>,
+    /// The cursor of the last finished job's record on disk, for followers of results.
+    recorded: Arc<watch::Sender<u64>>,
+    /// Calls waiting for their job's final record.
+    calls: HashMap<JobId, results::CallWaiter>,
 }
 
 impl Ledger {
@@ -137,6 +143,7 @@ impl Ledger {
             max_batch_jobs: config.max_batch_jobs,
             max_unfinished_jobs: config.max_unfinished_jobs,
             max_unfinished_bytes: config.max_unfinished_bytes,
+            max_result_bytes: config.max_result_bytes,
         };
         Ledger {
             book: Book::new(replay, limits, config.metrics),
@@ -150,6 +157,8 @@ impl Ledger {
             lease: config.lease,
             deposed: None,
             stepped_down: config.stepped_down,
+            recorded: config.recorded,
+            calls: HashMap::new(),
         }
     }
 
@@ -167,6 +176,10 @@ impl Ledger {
         self.lease.end();
         self.closing = true;
         self.deposed = Some(why.clone());
+        self.refuse_calls(LedgerError::Store {
+            action: "answer the call",
+            error: StoreError::Deposed(why.clone()),
+        });
         self.stepped_down.send_replace(Some(why));
     }
 
@@ -302,6 +315,7 @@ impl Ledger {
     /// Sends a commit to the store; its outcome comes back as a message, in commit order.
     fn commit(&self, commit: Commit, ledger: Addr<Ledger>, respond: Option<Respond>) {
         let Commit { changes, then } = commit;
+        let (last_cursor, calls) = self.records_in(&changes);
         self.store.commit(
             changes,
             Box::new(move |result| {
@@ -309,6 +323,8 @@ impl Ledger {
                     then,
                     result,
                     respond,
+                    last_cursor,
+                    calls,
                 })
             }),
         );
@@ -370,6 +386,7 @@ impl Actor for Ledger {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(Duration::from_secs(1), |ledger, ctx| {
+            ledger.forget_abandoned_calls();
             let effects = ledger.book.manifests_due(now_ms());
             ledger.carry_out(ctx, effects, None);
         });
@@ -424,6 +441,10 @@ struct Committed {
     then: Pending,
     result: Result<(), StoreError>,
     respond: Option<Respond>,
+    /// The highest cursor the commit records, if it finishes jobs.
+    last_cursor: Option<u64>,
+    /// The records of the jobs calls wait for.
+    calls: results::CallRecords,
 }
 
 impl Handler<Committed> for Ledger {
@@ -433,10 +454,15 @@ impl Handler<Committed> for Ledger {
         if let Err(StoreError::Deposed(why)) = &committed.result {
             self.step_down(why.clone());
         }
+        if committed.result.is_ok() {
+            // Followers and calls first: theirs is the latency that counts.
+            self.records_durable(committed.last_cursor, committed.calls);
+        }
         let effects = self
             .book
             .committed(committed.then, committed.result, now_ms());
         self.carry_out(ctx, effects, committed.respond);
+        self.answer_late_calls(ctx);
     }
 }
 
@@ -591,6 +617,7 @@ impl Handler<CloseStore> for Ledger {
 
     fn handle(&mut self, _: CloseStore, _ctx: &mut Context<Self>) -> Self::Result {
         self.closing = true;
+        self.refuse_calls(LedgerError::ShuttingDown);
         self.store.close()
     }
 }

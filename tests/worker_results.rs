@@ -37,6 +37,8 @@ async fn a_result_over_the_limit_fails_its_job_and_the_worker_carries_on() {
         assert!(error.contains("not retried"), "{error}");
         assert_eq!(job.attempts, 1, "not tried again: {job:?}");
         assert_eq!(job.worker.as_deref(), Some("w"));
+        let stored = client.job_with_result(job.id).await.unwrap();
+        assert_eq!(stored.result, None, "nothing of it is kept");
     }
 
     // The same worker runs the next jobs: results up to the limit, bytes that are not UTF-8.
@@ -49,9 +51,13 @@ async fn a_result_over_the_limit_fails_its_job_and_the_worker_carries_on() {
     let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(60)).await;
     assert_eq!(info.succeeded, 3, "{info:?}");
     let jobs = client.jobs(Some(submitted.batch), None).await.unwrap();
-    for job in &jobs {
+    let expected: [&[u8]; 3] = [b"\xffok\n", &[0; 1000], &[b'y'; 1000]];
+    for (job, expected) in jobs.iter().zip(expected) {
         assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.worker.as_deref(), Some("w"), "the same worker: {job:?}");
+        // Stored byte for byte with the recorded attempt: stdout only, or the handler's bytes.
+        let stored = client.job_with_result(job.id).await.unwrap();
+        assert_eq!(stored.result.as_deref(), Some(expected), "job {}", job.id);
     }
     // The tail for display is as before: stdout's end, then stderr's.
     assert_eq!(
@@ -113,4 +119,31 @@ fn a_result_limit_that_cannot_work_is_refused_at_start() {
     std::fs::write(file.path(), "[coordinator]\nmax_result_bytes = 16000000\n").unwrap();
     let from_file = refused_start(&[], &[("DROVER_CONFIG", common::path_str(file.path()))]);
     assert_eq!(from_file, too_large);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_of_a_mebibyte_arrive_whole_together() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w", 8, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut client = cluster.client().await;
+    // Eight results at the default limit, finishing together: they share frames of results.
+    let mebibyte = drover::job::DEFAULT_MAX_RESULT_BYTES;
+    let script = format!("yes \"job $DROVER_JOB_ID\" | head -c {mebibyte}");
+    let jobs = (0..8)
+        .map(|_| JobSpec::exec(["sh", "-c", &script]))
+        .collect();
+    let submitted = client.submit("mebibytes", jobs).await.unwrap();
+    let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(120)).await;
+    assert_eq!(info.succeeded, 8, "{info:?}");
+    for job in client.jobs(Some(submitted.batch), None).await.unwrap() {
+        let line = format!("job {}\n", job.id);
+        let expected: Vec<u8> = line.bytes().cycle().take(mebibyte).collect();
+        let stored = client.job_with_result(job.id).await.unwrap();
+        let result = stored.result.unwrap_or_default();
+        assert_eq!(result.len(), mebibyte, "job {}", job.id);
+        assert!(result == expected, "job {}: not its own output", job.id);
+    }
+    let log = cluster.coordinator_log();
+    assert!(!log.contains("exceeds the limit"), "{log}");
 }

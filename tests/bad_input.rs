@@ -220,7 +220,7 @@ async fn wrong_tokens_are_refused_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bytes_close_only_their_connection() {
     let mut cluster =
-        Cluster::start(&["--handshake-timeout", "1s", "--max-frame-bytes", "65536"]).await;
+        Cluster::start(&["--handshake-timeout", "1s", "--max-frame-bytes", "8388608"]).await;
     cluster.start_worker("w", 1, &[]);
     cluster.wait_for_workers(1).await;
 

@@ -55,6 +55,11 @@ struct Args {
     /// Largest frame accepted, in bytes.
     #[arg(long, env = "DROVER_MAX_FRAME_BYTES", default_value_t = drover::net::codec::DEFAULT_MAX_FRAME)]
     max_frame_bytes: usize,
+    /// Most bytes of one job's result kept (a call handler's returned bytes, an exec job's
+    /// standard output); an attempt with a longer result fails: publish large results as
+    /// outputs. Its results must fit in a frame.
+    #[arg(long, env = "DROVER_MAX_RESULT_BYTES", default_value_t = drover::job::DEFAULT_MAX_RESULT_BYTES)]
+    max_result_bytes: usize,
     /// Connections beyond this many are closed at once.
     #[arg(long, env = "DROVER_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
@@ -161,6 +166,7 @@ fn run(args: Args) -> anyhow::Result<Ended> {
         max_pending_bytes: args.max_pending_bytes,
         max_write_buffer: args.max_write_buffer_bytes,
         max_worker_slots: args.max_worker_slots,
+        max_result_bytes: args.max_result_bytes,
         tls: args.tls_cert.zip(args.tls_key),
         require_tls: args.require_tls,
         http: (!matches!(args.http.as_str(), "off" | "none" | "")).then_some(args.http),

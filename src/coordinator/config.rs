@@ -1,6 +1,7 @@
 //! How a coordinator runs ([`CoordinatorConfig`]), and how it names itself to its peers.
 
 use crate::ha::Peer;
+use crate::job::RESULT_ROOM;
 use crate::metrics::Metrics;
 use crate::net::address::Address;
 use crate::net::auth::Secret;
@@ -98,6 +99,43 @@ impl CoordinatorConfig {
         }
     }
 
+    /// Refuses limits that cannot work together: a result limit of nothing, or one whose
+    /// results do not fit in a frame (with the rest of a result beside them, and within the
+    /// workers' frames), so that no worker could ever report them.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_result_bytes == 0 {
+            return Err(
+                "--max-result-bytes must be at least 1 (it is the most bytes of a job's result \
+                 kept; larger results go in outputs)"
+                    .into(),
+            );
+        }
+        let frame = self.max_frame.min(DEFAULT_MAX_FRAME);
+        let most = crate::job::most_result_bytes(frame);
+        if self.max_result_bytes > most {
+            let workers = if self.max_frame > DEFAULT_MAX_FRAME {
+                format!(", and workers send at most {DEFAULT_MAX_FRAME}")
+            } else {
+                String::new()
+            };
+            let remedy = if most == 0 {
+                format!(
+                    "raise --max-frame-bytes to at least {}",
+                    self.max_result_bytes + RESULT_ROOM
+                )
+            } else {
+                format!("give --max-result-bytes at most {most}")
+            };
+            return Err(format!(
+                "--max-result-bytes {} does not fit in a frame: a frame holds {} bytes \
+                 (--max-frame-bytes {}{workers}), and a result's frame also carries up to \
+                 {RESULT_ROOM} bytes of output tail, error and outputs manifest; {remedy}",
+                self.max_result_bytes, frame, self.max_frame
+            ));
+        }
+        Ok(())
+    }
+
     /// This coordinator as its peers should reach it, once its ports are bound.
     pub(super) fn me(
         &self,
@@ -166,6 +204,66 @@ fn hostname() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_result_limit_must_hold_something_and_fit_in_a_frame() {
+        let defaults = CoordinatorConfig::new("unused");
+        assert_eq!(defaults.check(), Ok(()));
+        let most = crate::job::most_result_bytes(DEFAULT_MAX_FRAME);
+        let at_most = CoordinatorConfig {
+            max_result_bytes: most,
+            ..defaults.clone()
+        };
+        assert_eq!(at_most.check(), Ok(()));
+
+        let nothing = CoordinatorConfig {
+            max_result_bytes: 0,
+            ..defaults.clone()
+        };
+        let error = nothing.check().unwrap_err();
+        assert!(
+            error.starts_with("--max-result-bytes must be at least 1"),
+            "{error}"
+        );
+
+        let too_large = CoordinatorConfig {
+            max_result_bytes: most + 1,
+            ..defaults.clone()
+        };
+        assert_eq!(
+            too_large.check().unwrap_err(),
+            format!(
+                "--max-result-bytes {} does not fit in a frame: a frame holds 16777216 bytes \
+                 (--max-frame-bytes 16777216), and a result's frame also carries up to \
+                 {RESULT_ROOM} bytes of output tail, error and outputs manifest; give \
+                 --max-result-bytes at most {most}",
+                most + 1
+            )
+        );
+        // A larger frame does not help: workers' frames are the default's.
+        let larger_frame = CoordinatorConfig {
+            max_frame: 4 * DEFAULT_MAX_FRAME,
+            ..too_large
+        };
+        let error = larger_frame.check().unwrap_err();
+        assert!(
+            error.contains("and workers send at most 16777216"),
+            "{error}"
+        );
+        // A frame too small for any result says what frame it takes.
+        let small_frame = CoordinatorConfig {
+            max_frame: 65536,
+            ..defaults
+        };
+        let error = small_frame.check().unwrap_err();
+        assert!(
+            error.ends_with(&format!(
+                "raise --max-frame-bytes to at least {}",
+                1024 * 1024 + RESULT_ROOM
+            )),
+            "{error}"
+        );
+    }
 
     #[test]
     fn a_coordinator_advertises_what_peers_can_dial() {

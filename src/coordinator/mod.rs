@@ -53,6 +53,9 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] crate::net::tls::TlsError),
+    /// Limits that cannot work together (say which, and what would).
+    #[error("{0}")]
+    Config(String),
     /// TLS is required and not configured.
     #[error("--require-tls is set, but no --tls-cert and --tls-key are given")]
     TlsRequired,
@@ -181,6 +184,7 @@ impl Front {
 /// Binds what is left to bind, and serves both ports as a standby; must be called inside an
 /// actix system. Nothing is served from a ledger until [`Front::lead`].
 pub fn start_front(listener: TcpListener, config: CoordinatorConfig) -> Result<Front, StartError> {
+    config.check().map_err(StartError::Config)?;
     let local_addr = listener.local_addr()?;
     let tls = match &config.tls {
         Some((cert, key)) => Some(crate::net::tls::server_config(cert, key)?),

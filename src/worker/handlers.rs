@@ -159,7 +159,7 @@ impl Handlers {
         handler: impl JsonHandler<In, Out>,
     ) -> &mut Self
     where
-        In: DeserializeOwned + Send + 'static,
+        In: DeserializeOwned + 'static,
         Out: Serialize + 'static,
     {
         let handler = Arc::new(handler);

@@ -257,8 +257,9 @@ fn a_postgres_ledger_of_schema_version_1_is_numbered_in_finish_order_and_goes_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_coordinator_on_a_postgres_ledger_of_schema_version_1_runs_what_was_waiting() {
+async fn a_coordinator_on_a_postgres_ledger_of_schema_version_1_gives_its_records_and_goes_on() {
     let server = server_with_v1();
+    let order = finish_order(&server);
     let mut cluster = Cluster::new(&[]);
     let mut coordinators = Coordinators::on_loopback(cluster.dir.path(), &server.url("v1"), 1);
     cluster.address = coordinators.list();
@@ -279,25 +280,56 @@ async fn a_coordinator_on_a_postgres_ledger_of_schema_version_1_runs_what_was_wa
             (2, "waiting".to_string(), 3, false)
         ]
     );
+    // The records of before, in the order they finished, through the coordinator.
+    let before = client.results(None, 0, 100, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        cursors(&before.results),
+        (1..).zip(order.iter().copied()).collect::<Vec<_>>()
+    );
+    assert_eq!(before.cursor, 5);
+    let finished = client
+        .results(Some(1), 0, 100, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(finished.done, "batch 1 was done before the upgrade");
+    assert_eq!(finished.results.len(), 4);
 
+    // The waiting jobs run, new ones are taken, and their records follow with their results.
     cluster.start_worker("upgraded", 2, &[]);
     let waiting = wait_batch_done(&mut client, 2, Duration::from_secs(60)).await;
     assert_eq!((waiting.succeeded, waiting.cancelled), (2, 1));
-    let submitted = client
-        .submit("after", vec![JobSpec::call("noop", b"n".to_vec())])
+    let called = client
+        .call(JobSpec::call("noop", b"after".to_vec()))
         .await
         .unwrap();
-    assert_eq!((submitted.batch, submitted.first_job), (3, 8));
-    wait_batch_done(&mut client, 3, Duration::from_secs(60)).await;
+    assert_eq!(
+        (called.record.id, called.record.batch, called.record.cursor),
+        (8, 3, 8)
+    );
+    assert_eq!(called.result.as_deref(), Some(&b"after"[..]));
+    let after = client.results(None, 5, 100, Duration::ZERO).await.unwrap();
+    let mut new_jobs: Vec<u64> = cursors(&after.results)
+        .iter()
+        .map(|(_, job)| *job)
+        .collect();
+    assert_eq!(
+        cursors(&after.results)
+            .iter()
+            .map(|(cursor, _)| *cursor)
+            .collect::<Vec<_>>(),
+        vec![6, 7, 8]
+    );
+    new_jobs.sort();
+    assert_eq!(new_jobs, vec![5, 6, 8]);
+    let result_of = |job: u64| {
+        after
+            .results
+            .iter()
+            .find(|completion| completion.record.id == job)
+            .and_then(|completion| completion.result.clone())
+    };
+    assert_eq!(result_of(5).as_deref(), Some(&b"w-1"[..]));
+    assert_eq!(result_of(6).as_deref(), Some(&b"waiting-2\n"[..]));
     assert_eq!(schema_version(&server), "2");
     assert!(coordinators.log(0).contains("ledger schema migrated"));
-    // The jobs finished before the upgrade keep the cursors it gave them.
-    assert_eq!(
-        server.psql_in(
-            "v1",
-            "SELECT string_agg(id || ':' || cursor, ' ' ORDER BY cursor) FROM jobs
-             WHERE cursor <= 5"
-        ),
-        "2:1 3:2 4:3 1:4 7:5"
-    );
 }

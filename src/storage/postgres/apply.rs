@@ -75,6 +75,7 @@ impl Statements {
              SELECT u.id, u.batch, u.name, u.spec, $6, 'pending', u.queued
              FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[], $5::bigint[])
                  AS u(id, batch, name, spec, queued)",
+            // A cursor of 0 is none drawn: the job is numbered when the next term begins.
             "UPDATE jobs j SET state = u.state, worker = u.worker, attempts = u.attempts,
                  lost_attempts = u.lost, failures = u.failures, started_at_ms = u.started,
                  finished_at_ms = u.finished, duration_ms = u.duration, exit_code = u.exit_code,

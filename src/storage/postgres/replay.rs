@@ -40,7 +40,9 @@ fn damaged(what: &str) -> ReplayError {
 }
 
 /// Gives the finished jobs without a cursor theirs, if the lease is still `epoch`'s (the lease
-/// row is held shared meanwhile, so no other coordinator takes it before this is done).
+/// row is held shared meanwhile, so no other coordinator takes it before this is done). The
+/// partial index `jobs_unnumbered` finds them without a scan: the lease row is held only as
+/// long as there are jobs to number.
 async fn number_unnumbered(client: &Client, epoch: u64) -> Result<u64, tokio_postgres::Error> {
     let numbered = client
         .execute(
@@ -53,7 +55,7 @@ async fn number_unnumbered(client: &Client, epoch: u64) -> Result<u64, tokio_pos
                  SELECT j.id, last.cursor
                      + row_number() OVER (ORDER BY j.finished_at_ms, j.id) AS cursor
                  FROM jobs j, last, held
-                 WHERE j.cursor IS NULL AND j.state IN ('succeeded', 'failed', 'cancelled'))
+                 WHERE j.cursor IS NULL AND j.state <> 'pending')
              UPDATE jobs SET cursor = numbered.cursor FROM numbered
              WHERE jobs.id = numbered.id",
             &[&(epoch as i64)],

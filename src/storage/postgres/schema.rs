@@ -96,15 +96,20 @@ const MIGRATIONS: [(i64, &str); 2] = [
     (
         2,
         // A finish now changes an indexed column (`cursor`), so it is no longer a HOT update;
-        // the start, the frequent one, still is. The indexes are partial: pending jobs have no
-        // cursor, and cost nothing in them.
+        // the start, the frequent one, still is (it changes neither `cursor` nor `state`). The
+        // indexes are partial: pending jobs have no cursor, and cost nothing in them.
+        // `jobs_unnumbered` holds the finished jobs without a cursor, which only a coordinator
+        // of version 1 still leading after the migration makes: empty but for a rolling
+        // upgrade, it lets every term find them at once (see `replay.rs`).
         "ALTER TABLE jobs ADD COLUMN result BYTEA, ADD COLUMN cursor BIGINT;
          UPDATE jobs SET cursor = numbered.cursor
          FROM (SELECT id, row_number() OVER (ORDER BY finished_at_ms, id) AS cursor
-               FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled')) AS numbered
+               FROM jobs WHERE state <> 'pending') AS numbered
          WHERE jobs.id = numbered.id;
          CREATE UNIQUE INDEX jobs_by_cursor ON jobs (cursor) WHERE cursor IS NOT NULL;
-         CREATE INDEX jobs_by_batch_cursor ON jobs (batch, cursor) WHERE cursor IS NOT NULL;",
+         CREATE INDEX jobs_by_batch_cursor ON jobs (batch, cursor) WHERE cursor IS NOT NULL;
+         CREATE INDEX jobs_unnumbered ON jobs (finished_at_ms, id)
+             WHERE cursor IS NULL AND state <> 'pending';",
     ),
 ];
 

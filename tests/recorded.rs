@@ -230,3 +230,76 @@ async fn a_retried_job_is_recorded_again_under_a_new_cursor_and_found_there_only
         .collect();
     assert_eq!(ids, vec![other.record.id, job]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_repeated_under_its_key_gets_the_one_jobs_record_and_a_cancelled_one_its_own() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w1", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let gated = JobSpec::exec([
+        "sh",
+        "-c",
+        r#"while [ ! -f "$OUT/go" ]; do sleep 0.02; done; printf called"#,
+    ]);
+    let call = |spec: JobSpec, key: &'static str| {
+        let address = cluster.address.clone();
+        tokio::spawn(async move {
+            let mut caller = drover::client::Client::connect(&address, None)
+                .await
+                .unwrap();
+            caller.call_with_key(spec, key).await
+        })
+    };
+    let calls_made = || async {
+        let batches = cluster.client().await.batches().await.unwrap();
+        batches.iter().filter(|batch| batch.name == "call").count()
+    };
+
+    // The first call queues the job; the same key again, while it runs, waits for that job.
+    let first = call(gated.clone(), "the-key");
+    wait_for(Duration::from_secs(30), "the call's job", || async {
+        (calls_made().await == 1).then_some(())
+    })
+    .await;
+    let second = call(JobSpec::call("noop", b"not queued".to_vec()), "the-key");
+    std::fs::write(cluster.out_dir().join("go"), b"").unwrap();
+    let first = first.await.unwrap().unwrap();
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(first.result.as_deref(), Some(&b"called"[..]));
+    assert_eq!(second, first);
+    // Once it is finished, the same key is answered with its record, read back.
+    let third = call(JobSpec::call("noop", Vec::new()), "the-key")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third, first);
+    assert_eq!(calls_made().await, 1, "one job for the key");
+
+    // A called job cancelled while it waits answers its call with its cancelled record.
+    let mut needs = JobSpec::call("noop", Vec::new());
+    needs.requires = vec!["nobody-has-this".into()];
+    let waiting = call(needs, "cancelled-key");
+    let id = wait_for(Duration::from_secs(30), "the second call's job", || async {
+        let mut client = cluster.client().await;
+        let batches = client.batches().await.unwrap();
+        let batch = batches.iter().filter(|batch| batch.name == "call").nth(1)?;
+        Some(client.jobs(Some(batch.id), None).await.unwrap()[0].id)
+    })
+    .await;
+    let mut client = cluster.client().await;
+    client
+        .cancel(drover::job::CancelTarget::Job(id))
+        .await
+        .unwrap();
+    let cancelled = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        (
+            cancelled.record.id,
+            cancelled.record.state,
+            cancelled.record.error.as_deref(),
+            cancelled.result
+        ),
+        (id, JobState::Cancelled, Some("cancelled by a user"), None)
+    );
+    assert!(cancelled.record.cursor > first.record.cursor);
+}

@@ -498,12 +498,25 @@ async fn workers_with_the_default_scratch_directory_leave_nothing_behind() {
         .await
         .unwrap();
     wait_running(&mut client, long.first_job, Duration::from_secs(30)).await;
+    // The coordinator counts the job running once it is sent; the worker makes the attempt's
+    // directory a moment later.
+    let attempt_dir = format!("job-{}-attempt-1-", long.first_job);
+    wait_for(
+        Duration::from_secs(30),
+        "the attempt's directory",
+        || async {
+            tree(&scratch)
+                .iter()
+                .any(|path| path.contains(&attempt_dir))
+                .then_some(())
+        },
+    )
+    .await;
     killed.kill().unwrap();
     killed.wait().unwrap();
     let left = tree(&scratch);
     assert!(
-        left.iter()
-            .any(|path| path.contains(&format!("job-{}-attempt-1-", long.first_job))),
+        left.iter().any(|path| path.contains(&attempt_dir)),
         "{left:?}"
     );
     client

@@ -8,6 +8,7 @@
 pub mod attempt;
 pub mod data;
 pub mod handlers;
+mod held;
 pub mod orphans;
 pub mod scratch;
 mod tail;
@@ -57,6 +58,9 @@ const RESULT_FRAME_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
 const REGISTER_RESULT_BYTES: usize = 1024 * 1024;
 /// A result not acknowledged this long after it was sent is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
+/// The most times the worker lets attempts that can end at once do so before it writes what it
+/// has for the coordinator (see [`Worker::settle`]).
+const MAX_SETTLE_ROUNDS: usize = 64;
 
 /// How a worker runs.
 #[derive(Clone)]
@@ -122,7 +126,15 @@ struct Worker {
     /// Its own place in the scratch directory, removed when it stops.
     scratch: scratch::Scratch,
     running: HashMap<Lease, RunningAttempt>,
+    /// Assignments waiting for slots.
+    held: held::Held,
+    /// Attempts started since the coordinator was last told.
+    started: Vec<Lease>,
+    /// Held assignments handed back since the coordinator was last told.
+    released: Vec<Lease>,
     outbox: BTreeMap<Lease, Outgoing>,
+    /// Results in the outbox not sent yet, in the order they came.
+    unsent: Vec<Lease>,
     /// Where each attempt's outputs go, for the manifest once its result is recorded.
     outputs_of: HashMap<Lease, (Outputs, LedgerId)>,
     /// Confirmations of written manifests, for the coordinator.
@@ -180,11 +192,15 @@ pub async fn run(
     let (written_tx, written_rx) = mpsc::unbounded_channel();
     let stores = Stores::for_worker(config.s3.clone(), &config.scratch_dir.join(UPLOADS_DIR)).await;
     let mut worker = Worker {
+        held: held::Held::new(config.slots),
         config,
         scratch,
         stores,
         running: HashMap::new(),
+        started: Vec::new(),
+        released: Vec::new(),
         outbox: BTreeMap::new(),
+        unsent: Vec::new(),
         outputs_of: HashMap::new(),
         publishing: tokio::task::JoinSet::new(),
         written_tx,
@@ -288,10 +304,12 @@ impl Worker {
         let now = Instant::now();
         let mut results = Vec::new();
         let mut bytes = 0;
-        for outgoing in self.outbox.values_mut() {
+        self.unsent.clear();
+        for (lease, outgoing) in self.outbox.iter_mut() {
             let size = outgoing.result.encoded_size();
             if results.len() == RESULTS_PER_FRAME || bytes + size > REGISTER_RESULT_BYTES {
                 outgoing.sent_at = None;
+                self.unsent.push(*lease);
                 continue;
             }
             bytes += size;
@@ -368,7 +386,11 @@ impl Worker {
         if let (Some(outputs), false) = (outputs, result.outputs.is_empty()) {
             self.outputs_of.insert(result.lease, outputs);
         }
-        self.running.remove(&result.lease);
+        if let Some(ended) = self.running.remove(&result.lease) {
+            self.held.ended(ended.slots);
+            self.start_held();
+        }
+        self.unsent.push(result.lease);
         self.outbox.insert(
             result.lease,
             Outgoing {
@@ -376,6 +398,32 @@ impl Worker {
                 sent_at: None,
             },
         );
+    }
+
+    /// Starts the held assignments that have their slots now.
+    fn start_held(&mut self) {
+        for (assignment, slots) in self.held.startable() {
+            self.started.push(assignment.lease);
+            self.start(assignment, slots);
+        }
+    }
+
+    /// Lets attempts that can end without waiting (a handler that answers at once) do so, so
+    /// their results go in the frame about to be written and the slots they free take held
+    /// assignments: short jobs then cost the coordinator one frame for several. An attempt
+    /// that waits for anything (a process, a timer, I/O) is not waited for.
+    async fn settle(&mut self) {
+        for _ in 0..MAX_SETTLE_ROUNDS {
+            tokio::task::yield_now().await;
+            let mut ended = false;
+            while let Ok((result, outputs)) = self.finished_rx.try_recv() {
+                self.finished(result, outputs);
+                ended = true;
+            }
+            if !ended {
+                return;
+            }
+        }
     }
 
     /// The coordinator recorded this attempt's result: its outputs become the job's.
@@ -415,7 +463,7 @@ impl Worker {
         });
     }
 
-    fn start(&mut self, assignment: Assignment) {
+    fn start(&mut self, assignment: Assignment, slots: u32) {
         let (kill, killed) = oneshot::channel();
         self.running.insert(
             assignment.lease,
@@ -423,10 +471,7 @@ impl Worker {
                 job: assignment.job,
                 attempt: assignment.attempt,
                 epoch: assignment.epoch,
-                slots: assignment
-                    .spec
-                    .placement()
-                    .map_or(1, |placement| placement.slots),
+                slots,
                 kill: Some(kill),
             },
         );
@@ -467,25 +512,86 @@ impl Worker {
         });
     }
 
-    /// Results not yet sent, or sent too long ago without an acknowledgement.
-    fn due_results(&mut self, now: Instant) -> Vec<AttemptResult> {
-        self.outbox
-            .values_mut()
-            .filter(|outgoing| {
-                outgoing
+    /// Results not yet sent, and with `resend`, those sent too long ago without an
+    /// acknowledgement (looked for now and then, not at every frame: the outbox holds every
+    /// result until its commit).
+    fn due_results(&mut self, now: Instant, resend: bool) -> Vec<AttemptResult> {
+        let mut due = Vec::with_capacity(self.unsent.len());
+        for lease in self.unsent.drain(..) {
+            if let Some(outgoing) = self.outbox.get_mut(&lease) {
+                if outgoing.sent_at.is_none() {
+                    outgoing.sent_at = Some(now);
+                    due.push(outgoing.result.clone());
+                }
+            }
+        }
+        if resend {
+            for outgoing in self.outbox.values_mut() {
+                if outgoing
                     .sent_at
-                    .is_none_or(|sent| now.duration_since(sent) >= RESEND_AFTER)
-            })
-            .map(|outgoing| {
-                outgoing.sent_at = Some(now);
-                outgoing.result.clone()
-            })
-            .collect()
+                    .is_some_and(|sent| now.duration_since(sent) >= RESEND_AFTER)
+                {
+                    outgoing.sent_at = Some(now);
+                    due.push(outgoing.result.clone());
+                }
+            }
+        }
+        due
+    }
+
+    /// Writes what the coordinator has to learn, as one write: results first (their slots
+    /// free), then the attempts started, then the assignments handed back.
+    async fn tell(&mut self, connection: &mut Connection, resend: bool) -> Result<(), String> {
+        if !self.started.is_empty() {
+            // Attempts just started may end at once: their results go in this write too.
+            self.settle().await;
+        }
+        let due = self.due_results(Instant::now(), resend);
+        let mut frames: Vec<ToCoordinator> = frames_of(due)
+            .into_iter()
+            .map(ToCoordinator::Results)
+            .collect();
+        if !self.started.is_empty() {
+            frames.push(ToCoordinator::Started(std::mem::take(&mut self.started)));
+        }
+        if !self.released.is_empty() {
+            frames.push(ToCoordinator::Released(std::mem::take(&mut self.released)));
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        for frame in frames {
+            connection
+                .feed(frame)
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        connection.flush().await.map_err(|error| error.to_string())
     }
 
     async fn session(
         &mut self,
         mut connection: Connection,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> SessionEnd {
+        let end = self.serve(&mut connection, shutdown).await;
+        // What this registration held and never started is handed back with it: the coordinator
+        // takes it back as never started, and it must not start here under another.
+        let dropped = self.held.release_all();
+        self.started.clear();
+        self.released.clear();
+        if !dropped.is_empty() {
+            tracing::info!(
+                jobs = dropped.len(),
+                "held jobs left to the coordinator with the session"
+            );
+        }
+        end
+    }
+
+    async fn serve(
+        &mut self,
+        connection: &mut Connection,
         shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
     ) -> SessionEnd {
         if self.draining {
@@ -499,16 +605,16 @@ impl Worker {
         // Silence is counted from the oldest heartbeat sent and not answered since: a worker
         // that stalled itself (starved, or blocked sending to a slow reader) sent none.
         let mut unanswered_since: Option<Instant> = None;
+        // Results sent and not acknowledged are looked at again on the heartbeat's tick.
+        let mut resend = false;
         loop {
-            let due = self.due_results(Instant::now());
-            for frame in frames_of(due) {
-                if let Err(error) = connection.send(ToCoordinator::Results(frame)).await {
-                    return SessionEnd::Broken(error.to_string());
-                }
+            if let Err(error) = self.tell(connection, std::mem::take(&mut resend)).await {
+                return SessionEnd::Broken(error);
             }
             while self.publishing.try_join_next().is_some() {}
             if self.draining
                 && self.running.is_empty()
+                && self.held.is_empty()
                 && self.outbox.is_empty()
                 && self.publishing.is_empty()
             {
@@ -518,22 +624,25 @@ impl Worker {
             tokio::select! {
                 // Messages first: one already read must count before a heartbeat's tick.
                 biased;
-                message = connect::next(&mut connection) => match message.inspect(|_| unanswered_since = None) {
+                message = connect::next(connection) => match message.inspect(|_| unanswered_since = None) {
                     Ok(FromCoordinator::Assign(assignments)) => {
-                        let leases: Vec<Lease> = assignments.iter().map(|assignment| assignment.lease).collect();
-                        for assignment in assignments {
-                            self.start(assignment);
-                        }
-                        if let Err(error) = connection.send(ToCoordinator::Started(leases)).await {
-                            return SessionEnd::Broken(error.to_string());
+                        self.held.push(assignments);
+                        self.start_held();
+                        if self.draining {
+                            // Crossed the word that it drains: what would wait goes back.
+                            self.released.extend(self.held.release_all());
                         }
                     }
                     Ok(FromCoordinator::Kill(leases)) => {
-                        for lease in leases {
-                            if let Some(kill) = self.running.get_mut(&lease).and_then(|attempt| attempt.kill.take()) {
+                        for lease in &leases {
+                            if let Some(kill) = self.running.get_mut(lease).and_then(|attempt| attempt.kill.take()) {
                                 let _ = kill.send(());
                             }
                         }
+                        self.released.extend(self.held.release(&leases));
+                    }
+                    Ok(FromCoordinator::Release(leases)) => {
+                        self.released.extend(self.held.release(&leases));
                     }
                     Ok(FromCoordinator::Acked(leases)) => {
                         for lease in leases {
@@ -584,10 +693,18 @@ impl Worker {
                         return SessionEnd::Broken(error.to_string());
                     }
                     unanswered_since.get_or_insert_with(Instant::now);
+                    resend = true;
                 }
                 _ = &mut *shutdown, if !self.draining => {
                     tracing::info!(running = self.running.len(), "draining: finishing running jobs, taking no new ones");
                     self.draining = true;
+                    // Held jobs go back at once, before the word that it drains.
+                    let held = self.held.release_all();
+                    if !held.is_empty() {
+                        if let Err(error) = connection.send(ToCoordinator::Released(held)).await {
+                            return SessionEnd::Broken(error.to_string());
+                        }
+                    }
                     if let Err(error) = connection.send(ToCoordinator::Draining).await {
                         return SessionEnd::Broken(error.to_string());
                     }

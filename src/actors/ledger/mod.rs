@@ -98,6 +98,9 @@ impl Default for LedgerConfig {
 const LATE_TIMER: Duration = Duration::from_secs(1);
 /// After a stall, how long an attempt's deadline waits for what was sent meanwhile to be read.
 const STALL_GRACE: Duration = Duration::from_secs(5);
+/// The longest a commit that decides nothing (attempt starts, counts of duplicates, manifests
+/// written) waits for one that does, to be written with it.
+const NOTE_DELAY: Duration = Duration::from_millis(20);
 
 /// Where a client's answer goes, once there is one.
 type Respond = oneshot::Sender<Answer>;
@@ -121,6 +124,11 @@ pub struct Ledger {
     /// Why this coordinator stepped down, once it has: it acknowledges nothing more.
     deposed: Option<Deposed>,
     stepped_down: Arc<watch::Sender<Option<Deposed>>>,
+    /// Commits that decide nothing, waiting to go with the next that does (see
+    /// [`Ledger::defer`]).
+    notes: Vec<Commit>,
+    /// A timer will send the notes.
+    notes_due: bool,
 }
 
 impl Ledger {
@@ -150,6 +158,8 @@ impl Ledger {
             lease: config.lease,
             deposed: None,
             stepped_down: config.stepped_down,
+            notes: Vec::new(),
+            notes_due: false,
         }
     }
 
@@ -265,9 +275,41 @@ impl Ledger {
                     let _ = respond.send(answer);
                 }
                 self.answer_held(repeats);
+            } else if matches!(commit.then, Pending::Note(_)) {
+                self.defer(ctx, commit);
             } else {
+                self.send_notes(ctx);
                 self.commit(commit, ctx.address(), respond.take());
             }
+        }
+    }
+
+    /// Holds a commit that decides nothing (nothing waits for it to be durable: attempt starts
+    /// are known again after a restart by their leases, and a count off by one is harmless) to
+    /// go with the next commit that does, which a short job's result soon is, or on its own
+    /// after [`NOTE_DELAY`]. One job's round trip then waits for two flushes to disk, not three,
+    /// and a stream of short jobs writes its starts with its results. Order is kept: the notes
+    /// go to the store before the commit that takes them along.
+    fn defer(&mut self, ctx: &mut Context<Self>, commit: Commit) {
+        self.notes.push(commit);
+        if !self.notes_due {
+            self.notes_due = true;
+            ctx.run_later(NOTE_DELAY, |ledger, ctx| {
+                ledger.notes_due = false;
+                ledger.send_notes(ctx);
+            });
+        }
+    }
+
+    /// Sends the deferred notes to the store (or drops them once it is closing: they decide
+    /// nothing).
+    fn send_notes(&mut self, ctx: &mut Context<Self>) {
+        let notes = std::mem::take(&mut self.notes);
+        if self.closing {
+            return;
+        }
+        for note in notes {
+            self.commit(note, ctx.address(), None);
         }
     }
 
@@ -464,6 +506,30 @@ impl Handler<AttemptsStarted> for Ledger {
     }
 }
 
+/// A worker handed back attempts it held and never started: their jobs go back in line.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptsReturned {
+    /// The worker.
+    pub worker: WorkerRef,
+    /// The attempts, as (job, lease).
+    pub returned: Vec<(JobId, Lease)>,
+}
+
+impl Handler<AttemptsReturned> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, returned: AttemptsReturned, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let effects = self
+            .book
+            .attempts_returned(&returned.worker, &returned.returned);
+        self.carry_out(ctx, effects, None);
+    }
+}
+
 /// A worker registered with attempts it kept running across a reconnect or a coordinator restart.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -589,7 +655,8 @@ pub struct CloseStore;
 impl Handler<CloseStore> for Ledger {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
-    fn handle(&mut self, _: CloseStore, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: CloseStore, ctx: &mut Context<Self>) -> Self::Result {
+        self.send_notes(ctx);
         self.closing = true;
         self.store.close()
     }

@@ -37,11 +37,11 @@ const LEASE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Bytes of manifest orders per `WriteManifests` frame.
 const MANIFEST_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// How often workers' held attempts are looked at.
-const HOLD_SWEEP: std::time::Duration = std::time::Duration::from_millis(100);
+const HOLD_SWEEP: std::time::Duration = std::time::Duration::from_millis(250);
 /// A worker whose oldest held attempt waited this long is asked for all of them back: its jobs
 /// are not as short as its last ones, and another worker (or a job of higher priority) may need
 /// them.
-const HOLD_STALE_MS: u64 = 250;
+const HOLD_STALE_MS: u64 = 1000;
 
 /// What a worker is doing, as the Scheduler knows it: the worker list joins this with the
 /// Registry's part.

@@ -10,6 +10,7 @@ use crate::storage::store::{FailedJob, ReplayedBatch, ReplayedJob, Unpublished};
 mod attempts;
 mod keys;
 mod retry_job;
+mod returned;
 mod vouching;
 
 const T0: u64 = 1_000_000;

@@ -1,5 +1,5 @@
 //! The ledger file across versions and mishaps: ledgers written by the release before versions
-//! and by the last release of schema version 2 open, migrate and go on; a newer, damaged or
+//! and by the last releases of schema versions 2, 3 and 4 open, migrate and go on; a newer, damaged or
 //! foreign file is refused, named, and left as it was; a coordinator stopped with SIGTERM leaves
 //! its ledger closed and tidy.
 
@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use drover::job::{JobSpec, JobState};
+use drover::storage::sqlite::schema::SCHEMA_VERSION;
 use drover::storage::sqlite::LEDGER_FILE;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -120,7 +121,7 @@ async fn a_ledger_from_before_versions_opens_with_every_job_and_goes_on() {
     // The file is at today's version, and opens again as it is.
     let status = cluster.terminate_coordinator();
     assert!(status.success(), "{status:?}");
-    assert_eq!(user_version(&ledger), 4);
+    assert_eq!(user_version(&ledger), SCHEMA_VERSION);
     cluster.start_coordinator().await;
     let mut client = cluster.client().await;
     assert_eq!(client.batches().await.unwrap().len(), 3);
@@ -297,7 +298,7 @@ async fn a_ledger_of_schema_version_2_gets_an_id_and_its_outputs_go_where_they_s
 
     // At today's version, with the same id, after a restart.
     assert!(cluster.terminate_coordinator().success());
-    assert_eq!(user_version(&ledger), 4);
+    assert_eq!(user_version(&ledger), SCHEMA_VERSION);
     cluster.start_coordinator().await;
     let mut client = cluster.client().await;
     assert_eq!(client.status().await.unwrap().stats.ledger, id);
@@ -332,12 +333,16 @@ fn ledger_of(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
 fn a_ledger_from_a_newer_drover_is_refused_naming_both_versions() {
     let mut newer = std::fs::read(fixture()).unwrap();
     // user_version lives in the database header, at byte 60.
-    newer[60..64].copy_from_slice(&7i32.to_be_bytes());
+    let newer_version = SCHEMA_VERSION as i32 + 3;
+    newer[60..64].copy_from_slice(&newer_version.to_be_bytes());
     let (dir, ledger) = ledger_of(&newer);
     let said = refused_start(dir.path());
     assert!(said.contains(&ledger.display().to_string()), "{said}");
-    assert!(said.contains("schema version 7"), "{said}");
-    assert!(said.contains("up to 4"), "{said}");
+    assert!(
+        said.contains(&format!("schema version {newer_version}")),
+        "{said}"
+    );
+    assert!(said.contains(&format!("up to {SCHEMA_VERSION}")), "{said}");
     assert!(std::fs::read(&ledger).unwrap() == newer, "left as it was");
 }
 
@@ -575,7 +580,7 @@ async fn a_ledger_of_schema_version_3_takes_idempotency_keys_and_goes_on() {
             .unwrap()
     };
     assert!(cluster.terminate_coordinator().success());
-    assert_eq!(user_version(&ledger), 4);
+    assert_eq!(user_version(&ledger), SCHEMA_VERSION);
     assert_eq!(
         keys(),
         vec![(1, None), (2, None), (3, Some("after-upgrade".to_string()))]
@@ -596,5 +601,140 @@ async fn a_ledger_of_schema_version_3_takes_idempotency_keys_and_goes_on() {
         (3, 8, 2, true)
     );
     assert_eq!(client.batches().await.unwrap().len(), 3);
+    assert!(cluster.coordinator_log().contains("ledger schema migrated"));
+}
+
+/// The last release of ledger schema version 4, before finished jobs kept their result and had
+/// a cursor (see tests/fixtures/make-ledger-v4.sh).
+fn fixture_v4() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-v4.sqlite")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_of_schema_version_4_numbers_its_finished_jobs_and_serves_their_records() {
+    let mut cluster = Cluster::new(&[]);
+    std::fs::create_dir_all(cluster.data_dir()).unwrap();
+    let ledger = cluster.data_dir().join(LEDGER_FILE);
+    std::fs::copy(fixture_v4(), &ledger).unwrap();
+    assert_eq!(user_version(&ledger), 4);
+    cluster.start_coordinator().await;
+    let mut client = cluster.client().await;
+    use JobState::*;
+
+    // Every finished job keeps its record, and has a cursor in the order the jobs finished
+    // (job 3 was retried, and finished again after job 5); none has a result.
+    let every = client.results(None, 0, 100, Duration::ZERO).await.unwrap();
+    let records: Vec<(u64, u64, u64, JobState, Option<&str>)> = every
+        .results
+        .iter()
+        .map(|record| {
+            assert_eq!(record.result, None);
+            let record = &record.record;
+            (
+                record.cursor,
+                record.id,
+                record.batch,
+                record.state,
+                record.name.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records,
+        vec![
+            (1, 4, 1, Cancelled, Some("never-placed")),
+            (2, 1, 1, Succeeded, Some("ok-1")),
+            (3, 2, 1, Succeeded, Some("call-1")),
+            (4, 5, 2, Succeeded, Some("keyed-1")),
+            (5, 3, 1, Failed, Some("fails")),
+            (6, 8, 3, Cancelled, Some("cancelled-while-waiting")),
+        ]
+    );
+    assert_eq!((every.cursor, every.done), (6, false));
+    let failed = &every.results[4].record;
+    assert_eq!(failed.exit_code, Some(3));
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("last: exited with code 3"),
+        "{failed:?}"
+    );
+    let job = client.job_with_result(2).await.unwrap();
+    assert_eq!(
+        (job.record.output_tail.as_deref(), job.result),
+        (Some("called"), None)
+    );
+
+    // One batch's pages, two at a time: the last says the batch is done.
+    let first = client.results(Some(1), 0, 2, Duration::ZERO).await.unwrap();
+    let second = client
+        .results(Some(1), first.cursor, 2, Duration::ZERO)
+        .await
+        .unwrap();
+    let ids = |page: &drover::status::ResultsPage| -> Vec<u64> {
+        page.results.iter().map(|record| record.record.id).collect()
+    };
+    assert_eq!(
+        (ids(&first), first.cursor, first.done),
+        (vec![4, 1], 2, false)
+    );
+    assert_eq!(
+        (ids(&second), second.cursor, second.done),
+        (vec![2, 3], 5, true)
+    );
+    let error = client
+        .results(Some(1), 7, 2, Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("beyond the end"), "{error}");
+
+    // The pending jobs run, recorded after the last cursor, with their results; the key made
+    // before the upgrade still answers with its batch.
+    cluster.start_worker("upgraded", 1, &[]);
+    let waiting = wait_batch_done(&mut client, 3, Duration::from_secs(60)).await;
+    assert_eq!((waiting.succeeded, waiting.cancelled), (2, 1));
+    let after = client
+        .results(Some(3), 0, 100, Duration::ZERO)
+        .await
+        .unwrap();
+    let mut ran: Vec<(u64, Option<Vec<u8>>)> = after
+        .results
+        .iter()
+        .filter(|record| record.record.cursor > 6)
+        .map(|record| (record.record.id, record.result.clone()))
+        .collect();
+    ran.sort();
+    assert_eq!(
+        ran,
+        vec![
+            (6, Some(b"w-1".to_vec())),
+            (7, Some(b"waiting-2\n".to_vec()))
+        ]
+    );
+    assert_eq!(after.results.len(), 3);
+    assert!(after.done);
+    let keyed = client
+        .submit_with_key(
+            "keyed",
+            vec![JobSpec::call("noop", b"k".to_vec())],
+            "before-upgrade",
+        )
+        .await
+        .unwrap();
+    assert_eq!((keyed.batch, keyed.first_job, keyed.repeated), (2, 5, true));
+    let called = client
+        .call(JobSpec::call("noop", b"new".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (called.record.id, called.record.cursor, called.result),
+        (9, 9, Some(b"new".to_vec()))
+    );
+
+    assert!(cluster.terminate_coordinator().success());
+    assert_eq!(user_version(&ledger), SCHEMA_VERSION);
     assert!(cluster.coordinator_log().contains("ledger schema migrated"));
 }

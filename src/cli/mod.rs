@@ -4,6 +4,7 @@ pub mod bench;
 mod flags;
 mod local;
 pub mod render;
+mod results;
 pub mod run;
 mod submission;
 pub mod text;
@@ -67,6 +68,10 @@ enum Command {
         /// Wait until the batch is done (exits non-zero if a job failed).
         #[arg(long)]
         wait: bool,
+        /// Print each job's record as it finishes, one line each (implies --wait); with
+        /// --json, the lines of `drover results --json`.
+        #[arg(long)]
+        follow: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -97,6 +102,26 @@ enum Command {
         /// The job id.
         id: JobId,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finished jobs' records in the order they were recorded, each with its result: one
+    /// line per job (with --json, its JSON). `--follow` goes on printing them as jobs finish.
+    Results {
+        /// Only this batch (default: every batch).
+        #[arg(long)]
+        batch: Option<BatchId>,
+        /// Only records after this cursor (a record's "cursor"), to resume where an earlier
+        /// read stopped.
+        #[arg(long, value_name = "CURSOR", default_value_t = 0)]
+        after: u64,
+        /// Go on printing records as jobs finish: until the batch is done, or, without
+        /// --batch, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line: {"cursor","id","batch","name","state","exit_code",
+        /// "worker","duration_ms","finished_at_ms","error"} and "result" (UTF-8) or
+        /// "result_base64".
         #[arg(long)]
         json: bool,
     },
@@ -297,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             file,
             batch,
             wait,
+            follow,
             json,
             idempotency_key,
         } => {
@@ -305,7 +331,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let mut client = connect(&cli).await?;
             let submitted = submit(&mut client, &name, jobs, idempotency_key.as_deref()).await?;
             warn_unplaceable(&submitted);
-            if !*wait {
+            if !*wait && !*follow {
                 print_submitted(&submitted, *json)?;
                 return Ok(ExitCode::SUCCESS);
             }
@@ -314,6 +340,20 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     "batch {} queued with {} jobs",
                     submitted.batch, submitted.jobs
                 );
+            }
+            if *follow {
+                let mut printer = results::Printer::new(results::Format::of(*json));
+                results::follow_records(&mut client, Some(submitted.batch), 0, &mut printer)
+                    .await?;
+                let info = client.batch(submitted.batch).await?;
+                if !*json {
+                    println!("{}", render::batch(&info));
+                }
+                return Ok(if info.failed > 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                });
             }
             let info = wait_with_progress(&mut client, submitted.batch, *json).await?;
             if *json {
@@ -328,31 +368,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             })
         }
         Command::Run(args) => {
-            let json = &args.json;
             let spec = args
                 .spec()
                 .map_err(|error| anyhow::anyhow!("nothing was run: {error}"))?;
             let mut client = connect(&cli).await?;
             let key = args.idempotency_key.as_deref();
-            let submitted = submit(&mut client, "run", vec![spec], key).await?;
-            warn_unplaceable(&submitted);
-            wait_with_progress(&mut client, submitted.batch, true).await?;
-            let job = client.job(submitted.first_job).await?;
-            if *json {
-                print_json(&job)?;
-            } else {
-                if let Some(tail) = &job.output_tail {
-                    print!("{tail}");
-                }
-                if let Some(error) = &job.error {
-                    eprintln!("drover: job {} {}: {error}", job.id, job.state);
-                }
-            }
-            Ok(match job.exit_code {
-                Some(0) => ExitCode::SUCCESS,
-                Some(code) => ExitCode::from(code.clamp(1, 255) as u8),
-                None => ExitCode::FAILURE,
-            })
+            let done = run::call(&mut client, spec, key, connect(&cli)).await?;
+            run::show(&mut client, &done, args.json).await
         }
         Command::Batch { id, json } => {
             let info = connect(&cli).await?.batch(*id).await?;
@@ -373,12 +395,23 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Job { id, json } => {
-            let job = connect(&cli).await?.job(*id).await?;
+            let job = connect(&cli).await?.job_with_result(*id).await?;
             if *json {
                 print_json(&job)?;
             } else {
-                println!("{}", render::job(&job));
+                println!("{}", render::job(&job.record));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Results {
+            batch,
+            after,
+            follow,
+            json,
+        } => {
+            let mut client = connect(&cli).await?;
+            let format = results::Format::of(*json);
+            results::run(&mut client, *batch, *after, *follow, format).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs { batch, state, json } => {

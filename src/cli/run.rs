@@ -1,6 +1,21 @@
-//! `drover run`: one command, its flags made into a job spec.
+//! `drover run`: one command, its flags made into a job spec, called in one request and shown
+//! as the command itself would be: its standard output, and its exit code as `drover`'s.
 
-use crate::job::{JobSpec, Task};
+use super::text;
+use crate::actors::queue::Shape;
+use crate::actors::scheduler::blocker_among;
+use crate::client::Client;
+use crate::job::{JobSpec, JobState, Task};
+use crate::status::Completion;
+use std::future::Future;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long `drover run` waits for its answer before it looks whether any connected worker can
+/// take the job at all: the one request is answered only once the job is done, so a job no
+/// worker can take would otherwise wait in silence.
+const PLACEMENT_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// Options of `drover run`.
 #[derive(clap::Args)]
@@ -46,6 +61,81 @@ impl RunArgs {
         spec.validate()?;
         Ok(spec)
     }
+}
+
+/// Calls the job (under the user's idempotency key, if one was given) and waits for its
+/// record. If the answer takes a while, `workers` (a second connection) is asked who is
+/// connected, and a warning says so when none of them can take the job.
+pub(super) async fn call(
+    client: &mut Client,
+    spec: JobSpec,
+    key: Option<&str>,
+    workers: impl Future<Output = anyhow::Result<Client>>,
+) -> anyhow::Result<Completion> {
+    let shape = Shape::new(spec.slots, &spec.requires);
+    let calling = async move {
+        match key {
+            Some(key) => client.call_with_key(spec, key).await,
+            None => client.call(spec).await,
+        }
+    };
+    let mut calling = std::pin::pin!(calling);
+    tokio::select! {
+        done = &mut calling => return Ok(done?),
+        () = tokio::time::sleep(PLACEMENT_CHECK_AFTER) => {}
+    }
+    let check = async move {
+        // Only a warning: a check that cannot be made says nothing.
+        let Ok(mut other) = workers.await else { return };
+        let Ok(connected) = other.workers().await else {
+            return;
+        };
+        if let Some(reason) = blocker_among(&shape, &connected) {
+            eprintln!(
+                "drover: warning: the job cannot start on any connected worker ({}); it waits \
+                 until one that can connects",
+                text::line(&reason)
+            );
+        }
+    };
+    let (done, ()) = tokio::join!(calling, check);
+    Ok(done?)
+}
+
+/// Shows a finished run: with `json`, the job as `drover job ID --json` shows it; else a
+/// success's result (the command's standard output, byte for byte), or a failure's output tail
+/// and why it failed. The exit code is the command's.
+pub(super) async fn show(
+    client: &mut Client,
+    done: &Completion,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let record = &done.record;
+    if json {
+        super::print_json(&client.job_with_result(record.id).await?)?;
+    } else {
+        match (&done.result, record.state) {
+            (Some(result), JobState::Succeeded) => {
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(result)?;
+                stdout.flush()?;
+            }
+            // A failure says why in its output, standard error too: the tail of both.
+            _ => {
+                if let Some(tail) = client.job(record.id).await?.output_tail {
+                    print!("{tail}");
+                }
+            }
+        }
+        if let Some(error) = &record.error {
+            eprintln!("drover: job {} {}: {error}", record.id, record.state);
+        }
+    }
+    Ok(match record.exit_code {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(code.clamp(1, 255) as u8),
+        None => ExitCode::FAILURE,
+    })
 }
 
 /// `--timeout`: a duration, in whole seconds (rounded up), at least one.

@@ -1,5 +1,5 @@
-//! How `drover submit` and `drover run` submit: under the user's idempotency key, saying so
-//! when it had made a batch already, or under one of their own.
+//! How `drover submit` submits: under the user's idempotency key, saying so when it had
+//! made a batch already, or under one of its own.
 
 use crate::client::{Client, Submitted};
 use crate::job::JobSpec;

@@ -1,7 +1,7 @@
 //! `/api/...` and `/metrics`. Who may call what is [`super::access`]'s business: it guards the
 //! whole `/api` scope. `/metrics` is open: it holds counts and timings, no job data.
 
-use super::{ApiError, MAX_BODY_BYTES};
+use super::{events, results, ApiError, MAX_BODY_BYTES};
 use crate::actors::ledger::{Cancel, ListBatches, Retry, RetryJob};
 use crate::actors::{cluster_status, list_workers, views};
 use crate::job::{check_idempotency_key, BatchId, CancelTarget, JobId};
@@ -23,7 +23,16 @@ pub(super) fn routes(config: &mut web::ServiceConfig) {
             .route("/batches/{id}", web::get().to(batch))
             .route("/batches/{id}/cancel", web::post().to(cancel))
             .route("/batches/{id}/retry", web::post().to(retry))
+            .route(
+                "/batches/{id}/results",
+                web::get().to(results::batch_results),
+            )
+            .route("/batches/{id}/events", web::get().to(events::batch_events))
+            .route("/results", web::get().to(results::all_results))
+            .route("/events", web::get().to(events::all_events))
+            .route("/call", web::post().to(results::call))
             .route("/jobs/{id}", web::get().to(job))
+            .route("/jobs/{id}/result", web::get().to(results::raw_result))
             .route("/jobs/{id}/retry", web::post().to(retry_job)),
     );
 }
@@ -65,6 +74,7 @@ async fn batch(state: State, id: web::Path<BatchId>) -> Result<HttpResponse, Api
     Ok(HttpResponse::Ok().json(batch))
 }
 
+/// A job with its record, history and result (`"result"` when UTF-8, else `"result_base64"`).
 async fn job(state: State, id: web::Path<JobId>) -> Result<HttpResponse, ApiError> {
     let job = views::job(&state.ledger, &state.scheduler, id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(job))
@@ -84,7 +94,10 @@ async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 /// Reads the body, refusing it as soon as it is known to be too large.
-async fn read_body(request: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Vec<u8>, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -141,7 +154,7 @@ async fn submit(
 }
 
 /// The `Idempotency-Key` request header, checked as the body's field is.
-fn idempotency_key_header(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key_header(request: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = request.headers().get("idempotency-key") else {
         return Ok(None);
     };

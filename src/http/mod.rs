@@ -6,6 +6,9 @@
 //! the binary protocol (see [`access`]). The dashboard's page and `/metrics` are open: they hold
 //! no job data.
 //!
+//! Finished jobs' records come as pages after a cursor and as an event stream (see
+//! [`events`]); a job's raw result and a call answered with its record are in [`results`].
+//!
 //! The port answers from the start, before the coordinator leads: a standby sends every request
 //! to the leader (see [`standby`]) and serves nothing itself.
 
@@ -14,6 +17,8 @@ mod api;
 mod batch;
 mod dashboard;
 mod error;
+mod events;
+mod results;
 mod standby;
 
 use crate::actors::ledger::Ledger;

@@ -27,6 +27,13 @@ const STARTING_WAIT: Duration = Duration::from_secs(10);
 /// does not, which the middleware below never lets through anyway.
 pub(super) struct Serving(Arc<HttpState>);
 
+impl Serving {
+    /// The state itself, for what outlives the handler (an event stream).
+    pub(super) fn shared(&self) -> Arc<HttpState> {
+        self.0.clone()
+    }
+}
+
 impl Deref for Serving {
     type Target = HttpState;
 

@@ -105,6 +105,7 @@ pub struct AttemptResult {
     /// standard output. At most the coordinator's `--max-result-bytes` (told the worker in
     /// [`Registered`](crate::net::protocol::FromCoordinator::Registered)); past it the worker
     /// fails the attempt instead, and the coordinator fails a longer one it is sent.
+    #[serde(with = "crate::job::wire_bytes")]
     pub result: Vec<u8>,
     /// Why it failed, in words.
     pub error: Option<String>,
@@ -120,6 +121,19 @@ pub struct AttemptResult {
 
 /// The default of `--max-result-bytes`: the most bytes of one attempt's result kept.
 pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
+
+/// The most bytes a frame holding one attempt's result needs besides the result itself: the
+/// fixed fields, the output tail, the error and the outputs manifest at their limits (as
+/// [`AttemptResult::encoded_size`] counts them), and the frame's own tag and length. A result
+/// of `--max-result-bytes` with this room must fit in one frame, or a worker holding it could
+/// never report it.
+pub const RESULT_ROOM: usize = 128 + MAX_OUTPUT_TAIL + MAX_ERROR + MAX_MANIFEST_BYTES + 16;
+
+/// The most bytes of one result that frames of `max_frame` bytes carry whatever else the
+/// result holds: the largest `--max-result-bytes` those frames allow.
+pub fn most_result_bytes(max_frame: usize) -> usize {
+    max_frame.saturating_sub(RESULT_ROOM)
+}
 
 /// The most bytes of output tail the coordinator keeps per attempt.
 pub const MAX_OUTPUT_TAIL: usize = 16 * 1024;

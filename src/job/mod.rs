@@ -11,9 +11,11 @@ mod idempotency;
 mod lease;
 mod location;
 mod spec_bytes;
+pub mod wire_bytes;
 pub use attempt::{
-    object_size, Assignment, AttemptResult, CarriedAttempt, ManifestOrder, Outcome,
-    DEFAULT_MAX_RESULT_BYTES, MAX_ERROR, MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS, MAX_OUTPUT_TAIL,
+    most_result_bytes, object_size, Assignment, AttemptResult, CarriedAttempt, ManifestOrder,
+    Outcome, DEFAULT_MAX_RESULT_BYTES, MAX_ERROR, MAX_MANIFEST_BYTES, MAX_OUTPUT_OBJECTS,
+    MAX_OUTPUT_TAIL, RESULT_ROOM,
 };
 pub use idempotency::{check_idempotency_key, new_idempotency_key, MAX_IDEMPOTENCY_KEY};
 pub use lease::LeaseKey;

@@ -324,7 +324,9 @@ pub trait LedgerStore: Send + Sync {
 
     /// Finished jobs' records with their results in cursor order (the order they were
     /// recorded), after `filter.after`. A job retried and finished again is found under its
-    /// new cursor only.
+    /// new cursor only. A page stops after the record whose result takes its results past
+    /// [`MAX_RESULTS_PAGE_BYTES`](crate::actors::ledger::MAX_RESULTS_PAGE_BYTES), so a page of
+    /// large results is never read whole into memory.
     fn completions(&self, filter: CompletionFilter) -> Read<Vec<Completion>>;
 
     /// The attempts of a job that were not recorded as its result, oldest first.

@@ -1,12 +1,14 @@
 //! Runs one attempt: an exec job as a child process in a fresh scratch directory, or a call job
-//! through its handler; enforces `timeout_s` and kills on request.
+//! through its handler; enforces `timeout_s` and kills on request. Its result is the handler's
+//! returned bytes or the process's standard output, up to the coordinator's limit.
 
 use crate::job::{now_ms, AttemptResult, JobSpec, Outcome, OutputObject, Outputs, Task};
 use crate::net::protocol::Assignment;
 use crate::storage::{describe_io, FetchError};
 use crate::worker::data::{self, Stores};
-use crate::worker::handlers::{CallContext, Handlers};
+use crate::worker::handlers::{CallContext, CallError, Handlers};
 use crate::worker::orphans;
+use crate::worker::result::{self as results, Whole};
 use crate::worker::tail::{join_tails, Tail, TAIL_BYTES};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,32 +25,40 @@ enum Interrupt {
     Killed,
 }
 
+/// How an attempt runs, besides its assignment: what the worker gives every attempt.
+#[derive(Clone)]
+pub struct Surroundings {
+    /// Where attempts get their scratch directories.
+    pub scratch_root: PathBuf,
+    /// The call handlers.
+    pub handlers: Handlers,
+    /// The object stores for the job's data.
+    pub stores: Stores,
+    /// The most bytes of a result kept (the coordinator's `--max-result-bytes`): past it the
+    /// attempt fails.
+    pub max_result_bytes: usize,
+}
+
 /// Runs an attempt to its end and says how it went.
 pub async fn run(
     assignment: Assignment,
-    scratch_root: PathBuf,
-    handlers: Handlers,
-    stores: Stores,
+    around: Surroundings,
     kill: oneshot::Receiver<()>,
 ) -> AttemptResult {
-    run_for_outputs(assignment, scratch_root, handlers, stores, kill)
-        .await
-        .0
+    run_for_outputs(assignment, around, kill).await.0
 }
 
 /// Like [`run`], also returning where the job's outputs go (from the one decode of its spec).
 pub async fn run_for_outputs(
     assignment: Assignment,
-    scratch_root: PathBuf,
-    handlers: Handlers,
-    stores: Stores,
+    around: Surroundings,
     kill: oneshot::Receiver<()>,
 ) -> (AttemptResult, Option<Outputs>) {
     let started_at_ms = now_ms();
     let clock = Instant::now();
     let (ended, outputs) = match assignment.spec.decode() {
         Ok(spec) => (
-            run_spec(&assignment, &spec, &scratch_root, &handlers, &stores, kill).await,
+            run_spec(&assignment, &spec, &around, kill).await,
             spec.outputs,
         ),
         Err(error) => (
@@ -65,7 +75,7 @@ pub async fn run_for_outputs(
         started_at_ms,
         duration_ms: clock.elapsed().as_millis() as u64,
         output_tail: ended.output_tail,
-        result: Vec::new(),
+        result: ended.result,
         error: ended.error,
         outputs: ended.outputs,
         permanent: ended.permanent,
@@ -77,11 +87,10 @@ pub async fn run_for_outputs(
 async fn run_spec(
     assignment: &Assignment,
     spec: &JobSpec,
-    scratch_root: &Path,
-    handlers: &Handlers,
-    stores: &Stores,
+    around: &Surroundings,
     kill: oneshot::Receiver<()>,
 ) -> Ended {
+    let stores = &around.stores;
     let timeout = spec
         .timeout_s
         .map(|seconds| Duration::from_secs(seconds as u64));
@@ -102,7 +111,7 @@ async fn run_spec(
         }
     };
     tokio::pin!(interrupt);
-    let scratch = scratch_root.join(format!(
+    let scratch = around.scratch_root.join(format!(
         "job-{}-attempt-{}-{:x}",
         assignment.job, assignment.attempt, assignment.lease
     ));
@@ -149,6 +158,7 @@ async fn run_spec(
                     cmd,
                     env,
                     &scratch,
+                    around.max_result_bytes,
                     &mut interrupt,
                 )
                 .await
@@ -165,7 +175,7 @@ async fn run_spec(
                     spec.timeout_s,
                     handler,
                     payload.clone(),
-                    handlers,
+                    around,
                     &mut interrupt,
                 )
                 .await
@@ -193,7 +203,11 @@ async fn run_spec(
             }
             Err(interrupt) => {
                 let tail = std::mem::take(&mut ended.output_tail);
-                ended = Ended::interrupted(interrupt, spec.timeout_s, tail);
+                let result = std::mem::take(&mut ended.result);
+                ended = Ended {
+                    result,
+                    ..Ended::interrupted(interrupt, spec.timeout_s, tail)
+                };
             }
         }
     }
@@ -209,6 +223,8 @@ struct Ended {
     outcome: Outcome,
     exit_code: Option<i32>,
     output_tail: String,
+    /// The handler's returned bytes, or the process's standard output.
+    result: Vec<u8>,
     error: Option<String>,
     outputs: Vec<OutputObject>,
     /// Another attempt would fail the same way (see [`AttemptResult::permanent`]).
@@ -221,6 +237,7 @@ impl Ended {
             outcome: Outcome::Failed,
             exit_code: None,
             output_tail: String::new(),
+            result: Vec::new(),
             error: Some(error),
             outputs: Vec::new(),
             permanent: false,
@@ -241,6 +258,7 @@ impl Ended {
                 outcome: Outcome::TimedOut,
                 exit_code: None,
                 output_tail,
+                result: Vec::new(),
                 error: Some(format!(
                     "timed out after {}s and was killed",
                     timeout_s.unwrap_or(0)
@@ -252,6 +270,7 @@ impl Ended {
                 outcome: Outcome::Killed,
                 exit_code: None,
                 output_tail,
+                result: Vec::new(),
                 error: Some("killed: the job was cancelled".into()),
                 outputs: Vec::new(),
                 permanent: false,
@@ -266,6 +285,7 @@ async fn run_exec(
     cmd: &[String],
     env: &[(String, String)],
     scratch: &Path,
+    max_result_bytes: usize,
     interrupt: impl std::future::Future<Output = Interrupt>,
 ) -> Ended {
     let Some((program, args)) = cmd.split_first() else {
@@ -312,9 +332,15 @@ async fn run_exec(
             let group = child.id();
             let stdout = Tail::default();
             let stderr = Tail::default();
+            // Standard output is the result: kept whole (to the limit), and always drained.
+            let whole = Whole::new(max_result_bytes);
             let readers = [
-                tokio::spawn(stdout.clone().read(child.stdout.take())),
-                tokio::spawn(stderr.clone().read(child.stderr.take())),
+                tokio::spawn(
+                    stdout
+                        .clone()
+                        .read(child.stdout.take(), Some(whole.clone())),
+                ),
+                tokio::spawn(stderr.clone().read(child.stderr.take(), None)),
             ];
             let outcome = tokio::select! {
                 status = child.wait() => Ok(status),
@@ -337,12 +363,13 @@ async fn run_exec(
                 }
             }
             let output_tail = join_tails(stdout.take(), stderr.take());
-            match outcome {
+            let ended = match outcome {
                 Ok(Ok(status)) => match status.code() {
                     Some(0) => Ended {
                         outcome: Outcome::Succeeded,
                         exit_code: Some(0),
                         output_tail,
+                        result: Vec::new(),
                         error: None,
                         outputs: Vec::new(),
                         permanent: false,
@@ -351,6 +378,7 @@ async fn run_exec(
                         outcome: Outcome::Failed,
                         exit_code: Some(code),
                         output_tail,
+                        result: Vec::new(),
                         error: Some(format!("exited with code {code}")),
                         outputs: Vec::new(),
                         permanent: false,
@@ -359,6 +387,7 @@ async fn run_exec(
                         outcome: Outcome::Failed,
                         exit_code: None,
                         output_tail,
+                        result: Vec::new(),
                         error: Some(describe_signal(&status)),
                         outputs: Vec::new(),
                         permanent: false,
@@ -368,9 +397,27 @@ async fn run_exec(
                     Ended::failed(format!("cannot wait for the job's process: {error}"))
                 }
                 Err(interrupt) => Ended::interrupted(interrupt, timeout_s, output_tail),
-            }
+            };
+            with_stdout(ended, whole.take())
         }
     };
+    ended
+}
+
+/// An exec attempt's standard output becomes its result, whatever its outcome; one that could
+/// not be kept (past the limit, or unreadable) fails an attempt that would have succeeded, for
+/// good: the same job would write as much again, and retrying it would only spend its time
+/// again. An attempt that failed anyway keeps its own error (its tail still shows its output).
+fn with_stdout(mut ended: Ended, stdout: Result<Vec<u8>, String>) -> Ended {
+    match stdout {
+        Ok(bytes) => ended.result = bytes,
+        Err(error) if ended.outcome == Outcome::Succeeded => {
+            ended.outcome = Outcome::Failed;
+            ended.error = Some(error);
+            ended.permanent = true;
+        }
+        Err(_) => {}
+    }
     ended
 }
 
@@ -415,190 +462,44 @@ async fn run_call(
     timeout_s: Option<u32>,
     name: &str,
     payload: Vec<u8>,
-    handlers: &Handlers,
+    around: &Surroundings,
     interrupt: impl std::future::Future<Output = Interrupt>,
 ) -> Ended {
-    let Some(handler) = handlers.get(name) else {
+    let Some(handler) = around.handlers.get(name) else {
         return Ended::failed(format!("no handler named {name:?} on this worker"));
     };
-    tokio::select! {
-        returned = handler(context, payload) => match returned {
-            Ok(output) => Ended {
-                outcome: Outcome::Succeeded,
-                exit_code: None,
-                output_tail: String::from_utf8_lossy(&output[output.len().saturating_sub(TAIL_BYTES)..]).into_owned(),
-                error: None,
-                outputs: Vec::new(),
-                permanent: false,
-            },
-            Err(error) => Ended::failed(error),
+    let returned = tokio::select! {
+        returned = handler(context, payload) => returned,
+        interrupt = interrupt => return Ended::interrupted(interrupt, timeout_s, String::new()),
+    };
+    let output = match returned {
+        Ok(output) => output,
+        Err(CallError { message, permanent }) => {
+            return Ended {
+                permanent,
+                ..Ended::failed(message)
+            }
+        }
+    };
+    let output_tail =
+        String::from_utf8_lossy(&output[output.len().saturating_sub(TAIL_BYTES)..]).into_owned();
+    match results::within(output, around.max_result_bytes) {
+        Ok(result) => Ended {
+            outcome: Outcome::Succeeded,
+            exit_code: None,
+            output_tail,
+            result,
+            error: None,
+            outputs: Vec::new(),
+            permanent: false,
         },
-        interrupt = interrupt => Ended::interrupted(interrupt, timeout_s, String::new()),
+        // As for an exec job's output (see `with_stdout`): the same call returns as much again.
+        Err(error) => Ended {
+            output_tail,
+            ..Ended::failed_for_good(error)
+        },
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::job::SpecBytes;
-
-    fn assignment(spec: JobSpec) -> Assignment {
-        Assignment {
-            lease: 9,
-            job: 42,
-            batch: 7,
-            attempt: 2,
-            spec: SpecBytes::encode(&spec),
-            ledger: crate::job::LedgerId(1),
-            epoch: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn exec_sees_its_environment_and_reports_exit_code_and_output() {
-        let scratch = tempfile::tempdir().unwrap();
-        let spec = JobSpec::exec([
-            "sh",
-            "-c",
-            "echo $DROVER_JOB_ID $DROVER_BATCH $DROVER_ATTEMPT; pwd; echo oops >&2; exit 3",
-        ]);
-        let (_kill, never) = oneshot::channel();
-        let result = run(
-            assignment(spec),
-            scratch.path().to_path_buf(),
-            Handlers::stock(),
-            Stores::default(),
-            never,
-        )
-        .await;
-        assert_eq!(result.outcome, Outcome::Failed);
-        assert_eq!(result.exit_code, Some(3));
-        assert!(!result.permanent, "a failing exit may pass next time");
-        assert!(
-            result.output_tail.starts_with("42 7 2\n"),
-            "{}",
-            result.output_tail
-        );
-        assert!(
-            result.output_tail.contains("job-42-attempt-2-9"),
-            "{}",
-            result.output_tail
-        );
-        assert!(
-            result.output_tail.ends_with("--- stderr ---\noops\n"),
-            "{}",
-            result.output_tail
-        );
-        // The scratch directory is gone afterwards.
-        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
-    }
-
-    #[tokio::test]
-    async fn timeout_kills_the_whole_process_group() {
-        let scratch = tempfile::tempdir().unwrap();
-        let mut spec = JobSpec::exec(["sh", "-c", "sleep 30 & sleep 30; echo never"]);
-        spec.timeout_s = Some(1);
-        let (_kill, never) = oneshot::channel();
-        let clock = Instant::now();
-        let result = run(
-            assignment(spec),
-            scratch.path().to_path_buf(),
-            Handlers::stock(),
-            Stores::default(),
-            never,
-        )
-        .await;
-        assert_eq!(result.outcome, Outcome::TimedOut);
-        assert!(clock.elapsed() < Duration::from_secs(20));
-        assert!(!result.output_tail.contains("never"));
-    }
-
-    #[tokio::test]
-    async fn a_background_process_neither_holds_the_attempt_nor_outlives_it() {
-        let scratch = tempfile::tempdir().unwrap();
-        let marker = scratch.path().join("survived");
-        let script = format!("(sleep 2; touch {}) & echo started", marker.display());
-        let (_kill, never) = oneshot::channel();
-        let clock = Instant::now();
-        let result = run(
-            assignment(JobSpec::exec(["sh", "-c", &script])),
-            scratch.path().to_path_buf(),
-            Handlers::stock(),
-            Stores::default(),
-            never,
-        )
-        .await;
-        assert_eq!(result.outcome, Outcome::Succeeded);
-        assert_eq!(result.output_tail, "started\n");
-        assert!(
-            clock.elapsed() < Duration::from_secs(2),
-            "did not wait for the background job"
-        );
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(
-            !marker.exists(),
-            "the background process was killed with the attempt"
-        );
-    }
-
-    #[tokio::test]
-    async fn missing_program_and_unknown_handler_fail_with_a_reason() {
-        let scratch = tempfile::tempdir().unwrap();
-        let (_kill, never) = oneshot::channel();
-        let missing = run(
-            assignment(JobSpec::exec(["/nonexistent/program"])),
-            scratch.path().to_path_buf(),
-            Handlers::stock(),
-            Stores::default(),
-            never,
-        )
-        .await;
-        assert_eq!(missing.outcome, Outcome::Failed);
-        assert!(missing.error.unwrap().contains("cannot start"));
-        assert!(missing.permanent, "no attempt would find it");
-        // A file that may not be run fails for good too.
-        let not_executable = scratch.path().join("data.txt");
-        std::fs::write(&not_executable, "not a program").unwrap();
-        let (_kill, never) = oneshot::channel();
-        let refused = run(
-            assignment(JobSpec::exec([not_executable.display().to_string()])),
-            scratch.path().to_path_buf(),
-            Handlers::stock(),
-            Stores::default(),
-            never,
-        )
-        .await;
-        assert!(refused.permanent, "{:?}", refused.error);
-        let (_kill, never) = oneshot::channel();
-        let unknown = run(
-            assignment(JobSpec::call("frobnicate", Vec::new())),
-            scratch.path().to_path_buf(),
-            Handlers::stock(),
-            Stores::default(),
-            never,
-        )
-        .await;
-        assert_eq!(
-            unknown.error.as_deref(),
-            Some("no handler named \"frobnicate\" on this worker")
-        );
-        // Another worker may have it.
-        assert!(!unknown.permanent);
-    }
-
-    #[tokio::test]
-    async fn kill_stops_a_running_call() {
-        let scratch = tempfile::tempdir().unwrap();
-        let (kill, killed) = oneshot::channel();
-        let running = tokio::spawn(run(
-            assignment(JobSpec::call("sleep", b"60000".to_vec())),
-            scratch.path().to_path_buf(),
-            Handlers::stock(),
-            Stores::default(),
-            killed,
-        ));
-        kill.send(()).unwrap();
-        let result = running.await.unwrap();
-        assert_eq!(result.outcome, Outcome::Killed);
-    }
-}
+mod tests;

@@ -10,16 +10,18 @@ pub mod data;
 pub mod handlers;
 mod held;
 pub mod orphans;
+mod result;
 pub mod scratch;
 mod tail;
 
-pub use handlers::{CallContext, Handlers};
+pub use handlers::{CallContext, CallError, Handlers, JsonHandler};
 
 use crate::storage::s3::S3Settings;
 use data::Stores;
 
 use crate::job::{AttemptResult, Lease, LedgerId, Outputs};
 use crate::net::auth::Secret;
+use crate::net::codec::DEFAULT_MAX_FRAME;
 use crate::net::connect::{self, ConnectError, Connection};
 use crate::net::protocol::{
     Assignment, CarriedAttempt, FromCoordinator, ManifestOrder, Role, ToCoordinator,
@@ -148,6 +150,9 @@ struct Worker {
     draining: bool,
     /// How often to heartbeat, as the coordinator asked at registration.
     heartbeat: Duration,
+    /// The most bytes of a result the coordinator keeps, as it said at registration (and at
+    /// most what this worker's frames carry): an attempt with a longer one fails.
+    max_result_bytes: usize,
     /// Drawn once per run: the coordinator tells this worker coming back from another process
     /// of the same name by it.
     instance: u64,
@@ -209,6 +214,7 @@ pub async fn run(
         finished_rx,
         draining: false,
         heartbeat: Duration::from_secs(1),
+        max_result_bytes: crate::job::DEFAULT_MAX_RESULT_BYTES,
         instance: rand::random(),
         several: false,
         last_lost: None,
@@ -338,9 +344,10 @@ impl Worker {
         match answer.map_err(broken)? {
             FromCoordinator::Registered {
                 heartbeat_interval_ms,
-                max_result_bytes: _,
+                max_result_bytes,
             } => {
                 self.heartbeat = Duration::from_millis(heartbeat_interval_ms.clamp(50, 60_000));
+                self.max_result_bytes = result_limit(max_result_bytes);
             }
             refused @ FromCoordinator::Refused { .. } => {
                 return Err(connect::refusal(refused, &coordinator))
@@ -476,17 +483,18 @@ impl Worker {
             },
         );
         let finished = self.finished_tx.clone();
-        let scratch = self.scratch.dir().to_path_buf();
-        let handlers = self.config.handlers.clone();
-        let stores = self.stores.clone();
+        let around = attempt::Surroundings {
+            scratch_root: self.scratch.dir().to_path_buf(),
+            handlers: self.config.handlers.clone(),
+            stores: self.stores.clone(),
+            max_result_bytes: self.max_result_bytes,
+        };
         let (lease, job, number) = (assignment.lease, assignment.job, assignment.attempt);
         let (ledger, epoch) = (assignment.ledger, assignment.epoch);
         tokio::spawn(async move {
             let started_at_ms = crate::job::now_ms();
             // A handler that panics must still end its attempt, or its job would run forever.
-            let attempt = tokio::spawn(attempt::run_for_outputs(
-                assignment, scratch, handlers, stores, killed,
-            ));
+            let attempt = tokio::spawn(attempt::run_for_outputs(assignment, around, killed));
             let done = attempt
                 .await
                 .map(|(result, outputs)| (result, outputs.map(|outputs| (outputs, ledger))));
@@ -714,6 +722,13 @@ impl Worker {
     }
 }
 
+/// The limit on results the coordinator gave, within what this worker's frames carry (a
+/// coordinator checks its own against its frames; this one's are [`DEFAULT_MAX_FRAME`]).
+fn result_limit(told: u64) -> usize {
+    let most = crate::job::most_result_bytes(DEFAULT_MAX_FRAME);
+    usize::try_from(told).map_or(most, |told| told.min(most))
+}
+
 /// Results in frames of at most [`RESULTS_PER_FRAME`] results and [`RESULT_FRAME_BYTES`].
 fn frames_of(results: Vec<AttemptResult>) -> Vec<Vec<AttemptResult>> {
     let mut frames: Vec<Vec<AttemptResult>> = Vec::new();
@@ -784,5 +799,75 @@ mod tests {
         }
         assert_eq!(seen, 340, "nothing lost, nothing doubled");
         assert!(frames.len() >= 30);
+    }
+
+    /// A result at every limit at once: its bytes, its tail, its error and its manifest.
+    fn largest(lease: Lease, result_bytes: usize) -> AttemptResult {
+        let mut largest = result(lease, 0);
+        largest.result = vec![0xff; result_bytes];
+        largest.output_tail = "t".repeat(crate::job::MAX_OUTPUT_TAIL);
+        largest.error = Some("e".repeat(crate::job::MAX_ERROR));
+        let object = OutputObject {
+            url: format!("s3://bucket/{}", "p".repeat(1000)),
+            size: u64::MAX,
+            etag: "e".repeat(64),
+        };
+        let each = crate::job::object_size(&object.url, &object.etag);
+        largest.outputs = vec![object; crate::job::MAX_MANIFEST_BYTES / each];
+        largest
+    }
+
+    #[test]
+    fn frames_of_results_of_a_mebibyte_stay_within_the_frame_limit() {
+        let mebibyte = crate::job::DEFAULT_MAX_RESULT_BYTES;
+        let results: Vec<AttemptResult> = (0..20)
+            .map(|lease| {
+                let mut full = result(lease, 0);
+                full.result = vec![lease as u8; mebibyte];
+                full.output_tail = "t".repeat(crate::job::MAX_OUTPUT_TAIL);
+                full
+            })
+            .collect();
+        let frames = frames_of(results.clone());
+        assert!(frames.len() >= 5, "several results share a frame, not all");
+        let mut sent = Vec::new();
+        for frame in frames {
+            let mut bytes = bytes::BytesMut::new();
+            crate::net::codec::encode_frame(
+                &ToCoordinator::Results(frame.clone()),
+                &mut bytes,
+                RESULT_FRAME_BYTES + 16,
+            )
+            .expect("a frame of results fits its own limit, far below the frame limit");
+            sent.extend(frame);
+        }
+        assert!(sent == results, "every result whole, in order");
+    }
+
+    #[test]
+    fn the_largest_result_a_coordinator_allows_fits_one_frame() {
+        let most = crate::job::most_result_bytes(DEFAULT_MAX_FRAME);
+        let mut frames = frames_of(vec![largest(1, most), largest(2, most)]);
+        assert_eq!(frames.len(), 2, "one each");
+        let mut bytes = bytes::BytesMut::new();
+        crate::net::codec::encode_frame(
+            &ToCoordinator::Results(frames.remove(0)),
+            &mut bytes,
+            DEFAULT_MAX_FRAME,
+        )
+        .expect("the largest result fits the largest frame");
+        assert!(
+            bytes.len() > DEFAULT_MAX_FRAME - 64 * 1024,
+            "the bound is close"
+        );
+    }
+
+    #[test]
+    fn a_worker_keeps_results_to_what_its_frames_carry() {
+        assert_eq!(result_limit(1000), 1000);
+        assert_eq!(
+            result_limit(u64::MAX),
+            crate::job::most_result_bytes(DEFAULT_MAX_FRAME)
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! The last bytes of a job's output: what a result carries of stdout and stderr.
+//! The last bytes of a job's output: what an attempt shows of its stdout and stderr (the whole
+//! of stdout is its result, kept by [`Whole`]).
 
+use crate::worker::result::Whole;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -11,16 +13,23 @@ pub(crate) const TAIL_BYTES: usize = 4096;
 pub(crate) struct Tail(Arc<Mutex<Vec<u8>>>);
 
 impl Tail {
-    /// Reads a stream to its end, keeping its last bytes.
-    pub(crate) async fn read(self, stream: Option<impl AsyncRead + Unpin>) {
+    /// Reads a stream to its end, keeping its last bytes, and all of them in `whole` if given.
+    pub(crate) async fn read(self, stream: Option<impl AsyncRead + Unpin>, whole: Option<Whole>) {
         let Some(mut stream) = stream else {
+            if let Some(whole) = whole {
+                whole.end(None);
+            }
             return;
         };
         let mut chunk = [0u8; 8192];
-        loop {
+        let broken = loop {
             match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) => break None,
+                Err(error) => break Some(error.to_string()),
                 Ok(read) => {
+                    if let Some(whole) = &whole {
+                        whole.push(&chunk[..read]);
+                    }
                     let mut kept = self
                         .0
                         .lock()
@@ -32,6 +41,9 @@ impl Tail {
                     }
                 }
             }
+        };
+        if let Some(whole) = whole {
+            whole.end(broken);
         }
     }
 

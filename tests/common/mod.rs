@@ -557,6 +557,8 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: String,
     pub body: String,
+    /// The body as it came, byte for byte (`body` is it as lossy UTF-8).
+    pub bytes: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -644,39 +646,47 @@ async fn exchange(address: &str, request: Vec<u8>) -> HttpResponse {
         }
     }
     writing.abort();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let Some(end) = raw.windows(4).position(|window| window == b"\r\n\r\n") else {
+        panic!("no HTTP response: {:?}", String::from_utf8_lossy(&raw));
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let rest = &raw[end + 4..];
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status line: {head:?}"));
-    let body = if head
+    let bytes = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
         dechunk(rest)
     } else {
-        rest.to_string()
+        rest.to_vec()
     };
     HttpResponse {
         status,
-        headers: head.to_string(),
-        body,
+        headers: head,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
     }
 }
 
-fn dechunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(line_end) = rest.windows(2).position(|window| window == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..line_end])
+            .ok()
+            .and_then(|size| usize::from_str_radix(size.trim(), 16).ok())
+            .unwrap_or(0);
+        let after = &rest[line_end + 2..];
         if size == 0 || after.len() < size {
             break;
         }
-        body.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
+        body.extend_from_slice(&after[..size]);
+        rest = after[size..]
+            .strip_prefix(b"\r\n")
+            .unwrap_or(&after[size..]);
     }
     body
 }

@@ -11,6 +11,7 @@
 mod book;
 pub mod error;
 mod requests;
+mod results;
 mod stats;
 
 pub use book::{
@@ -21,6 +22,7 @@ pub use requests::{
     CallJob, Cancel, GetBatch, GetJob, ListBatches, ListJobs, ReadResults, Retry, RetryJob,
     SubmitBatch, WaitBatch, WaitingOutOfLine, MAX_JOBS_PER_BATCH, MAX_PAGE, MAX_RESULTS_PAGE_BYTES,
 };
+pub use results::CALL_BATCH;
 
 use crate::actors::registry::WorkerDirectory;
 use crate::actors::scheduler::{
@@ -129,6 +131,10 @@ pub struct Ledger {
     notes: Vec<Commit>,
     /// A timer will send the notes.
     notes_due: bool,
+    /// The cursor of the last finished job's record on disk, for followers of results.
+    recorded: Arc<watch::Sender<u64>>,
+    /// Calls waiting for their job's final record.
+    calls: HashMap<JobId, results::CallWaiter>,
 }
 
 impl Ledger {
@@ -145,6 +151,7 @@ impl Ledger {
             max_batch_jobs: config.max_batch_jobs,
             max_unfinished_jobs: config.max_unfinished_jobs,
             max_unfinished_bytes: config.max_unfinished_bytes,
+            max_result_bytes: config.max_result_bytes,
         };
         Ledger {
             book: Book::new(replay, limits, config.metrics),
@@ -160,6 +167,8 @@ impl Ledger {
             stepped_down: config.stepped_down,
             notes: Vec::new(),
             notes_due: false,
+            recorded: config.recorded,
+            calls: HashMap::new(),
         }
     }
 
@@ -177,6 +186,10 @@ impl Ledger {
         self.lease.end();
         self.closing = true;
         self.deposed = Some(why.clone());
+        self.refuse_calls(LedgerError::Store {
+            action: "answer the call",
+            error: StoreError::Deposed(why.clone()),
+        });
         self.stepped_down.send_replace(Some(why));
     }
 
@@ -344,6 +357,7 @@ impl Ledger {
     /// Sends a commit to the store; its outcome comes back as a message, in commit order.
     fn commit(&self, commit: Commit, ledger: Addr<Ledger>, respond: Option<Respond>) {
         let Commit { changes, then } = commit;
+        let (last_cursor, calls) = self.records_in(&changes);
         self.store.commit(
             changes,
             Box::new(move |result| {
@@ -351,6 +365,8 @@ impl Ledger {
                     then,
                     result,
                     respond,
+                    last_cursor,
+                    calls,
                 })
             }),
         );
@@ -412,6 +428,7 @@ impl Actor for Ledger {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(Duration::from_secs(1), |ledger, ctx| {
+            ledger.forget_abandoned_calls();
             let effects = ledger.book.manifests_due(now_ms());
             ledger.carry_out(ctx, effects, None);
         });
@@ -466,6 +483,10 @@ struct Committed {
     then: Pending,
     result: Result<(), StoreError>,
     respond: Option<Respond>,
+    /// The highest cursor the commit records, if it finishes jobs.
+    last_cursor: Option<u64>,
+    /// The records of the jobs calls wait for.
+    calls: results::CallRecords,
 }
 
 impl Handler<Committed> for Ledger {
@@ -475,10 +496,15 @@ impl Handler<Committed> for Ledger {
         if let Err(StoreError::Deposed(why)) = &committed.result {
             self.step_down(why.clone());
         }
+        if committed.result.is_ok() {
+            // Followers and calls first: theirs is the latency that counts.
+            self.records_durable(committed.last_cursor, committed.calls);
+        }
         let effects = self
             .book
             .committed(committed.then, committed.result, now_ms());
         self.carry_out(ctx, effects, committed.respond);
+        self.answer_late_calls(ctx);
     }
 }
 
@@ -658,6 +684,7 @@ impl Handler<CloseStore> for Ledger {
     fn handle(&mut self, _: CloseStore, ctx: &mut Context<Self>) -> Self::Result {
         self.send_notes(ctx);
         self.closing = true;
+        self.refuse_calls(LedgerError::ShuttingDown);
         self.store.close()
     }
 }

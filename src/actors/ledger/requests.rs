@@ -18,9 +18,9 @@ pub const MAX_JOBS_PER_BATCH: usize = 1_000_000;
 /// stays below the frame size limit.
 pub const MAX_PAGE: u32 = 1_000;
 
-type Reply<T> = ResponseActFuture<Ledger, Result<T, LedgerError>>;
+pub(super) type Reply<T> = ResponseActFuture<Ledger, Result<T, LedgerError>>;
 
-fn ready<T: 'static>(answer: Result<T, LedgerError>) -> Reply<T> {
+pub(super) fn ready<T: 'static>(answer: Result<T, LedgerError>) -> Reply<T> {
     Box::pin(actix::fut::ready(answer))
 }
 

@@ -27,7 +27,7 @@ mod slots;
 mod waiting;
 
 use slots::{Held, WorkerSlots};
-pub use waiting::{Unplaceable, WaitingInLine, WhyWaiting};
+pub use waiting::{blocker_among, Unplaceable, WaitingInLine, WhyWaiting};
 
 /// Spec bytes per `Assign` frame, far below the frame limit (one spec alone is bounded by the
 /// submission frame it came in).

@@ -5,20 +5,66 @@
 use super::{Scheduler, WorkerSlots};
 use crate::actors::queue::{QueueCount, Shape};
 use crate::job::{BatchId, JobId};
-use crate::status::Waiting;
+use crate::status::{Waiting, WorkerInfo};
 use actix::prelude::*;
 use std::collections::HashMap;
 
 /// Why a job that some connected worker can take still waits.
 const FREE_SLOT: &str = "waiting for a free slot";
 
+/// What a connected worker offers, as far as whether it could ever take a job of some shape
+/// goes: the Scheduler's own slots, or a worker as a client's list shows it.
+trait Offer {
+    fn total_slots(&self) -> u32;
+    fn has_label(&self, label: &str) -> bool;
+    fn draining(&self) -> bool;
+}
+
+impl Offer for WorkerSlots {
+    fn total_slots(&self) -> u32 {
+        self.total
+    }
+    fn has_label(&self, label: &str) -> bool {
+        self.labels.contains(label)
+    }
+    fn draining(&self) -> bool {
+        self.draining
+    }
+}
+
+impl Offer for WorkerInfo {
+    fn total_slots(&self) -> u32 {
+        self.slots
+    }
+    fn has_label(&self, label: &str) -> bool {
+        self.labels.iter().any(|own| own == label)
+    }
+    fn draining(&self) -> bool {
+        self.state == "draining"
+    }
+}
+
+/// Why none of these workers (as `drover workers` lists them; those gone are passed over) can
+/// take a job of this shape, in the words a submission's warning uses, or None when one can:
+/// for a client that has only the list (`drover run`, whose one request answers only once
+/// the job is done).
+pub fn blocker_among(shape: &Shape, workers: &[WorkerInfo]) -> Option<String> {
+    blocker(
+        shape,
+        workers.iter().filter(|worker| worker.gone_at_ms.is_none()),
+    )
+}
+
 /// Why no connected worker can ever take a job of this shape, or None when one can: no worker
 /// at all, a label none has, or more slots than any that has the labels.
-fn blocker<'a>(
+fn blocker<'a, W: Offer + 'a>(
     shape: &Shape,
-    workers: impl Iterator<Item = &'a WorkerSlots> + Clone,
+    workers: impl Iterator<Item = &'a W> + Clone,
 ) -> Option<String> {
-    let mut taking = workers.clone().filter(|worker| !worker.draining).peekable();
+    let mut taking = workers
+        .clone()
+        .filter(|worker| !worker.draining())
+        .peekable();
     if taking.peek().is_none() {
         return Some(if workers.clone().next().is_none() {
             "no worker is connected".to_string()
@@ -27,16 +73,16 @@ fn blocker<'a>(
         });
     }
     let taking = taking.collect::<Vec<_>>();
-    let labelled: Vec<&WorkerSlots> = taking
+    let labelled: Vec<&W> = taking
         .iter()
         .copied()
-        .filter(|worker| shape.fits(u32::MAX, &worker.labels))
+        .filter(|worker| shape.requires().iter().all(|label| worker.has_label(label)))
         .collect();
     if labelled.is_empty() {
         let missing: Vec<&str> = shape
             .requires()
             .iter()
-            .filter(|label| !taking.iter().any(|worker| worker.labels.contains(*label)))
+            .filter(|label| !taking.iter().any(|worker| worker.has_label(label)))
             .map(String::as_str)
             .collect();
         return Some(match missing[..] {
@@ -50,7 +96,7 @@ fn blocker<'a>(
     }
     let largest = labelled
         .iter()
-        .map(|worker| worker.total)
+        .map(|worker| worker.total_slots())
         .max()
         .unwrap_or(0);
     if largest >= shape.slots() {
@@ -222,6 +268,40 @@ mod tests {
 
     fn why(shape: &Shape, workers: &[WorkerSlots]) -> Option<String> {
         blocker(shape, workers.iter())
+    }
+
+    fn listed(slots: u32, labels: &[&str], state: &str, gone: bool) -> WorkerInfo {
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "w", "address": "a", "slots": slots, "labels": labels,
+            "running": 0, "jobs": [], "done": 0, "failed": 0, "busy_ms": 0,
+            "last_seen_ms": 0, "connected_at_ms": 0, "state": state, "lost": 0,
+            "current": [], "gone_at_ms": gone.then_some(5),
+        }))
+        .expect("a worker as listed")
+    }
+
+    #[test]
+    fn a_client_with_the_list_of_workers_finds_the_same_blockers() {
+        let fleet = [
+            listed(2, &["gpu"], "idle", false),
+            listed(8, &["tpu"], "idle", true),
+            listed(8, &[], "draining", false),
+        ];
+        assert_eq!(
+            blocker_among(&shape(1, &["tpu"]), &fleet).as_deref(),
+            Some("no connected worker has label tpu"),
+            "a gone worker takes nothing"
+        );
+        assert_eq!(
+            blocker_among(&shape(4, &[]), &fleet).as_deref(),
+            Some("needs 4 slots; the largest worker has 2"),
+            "a draining worker takes nothing new"
+        );
+        assert_eq!(blocker_among(&shape(2, &["gpu"]), &fleet), None);
+        assert_eq!(
+            blocker_among(&shape(1, &[]), &[]).as_deref(),
+            Some("no worker is connected")
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! message of the actor that owns the answer, and its typed answer (or refusal) a
 //! [`ClientResponse`].
 
-use super::SessionContext;
+use super::{results, SessionContext};
 use crate::actors::ledger::{
     Cancel, LedgerError, ListBatches, ListJobs, Retry, RetryJob, WaitBatch,
 };
@@ -86,10 +86,16 @@ pub(super) async fn answer(shared: Arc<SessionContext>, request: ClientRequest) 
         .await
         .map(|status| ClientResponse::Status(Box::new(status)))
         .map_err(LedgerError::from),
-        // Contract stubs for issue 12: the views work serves these.
-        ClientRequest::Results { .. } | ClientRequest::Call { .. } => {
-            Err(LedgerError::ShuttingDown)
-        }
+        ClientRequest::Results {
+            batch,
+            after,
+            limit,
+            wait_ms,
+        } => results::results(&shared, batch, after, limit, wait_ms).await,
+        ClientRequest::Call {
+            spec,
+            idempotency_key,
+        } => results::call(&shared, spec, idempotency_key).await,
     };
     answered.unwrap_or_else(|error| ClientResponse::Error(error.to_string()))
 }

@@ -5,6 +5,7 @@
 
 mod client;
 pub mod handshake;
+mod results;
 
 use crate::actors::ledger::{Ledger, ManifestsWritten};
 use crate::actors::registry::{LastSeen, RegisterWorker, Registry, SessionClosed};

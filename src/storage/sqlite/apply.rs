@@ -39,7 +39,8 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
         let mut finish = tx.prepare_cached(
             "UPDATE jobs SET state = ?2, worker = ?3, attempts = ?4, lost_attempts = ?5,
                  failures = ?6, started_at_ms = ?7, finished_at_ms = ?8, duration_ms = ?9,
-                 exit_code = ?10, output_tail = ?11, error = ?12, lease = ?13, outputs = ?14
+                 exit_code = ?10, output_tail = ?11, error = ?12, lease = ?13, outputs = ?14,
+                 result = ?15, cursor = ?16
              WHERE id = ?1 AND state = 'pending'",
         )?;
         let mut attempt = tx.prepare_cached(
@@ -60,7 +61,8 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
         )?;
         let mut reopen = tx.prepare_cached(
             "UPDATE jobs SET state = 'pending', failures = 0, lost_attempts = 0, finished_at_ms = NULL,
-                 error = NULL, lease = NULL, started_lease = NULL, started_worker = NULL
+                 error = NULL, lease = NULL, started_lease = NULL, started_worker = NULL,
+                 result = NULL, cursor = NULL
              WHERE id = ?1 AND state IN ('failed', 'cancelled')",
         )?;
         let mut duplicate = tx.prepare_cached(
@@ -69,6 +71,8 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
         // 1: written; 2: given up (too large for a frame). Replay asks again only for 0.
         let mut manifest_written =
             tx.prepare_cached("UPDATE jobs SET manifest_written = ?2 WHERE id = ?1")?;
+        // The highest cursor this group records.
+        let mut last_cursor = 0;
         for change in group.iter().flat_map(|changes| changes.iter()) {
             match change {
                 Change::Submit {
@@ -112,11 +116,14 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                         order.output_tail,
                         order.error,
                         order.lease.map(|lease| lease as i64),
-                        order.outputs
+                        order.outputs,
+                        order.result.as_deref(),
+                        order.cursor as i64
                     ])?;
                     if changed != 1 {
                         applied.refused_second_records.push(order.job);
                     }
+                    last_cursor = last_cursor.max(order.cursor);
                 }
                 Change::Attempt(row) => {
                     attempt.execute(params![
@@ -167,6 +174,15 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                     }
                 }
             }
+        }
+        if last_cursor > 0 {
+            // Kept apart from the jobs: a retry clears its job's cursor, which must not be
+            // drawn again after a restart (a follower may have passed it).
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('last_cursor', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            )?
+            .execute(params![last_cursor as i64])?;
         }
     }
     tx.commit()?;

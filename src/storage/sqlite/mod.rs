@@ -6,13 +6,16 @@
 //! actor's event loop.
 //!
 //! Tables (open the file with any SQLite tool): `batches`, `jobs` (one row per job; the finished
-//! ones are the completion log), `attempts` (attempts that ended without being the job's result),
-//! and `meta` (the coordinator's epoch). Their version and migrations are in [`schema`].
+//! ones are the completion log, each with its result and its cursor in recording order),
+//! `attempts` (attempts that ended without being the job's result), and `meta` (the
+//! coordinator's epoch, the last cursor drawn). Their version and migrations are in [`schema`].
 
 mod apply;
 pub(crate) mod queries;
 mod replay;
 pub mod schema;
+#[cfg(test)]
+mod tests;
 
 use crate::job::{BatchId, JobId, Lease};
 use crate::metrics::Metrics;
@@ -177,12 +180,11 @@ impl LedgerStore for SqliteStore {
     }
 
     fn job(&self, id: JobId) -> Read<Option<Resulted<JobInfo>>> {
-        self.read(move |conn| Ok(queries::job(conn, id)?.map(Resulted::bare)))
+        self.read(move |conn| queries::job(conn, id))
     }
 
-    fn completions(&self, _filter: CompletionFilter) -> Read<Vec<Completion>> {
-        // Contract stub for issue 12: the storage work reads the jobs table by cursor.
-        Box::pin(async { Ok(Vec::new()) })
+    fn completions(&self, filter: CompletionFilter) -> Read<Vec<Completion>> {
+        self.read(move |conn| queries::completions(conn, filter))
     }
 
     fn history(&self, id: JobId) -> Read<Vec<AttemptRecord>> {

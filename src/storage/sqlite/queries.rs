@@ -3,10 +3,11 @@
 //! These run on the store's reader thread. The database knows no `running` state (running is
 //! never written); the ledger overlays what it holds in memory for unfinished jobs.
 
+use crate::actors::ledger::MAX_RESULTS_PAGE_BYTES;
 use crate::job::{BatchId, JobId, JobState, Lease};
-use crate::status::{AttemptRecord, JobInfo};
+use crate::status::{AttemptRecord, Completion, Finished, JobInfo, Resulted};
 use crate::storage::spec_format;
-use crate::storage::store::{FailedJob, FinishedJob, JobFilter, StoreError};
+use crate::storage::store::{CompletionFilter, FailedJob, FinishedJob, JobFilter, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
 
@@ -40,18 +41,86 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobInfo> {
     })
 }
 
-/// One job with its attempt history, if the id exists.
-pub fn job(conn: &Connection, id: JobId) -> Result<Option<JobInfo>, StoreError> {
-    let mut statement =
-        conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
-    let Some(mut info) = statement
-        .query_row(params![id as i64], job_from_row)
+/// One job with its attempt history and its recorded result, if the id exists.
+pub fn job(conn: &Connection, id: JobId) -> Result<Option<Resulted<JobInfo>>, StoreError> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS}, result FROM jobs WHERE id = ?1"
+    ))?;
+    let Some(mut job) = statement
+        .query_row(params![id as i64], |row| {
+            Ok(Resulted {
+                record: job_from_row(row)?,
+                result: row
+                    .get::<_, Option<Vec<u8>>>(16)?
+                    .filter(|bytes| !bytes.is_empty()),
+            })
+        })
         .optional()?
     else {
         return Ok(None);
     };
-    info.history = history(conn, id)?;
-    Ok(Some(info))
+    job.record.history = history(conn, id)?;
+    Ok(Some(job))
+}
+
+const COMPLETION_COLUMNS: &str = "cursor, id, batch, name, state, exit_code, worker, duration_ms,
+     finished_at_ms, error, result";
+
+fn completion_from_row(row: &Row<'_>) -> rusqlite::Result<Completion> {
+    let state: String = row.get(4)?;
+    Ok(Resulted {
+        record: Finished {
+            cursor: row.get::<_, i64>(0)? as u64,
+            id: row.get::<_, i64>(1)? as u64,
+            batch: row.get::<_, i64>(2)? as u64,
+            name: row.get(3)?,
+            state: state.parse().unwrap_or(JobState::Failed),
+            exit_code: row.get(5)?,
+            worker: row.get(6)?,
+            duration_ms: row.get::<_, Option<i64>>(7)?.map(|ms| ms as u64),
+            finished_at_ms: row.get::<_, Option<i64>>(8)?.unwrap_or(0) as u64,
+            error: row.get(9)?,
+        },
+        result: row
+            .get::<_, Option<Vec<u8>>>(10)?
+            .filter(|bytes| !bytes.is_empty()),
+    })
+}
+
+/// Finished jobs' records in cursor order after `filter.after`: at most `filter.limit`, and
+/// none after the one whose result takes the page past [`MAX_RESULTS_PAGE_BYTES`].
+pub fn completions(
+    conn: &Connection,
+    filter: CompletionFilter,
+) -> Result<Vec<Completion>, StoreError> {
+    // Two statements, each with its index: every batch's records, or one batch's.
+    let mut statement;
+    let mut rows = match filter.batch {
+        None => {
+            statement = conn.prepare_cached(&format!(
+                "SELECT {COMPLETION_COLUMNS} FROM jobs WHERE cursor > ?1 ORDER BY cursor LIMIT ?2"
+            ))?;
+            statement.query(params![filter.after as i64, filter.limit])?
+        }
+        Some(batch) => {
+            statement = conn.prepare_cached(&format!(
+                "SELECT {COMPLETION_COLUMNS} FROM jobs WHERE batch = ?1 AND cursor > ?2
+                 ORDER BY cursor LIMIT ?3"
+            ))?;
+            statement.query(params![batch as i64, filter.after as i64, filter.limit])?
+        }
+    };
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    while let Some(row) = rows.next()? {
+        let record = completion_from_row(row)?;
+        bytes += record.result.as_ref().map_or(0, Vec::len);
+        page.push(record);
+        if bytes > MAX_RESULTS_PAGE_BYTES {
+            break;
+        }
+    }
+    Ok(page)
 }
 
 /// The attempts of a job that were not recorded as its result, oldest first.

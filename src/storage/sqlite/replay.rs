@@ -114,6 +114,13 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
     let next_job = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs", [], |row| {
         row.get::<_, i64>(0)
     })? as u64;
+    // Every cursor drawn is below this (the jobs' own, or one a retry cleared since).
+    let last_cursor = tx.query_row(
+        "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'last_cursor'), 0),
+                    COALESCE((SELECT MAX(cursor) FROM jobs), 0))",
+        [],
+        |row| row.get::<_, i64>(0),
+    )? as u64;
     let mut unpublished = Vec::new();
     {
         let mut statement = tx.prepare(
@@ -149,7 +156,7 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
         unfinished,
         next_job,
         unpublished,
-        last_cursor: 0,
+        last_cursor,
     })
 }
 

@@ -10,11 +10,11 @@ use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
 
 /// The version this drover writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Each migration takes a ledger from the version before it to its own. Never edit one that has
 /// been released: ledgers in the field went through it as it was. Add the next instead.
-const MIGRATIONS: [(i64, &str); 4] = [
+const MIGRATIONS: [(i64, &str); 5] = [
     // 1: the tables as the first releases wrote them (CREATE ... IF NOT EXISTS, so a ledger of
     // that time, which has them but no version, passes through unchanged).
     (
@@ -87,6 +87,22 @@ const MIGRATIONS: [(i64, &str); 4] = [
         "ALTER TABLE batches ADD COLUMN idempotency_key TEXT;
          CREATE UNIQUE INDEX batches_by_idempotency_key ON batches (idempotency_key)
              WHERE idempotency_key IS NOT NULL;",
+    ),
+    // 5: a finished job keeps its recorded attempt's result, and has a cursor: its place in
+    // recording order, which followers of results resume after. Jobs finished before get
+    // theirs here, in the order they finished. The highest cursor ever drawn is kept in meta,
+    // so one cleared by a retry is never drawn again.
+    (
+        5,
+        "ALTER TABLE jobs ADD COLUMN result BLOB;
+         ALTER TABLE jobs ADD COLUMN cursor INTEGER;
+         UPDATE jobs SET cursor = numbered.n
+             FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY finished_at_ms, id) AS n FROM jobs
+                   WHERE state IN ('succeeded', 'failed', 'cancelled')) AS numbered
+             WHERE jobs.id = numbered.id;
+         INSERT INTO meta (key, value) SELECT 'last_cursor', COALESCE(MAX(cursor), 0) FROM jobs;
+         CREATE UNIQUE INDEX jobs_by_cursor ON jobs (cursor) WHERE cursor IS NOT NULL;
+         CREATE INDEX jobs_by_batch_cursor ON jobs (batch, cursor) WHERE cursor IS NOT NULL;",
     ),
 ];
 
@@ -360,6 +376,51 @@ mod tests {
             )
             .unwrap();
         assert_eq!(old, None, "a batch from before has no key");
+    }
+
+    #[test]
+    fn a_ledger_of_version_4_numbers_its_finished_jobs_in_the_order_they_finished() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        // Job 3 finished first, 1 and 4 together (by id then), 2 is pending.
+        conn.execute_batch(
+            "INSERT INTO jobs (id, batch, spec, state, queued_at_ms, finished_at_ms) VALUES
+                 (1, 1, x'00', 'succeeded', 5, 30),
+                 (2, 1, x'00', 'pending', 5, NULL),
+                 (3, 1, x'00', 'failed', 5, 10),
+                 (4, 1, x'00', 'cancelled', 5, 30);",
+        )
+        .unwrap();
+        let spec = crate::job::SpecBytes::encode(&crate::job::JobSpec::call("noop", Vec::new()));
+        conn.execute("UPDATE jobs SET spec = ?1 WHERE id = 2", [spec.as_bytes()])
+            .unwrap();
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        assert_eq!(inspect(&conn, Path::new("v4")).unwrap(), Found::Ledger(4));
+        prepare(&mut conn, Path::new("v4")).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        let cursors: Vec<(i64, Option<i64>)> = conn
+            .prepare("SELECT id, cursor FROM jobs ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            cursors,
+            vec![(1, Some(2)), (2, None), (3, Some(1)), (4, Some(3))]
+        );
+        let replayed = crate::storage::sqlite::replay::replay(&mut conn).unwrap();
+        assert_eq!(replayed.last_cursor, 3);
+        let error = conn
+            .execute("UPDATE jobs SET cursor = 1 WHERE id = 4", [])
+            .unwrap_err();
+        assert_eq!(
+            error.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation),
+            "a cursor is one job's: {error}"
+        );
     }
 
     fn ledger_id(conn: &Connection) -> i64 {

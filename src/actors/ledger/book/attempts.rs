@@ -364,7 +364,7 @@ impl Book {
                 changes.push(work_order(
                     id,
                     job,
-                    JobState::Failed,
+                    (JobState::Failed, self.cursors.draw()),
                     None,
                     Some(error),
                     now,

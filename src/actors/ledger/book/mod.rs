@@ -76,6 +76,8 @@ pub(crate) struct Limits {
     pub(crate) max_unfinished_jobs: usize,
     /// The most bytes of unfinished jobs' specs held.
     pub(crate) max_unfinished_bytes: usize,
+    /// The most bytes of one attempt's result kept: a longer one fails its attempt.
+    pub(crate) max_result_bytes: usize,
 }
 
 /// A worker as the Ledger's events name it: its registration, where answers go, and its name,
@@ -294,6 +296,24 @@ pub(crate) struct Book {
     stats: LedgerStats,
     /// Every idempotency key of the ledger, with its batch.
     keys: HashMap<Arc<str>, Keyed>,
+    /// Where finished jobs' records go in recording order.
+    cursors: Cursors,
+}
+
+/// Draws the cursors of finished jobs' records: each one more than the last drawn, so they
+/// grow in the order their commits are asked for, which is the order they reach the disk. A
+/// commit that fails leaves a gap, which followers skip.
+#[derive(Debug)]
+pub(crate) struct Cursors {
+    last: u64,
+}
+
+impl Cursors {
+    /// The next cursor.
+    pub(crate) fn draw(&mut self) -> u64 {
+        self.last += 1;
+        self.last
+    }
 }
 
 impl Book {
@@ -389,6 +409,9 @@ impl Book {
             duplicates: 0,
             stats: LedgerStats::new(metrics),
             keys,
+            cursors: Cursors {
+                last: replay.last_cursor,
+            },
         }
     }
 
@@ -549,11 +572,12 @@ fn line_up(id: JobId, job: &mut LiveJob) -> PendingJob {
     }
 }
 
-/// A job's terminal record, from the result that decided it (if one did).
+/// A job's terminal record, from the result that decided it (if one did), at its place in
+/// recording order.
 fn work_order(
     id: JobId,
     job: &LiveJob,
-    state: JobState,
+    (state, cursor): (JobState, u64),
     result: Option<&AttemptResult>,
     error: Option<String>,
     now: u64,
@@ -571,8 +595,11 @@ fn work_order(
         duration_ms: result.map(|result| result.duration_ms),
         exit_code: result.and_then(|result| result.exit_code),
         output_tail: result.map(|result| result.output_tail.clone()),
-        result: None,
-        cursor: 0,
+        // An attempt that returned nothing has no result.
+        result: result
+            .filter(|result| !result.result.is_empty())
+            .map(|result| Arc::from(result.result.as_slice())),
+        cursor,
         error: error.or_else(|| result.and_then(|result| result.error.clone())),
         outputs: result
             .filter(|result| !result.outputs.is_empty())

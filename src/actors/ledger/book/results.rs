@@ -37,8 +37,11 @@ impl Book {
         // Counted in the statistics once written: a failed write sees these results again.
         let mut ran_ms = Vec::new();
         let mut failures = Vec::new();
-        for result in results {
-            let vetted = self.vet_outputs(result);
+        for reported in results {
+            // What the Scheduler did with the job (a success's it took out of line) follows what
+            // the worker reported; what the result means follows what the book makes of it.
+            let succeeded = reported.outcome == Outcome::Succeeded;
+            let vetted = self.vet_result_size(self.vet_outputs(reported));
             let result = vetted.as_ref();
             // An attempt that ended while the coordinator was down, for a job held back since:
             // that attempt is the job's, and its result counts as the job's own.
@@ -50,10 +53,9 @@ impl Book {
                 epoch: result.epoch,
                 started_at_ms: result.started_at_ms,
             };
-            let succeeded = result.outcome == Outcome::Succeeded;
             self.take_back(&claim, &worker.name, succeeded, now);
             if !self.jobs.contains_key(&result.job) {
-                if result.outcome == Outcome::Succeeded && result.job < self.next_job {
+                if succeeded && result.job < self.next_job {
                     // Finished: the store tells a resend of the recorded result from a
                     // duplicate.
                     late.push((result.job, result.lease));
@@ -67,23 +69,8 @@ impl Book {
                 tracing::warn!(worker = %worker.name, job = result.job, lease = result.lease, "result for an attempt this worker was never given, refused");
                 ack_now.push(result.lease);
                 self.spend_if_issued(&claim, &worker.name);
-                if result.outcome == Outcome::Succeeded
-                    && self.phase(result.job) == Some(Phase::Queued)
-                {
-                    // The Scheduler withdraws a job for a success it passes on; refused, the
-                    // job gets its place back, at the head of its batch's line. Its current turn
-                    // may be on its way to a worker already: the new one carries a new number.
-                    // (A job held back since a restart has no turn yet, and keeps its count for
-                    // the attempt that may still take it back.)
-                    let held = self.held_back.contains(&result.job);
-                    if let (false, Some(job)) = (held, self.jobs.get_mut(&result.job)) {
-                        job.attempts = job.attempts.saturating_add(1);
-                    }
-                    let before = effects.enqueue.len();
-                    self.enqueue(result.job, &mut effects);
-                    for queued in &mut effects.enqueue[before..] {
-                        queued.ahead = true;
-                    }
+                if succeeded {
+                    self.back_in_line(result.job, &mut effects);
                 }
                 continue;
             }
@@ -129,7 +116,7 @@ impl Book {
                     changes.push(work_order(
                         result.job,
                         job,
-                        JobState::Succeeded,
+                        (JobState::Succeeded, self.cursors.draw()),
                         Some(result),
                         None,
                         now,
@@ -200,7 +187,7 @@ impl Book {
                         changes.push(work_order(
                             result.job,
                             job,
-                            JobState::Failed,
+                            (JobState::Failed, self.cursors.draw()),
                             Some(result),
                             Some(error),
                             now,
@@ -228,6 +215,10 @@ impl Book {
                         tracing::info!(job = result.job, lease = result.lease, worker = %worker.name, "late result for a finished job acknowledged, not recorded");
                     }
                     ack_now.push(result.lease);
+                    if succeeded {
+                        // Reported a success, taken for a failure.
+                        self.back_in_line(result.job, &mut effects);
+                    }
                 }
             }
         }
@@ -258,6 +249,26 @@ impl Book {
             });
         }
         effects
+    }
+
+    /// The Scheduler withdraws a job in line for a success it passes on; if the book did not
+    /// take it, the job gets its place back, at the head of its batch's line. Its current turn
+    /// may be on its way to a worker already: the new one carries a new number. (A job held
+    /// back since a restart has no turn yet, and keeps its count for the attempt that may still
+    /// take it back.)
+    fn back_in_line(&mut self, id: JobId, effects: &mut Effects) {
+        if self.phase(id) != Some(Phase::Queued) {
+            return;
+        }
+        let held = self.held_back.contains(&id);
+        if let (false, Some(job)) = (held, self.jobs.get_mut(&id)) {
+            job.attempts = job.attempts.saturating_add(1);
+        }
+        let before = effects.enqueue.len();
+        self.enqueue(id, effects);
+        for queued in &mut effects.enqueue[before..] {
+            queued.ahead = true;
+        }
     }
 
     /// A success whose outputs name objects outside its attempt's own prefix (a worker that lies,
@@ -299,6 +310,37 @@ impl Book {
             prefix.as_deref().unwrap_or("(the job has no outputs)")
         ));
         failed.bound();
+        Cow::Owned(failed)
+    }
+
+    /// A result longer than `--max-result-bytes` (from a worker that lies, or is broken: a
+    /// worker checks the limit itself) is not kept: a success becomes a failure that says to
+    /// publish large results as outputs, for good (the job would write as much again), as the
+    /// worker would have said; a failure keeps its own reason.
+    fn vet_result_size<'a>(&self, result: Cow<'a, AttemptResult>) -> Cow<'a, AttemptResult> {
+        let limit = self.limits.max_result_bytes;
+        if result.result.len() <= limit {
+            return result;
+        }
+        let size = result.result.len();
+        tracing::warn!(
+            job = result.job,
+            lease = result.lease,
+            size,
+            limit,
+            "result above --max-result-bytes, not kept"
+        );
+        let mut failed = result.into_owned();
+        failed.result = Vec::new();
+        if failed.outcome == Outcome::Succeeded {
+            failed.outcome = Outcome::Failed;
+            failed.outputs.clear();
+            failed.error = None;
+            failed.permanent = true;
+        }
+        failed
+            .error
+            .get_or_insert_with(|| result_too_large(size, limit));
         Cow::Owned(failed)
     }
 
@@ -379,6 +421,15 @@ impl Book {
             ..Effects::none()
         }
     }
+}
+
+/// Why an attempt whose result is longer than `--max-result-bytes` failed (the worker says the
+/// same when it finds so itself).
+pub(crate) fn result_too_large(size: usize, limit: usize) -> String {
+    format!(
+        "result of {size} bytes is above --max-result-bytes ({limit}); publish large results as \
+         outputs"
+    )
 }
 
 /// Why a job failed for good: `failures` of its `max_attempts`. Its `attempts` (every attempt it

@@ -225,7 +225,7 @@ impl Book {
                 output_tail: None,
                 error: Some("cancelled by a user".into()),
                 result: None,
-                cursor: 0,
+                cursor: self.cursors.draw(),
             })));
             finishing.push((id, JobState::Cancelled));
             let batch = job.batch;

@@ -20,6 +20,41 @@ impl World {
             .unwrap()
     }
 
+    /// Each finished job's cursor.
+    pub(super) fn cursors(&self) -> HashMap<JobId, i64> {
+        let mut statement = self
+            .db
+            .prepare_cached("SELECT id, cursor FROM jobs WHERE cursor IS NOT NULL")
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get::<_, i64>(0)? as JobId, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A terminal record about to be written comes after every one before it, and holds what
+    /// its recorded attempt returned, if that was within the limit.
+    pub(super) fn check_record(&mut self, order: &WorkOrder) {
+        assert!(
+            order.cursor > self.last_cursor,
+            "job {} recorded at cursor {}, after {} was written",
+            order.job,
+            order.cursor,
+            self.last_cursor
+        );
+        self.last_cursor = order.cursor;
+        if let Some(result) = &order.result {
+            let lease = order.lease.expect("a result comes with its attempt");
+            assert_eq!(
+                &result[..],
+                &returned(lease, 1)[..],
+                "job {} recorded with another result than its attempt's, or one above the limit",
+                order.job
+            );
+        }
+    }
+
     pub(super) fn recorded_attempts(&self) -> HashMap<JobId, u32> {
         let mut statement = self.db.prepare("SELECT id, attempts FROM jobs").unwrap();
         statement

@@ -21,6 +21,8 @@
 //! - each batch's counts equal its jobs' states;
 //! - a job whose current attempt failed in a way its worker says no attempt would escape is
 //!   recorded failed at once, with no backoff and no other attempt;
+//! - every terminal record has a cursor above every one written before it, across restarts,
+//!   and its result is what the recorded attempt returned, never one above the limit;
 //! - an idempotency key makes one batch: the store never refuses a second batch under a key,
 //!   and every answer to a submission under a key (the first, a repeat at once, after a read,
 //!   or after waiting for the first's commit) names the batch the store holds under it.
@@ -42,7 +44,7 @@ mod checks;
 mod steps;
 mod workers;
 
-use steps::{step, Lie, Step};
+use steps::{step, Lie, Returns, Step};
 
 /// Worker processes in the model.
 const WORKERS: usize = 3;
@@ -152,7 +154,15 @@ struct World {
     /// Numbers above what the store had when the coordinator restarted, not yet covered by the
     /// book's count.
     at_risk: HashMap<JobId, HashSet<u32>>,
+    /// The highest cursor written so far.
+    last_cursor: u64,
     now: u64,
+}
+
+/// What the attempt under `lease` returns: its lease's bytes, `times` over (more than once is
+/// above the model's limit).
+fn returned(lease: Lease, times: usize) -> Vec<u8> {
+    lease.to_le_bytes().repeat(times)
 }
 
 fn process_name(process: usize) -> Arc<str> {
@@ -165,6 +175,7 @@ fn limits() -> Limits {
         max_batch_jobs: 100,
         max_unfinished_jobs: 50,
         max_unfinished_bytes: 1 << 30,
+        max_result_bytes: 16,
     }
 }
 
@@ -206,6 +217,7 @@ impl World {
             lied_about: HashSet::new(),
             next_forged: 0,
             at_risk: HashMap::new(),
+            last_cursor: 0,
             now: 1_000_000,
         };
         world.carry_out(effects);
@@ -381,6 +393,7 @@ impl World {
                 pick,
                 success,
                 permanent,
+                returns,
             } => {
                 let running = &self.processes[worker].running;
                 if running.is_empty() {
@@ -393,10 +406,13 @@ impl World {
                     Outcome::Failed
                 };
                 self.end(worker, lease, outcome);
-                if permanent && !success {
-                    if let Some(result) = self.processes[worker].outbox.get_mut(&lease) {
-                        result.permanent = true;
-                    }
+                if let Some(result) = self.processes[worker].outbox.get_mut(&lease) {
+                    result.permanent = permanent && !success;
+                    result.result = match returns {
+                        Returns::Nothing => Vec::new(),
+                        Returns::Result => returned(lease, 1),
+                        Returns::TooLong => returned(lease, 3),
+                    };
                 }
             }
             Step::Report { worker } => self.report(worker),
@@ -534,6 +550,7 @@ impl World {
                     if let Some(lease) = order.lease {
                         self.check_given(order.job, lease, order.worker.as_deref());
                     }
+                    self.check_record(order);
                 }
                 Change::Attempt(row) => self.check_given(row.job, row.lease, Some(&row.worker)),
                 Change::Started(rows) => {
@@ -545,6 +562,7 @@ impl World {
             }
         }
         let before = self.states();
+        let cursors_before = self.cursors();
         let applied = apply(&mut self.db, &[changes]).unwrap();
         assert!(
             applied.refused_second_records.is_empty(),
@@ -570,6 +588,11 @@ impl World {
                     after.get(job),
                     Some(&(state.clone(), *lease)),
                     "job {job} changed after it was recorded {state}"
+                );
+                assert_eq!(
+                    self.cursors().get(job),
+                    cursors_before.get(job),
+                    "job {job}'s cursor changed after it was recorded {state}"
                 );
             }
         }
@@ -641,6 +664,12 @@ impl World {
             process.registration = None;
         }
         let replayed = replay(&mut self.db).unwrap();
+        assert!(
+            replayed.last_cursor >= self.last_cursor,
+            "replayed the last cursor as {}, but {} was written",
+            replayed.last_cursor,
+            self.last_cursor
+        );
         self.epoch = replayed.epoch;
         assert_eq!(
             replayed.lease_key, self.lease_key,

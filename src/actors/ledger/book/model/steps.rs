@@ -22,12 +22,14 @@ pub(super) enum Step {
     /// carried attempts).
     LedgerReads,
     /// A worker's attempt (the `pick`-th it runs) ends: in success, or failing (with
-    /// `permanent`, in a way the worker says no other attempt would escape).
+    /// `permanent`, in a way the worker says no other attempt would escape), returning nothing,
+    /// a result, or one longer than the limit.
     Finish {
         worker: usize,
         pick: usize,
         success: bool,
         permanent: bool,
+        returns: Returns,
     },
     /// A worker reports (or reports again) every result not yet acknowledged.
     Report { worker: usize },
@@ -68,6 +70,14 @@ pub(super) enum Step {
     Lie { worker: usize, lie: Lie },
 }
 
+/// What an attempt returns.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Returns {
+    Nothing,
+    Result,
+    TooLong,
+}
+
 /// What a lying worker says, about the `pick`-th live job.
 #[derive(Debug, Clone)]
 pub(super) struct Lie {
@@ -90,8 +100,14 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         6 => worker.clone().prop_map(|worker| Step::Assign { worker }),
         8 => Just(Step::SchedulerReads),
         8 => Just(Step::LedgerReads),
-        6 => (worker.clone(), 0..4usize, prop::bool::weighted(0.6), prop::bool::weighted(0.3))
-            .prop_map(|(worker, pick, success, permanent)| Step::Finish { worker, pick, success, permanent }),
+        6 => (
+            worker.clone(),
+            0..4usize,
+            prop::bool::weighted(0.6),
+            prop::bool::weighted(0.3),
+            prop_oneof![Just(Returns::Nothing), Just(Returns::Result), Just(Returns::TooLong)],
+        )
+            .prop_map(|(worker, pick, success, permanent, returns)| Step::Finish { worker, pick, success, permanent, returns }),
         5 => worker.clone().prop_map(|worker| Step::Report { worker }),
         4 => worker.clone().prop_map(|worker| Step::Acknowledge { worker }),
         1 => (worker.clone(), 0..8usize).prop_map(|(worker, pick)| Step::Duplicate { worker, pick }),

@@ -114,19 +114,6 @@ fn failures_retry_with_doubling_backoff_then_fail_the_job() {
     assert_eq!(counts(&book, 1), (0, 0, 0, 1, 0));
 }
 
-/// The error a job is recorded with, in these effects.
-fn finish_error(effects: &Effects) -> Option<String> {
-    effects
-        .commit
-        .as_ref()?
-        .changes
-        .iter()
-        .find_map(|change| match change {
-            Change::Finish(order) => order.error.clone(),
-            _ => None,
-        })
-}
-
 #[test]
 fn a_failure_no_attempt_would_escape_fails_the_job_at_once_saying_why() {
     let mut book = book();

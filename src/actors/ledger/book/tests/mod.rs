@@ -9,6 +9,7 @@ use crate::storage::store::{FailedJob, ReplayedBatch, ReplayedJob, Unpublished};
 
 mod attempts;
 mod keys;
+mod results;
 mod retry_job;
 mod returned;
 mod vouching;
@@ -21,6 +22,7 @@ fn limits() -> Limits {
         max_batch_jobs: 100,
         max_unfinished_jobs: 10,
         max_unfinished_bytes: 1 << 30,
+        max_result_bytes: 64,
     }
 }
 
@@ -167,6 +169,19 @@ fn finish_states(effects: &Effects) -> Vec<(JobId, JobState)> {
             _ => None,
         })
         .collect()
+}
+
+/// The error a job is recorded with, in these effects.
+fn finish_error(effects: &Effects) -> Option<String> {
+    effects
+        .commit
+        .as_ref()?
+        .changes
+        .iter()
+        .find_map(|change| match change {
+            Change::Finish(order) => order.error.clone(),
+            _ => None,
+        })
 }
 
 fn counts(book: &Book, batch: BatchId) -> (u64, u64, u64, u64, u64) {

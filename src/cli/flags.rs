@@ -97,6 +97,30 @@ mod tests {
     }
 
     #[test]
+    fn results_and_follow_take_their_flags_and_the_client_flags() {
+        for args in [
+            &["drover", "results"][..],
+            &[
+                "drover", "results", "--batch", "3", "--after", "12", "--follow", "--json",
+            ],
+            &["drover", "results", "--follow", "--coordinator", "h:1"],
+            &["drover", "submit", "jobs.jsonl", "--follow", "--json"],
+            &["drover", "submit", "jobs.jsonl", "--wait", "--follow"],
+        ] {
+            assert!(parse_args(args).is_ok(), "{args:?}");
+        }
+        assert!(help_of("results").contains("--tls-ca"));
+        // A cursor is a number; --after and --follow are not run's or job's.
+        for args in [
+            &["drover", "results", "--after", "abc"][..],
+            &["drover", "job", "3", "--follow"],
+            &["drover", "run", "--after", "3", "--", "true"],
+        ] {
+            assert!(parse_args(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
     fn commands_with_their_own_coordinator_list_no_client_flags() {
         for name in SELF_CONTAINED {
             let help = help_of(name);

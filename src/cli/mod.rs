@@ -10,7 +10,7 @@ mod submission;
 pub mod text;
 pub mod watch;
 
-use crate::client::{Client, Submitted};
+use crate::client::Client;
 use crate::job::{BatchId, JobId, JobSpec, JobState};
 use crate::jobfile;
 use crate::net::auth::Secret;
@@ -21,7 +21,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use submission::{parse_idempotency_key, submit};
+use submission::{parse_idempotency_key, print_submitted, submit, waited_batch, warn_unplaceable};
 
 /// How long one wait request lasts before the progress bar is redrawn.
 const WAIT_SLICE: Duration = Duration::from_millis(250);
@@ -509,46 +509,6 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             json,
         } => local::run(file, *workers, *slots, data_dir.clone(), *json).await,
         Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
-    }
-}
-
-/// A waited-for batch as `submit --wait --json` prints it: the contract's `{"batch", "jobs"}`
-/// and `"repeated"`, as without `--wait`, and the batch's counts beside them.
-fn waited_batch(info: &BatchInfo, repeated: bool) -> anyhow::Result<serde_json::Value> {
-    let mut object = serde_json::to_value(info)?;
-    if let Some(fields) = object.as_object_mut() {
-        fields.insert("batch".into(), info.id.into());
-        fields.insert("jobs".into(), info.total.into());
-        fields.insert("repeated".into(), repeated.into());
-    }
-    Ok(object)
-}
-
-fn print_submitted(submitted: &Submitted, json: bool) -> anyhow::Result<()> {
-    if json {
-        print_json(&serde_json::json!({
-            "batch": submitted.batch,
-            "jobs": submitted.jobs,
-            "repeated": submitted.repeated,
-        }))
-    } else {
-        println!("{}", submitted.batch);
-        Ok(())
-    }
-}
-
-/// Says at once, on standard error, which of a batch's jobs no connected worker can take and
-/// why: without it, `submit --wait` would wait for them in silence.
-fn warn_unplaceable(submitted: &Submitted) {
-    for group in &submitted.unplaceable {
-        let jobs = if group.jobs == 1 { "job" } else { "jobs" };
-        eprintln!(
-            "drover: warning: {} {jobs} of batch {} cannot start on any connected worker ({}); \
-             queued until one that can connects",
-            group.jobs,
-            submitted.batch,
-            text::line(&group.reason)
-        );
     }
 }
 

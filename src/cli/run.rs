@@ -114,18 +114,14 @@ pub(super) async fn show(
     if json {
         super::print_json(&client.job_with_result(record.id).await?)?;
     } else {
-        match (&done.result, record.state) {
-            (Some(result), JobState::Succeeded) => {
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(result)?;
-                stdout.flush()?;
-            }
+        if record.state == JobState::Succeeded {
+            // No result: the command printed nothing.
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(done.result.as_deref().unwrap_or_default())?;
+            stdout.flush()?;
+        } else if let Some(tail) = client.job(record.id).await?.output_tail {
             // A failure says why in its output, standard error too: the tail of both.
-            _ => {
-                if let Some(tail) = client.job(record.id).await?.output_tail {
-                    print!("{tail}");
-                }
-            }
+            print!("{tail}");
         }
         if let Some(error) = &record.error {
             eprintln!("drover: job {} {}: {error}", record.id, record.state);

@@ -251,8 +251,11 @@ impl Handler<CallJob> for Ledger {
             }) => Some((*batch, *first_job)),
             _ => None,
         };
-        if let (Some((batch, job)), Some(respond)) = (new_job, repeat.take()) {
-            self.await_call(job, batch, name, respond);
+        // Taken only for a new job: a repeated key's call follows its job once answered.
+        if let Some((batch, job)) = new_job {
+            if let Some(respond) = repeat.take() {
+                self.await_call(job, batch, name, respond);
+            }
         }
         let (tx, rx) = oneshot::channel();
         self.carry_out(ctx, effects, Some(tx));

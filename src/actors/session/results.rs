@@ -107,7 +107,9 @@ fn too_large(record: &Completion, max_frame: usize) -> Option<String> {
     let job = record.record.id;
     (size > max_frame.saturating_sub(FRAME_MARGIN)).then(|| {
         format!(
-            "job {job}'s record is {size} bytes with its result, more than a frame of              {max_frame} bytes carries (the coordinator's --max-frame-bytes is below its              --max-result-bytes); read it over HTTP at /api/jobs/{job}/result"
+            "job {job}'s record is {size} bytes with its result, more than a frame of \
+             {max_frame} bytes carries (the coordinator's --max-frame-bytes is below its \
+             --max-result-bytes); read it over HTTP at /api/jobs/{job}/result"
         )
     })
 }
@@ -178,6 +180,10 @@ mod tests {
         assert!(
             refusal.contains("job 105") && refusal.contains("/api/jobs/105/result"),
             "{refusal}"
+        );
+        assert!(
+            !refusal.contains("  "),
+            "one line, single spaces: {refusal}"
         );
     }
 }

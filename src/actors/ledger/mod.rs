@@ -33,7 +33,7 @@ use crate::ha::{Deposed, LeaseClock};
 use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, JobId, Lease};
 use crate::metrics::Metrics;
 use crate::status::{BatchInfo, JobStatistics};
-use crate::storage::store::{JobFilter, LedgerStore, Replay, StoreError};
+use crate::storage::store::{Change, JobFilter, LedgerStore, Replay, StoreError};
 use actix::prelude::*;
 use book::{Answer, Book, Commit, Effects, Limits, Lookup, Notice, Pending};
 use std::collections::HashMap;
@@ -291,7 +291,17 @@ impl Ledger {
             } else if matches!(commit.then, Pending::Note(_)) {
                 self.defer(ctx, commit);
             } else {
-                self.send_notes(ctx);
+                // The notes go first, in the same commit: in one of their own, the store could
+                // begin writing them before this arrives, and this would wait a flush more.
+                let mut changes: Vec<Change> = std::mem::take(&mut self.notes)
+                    .into_iter()
+                    .flat_map(|note| note.changes)
+                    .collect();
+                changes.extend(commit.changes);
+                let commit = Commit {
+                    changes,
+                    then: commit.then,
+                };
                 self.commit(commit, ctx.address(), respond.take());
             }
         }

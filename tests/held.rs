@@ -97,7 +97,11 @@ async fn a_job_held_by_a_worker_that_dies_goes_back_once_and_runs_once() {
     cluster.start_worker("survivor", 1, &[]);
     let done = wait_succeeded(&mut client, held).await;
     assert_eq!(done.worker.as_deref(), Some("survivor"));
-    assert_eq!(cluster.runs_of(held), 1, "it ran once, never on the dead worker");
+    assert_eq!(
+        cluster.runs_of(held),
+        1,
+        "it ran once, never on the dead worker"
+    );
     // Lost before it started: on record, and no sign against the job.
     assert_eq!(done.lost_attempts, 0);
     let outcomes: Vec<(&str, &str)> = done

@@ -10,6 +10,7 @@
 
 mod book;
 pub mod error;
+mod notes;
 mod requests;
 mod results;
 mod stats;
@@ -33,7 +34,7 @@ use crate::ha::{Deposed, LeaseClock};
 use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, JobId, Lease};
 use crate::metrics::Metrics;
 use crate::status::{BatchInfo, JobStatistics};
-use crate::storage::store::{Change, JobFilter, LedgerStore, Replay, StoreError};
+use crate::storage::store::{JobFilter, LedgerStore, Replay, StoreError};
 use actix::prelude::*;
 use book::{Answer, Book, Commit, Effects, Limits, Lookup, Notice, Pending};
 use std::collections::HashMap;
@@ -100,9 +101,6 @@ impl Default for LedgerConfig {
 const LATE_TIMER: Duration = Duration::from_secs(1);
 /// After a stall, how long an attempt's deadline waits for what was sent meanwhile to be read.
 const STALL_GRACE: Duration = Duration::from_secs(5);
-/// The longest a commit that decides nothing (attempt starts, counts of duplicates, manifests
-/// written) waits for one that does, to be written with it.
-const NOTE_DELAY: Duration = Duration::from_millis(20);
 
 /// Where a client's answer goes, once there is one.
 type Respond = oneshot::Sender<Answer>;
@@ -291,48 +289,9 @@ impl Ledger {
             } else if matches!(commit.then, Pending::Note(_)) {
                 self.defer(ctx, commit);
             } else {
-                // The notes go first, in the same commit: in one of their own, the store could
-                // begin writing them before this arrives, and this would wait a flush more.
-                let mut changes: Vec<Change> = std::mem::take(&mut self.notes)
-                    .into_iter()
-                    .flat_map(|note| note.changes)
-                    .collect();
-                changes.extend(commit.changes);
-                let commit = Commit {
-                    changes,
-                    then: commit.then,
-                };
+                let commit = self.with_notes(commit);
                 self.commit(commit, ctx.address(), respond.take());
             }
-        }
-    }
-
-    /// Holds a commit that decides nothing (nothing waits for it to be durable: attempt starts
-    /// are known again after a restart by their leases, and a count off by one is harmless) to
-    /// go with the next commit that does, which a short job's result soon is, or on its own
-    /// after [`NOTE_DELAY`]. One job's round trip then waits for two flushes to disk, not three,
-    /// and a stream of short jobs writes its starts with its results. Order is kept: the notes
-    /// go to the store before the commit that takes them along.
-    fn defer(&mut self, ctx: &mut Context<Self>, commit: Commit) {
-        self.notes.push(commit);
-        if !self.notes_due {
-            self.notes_due = true;
-            ctx.run_later(NOTE_DELAY, |ledger, ctx| {
-                ledger.notes_due = false;
-                ledger.send_notes(ctx);
-            });
-        }
-    }
-
-    /// Sends the deferred notes to the store (or drops them once it is closing: they decide
-    /// nothing).
-    fn send_notes(&mut self, ctx: &mut Context<Self>) {
-        let notes = std::mem::take(&mut self.notes);
-        if self.closing {
-            return;
-        }
-        for note in notes {
-            self.commit(note, ctx.address(), None);
         }
     }
 

@@ -7,8 +7,8 @@
 //! attempt's start before its result or its loss.
 
 use crate::actors::ledger::{
-    AttemptsCarried, AttemptsReturned, AttemptsStarted, Ledger, LostAttempt, ReadFinishedJob,
-    ResultsArrived, Started, WorkerLost,
+    AttemptsCarried, AttemptsStarted, Ledger, LostAttempt, ReadFinishedJob, ResultsArrived,
+    Started, WorkerLost,
 };
 use crate::actors::queue::{PendingJob, PendingQueue};
 use crate::actors::registry::{AttemptsEnded, Registry, WorkerDirectory};
@@ -20,12 +20,14 @@ use crate::job::{
 };
 use crate::status::CurrentJob;
 use actix::prelude::*;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+mod hold;
 mod slots;
 mod waiting;
 
+pub use hold::AttemptsReleased;
 use slots::{Held, WorkerSlots};
 pub use waiting::{blocker_among, Unplaceable, WaitingInLine, WhyWaiting};
 
@@ -36,12 +38,6 @@ const ASSIGN_FRAME_BYTES: usize = 4 * 1024 * 1024;
 const LEASE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Bytes of manifest orders per `WriteManifests` frame.
 const MANIFEST_FRAME_BYTES: usize = 4 * 1024 * 1024;
-/// How often workers' held attempts are looked at.
-const HOLD_SWEEP: std::time::Duration = std::time::Duration::from_millis(250);
-/// A worker whose oldest held attempt waited this long is asked for all of them back: its jobs
-/// are not as short as its last ones, and another worker (or a job of higher priority) may need
-/// them.
-const HOLD_STALE_MS: u64 = 1000;
 
 /// What a worker is doing, as the Scheduler knows it: the worker list joins this with the
 /// Registry's part.
@@ -247,64 +243,13 @@ impl Scheduler {
             });
         }
     }
-
-    /// Asks holders to hand back held attempts a worker with free slots could run now (the
-    /// line has nothing for it, or it would have been given that).
-    fn ask_back_for_idle(&mut self) {
-        if !self.workers.values().any(|slots| slots.held() > 0) {
-            return;
-        }
-        let idle: Vec<(WorkerId, u32, HashSet<String>)> = self
-            .workers
-            .iter()
-            .filter(|(_, slots)| slots.free > 0 && !slots.draining)
-            .map(|(id, slots)| (*id, slots.free, slots.labels.clone()))
-            .collect();
-        for (idle_worker, free, labels) in idle {
-            let mut left = free;
-            for (holder, slots) in self.workers.iter_mut() {
-                if left == 0 {
-                    break;
-                }
-                if *holder == idle_worker || slots.held() == 0 {
-                    continue;
-                }
-                let asked = slots.ask_back(left, &labels);
-                if asked.is_empty() {
-                    continue;
-                }
-                let asked_slots: u32 = asked
-                    .iter()
-                    .filter_map(|lease| slots.running.get(lease))
-                    .map(|held| held.slots)
-                    .sum();
-                left = left.saturating_sub(asked_slots);
-                self.directory.tell(*holder, ToWorker::Release(asked));
-            }
-        }
-    }
-
-    /// Asks back the held attempts that waited too long.
-    fn ask_back_stale(&mut self) {
-        let before = now_ms().saturating_sub(HOLD_STALE_MS);
-        for (worker, slots) in self.workers.iter_mut() {
-            if slots.held() == 0 {
-                continue;
-            }
-            let asked = slots.ask_back_stale(before);
-            if !asked.is_empty() {
-                tracing::debug!(worker = %slots.name, jobs = asked.len(), "held jobs waited too long, asked back");
-                self.directory.tell(*worker, ToWorker::Release(asked));
-            }
-        }
-    }
 }
 
 impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(HOLD_SWEEP, |scheduler, _ctx| scheduler.ask_back_stale());
+        ctx.run_interval(hold::SWEEP, |scheduler, _ctx| scheduler.ask_back_stale());
     }
 }
 
@@ -555,44 +500,6 @@ impl Handler<AttemptsAcknowledged> for Scheduler {
                 held.started = true;
             }
         }
-    }
-}
-
-/// A worker handed back attempts it held and never started, and never will.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AttemptsReleased {
-    /// The worker's registration.
-    pub worker: WorkerId,
-    /// The attempts.
-    pub leases: Vec<Lease>,
-}
-
-impl Handler<AttemptsReleased> for Scheduler {
-    type Result = ();
-
-    fn handle(&mut self, released: AttemptsReleased, ctx: &mut Context<Self>) {
-        let now = now_ms();
-        let Some(slots) = self.workers.get_mut(&released.worker) else {
-            return;
-        };
-        let mut returned = Vec::with_capacity(released.leases.len());
-        for lease in released.leases {
-            // Only an attempt of this registration that it did not say it started: a worker
-            // speaks for its own attempts, and one it started runs on to its result.
-            if slots.running.get(&lease).is_some_and(|held| !held.started) {
-                if let Some(held) = slots.release(lease, now) {
-                    returned.push((held.job, lease));
-                }
-            }
-        }
-        if !returned.is_empty() {
-            self.ledger.do_send(AttemptsReturned {
-                worker: slots.worker_ref(released.worker),
-                returned,
-            });
-        }
-        self.queue_dispatch(ctx);
     }
 }
 

@@ -198,12 +198,12 @@ impl PendingQueue {
         self.withdrawn.retain(|job, _| in_line.contains(job));
     }
 
-    /// The best job a worker with these free slots and labels can take, with the slots it takes.
+    /// The best job a worker with these free slots and labels can take, with its shape.
     pub fn pop_for(
         &mut self,
         free_slots: u32,
         labels: &HashSet<String>,
-    ) -> Option<(PendingJob, u32)> {
+    ) -> Option<(PendingJob, Shape)> {
         let mut emptied = Vec::new();
         let mut found = None;
         'queues: for (key, queue) in self.queues.iter_mut() {
@@ -231,7 +231,7 @@ impl PendingQueue {
                         spec: queued.spec,
                         ahead: false,
                     };
-                    found = Some((job, key.1.slots));
+                    found = Some((job, key.1.clone()));
                     if queue.is_empty() {
                         emptied.push(key.clone());
                     }
@@ -340,7 +340,8 @@ mod tests {
         let mut queue = PendingQueue::default();
         queue.push(job_with(1, 1, 0, &[], 4));
         assert!(queue.pop_for(3, &HashSet::new()).is_none());
-        let (big, slots) = queue.pop_for(4, &HashSet::new()).unwrap();
+        let (big, shape) = queue.pop_for(4, &HashSet::new()).unwrap();
+        let slots = shape.slots();
         assert_eq!((big.job, slots), (1, 4));
     }
 

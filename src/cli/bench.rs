@@ -3,7 +3,7 @@
 //! answer with many workers and every finished job on record.
 
 use crate::client::Client;
-use crate::job::JobSpec;
+use crate::job::{JobSpec, JobState};
 use crate::net::protocol::CancelTarget;
 use anyhow::{bail, Context};
 use std::io::Write;
@@ -23,7 +23,8 @@ pub struct BenchArgs {
     /// Slots per worker.
     #[arg(long, default_value_t = 64)]
     slots: u32,
-    /// Single-job round trips timed for the latency figures.
+    /// Single-job round trips timed for the latency figures (each one `Client::call`: one
+    /// request that queues a no-op job and answers with its recorded result).
     #[arg(long, default_value_t = 200)]
     round_trips: usize,
     /// Jobs held pending (no worker can take them) for the memory-per-job figure.
@@ -93,12 +94,16 @@ fn memory_of(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
-/// The median time of a 4 KiB write and fsync in `dir`: the floor under durable latency.
+/// Writes and fsyncs timed by the probe.
+const FSYNC_PROBES: usize = 200;
+
+/// The median time of a 4 KiB write and fsync in `dir` (the ledger's directory), over
+/// [`FSYNC_PROBES`] of them: the floor under durable latency, as the ledger's disk gives it.
 fn fsync_time(dir: &Path) -> anyhow::Result<Duration> {
     let path = dir.join("fsync-probe");
     let mut file = std::fs::File::create(&path)?;
-    let mut times = Vec::new();
-    for _ in 0..21 {
+    let mut times = Vec::with_capacity(FSYNC_PROBES);
+    for _ in 0..FSYNC_PROBES {
         let clock = Instant::now();
         file.write_all(&[0u8; 4096])?;
         file.sync_data()?;
@@ -106,7 +111,38 @@ fn fsync_time(dir: &Path) -> anyhow::Result<Duration> {
     }
     std::fs::remove_file(&path)?;
     times.sort();
-    Ok(times[times.len() / 2])
+    Ok(percentile(&times, 0.5))
+}
+
+/// CPU time (user and system) a process has used so far, from /proc.
+fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command (which may hold spaces) start after its closing parenthesis;
+    // utime and stime are the 14th and 15th fields of the line.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> u64 {
+        fields
+            .get(index)
+            .and_then(|field| field.parse().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf(3) reads a constant of the system; no memory is involved.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros(
+        (ticks(11) + ticks(12)) * 1_000_000 / per_second,
+    ))
+}
+
+/// CPU time the coordinator and the workers have used so far.
+fn cpu_times(coordinator: u32, workers: &[u32]) -> anyhow::Result<(Duration, Duration)> {
+    let mut of_workers = Duration::ZERO;
+    for worker in workers {
+        of_workers += cpu_time_of(*worker)?;
+    }
+    Ok((cpu_time_of(coordinator)?, of_workers))
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -160,6 +196,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let coordinator_pid = coordinator.id();
     processes.0.push(coordinator);
     let mut client = connect_when_up(&address).await?;
+    let mut worker_pids = Vec::with_capacity(args.workers);
     for index in 0..args.workers {
         let worker = Command::new(sibling_binary("drover-worker")?)
             .args([
@@ -175,12 +212,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .stdin(Stdio::null())
             .spawn()
             .context("cannot start drover-worker")?;
+        worker_pids.push(worker.id());
         processes.0.push(worker);
     }
     wait_for_workers(&mut client, args.workers).await?;
     let fsync = fsync_time(&data_dir)?;
     println!(
-        "drover bench: {} workers x {} slots on loopback, {} (fsync of 4 KiB here: {:.2} ms)",
+        "drover bench: {} workers x {} slots on loopback, {} (fsync of 4 KiB there: p50 {:.2} ms \
+         over {FSYNC_PROBES})",
         args.workers,
         args.slots,
         ledger,
@@ -220,6 +259,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     // Throughput: one batch of no-op jobs, submitted in one frame, until all are recorded.
     let jobs = vec![JobSpec::call("noop", Vec::new()); args.jobs];
+    let cpu_before = cpu_times(coordinator_pid, &worker_pids)?;
     let clock = Instant::now();
     let submitted = client.submit("bench-throughput", jobs).await?;
     let accepted = clock.elapsed();
@@ -232,6 +272,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     };
     let elapsed = clock.elapsed();
+    let cpu_after = cpu_times(coordinator_pid, &worker_pids)?;
     if info.succeeded != args.jobs as u64 {
         bail!("only {} of {} jobs succeeded", info.succeeded, args.jobs);
     }
@@ -242,27 +283,36 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.jobs as f64 / elapsed.as_secs_f64(),
         ms(accepted)
     );
+    let per_job = |spent: Duration| spent.as_secs_f64() * 1e6 / args.jobs as f64;
+    println!(
+        "  CPU per job: {:.1} us in the coordinator, {:.1} us in the workers",
+        per_job(cpu_after.0.saturating_sub(cpu_before.0)),
+        per_job(cpu_after.1.saturating_sub(cpu_before.1)),
+    );
 
-    // Latency: one job at a time, submit to recorded result.
+    // Latency: one job at a time, one request each, from the call to its recorded result.
     let mut round_trips = Vec::with_capacity(args.round_trips);
     for _ in 0..args.round_trips {
         let clock = Instant::now();
-        let submitted = client
-            .submit("bench-latency", vec![JobSpec::call("noop", Vec::new())])
-            .await?;
-        let info = client
-            .wait_batch(submitted.batch, Duration::from_secs(30))
-            .await?;
-        if !info.done {
-            bail!("a single job took more than 30s");
+        let called = client.call(JobSpec::call("noop", Vec::new())).await?;
+        if called.record.state != JobState::Succeeded {
+            bail!(
+                "a round trip's job ended {}: {}",
+                called.record.state,
+                called.record.error.unwrap_or_default()
+            );
         }
         round_trips.push(clock.elapsed());
     }
     round_trips.sort();
     if !round_trips.is_empty() {
+        // Two flushes to disk (the job queued, its result recorded) and the rest.
+        let target = fsync * 2 + Duration::from_micros(200);
         println!(
-            "round trip of one job (submit, fsync, run, result, fsync): p50 {:.2} ms, p99 {:.2} ms over {} jobs",
+            "round trip of one job (Client::call: queued, fsync, run, result, fsync): p50 {:.2} ms \
+             (2 fsyncs + 0.2 ms = {:.2} ms here), p99 {:.2} ms over {} calls",
             ms(percentile(&round_trips, 0.5)),
+            ms(target),
             ms(percentile(&round_trips, 0.99)),
             round_trips.len()
         );

@@ -189,6 +189,7 @@ fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
         Just(ToCoordinator::Draining),
         vec(any::<u64>(), 0..8).prop_map(ToCoordinator::ManifestsWritten),
         (any::<u64>(), client_request()).prop_map(|(id, body)| ToCoordinator::Request { id, body }),
+        vec(any::<u64>(), 0..8).prop_map(ToCoordinator::Released),
     ]
 }
 
@@ -229,6 +230,7 @@ fn from_coordinator() -> impl Strategy<Value = FromCoordinator> {
             )
         }),
         vec(any::<u64>(), 0..8).prop_map(FromCoordinator::Kill),
+        vec(any::<u64>(), 0..8).prop_map(FromCoordinator::Release),
         vec(
             (
                 any::<u64>(),

@@ -82,7 +82,9 @@ pub enum ToCoordinator {
     /// [`Acked`](FromCoordinator::Acked), so that a worker given several coordinators can tell
     /// one that stopped answering (frozen, cut off) and look for the leader elsewhere.
     Heartbeat,
-    /// A worker started these attempts (it sends this for every `Assign` it takes).
+    /// A worker started these attempts. It sends this for every attempt it is assigned, when
+    /// the attempt starts: at once into a free slot, or later for one it held (see
+    /// [`Release`](FromCoordinator::Release)).
     Started(Vec<Lease>),
     /// A worker finished attempts.
     Results(Vec<AttemptResult>),
@@ -97,6 +99,10 @@ pub enum ToCoordinator {
         /// What it asks.
         body: ClientRequest,
     },
+    /// A worker hands back attempts it held and never started, and never will: asked to by
+    /// [`Release`](FromCoordinator::Release) or [`Kill`](FromCoordinator::Kill), or because it
+    /// is draining. Their jobs may go to another worker.
+    Released(Vec<Lease>),
 }
 
 /// Everything the coordinator sends to a peer.
@@ -152,6 +158,12 @@ pub enum FromCoordinator {
         /// The answer.
         body: ClientResponse,
     },
+    /// Attempts to hand back if they have not started. A worker may be assigned more than its
+    /// free slots take (it starts the rest as slots free, in order); another worker is idle
+    /// now, or they waited too long. The worker answers
+    /// [`Released`](ToCoordinator::Released) for those it had not started; one it started
+    /// runs on and reports as usual.
+    Release(Vec<Lease>),
 }
 
 /// What a client can ask.

@@ -8,7 +8,9 @@
 pub mod attempt;
 pub mod data;
 pub mod handlers;
+mod held;
 pub mod orphans;
+mod outgoing;
 mod result;
 pub mod scratch;
 mod tail;
@@ -124,7 +126,15 @@ struct Worker {
     /// Its own place in the scratch directory, removed when it stops.
     scratch: scratch::Scratch,
     running: HashMap<Lease, RunningAttempt>,
+    /// Assignments waiting for slots.
+    held: held::Held,
+    /// Attempts started since the coordinator was last told.
+    started: Vec<Lease>,
+    /// Held assignments handed back since the coordinator was last told.
+    released: Vec<Lease>,
     outbox: BTreeMap<Lease, Outgoing>,
+    /// Results in the outbox not sent yet, in the order they came.
+    unsent: Vec<Lease>,
     /// Where each attempt's outputs go, for the manifest once its result is recorded.
     outputs_of: HashMap<Lease, (Outputs, LedgerId)>,
     /// Confirmations of written manifests, for the coordinator.
@@ -185,11 +195,15 @@ pub async fn run(
     let (written_tx, written_rx) = mpsc::unbounded_channel();
     let stores = Stores::for_worker(config.s3.clone(), &config.scratch_dir.join(UPLOADS_DIR)).await;
     let mut worker = Worker {
+        held: held::Held::new(config.slots),
         config,
         scratch,
         stores,
         running: HashMap::new(),
+        started: Vec::new(),
+        released: Vec::new(),
         outbox: BTreeMap::new(),
+        unsent: Vec::new(),
         outputs_of: HashMap::new(),
         publishing: tokio::task::JoinSet::new(),
         written_tx,
@@ -294,10 +308,12 @@ impl Worker {
         let now = Instant::now();
         let mut results = Vec::new();
         let mut bytes = 0;
-        for outgoing in self.outbox.values_mut() {
+        self.unsent.clear();
+        for (lease, outgoing) in self.outbox.iter_mut() {
             let size = outgoing.result.encoded_size();
             if results.len() == RESULTS_PER_FRAME || bytes + size > REGISTER_RESULT_BYTES {
                 outgoing.sent_at = None;
+                self.unsent.push(*lease);
                 continue;
             }
             bytes += size;
@@ -375,7 +391,11 @@ impl Worker {
         if let (Some(outputs), false) = (outputs, result.outputs.is_empty()) {
             self.outputs_of.insert(result.lease, outputs);
         }
-        self.running.remove(&result.lease);
+        if let Some(ended) = self.running.remove(&result.lease) {
+            self.held.ended(ended.slots);
+            self.start_held();
+        }
+        self.unsent.push(result.lease);
         self.outbox.insert(
             result.lease,
             Outgoing {
@@ -383,6 +403,14 @@ impl Worker {
                 sent_at: None,
             },
         );
+    }
+
+    /// Starts the held assignments that have their slots now.
+    fn start_held(&mut self) {
+        for (assignment, slots) in self.held.startable() {
+            self.started.push(assignment.lease);
+            self.start(assignment, slots);
+        }
     }
 
     /// The coordinator recorded this attempt's result: its outputs become the job's.
@@ -422,7 +450,7 @@ impl Worker {
         });
     }
 
-    fn start(&mut self, assignment: Assignment) {
+    fn start(&mut self, assignment: Assignment, slots: u32) {
         let (kill, killed) = oneshot::channel();
         self.running.insert(
             assignment.lease,
@@ -430,10 +458,7 @@ impl Worker {
                 job: assignment.job,
                 attempt: assignment.attempt,
                 epoch: assignment.epoch,
-                slots: assignment
-                    .spec
-                    .placement()
-                    .map_or(1, |placement| placement.slots),
+                slots,
                 kill: Some(kill),
             },
         );
@@ -475,25 +500,29 @@ impl Worker {
         });
     }
 
-    /// Results not yet sent, or sent too long ago without an acknowledgement.
-    fn due_results(&mut self, now: Instant) -> Vec<AttemptResult> {
-        self.outbox
-            .values_mut()
-            .filter(|outgoing| {
-                outgoing
-                    .sent_at
-                    .is_none_or(|sent| now.duration_since(sent) >= RESEND_AFTER)
-            })
-            .map(|outgoing| {
-                outgoing.sent_at = Some(now);
-                outgoing.result.clone()
-            })
-            .collect()
-    }
-
     async fn session(
         &mut self,
         mut connection: Connection,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> SessionEnd {
+        let end = self.serve(&mut connection, shutdown).await;
+        // What this registration held and never started is handed back with it: the coordinator
+        // takes it back as never started, and it must not start here under another.
+        let dropped = self.held.release_all();
+        self.started.clear();
+        self.released.clear();
+        if !dropped.is_empty() {
+            tracing::info!(
+                jobs = dropped.len(),
+                "held jobs left to the coordinator with the session"
+            );
+        }
+        end
+    }
+
+    async fn serve(
+        &mut self,
+        connection: &mut Connection,
         shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
     ) -> SessionEnd {
         if self.draining {
@@ -507,16 +536,16 @@ impl Worker {
         // Silence is counted from the oldest heartbeat sent and not answered since: a worker
         // that stalled itself (starved, or blocked sending to a slow reader) sent none.
         let mut unanswered_since: Option<Instant> = None;
+        // Results sent and not acknowledged are looked at again on the heartbeat's tick.
+        let mut resend = false;
         loop {
-            let due = self.due_results(Instant::now());
-            for frame in frames_of(due) {
-                if let Err(error) = connection.send(ToCoordinator::Results(frame)).await {
-                    return SessionEnd::Broken(error.to_string());
-                }
+            if let Err(error) = self.tell(connection, std::mem::take(&mut resend)).await {
+                return SessionEnd::Broken(error);
             }
             while self.publishing.try_join_next().is_some() {}
             if self.draining
                 && self.running.is_empty()
+                && self.held.is_empty()
                 && self.outbox.is_empty()
                 && self.publishing.is_empty()
             {
@@ -526,22 +555,25 @@ impl Worker {
             tokio::select! {
                 // Messages first: one already read must count before a heartbeat's tick.
                 biased;
-                message = connect::next(&mut connection) => match message.inspect(|_| unanswered_since = None) {
+                message = connect::next(connection) => match message.inspect(|_| unanswered_since = None) {
                     Ok(FromCoordinator::Assign(assignments)) => {
-                        let leases: Vec<Lease> = assignments.iter().map(|assignment| assignment.lease).collect();
-                        for assignment in assignments {
-                            self.start(assignment);
-                        }
-                        if let Err(error) = connection.send(ToCoordinator::Started(leases)).await {
-                            return SessionEnd::Broken(error.to_string());
+                        self.held.push(assignments);
+                        self.start_held();
+                        if self.draining {
+                            // Crossed the word that it drains: what would wait goes back.
+                            self.released.extend(self.held.release_all());
                         }
                     }
                     Ok(FromCoordinator::Kill(leases)) => {
-                        for lease in leases {
-                            if let Some(kill) = self.running.get_mut(&lease).and_then(|attempt| attempt.kill.take()) {
+                        for lease in &leases {
+                            if let Some(kill) = self.running.get_mut(lease).and_then(|attempt| attempt.kill.take()) {
                                 let _ = kill.send(());
                             }
                         }
+                        self.released.extend(self.held.release(&leases));
+                    }
+                    Ok(FromCoordinator::Release(leases)) => {
+                        self.released.extend(self.held.release(&leases));
                     }
                     Ok(FromCoordinator::Acked(leases)) => {
                         for lease in leases {
@@ -592,10 +624,18 @@ impl Worker {
                         return SessionEnd::Broken(error.to_string());
                     }
                     unanswered_since.get_or_insert_with(Instant::now);
+                    resend = true;
                 }
                 _ = &mut *shutdown, if !self.draining => {
                     tracing::info!(running = self.running.len(), "draining: finishing running jobs, taking no new ones");
                     self.draining = true;
+                    // Held jobs go back at once, before the word that it drains.
+                    let held = self.held.release_all();
+                    if !held.is_empty() {
+                        if let Err(error) = connection.send(ToCoordinator::Released(held)).await {
+                            return SessionEnd::Broken(error.to_string());
+                        }
+                    }
                     if let Err(error) = connection.send(ToCoordinator::Draining).await {
                         return SessionEnd::Broken(error.to_string());
                     }

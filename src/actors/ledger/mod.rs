@@ -10,6 +10,7 @@
 
 mod book;
 pub mod error;
+mod notes;
 mod requests;
 mod results;
 mod stats;
@@ -123,6 +124,11 @@ pub struct Ledger {
     /// Why this coordinator stepped down, once it has: it acknowledges nothing more.
     deposed: Option<Deposed>,
     stepped_down: Arc<watch::Sender<Option<Deposed>>>,
+    /// Commits that decide nothing, waiting to go with the next that does (see
+    /// [`Ledger::defer`]).
+    notes: Vec<Commit>,
+    /// A timer will send the notes.
+    notes_due: bool,
     /// The cursor of the last finished job's record on disk, for followers of results.
     recorded: Arc<watch::Sender<u64>>,
     /// Calls waiting for their job's final record.
@@ -157,6 +163,8 @@ impl Ledger {
             lease: config.lease,
             deposed: None,
             stepped_down: config.stepped_down,
+            notes: Vec::new(),
+            notes_due: false,
             recorded: config.recorded,
             calls: HashMap::new(),
         }
@@ -278,7 +286,10 @@ impl Ledger {
                     let _ = respond.send(answer);
                 }
                 self.answer_held(repeats);
+            } else if matches!(commit.then, Pending::Note(_)) {
+                self.defer(ctx, commit);
             } else {
+                let commit = self.with_notes(commit);
                 self.commit(commit, ctx.address(), respond.take());
             }
         }
@@ -490,6 +501,30 @@ impl Handler<AttemptsStarted> for Ledger {
     }
 }
 
+/// A worker handed back attempts it held and never started: their jobs go back in line.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttemptsReturned {
+    /// The worker.
+    pub worker: WorkerRef,
+    /// The attempts, as (job, lease).
+    pub returned: Vec<(JobId, Lease)>,
+}
+
+impl Handler<AttemptsReturned> for Ledger {
+    type Result = ();
+
+    fn handle(&mut self, returned: AttemptsReturned, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let effects = self
+            .book
+            .attempts_returned(&returned.worker, &returned.returned);
+        self.carry_out(ctx, effects, None);
+    }
+}
+
 /// A worker registered with attempts it kept running across a reconnect or a coordinator restart.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -615,7 +650,8 @@ pub struct CloseStore;
 impl Handler<CloseStore> for Ledger {
     type Result = ResponseFuture<Result<(), StoreError>>;
 
-    fn handle(&mut self, _: CloseStore, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: CloseStore, ctx: &mut Context<Self>) -> Self::Result {
+        self.send_notes(ctx);
         self.closing = true;
         self.refuse_calls(LedgerError::ShuttingDown);
         self.store.close()

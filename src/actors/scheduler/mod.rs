@@ -23,9 +23,11 @@ use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+mod hold;
 mod slots;
 mod waiting;
 
+pub use hold::AttemptsReleased;
 use slots::{Held, WorkerSlots};
 pub use waiting::{blocker_among, Unplaceable, WaitingInLine, WhyWaiting};
 
@@ -134,63 +136,25 @@ impl Scheduler {
     }
 
     /// Runs a dispatch pass once the messages already in the mailbox are handled, so a burst of
-    /// events costs one pass.
+    /// events costs one pass. With nothing in line, a pass still asks back held attempts for
+    /// workers that have slots free.
     fn queue_dispatch(&mut self, ctx: &mut Context<Self>) {
-        if !self.dispatch_queued && !self.pending.is_empty() {
+        let work = !self.pending.is_empty() || self.workers.values().any(|slots| slots.held() > 0);
+        if !self.dispatch_queued && work {
             self.dispatch_queued = true;
             ctx.notify(Dispatch);
         }
     }
 
-    /// Fills free slots, one job per worker per round so work spreads across the fleet.
+    /// Fills free slots, one job per worker per round so work spreads across the fleet; then,
+    /// with jobs still in line, lets workers whose jobs are short hold some beyond their slots.
+    /// Held attempts another worker could run now are asked back for it.
     fn dispatch(&mut self) {
         let now = now_ms();
         let mut assigned: HashMap<WorkerId, Vec<(Assignment, u16)>> = HashMap::new();
-        let order: Vec<WorkerId> = self
-            .workers
-            .range(self.next_first_worker..)
-            .chain(self.workers.range(..self.next_first_worker))
-            .filter(|(_, slots)| slots.free > 0 && !slots.draining)
-            .map(|(id, _)| *id)
-            .collect();
-        let mut active = order;
-        while !active.is_empty() && !self.pending.is_empty() {
-            active.retain(|worker| {
-                let Some(slots) = self.workers.get_mut(worker) else {
-                    return false;
-                };
-                let Some((job, job_slots)) = self.pending.pop_for(slots.free, &slots.labels) else {
-                    return false;
-                };
-                // Unique: a job's attempt number is handed out once per run.
-                let lease = self
-                    .lease_key
-                    .lease(self.epoch, job.job, job.attempt, &slots.name);
-                slots.free -= job_slots;
-                slots.running.insert(
-                    lease,
-                    Held {
-                        job: job.job,
-                        slots: job_slots,
-                        since_ms: now,
-                        started: false,
-                    },
-                );
-                let assignment = Assignment {
-                    lease,
-                    job: job.job,
-                    batch: job.batch,
-                    attempt: job.attempt,
-                    spec: job.spec,
-                    ledger: self.ledger_id,
-                    epoch: self.epoch,
-                };
-                assigned
-                    .entry(*worker)
-                    .or_default()
-                    .push((assignment, job.entry));
-                slots.free > 0
-            });
+        self.fill(&mut assigned, false, now);
+        if !self.pending.is_empty() {
+            self.fill(&mut assigned, true, now);
         }
         if let Some((last, _)) = self.workers.range(self.next_first_worker..).next() {
             self.next_first_worker = last + 1;
@@ -229,11 +193,64 @@ impl Scheduler {
             }
             self.directory.tell(worker, ToWorker::Assign(frame));
         }
+        self.ask_back_for_idle();
+    }
+
+    /// One pass of assignment over the workers with room: free slots, or with `hold`, room to
+    /// hold jobs beyond them.
+    fn fill(
+        &mut self,
+        assigned: &mut HashMap<WorkerId, Vec<(Assignment, u16)>>,
+        hold: bool,
+        now: u64,
+    ) {
+        let mut active: Vec<WorkerId> = self
+            .workers
+            .range(self.next_first_worker..)
+            .chain(self.workers.range(..self.next_first_worker))
+            .filter(|(_, slots)| slots.has_room(hold))
+            .map(|(id, _)| *id)
+            .collect();
+        while !active.is_empty() && !self.pending.is_empty() {
+            active.retain(|worker| {
+                let Some(slots) = self.workers.get_mut(worker) else {
+                    return false;
+                };
+                // A held job starts once slots free: it must fit the worker, not its free slots.
+                let room = if hold { slots.total } else { slots.free };
+                let Some((job, shape)) = self.pending.pop_for(room, &slots.labels) else {
+                    return false;
+                };
+                // Unique: a job's attempt number is handed out once per run.
+                let lease = self
+                    .lease_key
+                    .lease(self.epoch, job.job, job.attempt, &slots.name);
+                slots.assign(lease, job.job, shape, hold, now);
+                let assignment = Assignment {
+                    lease,
+                    job: job.job,
+                    batch: job.batch,
+                    attempt: job.attempt,
+                    spec: job.spec,
+                    ledger: self.ledger_id,
+                    epoch: self.epoch,
+                };
+                assigned
+                    .entry(*worker)
+                    .or_default()
+                    .push((assignment, job.entry));
+                slots.has_room(hold)
+            });
+        }
     }
 }
 
 impl Actor for Scheduler {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(hold::SWEEP, |scheduler, _ctx| scheduler.ask_back_stale());
+    }
 }
 
 #[derive(Message)]
@@ -335,16 +352,12 @@ impl Handler<WorkerJoined> for Scheduler {
 
     fn handle(&mut self, joined: WorkerJoined, ctx: &mut Context<Self>) {
         let now = now_ms();
-        let slots = WorkerSlots {
-            name: joined.name,
-            instance: joined.instance,
-            labels: joined.labels.into_iter().collect(),
-            total: joined.slots,
-            free: joined.slots,
-            draining: false,
-            running: HashMap::new(),
-            carried: HashMap::new(),
-        };
+        let slots = WorkerSlots::new(
+            joined.name,
+            joined.instance,
+            joined.labels.into_iter().collect(),
+            joined.slots,
+        );
         // An attempt another worker process holds is not this one's to carry, whatever its
         // name: a worker speaks for its own attempts only.
         let claimed_elsewhere = |lease: &Lease| {
@@ -397,6 +410,8 @@ impl Handler<WorkerJoined> for Scheduler {
                     slots: carried.slots,
                     since_ms: now,
                     started: true,
+                    waiting: false,
+                    asked_back: false,
                 };
                 (carried.lease, held)
             })
@@ -405,20 +420,16 @@ impl Handler<WorkerJoined> for Scheduler {
         // these attempts lost when it is: they run here now.
         for other in self.workers.values_mut() {
             for lease in carried.keys() {
-                other.release(*lease);
+                other.release(*lease, now);
             }
         }
         let busy = carried
             .values()
             .fold(0u32, |sum, held| sum.saturating_add(held.slots));
-        self.workers.insert(
-            joined.worker,
-            WorkerSlots {
-                free: slots.total.saturating_sub(busy),
-                carried,
-                ..slots
-            },
-        );
+        let mut slots = slots;
+        slots.free = slots.total.saturating_sub(busy);
+        slots.carried = carried;
+        self.workers.insert(joined.worker, slots);
         self.queue_dispatch(ctx);
     }
 }
@@ -521,6 +532,7 @@ impl Handler<ResultsReported> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, reported: ResultsReported, ctx: &mut Context<Self>) {
+        let now = now_ms();
         let Some(slots) = self.workers.get_mut(&reported.worker) else {
             return;
         };
@@ -545,7 +557,8 @@ impl Handler<ResultsReported> for Scheduler {
                 Some(held) => {
                     // A result frees its slots once: repeats of a result free nothing.
                     let carried = slots.carried.contains_key(&result.lease);
-                    slots.release(result.lease);
+                    slots.release(result.lease, now);
+                    slots.ran(result.duration_ms);
                     ended.push((result.outcome, result.duration_ms));
                     if carried && result.outcome == Outcome::Succeeded {
                         // Its job may be queued again meanwhile; the first success is recorded.

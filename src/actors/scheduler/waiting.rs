@@ -252,19 +252,13 @@ mod tests {
     use std::sync::Arc;
 
     fn worker(slots: u32, labels: &[&str], draining: bool) -> WorkerSlots {
-        WorkerSlots {
-            name: Arc::from("w"),
-            instance: 1,
-            labels: labels
-                .iter()
-                .map(|label| label.to_string())
-                .collect::<HashSet<_>>(),
-            total: slots,
-            free: slots,
-            draining,
-            running: HashMap::new(),
-            carried: HashMap::new(),
-        }
+        let labels = labels
+            .iter()
+            .map(|label| label.to_string())
+            .collect::<HashSet<_>>();
+        let mut worker = WorkerSlots::new(Arc::from("w"), 1, labels, slots);
+        worker.draining = draining;
+        worker
     }
 
     fn shape(slots: u32, requires: &[&str]) -> Shape {

@@ -9,7 +9,9 @@ mod results;
 
 use crate::actors::ledger::{Ledger, ManifestsWritten};
 use crate::actors::registry::{LastSeen, RegisterWorker, Registry, SessionClosed};
-use crate::actors::scheduler::{AttemptsAcknowledged, ResultsReported, Scheduler, StopAssigning};
+use crate::actors::scheduler::{
+    AttemptsAcknowledged, AttemptsReleased, ResultsReported, Scheduler, StopAssigning,
+};
 use crate::job::{now_ms, Assignment, AttemptResult, Lease, ManifestOrder, WorkerId};
 use crate::net::auth::{self, Secret, Side};
 use crate::net::backlog::{Backlog, CountingCodec, CountingWriter};
@@ -473,6 +475,12 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
                     results,
                 });
             }
+            (Phase::Worker(worker), ToCoordinator::Released(leases)) => {
+                self.shared.scheduler.do_send(AttemptsReleased {
+                    worker: *worker,
+                    leases,
+                });
+            }
             (Phase::Worker(_), ToCoordinator::ManifestsWritten(leases)) => {
                 self.shared.ledger.do_send(ManifestsWritten(leases));
             }
@@ -503,6 +511,8 @@ pub enum ToWorker {
     Assign(Vec<Assignment>),
     /// Attempts to stop (their jobs were cancelled, or recorded from another attempt).
     Kill(Vec<Lease>),
+    /// Held attempts to hand back if they have not started.
+    Release(Vec<Lease>),
     /// Manifests to write for recorded attempts whose own worker did not confirm them.
     WriteManifests(Vec<ManifestOrder>),
     /// Results it may forget.
@@ -524,6 +534,7 @@ impl Handler<ToWorker> for Session {
         let frame = match message {
             ToWorker::Assign(assignments) => FromCoordinator::Assign(assignments),
             ToWorker::Kill(leases) => FromCoordinator::Kill(leases),
+            ToWorker::Release(leases) => FromCoordinator::Release(leases),
             ToWorker::WriteManifests(orders) => FromCoordinator::WriteManifests(orders),
             ToWorker::Acked(leases) => FromCoordinator::Acked(leases),
             ToWorker::Recorded(leases) => FromCoordinator::Recorded(leases),

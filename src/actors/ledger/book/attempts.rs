@@ -259,6 +259,39 @@ impl Book {
         taken
     }
 
+    /// A worker handed back attempts it held and never started (another worker was idle, or
+    /// they waited too long): their jobs go back to the head of their batch's line, under a new
+    /// number. Nothing is written: the attempt never ran, and a start of it on record (the
+    /// store's last start of the job) is replaced by the job's next.
+    pub(crate) fn attempts_returned(
+        &mut self,
+        worker: &WorkerRef,
+        returned: &[(JobId, Lease)],
+    ) -> Effects {
+        let mut effects = Effects::none();
+        for (id, lease) in returned {
+            let Some(job) = self.jobs.get_mut(id) else {
+                continue;
+            };
+            // Only the job's current attempt, on the worker it went to: one stopped meanwhile
+            // (a cancel, a timeout) decided its job already.
+            let went_to = job.running.as_ref().map(|running| running.worker.clone());
+            if !job.runs(*lease) || went_to.as_deref() != Some(&*worker.name) {
+                continue;
+            }
+            job.phase = Phase::Queued;
+            job.running = None;
+            let batch = job.batch;
+            self.recount(batch, Phase::Running, Phase::Queued);
+            let before = effects.enqueue.len();
+            self.enqueue(*id, &mut effects);
+            for queued in &mut effects.enqueue[before..] {
+                queued.ahead = true;
+            }
+        }
+        effects
+    }
+
     /// A worker is gone; its attempts are lost and their jobs go back to pending at once (or,
     /// lost with too many workers that had started them, are failed). An attempt the worker
     /// never said it started counts for nothing but its number.

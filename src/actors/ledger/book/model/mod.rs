@@ -90,6 +90,8 @@ enum ToLedger {
     Carried(WorkerRef, Vec<CarriedAttempt>),
     Results(WorkerRef, Vec<AttemptResult>),
     Lost(Arc<str>, Vec<LostAttempt>),
+    /// Attempts a worker held and handed back unstarted, as (job, lease).
+    Returned(WorkerRef, Vec<(JobId, Lease)>),
     /// A job's read for its retry, behind every start before it.
     Behind(JobId),
 }
@@ -101,6 +103,7 @@ impl ToLedger {
             ToLedger::Carried(_, carried) => carried.iter().any(|a| a.lease == lease),
             ToLedger::Results(_, results) => results.iter().any(|r| r.lease == lease),
             ToLedger::Lost(_, attempts) => attempts.iter().any(|a| a.lease == lease),
+            ToLedger::Returned(_, returned) => returned.iter().any(|(_, known)| *known == lease),
             ToLedger::Behind(_) => false,
         }
     }
@@ -351,6 +354,7 @@ impl World {
                 self.book
                     .worker_lost(&name, &attempts, "lost in the model", self.now)
             }
+            ToLedger::Returned(worker, returned) => self.book.attempts_returned(&worker, &returned),
             ToLedger::Behind(job) => {
                 self.reads.push_back(Lookup::FinishedJob(job));
                 Effects::none()
@@ -417,6 +421,7 @@ impl World {
             }
             Step::Report { worker } => self.report(worker),
             Step::Acknowledge { worker } => self.acknowledge(worker),
+            Step::Release { worker, pick } => self.release(worker, pick),
             Step::Duplicate { worker, pick } => {
                 let process = &self.processes[worker];
                 let (Some(registration), false) = (process.registration, process.told.is_empty())

@@ -35,6 +35,9 @@ pub(super) enum Step {
     Report { worker: usize },
     /// A worker says it started what it was given.
     Acknowledge { worker: usize },
+    /// A worker hands back an attempt it held and had not said it started (the `pick`-th of
+    /// those): it never runs.
+    Release { worker: usize, pick: usize },
     /// A worker sends a result it was told about already, again.
     Duplicate { worker: usize, pick: usize },
     /// A worker's connection breaks (the worker lives on, its attempts too).
@@ -110,6 +113,7 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(worker, pick, success, permanent, returns)| Step::Finish { worker, pick, success, permanent, returns }),
         5 => worker.clone().prop_map(|worker| Step::Report { worker }),
         4 => worker.clone().prop_map(|worker| Step::Acknowledge { worker }),
+        2 => (worker.clone(), 0..4usize).prop_map(|(worker, pick)| Step::Release { worker, pick }),
         1 => (worker.clone(), 0..8usize).prop_map(|(worker, pick)| Step::Duplicate { worker, pick }),
         1 => worker.clone().prop_map(|worker| Step::Disconnect { worker }),
         2 => worker.clone().prop_map(|worker| Step::Reconnect { worker }),

@@ -218,6 +218,36 @@ impl World {
         }
     }
 
+    /// A worker hands back an attempt its registration holds that it had not said it started,
+    /// as one held beyond its free slots is: it drops it, and the Scheduler frees it and tells
+    /// the Ledger.
+    pub(super) fn release(&mut self, process: usize, pick: usize) {
+        let Some(registration) = self.processes[process].registration else {
+            return;
+        };
+        let Some(held) = self.registrations.get_mut(&registration) else {
+            return;
+        };
+        let mut unstarted: Vec<(Lease, JobId)> = held
+            .held
+            .iter()
+            .filter(|(lease, _)| {
+                !held.acknowledged.contains(lease) && !held.carried.contains(lease)
+            })
+            .map(|(lease, job)| (*lease, *job))
+            .collect();
+        if unstarted.is_empty() {
+            return;
+        }
+        unstarted.sort_unstable();
+        let (lease, job) = unstarted[pick % unstarted.len()];
+        held.held.remove(&lease);
+        self.processes[process].running.remove(&lease);
+        let worker = self.worker_ref(registration);
+        self.to_ledger
+            .push_back(ToLedger::Returned(worker, vec![(job, lease)]));
+    }
+
     pub(super) fn old_registration(&self) -> Option<WorkerId> {
         self.registrations
             .iter()

@@ -11,6 +11,7 @@ mod attempts;
 mod keys;
 mod results;
 mod retry_job;
+mod returned;
 mod vouching;
 
 const T0: u64 = 1_000_000;

@@ -87,6 +87,39 @@ impl Cluster {
         self.dir.path().join("out")
     }
 
+    /// Connects as a client, sends `ask(id)` every 30 ms and never reads an answer, until the
+    /// coordinator cuts the connection for not reading (and logs so). Panics if it never does.
+    pub async fn ask_without_reading(
+        &self,
+        ask: impl Fn(u64) -> drover::net::protocol::ClientRequest,
+    ) {
+        use drover::net::protocol::{Role, ToCoordinator};
+        use futures::SinkExt;
+        let mut connection = drover::net::connect::connect(&self.address, Role::Client, None)
+            .await
+            .unwrap();
+        let mut sent = 0u64;
+        for id in 1..=100u64 {
+            let request = ToCoordinator::Request { id, body: ask(id) };
+            if connection.send(request).await.is_err() {
+                break;
+            }
+            sent = id;
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        assert!(sent < 100, "the coordinator never cut the client off");
+        wait_for(
+            std::time::Duration::from_secs(10),
+            "the disconnection in the log",
+            || async {
+                self.coordinator_log()
+                    .contains("not reading:")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     pub fn coordinator_log(&self) -> String {
         (1..=self.coordinator_starts)
             .map(|start| {

@@ -98,8 +98,13 @@ pub(super) async fn call(
             );
         }
     };
-    let (done, ()) = tokio::join!(calling, check);
-    Ok(done?)
+    // The answer never waits for the check: a check still dialling when it comes is dropped.
+    tokio::select! {
+        biased;
+        done = &mut calling => return Ok(done?),
+        () = check => {}
+    }
+    Ok(calling.await?)
 }
 
 /// Shows a finished run: with `json`, the job as `drover job ID --json` shows it; else a

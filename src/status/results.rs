@@ -126,6 +126,24 @@ struct FlatOwned<T> {
     result: ResultJson,
 }
 
+/// The result on the wire as one byte string (see [`crate::job::wire_bytes`]): the same bytes
+/// postcard writes for a `Vec<u8>`, in one copy rather than one call per byte.
+struct WireBytes<'a>(&'a [u8]);
+
+impl Serialize for WireBytes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        crate::job::wire_bytes::serialize(self.0, serializer)
+    }
+}
+
+struct WireBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for WireBuf {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::job::wire_bytes::deserialize(deserializer).map(WireBuf)
+    }
+}
+
 impl<T: Serialize> Serialize for Resulted<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
@@ -135,7 +153,7 @@ impl<T: Serialize> Serialize for Resulted<T> {
             }
             .serialize(serializer)
         } else {
-            (&self.record, &self.result).serialize(serializer)
+            (&self.record, self.result.as_deref().map(WireBytes)).serialize(serializer)
         }
     }
 }
@@ -149,8 +167,11 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Resulted<T> {
                 result: flat.result.bytes()?,
             })
         } else {
-            let (record, result) = <(T, Option<Vec<u8>>)>::deserialize(deserializer)?;
-            Ok(Resulted { record, result })
+            let (record, result) = <(T, Option<WireBuf>)>::deserialize(deserializer)?;
+            Ok(Resulted {
+                record,
+                result: result.map(|bytes| bytes.0),
+            })
         }
     }
 }
@@ -212,6 +233,9 @@ mod tests {
         };
         let bytes = postcard::to_allocvec(&value).unwrap();
         assert_eq!(postcard::from_bytes::<Completion>(&bytes).unwrap(), value);
+        // Written as one byte string, the same bytes as a plain Vec<u8> would be.
+        let plain = postcard::to_allocvec(&(&value.record, &value.result)).unwrap();
+        assert_eq!(bytes, plain);
         let page = ResultsPage {
             results: vec![value],
             cursor: 7,

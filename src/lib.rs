@@ -22,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod coordinator;
+pub mod fleet;
 pub mod ha;
 pub mod http;
 pub mod job;

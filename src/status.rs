@@ -7,7 +7,9 @@ use crate::ha::{Cluster, MemberRole};
 use crate::job::{BatchId, JobId, JobState};
 use serde::{Deserialize, Serialize};
 
+mod pools;
 mod results;
+pub use pools::PoolInfo;
 pub use results::{Completion, Finished, Resulted, ResultsPage};
 
 /// Progress of one batch.
@@ -319,6 +321,9 @@ pub struct ClusterStatus {
     /// Every coordinator seen on the ledger: the leader and its standbys.
     #[serde(default)]
     pub coordinators: Vec<CoordinatorInfo>,
+    /// The elastic fleet's pools (none unless `[[pool]]` tables are configured).
+    #[serde(default)]
+    pub pools: Vec<PoolInfo>,
 }
 
 /// A coordinator as `drover status` shows it.
@@ -364,6 +369,7 @@ impl ClusterStatus {
             waiting,
             leader: None,
             coordinators: Vec::new(),
+            pools: Vec::new(),
         }
     }
 

@@ -586,6 +586,7 @@ async fn registrations_that_take_jobs_and_vanish_fail_nothing_and_slots_are_capp
         labels: Vec::new(),
         carried: Vec::new(),
         results: Vec::new(),
+        member: None,
     };
 
     // More slots than the cap: refused, with the reason.
@@ -758,6 +759,7 @@ async fn a_worker_speaks_only_for_the_attempts_it_was_given() {
             },
         ],
         results: Vec::new(),
+        member: None,
     })
     .await
     .unwrap();

@@ -510,6 +510,7 @@ impl Chaos {
             labels: Vec::new(),
             carried: claims,
             results: at_registration,
+            member: None,
         })
         .await
         .expect("the lying worker registers");

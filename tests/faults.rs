@@ -330,6 +330,7 @@ async fn an_attempt_whose_start_never_reached_the_disk_takes_its_job_back_after_
             labels: Vec::new(),
             carried: vec![carried],
             results: Vec::new(),
+            member: None,
         })
         .await
         .unwrap();
@@ -592,6 +593,7 @@ async fn an_attempt_past_its_timeout_is_taken_back_from_a_worker_that_only_heart
             labels: Vec::new(),
             carried: Vec::new(),
             results: Vec::new(),
+            member: None,
         })
         .await
         .unwrap();

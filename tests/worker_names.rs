@@ -21,6 +21,7 @@ fn register(name: &str, instance: u64, carried: Vec<CarriedAttempt>) -> ToCoordi
         labels: Vec::new(),
         carried,
         results: Vec::new(),
+        member: None,
     }
 }
 

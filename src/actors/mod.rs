@@ -2,6 +2,7 @@
 //! way in. The views that need facts of several owners ask each at the same time and join the
 //! answers here.
 
+pub mod fleet;
 pub mod ledger;
 pub mod queue;
 pub mod registry;

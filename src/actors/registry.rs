@@ -335,6 +335,8 @@ pub struct RegisterWorker {
     pub slots: u32,
     /// Its labels.
     pub labels: Vec<String>,
+    /// The pool and machine it was started for, if the fleet started it.
+    pub member: Option<crate::net::protocol::PoolMember>,
     /// Attempts it kept running from an earlier registration.
     pub carried: Vec<CarriedAttempt>,
     /// Results it had not had acknowledged, handled before it is given anything.

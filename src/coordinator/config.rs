@@ -1,5 +1,6 @@
 //! How a coordinator runs ([`CoordinatorConfig`]), and how it names itself to its peers.
 
+use crate::fleet::PoolConfig;
 use crate::ha::Peer;
 use crate::job::RESULT_ROOM;
 use crate::metrics::Metrics;
@@ -61,6 +62,8 @@ pub struct CoordinatorConfig {
     pub advertise_http: Option<String>,
     /// Where counters and timings are kept, for `/metrics` (shared with the ledger's store).
     pub metrics: Arc<Metrics>,
+    /// The elastic fleet's pools (`[[pool]]` in `drover.toml`).
+    pub pools: Vec<PoolConfig>,
 }
 
 /// The default of [`CoordinatorConfig::max_worker_slots`]: more than any one machine runs at
@@ -96,6 +99,7 @@ impl CoordinatorConfig {
             advertise: None,
             advertise_http: None,
             metrics: Arc::new(Metrics::new()),
+            pools: Vec::new(),
         }
     }
 

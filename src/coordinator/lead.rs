@@ -2,6 +2,7 @@
 //! from standby answers to serving them, and its step-down when the term ends.
 
 use super::{CoordinatorHandle, Front};
+use crate::actors::fleet::{Fleet, FleetContext, Pool};
 use crate::actors::ledger::{Ledger, LedgerConfig, StepDown};
 use crate::actors::registry::{Registry, WorkerDirectory};
 use crate::actors::scheduler::Scheduler;
@@ -93,10 +94,30 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         config.heartbeat_timeout,
     ));
 
+    let pools = config
+        .pools
+        .iter()
+        .map(|pool| Pool {
+            config: Arc::new(pool.clone()),
+            provider: crate::fleet::provider_for(pool, config.worker_secret.as_ref()),
+        })
+        .collect();
+    let fleet = Fleet::new(
+        pools,
+        FleetContext {
+            cluster: ledger_id.to_string(),
+            coordinator: cluster.borrow().me.address.clone(),
+            scheduler: scheduler.clone(),
+            registry: registry.clone(),
+        },
+    )
+    .start();
+
     let shared = Arc::new(SessionContext {
         registry: registry.clone(),
         scheduler: scheduler.clone(),
         ledger: ledger.clone(),
+        fleet: fleet.clone(),
         client_secret: config.client_secret.clone(),
         worker_secret: config.worker_secret.clone(),
         max_frame: config.max_frame,
@@ -116,6 +137,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         ledger: ledger.clone(),
         registry: registry.clone(),
         scheduler: scheduler.clone(),
+        fleet: fleet.clone(),
         metrics,
         cluster: cluster.clone(),
         recorded,
@@ -161,6 +183,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         ledger,
         registry,
         scheduler,
+        fleet,
         cluster,
         accepting,
         stepped_down,

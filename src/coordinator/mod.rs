@@ -84,6 +84,8 @@ pub struct CoordinatorHandle {
     pub registry: Addr<Registry>,
     /// The scheduler.
     pub scheduler: Addr<Scheduler>,
+    /// The elastic fleet.
+    pub fleet: Addr<crate::actors::fleet::Fleet>,
     /// Who leads and which coordinators there are.
     pub cluster: watch::Receiver<Cluster>,
     /// Stops accepting connections.

@@ -46,6 +46,8 @@ pub struct HttpState {
     pub registry: Addr<Registry>,
     /// The scheduler.
     pub scheduler: Addr<Scheduler>,
+    /// The elastic fleet.
+    pub fleet: Addr<crate::actors::fleet::Fleet>,
     /// The metrics, rendered at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Who leads and which coordinators there are, for the status.

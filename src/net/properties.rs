@@ -181,6 +181,7 @@ fn to_coordinator() -> impl Strategy<Value = ToCoordinator> {
                     labels,
                     carried,
                     results,
+                    member: None,
                 }
             }),
         Just(ToCoordinator::Heartbeat),

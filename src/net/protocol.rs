@@ -12,12 +12,13 @@
 pub use crate::job::{Assignment, CancelTarget, CarriedAttempt, ManifestOrder};
 use crate::job::{AttemptResult, BatchId, JobId, JobSpec, JobState, Lease};
 use crate::status::{
-    BatchInfo, ClusterStatus, Completion, JobInfo, Resulted, ResultsPage, Waiting, WorkerInfo,
+    BatchInfo, ClusterStatus, Completion, JobInfo, PoolInfo, Resulted, ResultsPage, Waiting,
+    WorkerInfo,
 };
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change to these types.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Size of the nonces exchanged in the handshake.
 pub const NONCE_LEN: usize = 32;
@@ -77,6 +78,9 @@ pub enum ToCoordinator {
         /// Results not yet acknowledged, reported before any new job is assigned, so a job
         /// finished while disconnected is not started again.
         results: Vec<AttemptResult>,
+        /// The pool and machine it was started for, when the fleet started it (`--pool`,
+        /// `--machine-id`).
+        member: Option<PoolMember>,
     },
     /// A worker is alive. The coordinator answers each with an empty
     /// [`Acked`](FromCoordinator::Acked), so that a worker given several coordinators can tell
@@ -164,6 +168,21 @@ pub enum FromCoordinator {
     /// [`Released`](ToCoordinator::Released) for those it had not started; one it started
     /// runs on and reports as usual.
     Release(Vec<Lease>),
+    /// The worker should take nothing new, finish what it runs, and exit: the fleet scales its
+    /// pool in (or its machine is going away). It answers [`Draining`](ToCoordinator::Draining).
+    Drain {
+        /// Why, for the worker's log.
+        reason: String,
+    },
+}
+
+/// A worker the fleet started: its pool and the provider's id for its machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolMember {
+    /// The pool's name.
+    pub pool: String,
+    /// The provider's id for the machine (an instance id, `process-<pid>`).
+    pub machine: String,
 }
 
 /// What a client can ask.
@@ -235,6 +254,8 @@ pub enum ClientRequest {
         /// made first rather than queueing another.
         idempotency_key: Option<String>,
     },
+    /// The elastic fleet's pools.
+    Pools,
 }
 
 /// The coordinator's answers.
@@ -273,4 +294,6 @@ pub enum ClientResponse {
     Results(ResultsPage),
     /// The called job's final record.
     Called(Box<Completion>),
+    /// The elastic fleet's pools.
+    Pools(Vec<PoolInfo>),
 }

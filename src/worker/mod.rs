@@ -321,6 +321,8 @@ impl Worker {
             results.push(outgoing.result.clone());
         }
         let register = ToCoordinator::Register {
+            // Contract stub for issue 13: the fleet helper adds --pool and --machine-id.
+            member: None,
             name: self.config.name.clone(),
             instance: self.instance,
             slots: self.config.slots,

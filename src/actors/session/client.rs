@@ -3,6 +3,7 @@
 //! [`ClientResponse`].
 
 use super::{results, SessionContext};
+use crate::actors::fleet::ListPools;
 use crate::actors::ledger::{
     Cancel, LedgerError, ListBatches, ListJobs, Retry, RetryJob, WaitBatch,
 };
@@ -73,6 +74,12 @@ pub(super) async fn answer(shared: Arc<SessionContext>, request: ClientRequest) 
         ClientRequest::RetryJob(job) => {
             flatten(ledger.send(RetryJob(job)).await).map(ClientResponse::Changed)
         }
+        ClientRequest::Pools => shared
+            .fleet
+            .send(ListPools)
+            .await
+            .map(ClientResponse::Pools)
+            .map_err(LedgerError::from),
         ClientRequest::Workers => list_workers(&shared.registry, &shared.scheduler)
             .await
             .map(ClientResponse::Workers)

@@ -47,6 +47,8 @@ pub struct SessionContext {
     pub scheduler: Addr<Scheduler>,
     /// The ledger.
     pub ledger: Addr<Ledger>,
+    /// The elastic fleet.
+    pub fleet: Addr<crate::actors::fleet::Fleet>,
     /// The client role's secret; without one, clients must connect over loopback.
     pub client_secret: Option<Secret>,
     /// The worker role's secret; without one, workers must connect over loopback.
@@ -304,6 +306,7 @@ impl Session {
             labels,
             carried,
             mut results,
+            member,
         } = register
         else {
             return;
@@ -341,8 +344,20 @@ impl Session {
                 format!("at most {MAX_LABELS} labels of 1 to {MAX_NAME_LEN} bytes each"),
             );
         }
+        if let Some(member) = &member {
+            if [&member.pool, &member.machine]
+                .iter()
+                .any(|field| field.is_empty() || field.len() > MAX_NAME_LEN)
+            {
+                return self.refuse(
+                    ctx,
+                    format!("a worker's pool and machine id must have 1 to {MAX_NAME_LEN} bytes"),
+                );
+            }
+        }
         let register = RegisterWorker {
             name,
+            member,
             instance,
             address: self.peer.to_string(),
             session: ctx.address().recipient(),

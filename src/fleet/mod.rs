@@ -1,0 +1,41 @@
+//! The elastic fleet: pools of workers the coordinator starts and stops with demand.
+//!
+//! A pool (`[[pool]]` in `drover.toml`, [`config`]) names a [`provider`] of machines (EC2
+//! instances, [`ec2`], or local processes, [`process`]), how many workers it may have, and what
+//! each offers. The Fleet actor (`crate::actors::fleet`) compares demand (pending jobs, from the
+//! Scheduler) with supply (the pool's workers, from the Registry and Scheduler) and calls the
+//! providers off its event loop. A machine carries its cluster (the ledger's id) and pool as
+//! tags, so a restarted coordinator adopts its own machines and touches no one else's.
+
+pub mod config;
+pub mod ec2;
+pub mod process;
+pub mod provider;
+
+pub use config::{Ec2Config, Market, PoolConfig, ProcessConfig, ProviderConfig, TokenSource};
+pub use provider::{LaunchRequest, Machine, Provider, ProviderError, ProviderFuture};
+
+use crate::net::auth::Secret;
+use std::sync::Arc;
+
+/// The provider a pool's configuration names. The worker secret is what `process` workers are
+/// given (through their environment) to join.
+pub fn provider_for(pool: &PoolConfig, worker_secret: Option<&Secret>) -> Arc<dyn Provider> {
+    // Contract stub for issue 13: the fleet and ec2 helpers build the providers.
+    let _ = (pool, worker_secret);
+    Arc::new(Unbuilt)
+}
+
+struct Unbuilt;
+
+impl Provider for Unbuilt {
+    fn launch(&self, _: LaunchRequest) -> ProviderFuture<Vec<Machine>> {
+        Box::pin(async { Err(ProviderError::new("this provider is not built yet")) })
+    }
+    fn terminate(&self, _: &str, _: Vec<String>) -> ProviderFuture<()> {
+        Box::pin(async { Err(ProviderError::new("this provider is not built yet")) })
+    }
+    fn list(&self, _: &str, _: &str) -> ProviderFuture<Vec<Machine>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}

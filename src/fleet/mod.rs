@@ -12,7 +12,9 @@ pub mod ec2;
 pub mod process;
 pub mod provider;
 
-pub use config::{Ec2Config, Market, PoolConfig, ProcessConfig, ProviderConfig, TokenSource};
+pub use config::{
+    parse_pools, Ec2Config, Market, PoolConfig, ProcessConfig, ProviderConfig, TokenSource,
+};
 pub use provider::{LaunchRequest, Machine, Provider, ProviderError, ProviderFuture};
 
 use crate::net::auth::Secret;
@@ -21,9 +23,15 @@ use std::sync::Arc;
 /// The provider a pool's configuration names. The worker secret is what `process` workers are
 /// given (through their environment) to join.
 pub fn provider_for(pool: &PoolConfig, worker_secret: Option<&Secret>) -> Arc<dyn Provider> {
-    // Contract stub for issue 13: the fleet and ec2 helpers build the providers.
-    let _ = (pool, worker_secret);
-    Arc::new(Unbuilt)
+    match &pool.provider {
+        ProviderConfig::Process(process) => Arc::new(process::ProcessProvider::new(
+            pool,
+            process.command.clone(),
+            worker_secret.cloned(),
+        )),
+        // Contract stub for issue 13: the ec2 helper builds this provider.
+        ProviderConfig::Ec2(_) => Arc::new(Unbuilt),
+    }
 }
 
 struct Unbuilt;

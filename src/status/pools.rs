@@ -1,10 +1,11 @@
 //! A pool of the elastic fleet as the views show it (`drover pools --json`, `/api/pools`,
 //! `drover status`, the dashboard, `/metrics`).
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// One pool's supply and what its provider did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct PoolInfo {
     /// The pool's name.
     pub name: String,
@@ -30,6 +31,65 @@ pub struct PoolInfo {
     /// Machines terminated since the coordinator started.
     pub terminated: u64,
     /// The provider's last error, while it stands (cleared by the next success).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// JSON leaves it out when there is none; the wire always has it (see `Serialize`).
+    #[serde(default)]
     pub last_error: Option<String>,
+}
+
+/// JSON (`drover pools --json`, `/api/pools`) has `last_error` only while one stands. The wire
+/// (postcard) writes every field, in order: it has no names, so a field left out would shift the
+/// ones after it (`skip_serializing_if` broke `drover pools` and `drover status` there).
+impl Serialize for PoolInfo {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let error_shown = self.last_error.is_some() || !serializer.is_human_readable();
+        let mut fields = serializer.serialize_struct("PoolInfo", 11 + usize::from(error_shown))?;
+        fields.serialize_field("name", &self.name)?;
+        fields.serialize_field("provider", &self.provider)?;
+        fields.serialize_field("min", &self.min)?;
+        fields.serialize_field("max", &self.max)?;
+        fields.serialize_field("desired", &self.desired)?;
+        fields.serialize_field("booting", &self.booting)?;
+        fields.serialize_field("idle", &self.idle)?;
+        fields.serialize_field("busy", &self.busy)?;
+        fields.serialize_field("launched", &self.launched)?;
+        fields.serialize_field("failed_launches", &self.failed_launches)?;
+        fields.serialize_field("terminated", &self.terminated)?;
+        if error_shown {
+            fields.serialize_field("last_error", &self.last_error)?;
+        } else {
+            fields.skip_field("last_error")?;
+        }
+        fields.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(last_error: Option<&str>) -> PoolInfo {
+        PoolInfo {
+            name: "cpu".into(),
+            provider: "process".into(),
+            max: 4,
+            launched: 2,
+            last_error: last_error.map(str::to_string),
+            ..PoolInfo::default()
+        }
+    }
+
+    #[test]
+    fn json_has_last_error_only_while_one_stands_and_the_wire_always() {
+        for error in [None, Some("quota exceeded")] {
+            let pool = pool(error);
+            let json = serde_json::to_value(&pool).unwrap();
+            assert_eq!(json.get("last_error").is_some(), error.is_some(), "{json}");
+            assert_eq!(json["failed_launches"], 0);
+            assert_eq!(serde_json::from_value::<PoolInfo>(json).unwrap(), pool);
+            // In a list, as the status carries it: each pool read back whole.
+            let both = vec![pool.clone(), pool.clone()];
+            let bytes = postcard::to_allocvec(&both).unwrap();
+            assert_eq!(postcard::from_bytes::<Vec<PoolInfo>>(&bytes).unwrap(), both);
+        }
+    }
 }

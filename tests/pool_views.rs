@@ -132,12 +132,6 @@ async fn every_view_shows_the_configured_pools_alike() {
         configured,
         [("cpu", "process", 0, 3), ("ssd", "process", 0, 2)]
     );
-    for pool in &pools {
-        assert!(
-            pool.booting + pool.idle + pool.busy <= pool.max,
-            "within its max: {pool:?}"
-        );
-    }
 
     // The same pools in `drover status --json`, `/api/pools` and `/api/status`.
     let output = cluster.cli(&["status", "--json"]);

@@ -10,7 +10,7 @@ use crate::net::protocol::{
 };
 use crate::net::tls::ClientTls;
 use crate::status::{
-    BatchInfo, ClusterStatus, Completion, JobInfo, Resulted, ResultsPage, WorkerInfo,
+    BatchInfo, ClusterStatus, Completion, JobInfo, PoolInfo, Resulted, ResultsPage, WorkerInfo,
 };
 use futures::{SinkExt, Stream};
 use std::collections::VecDeque;
@@ -449,6 +449,15 @@ impl Client {
     pub async fn workers(&mut self) -> Result<Vec<WorkerInfo>, ClientError> {
         match self.request(ClientRequest::Workers).await? {
             ClientResponse::Workers(workers) => Ok(workers),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The elastic fleet's pools, in the order of the coordinator's configuration (none
+    /// without `[[pool]]` tables).
+    pub async fn pools(&mut self) -> Result<Vec<PoolInfo>, ClientError> {
+        match self.request(ClientRequest::Pools).await? {
+            ClientResponse::Pools(pools) => Ok(pools),
             other => Err(unexpected(other)),
         }
     }

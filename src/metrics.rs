@@ -2,7 +2,10 @@
 //!
 //! Counters and histograms are updated where the events happen (the Ledger, the store's writer
 //! thread); each update is an atomic add or an uncontended lock, so the hot path does not notice.
-//! Gauges of jobs and workers by state are set from a status snapshot when the page is scraped.
+//! Gauges of jobs and workers by state are set from a status snapshot when the page is scraped,
+//! and so are the elastic fleet's pools ([`pools`]).
+
+mod pools;
 
 use crate::job::JobState;
 use crate::status::ClusterStatus;
@@ -47,6 +50,7 @@ pub struct Metrics {
     run_seconds: Histogram,
     wait_seconds: Histogram,
     commit_seconds: Histogram,
+    pools: pools::PoolMetrics,
 }
 
 impl Default for Metrics {
@@ -107,6 +111,8 @@ impl Metrics {
             "Time to write and fsync one group commit of the ledger",
             commit_seconds.clone(),
         );
+        let pools = pools::PoolMetrics::default();
+        registry.register_collector(Box::new(pools.clone()));
         // Handles on each outcome's counter, so counting is one atomic add.
         let finished = ["succeeded", "failed", "cancelled"]
             .map(|outcome| finished.get_or_create(&OutcomeLabel { outcome }).clone());
@@ -119,6 +125,7 @@ impl Metrics {
             run_seconds,
             wait_seconds,
             commit_seconds,
+            pools,
         }
     }
 
@@ -186,6 +193,7 @@ impl Metrics {
                 .get_or_create(&StateLabel { state })
                 .set(value as i64);
         }
+        self.pools.set(&status.pools);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

@@ -43,6 +43,13 @@ async fn the_dashboard_shows_workers_and_progress_live() {
         .await;
     }
 
+    // No pools configured: no pools section (`tests/pool_views.rs` shows one).
+    let pools = attributes_of(&browser, "#pools-section", "class").await;
+    assert_eq!(pools, ["hidden"], "the pools section is there, hidden");
+    assert!(attributes_of(&browser, "#pools tr[data-pool]", "data-pool")
+        .await
+        .is_empty());
+
     // Submitted once the page is up: its progress moves while the page is open, without a
     // reload.
     let jobs = (0..24)

@@ -118,6 +118,7 @@ async fn beyond_loopback_reads_need_the_client_or_read_token() {
     let reads = [
         "/api/status".to_string(),
         "/api/workers".to_string(),
+        "/api/pools".to_string(),
         "/api/batches".to_string(),
         format!("/api/batches/{batch}"),
         "/api/jobs/1".to_string(),
@@ -153,7 +154,7 @@ async fn beyond_loopback_reads_need_the_client_or_read_token() {
     for (token, may) in [(READ_TOKEN, "read"), (CLIENT_TOKEN, "change")] {
         let auth = [("Authorization", bearer(token))];
         let auth = [(auth[0].0, auth[0].1.as_str())];
-        for path in &reads[..5] {
+        for path in &reads[..6] {
             let response = http(&remote, "GET", path, &auth, b"").await;
             assert_eq!(response.status, 200, "{path}: {response:?}");
             assert!(

@@ -294,6 +294,7 @@ async fn a_standby_sends_workers_clients_and_http_to_the_leader_and_queues_nothi
     // HTTP: reads and changes alike are redirected, path and query kept; nothing is queued.
     for (method, path, body) in [
         ("GET", "/api/batches?limit=5", &b""[..]),
+        ("GET", "/api/pools", &b""[..]),
         (
             "POST",
             "/api/batches",

@@ -50,19 +50,22 @@ pub async fn list_workers(
     Ok(workers)
 }
 
-/// The cluster at a glance, from the Ledger's statistics, the worker list and why jobs wait
-/// (asked at the same time), with who leads and which coordinators there are.
+/// The cluster at a glance, from the Ledger's statistics, the worker list, why jobs wait and
+/// the Fleet's pools (asked at the same time), with who leads and which coordinators there are.
 pub async fn cluster_status(
     ledger: &Addr<ledger::Ledger>,
     registry: &Addr<registry::Registry>,
     scheduler: &Addr<scheduler::Scheduler>,
+    fleet: &Addr<fleet::Fleet>,
     cluster: &tokio::sync::watch::Receiver<crate::ha::Cluster>,
 ) -> Result<ClusterStatus, MailboxError> {
-    let (stats, workers, waiting) = futures::join!(
+    let (stats, workers, waiting, pools) = futures::join!(
         ledger.send(ledger::Statistics),
         list_workers(registry, scheduler),
-        views::waiting(ledger, scheduler, None)
+        views::waiting(ledger, scheduler, None),
+        fleet.send(fleet::ListPools)
     );
-    let status = ClusterStatus::assemble(stats?, &workers?, waiting?);
+    let mut status = ClusterStatus::assemble(stats?, &workers?, waiting?);
+    status.pools = pools?;
     Ok(status.with_cluster(&cluster.borrow()))
 }

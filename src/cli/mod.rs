@@ -162,6 +162,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The elastic fleet's pools: workers wanted, booting, idle and busy, launches, failures and
+    /// terminations, and the provider's last error.
+    Pools {
+        /// Print JSON: [{"name","provider","min","max","desired","booting","idle","busy",
+        /// "launched","failed_launches","terminated"}], with "last_error" while one stands.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a batch's unfinished jobs, or one job.
     #[command(group(clap::ArgGroup::new("target").required(true).args(["batch", "job"])))]
     Cancel {
@@ -429,6 +437,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 print_json(&workers)?;
             } else {
                 println!("{}", render::workers(&workers));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pools { json } => {
+            let pools = connect(&cli).await?.pools().await?;
+            if *json {
+                print_json(&pools)?;
+            } else {
+                println!("{}", render::pools(&pools));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -8,6 +8,9 @@ use crate::status::{
 };
 use std::time::{Duration, UNIX_EPOCH};
 
+mod pools;
+pub use pools::{pool_lines, pools};
+
 /// Renders rows under headers, columns padded to their widest cell; each cell on one line,
 /// escaped and clipped ([`text::cell`]).
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -489,6 +492,10 @@ pub fn status(status: &ClusterStatus) -> String {
     if let Some(line) = coordinators(status) {
         out.push_str("\nleader     ");
         out.push_str(&line);
+    }
+    if !status.pools.is_empty() {
+        out.push_str("\npools      ");
+        out.push_str(&pool_lines(&status.pools, "\n           "));
     }
     if !status.waiting.is_empty() {
         out.push_str("\nwaiting    ");

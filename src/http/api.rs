@@ -2,6 +2,7 @@
 //! whole `/api` scope. `/metrics` is open: it holds counts and timings, no job data.
 
 use super::{events, results, ApiError, MAX_BODY_BYTES};
+use crate::actors::fleet::ListPools;
 use crate::actors::ledger::{Cancel, ListBatches, Retry, RetryJob};
 use crate::actors::{cluster_status, list_workers, views};
 use crate::job::{check_idempotency_key, BatchId, CancelTarget, JobId};
@@ -18,6 +19,7 @@ pub(super) fn routes(config: &mut web::ServiceConfig) {
             .wrap(actix_web::middleware::from_fn(super::access::guard))
             .route("/status", web::get().to(status))
             .route("/workers", web::get().to(workers))
+            .route("/pools", web::get().to(pools))
             .route("/batches", web::get().to(batches))
             .route("/batches", web::post().to(submit))
             .route("/batches/{id}", web::get().to(batch))
@@ -42,6 +44,7 @@ async fn status(state: State) -> Result<HttpResponse, ApiError> {
         &state.ledger,
         &state.registry,
         &state.scheduler,
+        &state.fleet,
         &state.cluster,
     )
     .await?;
@@ -51,6 +54,12 @@ async fn status(state: State) -> Result<HttpResponse, ApiError> {
 async fn workers(state: State) -> Result<HttpResponse, ApiError> {
     let workers = list_workers(&state.registry, &state.scheduler).await?;
     Ok(HttpResponse::Ok().json(workers))
+}
+
+/// The elastic fleet's pools, as `drover pools --json` shows them.
+async fn pools(state: State) -> Result<HttpResponse, ApiError> {
+    let pools = state.fleet.send(ListPools).await?;
+    Ok(HttpResponse::Ok().json(pools))
 }
 
 /// `?limit=N`: only the newest N batches.
@@ -85,6 +94,7 @@ async fn metrics(state: State) -> Result<HttpResponse, ApiError> {
         &state.ledger,
         &state.registry,
         &state.scheduler,
+        &state.fleet,
         &state.cluster,
     )
     .await?;

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod ha;
+pub mod in_process;
 pub mod postgres;
 pub mod s3;
 pub mod store;

@@ -88,6 +88,7 @@ pub(super) async fn answer(shared: Arc<SessionContext>, request: ClientRequest) 
             &shared.ledger,
             &shared.registry,
             &shared.scheduler,
+            &shared.fleet,
             &shared.cluster,
         )
         .await

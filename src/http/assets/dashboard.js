@@ -96,6 +96,25 @@ function renderWaiting(groups) {
   $("waiting-section").classList.toggle("hidden", items.length === 0);
 }
 
+// The elastic fleet's pools, as `drover pools` shows them; the section is hidden without pools.
+function renderPools(pools) {
+  const rows = (pools || []).map((pool) =>
+    el("tr", { "data-pool": pool.name },
+      el("td", { class: "pool-name" }, pool.name),
+      el("td", { class: "provider" }, pool.provider),
+      el("td", { class: "min-max" }, `${pool.min} / ${pool.max}`),
+      el("td", { class: "desired" }, pool.desired),
+      el("td", { class: "booting" }, pool.booting),
+      el("td", { class: "idle" }, pool.idle),
+      el("td", { class: "busy" }, pool.busy),
+      el("td", { class: "launched" }, pool.launched),
+      el("td", { class: pool.failed_launches > 0 ? "failed-launches stale" : "failed-launches" }, pool.failed_launches),
+      el("td", { class: "terminated" }, pool.terminated),
+      el("td", { class: pool.last_error ? "last-error stale" : "last-error" }, pool.last_error || "–")));
+  $("pools").tBodies[0].replaceChildren(...rows);
+  $("pools-section").classList.toggle("hidden", rows.length === 0);
+}
+
 function renderChart(perSecond) {
   const svg = $("chart");
   const max = Math.max(1, ...perSecond);
@@ -219,6 +238,7 @@ async function poll() {
     ]);
     renderSummary(status);
     renderWaiting(status.waiting);
+    renderPools(status.pools);
     renderChart(status.stats.per_second);
     renderBatches(batches);
     renderWorkers(workers, status.at_ms);

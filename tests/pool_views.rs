@@ -14,7 +14,7 @@ use drover::status::{ClusterStatus, PoolInfo};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// The fields of `drover pools --json` (DESIGN.md), `last_error` only while one stands.
+/// The fields of `drover pools --json` (DESIGN.md), beside `last_error` (null while none stands).
 const FIELDS: [&str; 11] = [
     "name",
     "provider",

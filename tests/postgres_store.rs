@@ -213,6 +213,81 @@ fn postgres_answers_as_sqlite_does_for_the_same_changes() {
     assert!(again.replay.unfinished.iter().all(|job| job.id != 6));
 }
 
+/// Both stores, fresh, given the same commits and opened again: what each answers then.
+fn both_after(
+    server: &PgServer,
+    database: &str,
+    commits: Vec<Vec<Change>>,
+) -> (Vec<String>, Vec<String>, Replay) {
+    server.create_database(database);
+    let dir = tempfile::tempdir().unwrap();
+    let (sqlite, _) = SqliteStore::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+    let (term, _) = lead(&server.url(database), peer("127.0.0.1:7701"));
+    for changes in commits {
+        commit(&sqlite, changes.clone()).unwrap();
+        commit(&*term.store, changes).unwrap();
+    }
+    block_on(sqlite.close()).unwrap();
+    block_on(term.store.close()).unwrap();
+    drop(sqlite);
+    let (sqlite, sqlite_replay) =
+        SqliteStore::open(dir.path(), Arc::new(Metrics::default())).unwrap();
+    let (again, _) = lead(&server.url(database), peer("127.0.0.1:7701"));
+    let expected = everything(&sqlite, &sqlite_replay);
+    let found = everything(&*again.store, &again.replay);
+    (expected, found, again.replay)
+}
+
+#[test]
+fn a_calls_submission_written_again_changes_nothing_and_reserved_ids_stay_unused() {
+    use JobState::*;
+    let server = PgServer::start();
+    let commits = vec![
+        // Calls whose jobs ran while their submissions were written: one written alone and then
+        // again with its job's result (and ids reserved ahead), one written twice in one commit
+        // around its job's start and result.
+        vec![submit(3, 10, 1, None)],
+        vec![
+            submit(3, 10, 1, None),
+            started(&[(10, 130, 1, "w1")]),
+            finished(10, Succeeded, 130, 9, Some(b"call 10")),
+            Change::ReserveJobs(40),
+        ],
+        vec![
+            submit(4, 11, 1, None),
+            started(&[(11, 131, 1, "w1")]),
+            submit(4, 11, 1, None),
+            finished(11, Succeeded, 131, 10, Some(b"call 11")),
+            Change::ReserveJobs(30),
+        ],
+    ];
+    let (expected, found, replay) = both_after(&server, "calls", commits);
+    for (sqlite, postgres) in expected.iter().zip(&found) {
+        assert_eq!(sqlite, postgres);
+    }
+    assert_eq!(expected.len(), found.len());
+    // A submission written again is one batch of one job, recorded once with its result;
+    // the next job is numbered above the highest reservation.
+    for batch in [3, 4] {
+        let replayed = replay.batches.iter().find(|b| b.id == batch).unwrap();
+        assert_eq!(
+            (replayed.total, replayed.succeeded),
+            (1, 1),
+            "batch {batch}"
+        );
+    }
+    for (job, result) in [(10, "call 10"), (11, "call 11")] {
+        let line = found
+            .iter()
+            .find(|line| line.starts_with(&format!("job {job} ")))
+            .unwrap();
+        assert!(line.contains("Succeeded"), "{line}");
+        assert!(line.contains(&format!("{:?}", result.as_bytes())), "{line}");
+    }
+    assert_eq!(replay.next_job, 40);
+    assert!(replay.unfinished.is_empty());
+}
+
 #[test]
 fn a_second_record_is_refused_and_an_idempotency_key_taken_once() {
     let server = PgServer::start();

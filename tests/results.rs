@@ -1,8 +1,8 @@
 //! Results as programs and people receive them, through the binary protocol: following a
 //! batch while it runs (`Client::follow`, `drover results`, `drover submit --follow`),
 //! resuming from a cursor across a coordinator killed and started again, a call answered in
-//! one request (`Client::call`, `drover run`), and what bad cursors, unknown batches and
-//! followers that stop reading get.
+//! one request (`Client::call`, `drover run`) and one lost with its coordinator before it was
+//! written, and what bad cursors, unknown batches and followers that stop reading get.
 
 mod common;
 
@@ -211,6 +211,75 @@ async fn following_and_calling_resume_across_a_coordinator_killed_and_started_ag
     assert_eq!(
         batches.iter().filter(|batch| batch.name == "call").count(),
         1,
+        "{batches:?}"
+    );
+}
+
+/// A call's job runs while its submission is written, which goes to disk with the job's result.
+/// A coordinator killed in between loses that run and nothing else: the job's id is given to no
+/// job of the next run (a worker carrying the lost run back would be taken for that job's), and
+/// the call, sent again, is answered by a job of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_coordinator_died_before_writing_it_runs_again_under_a_new_id() {
+    // A call's submission waits a minute for its result, so the kill comes before it is written.
+    let mut cluster =
+        Cluster::start(&["--heartbeat-timeout", "2s", "--call-write-delay", "60s"]).await;
+    cluster.start_worker("w1", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    // The first call of a run reserves job ids on disk; calls after it run unwritten.
+    let mut client = cluster.client().await;
+    let first = client.call(JobSpec::call("noop", "")).await.unwrap();
+    assert_eq!(first.record.state, JobState::Succeeded);
+    let address = cluster.address.clone();
+    let calling = tokio::spawn(async move {
+        let mut caller = drover::client::Client::connect(&address, None)
+            .await
+            .unwrap();
+        caller.call(printing_job(Some("go"))).await
+    });
+    let lost = wait_for(Duration::from_secs(30), "the call's job to run", || async {
+        let workers = cluster.try_client().await?.workers().await.ok()?;
+        workers.iter().flat_map(|worker| worker.jobs.clone()).next()
+    })
+    .await;
+    assert!(lost > first.record.id);
+
+    cluster
+        .restart_coordinator(Duration::from_millis(300))
+        .await;
+    let mut client = cluster.client().await;
+    let unknown = client.job(lost).await;
+    assert!(
+        unknown.is_err(),
+        "job {lost} was never written: {unknown:?}"
+    );
+    open_gate(&cluster, "go");
+    let called = calling
+        .await
+        .unwrap()
+        .unwrap_or_else(|error| panic!("{error}: {}", cluster.coordinator_log()));
+    assert_eq!(called.record.state, JobState::Succeeded);
+    assert!(
+        called.record.id > lost,
+        "job {lost} ran unwritten; the call sent again got job {}",
+        called.record.id
+    );
+    let printed = format!("job-{}\n", called.record.id);
+    assert_eq!(called.result.as_deref(), Some(printed.as_bytes()));
+    // The lost run reported too, once the gate opened, and is recorded nowhere.
+    wait_for(Duration::from_secs(30), "the worker to be idle", || async {
+        let workers = cluster.try_client().await?.workers().await.ok()?;
+        workers
+            .iter()
+            .all(|worker| worker.jobs.is_empty())
+            .then_some(())
+    })
+    .await;
+    assert!(cluster.client().await.job(lost).await.is_err());
+    let batches = cluster.client().await.batches().await.unwrap();
+    assert_eq!(
+        batches.iter().filter(|batch| batch.name == "call").count(),
+        2,
         "{batches:?}"
     );
 }

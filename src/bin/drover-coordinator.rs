@@ -60,6 +60,10 @@ struct Args {
     /// outputs. Its results must fit in a frame.
     #[arg(long, env = "DROVER_MAX_RESULT_BYTES", default_value_t = drover::job::DEFAULT_MAX_RESULT_BYTES)]
     max_result_bytes: usize,
+    /// How long a call's job may run before its submission is written on its own, rather than
+    /// with its result (the tests lengthen it to catch a call in that window).
+    #[arg(long, env = "DROVER_CALL_WRITE_DELAY", default_value = "20ms", value_parser = humantime::parse_duration, hide = true)]
+    call_write_delay: Duration,
     /// Connections beyond this many are closed at once.
     #[arg(long, env = "DROVER_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
@@ -171,6 +175,7 @@ fn run(args: Args) -> anyhow::Result<Ended> {
         max_write_buffer: args.max_write_buffer_bytes,
         max_worker_slots: args.max_worker_slots,
         max_result_bytes: args.max_result_bytes,
+        call_write_delay: args.call_write_delay,
         tls: args.tls_cert.zip(args.tls_key),
         require_tls: args.require_tls,
         http: (!matches!(args.http.as_str(), "off" | "none" | "")).then_some(args.http),

@@ -49,6 +49,9 @@ pub struct CoordinatorConfig {
     pub max_worker_slots: u32,
     /// The most bytes of one attempt's result kept (`--max-result-bytes`, default 1 MiB).
     pub max_result_bytes: usize,
+    /// How long a call's job may run before its submission is written on its own (see
+    /// [`LedgerConfig::call_write_delay`](crate::actors::ledger::LedgerConfig)).
+    pub call_write_delay: Duration,
     /// The certificate chain and private key (PEM files) for TLS on both ports.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Refuse to start without TLS.
@@ -94,6 +97,7 @@ impl CoordinatorConfig {
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
             max_worker_slots: DEFAULT_MAX_WORKER_SLOTS,
             max_result_bytes: crate::job::DEFAULT_MAX_RESULT_BYTES,
+            call_write_delay: crate::actors::ledger::DEFAULT_CALL_WRITE_DELAY,
             tls: None,
             require_tls: false,
             advertise: None,

@@ -76,6 +76,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
             stepped_down: Arc::new(ledger_stepped_down),
             recorded: recorded.clone(),
             max_result_bytes: config.max_result_bytes,
+            call_write_delay: config.call_write_delay,
         },
     )
     .start();

@@ -64,7 +64,9 @@ impl PartialEq for StoreError {
 /// One durable change.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// A new batch and its jobs, ids `first_job..first_job + jobs.len()`.
+    /// A new batch and its jobs, ids `first_job..first_job + jobs.len()`. Written again (a call's
+    /// submission rides with each commit about its job until one is durable), it changes
+    /// nothing.
     Submit {
         /// The batch.
         batch: BatchId,
@@ -98,6 +100,10 @@ pub enum Change {
     /// Failed or cancelled jobs back to pending with their failures forgotten (a retry): their
     /// records, results and cursors are cleared.
     Reopen(Vec<JobId>),
+    /// Job ids below this one may be handed to workers before their submission is written (a
+    /// call's job runs while it is; see `actors::ledger::unwritten`): a later run numbers its
+    /// jobs from here at least, so no job of its own takes the id of one that ran unwritten.
+    ReserveJobs(JobId),
 }
 
 /// The record of a finished job.
@@ -190,7 +196,8 @@ pub struct Replay {
     pub batches: Vec<ReplayedBatch>,
     /// Jobs not yet finished.
     pub unfinished: Vec<ReplayedJob>,
-    /// The next free job id.
+    /// The next free job id: above every job on record and every id reserved
+    /// ([`Change::ReserveJobs`]).
     pub next_job: JobId,
     /// Recorded attempts whose manifest no worker has confirmed writing.
     pub unpublished: Vec<Unpublished>,

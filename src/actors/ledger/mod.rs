@@ -14,6 +14,7 @@ mod notes;
 mod requests;
 mod results;
 mod stats;
+mod unwritten;
 
 pub use book::{
     manifest_order_size, LostAttempt, Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_SPEC_BYTES,
@@ -72,7 +73,14 @@ pub struct LedgerConfig {
     /// The most bytes of one attempt's result kept (`--max-result-bytes`): a longer result
     /// fails its attempt, saying to publish large results as outputs.
     pub max_result_bytes: usize,
+    /// How long a call's submission, running unwritten, waits for the commit of its result to
+    /// ride with before it is written on its own (see `unwritten`).
+    pub call_write_delay: Duration,
 }
+
+/// The default of [`LedgerConfig::call_write_delay`]: longer than most short calls take, short
+/// enough that a long call's job is on disk (and in every view read from disk) at once.
+pub const DEFAULT_CALL_WRITE_DELAY: Duration = Duration::from_millis(20);
 
 /// The default of [`LedgerConfig::max_unfinished_jobs`]: about 1.3 GiB of coordinator memory.
 pub const DEFAULT_MAX_UNFINISHED_JOBS: usize = 5_000_000;
@@ -93,6 +101,7 @@ impl Default for LedgerConfig {
             stepped_down: Arc::new(watch::channel(None).0),
             recorded: Arc::new(watch::channel(0).0),
             max_result_bytes: crate::job::DEFAULT_MAX_RESULT_BYTES,
+            call_write_delay: DEFAULT_CALL_WRITE_DELAY,
         }
     }
 }
@@ -133,6 +142,10 @@ pub struct Ledger {
     recorded: Arc<watch::Sender<u64>>,
     /// Calls waiting for their job's final record.
     calls: HashMap<JobId, results::CallWaiter>,
+    /// Calls' submissions running before they are on disk, and the ids reserved for them.
+    unwritten: unwritten::Unwritten,
+    /// How long a call's submission waits for a commit about its job to ride with.
+    call_write_delay: Duration,
 }
 
 impl Ledger {
@@ -151,6 +164,7 @@ impl Ledger {
             max_unfinished_bytes: config.max_unfinished_bytes,
             max_result_bytes: config.max_result_bytes,
         };
+        let next_job = replay.next_job;
         Ledger {
             book: Book::new(replay, limits, config.metrics),
             store,
@@ -167,6 +181,8 @@ impl Ledger {
             notes_due: false,
             recorded: config.recorded,
             calls: HashMap::new(),
+            unwritten: unwritten::Unwritten::new(next_job),
+            call_write_delay: config.call_write_delay,
         }
     }
 
@@ -324,8 +340,26 @@ impl Ledger {
     }
 
     /// Sends a commit to the store; its outcome comes back as a message, in commit order.
-    fn commit(&self, commit: Commit, ledger: Addr<Ledger>, respond: Option<Respond>) {
-        let Commit { changes, then } = commit;
+    fn commit(&mut self, commit: Commit, ledger: Addr<Ledger>, respond: Option<Respond>) {
+        let carry = match commit.then {
+            Pending::Note(_) => unwritten::Carry::Nothing,
+            _ => unwritten::Carry::Touched,
+        };
+        self.commit_with(commit, carry, ledger, respond);
+    }
+
+    /// Sends a commit with the calls' submissions it must carry (see [`unwritten`]).
+    fn commit_with(
+        &mut self,
+        commit: Commit,
+        carry: unwritten::Carry,
+        ledger: Addr<Ledger>,
+        respond: Option<Respond>,
+    ) {
+        let Commit { mut changes, then } = commit;
+        let carried = self
+            .unwritten
+            .carry(&mut changes, carry, self.book.next_job());
         let (last_cursor, calls) = self.records_in(&changes);
         self.store.commit(
             changes,
@@ -336,6 +370,7 @@ impl Ledger {
                     respond,
                     last_cursor,
                     calls,
+                    carried,
                 })
             }),
         );
@@ -456,6 +491,8 @@ struct Committed {
     last_cursor: Option<u64>,
     /// The records of the jobs calls wait for.
     calls: results::CallRecords,
+    /// The calls' submissions and the reservation it carried.
+    carried: unwritten::Carried,
 }
 
 impl Handler<Committed> for Ledger {
@@ -468,6 +505,12 @@ impl Handler<Committed> for Ledger {
         if committed.result.is_ok() {
             // Followers and calls first: theirs is the latency that counts.
             self.records_durable(committed.last_cursor, committed.calls);
+        }
+        if self
+            .unwritten
+            .ended(committed.carried, committed.result.is_ok())
+        {
+            self.write_calls_later(ctx);
         }
         let effects = self
             .book

@@ -231,7 +231,7 @@ impl Handler<CallJob> for Ledger {
         }
         let name = call.spec.name.clone();
         let key = call.idempotency_key.as_deref();
-        let effects = match self
+        let mut effects = match self
             .book
             .submit(CALL_BATCH.into(), vec![call.spec], key, now_ms())
         {
@@ -240,8 +240,9 @@ impl Handler<CallJob> for Ledger {
         };
         let (call_tx, call_rx) = oneshot::channel();
         let mut repeat = Some(call_tx);
-        // A new job is queued only once this commit is durable, which this actor hears after
-        // this handler: its waiter is in place first.
+        // A new job is queued once this commit is durable, which this actor hears after this
+        // handler, or at once when it runs unwritten (see `unwritten`): its waiter is in
+        // place first either way.
         let new_job = match &effects.commit {
             Some(Commit {
                 then: Pending::Submit {
@@ -258,7 +259,24 @@ impl Handler<CallJob> for Ledger {
             }
         }
         let (tx, rx) = oneshot::channel();
-        self.carry_out(ctx, effects, Some(tx));
+        let runs_now =
+            new_job.filter(|(_, job)| !self.closing && self.unwritten.may_run_unwritten(*job));
+        match (runs_now, effects.commit.take()) {
+            // Its job runs at once, and its submission goes to disk with its result.
+            (Some((_, job)), Some(Commit { changes, then })) => {
+                if let Some(submission) = changes.into_iter().next() {
+                    self.unwritten.hold(job, submission);
+                }
+                self.carry_out(ctx, effects, None);
+                let accepted = self.book.committed(then, Ok(()), now_ms());
+                self.carry_out(ctx, accepted, Some(tx));
+                self.write_calls_later(ctx);
+            }
+            (_, commit) => {
+                effects.commit = commit;
+                self.carry_out(ctx, effects, Some(tx));
+            }
+        }
         let submitted = rx.into_actor(self);
         Box::pin(submitted.then(move |answer, ledger, ctx| {
             let refused = match answer {

@@ -37,6 +37,7 @@ pub struct Statements {
     reopen: Statement,
     duplicates: Statement,
     manifests: Statement,
+    reserve: Statement,
 }
 
 impl Statements {
@@ -69,12 +70,16 @@ impl Statements {
             // transaction, not its start (`now()`), so a long one never lets it lapse.
             "UPDATE lease SET expires_at = clock_timestamp() + $2::float8 * interval '1 millisecond'
              WHERE id = 1 AND epoch = $1",
+            // A submission written again (see `Change::Submit`) finds its rows there and leaves
+            // them; another batch's idempotency key is still refused.
             "INSERT INTO batches (id, name, submitted_at_ms, total, idempotency_key)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])",
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
+             ON CONFLICT (id) DO NOTHING",
             "INSERT INTO jobs (id, batch, name, spec, spec_format, state, queued_at_ms)
              SELECT u.id, u.batch, u.name, u.spec, $6, 'pending', u.queued
              FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[], $5::bigint[])
-                 AS u(id, batch, name, spec, queued)",
+                 AS u(id, batch, name, spec, queued)
+             ON CONFLICT (id) DO NOTHING",
             // A cursor of 0 is none drawn: the job is numbered when the next term begins.
             "UPDATE jobs j SET state = u.state, worker = u.worker, attempts = u.attempts,
                  lost_attempts = u.lost, failures = u.failures, started_at_ms = u.started,
@@ -133,6 +138,8 @@ impl Statements {
             "UPDATE jobs j SET manifest_written = u.written
              FROM unnest($1::bigint[], $2::smallint[]) AS u(job, written)
              WHERE j.id = u.job",
+            "INSERT INTO meta (key, value) VALUES ('reserved_jobs', $1)
+             ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, EXCLUDED.value)",
         ];
         let mut prepared = try_join_all(texts.iter().map(|text| client.prepare(text)))
             .await?
@@ -151,6 +158,7 @@ impl Statements {
             reopen: next(),
             duplicates: next(),
             manifests: next(),
+            reserve: next(),
         })
     }
 }
@@ -304,6 +312,8 @@ struct Stage<'a> {
     reopen: Vec<i64>,
     duplicates: (Vec<i64>, Vec<i64>),
     manifests: (Vec<i64>, Vec<i16>),
+    /// The highest job id reserved in this stage, if any.
+    reserve: Option<i64>,
 }
 
 #[derive(Default)]
@@ -383,10 +393,21 @@ impl<'a> Stages<'a> {
                 jobs,
                 idempotency_key,
             } => {
-                // New jobs: nothing before touches them.
-                let stage = self.0.last_mut().expect("never empty");
+                // New jobs, unless this is a call's submission written again: then in a stage
+                // after the one that touched them (or wrote them) last.
                 let count = jobs.len() as u64;
-                stage.submitted.push(*first_job..first_job + count);
+                let range = *first_job..first_job + count;
+                let last = self.0.last().expect("never empty");
+                let again = range.clone().any(|job| last.touched.contains(&job))
+                    || last
+                        .submitted
+                        .iter()
+                        .any(|written| written.start < range.end && range.start < written.end);
+                if again {
+                    self.0.push(Stage::default());
+                }
+                let stage = self.0.last_mut().expect("never empty");
+                stage.submitted.push(range);
                 stage.batches.id.push(*batch as i64);
                 stage.batches.name.push(name);
                 stage.batches.submitted.push(*submitted_at_ms as i64);
@@ -472,6 +493,10 @@ impl<'a> Stages<'a> {
                     d.1.push(*lease as i64);
                 }
             }
+            Change::ReserveJobs(below) => {
+                let stage = self.0.last_mut().expect("never empty");
+                stage.reserve = stage.reserve.max(Some(*below as i64));
+            }
         }
     }
 }
@@ -551,6 +576,9 @@ impl<'a> Stage<'a> {
         let m = &self.manifests;
         if !m.0.is_empty() {
             sent.push((&statements.manifests, vec![&m.0, &m.1]));
+        }
+        if let Some(below) = &self.reserve {
+            sent.push((&statements.reserve, vec![below]));
         }
         sent.into_iter()
             .map(|(statement, params)| Sent {

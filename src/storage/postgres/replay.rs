@@ -183,8 +183,13 @@ pub async fn replay(client: &mut Client, epoch: u64) -> Result<Replay, ReplayErr
         }
     }
 
+    // Above every job on record, and every id an earlier leader may have handed out unwritten.
     let next_job = tx
-        .query_one("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs", &[])
+        .query_one(
+            "SELECT GREATEST((SELECT COALESCE(MAX(id), 0) + 1 FROM jobs),
+                 (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'reserved_jobs'))",
+            &[],
+        )
         .await?
         .get::<_, i64>(0) as u64;
 

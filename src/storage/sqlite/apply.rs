@@ -28,13 +28,15 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
         .collect();
     let tx = conn.transaction()?;
     {
+        // A submission written again (see `Change::Submit`) finds its rows there and leaves
+        // them; another batch's idempotency key is still refused.
         let mut insert_batch = tx.prepare_cached(
             "INSERT INTO batches (id, name, submitted_at_ms, total, idempotency_key)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
         )?;
         let mut insert_job = tx.prepare_cached(
             "INSERT INTO jobs (id, batch, name, spec, spec_format, state, queued_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6) ON CONFLICT (id) DO NOTHING",
         )?;
         let mut finish = tx.prepare_cached(
             "UPDATE jobs SET state = ?2, worker = ?3, attempts = ?4, lost_attempts = ?5,
@@ -172,6 +174,13 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                     for (job, lease) in jobs {
                         duplicate.execute(params![*job as i64, *lease as i64])?;
                     }
+                }
+                Change::ReserveJobs(below) => {
+                    tx.prepare_cached(
+                        "INSERT INTO meta (key, value) VALUES ('reserved_jobs', ?1)
+                         ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    )?
+                    .execute(params![*below as i64])?;
                 }
             }
         }

@@ -111,9 +111,13 @@ pub fn replay(conn: &mut Connection) -> Result<Replay, StoreError> {
         }
     }
     lost_on(&tx, &mut unfinished)?;
-    let next_job = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs", [], |row| {
-        row.get::<_, i64>(0)
-    })? as u64;
+    // Above every job on record, and every id an earlier run may have handed out unwritten.
+    let next_job = tx.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM jobs), 0) + 1,
+                    COALESCE((SELECT value FROM meta WHERE key = 'reserved_jobs'), 0))",
+        [],
+        |row| row.get::<_, i64>(0),
+    )? as u64;
     // Every cursor drawn is below this (the jobs' own, or one a retry cleared since).
     let last_cursor = tx.query_row(
         "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'last_cursor'), 0),

@@ -317,6 +317,11 @@ impl Cursors {
 }
 
 impl Book {
+    /// The id the next job submitted gets.
+    pub(crate) fn next_job(&self) -> JobId {
+        self.next_job
+    }
+
     /// A book holding what the store replayed.
     pub(crate) fn new(replay: Replay, limits: Limits, metrics: Arc<Metrics>) -> Book {
         let keys = replay

@@ -243,12 +243,12 @@ fn a_calls_submission_written_again_changes_nothing_and_reserved_ids_stay_unused
     use JobState::*;
     let server = PgServer::start();
     let commits = vec![
-        // Calls whose jobs ran while their submissions were written: one written alone and then
-        // again with its job's result (and ids reserved ahead), one written twice in one commit
-        // around its job's start and result.
-        vec![submit(3, 10, 1, None)],
+        // Calls whose jobs ran while their submissions were written: one (with an idempotency
+        // key) written alone and then again with its job's result (and ids reserved ahead), one
+        // written twice in one commit around its job's start and result.
+        vec![submit(3, 10, 1, Some("call-key"))],
         vec![
-            submit(3, 10, 1, None),
+            submit(3, 10, 1, Some("call-key")),
             started(&[(10, 130, 1, "w1")]),
             finished(10, Succeeded, 130, 9, Some(b"call 10")),
             Change::ReserveJobs(40),

@@ -284,6 +284,58 @@ async fn a_call_whose_coordinator_died_before_writing_it_runs_again_under_a_new_
     );
 }
 
+/// A call's idempotency key is acknowledged to no one before the call's submission is on disk:
+/// a batch submitted under it while the call's job runs unwritten waits, and is answered with
+/// the call's batch once that is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_key_is_acknowledged_only_once_its_submission_is_on_disk() {
+    let mut cluster = Cluster::start(&["--call-write-delay", "60s"]).await;
+    cluster.start_worker("w1", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let mut client = cluster.client().await;
+    // The first call of a run reserves job ids on disk; calls after it run unwritten.
+    client.call(JobSpec::call("noop", "")).await.unwrap();
+    let address = cluster.address.clone();
+    let calling = tokio::spawn(async move {
+        let mut caller = drover::client::Client::connect(&address, None)
+            .await
+            .unwrap();
+        caller
+            .call_with_key(printing_job(Some("go")), "one-key")
+            .await
+    });
+    wait_for(Duration::from_secs(30), "the call's job to run", || async {
+        let workers = cluster.try_client().await?.workers().await.ok()?;
+        workers
+            .iter()
+            .any(|worker| !worker.jobs.is_empty())
+            .then_some(())
+    })
+    .await;
+    let address = cluster.address.clone();
+    let submitting = tokio::spawn(async move {
+        let mut submitter = drover::client::Client::connect(&address, None)
+            .await
+            .unwrap();
+        submitter
+            .submit_with_key("again", vec![JobSpec::call("noop", "")], "one-key")
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !submitting.is_finished(),
+        "a batch under the key was answered before the call's submission was written"
+    );
+    open_gate(&cluster, "go");
+    let called = calling.await.unwrap().unwrap();
+    let submitted = submitting.await.unwrap().unwrap();
+    assert!(submitted.repeated);
+    assert_eq!(
+        (submitted.batch, submitted.first_job),
+        (called.record.batch, called.record.id)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_follow_prints_each_job_as_it_finishes() {
     let mut cluster = Cluster::start(&[]).await;

@@ -506,10 +506,14 @@ impl Handler<Committed> for Ledger {
             // Followers and calls first: theirs is the latency that counts.
             self.records_durable(committed.last_cursor, committed.calls);
         }
-        if self
+        let ended = self
             .unwritten
-            .ended(committed.carried, committed.result.is_ok())
-        {
+            .ended(committed.carried, committed.result.is_ok());
+        for (key, job) in ended.keys_written {
+            let effects = self.book.call_written(key, job);
+            self.answer_held(effects.repeats);
+        }
+        if ended.uncarried {
             self.write_calls_later(ctx);
         }
         let effects = self

@@ -263,9 +263,15 @@ impl Handler<CallJob> for Ledger {
             new_job.filter(|(_, job)| !self.closing && self.unwritten.may_run_unwritten(*job));
         match (runs_now, effects.commit.take()) {
             // Its job runs at once, and its submission goes to disk with its result.
-            (Some((_, job)), Some(Commit { changes, then })) => {
+            (Some((_, job)), Some(Commit { changes, mut then })) => {
+                // Its key stays "being written" until the submission is on disk: a repeat
+                // (a batch under it too) is answered then.
+                let key = match &mut then {
+                    Pending::Submit { key, .. } => key.take(),
+                    _ => None,
+                };
                 if let Some(submission) = changes.into_iter().next() {
-                    self.unwritten.hold(job, submission);
+                    self.unwritten.hold(job, submission, key);
                 }
                 self.carry_out(ctx, effects, None);
                 let accepted = self.book.committed(then, Ok(()), now_ms());

@@ -24,13 +24,19 @@ use super::Ledger;
 use crate::job::JobId;
 use crate::storage::store::Change;
 use actix::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How many ids a reservation covers beyond the next job's.
 const RESERVE_AHEAD: u64 = 4096;
 
 /// A new reservation is written when fewer ids than this are left under the last one.
 const RESERVE_LOW: u64 = 1024;
+
+/// The longest a submission waits to be written again after failed commits (the wait doubles
+/// from the delay with each).
+const MOST_WRITE_WAIT: Duration = Duration::from_secs(1);
 
 /// Calls' submissions not yet known durable, and the reservation of ids they run under.
 #[derive(Default)]
@@ -44,6 +50,11 @@ pub(super) struct Unwritten {
     /// Each call's submission (a `Change::Submit`) with the number of commits in flight that
     /// carry it.
     calls: HashMap<JobId, (Change, u32)>,
+    /// The idempotency keys of those calls: a repeat of one waits until the submission is on
+    /// disk, as it would for a batch being written.
+    keys: HashMap<JobId, Arc<str>>,
+    /// Commits carrying submissions that failed in a row: the next write waits longer.
+    failures: u32,
     /// A timer will write the submissions no commit carries.
     pub(super) write_due: bool,
 }
@@ -58,6 +69,15 @@ pub(super) enum Carry {
     Nothing,
     /// Every one no commit in flight carries: the delay is over.
     All,
+}
+
+/// What a commit's end means for the calls.
+#[derive(Default)]
+pub(super) struct Ended {
+    /// Some submission is carried by no commit now, and waits to be written again.
+    pub(super) uncarried: bool,
+    /// Calls' keys whose submission is on disk now, with their jobs.
+    pub(super) keys_written: Vec<(Arc<str>, JobId)>,
 }
 
 /// What one commit carries for [`Unwritten`]: told back when it ends.
@@ -85,9 +105,21 @@ impl Unwritten {
         job < self.reserved
     }
 
-    /// Keeps a call's submission until a commit carrying it is durable.
-    pub(super) fn hold(&mut self, job: JobId, submission: Change) {
+    /// Keeps a call's submission (and its idempotency key, if it has one) until a commit
+    /// carrying it is durable.
+    pub(super) fn hold(&mut self, job: JobId, submission: Change, key: Option<Arc<str>>) {
         self.calls.insert(job, (submission, 0));
+        if let Some(key) = key {
+            self.keys.insert(job, key);
+        }
+    }
+
+    /// How long submissions no commit carries wait to be written: the delay, doubled for each
+    /// carrying commit that failed in a row.
+    pub(super) fn write_wait(&self, delay: Duration) -> Duration {
+        delay
+            .saturating_mul(1 << self.failures.min(16))
+            .min(MOST_WRITE_WAIT.max(delay))
     }
 
     /// Puts in front of `changes` the submissions `carry` says, and after them a new
@@ -100,17 +132,18 @@ impl Unwritten {
     ) -> Carried {
         let mut carried = Carried::default();
         if !self.calls.is_empty() && carry != Carry::Nothing {
+            let mut seen = HashSet::new();
             let mut jobs: Vec<JobId> = Vec::new();
             for change in changes.iter() {
                 touched_jobs(change, &mut |job| {
-                    if self.calls.contains_key(&job) && !jobs.contains(&job) {
+                    if self.calls.contains_key(&job) && seen.insert(job) {
                         jobs.push(job);
                     }
                 });
             }
             if carry == Carry::All {
                 for (job, (_, carriers)) in &self.calls {
-                    if *carriers == 0 && !jobs.contains(job) {
+                    if *carriers == 0 && seen.insert(*job) {
                         jobs.push(*job);
                     }
                 }
@@ -137,25 +170,35 @@ impl Unwritten {
         carried
     }
 
-    /// A commit that carried `carried` ended. True when some submission is no longer carried
-    /// by any commit and waits to be written again.
-    pub(super) fn ended(&mut self, carried: Carried, durable: bool) -> bool {
+    /// A commit that carried `carried` ended: what it means for the calls.
+    pub(super) fn ended(&mut self, carried: Carried, durable: bool) -> Ended {
         if let Some(below) = carried.reserve {
             if durable {
                 self.reserved = self.reserved.max(below);
             }
             self.reserving = None;
         }
-        let mut uncarried = false;
+        let mut ended = Ended::default();
+        if carried.calls.is_empty() {
+            return ended;
+        }
+        if durable {
+            self.failures = 0;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+        }
         for job in carried.calls {
             if durable {
                 self.calls.remove(&job);
+                if let Some(key) = self.keys.remove(&job) {
+                    ended.keys_written.push((key, job));
+                }
             } else if let Some((_, carriers)) = self.calls.get_mut(&job) {
                 *carriers = carriers.saturating_sub(1);
-                uncarried |= *carriers == 0;
+                ended.uncarried |= *carriers == 0;
             }
         }
-        uncarried
+        ended
     }
 
     /// No submission waits.
@@ -185,7 +228,8 @@ impl Ledger {
             return;
         }
         self.unwritten.write_due = true;
-        ctx.run_later(self.call_write_delay, |ledger, ctx| {
+        let wait = self.unwritten.write_wait(self.call_write_delay);
+        ctx.run_later(wait, |ledger, ctx| {
             ledger.unwritten.write_due = false;
             if ledger.closing || ledger.unwritten.is_empty() {
                 return;
@@ -204,7 +248,6 @@ impl Ledger {
 mod tests {
     use super::*;
     use crate::storage::store::StartRow;
-    use std::sync::Arc;
 
     fn submission(job: JobId) -> Change {
         Change::Submit {
@@ -248,7 +291,7 @@ mod tests {
         );
         assert!(!unwritten.may_run_unwritten(11));
         // A failed reservation reserves nothing, and the next commit tries again.
-        assert!(!unwritten.ended(carried, false));
+        assert!(!unwritten.ended(carried, false).uncarried);
         assert!(!unwritten.may_run_unwritten(11));
         let mut changes = Vec::new();
         let carried = unwritten.carry(&mut changes, Carry::Touched, 11);
@@ -271,16 +314,16 @@ mod tests {
         let mut unwritten = Unwritten::new(1);
         unwritten.reserved = 100;
         assert!(unwritten.may_run_unwritten(5));
-        unwritten.hold(5, submission(5));
+        unwritten.hold(5, submission(5), Some(Arc::from("key")));
         // Notes about the job, alone, carry nothing; nor does a commit about another job.
         let mut notes = vec![started(5)];
         let carried = unwritten.carry(&mut notes, Carry::Nothing, 7);
         assert!(submitted(&notes).is_empty());
-        assert!(!unwritten.ended(carried, true));
+        assert!(!unwritten.ended(carried, true).uncarried);
         let mut other = vec![started(6)];
         let carried = unwritten.carry(&mut other, Carry::Touched, 7);
         assert!(submitted(&other).is_empty());
-        assert!(!unwritten.ended(carried, true));
+        assert!(!unwritten.ended(carried, true).uncarried);
         // Two commits about the job, in flight together: both carry it, first.
         let mut first = vec![started(5)];
         let first_carried = unwritten.carry(&mut first, Carry::Touched, 7);
@@ -289,14 +332,21 @@ mod tests {
         let second_carried = unwritten.carry(&mut second, Carry::Touched, 7);
         assert_eq!(submitted(&second[..1]), vec![5]);
         // The first fails: the second still carries it, nothing waits to be written.
-        assert!(!unwritten.ended(first_carried, false));
-        // The second fails too: now it waits, and a write of all carries it.
-        assert!(unwritten.ended(second_carried, false));
+        assert!(!unwritten.ended(first_carried, false).uncarried);
+        // The second fails too: now it waits, longer after each failure, and a write of all
+        // carries it.
+        let delay = Duration::from_millis(20);
+        assert!(unwritten.ended(second_carried, false).uncarried);
+        assert_eq!(unwritten.write_wait(delay), Duration::from_millis(80));
         let mut alone = Vec::new();
         let carried = unwritten.carry(&mut alone, Carry::All, 7);
         assert_eq!(submitted(&alone), vec![5]);
-        // Durable: it is forgotten, and later commits about the job carry nothing.
-        assert!(!unwritten.ended(carried, true));
+        // Durable: its key is written, it is forgotten, and later commits about the job carry
+        // nothing.
+        let ended = unwritten.ended(carried, true);
+        assert!(!ended.uncarried);
+        assert_eq!(ended.keys_written, vec![(Arc::from("key"), 5)]);
+        assert_eq!(unwritten.write_wait(delay), delay);
         assert!(unwritten.is_empty());
         let mut later = vec![started(5)];
         unwritten.carry(&mut later, Carry::All, 7);

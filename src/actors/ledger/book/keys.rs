@@ -83,6 +83,14 @@ impl Book {
         }
     }
 
+    /// The submission of a call whose job ran unwritten is on disk: its key's repeats, which
+    /// waited, are answered (see `ledger::unwritten`).
+    pub(crate) fn call_written(&mut self, key: Arc<str>, job: JobId) -> Effects {
+        let mut effects = Effects::none();
+        self.key_written(key, Ok(job), &mut effects);
+        effects
+    }
+
     /// A key's batch is being written.
     pub(super) fn key_writing(&mut self, key: Arc<str>, batch: BatchId) {
         self.keys.insert(key, Keyed::Writing { batch, waiting: 0 });

@@ -62,7 +62,7 @@ enum Phase {
     Retiring { failed: Option<String> },
     /// Its termination was asked of the provider.
     Terminating,
-    /// Its termination failed: asked again from `retry_ms`.
+    /// Its termination failed: retired and terminated again from `retry_ms`.
     TerminateFailed { retry_ms: u64 },
 }
 
@@ -292,9 +292,11 @@ impl PoolState {
                     };
                     actions.push(Action::Retire(id.clone()));
                 }
+                // Through the Scheduler again: a worker of it may have connected meanwhile, and
+                // its retired mark is renewed.
                 Phase::TerminateFailed { retry_ms } if now_ms >= *retry_ms => {
-                    machine.phase = Phase::Terminating;
-                    actions.push(Action::Terminate(id.clone()));
+                    machine.phase = Phase::Retiring { failed: None };
+                    actions.push(Action::Retire(id.clone()));
                 }
                 _ => {}
             }

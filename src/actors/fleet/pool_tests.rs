@@ -281,9 +281,14 @@ fn a_machine_whose_worker_came_back_is_not_terminated() {
     state.retire_answered("a", None, 400);
     state.terminate_answered("a", Err(ProviderError::new("throttled")), 400);
     assert!(state.observe(Vec::new(), 401).is_empty());
+    // Through the Scheduler again, which renews its retired mark.
     assert_eq!(
         state.observe(Vec::new(), 400 + MAX_BACKOFF_MS / 4),
-        vec![Action::Terminate("a".into())]
+        vec![Action::Retire("a".into())]
+    );
+    assert_eq!(
+        state.retire_answered("a", None, 400 + MAX_BACKOFF_MS / 4),
+        Some(Action::Terminate("a".into()))
     );
     state.terminate_answered("a", Ok(()), 500 + MAX_BACKOFF_MS / 4);
     assert_eq!(state.info().terminated, 1);

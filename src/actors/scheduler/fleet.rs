@@ -12,7 +12,8 @@ use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
 
 /// How long a retired machine is remembered: far longer than any registration of its worker
-/// could be on its way.
+/// could be on its way. A machine whose termination keeps failing is retired again before each
+/// try, which renews its mark.
 const RETIRED_FOR_MS: u64 = 3600 * 1000;
 
 /// Jobs in line that the free slots of connected workers do not take: what more workers would

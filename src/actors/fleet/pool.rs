@@ -139,22 +139,11 @@ impl PoolState {
         &self.pool.config.name
     }
 
-    /// Machines that exist or are on their way, draining ones too: what `max` caps.
+    /// Machines that exist or are on their way, draining ones too, and those being terminated
+    /// (so a provider whose terminations keep failing is not given a new machine each time
+    /// one is retired): what `max` caps.
     pub(super) fn present(&self) -> u32 {
-        let alive = self
-            .machines
-            .values()
-            .filter(|machine| {
-                matches!(
-                    machine.phase,
-                    Phase::Booting { .. }
-                        | Phase::Lost { .. }
-                        | Phase::Registered(_)
-                        | Phase::DrainAsked(_)
-                )
-            })
-            .count();
-        u32::try_from(alive).unwrap_or(u32::MAX) + self.launching
+        u32::try_from(self.machines.len()).unwrap_or(u32::MAX) + self.launching
     }
 
     /// Machines booting, launches not yet answered included: supply on its way. A machine

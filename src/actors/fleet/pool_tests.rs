@@ -410,3 +410,35 @@ fn a_worker_that_dies_soon_after_registering_is_a_failed_launch_with_backoff() {
         now += backoff;
     }
 }
+
+#[test]
+fn machines_being_terminated_count_against_max() {
+    let mut state = listed(0, 1, 100);
+    assert_eq!(state.decide(1, true, 0), vec![Action::Launch(1)]);
+    state.launched(1, Ok(machines(&["a"], 0)), 0);
+    state.observe(vec![worker(1, "a", 1, None)], 100);
+    state.observe(
+        vec![PoolWorker {
+            draining: true,
+            ..worker(1, "a", 0, Some(100))
+        }],
+        200,
+    );
+    // Drained and gone: retired, then its termination fails.
+    assert_eq!(
+        state.observe(Vec::new(), 300),
+        vec![Action::Retire("a".into())]
+    );
+    assert_eq!(state.room(300), 0, "retiring");
+    state.retire_answered("a", None, 300);
+    assert_eq!(state.room(300), 0, "terminating");
+    state.terminate_answered("a", Err(ProviderError::new("throttled")), 300);
+    assert!(state.decide(1, true, 400).is_empty(), "no launch past max");
+    state.observe(Vec::new(), 300 + MAX_BACKOFF_MS / 4);
+    state.retire_answered("a", None, 300 + MAX_BACKOFF_MS / 4);
+    state.terminate_answered("a", Ok(()), 300 + MAX_BACKOFF_MS / 4);
+    assert_eq!(
+        state.decide(1, true, 400 + MAX_BACKOFF_MS / 4),
+        vec![Action::Launch(1)]
+    );
+}

@@ -109,7 +109,6 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
             cluster: ledger_id.to_string(),
             coordinator: worker_addresses(&cluster.borrow()),
             scheduler: scheduler.clone(),
-            registry: registry.clone(),
         },
     )
     .start();

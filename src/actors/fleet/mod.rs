@@ -16,7 +16,6 @@
 mod pool;
 mod share;
 
-use crate::actors::registry::Registry;
 use crate::actors::scheduler::{DrainIdle, FleetView, PoolWorker, Retire, Scheduler, ViewForFleet};
 use crate::fleet::{LaunchRequest, PoolConfig, Provider, ProviderError, ProviderFuture};
 use crate::job::now_ms;
@@ -62,12 +61,11 @@ pub struct Pool {
 pub struct FleetContext {
     /// The cluster's id (the ledger's), the tag on every machine.
     pub cluster: String,
-    /// The protocol address(es) workers connect to.
+    /// The protocol address(es) a launched worker is given to connect to (`host:port[,…]`).
     pub coordinator: String,
-    /// Demand.
+    /// Asked for demand and supply in one snapshot, and for the word before any worker is
+    /// drained or machine terminated: it alone knows what each worker runs.
     pub scheduler: Addr<Scheduler>,
-    /// Supply.
-    pub registry: Addr<Registry>,
 }
 
 /// Keeps each pool between its min and max, as demand asks.

@@ -87,7 +87,6 @@ fn worker(id: WorkerId, machine: &str, attempts: usize, idle_since_ms: Option<u6
             pool: "cpu".into(),
             machine: machine.into(),
         },
-        slots: 1,
         attempts,
         idle_since_ms,
         draining: false,

@@ -208,13 +208,27 @@ async fn wrong_tokens_are_refused_and_change_nothing() {
     let mut client = cluster.client_with("client-secret").await;
     assert!(client.batches().await.unwrap().is_empty());
     assert!(client.workers().await.unwrap().is_empty());
-    cluster.start_worker_with_env("w", 1, &[], &[("DROVER_WORKER_TOKEN", "worker-secret")]);
+    // The worker's environment holds secrets (a process pool gives it its token so); its jobs
+    // do not see them.
+    cluster.start_worker_with_env(
+        "w",
+        1,
+        &[],
+        &[
+            ("DROVER_WORKER_TOKEN", "worker-secret"),
+            ("DROVER_TOKEN", "client-secret"),
+            ("DROVER_READ_TOKEN_FILE", "/dev/null"),
+        ],
+    );
     let submitted = client
-        .submit("ok", vec![JobSpec::exec(["true"])])
+        .submit(
+            "ok",
+            vec![JobSpec::exec(["sh", "-c", "! env | grep TOKEN"])],
+        )
         .await
         .unwrap();
     let info = wait_batch_done(&mut client, submitted.batch, Duration::from_secs(30)).await;
-    assert_eq!(info.succeeded, 1);
+    assert_eq!(info.succeeded, 1, "a job saw a token: {info:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -690,12 +690,16 @@ async fn what_a_killed_worker_ran_dies_with_it_or_at_its_next_start() {
     )
     .await;
     // Said once the process is gone: the line may come a moment after.
-    wait_for(Duration::from_secs(10), "the sweep in the worker's log", || async {
-        cluster
-            .worker_log("doomed")
-            .contains("killed a process left running by a worker that died")
-            .then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the sweep in the worker's log",
+        || async {
+            cluster
+                .worker_log("doomed")
+                .contains("killed a process left running by a worker that died")
+                .then_some(())
+        },
+    )
     .await;
     client
         .cancel(drover::job::CancelTarget::Batch(submitted.batch))

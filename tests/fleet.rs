@@ -202,9 +202,13 @@ async fn a_worker_killed_during_scale_up_is_replaced_and_every_job_finishes() {
     .await;
     let mut client = cluster.client().await;
     let batch = client.submit("killed", sleeps(40, 200)).await.unwrap();
-    wait_pool(&cluster, Duration::from_secs(30), "a busy worker", |pool| {
-        pool.busy >= 1
-    })
+    // Every worker seen running a job: the one killed is not a launch that failed.
+    wait_pool(
+        &cluster,
+        Duration::from_secs(30),
+        "three busy workers",
+        |pool| pool.busy == 3,
+    )
     .await;
     let first = pids(&cluster)[0];
     // SAFETY: kill(2) on a process the test's pool started; no memory is involved.

@@ -7,7 +7,7 @@ use crate::actors::ledger::{Ledger, LedgerConfig, StepDown};
 use crate::actors::registry::{Registry, WorkerDirectory};
 use crate::actors::scheduler::Scheduler;
 use crate::actors::session::SessionContext;
-use crate::ha::{Deposed, MemberRole, Term};
+use crate::ha::{Cluster, Deposed, MemberRole, Term};
 use crate::http::HttpState;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -107,9 +107,8 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         pools,
         FleetContext {
             cluster: ledger_id.to_string(),
-            coordinator: cluster.borrow().me.address.clone(),
+            coordinator: worker_addresses(&cluster.borrow()),
             scheduler: scheduler.clone(),
-            registry: registry.clone(),
         },
     )
     .start();
@@ -191,5 +190,43 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         cluster,
         accepting,
         stepped_down,
+    }
+}
+
+/// The addresses the fleet's workers are given: this coordinator's first, then every other
+/// coordinator seen on the ledger, so a worker whose leader fails finds the next one.
+fn worker_addresses(cluster: &Cluster) -> String {
+    let mut addresses = vec![cluster.me.address.as_str()];
+    for member in &cluster.members {
+        if !addresses.contains(&member.peer.address.as_str()) {
+            addresses.push(&member.peer.address);
+        }
+    }
+    addresses.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ha::{Member, Peer};
+
+    #[test]
+    fn fleet_workers_are_given_every_coordinator_this_one_first() {
+        let peer = |address: &str| Peer {
+            address: address.into(),
+            http: None,
+        };
+        let member = |address: &str| Member {
+            peer: peer(address),
+            role: MemberRole::Standby,
+            last_seen_ms: 0,
+        };
+        let cluster = Cluster {
+            me: peer("b:7700"),
+            role: MemberRole::Leader,
+            leader: Some(peer("b:7700")),
+            members: vec![member("a:7700"), member("b:7700"), member("c:7700")],
+        };
+        assert_eq!(worker_addresses(&cluster), "b:7700,a:7700,c:7700");
     }
 }

@@ -12,13 +12,13 @@ use super::provider::{LaunchRequest, Machine, Provider, ProviderError, ProviderF
 use super::PoolConfig;
 use crate::job::now_ms;
 use crate::net::auth::Secret;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -47,6 +47,9 @@ pub struct ProcessProvider {
     run: String,
     next: AtomicU64,
     host: mpsc::Sender<Request>,
+    /// Machines whose process exited and that were not terminated since: shared with the host,
+    /// so [`Provider::gone`] answers without a round trip.
+    exited: Arc<Mutex<HashSet<String>>>,
 }
 
 enum Request {
@@ -69,9 +72,11 @@ impl ProcessProvider {
     pub fn new(pool: &PoolConfig, command: Vec<String>, secret: Option<Secret>) -> Self {
         let (host, requests) = mpsc::channel();
         let name = pool.name.clone();
+        let exited = Arc::new(Mutex::new(HashSet::new()));
+        let host_exited = exited.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("pool-{name}"))
-            .spawn(move || Host::new(name).run(requests));
+            .spawn(move || Host::new(name, host_exited).run(requests));
         if let Err(error) = spawned {
             // Without its thread every request is answered with this error (its channel is
             // closed), which the Fleet shows on the pool.
@@ -83,6 +88,7 @@ impl ProcessProvider {
             run: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
             next: AtomicU64::new(1),
             host,
+            exited,
         }
     }
 
@@ -185,6 +191,12 @@ impl Provider for ProcessProvider {
         // ended, and any still finishing a job register and count in the pool all the same.
         self.ask(|reply| Request::List { reply })
     }
+
+    fn gone(&self, machine: &str) -> bool {
+        self.exited
+            .lock()
+            .is_ok_and(|exited| exited.contains(machine))
+    }
 }
 
 /// A worker process.
@@ -199,13 +211,16 @@ struct Alive {
 struct Host {
     pool: String,
     children: HashMap<String, Alive>,
+    /// Children reaped and not yet terminated by the Fleet (which forgets them then).
+    exited: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Host {
-    fn new(pool: String) -> Self {
+    fn new(pool: String, exited: Arc<Mutex<HashSet<String>>>) -> Self {
         Host {
             pool,
             children: HashMap::new(),
+            exited,
         }
     }
 
@@ -230,6 +245,11 @@ impl Host {
                 let _ = reply.send(self.launch(children));
             }
             Request::Terminate { machines, reply } => {
+                if let Ok(mut exited) = self.exited.lock() {
+                    for id in &machines {
+                        exited.remove(id);
+                    }
+                }
                 for id in machines {
                     // One already gone (drained and exited, or reaped) is not an error.
                     if let Some(alive) = self.children.get_mut(&id) {
@@ -298,8 +318,13 @@ impl Host {
     /// Collects the children that exited, and kills those that outstayed their grace.
     fn reap(&mut self) {
         let pool = &self.pool;
+        let mut exited = Vec::new();
         self.children.retain(|id, alive| match alive.child.try_wait() {
             Ok(Some(status)) => {
+                // One terminated is forgotten by the Fleet already.
+                if alive.stopping_since.is_none() {
+                    exited.push(id.clone());
+                }
                 if status.success() || alive.stopping_since.is_some() {
                     tracing::info!(pool = %pool, machine = %id, %status, "worker process exited");
                 } else {
@@ -322,6 +347,11 @@ impl Host {
                 true
             }
         });
+        if !exited.is_empty() {
+            if let Ok(mut gone) = self.exited.lock() {
+                gone.extend(exited);
+            }
+        }
     }
 }
 

@@ -60,4 +60,10 @@ pub trait Provider: Send + Sync + 'static {
     /// The machines tagged with `cluster` and `pool` that are alive (starting or running): a
     /// restarted coordinator adopts these rather than launching more.
     fn list(&self, cluster: &str, pool: &str) -> ProviderFuture<Vec<Machine>>;
+    /// True when the provider knows this machine is gone (a process that exited): the Fleet
+    /// then retires it at once rather than waiting for its worker to connect again. False when
+    /// it cannot tell cheaply, without I/O (it is asked on the Fleet's event loop).
+    fn gone(&self, _machine: &str) -> bool {
+        false
+    }
 }

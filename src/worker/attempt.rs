@@ -279,6 +279,18 @@ impl Ended {
     }
 }
 
+/// Secrets the worker may have been given in its environment (a process pool gives it its
+/// token so): a job is not to read them, so its process never sees them unless its spec sets
+/// them itself.
+const SECRETS: &[&str] = &[
+    "DROVER_WORKER_TOKEN",
+    "DROVER_WORKER_TOKEN_FILE",
+    "DROVER_TOKEN",
+    "DROVER_TOKEN_FILE",
+    "DROVER_READ_TOKEN",
+    "DROVER_READ_TOKEN_FILE",
+];
+
 async fn run_exec(
     assignment: &Assignment,
     timeout_s: Option<u32>,
@@ -292,6 +304,9 @@ async fn run_exec(
         return Ended::failed("cmd is empty".into());
     };
     let mut command = Command::new(program);
+    for variable in SECRETS {
+        command.env_remove(variable);
+    }
     command
         .args(args)
         .current_dir(scratch)

@@ -16,9 +16,8 @@
 mod pool;
 mod share;
 
-use crate::actors::registry::Registry;
 use crate::actors::scheduler::{DrainIdle, FleetView, PoolWorker, Retire, Scheduler, ViewForFleet};
-use crate::fleet::{LaunchRequest, PoolConfig, Provider};
+use crate::fleet::{LaunchRequest, PoolConfig, Provider, ProviderError, ProviderFuture};
 use crate::job::now_ms;
 use crate::net::protocol::PoolMember;
 use crate::status::PoolInfo;
@@ -30,6 +29,25 @@ use std::time::Duration;
 /// How often the Fleet looks at demand and supply: a job waits at most this long before a
 /// machine is launched for it.
 const TICK: Duration = Duration::from_millis(250);
+/// The longest a provider's list or termination may take: past it, a hung call counts as a
+/// failure (and is tried again) rather than leaving its pool waiting for good.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `call`, failed with a message saying so if it takes longer than `limit`.
+fn bounded<T: Send + 'static>(
+    call: ProviderFuture<T>,
+    limit: Duration,
+    what: &'static str,
+) -> ProviderFuture<T> {
+    Box::pin(async move {
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(ProviderError::new(format!(
+                "the provider's {what} did not answer within {}",
+                humantime::format_duration(limit)
+            )))
+        })
+    })
+}
 
 /// One pool with its provider.
 pub struct Pool {
@@ -43,12 +61,11 @@ pub struct Pool {
 pub struct FleetContext {
     /// The cluster's id (the ledger's), the tag on every machine.
     pub cluster: String,
-    /// The protocol address(es) workers connect to.
+    /// The protocol address(es) a launched worker is given to connect to (`host:port[,…]`).
     pub coordinator: String,
-    /// Demand.
+    /// Asked for demand and supply in one snapshot, and for the word before any worker is
+    /// drained or machine terminated: it alone knows what each worker runs.
     pub scheduler: Addr<Scheduler>,
-    /// Supply.
-    pub registry: Addr<Registry>,
 }
 
 /// Keeps each pool between its min and max, as demand asks.
@@ -152,19 +169,30 @@ impl Fleet {
         let config = pool.pool.config.clone();
         match action {
             Action::List => {
-                let listing = provider.list(&self.context.cluster, &config.name);
+                let listing = bounded(
+                    provider.list(&self.context.cluster, &config.name),
+                    PROVIDER_TIMEOUT,
+                    "list",
+                );
                 ctx.spawn(listing.into_actor(self).map(move |answer, fleet, _| {
                     fleet.pools[index].listed(answer, now_ms());
                 }));
             }
             Action::Launch(count) => {
                 tracing::info!(pool = %config.name, machines = count, "launching");
-                let launching = provider.launch(LaunchRequest {
-                    pool: config,
-                    count,
-                    cluster: self.context.cluster.clone(),
-                    coordinator: self.context.coordinator.clone(),
-                });
+                // A launch may take as long as a boot (the provider may wait for its machines
+                // to start), and at least as long as any other call.
+                let limit = config.boot_timeout.max(PROVIDER_TIMEOUT);
+                let launching = bounded(
+                    provider.launch(LaunchRequest {
+                        pool: config,
+                        count,
+                        cluster: self.context.cluster.clone(),
+                        coordinator: self.context.coordinator.clone(),
+                    }),
+                    limit,
+                    "launch",
+                );
                 ctx.spawn(launching.into_actor(self).map(move |answer, fleet, _| {
                     fleet.pools[index].launched(count, answer, now_ms());
                 }));
@@ -196,7 +224,11 @@ impl Fleet {
                 }));
             }
             Action::Terminate(machine) => {
-                let terminating = provider.terminate(&config.name, vec![machine.clone()]);
+                let terminating = bounded(
+                    provider.terminate(&config.name, vec![machine.clone()]),
+                    PROVIDER_TIMEOUT,
+                    "termination",
+                );
                 ctx.spawn(terminating.into_actor(self).map(move |answer, fleet, _| {
                     fleet.pools[index].terminate_answered(&machine, answer, now_ms());
                 }));
@@ -244,5 +276,26 @@ impl Handler<FleetStepDown> for Fleet {
             tracing::info!("no longer leading: the fleet launches and terminates nothing more");
         }
         self.stepped_down = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_call_that_hangs_fails_at_its_limit_with_a_message() {
+        actix_rt::System::new().block_on(async {
+            let hung: ProviderFuture<()> = Box::pin(std::future::pending());
+            let answer = bounded(hung, Duration::from_millis(20), "termination").await;
+            assert_eq!(
+                answer,
+                Err(ProviderError::new(
+                    "the provider's termination did not answer within 20ms"
+                ))
+            );
+            let quick: ProviderFuture<u32> = Box::pin(async { Ok(7) });
+            assert_eq!(bounded(quick, Duration::from_secs(1), "list").await, Ok(7));
+        });
     }
 }

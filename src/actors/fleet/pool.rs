@@ -5,8 +5,10 @@
 //!
 //! A machine goes: launched (or found by the provider's list at start) → booting → registered
 //! (its worker, by `member.machine`) → asked to drain when idle past the pool's idle timeout →
-//! gone from the Scheduler → retired → terminated. A booting machine past the boot timeout, and
-//! one whose worker went away unasked, are retired and terminated too. A machine is terminated
+//! gone from the Scheduler → retired → terminated. A booting machine past the boot timeout is
+//! retired and terminated too; one whose worker went away unasked is held for a boot timeout
+//! first (its worker may connect again, its jobs still running), unless the provider says the
+//! machine is gone. A machine is terminated
 //! only once the Scheduler has answered its retirement: no worker of it is connected, and one
 //! that registers later takes nothing.
 
@@ -23,6 +25,10 @@ const FIRST_BACKOFF_MS: u64 = 1000;
 const MAX_BACKOFF_MS: u64 = 60_000;
 /// The window of `max_launches_per_minute`.
 const MINUTE_MS: u64 = 60_000;
+/// A launched machine whose worker goes away unasked within this long of registering, before
+/// it was seen running a job, is a failed launch: a worker that dies on start is not launched
+/// again and again at the cap, but after a backoff.
+const EARLY_MS: u64 = 60_000;
 
 /// What the Fleet is to do for a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +53,16 @@ enum Phase {
     Registered(PoolWorker),
     /// Its worker is connected and was asked to drain (the answer is awaited).
     DrainAsked(PoolWorker),
-    /// Its retirement was asked of the Scheduler; `failed` if it never registered in time.
-    Retiring { failed: bool },
+    /// Its worker went away unasked: held until `deadline_ms` for it to connect again (a
+    /// network stall or a coordinator's restart leaves its jobs running, and it hands them back
+    /// when it does), then retired. `early` if that is a failed launch ([`EARLY_MS`]).
+    Lost { deadline_ms: u64, early: bool },
+    /// Its retirement was asked of the Scheduler; `failed` says why it counts as a failed
+    /// launch, if it does.
+    Retiring { failed: Option<String> },
     /// Its termination was asked of the provider.
     Terminating,
-    /// Its termination failed: asked again from `retry_ms`.
+    /// Its termination failed: retired and terminated again from `retry_ms`.
     TerminateFailed { retry_ms: u64 },
 }
 
@@ -62,7 +73,24 @@ struct MachineState {
     ours: bool,
     /// Found at start rather than launched by this coordinator.
     adopted: bool,
+    /// When its worker first registered.
+    registered_at_ms: Option<u64>,
+    /// Its worker ran a job, or stayed [`EARLY_MS`]: the launch worked, and the failures in a
+    /// row end.
+    proven: bool,
     phase: Phase,
+}
+
+impl MachineState {
+    fn new(ours: bool, adopted: bool, phase: Phase) -> Self {
+        MachineState {
+            ours,
+            adopted,
+            registered_at_ms: None,
+            proven: false,
+            phase,
+        }
+    }
 }
 
 /// A pool: its machines, counters, and the state of its launches.
@@ -111,27 +139,20 @@ impl PoolState {
         &self.pool.config.name
     }
 
-    /// Machines that exist or are on their way, draining ones too: what `max` caps.
+    /// Machines that exist or are on their way, draining ones too, and those being terminated
+    /// (so a provider whose terminations keep failing is not given a new machine each time
+    /// one is retired): what `max` caps.
     pub(super) fn present(&self) -> u32 {
-        let alive = self
-            .machines
-            .values()
-            .filter(|machine| {
-                matches!(
-                    machine.phase,
-                    Phase::Booting { .. } | Phase::Registered(_) | Phase::DrainAsked(_)
-                )
-            })
-            .count();
-        u32::try_from(alive).unwrap_or(u32::MAX) + self.launching
+        u32::try_from(self.machines.len()).unwrap_or(u32::MAX) + self.launching
     }
 
-    /// Machines booting, launches not yet answered included: supply on its way.
+    /// Machines booting, launches not yet answered included: supply on its way. A machine
+    /// whose worker is lost and may come back counts too.
     pub(super) fn booting(&self) -> u32 {
         let booting = self
             .machines
             .values()
-            .filter(|machine| matches!(machine.phase, Phase::Booting { .. }))
+            .filter(|machine| matches!(machine.phase, Phase::Booting { .. } | Phase::Lost { .. }))
             .count();
         u32::try_from(booting).unwrap_or(u32::MAX) + self.launching
     }
@@ -180,23 +201,26 @@ impl PoolState {
             seen.insert(id.clone());
             let machine = self.machines.entry(id.clone()).or_insert_with(|| {
                 tracing::info!(pool = %worker.member.pool, machine = %id, "a worker of this pool registered from a machine this coordinator did not launch; it counts in the pool");
-                MachineState {
-                    ours: false,
-                    adopted: true,
-                    phase: Phase::Booting { deadline_ms: 0 },
-                }
+                MachineState::new(false, true, Phase::Booting { deadline_ms: 0 })
             });
+            let registered_at = *machine.registered_at_ms.get_or_insert(now_ms);
+            if !machine.adopted
+                && !machine.proven
+                && (worker.attempts > 0 || now_ms.saturating_sub(registered_at) >= EARLY_MS)
+            {
+                // A launch that worked.
+                machine.proven = true;
+                self.failures = 0;
+                self.not_before_ms = 0;
+            }
             match &machine.phase {
-                Phase::Booting { .. } => {
-                    if !machine.adopted {
-                        // A launch that worked.
-                        self.failures = 0;
-                        self.not_before_ms = 0;
-                        self.last_error = None;
-                    }
+                Phase::Booting { .. } | Phase::Registered(_) => {
+                    machine.phase = Phase::Registered(worker)
+                }
+                Phase::Lost { .. } => {
+                    tracing::info!(pool = %self.pool.config.name, machine = %id, "the machine's worker is back");
                     machine.phase = Phase::Registered(worker);
                 }
-                Phase::Registered(_) => machine.phase = Phase::Registered(worker),
                 Phase::DrainAsked(_) => machine.phase = Phase::DrainAsked(worker),
                 // Being retired or terminated: it registered late, and the Scheduler keeps it
                 // from taking anything.
@@ -206,30 +230,62 @@ impl PoolState {
         let mut actions = Vec::new();
         let boot_timeout = self.pool.config.boot_timeout;
         let mut forgotten = Vec::new();
+        let name = self.pool.config.name.clone();
+        let provider = self.pool.provider.clone();
         for (id, machine) in self.machines.iter_mut() {
+            if let Phase::Registered(worker) | Phase::DrainAsked(worker) = &machine.phase {
+                if seen.contains(id) {
+                    continue;
+                }
+                if !machine.ours {
+                    // Not ours to terminate: forgotten once its worker is gone.
+                    forgotten.push(id.clone());
+                    continue;
+                }
+                let asked = worker.draining || matches!(machine.phase, Phase::DrainAsked(_));
+                if asked {
+                    machine.phase = Phase::Retiring { failed: None };
+                    actions.push(Action::Retire(id.clone()));
+                    continue;
+                }
+                tracing::warn!(pool = %name, machine = %id, grace = ?boot_timeout, "the machine's worker went away unasked; the machine is held for it to connect again");
+                machine.phase = Phase::Lost {
+                    deadline_ms: now_ms + boot_timeout.as_millis() as u64,
+                    early: !machine.adopted && !machine.proven,
+                };
+            }
             match &machine.phase {
-                Phase::Registered(worker) | Phase::DrainAsked(worker) if !seen.contains(id) => {
-                    if !machine.ours {
-                        // Not ours to terminate: forgotten once its worker is gone.
-                        forgotten.push(id.clone());
+                Phase::Lost { deadline_ms, early } => {
+                    let gone = provider.gone(id);
+                    if !gone && now_ms < *deadline_ms {
                         continue;
                     }
-                    if !worker.draining {
-                        tracing::warn!(pool = %self.pool.config.name, machine = %id, "the machine's worker went away unasked; terminating the machine (another is launched if demand asks)");
+                    if gone {
+                        tracing::warn!(pool = %name, machine = %id, "the machine's worker went away unasked and the provider says the machine is gone; terminating it (another is launched if demand asks)");
+                    } else {
+                        tracing::warn!(pool = %name, machine = %id, grace = ?boot_timeout, "the machine's worker went away unasked and did not connect again; terminating the machine (another is launched if demand asks)");
                     }
-                    machine.phase = Phase::Retiring { failed: false };
-                    actions.push(Action::Retire(id.clone()));
-                }
-                Phase::Booting { deadline_ms } if now_ms >= *deadline_ms => {
-                    tracing::warn!(pool = %self.pool.config.name, machine = %id, boot_timeout = ?boot_timeout, "machine did not register within the boot timeout; terminating it");
                     machine.phase = Phase::Retiring {
-                        failed: !machine.adopted,
+                        failed: early.then(|| {
+                            format!("the worker of machine {id} went away soon after registering; terminated")
+                        }),
                     };
                     actions.push(Action::Retire(id.clone()));
                 }
+                Phase::Booting { deadline_ms } if now_ms >= *deadline_ms => {
+                    tracing::warn!(pool = %name, machine = %id, boot_timeout = ?boot_timeout, "machine did not register within the boot timeout; terminating it");
+                    machine.phase = Phase::Retiring {
+                        failed: (!machine.adopted).then(|| {
+                            format!("machine {id} did not register within the boot timeout ({boot_timeout:?}); terminated")
+                        }),
+                    };
+                    actions.push(Action::Retire(id.clone()));
+                }
+                // Through the Scheduler again: a worker of it may have connected meanwhile, and
+                // its retired mark is renewed.
                 Phase::TerminateFailed { retry_ms } if now_ms >= *retry_ms => {
-                    machine.phase = Phase::Terminating;
-                    actions.push(Action::Terminate(id.clone()));
+                    machine.phase = Phase::Retiring { failed: None };
+                    actions.push(Action::Retire(id.clone()));
                 }
                 _ => {}
             }
@@ -317,11 +373,11 @@ impl PoolState {
                     self.machines
                         .entry(machine.id)
                         .and_modify(|known| known.ours = true)
-                        .or_insert(MachineState {
-                            ours: true,
-                            adopted: true,
-                            phase: Phase::Booting { deadline_ms },
-                        });
+                        .or_insert(MachineState::new(
+                            true,
+                            true,
+                            Phase::Booting { deadline_ms },
+                        ));
                 }
             }
             Err(error) => self.failed(format!("cannot list the pool's machines: {error}"), now_ms),
@@ -364,11 +420,11 @@ impl PoolState {
                     known.ours = true;
                     known.adopted = false;
                 })
-                .or_insert(MachineState {
-                    ours: true,
-                    adopted: false,
-                    phase: Phase::Booting { deadline_ms },
-                });
+                .or_insert(MachineState::new(
+                    true,
+                    false,
+                    Phase::Booting { deadline_ms },
+                ));
         }
     }
 
@@ -397,9 +453,10 @@ impl PoolState {
         now_ms: u64,
     ) -> Option<Action> {
         let state = self.machines.get_mut(machine)?;
-        let Phase::Retiring { failed } = state.phase else {
+        let Phase::Retiring { failed } = &state.phase else {
             return None;
         };
+        let failed = failed.clone();
         if registered.is_some() {
             // Its worker is back: the next view says how it does.
             state.phase = Phase::Booting {
@@ -407,13 +464,9 @@ impl PoolState {
             };
             return None;
         }
-        if failed {
+        if let Some(message) = failed {
             self.failed_launches += 1;
-            let boot_timeout = self.pool.config.boot_timeout;
-            self.failed(
-                format!("machine {machine} did not register within the boot timeout ({boot_timeout:?}); terminated"),
-                now_ms,
-            );
+            self.failed(message, now_ms);
         }
         let state = self.machines.get_mut(machine)?;
         state.phase = Phase::Terminating;

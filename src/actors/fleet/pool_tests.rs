@@ -6,8 +6,11 @@ use crate::net::protocol::PoolMember;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The rules never call the provider: the Fleet does.
-struct NeverCalled;
+/// The rules never call the provider (the Fleet does); they only ask which machines it knows
+/// are gone.
+struct NeverCalled {
+    gone: Vec<&'static str>,
+}
 
 impl Provider for NeverCalled {
     fn launch(&self, _: LaunchRequest) -> ProviderFuture<Vec<Machine>> {
@@ -19,12 +22,20 @@ impl Provider for NeverCalled {
     fn list(&self, _: &str, _: &str) -> ProviderFuture<Vec<Machine>> {
         unreachable!()
     }
+    fn gone(&self, machine: &str) -> bool {
+        self.gone.contains(&machine)
+    }
 }
 
 const IDLE_MS: u64 = 10_000;
 const BOOT_MS: u64 = 30_000;
 
 fn pool(min: u32, max: u32, per_minute: u32) -> PoolState {
+    pool_gone(min, max, per_minute, Vec::new())
+}
+
+/// A pool whose provider says these machines are gone.
+fn pool_gone(min: u32, max: u32, per_minute: u32, gone: Vec<&'static str>) -> PoolState {
     let config = PoolConfig {
         name: "cpu".into(),
         min,
@@ -40,13 +51,17 @@ fn pool(min: u32, max: u32, per_minute: u32) -> PoolState {
     };
     PoolState::new(Pool {
         config: Arc::new(config),
-        provider: Arc::new(NeverCalled),
+        provider: Arc::new(NeverCalled { gone }),
     })
 }
 
 /// A pool whose provider listed no machines.
 fn listed(min: u32, max: u32, per_minute: u32) -> PoolState {
-    let mut state = pool(min, max, per_minute);
+    listed_gone(min, max, per_minute, Vec::new())
+}
+
+fn listed_gone(min: u32, max: u32, per_minute: u32, gone: Vec<&'static str>) -> PoolState {
+    let mut state = pool_gone(min, max, per_minute, gone);
     assert_eq!(state.decide(0, false, 0), vec![Action::List]);
     assert!(
         state.decide(5, true, 1).is_empty(),
@@ -72,7 +87,6 @@ fn worker(id: WorkerId, machine: &str, attempts: usize, idle_since_ms: Option<u6
             pool: "cpu".into(),
             machine: machine.into(),
         },
-        slots: 1,
         attempts,
         idle_since_ms,
         draining: false,
@@ -134,7 +148,7 @@ fn launches_stay_within_the_cap_per_minute() {
 }
 
 #[test]
-fn failures_back_off_longer_each_time_and_a_registration_ends_it() {
+fn failures_back_off_longer_each_time_and_a_worker_that_runs_a_job_ends_it() {
     let mut state = listed(0, 10, 100);
     assert_eq!(state.decide(1, true, 0), vec![Action::Launch(1)]);
     state.launched(
@@ -155,7 +169,10 @@ fn failures_back_off_longer_each_time_and_a_registration_ends_it() {
     assert_eq!(state.decide(1, true, 3000), vec![Action::Launch(1)]);
     state.launched(1, Ok(machines(&["a"], 3000)), 3000);
     assert_eq!(state.info().last_error, None, "cleared by a success");
+    // Registered, it has not proven itself yet; running a job, it has.
     state.observe(vec![worker(1, "a", 0, Some(3100))], 3100);
+    assert_eq!(state.failures, 2);
+    state.observe(vec![worker(1, "a", 1, None)], 3200);
     assert_eq!(state.failures, 0);
     // Many failures: never more than a minute.
     for _ in 0..40 {
@@ -169,10 +186,14 @@ fn idle_workers_are_drained_after_the_idle_timeout_longest_idle_first_down_to_mi
     let mut state = listed(1, 4, 10);
     state.decide(3, true, 0);
     state.launched(3, Ok(machines(&["a", "b", "c"], 0)), 0);
+    // The later views (a busy) come after b was asked to drain: the Scheduler says it drains.
     let view = |busy_a: bool| {
         vec![
             worker(1, "a", usize::from(busy_a), (!busy_a).then_some(1000)),
-            worker(2, "b", 0, Some(500)),
+            PoolWorker {
+                draining: busy_a,
+                ..worker(2, "b", 0, Some(500))
+            },
             worker(3, "c", 0, Some(2000)),
         ]
     };
@@ -228,24 +249,45 @@ fn a_machine_whose_worker_came_back_is_not_terminated() {
     state.decide(1, true, 0);
     state.launched(1, Ok(machines(&["a"], 0)), 0);
     state.observe(vec![worker(1, "a", 1, None)], 100);
-    // Its worker is lost (its jobs go back to the queue): the machine is retired...
+    // Its worker is lost (a network stall; its job still runs there): the machine is held for
+    // it, shown booting, and counted against max.
+    assert!(state.observe(Vec::new(), 200).is_empty());
+    assert_eq!(counts(&state), (1, 1, 0, 0));
+    assert_eq!(state.present(), 1);
+    assert!(state.observe(Vec::new(), 200 + BOOT_MS - 1).is_empty());
+    // It connects again to hand its job back, and stays.
+    assert!(state
+        .observe(vec![worker(7, "a", 1, None)], 300 + BOOT_MS)
+        .is_empty());
+    assert_eq!(counts(&state), (1, 0, 0, 1));
+    // Retired meanwhile, its worker registered again before the Scheduler answered.
+    state.observe(Vec::new(), 400 + BOOT_MS);
     assert_eq!(
-        state.observe(Vec::new(), 200),
+        state.observe(Vec::new(), 400 + 2 * BOOT_MS),
         vec![Action::Retire("a".into())]
     );
-    // ...but its worker registered again before the Scheduler answered.
-    assert_eq!(state.retire_answered("a", Some(7), 250), None);
-    state.observe(vec![worker(7, "a", 0, Some(250))], 300);
+    assert_eq!(state.retire_answered("a", Some(8), 450 + 2 * BOOT_MS), None);
+    state.observe(vec![worker(8, "a", 0, Some(250))], 500 + 2 * BOOT_MS);
     let info = state.info();
     assert_eq!((info.idle, info.terminated), (1, 0));
+    // Lost past the grace: retired, and not a failed launch (it ran a job).
+    state.observe(Vec::new(), 0);
+    assert_eq!(
+        state.observe(Vec::new(), 400 + BOOT_MS),
+        vec![Action::Retire("a".into())]
+    );
     // A termination that fails is tried again later, and counted once.
-    state.observe(Vec::new(), 400);
     state.retire_answered("a", None, 400);
     state.terminate_answered("a", Err(ProviderError::new("throttled")), 400);
     assert!(state.observe(Vec::new(), 401).is_empty());
+    // Through the Scheduler again, which renews its retired mark.
     assert_eq!(
         state.observe(Vec::new(), 400 + MAX_BACKOFF_MS / 4),
-        vec![Action::Terminate("a".into())]
+        vec![Action::Retire("a".into())]
+    );
+    assert_eq!(
+        state.retire_answered("a", None, 400 + MAX_BACKOFF_MS / 4),
+        Some(Action::Terminate("a".into()))
     );
     state.terminate_answered("a", Ok(()), 500 + MAX_BACKOFF_MS / 4);
     assert_eq!(state.info().terminated, 1);
@@ -312,4 +354,90 @@ fn a_list_that_fails_is_asked_again_after_a_backoff_and_nothing_launches_meanwhi
     );
     assert!(state.decide(3, true, 999).is_empty());
     assert_eq!(state.decide(3, true, 1000), vec![Action::List]);
+}
+
+#[test]
+fn a_machine_the_provider_knows_is_gone_is_retired_at_once() {
+    let mut state = listed_gone(0, 2, 10, vec!["a"]);
+    state.decide(2, true, 0);
+    state.launched(2, Ok(machines(&["a", "b"], 0)), 0);
+    state.observe(vec![worker(1, "a", 1, None), worker(2, "b", 1, None)], 100);
+    // Both workers are lost; the provider knows a is gone, not b.
+    assert_eq!(
+        state.observe(Vec::new(), 200),
+        vec![Action::Retire("a".into())]
+    );
+    assert_eq!(
+        state.retire_answered("a", None, 200),
+        Some(Action::Terminate("a".into()))
+    );
+    state.terminate_answered("a", Ok(()), 200);
+    assert_eq!(counts(&state), (2, 1, 0, 0), "b is held");
+    assert_eq!(state.info().failed_launches, 0, "a ran a job");
+}
+
+#[test]
+fn a_worker_that_dies_soon_after_registering_is_a_failed_launch_with_backoff() {
+    let mut state = listed(0, 10, 100);
+    let mut now = 0;
+    for (round, id) in ["a", "b", "c"].into_iter().enumerate() {
+        assert_eq!(
+            state.decide(1, true, now),
+            vec![Action::Launch(1)],
+            "round {round}"
+        );
+        state.launched(1, Ok(machines(&[id], now)), now);
+        state.observe(vec![worker(1, id, 0, Some(now))], now + 100);
+        // It goes at once, never back: held for the grace, then a failed launch.
+        assert!(state.observe(Vec::new(), now + 200).is_empty());
+        now += 200 + BOOT_MS;
+        assert_eq!(
+            state.observe(Vec::new(), now),
+            vec![Action::Retire(id.into())]
+        );
+        state.retire_answered(id, None, now);
+        state.terminate_answered(id, Ok(()), now);
+        let info = state.info();
+        assert_eq!(info.failed_launches, round as u64 + 1);
+        assert!(info
+            .last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("went away soon after registering")));
+        // The backoff doubles each time: no launch before it has passed.
+        let backoff = FIRST_BACKOFF_MS << round;
+        assert!(state.decide(1, true, now + backoff - 1).is_empty());
+        now += backoff;
+    }
+}
+
+#[test]
+fn machines_being_terminated_count_against_max() {
+    let mut state = listed(0, 1, 100);
+    assert_eq!(state.decide(1, true, 0), vec![Action::Launch(1)]);
+    state.launched(1, Ok(machines(&["a"], 0)), 0);
+    state.observe(vec![worker(1, "a", 1, None)], 100);
+    state.observe(
+        vec![PoolWorker {
+            draining: true,
+            ..worker(1, "a", 0, Some(100))
+        }],
+        200,
+    );
+    // Drained and gone: retired, then its termination fails.
+    assert_eq!(
+        state.observe(Vec::new(), 300),
+        vec![Action::Retire("a".into())]
+    );
+    assert_eq!(state.room(300), 0, "retiring");
+    state.retire_answered("a", None, 300);
+    assert_eq!(state.room(300), 0, "terminating");
+    state.terminate_answered("a", Err(ProviderError::new("throttled")), 300);
+    assert!(state.decide(1, true, 400).is_empty(), "no launch past max");
+    state.observe(Vec::new(), 300 + MAX_BACKOFF_MS / 4);
+    state.retire_answered("a", None, 300 + MAX_BACKOFF_MS / 4);
+    state.terminate_answered("a", Ok(()), 300 + MAX_BACKOFF_MS / 4);
+    assert_eq!(
+        state.decide(1, true, 400 + MAX_BACKOFF_MS / 4),
+        vec![Action::Launch(1)]
+    );
 }

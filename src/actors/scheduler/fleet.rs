@@ -12,7 +12,8 @@ use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
 
 /// How long a retired machine is remembered: far longer than any registration of its worker
-/// could be on its way.
+/// could be on its way. A machine whose termination keeps failing is retired again before each
+/// try, which renews its mark.
 const RETIRED_FOR_MS: u64 = 3600 * 1000;
 
 /// Jobs in line that the free slots of connected workers do not take: what more workers would
@@ -28,17 +29,18 @@ pub struct Demand {
 /// A connected worker the fleet started (or one started by hand for a pool).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolWorker {
-    /// Its registration.
+    /// The registration a drain is addressed to.
     pub worker: WorkerId,
-    /// Its pool and machine.
+    /// How the Fleet finds the machine the worker runs on.
     pub member: PoolMember,
-    /// Slots it offers.
-    pub slots: u32,
-    /// Attempts it runs or holds (carried ones too).
+    /// Attempts it runs or holds (carried ones too): a worker with any is busy, never drained,
+    /// and proves its machine's launch worked.
     pub attempts: usize,
-    /// While it runs and holds nothing, since when (ms since the Unix epoch).
+    /// While it runs and holds nothing, since when (ms since the Unix epoch): the idle timeout
+    /// counts from it, and the longest idle is drained first.
     pub idle_since_ms: Option<u64>,
-    /// It was asked to drain, or said it drains.
+    /// It was asked to drain, or said it drains: its leaving is expected, so its machine is
+    /// terminated at once rather than held for its return.
     pub draining: bool,
 }
 
@@ -80,7 +82,6 @@ impl Handler<ViewForFleet> for Scheduler {
                 Some(PoolWorker {
                     worker: *id,
                     member,
-                    slots: slots.total,
                     attempts: slots.running.len() + slots.carried.len(),
                     idle_since_ms: slots.idle_since(),
                     draining: slots.draining,

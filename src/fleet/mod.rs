@@ -21,9 +21,11 @@ use std::sync::Arc;
 /// The provider a pool's configuration names. The worker secret is what `process` workers are
 /// given (through their environment) to join.
 pub fn provider_for(pool: &PoolConfig, worker_secret: Option<&Secret>) -> Arc<dyn Provider> {
-    // Contract stub for issue 13: the fleet and ec2 helpers build the providers.
-    let _ = (pool, worker_secret);
-    Arc::new(Unbuilt)
+    match &pool.provider {
+        ProviderConfig::Ec2(config) => Arc::new(ec2::Ec2Provider::new(pool, config, worker_secret)),
+        // Contract stub for issue 13: the fleet helper builds the process provider.
+        ProviderConfig::Process(_) => Arc::new(Unbuilt),
+    }
 }
 
 struct Unbuilt;

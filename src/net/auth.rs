@@ -57,6 +57,12 @@ impl Secret {
                 == 0
     }
 
+    /// The secret's text, for the one place that must hand it on: a pool's user data, when
+    /// its configuration asks for the token there.
+    pub fn reveal(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+
     /// The secret in a file.
     pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
         let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod ha;
+pub mod imds;
+pub mod moto;
 pub mod postgres;
 pub mod s3;
 pub mod store;

@@ -12,6 +12,13 @@
 //!
 //! [client]
 //! coordinator = "head:7700"
+//!
+//! [[pool]]            # the elastic fleet's pools: see `crate::fleet::config`
+//! name = "cpu"
+//! provider = "process"
+//! max = 4
+//! [pool.process]
+//! command = ["drover-worker"]
 //! ```
 //!
 //! The file is `./drover.toml`, or the one `DROVER_CONFIG` names. A key is a flag's name (with
@@ -45,19 +52,27 @@ pub enum ConfigError {
     },
 }
 
-/// Reads the file (if there is one) and sets the environment variables of the keys in the
-/// `section` for this binary. Call it before parsing flags, while the process has one thread.
-pub fn apply(section: &str, command: &clap::Command) -> Result<(), ConfigError> {
-    let named = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
-    let path = match &named {
-        Some(path) => path.clone(),
+/// The file and its text: the one `DROVER_CONFIG` names, else `./drover.toml` if there is
+/// one, else none.
+fn read() -> Result<Option<(PathBuf, String)>, ConfigError> {
+    let path = match std::env::var_os(CONFIG_ENV) {
+        Some(path) => PathBuf::from(path),
         None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
-        None => return Ok(()),
+        None => return Ok(None),
     };
     let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
         path: path.clone(),
         source,
     })?;
+    Ok(Some((path, text)))
+}
+
+/// Reads the file (if there is one) and sets the environment variables of the keys in the
+/// `section` for this binary. Call it before parsing flags, while the process has one thread.
+pub fn apply(section: &str, command: &clap::Command) -> Result<(), ConfigError> {
+    let Some((path, text)) = read()? else {
+        return Ok(());
+    };
     let defaults = defaults(&text, section, command).map_err(|message| ConfigError::Invalid {
         path: path.clone(),
         message,
@@ -68,6 +83,15 @@ pub fn apply(section: &str, command: &clap::Command) -> Result<(), ConfigError> 
         }
     }
     Ok(())
+}
+
+/// The elastic fleet's pools: the `[[pool]]` tables of the same file, each checked (see
+/// [`crate::fleet::parse_pools`]); none without a file.
+pub fn pools() -> Result<Vec<crate::fleet::PoolConfig>, ConfigError> {
+    let Some((path, text)) = read()? else {
+        return Ok(Vec::new());
+    };
+    crate::fleet::parse_pools(&text).map_err(|message| ConfigError::Invalid { path, message })
 }
 
 /// The (environment variable, value) pairs the file's `section` sets for `command`.
@@ -84,14 +108,17 @@ pub fn defaults(
         match value {
             toml::Value::Table(_)
                 if ["coordinator", "worker", "client"].contains(&key.as_str()) => {}
+            // The fleet's pools, read and checked by `pools`.
+            toml::Value::Array(_) | toml::Value::Table(_) if key == "pool" => {}
             toml::Value::Table(_) => {
                 return Err(format!(
-                    "unknown section [{key}]: expected [coordinator], [worker] or [client]"
+                    "unknown section [{key}]: expected [coordinator], [worker], [client] or \
+                     [[pool]]"
                 ))
             }
             _ => {
                 return Err(format!(
-                    "key {key:?} must be inside [coordinator], [worker] or [client]"
+                    "key {key:?} must be inside [coordinator], [worker], [client] or [[pool]]"
                 ))
             }
         }
@@ -158,6 +185,15 @@ mod tests {
     }
 
     #[test]
+    fn pools_are_left_to_the_fleet() {
+        let text = "[coordinator]\ndata_dir = \"d\"\n[[pool]]\nname = \"cpu\"\n\
+                    [pool.process]\ncommand = [\"w\"]\n";
+        for section in ["coordinator", "worker", "client"] {
+            assert!(defaults(text, section, &command()).is_ok(), "{section}");
+        }
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let error = |text: &str| defaults(text, "coordinator", &command()).unwrap_err();
         assert_eq!(
@@ -170,7 +206,7 @@ mod tests {
         );
         assert_eq!(
             error("data_dir = \"x\""),
-            "key \"data_dir\" must be inside [coordinator], [worker] or [client]"
+            "key \"data_dir\" must be inside [coordinator], [worker], [client] or [[pool]]"
         );
         assert!(
             error("[coordinator\n").contains("invalid"),

@@ -53,6 +53,7 @@ impl LocalCluster {
                     handlers: config.handlers.clone(),
                     s3: Default::default(),
                     tls: None,
+                    member: None,
                 };
                 let mut watcher = watcher.clone();
                 tokio::spawn(async move {

@@ -11,6 +11,8 @@ use drover::fleet::{
     Ec2Config, LaunchRequest, Market, PoolConfig, Provider, ProviderConfig, TokenSource,
 };
 use drover::job::{JobSpec, JobState};
+use drover::net::protocol::{ClientRequest, ClientResponse};
+use drover::status::PoolInfo;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,4 +312,192 @@ async fn the_jobs_of_a_spot_worker_that_goes_while_draining_are_requeued_at_once
         })
         .await;
     assert_eq!(done.state, JobState::Succeeded);
+}
+
+/// A coordinator whose `drover.toml` has one ec2 pool named `gpu` (with these lines) on moto.
+async fn ec2_fleet(moto: &Moto, pool_lines: &str) -> Cluster {
+    let mut cluster = Cluster::new(&[]);
+    let config = format!(
+        "[[pool]]\nname = \"gpu\"\nprovider = \"ec2\"\n{pool_lines}\n[pool.ec2]\n\
+         region = \"{}\"\nimage_id = \"{IMAGE}\"\ninstance_type = \"t3.micro\"\n\
+         worker_token_parameter = \"/drover/worker-token\"\n",
+        common::moto::REGION
+    );
+    let path = cluster.dir.path().join("drover.toml");
+    std::fs::write(&path, config).unwrap();
+    cluster
+        .coordinator_env
+        .push(("DROVER_CONFIG".into(), path.display().to_string()));
+    cluster.coordinator_env.extend(moto.env());
+    cluster.start_coordinator().await;
+    cluster
+}
+
+/// The cluster's id, which its machines are tagged with.
+async fn ledger_of(cluster: &Cluster) -> String {
+    cluster.client().await.status().await.unwrap().stats.ledger
+}
+
+/// The pool as the coordinator's Fleet counts it (`drover pools`).
+async fn pool_info(cluster: &Cluster) -> Option<PoolInfo> {
+    let mut client = cluster.try_client().await?;
+    match client.request(ClientRequest::Pools).await.ok()? {
+        ClientResponse::Pools(pools) => pools.into_iter().find(|pool| pool.name == "gpu"),
+        other => panic!("not an answer about pools: {other:?}"),
+    }
+}
+
+async fn wait_pool(cluster: &Cluster, what: &str, done: impl Fn(&PoolInfo) -> bool) -> PoolInfo {
+    let done = &done;
+    wait_for(Duration::from_secs(30), what, || async move {
+        pool_info(cluster).await.filter(|pool| done(pool))
+    })
+    .await
+}
+
+/// The ids of the cluster's instances in moto, and of those alive (pending or running).
+async fn instances(moto: &Moto, ledger: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let tagged = moto.instances_tagged(CLUSTER_TAG, ledger).await;
+    let id = |instance: &aws_sdk_ec2::types::Instance| instance.instance_id().unwrap().to_string();
+    (
+        tagged.iter().map(id).collect(),
+        tagged
+            .iter()
+            .filter(|instance| alive(instance))
+            .map(id)
+            .collect(),
+    )
+}
+
+async fn wait_alive(moto: &Moto, ledger: &str, count: usize) -> BTreeSet<String> {
+    wait_for(Duration::from_secs(30), "the fleet's instances", || async {
+        let (_, alive) = instances(moto, ledger).await;
+        (alive.len() == count).then_some(alive)
+    })
+    .await
+}
+
+/// A worker standing in for an instance's: named after it, with the instance id as its
+/// machine id, as the built-in user data starts it.
+fn instance_worker(cluster: &mut Cluster, instance: &str) {
+    cluster.start_worker(instance, 1, &["--pool", "gpu", "--machine-id", instance]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_that_never_register_are_terminated_at_the_boot_timeout_and_counted_failed() {
+    let moto = Moto::start().await;
+    let cluster = ec2_fleet(
+        &moto,
+        "max = 1\nboot_timeout = \"1s\"\nmax_launches_per_minute = 2",
+    )
+    .await;
+    let ledger = ledger_of(&cluster).await;
+    let mut client = cluster.client().await;
+    client
+        .submit("waits", vec![JobSpec::exec(["true"])])
+        .await
+        .unwrap();
+    // moto's instances run no worker: each launch fails at the boot timeout, and the cap of
+    // two a minute stops the launches.
+    let failed = wait_pool(&cluster, "two failed launches", |pool| {
+        pool.failed_launches == 2 && pool.terminated == 2 && pool.booting == 0
+    })
+    .await;
+    assert_eq!(failed.launched, 2, "{failed:?}");
+    let error = failed.last_error.unwrap_or_default();
+    assert!(
+        error.contains("did not register within the boot timeout (1s); terminated"),
+        "{error}"
+    );
+    let (all, alive) = instances(&moto, &ledger).await;
+    assert_eq!(all.len(), 2, "two RunInstances, no more");
+    assert!(alive.is_empty(), "both terminated in EC2: {alive:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_coordinator_adopts_its_instances_and_launches_none() {
+    let moto = Moto::start().await;
+    let mut cluster = ec2_fleet(&moto, "min = 2\nmax = 2\nboot_timeout = \"60s\"").await;
+    let ledger = ledger_of(&cluster).await;
+    let launched = wait_alive(&moto, &ledger, 2).await;
+    cluster.restart_coordinator(Duration::ZERO).await;
+    wait_for(Duration::from_secs(30), "the adoption", || async {
+        cluster
+            .coordinator_log()
+            .contains("adopted the pool's machines left running")
+            .then_some(())
+    })
+    .await;
+    // The adopted instances' workers register (late, as after a restart) and are counted.
+    for instance in &launched {
+        instance_worker(&mut cluster, instance);
+    }
+    let adopted = wait_pool(&cluster, "both workers counted", |pool| pool.idle == 2).await;
+    assert_eq!((adopted.launched, adopted.booting), (0, 0), "{adopted:?}");
+    let (all, alive) = instances(&moto, &ledger).await;
+    assert_eq!(all, launched, "no RunInstances after the restart");
+    assert_eq!(alive, launched);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_idle_instance_is_terminated_never_the_one_running_a_job() {
+    let moto = Moto::start().await;
+    let mut cluster = ec2_fleet(
+        &moto,
+        "max = 2\nidle_timeout = \"1s\"\nboot_timeout = \"60s\"",
+    )
+    .await;
+    let ledger = ledger_of(&cluster).await;
+    let mut client = cluster.client().await;
+    let submitted = client
+        .submit("two", vec![held_job(), JobSpec::exec(["true"])])
+        .await
+        .unwrap();
+    let launched = wait_alive(&moto, &ledger, 2).await;
+    for instance in &launched {
+        instance_worker(&mut cluster, instance);
+    }
+    let held = wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
+    let busy = held.worker.clone().unwrap();
+    let idle = launched.iter().find(|id| **id != busy).unwrap().clone();
+    // The idle one drains and its instance goes; the busy one's stays while its job runs.
+    wait_for(
+        Duration::from_secs(30),
+        "the idle instance terminated",
+        || async {
+            let job = cluster
+                .try_client()
+                .await?
+                .job(submitted.first_job)
+                .await
+                .ok()?;
+            assert_eq!(job.state, JobState::Running);
+            assert!(alive(&moto.instance(&busy).await), "terminated under a job");
+            (!alive(&moto.instance(&idle).await)).then_some(())
+        },
+    )
+    .await;
+    let status = cluster
+        .wait_worker_exit(&idle, Duration::from_secs(10))
+        .await;
+    assert!(status.success(), "the idle worker drained: {status:?}");
+    let job = client.job(submitted.first_job).await.unwrap();
+    assert_eq!(job.state, JobState::Running);
+    assert!(alive(&moto.instance(&busy).await));
+
+    // Its job done, the busy one is idle in turn, and goes.
+    std::fs::write(cluster.out_dir().join("go"), "").unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the other instance terminated",
+        || async { (!alive(&moto.instance(&busy).await)).then_some(()) },
+    )
+    .await;
+    let job = client.job(submitted.first_job).await.unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Succeeded, 1));
+    let pool = wait_pool(&cluster, "the pool empty", |pool| {
+        pool.idle + pool.busy == 0
+    })
+    .await;
+    assert_eq!(pool.terminated, 2, "{pool:?}");
 }

@@ -9,6 +9,7 @@
 use crate::actors::scheduler::{Departure, Scheduler, WorkerGone, WorkerJoined};
 use crate::actors::session::ToWorker;
 use crate::job::{now_ms, AttemptResult, CarriedAttempt, Outcome, WorkerId};
+use crate::net::protocol::PoolMember;
 use crate::status::WorkerInfo;
 use actix::prelude::*;
 use dashmap::DashMap;
@@ -58,6 +59,8 @@ struct WorkerEntry {
     instance: u64,
     address: String,
     labels: Vec<String>,
+    /// The pool and machine it was started for, if the fleet started it.
+    member: Option<PoolMember>,
     last_seen: LastSeen,
     connected_at_ms: u64,
     done: u64,
@@ -179,7 +182,8 @@ impl Registry {
             if superseded {
                 tracing::info!(worker = %entry.name, address = %entry.address, lost = departure.attempts, "worker reconnected; its earlier connection is closed");
             } else if left {
-                tracing::info!(worker = %entry.name, address = %entry.address, "worker drained and left");
+                let pool = entry.member.as_ref().map(|member| member.pool.as_str());
+                tracing::info!(worker = %entry.name, address = %entry.address, pool, "worker drained and left");
             } else {
                 tracing::warn!(
                     worker = %entry.name,
@@ -336,7 +340,7 @@ pub struct RegisterWorker {
     /// Its labels.
     pub labels: Vec<String>,
     /// The pool and machine it was started for, if the fleet started it.
-    pub member: Option<crate::net::protocol::PoolMember>,
+    pub member: Option<PoolMember>,
     /// Attempts it kept running from an earlier registration.
     pub carried: Vec<CarriedAttempt>,
     /// Results it had not had acknowledged, handled before it is given anything.
@@ -382,6 +386,8 @@ impl Handler<RegisterWorker> for Registry {
             address = %register.address,
             slots = register.slots,
             labels = ?register.labels,
+            pool = register.member.as_ref().map(|member| member.pool.as_str()),
+            machine = register.member.as_ref().map(|member| member.machine.as_str()),
             carried = register.carried.len(),
             "worker registered"
         );
@@ -392,6 +398,7 @@ impl Handler<RegisterWorker> for Registry {
             instance: register.instance,
             slots: register.slots,
             labels: register.labels.clone(),
+            member: register.member.clone(),
             carried: register.carried,
             results: register.results,
         });
@@ -403,6 +410,7 @@ impl Handler<RegisterWorker> for Registry {
                 instance: register.instance,
                 address: register.address,
                 labels: register.labels,
+                member: register.member,
                 last_seen: register.last_seen,
                 connected_at_ms: now_ms(),
                 done: 0,

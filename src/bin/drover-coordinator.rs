@@ -151,7 +151,11 @@ fn run(args: Args) -> anyhow::Result<Ended> {
         read_secret.is_none() || read_secret != client_secret,
         "the read token is the client token: give it a value of its own, or leave it unset"
     );
+    // The fleet's pools, from the same file as [coordinator]: a wrong one stops here, before
+    // any port is bound.
+    let pools = drover::config::pools()?;
     let config = CoordinatorConfig {
+        pools,
         heartbeat_timeout: args.heartbeat_timeout,
         heartbeat_interval: args.heartbeat_interval,
         client_secret,

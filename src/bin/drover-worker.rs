@@ -2,6 +2,7 @@
 
 use clap::{CommandFactory, Parser};
 use drover::net::auth::Secret;
+use drover::net::protocol::PoolMember;
 use drover::worker::{self, Handlers, WorkerConfig};
 use std::path::PathBuf;
 
@@ -49,6 +50,14 @@ struct Args {
     /// Connect over TLS, trusting the certificates in this PEM file.
     #[arg(long, env = "DROVER_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// The elastic fleet's pool this worker was started for (with --machine-id): the
+    /// coordinator counts it in that pool, and drains it when the pool scales in.
+    #[arg(long, env = "DROVER_POOL")]
+    pool: Option<String>,
+    /// The provider's id for the machine this worker runs on (with --pool): how the coordinator
+    /// knows the machine it launched has registered.
+    #[arg(long, env = "DROVER_MACHINE_ID")]
+    machine_id: Option<String>,
     /// On an EC2 spot instance: watch the instance metadata for an interruption notice and
     /// drain on one, as on SIGTERM (the built-in user data of a spot pool sets it).
     #[arg(long, env = "DROVER_SPOT_INTERRUPTIONS", value_parser = clap::builder::BoolishValueParser::new())]
@@ -84,6 +93,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.worker_token_file.as_deref(),
         std::env::var("DROVER_WORKER_TOKEN").ok().as_deref(),
     )?;
+    let member = match (args.pool, args.machine_id) {
+        (Some(pool), Some(machine)) => Some(PoolMember { pool, machine }),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => anyhow::bail!(
+            "--pool and --machine-id (DROVER_POOL, DROVER_MACHINE_ID) go together: give both \
+             (as the fleet does for the workers it starts) or neither"
+        ),
+    };
     let slots = args.slots.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |cpus| cpus.get() as u32)
     });
@@ -112,6 +129,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             checksums: args.s3_checksums,
         },
         tls: drover::net::tls::ClientTls::from_flags(args.tls, args.tls_ca.as_deref())?,
+        member,
     };
     let spot_interruptions = args.spot_interruptions;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -383,6 +383,7 @@ fn start_idle_workers(
                 handlers: crate::worker::Handlers::stock(),
                 s3: Default::default(),
                 tls: None,
+                member: None,
             };
             tokio::spawn(async move {
                 if let Err(error) = crate::worker::run(config, std::future::pending()).await {

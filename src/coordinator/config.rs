@@ -137,6 +137,17 @@ impl CoordinatorConfig {
                 self.max_result_bytes, frame, self.max_frame
             ));
         }
+        if let Some(pool) = self
+            .pools
+            .iter()
+            .find(|pool| pool.slots > self.max_worker_slots)
+        {
+            return Err(format!(
+                "pool {:?}: slots ({}) is above --max-worker-slots ({}), so its workers would be \
+                 refused; lower slots or raise --max-worker-slots",
+                pool.name, pool.slots, self.max_worker_slots
+            ));
+        }
         Ok(())
     }
 
@@ -266,6 +277,22 @@ mod tests {
                 1024 * 1024 + RESULT_ROOM
             )),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_pool_whose_workers_offer_more_slots_than_allowed_is_refused() {
+        let text = "[[pool]]\nname = \"big\"\nprovider = \"process\"\nmax = 1\nslots = 9\n\
+                    [pool.process]\ncommand = [\"w\"]\n";
+        let config = CoordinatorConfig {
+            pools: crate::fleet::parse_pools(text).unwrap(),
+            max_worker_slots: 8,
+            ..CoordinatorConfig::new("unused")
+        };
+        assert_eq!(
+            config.check().unwrap_err(),
+            "pool \"big\": slots (9) is above --max-worker-slots (8), so its workers would be \
+             refused; lower slots or raise --max-worker-slots"
         );
     }
 

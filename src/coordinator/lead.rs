@@ -2,7 +2,7 @@
 //! from standby answers to serving them, and its step-down when the term ends.
 
 use super::{CoordinatorHandle, Front};
-use crate::actors::fleet::{Fleet, FleetContext, Pool};
+use crate::actors::fleet::{Fleet, FleetContext, FleetStepDown, Pool};
 use crate::actors::ledger::{Ledger, LedgerConfig, StepDown};
 use crate::actors::registry::{Registry, WorkerDirectory};
 use crate::actors::scheduler::Scheduler;
@@ -156,6 +156,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         }
     });
     let accepting_stop = accepting.clone();
+    let fleet_told = fleet.clone();
     actix_rt::spawn(async move {
         let Ok(why) = ledger_said
             .wait_for(Option::is_some)
@@ -165,6 +166,8 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
             return;
         };
         let _ = accepting_stop.send(false);
+        // Machines are the next leader's to launch and terminate.
+        fleet_told.do_send(FleetStepDown);
         gate.serving.send_replace(None);
         http_serving.send_replace(None);
         // No longer the leader: nothing that arrives waits for this one to serve.

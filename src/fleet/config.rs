@@ -137,10 +137,8 @@ pub struct Ec2Config {
     pub token: TokenSource,
 }
 
-/// Reads the `[[pool]]` tables of a `drover.toml`, checking each: a wrong pool stops the
-/// coordinator with the pool and field named (`pool "gpu": max (1) is below min (2)`).
-pub fn parse_pools(text: &str) -> Result<Vec<PoolConfig>, String> {
-    // Contract stub for issue 13: the fleet helper writes the parsing and checks.
-    let _ = text;
-    Ok(Vec::new())
-}
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use parse::parse_pools;

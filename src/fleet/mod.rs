@@ -12,7 +12,9 @@ pub mod ec2;
 pub mod process;
 pub mod provider;
 
-pub use config::{Ec2Config, Market, PoolConfig, ProcessConfig, ProviderConfig, TokenSource};
+pub use config::{
+    parse_pools, Ec2Config, Market, PoolConfig, ProcessConfig, ProviderConfig, TokenSource,
+};
 pub use provider::{LaunchRequest, Machine, Provider, ProviderError, ProviderFuture};
 
 use crate::net::auth::Secret;
@@ -22,22 +24,11 @@ use std::sync::Arc;
 /// given (through their environment) to join.
 pub fn provider_for(pool: &PoolConfig, worker_secret: Option<&Secret>) -> Arc<dyn Provider> {
     match &pool.provider {
+        ProviderConfig::Process(process) => Arc::new(process::ProcessProvider::new(
+            pool,
+            process.command.clone(),
+            worker_secret.cloned(),
+        )),
         ProviderConfig::Ec2(config) => Arc::new(ec2::Ec2Provider::new(pool, config, worker_secret)),
-        // Contract stub for issue 13: the fleet helper builds the process provider.
-        ProviderConfig::Process(_) => Arc::new(Unbuilt),
-    }
-}
-
-struct Unbuilt;
-
-impl Provider for Unbuilt {
-    fn launch(&self, _: LaunchRequest) -> ProviderFuture<Vec<Machine>> {
-        Box::pin(async { Err(ProviderError::new("this provider is not built yet")) })
-    }
-    fn terminate(&self, _: &str, _: Vec<String>) -> ProviderFuture<()> {
-        Box::pin(async { Err(ProviderError::new("this provider is not built yet")) })
-    }
-    fn list(&self, _: &str, _: &str) -> ProviderFuture<Vec<Machine>> {
-        Box::pin(async { Ok(Vec::new()) })
     }
 }

@@ -46,6 +46,12 @@ impl Secret {
         (!trimmed.is_empty()).then(|| Secret(trimmed.as_bytes().to_vec()))
     }
 
+    /// The secret itself, to hand on to a process this one starts (a `process` pool's workers
+    /// are given the worker secret in their environment); never for a log or a message.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// True when `text` is this secret, compared in time independent of where they differ.
     pub fn matches(&self, text: &str) -> bool {
         let given = text.as_bytes();
@@ -55,12 +61,6 @@ impl Secret {
                 .zip(&self.0)
                 .fold(0u8, |differ, (a, b)| differ | (a ^ b))
                 == 0
-    }
-
-    /// The secret's text, for the one place that must hand it on: a pool's user data, when
-    /// its configuration asks for the token there.
-    pub fn reveal(&self) -> String {
-        String::from_utf8_lossy(&self.0).into_owned()
     }
 
     /// The secret in a file.

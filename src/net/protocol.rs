@@ -177,7 +177,7 @@ pub enum FromCoordinator {
 }
 
 /// A worker the fleet started: its pool and the provider's id for its machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PoolMember {
     /// The pool's name.
     pub pool: String,

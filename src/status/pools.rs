@@ -29,7 +29,34 @@ pub struct PoolInfo {
     pub failed_launches: u64,
     /// Machines terminated since the coordinator started.
     pub terminated: u64,
-    /// The provider's last error, while it stands (cleared by the next success).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The provider's last error, while it stands (cleared by the next success). Always
+    /// written (`null` when none): skipping it would break the binary protocol, whose frames
+    /// carry no field names.
+    #[serde(default)]
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_go_over_the_binary_protocol_with_or_without_an_error() {
+        let pools = vec![
+            PoolInfo {
+                name: "cpu".into(),
+                ..PoolInfo::default()
+            },
+            PoolInfo {
+                name: "gpu".into(),
+                last_error: Some("InsufficientInstanceCapacity: none left".into()),
+                ..PoolInfo::default()
+            },
+        ];
+        let bytes = postcard::to_allocvec(&pools).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Vec<PoolInfo>>(&bytes).unwrap(),
+            pools
+        );
+    }
 }

@@ -26,7 +26,7 @@ use crate::net::auth::Secret;
 use crate::net::codec::DEFAULT_MAX_FRAME;
 use crate::net::connect::{self, ConnectError, Connection};
 use crate::net::protocol::{
-    Assignment, CarriedAttempt, FromCoordinator, ManifestOrder, Role, ToCoordinator,
+    Assignment, CarriedAttempt, FromCoordinator, ManifestOrder, PoolMember, Role, ToCoordinator,
 };
 use futures::SinkExt;
 use std::collections::{BTreeMap, HashMap};
@@ -85,6 +85,9 @@ pub struct WorkerConfig {
     pub s3: S3Settings,
     /// TLS to the coordinator, if it speaks TLS.
     pub tls: Option<crate::net::tls::ClientTls>,
+    /// The pool and machine it was started for, when the fleet started it (`--pool`,
+    /// `--machine-id`).
+    pub member: Option<PoolMember>,
 }
 
 /// Why a worker stopped for good.
@@ -322,8 +325,7 @@ impl Worker {
             results.push(outgoing.result.clone());
         }
         let register = ToCoordinator::Register {
-            // Contract stub for issue 13: the fleet helper adds --pool and --machine-id.
-            member: None,
+            member: self.config.member.clone(),
             name: self.config.name.clone(),
             instance: self.instance,
             slots: self.config.slots,
@@ -594,6 +596,13 @@ impl Worker {
                             self.write_manifest(order);
                         }
                     }
+                    Ok(FromCoordinator::Drain { reason }) => {
+                        if !self.draining {
+                            if let Err(error) = self.drain(connection, &format!("the coordinator asked: {reason}")).await {
+                                return SessionEnd::Broken(error);
+                            }
+                        }
+                    }
                     Ok(FromCoordinator::Refused { reason, .. }) => return SessionEnd::Broken(format!("coordinator closed the session: {reason}")),
                     Ok(_) => {}
                     Err(reason) => return SessionEnd::Broken(reason),
@@ -630,21 +639,30 @@ impl Worker {
                     resend = true;
                 }
                 _ = &mut *shutdown, if !self.draining => {
-                    tracing::info!(running = self.running.len(), "draining: finishing running jobs, taking no new ones");
-                    self.draining = true;
-                    // Held jobs go back at once, before the word that it drains.
-                    let held = self.held.release_all();
-                    if !held.is_empty() {
-                        if let Err(error) = connection.send(ToCoordinator::Released(held)).await {
-                            return SessionEnd::Broken(error.to_string());
-                        }
-                    }
-                    if let Err(error) = connection.send(ToCoordinator::Draining).await {
-                        return SessionEnd::Broken(error.to_string());
+                    if let Err(error) = self.drain(connection, "asked to stop").await {
+                        return SessionEnd::Broken(error);
                     }
                 }
             }
         }
+    }
+
+    /// Takes nothing new from now on: held jobs go back at once, before the word that it
+    /// drains; what runs finishes and is reported, and then the worker exits.
+    async fn drain(&mut self, connection: &mut Connection, reason: &str) -> Result<(), String> {
+        tracing::info!(running = self.running.len(), %reason, "draining: finishing running jobs, taking no new ones");
+        self.draining = true;
+        let held = self.held.release_all();
+        if !held.is_empty() {
+            connection
+                .send(ToCoordinator::Released(held))
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        connection
+            .send(ToCoordinator::Draining)
+            .await
+            .map_err(|error| error.to_string())
     }
 }
 

@@ -18,15 +18,18 @@ use crate::job::{
     now_ms, Assignment, AttemptResult, CarriedAttempt, JobId, Lease, LeaseKey, LedgerId,
     ManifestOrder, Outcome, WorkerId,
 };
+use crate::net::protocol::PoolMember;
 use crate::status::CurrentJob;
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+mod fleet;
 mod hold;
 mod slots;
 mod waiting;
 
+pub use fleet::{Demand, DrainIdle, FleetView, PoolWorker, Retire, ViewForFleet};
 pub use hold::AttemptsReleased;
 use slots::{Held, WorkerSlots};
 pub use waiting::{blocker_among, Unplaceable, WaitingInLine, WhyWaiting};
@@ -85,6 +88,8 @@ pub struct Scheduler {
     lease: LeaseClock,
     /// Assignment waits for the lease to be renewed (said once in the log).
     paused: bool,
+    /// Machines the fleet is terminating: a worker of one that registers takes nothing.
+    retired: fleet::Retired,
 }
 
 impl Scheduler {
@@ -114,6 +119,7 @@ impl Scheduler {
             next_first_worker: 0,
             lease,
             paused: false,
+            retired: fleet::Retired::default(),
         }
     }
 
@@ -340,6 +346,8 @@ pub struct WorkerJoined {
     pub slots: u32,
     /// Its labels.
     pub labels: Vec<String>,
+    /// The pool and machine it was started for, if the fleet started it.
+    pub member: Option<PoolMember>,
     /// Attempts it still runs from an earlier registration.
     pub carried: Vec<CarriedAttempt>,
     /// Results it had not had acknowledged: handled before it is given anything, so a job that
@@ -429,6 +437,18 @@ impl Handler<WorkerJoined> for Scheduler {
         let mut slots = slots;
         slots.free = slots.total.saturating_sub(busy);
         slots.carried = carried;
+        slots.last_busy_ms = now;
+        slots.member = joined.member;
+        if self.retired.holds(slots.member.as_ref()) {
+            // Its machine is being terminated: it must take nothing it could not finish.
+            slots.draining = true;
+            self.directory.tell(
+                joined.worker,
+                ToWorker::Drain {
+                    reason: "its machine is being terminated".into(),
+                },
+            );
+        }
         self.workers.insert(joined.worker, slots);
         self.queue_dispatch(ctx);
     }

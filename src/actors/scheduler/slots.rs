@@ -12,6 +12,7 @@
 use crate::actors::ledger::WorkerRef;
 use crate::actors::queue::Shape;
 use crate::job::{JobId, Lease, WorkerId};
+use crate::net::protocol::PoolMember;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -51,6 +52,11 @@ pub(super) struct WorkerSlots {
     /// Slots not taken by the attempts that run (held ones take none until they start).
     pub(super) free: u32,
     pub(super) draining: bool,
+    /// The pool and machine it was started for, if the fleet started it.
+    pub(super) member: Option<PoolMember>,
+    /// When it last was given or gave back an attempt (or registered): while it runs nothing,
+    /// idle since then (ms since the Unix epoch).
+    pub(super) last_busy_ms: u64,
     /// Attempts assigned on this registration, held ones too.
     pub(super) running: HashMap<Lease, Held>,
     /// Attempts the worker kept running from an earlier registration.
@@ -76,6 +82,8 @@ impl WorkerSlots {
             total,
             free: total,
             draining: false,
+            member: None,
+            last_busy_ms: 0,
             running: HashMap::new(),
             carried: HashMap::new(),
             waiting: VecDeque::new(),
@@ -108,6 +116,11 @@ impl WorkerSlots {
         usize::try_from(fits).map_or(MAX_HELD, |fits| fits.min(MAX_HELD))
     }
 
+    /// Since when it has run and held nothing, if it runs and holds nothing now.
+    pub(super) fn idle_since(&self) -> Option<u64> {
+        (self.running.is_empty() && self.carried.is_empty()).then_some(self.last_busy_ms)
+    }
+
     /// Attempts held, waiting for slots.
     pub(super) fn held(&self) -> usize {
         self.waiting.len()
@@ -116,6 +129,7 @@ impl WorkerSlots {
     /// Gives it an attempt: into its free slots, or, with `hold`, held until they free.
     pub(super) fn assign(&mut self, lease: Lease, job: JobId, shape: Shape, hold: bool, now: u64) {
         let slots = shape.slots();
+        self.last_busy_ms = now;
         if hold {
             self.waiting.push_back((lease, shape));
         } else {
@@ -146,6 +160,7 @@ impl WorkerSlots {
             .running
             .remove(&lease)
             .or_else(|| self.carried.remove(&lease))?;
+        self.last_busy_ms = now;
         if held.waiting {
             self.waiting.retain(|(waiting, _)| *waiting != lease);
         } else {
@@ -250,6 +265,20 @@ mod tests {
         assert_eq!(slots.hold_limit(), 0, "one long job is enough to stop");
         slots.draining = true;
         assert!(!slots.has_room(false) && !slots.has_room(true));
+    }
+
+    #[test]
+    fn a_worker_is_idle_since_its_last_attempt_ended() {
+        let mut slots = running_short_jobs(2);
+        slots.last_busy_ms = 5;
+        assert_eq!(slots.idle_since(), Some(5));
+        slots.assign(1, 10, shape(1), false, 10);
+        slots.assign(2, 11, shape(1), true, 12);
+        assert_eq!(slots.idle_since(), None);
+        slots.release(1, 20);
+        assert_eq!(slots.idle_since(), None, "it still holds one");
+        slots.release(2, 30);
+        assert_eq!(slots.idle_since(), Some(30));
     }
 
     #[test]

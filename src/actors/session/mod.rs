@@ -534,6 +534,12 @@ pub enum ToWorker {
     Acked(Vec<Lease>),
     /// Successes recorded as their jobs' results.
     Recorded(Vec<Lease>),
+    /// The worker should take nothing new, finish what it runs and exit (the fleet scales its
+    /// pool in, or its machine is going away).
+    Drain {
+        /// Why, for the worker's log.
+        reason: String,
+    },
     /// The worker was declared lost: close the connection (the Registry has forgotten it, so it
     /// must not be reported lost again).
     Close {
@@ -553,6 +559,7 @@ impl Handler<ToWorker> for Session {
             ToWorker::WriteManifests(orders) => FromCoordinator::WriteManifests(orders),
             ToWorker::Acked(leases) => FromCoordinator::Acked(leases),
             ToWorker::Recorded(leases) => FromCoordinator::Recorded(leases),
+            ToWorker::Drain { reason } => FromCoordinator::Drain { reason },
             ToWorker::Close { reason } => {
                 self.close_reason = reason;
                 self.phase = Phase::Closed;

@@ -200,7 +200,7 @@ impl Inner {
         let token = self
             .token_for_user_data
             .as_ref()
-            .map(|secret| secret.reveal());
+            .map(|secret| String::from_utf8_lossy(secret.as_bytes()).into_owned());
         let script = user_data::render(pool, &self.config, &request.coordinator, token.as_deref())
             .map_err(ProviderError::new)?;
         let client = self.client().await;

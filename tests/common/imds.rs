@@ -78,8 +78,11 @@ async fn serve(stream: TcpStream, notice: Arc<AtomicBool>, polls: Arc<AtomicUsiz
         let has = |prefix: &str| headers.iter().any(|header| header.starts_with(prefix));
         let mut parts = request_line.split_whitespace();
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        // As IMDS does, a token comes with its time to live.
+        let mut extra = "";
         let (status, body) = match (method, path) {
             ("PUT", "/latest/api/token") if has("x-aws-ec2-metadata-token-ttl-seconds:") => {
+                extra = "x-aws-ec2-metadata-token-ttl-seconds: 21600\r\n";
                 ("200 OK", SESSION_TOKEN.to_string())
             }
             ("GET", _) if !has(&format!("x-aws-ec2-metadata-token: {SESSION_TOKEN}")) => {
@@ -99,7 +102,7 @@ async fn serve(stream: TcpStream, notice: Arc<AtomicBool>, polls: Arc<AtomicUsiz
             _ => ("404 Not Found", String::new()),
         };
         let response = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\n{extra}content-length: {}\r\n\r\n{body}",
             body.len()
         );
         if stream

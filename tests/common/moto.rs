@@ -49,16 +49,18 @@ impl Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
             child,
         };
-        wait_for(Duration::from_secs(30), "moto to listen", || async {
+        wait_for(Duration::from_secs(30), "moto to listen", || {
             if let Ok(Some(status)) = moto.child.try_wait() {
                 panic!(
                     "moto's server exited ({status}): install it with `python3 -m pip install \
                      'moto[server]'` (scripts/test.sh does)"
                 );
             }
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
+            async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            }
         })
         .await;
         moto

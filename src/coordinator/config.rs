@@ -1,6 +1,6 @@
 //! How a coordinator runs ([`CoordinatorConfig`]), and how it names itself to its peers.
 
-use crate::fleet::PoolConfig;
+use crate::fleet::{PoolConfig, ProviderConfig, TokenSource};
 use crate::ha::Peer;
 use crate::job::RESULT_ROOM;
 use crate::metrics::Metrics;
@@ -146,6 +146,17 @@ impl CoordinatorConfig {
                 "pool {:?}: slots ({}) is above --max-worker-slots ({}), so its workers would be \
                  refused; lower slots or raise --max-worker-slots",
                 pool.name, pool.slots, self.max_worker_slots
+            ));
+        }
+        let token_in_user_data = |pool: &&PoolConfig| matches!(&pool.provider, ProviderConfig::Ec2(ec2) if ec2.token == TokenSource::InUserData);
+        if let (None, Some(pool)) = (
+            &self.worker_secret,
+            self.pools.iter().find(token_in_user_data),
+        ) {
+            return Err(format!(
+                "pool {:?}: worker_token_in_user_data is set but the coordinator has no worker \
+                 token to write there; give it one (DROVER_WORKER_TOKEN or --worker-token-file)",
+                pool.name
             ));
         }
         Ok(())
@@ -294,6 +305,27 @@ mod tests {
             "pool \"big\": slots (9) is above --max-worker-slots (8), so its workers would be \
              refused; lower slots or raise --max-worker-slots"
         );
+    }
+
+    #[test]
+    fn a_token_in_user_data_needs_a_worker_token() {
+        let text = "[[pool]]\nname = \"gpu\"\nprovider = \"ec2\"\nmax = 1\n[pool.ec2]\n\
+                    region = \"r\"\nlaunch_template = \"lt-1\"\n\
+                    worker_token_in_user_data = true\n";
+        let config = CoordinatorConfig {
+            pools: crate::fleet::parse_pools(text).unwrap(),
+            ..CoordinatorConfig::new("unused")
+        };
+        assert_eq!(
+            config.check().unwrap_err(),
+            "pool \"gpu\": worker_token_in_user_data is set but the coordinator has no worker \
+             token to write there; give it one (DROVER_WORKER_TOKEN or --worker-token-file)"
+        );
+        let with_token = CoordinatorConfig {
+            worker_secret: crate::net::auth::Secret::from_text("s"),
+            ..config
+        };
+        assert_eq!(with_token.check(), Ok(()));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod user_data;
 use super::config::{Ec2Config, Market, PoolConfig, TokenSource};
 use super::provider::{LaunchRequest, Machine, Provider, ProviderError, ProviderFuture};
 use crate::net::auth::Secret;
+use aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder;
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, Instance,
     InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataOptionsRequest,
@@ -29,6 +30,8 @@ pub const CLUSTER_TAG: &str = "drover:cluster";
 pub const POOL_TAG: &str = "drover:pool";
 /// Instance ids per DescribeInstances or TerminateInstances request.
 const IDS_PER_REQUEST: usize = 100;
+/// The longest one call to EC2 may take, its retries included.
+const CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Starts and stops one pool's EC2 instances.
 pub struct Ec2Provider {
@@ -63,7 +66,8 @@ impl Ec2Provider {
     }
 
     /// The same, on a ready AWS configuration (credentials, endpoint, HTTP client) rather than
-    /// the standard one (environment, profile, instance role); the pool's region still applies.
+    /// the standard one (environment, profile, instance role); the pool's region and a deadline
+    /// per call still apply.
     pub fn with_sdk_config(
         pool: &PoolConfig,
         config: &Ec2Config,
@@ -163,9 +167,17 @@ impl Inner {
                     Some(endpoint) => format!("EC2 at {endpoint}"),
                     None => format!("EC2 in {}", self.config.region),
                 };
+                // A call that never ends would hold its launch (or termination) for ever.
+                let timeouts = shared
+                    .timeout_config()
+                    .map(|given| given.to_builder())
+                    .unwrap_or_default()
+                    .operation_timeout(CALL_DEADLINE)
+                    .build();
                 let ec2 = aws_sdk_ec2::Client::from_conf(
                     aws_sdk_ec2::config::Builder::from(&shared)
                         .region(region)
+                        .timeout_config(timeouts)
                         .build(),
                 );
                 tracing::info!(pool = %self.pool, endpoint = %reach, "ec2 client ready");
@@ -175,13 +187,10 @@ impl Inner {
     }
 
     fn remember(&self, cluster: &str) {
-        let mut known = self
+        *self
             .cluster
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if known.as_deref() != Some(cluster) {
-            *known = Some(cluster.to_string());
-        }
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cluster.to_string());
     }
 
     fn cluster(&self) -> Option<String> {
@@ -204,6 +213,30 @@ impl Inner {
         let script = user_data::render(pool, &self.config, &request.coordinator, token.as_deref())
             .map_err(ProviderError::new)?;
         let client = self.client().await;
+        let launched = self
+            .run_instances(&client.ec2, &request, script)
+            .send()
+            .await
+            .map_err(|error| errors::describe(&error, &client.reach))?;
+        let machines: Vec<Machine> = launched.instances().iter().filter_map(machine).collect();
+        tracing::debug!(
+            pool = %pool.name,
+            asked = request.count,
+            launched = machines.len(),
+            instances = %ids(&machines),
+            "ec2 instances launched"
+        );
+        Ok(machines)
+    }
+
+    /// The RunInstances request for `request`, with this user data.
+    fn run_instances(
+        &self,
+        ec2: &aws_sdk_ec2::Client,
+        request: &LaunchRequest,
+        script: String,
+    ) -> RunInstancesFluentBuilder {
+        let pool = &request.pool;
         let tags = [
             tag(CLUSTER_TAG, &request.cluster),
             tag(POOL_TAG, &pool.name),
@@ -216,8 +249,7 @@ impl Inner {
                 .build()
         };
         let config = &self.config;
-        let mut run = client
-            .ec2
+        let mut run = ec2
             .run_instances()
             .min_count(1)
             .max_count(i32::try_from(request.count).unwrap_or(i32::MAX))
@@ -273,19 +305,7 @@ impl Inner {
                     .build(),
             );
         }
-        let launched = run
-            .send()
-            .await
-            .map_err(|error| errors::describe(&error, &client.reach))?;
-        let machines: Vec<Machine> = launched.instances().iter().filter_map(machine).collect();
-        tracing::info!(
-            pool = %pool.name,
-            asked = request.count,
-            launched = machines.len(),
-            instances = %ids(&machines),
-            "ec2 instances launched"
-        );
-        Ok(machines)
+        run
     }
 
     async fn terminate(&self, pool: &str, machines: Vec<String>) -> Result<(), ProviderError> {

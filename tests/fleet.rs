@@ -116,15 +116,15 @@ async fn a_batch_scales_a_pool_from_zero_to_max_and_back_and_every_job_runs_once
     let mut client = cluster.client().await;
     let submitted_at = Instant::now();
     let batch = client.submit("hundred", sleeps(100, 100)).await.unwrap();
-    // Every worker of the pool busy at once.
-    let full = wait_pool(
-        &cluster,
-        Duration::from_secs(30),
-        "every worker busy",
-        |pool| pool.busy == 4,
-    )
+    // Every worker of the pool busy at once, as the workers list has it.
+    wait_for(Duration::from_secs(30), "every worker busy", || async {
+        let mut workers = cluster.try_client().await?.workers().await.ok()?;
+        workers.retain(|worker| worker.gone_at_ms.is_none() && worker.running > 0);
+        (workers.len() == 4).then_some(())
+    })
     .await;
     let scale_up = submitted_at.elapsed();
+    let full = pool(&cluster).await.unwrap();
     assert_eq!(
         (full.desired, full.launched, full.failed_launches),
         (4, 4, 0)

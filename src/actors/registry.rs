@@ -53,6 +53,15 @@ impl WorkerDirectory {
     }
 }
 
+#[cfg(test)]
+impl WorkerDirectory {
+    /// Lists a worker's session, as the Registry does when it registers (for tests of the
+    /// actors that tell workers things).
+    pub(crate) fn list(&self, worker: WorkerId, session: Recipient<ToWorker>) {
+        self.0.insert(worker, session);
+    }
+}
+
 struct WorkerEntry {
     name: Arc<str>,
     /// The worker process (see [`crate::net::protocol::ToCoordinator::Register`]).

@@ -32,6 +32,12 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use parse::parse_pools;
+
 /// One pool of workers the coordinator starts and stops.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
@@ -136,9 +142,3 @@ pub struct Ec2Config {
     /// Where the worker finds its token.
     pub token: TokenSource,
 }
-
-mod parse;
-#[cfg(test)]
-mod tests;
-
-pub use parse::parse_pools;

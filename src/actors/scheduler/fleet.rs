@@ -197,6 +197,153 @@ impl Retired {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actors::queue::PendingJob;
+    use crate::actors::registry::WorkerDirectory;
+    use crate::actors::scheduler::{Enqueue, WorkerJoined};
+    use crate::ha::LeaseClock;
+    use crate::job::{JobSpec, LeaseKey, LedgerId, SpecBytes};
+    use std::sync::{Arc, Mutex};
+
+    /// A worker's session as the Scheduler reaches it: it keeps what it is told.
+    struct Session(Arc<Mutex<Vec<&'static str>>>);
+
+    impl Actor for Session {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ToWorker> for Session {
+        type Result = ();
+
+        fn handle(&mut self, message: ToWorker, _: &mut Context<Self>) {
+            let told = match message {
+                ToWorker::Assign(_) => "assign",
+                ToWorker::Drain { .. } => "drain",
+                _ => "other",
+            };
+            self.0.lock().unwrap().push(told);
+        }
+    }
+
+    fn member(machine: &str) -> PoolMember {
+        PoolMember {
+            pool: "cpu".into(),
+            machine: machine.into(),
+        }
+    }
+
+    fn joined(worker: WorkerId, machine: &str) -> WorkerJoined {
+        WorkerJoined {
+            worker,
+            name: Arc::from(machine),
+            instance: worker,
+            slots: 1,
+            labels: Vec::new(),
+            member: Some(member(machine)),
+            carried: Vec::new(),
+            results: Vec::new(),
+        }
+    }
+
+    fn job(id: u64) -> Enqueue {
+        Enqueue(vec![PendingJob {
+            job: id,
+            batch: 1,
+            attempt: 1,
+            entry: 1,
+            spec: SpecBytes::encode(&JobSpec::call("noop", Vec::new())),
+            ahead: false,
+        }])
+    }
+
+    #[test]
+    fn a_drained_worker_and_one_of_a_retired_machine_are_given_nothing() {
+        actix_rt::System::new().block_on(async {
+            let directory = WorkerDirectory::default();
+            // The Ledger and Registry are never started: what is sent to them is dropped.
+            let scheduler = Scheduler::new(
+                Context::new().address(),
+                Context::new().address(),
+                directory.clone(),
+                LedgerId(1),
+                LeaseKey::new([7; 32]),
+                1,
+                LeaseClock::forever(),
+            )
+            .start();
+            let told: Vec<Arc<Mutex<Vec<&'static str>>>> = (0..3).map(|_| Arc::default()).collect();
+            for (worker, log) in (1..).zip(&told) {
+                directory.list(worker, Session(log.clone()).start().recipient());
+            }
+            // Machine "a" is retired before its worker registers; "b" and "c" are not.
+            assert_eq!(scheduler.send(Retire(member("a"))).await.unwrap(), None);
+            for (worker, machine) in [(1, "a"), (2, "b"), (3, "c")] {
+                scheduler.send(joined(worker, machine)).await.unwrap();
+            }
+            // c is idle: drained at once; b takes the first job, and cannot be drained then.
+            assert!(scheduler
+                .send(DrainIdle {
+                    worker: 3,
+                    reason: "scale in".into()
+                })
+                .await
+                .unwrap());
+            scheduler.send(job(10)).await.unwrap();
+            scheduler.send(job(11)).await.unwrap();
+            // Assignment runs once the messages already sent are handled.
+            let mut view = scheduler.send(ViewForFleet).await.unwrap();
+            for _ in 0..100 {
+                if view.workers.iter().any(|worker| worker.attempts > 0) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                view = scheduler.send(ViewForFleet).await.unwrap();
+            }
+            let drain_b = DrainIdle {
+                worker: 2,
+                reason: "scale in".into(),
+            };
+            assert!(!scheduler.send(drain_b).await.unwrap(), "b runs a job");
+            let drain_a = DrainIdle {
+                worker: 1,
+                reason: "scale in".into(),
+            };
+            assert!(!scheduler.send(drain_a).await.unwrap(), "a drains already");
+            // The worker of b is connected: its machine stays.
+            assert_eq!(scheduler.send(Retire(member("b"))).await.unwrap(), Some(2));
+            // What the sessions were told, once each has heard something.
+            for _ in 0..100 {
+                if told.iter().all(|log| !log.lock().unwrap().is_empty()) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let told: Vec<Vec<&str>> = told.iter().map(|log| log.lock().unwrap().clone()).collect();
+            assert_eq!(told, vec![vec!["drain"], vec!["assign"], vec!["drain"]]);
+            let states: Vec<(&str, usize, bool)> = view
+                .workers
+                .iter()
+                .map(|worker| {
+                    (
+                        worker.member.machine.as_str(),
+                        worker.attempts,
+                        worker.draining,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                states,
+                vec![("a", 0, true), ("b", 1, false), ("c", 0, true)]
+            );
+            // The second job waits: no worker takes it, so it is demand.
+            assert_eq!(
+                view.demand,
+                vec![Demand {
+                    shape: Shape::new(1, &[]),
+                    jobs: 1
+                }]
+            );
+        });
+    }
 
     fn shape(slots: u32, requires: &[&str]) -> Shape {
         let requires: Vec<String> = requires.iter().map(|label| label.to_string()).collect();

@@ -148,7 +148,10 @@ impl CoordinatorConfig {
                 pool.name, pool.slots, self.max_worker_slots
             ));
         }
-        let token_in_user_data = |pool: &&PoolConfig| matches!(&pool.provider, ProviderConfig::Ec2(ec2) if ec2.token == TokenSource::InUserData);
+        let token_in_user_data = |pool: &&PoolConfig| match &pool.provider {
+            ProviderConfig::Ec2(ec2) => ec2.token == TokenSource::InUserData,
+            ProviderConfig::Process(_) => false,
+        };
         if let (None, Some(pool)) = (
             &self.worker_secret,
             self.pools.iter().find(token_in_user_data),

@@ -16,7 +16,9 @@
 # - Debian's PostgreSQL server (`postgresql`), which the HA tests start themselves (temporary
 #   clusters on free loopback ports, run as the `postgres` user); the package's own cluster is
 #   not started on install;
-# - pytest, from PyPI (`python3 -m pip install pytest`), for the Python client's tests.
+# - pytest, from PyPI (`python3 -m pip install pytest`), for the Python client's tests;
+# - moto's server, from PyPI (`python3 -m pip install 'moto[server]'`, pinned), which the EC2
+#   tests start on loopback in place of EC2.
 #
 # `scripts/test.sh --install-only` installs and runs nothing.
 set -euo pipefail
@@ -70,6 +72,11 @@ fi
 if ! python3 -m pytest --version >/dev/null 2>&1; then
   echo "== installing pytest"
   python3 -m pip install --quiet pytest
+fi
+
+if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+  echo "== installing moto (server)"
+  python3 -m pip install --quiet 'moto[server]==5.2.1'
 fi
 
 if [ "${1:-}" = "--install-only" ]; then

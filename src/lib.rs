@@ -18,6 +18,7 @@
 //! See ARCHITECTURE.md for the bird's-eye view and the invariants.
 
 pub mod actors;
+mod aws;
 pub mod cli;
 pub mod client;
 pub mod config;

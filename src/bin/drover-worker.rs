@@ -58,6 +58,10 @@ struct Args {
     /// knows the machine it launched has registered.
     #[arg(long, env = "DROVER_MACHINE_ID")]
     machine_id: Option<String>,
+    /// On an EC2 spot instance: watch the instance metadata for an interruption notice and
+    /// drain on one, as on SIGTERM (the built-in user data of a spot pool sets it).
+    #[arg(long, env = "DROVER_SPOT_INTERRUPTIONS", value_parser = clap::builder::BoolishValueParser::new())]
+    spot_interruptions: bool,
 }
 
 fn host_name() -> String {
@@ -127,16 +131,25 @@ fn run(args: Args) -> anyhow::Result<()> {
         tls: drover::net::tls::ClientTls::from_flags(args.tls, args.tls_ca.as_deref())?,
         member,
     };
+    let spot_interruptions = args.spot_interruptions;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let spot_notice = async move {
+            if !spot_interruptions {
+                return std::future::pending().await;
+            }
+            let notice = worker::spot::interruption_notice().await;
+            tracing::warn!(%notice, "spot interruption notice: draining");
+        };
         let shutdown = async move {
             tokio::select! {
                 _ = terminate.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
+                _ = spot_notice => {}
             }
         };
         worker::run(config, shutdown).await?;

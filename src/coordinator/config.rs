@@ -1,6 +1,6 @@
 //! How a coordinator runs ([`CoordinatorConfig`]), and how it names itself to its peers.
 
-use crate::fleet::PoolConfig;
+use crate::fleet::{PoolConfig, ProviderConfig, TokenSource};
 use crate::ha::Peer;
 use crate::job::RESULT_ROOM;
 use crate::metrics::Metrics;
@@ -152,6 +152,20 @@ impl CoordinatorConfig {
                 pool.name, pool.slots, self.max_worker_slots
             ));
         }
+        let token_in_user_data = |pool: &&PoolConfig| match &pool.provider {
+            ProviderConfig::Ec2(ec2) => ec2.token == TokenSource::InUserData,
+            ProviderConfig::Process(_) => false,
+        };
+        if let (None, Some(pool)) = (
+            &self.worker_secret,
+            self.pools.iter().find(token_in_user_data),
+        ) {
+            return Err(format!(
+                "pool {:?}: worker_token_in_user_data is set but the coordinator has no worker \
+                 token to write there; give it one (DROVER_WORKER_TOKEN or --worker-token-file)",
+                pool.name
+            ));
+        }
         Ok(())
     }
 
@@ -298,6 +312,27 @@ mod tests {
             "pool \"big\": slots (9) is above --max-worker-slots (8), so its workers would be \
              refused; lower slots or raise --max-worker-slots"
         );
+    }
+
+    #[test]
+    fn a_token_in_user_data_needs_a_worker_token() {
+        let text = "[[pool]]\nname = \"gpu\"\nprovider = \"ec2\"\nmax = 1\n[pool.ec2]\n\
+                    region = \"r\"\nlaunch_template = \"lt-1\"\n\
+                    worker_token_in_user_data = true\n";
+        let config = CoordinatorConfig {
+            pools: crate::fleet::parse_pools(text).unwrap(),
+            ..CoordinatorConfig::new("unused")
+        };
+        assert_eq!(
+            config.check().unwrap_err(),
+            "pool \"gpu\": worker_token_in_user_data is set but the coordinator has no worker \
+             token to write there; give it one (DROVER_WORKER_TOKEN or --worker-token-file)"
+        );
+        let with_token = CoordinatorConfig {
+            worker_secret: crate::net::auth::Secret::from_text("s"),
+            ..config
+        };
+        assert_eq!(with_token.check(), Ok(()));
     }
 
     #[test]

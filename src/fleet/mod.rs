@@ -29,21 +29,6 @@ pub fn provider_for(pool: &PoolConfig, worker_secret: Option<&Secret>) -> Arc<dy
             process.command.clone(),
             worker_secret.cloned(),
         )),
-        // Contract stub for issue 13: the ec2 helper builds this provider.
-        ProviderConfig::Ec2(_) => Arc::new(Unbuilt),
-    }
-}
-
-struct Unbuilt;
-
-impl Provider for Unbuilt {
-    fn launch(&self, _: LaunchRequest) -> ProviderFuture<Vec<Machine>> {
-        Box::pin(async { Err(ProviderError::new("this provider is not built yet")) })
-    }
-    fn terminate(&self, _: &str, _: Vec<String>) -> ProviderFuture<()> {
-        Box::pin(async { Err(ProviderError::new("this provider is not built yet")) })
-    }
-    fn list(&self, _: &str, _: &str) -> ProviderFuture<Vec<Machine>> {
-        Box::pin(async { Ok(Vec::new()) })
+        ProviderConfig::Ec2(config) => Arc::new(ec2::Ec2Provider::new(pool, config, worker_secret)),
     }
 }

@@ -13,6 +13,7 @@ pub mod orphans;
 mod outgoing;
 mod result;
 pub mod scratch;
+pub mod spot;
 mod tail;
 
 pub use handlers::{CallContext, CallError, Handlers, JsonHandler};

@@ -9,7 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod ha;
+pub mod imds;
 pub mod in_process;
+pub mod moto;
 pub mod postgres;
 pub mod s3;
 pub mod store;

@@ -2,6 +2,7 @@
 //! debug dump ("no such key", "access denied: check ...", "cannot reach http://...: connection
 //! refused"). The caller puts the object's URL in front.
 
+use crate::aws::{credentials_trouble, innermost, tidy, CredentialsTrouble};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use std::error::Error;
@@ -21,9 +22,6 @@ pub(crate) struct Reach {
 /// The reason for a bucket that is not there.
 pub(crate) const NO_SUCH_BUCKET: &str =
     "no such bucket: check its name and the endpoint, or create it";
-
-/// The longest store message kept in a reason.
-const MAX_MESSAGE: usize = 300;
 
 /// Why a request failed, in one line.
 pub(crate) fn describe<E>(error: &SdkError<E, HttpResponse>, reach: &Reach) -> String
@@ -172,89 +170,21 @@ fn refusal(
     }
 }
 
-/// A store's message on one line, not too long.
-fn tidy(message: &str) -> String {
-    let line: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(MAX_MESSAGE) {
-        Some((cut, _)) => format!("{}...", &line[..cut]),
-        None => line,
-    }
-}
-
 /// Credentials that could not be found or loaded, if that is what stopped the request.
 fn credentials_problem(error: &(dyn Error + 'static)) -> Option<String> {
-    use aws_credential_types::provider::error::CredentialsError;
-    let mut cause: Option<&(dyn Error + 'static)> = Some(error);
-    while let Some(current) = cause {
-        if let Some(credentials) = current.downcast_ref::<CredentialsError>() {
-            return Some(match credentials {
-                CredentialsError::CredentialsNotLoaded(_) => no_credentials(),
-                CredentialsError::ProviderTimedOut(_) => {
-                    format!("{}; the credential chain timed out", no_credentials())
-                }
-                other => format!("cannot load AWS credentials: {}", innermost(other)),
-            });
+    Some(match credentials_trouble(error)? {
+        CredentialsTrouble::NotFound => no_credentials(),
+        CredentialsTrouble::TimedOut => {
+            format!("{}; the credential chain timed out", no_credentials())
         }
-        // The identity cache's own deadline, a private type: known by its words.
-        if current
-            .to_string()
-            .starts_with("identity resolver timed out")
-        {
-            return Some(format!(
-                "{}; the credential chain timed out",
-                no_credentials()
-            ));
-        }
-        cause = current.source();
-    }
-    None
+        CredentialsTrouble::Failed(reason) => format!("cannot load AWS credentials: {reason}"),
+    })
 }
 
 fn no_credentials() -> String {
     "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) \
      in the worker's environment, or give its machine an instance profile"
         .into()
-}
-
-/// The deepest cause's words on one line, without the "(os error N)" of an I/O error: that is
-/// where the SDK's wrappers say what happened.
-fn innermost(error: &(dyn Error + 'static)) -> String {
-    let mut deepest = error;
-    while let Some(source) = deepest.source() {
-        deepest = source;
-    }
-    if let Some(io) = deepest.downcast_ref::<std::io::Error>() {
-        return tidy(&describe_io_plainly(io));
-    }
-    let words = deepest.to_string();
-    tidy(&match words.rfind(" (os error ") {
-        Some(at) if words.ends_with(')') => lowercase_first(&words[..at]),
-        _ => words,
-    })
-}
-
-fn describe_io_plainly(error: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match error.kind() {
-        ErrorKind::ConnectionRefused => "connection refused".into(),
-        ErrorKind::ConnectionReset => "connection reset".into(),
-        ErrorKind::TimedOut => "timed out".into(),
-        _ => {
-            let words = error.to_string();
-            match words.rfind(" (os error ") {
-                Some(at) => lowercase_first(&words[..at]),
-                None => words,
-            }
-        }
-    }
-}
-
-fn lowercase_first(words: &str) -> String {
-    let mut chars = words.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 #[cfg(test)]

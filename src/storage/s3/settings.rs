@@ -39,12 +39,8 @@ impl std::fmt::Display for S3Checksums {
 /// A client from the standard AWS configuration and these settings; where it sends requests,
 /// for messages; and how its uploads carry checksums.
 pub(super) async fn client(settings: &S3Settings) -> (aws_sdk_s3::Client, Reach, S3Checksums) {
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
+        .http_client(crate::aws::http_client())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
         .load()
         .await;

@@ -60,9 +60,10 @@ struct Args {
     /// outputs. Its results must fit in a frame.
     #[arg(long, env = "DROVER_MAX_RESULT_BYTES", default_value_t = drover::job::DEFAULT_MAX_RESULT_BYTES)]
     max_result_bytes: usize,
-    /// Connections beyond this many are closed at once.
-    #[arg(long, env = "DROVER_MAX_CONNECTIONS", default_value_t = 4096)]
-    max_connections: usize,
+    /// Connections beyond this many are closed at once [default: the open-files limit, raised
+    /// as far as the process may, less 256 descriptors for the ledger, logs, HTTP and S3].
+    #[arg(long, env = "DROVER_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// How long a peer has to authenticate.
     #[arg(long, env = "DROVER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
@@ -117,8 +118,8 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     let args = Args::parse();
-    drover::net::raise_open_files_limit();
-    match run(args) {
+    let open_files = drover::net::raise_open_files_limit();
+    match run(args, open_files) {
         Ok(Ended::Stopped) => std::process::ExitCode::SUCCESS,
         Ok(Ended::SteppedDown(why)) => {
             eprintln!(
@@ -134,7 +135,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<Ended> {
+fn run(args: Args, open_files: drover::net::OpenFiles) -> anyhow::Result<Ended> {
     let client_secret = Secret::load(
         args.token_file.as_deref(),
         std::env::var("DROVER_TOKEN").ok().as_deref(),
@@ -151,6 +152,25 @@ fn run(args: Args) -> anyhow::Result<Ended> {
         read_secret.is_none() || read_secret != client_secret,
         "the read token is the client token: give it a value of its own, or leave it unset"
     );
+    let connections = coordinator::connection_limit(args.max_connections, &open_files);
+    tracing::info!(
+        max_connections = connections.max,
+        set_by = if connections.explicit {
+            "--max-connections"
+        } else {
+            "the open-files limit, less what the ledger, logs, HTTP and S3 keep"
+        },
+        kept = open_files
+            .limit
+            .saturating_sub(open_files.connections() as u64),
+        open_files_limit = open_files.limit,
+        raised_from = open_files.was,
+        hard_limit = open_files.hard,
+        "connection limit"
+    );
+    if let Some(warning) = &connections.warning {
+        tracing::warn!("{warning}");
+    }
     let config = CoordinatorConfig {
         heartbeat_timeout: args.heartbeat_timeout,
         heartbeat_interval: args.heartbeat_interval,
@@ -159,7 +179,7 @@ fn run(args: Args) -> anyhow::Result<Ended> {
         read_secret,
         max_frame: args.max_frame_bytes,
         handshake_timeout: args.handshake_timeout,
-        max_connections: args.max_connections,
+        max_connections: connections.max,
         retry_backoff: args.retry_backoff,
         max_batch_jobs: args.max_batch_jobs,
         max_pending_jobs: args.max_pending_jobs,

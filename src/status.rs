@@ -254,6 +254,28 @@ pub struct WorkerCounts {
     pub running: u64,
 }
 
+impl WorkerCounts {
+    /// The counts of a worker list: connected workers by state with their slots and what they
+    /// run, and the lost among the recently gone.
+    pub fn of(workers: &[WorkerInfo]) -> WorkerCounts {
+        let mut counts = WorkerCounts::default();
+        for worker in workers {
+            match worker.state.as_str() {
+                "idle" => counts.idle += 1,
+                "busy" => counts.busy += 1,
+                "draining" => counts.draining += 1,
+                "lost" => counts.lost += 1,
+                _ => {}
+            }
+            if worker.gone_at_ms.is_none() {
+                counts.slots += u64::from(worker.slots);
+                counts.running += u64::from(worker.running);
+            }
+        }
+        counts
+    }
+}
+
 /// An attempt that failed, for the list of recent failures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureInfo {
@@ -340,31 +362,26 @@ pub struct CoordinatorInfo {
 }
 
 impl ClusterStatus {
-    /// Puts the Ledger's statistics, the Registry's workers and why jobs wait together.
+    /// Puts the Ledger's statistics, the worker list and why jobs wait together.
     pub fn assemble(
         stats: JobStatistics,
         workers: &[WorkerInfo],
         waiting: Vec<Waiting>,
     ) -> ClusterStatus {
-        let mut counts = WorkerCounts::default();
-        for worker in workers {
-            match worker.state.as_str() {
-                "idle" => counts.idle += 1,
-                "busy" => counts.busy += 1,
-                "draining" => counts.draining += 1,
-                "lost" => counts.lost += 1,
-                _ => {}
-            }
-            if worker.gone_at_ms.is_none() {
-                counts.slots += u64::from(worker.slots);
-                counts.running += u64::from(worker.running);
-            }
-        }
+        ClusterStatus::with_counts(stats, WorkerCounts::of(workers), waiting)
+    }
+
+    /// Puts the Ledger's statistics, the workers' counts and why jobs wait together.
+    pub fn with_counts(
+        stats: JobStatistics,
+        workers: WorkerCounts,
+        waiting: Vec<Waiting>,
+    ) -> ClusterStatus {
         let at_ms = crate::job::now_ms();
         ClusterStatus {
             at_ms,
             uptime_ms: at_ms.saturating_sub(stats.started_at_ms),
-            workers: counts,
+            workers,
             stats,
             waiting,
             leader: None,

@@ -1,11 +1,13 @@
 //! What a client or worker is told when it cannot connect: a coordinator that is not there, an
 //! address that is not one, the HTTP port instead of the protocol port, no token or a token the
-//! coordinator does not expect. Each is one plain line, through the real binaries.
+//! coordinator does not expect. Each is one plain line, through the real binaries. And how many
+//! connections a coordinator takes: as many as its open-files limit holds.
 
 mod common;
 
 use common::*;
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// Runs the CLI with these arguments and environment, expects it to fail, and returns its one
 /// line of error.
@@ -151,4 +153,68 @@ async fn a_missing_token_and_the_http_port_are_named_as_such() {
         message.contains("a client token was given, but this coordinator has none configured"),
         "{message}"
     );
+}
+
+/// The soft open-files limit in a process's `/proc/PID/limits`.
+fn open_files_limit_of(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace()
+        .find_map(|word| word.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_takes_as_many_connections_as_its_open_files_limit_holds() {
+    // Past the fixed limit of 4096 that a fleet of thousands once hit.
+    const HELD: usize = 4200;
+    let open_files = drover::net::raise_open_files_limit();
+    assert!(
+        open_files.limit > HELD as u64 + 300,
+        "this test holds {HELD} connections and cannot raise its open-files limit past {} \
+         (hard limit {}): run it as root, or raise the hard limit (ulimit -Hn)",
+        open_files.limit,
+        open_files.hard
+    );
+    let cluster = Cluster::start(&[]).await;
+    // The limit is the coordinator's own open-files limit less a reserve, and it says so.
+    let limit = open_files_limit_of(cluster.coordinator_pid());
+    let log = cluster.coordinator_log();
+    assert!(
+        log.contains(&format!(
+            "connection limit max_connections={}",
+            drover::net::open_files::connections_within(limit)
+        )) && log.contains(&format!("open_files_limit={limit}")),
+        "{log}"
+    );
+    let mut held = Vec::with_capacity(HELD);
+    for _ in 0..HELD {
+        held.push(TcpStream::connect(&cluster.address).await.unwrap());
+    }
+    // A client arriving after all of them is served.
+    let mut client = cluster.client().await;
+    assert!(client.batches().await.unwrap().is_empty());
+    let log = cluster.coordinator_log();
+    assert!(!log.contains("connection limit reached"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_limit_beyond_the_open_files_limit_is_kept_and_said_at_start() {
+    let cluster = Cluster::start(&["--max-connections", "100000000"]).await;
+    let limit = open_files_limit_of(cluster.coordinator_pid());
+    let log = cluster.coordinator_log();
+    assert!(
+        log.contains("connection limit max_connections=100000000 set_by=\"--max-connections\""),
+        "{log}"
+    );
+    let warning = format!(
+        "--max-connections 100000000 is more than the open-files limit of {limit} holds ({} \
+         connections",
+        drover::net::open_files::connections_within(limit)
+    );
+    assert!(log.contains(&warning), "{log}");
+    assert!(cluster.client().await.batches().await.unwrap().is_empty());
 }

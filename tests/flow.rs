@@ -644,3 +644,41 @@ async fn drover_toml_sets_defaults_below_flags_and_environment() {
         stderr_of(&output)
     );
 }
+
+/// The soft and hard open-files limits in a process's `/proc/PID/limits`.
+fn open_files_of(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let figures: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    (figures[0], figures[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_with_the_open_files_limit_its_worker_was_started_with() {
+    let mut cluster = Cluster::start(&[]).await;
+    cluster.start_worker("w", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    // The worker raised its own limit for its connections and outputs...
+    let started_with = open_files_of(std::process::id());
+    let (soft, hard) = open_files_of(cluster.worker_pid("w"));
+    assert_eq!(soft, hard, "the worker raised its limit to its hard limit");
+    assert!(soft >= started_with.0 && hard >= started_with.1);
+    // ...and its job got back the limits the worker inherited from this test.
+    let mut client = cluster.client().await;
+    let called = client
+        .call(JobSpec::exec(["sh", "-c", "ulimit -Sn; ulimit -Hn"]))
+        .await
+        .unwrap();
+    assert_eq!(called.record.state, JobState::Succeeded);
+    let printed = format!("{}\n{}\n", started_with.0, started_with.1);
+    assert_eq!(
+        String::from_utf8_lossy(called.result.as_deref().unwrap_or_default()),
+        printed
+    );
+}

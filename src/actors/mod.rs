@@ -10,7 +10,8 @@ pub mod scheduler;
 pub mod session;
 pub mod views;
 
-use crate::status::{ClusterStatus, WorkerInfo};
+use crate::job::WorkerId;
+use crate::status::{ClusterStatus, WorkerCounts, WorkerInfo};
 use actix::{Addr, MailboxError};
 
 /// Every connected worker, then the recently gone ones: who it is, whether it is alive and what
@@ -25,32 +26,82 @@ pub async fn list_workers(
         registry.send(registry::ListRegistered),
         scheduler.send(scheduler::ListLoads)
     );
-    let (registered, loads) = (registered?, &mut loads?);
-    let mut workers: Vec<WorkerInfo> = registered
-        .connected
-        .into_iter()
-        .filter_map(|(id, mut info)| {
-            let load = loads.remove(&id)?;
-            info.slots = load.slots;
-            info.running = load.current.len() as u32;
-            info.jobs = load.current.iter().map(|running| running.job).collect();
-            info.state = if load.draining {
-                "draining"
-            } else if load.current.is_empty() {
-                "idle"
-            } else {
-                "busy"
-            }
-            .to_string();
-            info.current = load.current;
-            Some(info)
-        })
-        .collect();
+    let (registered, loads) = (registered?, loads?);
+    let mut loads = loads.into_iter().peekable();
+    let mut workers = registered.connected;
+    // Filled in where they are (a worker's entry is a few hundred bytes, and a fleet has
+    // thousands), both sides in order of registration.
+    workers.retain_mut(|info| {
+        while loads.next_if(|(id, _)| *id < info.id).is_some() {}
+        let Some((_, load)) = loads.next_if(|(id, _)| *id == info.id) else {
+            return false;
+        };
+        info.slots = load.slots;
+        info.running = load.current.len() as u32;
+        info.jobs = load.current.iter().map(|running| running.job).collect();
+        // Written over the Registry's string: one allocation fewer a worker.
+        info.state.clear();
+        info.state.push_str(if load.draining {
+            "draining"
+        } else if load.current.is_empty() {
+            "idle"
+        } else {
+            "busy"
+        });
+        info.current = load.current;
+        true
+    });
     workers.extend(registered.gone);
     Ok(workers)
 }
 
-/// The cluster at a glance, from the Ledger's statistics, the worker list, why jobs wait and
+/// Connected workers by state and their slots, as [`list_workers`] would count them (a worker
+/// the Scheduler has not heard of yet is left out), with the recently lost ones; without making
+/// the list, which for thousands of workers costs milliseconds of the actors' thread.
+pub async fn worker_counts(
+    registry: &Addr<registry::Registry>,
+    scheduler: &Addr<scheduler::Scheduler>,
+) -> Result<WorkerCounts, MailboxError> {
+    let (registered, loads) = futures::join!(
+        registry.send(registry::CountRegistered),
+        scheduler.send(scheduler::CountLoads)
+    );
+    let (registered, loads) = (registered?, loads?);
+    let connected = registered.connected.into_iter().map(|id| (id, ()));
+    let mut counts = WorkerCounts {
+        lost: registered.lost,
+        ..WorkerCounts::default()
+    };
+    for ((), load) in join_in_order(connected, loads) {
+        if load.draining {
+            counts.draining += 1;
+        } else if load.running == 0 {
+            counts.idle += 1;
+        } else {
+            counts.busy += 1;
+        }
+        counts.slots += u64::from(load.slots);
+        counts.running += u64::from(load.running);
+    }
+    Ok(counts)
+}
+
+/// Pairs the Registry's and the Scheduler's entries of the workers both know, each side in
+/// order of registration (both keep their workers in ordered maps), in one pass.
+fn join_in_order<A, B>(
+    registered: impl IntoIterator<Item = (WorkerId, A)>,
+    loads: impl IntoIterator<Item = (WorkerId, B)>,
+) -> impl Iterator<Item = (A, B)> {
+    let mut loads = loads.into_iter().peekable();
+    registered.into_iter().filter_map(move |(id, registered)| {
+        while loads.next_if(|(load, _)| *load < id).is_some() {}
+        loads
+            .next_if(|(load, _)| *load == id)
+            .map(|(_, load)| (registered, load))
+    })
+}
+
+/// The cluster at a glance, from the Ledger's statistics, the workers' counts, why jobs wait and
 /// the Fleet's pools (asked at the same time), with who leads and which coordinators there are.
 pub async fn cluster_status(
     ledger: &Addr<ledger::Ledger>,
@@ -61,11 +112,11 @@ pub async fn cluster_status(
 ) -> Result<ClusterStatus, MailboxError> {
     let (stats, workers, waiting, pools) = futures::join!(
         ledger.send(ledger::Statistics),
-        list_workers(registry, scheduler),
+        worker_counts(registry, scheduler),
         views::waiting(ledger, scheduler, None),
         fleet.send(fleet::ListPools)
     );
-    let mut status = ClusterStatus::assemble(stats?, &workers?, waiting?);
+    let mut status = ClusterStatus::with_counts(stats?, workers?, waiting?);
     status.pools = pools?;
     Ok(status.with_cluster(&cluster.borrow()))
 }

@@ -85,7 +85,8 @@ impl WorkerEntry {
     fn info(&self, id: WorkerId, now: u64) -> WorkerInfo {
         WorkerInfo {
             id,
-            name: self.name.to_string(),
+            // Not `to_string`, which formats an `Arc<str>` through `Display`.
+            name: String::from(&*self.name),
             address: self.address.clone(),
             slots: 0,
             labels: self.labels.clone(),
@@ -113,6 +114,11 @@ pub struct Registry {
     /// When the coordinator last came back from a stall of its own: silence is counted from
     /// here at the earliest, so a worker is judged only on what was read since.
     resumed_at_ms: u64,
+    /// The earliest moment (ms since the Unix epoch) a connected worker can be silent past the
+    /// timeout: sweeps before then look at no worker, so that thousands of workers are not all
+    /// read forty times a second. A worker's last-seen time only grows, so a moment worked out
+    /// from what was read can only come early, never late.
+    next_silence_ms: u64,
     next_worker: WorkerId,
     workers: BTreeMap<WorkerId, WorkerEntry>,
     /// The registration holding each name: one live worker per name.
@@ -138,6 +144,7 @@ impl Registry {
             heartbeat_timeout,
             last_sweep_ms: now_ms(),
             resumed_at_ms: 0,
+            next_silence_ms: u64::MAX,
             next_worker: 1,
             workers: BTreeMap::new(),
             by_name: HashMap::new(),
@@ -254,6 +261,10 @@ impl Registry {
             self.gone.pop_back();
         }
         let timeout_ms = self.heartbeat_timeout.as_millis() as u64;
+        if now <= self.next_silence_ms {
+            return;
+        }
+        let mut next_silence_ms = u64::MAX;
         let silent: Vec<(WorkerId, u64)> = self
             .workers
             .iter()
@@ -263,9 +274,14 @@ impl Registry {
                     .load(Ordering::Relaxed)
                     .max(self.resumed_at_ms);
                 let silent_ms = now.saturating_sub(heard_ms);
-                (silent_ms > timeout_ms).then_some((*id, silent_ms))
+                if silent_ms > timeout_ms {
+                    return Some((*id, silent_ms));
+                }
+                next_silence_ms = next_silence_ms.min(heard_ms.saturating_add(timeout_ms));
+                None
             })
             .collect();
+        self.next_silence_ms = next_silence_ms;
         for (worker, silent_ms) in silent {
             let reason = format!(
                 "silent for {:.1}s, past the heartbeat timeout of {:.1}s",
@@ -412,6 +428,14 @@ impl Handler<RegisterWorker> for Registry {
             results: register.results,
         });
         self.by_name.insert(name.clone(), worker);
+        let heard_ms = register
+            .last_seen
+            .load(Ordering::Relaxed)
+            .max(self.resumed_at_ms);
+        let timeout_ms = self.heartbeat_timeout.as_millis() as u64;
+        self.next_silence_ms = self
+            .next_silence_ms
+            .min(heard_ms.saturating_add(timeout_ms));
         self.workers.insert(
             worker,
             WorkerEntry {
@@ -494,8 +518,9 @@ pub struct ListRegistered;
 
 /// The Registry's part of the worker list.
 pub struct Registered {
-    /// Connected workers.
-    pub connected: Vec<(WorkerId, WorkerInfo)>,
+    /// Connected workers, in order of registration, with room for the gone ones to follow:
+    /// the list of thousands of workers is made once, not moved again.
+    pub connected: Vec<WorkerInfo>,
     /// Recently gone workers, newest first.
     pub gone: Vec<WorkerInfo>,
 }
@@ -505,13 +530,36 @@ impl Handler<ListRegistered> for Registry {
 
     fn handle(&mut self, _: ListRegistered, _ctx: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
+        let mut connected = Vec::with_capacity(self.workers.len() + self.gone.len());
+        connected.extend(self.workers.iter().map(|(id, entry)| entry.info(*id, now)));
         MessageResult(Registered {
-            connected: self
-                .workers
-                .iter()
-                .map(|(id, entry)| (*id, entry.info(*id, now)))
-                .collect(),
+            connected,
             gone: self.gone.iter().cloned().collect(),
+        })
+    }
+}
+
+/// The connected workers' registrations, in order, and how many recently gone workers were
+/// lost: the Registry's part of the status's counts.
+#[derive(Message)]
+#[rtype(result = "RegisteredCount")]
+pub struct CountRegistered;
+
+/// The Registry's part of the status's counts.
+pub struct RegisteredCount {
+    /// Connected workers, in order.
+    pub connected: Vec<WorkerId>,
+    /// Recently gone workers that were lost (not drained and left).
+    pub lost: u64,
+}
+
+impl Handler<CountRegistered> for Registry {
+    type Result = MessageResult<CountRegistered>;
+
+    fn handle(&mut self, _: CountRegistered, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(RegisteredCount {
+            connected: self.workers.keys().copied().collect(),
+            lost: self.gone.iter().filter(|gone| gone.state == "lost").count() as u64,
         })
     }
 }

@@ -64,9 +64,10 @@ struct Args {
     /// with its result (the tests lengthen it to catch a call in that window).
     #[arg(long, env = "DROVER_CALL_WRITE_DELAY", default_value = "20ms", value_parser = humantime::parse_duration, hide = true)]
     call_write_delay: Duration,
-    /// Connections beyond this many are closed at once.
-    #[arg(long, env = "DROVER_MAX_CONNECTIONS", default_value_t = 4096)]
-    max_connections: usize,
+    /// Connections beyond this many are closed at once [default: the open-files limit, raised
+    /// as far as the process may, less 256 descriptors for the ledger, logs, HTTP and S3].
+    #[arg(long, env = "DROVER_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// How long a peer has to authenticate.
     #[arg(long, env = "DROVER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
@@ -121,8 +122,8 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     let args = Args::parse();
-    drover::net::raise_open_files_limit();
-    match run(args) {
+    let open_files = drover::net::raise_open_files_limit();
+    match run(args, open_files) {
         Ok(Ended::Stopped) => std::process::ExitCode::SUCCESS,
         Ok(Ended::SteppedDown(why)) => {
             eprintln!(
@@ -138,7 +139,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<Ended> {
+fn run(args: Args, open_files: drover::net::OpenFiles) -> anyhow::Result<Ended> {
     let client_secret = Secret::load(
         args.token_file.as_deref(),
         std::env::var("DROVER_TOKEN").ok().as_deref(),
@@ -158,6 +159,25 @@ fn run(args: Args) -> anyhow::Result<Ended> {
     // The fleet's pools, from the same file as [coordinator]: a wrong one stops here, before
     // any port is bound.
     let pools = drover::config::pools()?;
+    let connections = coordinator::connection_limit(args.max_connections, &open_files);
+    tracing::info!(
+        max_connections = connections.max,
+        set_by = if connections.explicit {
+            "--max-connections"
+        } else {
+            "the open-files limit, less what the ledger, logs, HTTP and S3 keep"
+        },
+        kept = open_files
+            .limit
+            .saturating_sub(open_files.connections() as u64),
+        open_files_limit = open_files.limit,
+        raised_from = open_files.was,
+        hard_limit = open_files.hard,
+        "connection limit"
+    );
+    if let Some(warning) = &connections.warning {
+        tracing::warn!("{warning}");
+    }
     let config = CoordinatorConfig {
         pools,
         heartbeat_timeout: args.heartbeat_timeout,
@@ -167,7 +187,7 @@ fn run(args: Args) -> anyhow::Result<Ended> {
         read_secret,
         max_frame: args.max_frame_bytes,
         handshake_timeout: args.handshake_timeout,
-        max_connections: args.max_connections,
+        max_connections: connections.max,
         retry_backoff: args.retry_backoff,
         max_batch_jobs: args.max_batch_jobs,
         max_pending_jobs: args.max_pending_jobs,

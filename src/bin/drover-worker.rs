@@ -131,6 +131,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         tls: drover::net::tls::ClientTls::from_flags(args.tls, args.tls_ca.as_deref())?,
         member,
     };
+    // Descriptors for its connections and the outputs it publishes; the jobs it starts get the
+    // limit it was started with.
+    drover::net::raise_open_files_limit();
     let spot_interruptions = args.spot_interruptions;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod fleet;
+
 /// Options of `drover bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -36,7 +38,9 @@ pub struct BenchArgs {
     /// SQLite in the data directory. Its jobs stay on record there after the bench.
     #[arg(long, value_name = "URL")]
     ledger: Option<String>,
-    /// Idle workers (run inside this process) connected before the status views are timed.
+    /// Idle workers (held inside this process, one connection each) connected before the status
+    /// views are timed: how long they take to register, and what their heartbeats cost the
+    /// coordinator in CPU and memory, are printed. The open-files limit is raised to hold them.
     #[arg(long, default_value_t = 0)]
     idle_workers: usize,
     /// Requests timed per status view.
@@ -163,6 +167,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.jobs == 0 || args.workers == 0 || args.slots == 0 {
         bail!("--jobs, --workers and --slots must be at least 1");
     }
+    // Before anything starts: the idle workers' connections, and the coordinator's ends of
+    // them with the workers' and this client's, must fit in the open-files limit.
+    fleet::make_room(args.idle_workers, args.idle_workers + args.workers + 2)?;
     let temporary = tempfile::Builder::new()
         .prefix("drover-bench-")
         .tempdir_in(".")?;
@@ -219,7 +226,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         worker_pids.push(worker.id());
         processes.0.push(worker);
     }
-    wait_for_workers(&mut client, args.workers).await?;
+    fleet::wait_for_workers(&mut client, args.workers).await?;
     let fsync = fsync_time(&data_dir)?;
     println!(
         "drover bench: {} workers x {} slots on loopback, {} (fsync of 4 KiB there: p50 {:.2} ms \
@@ -330,108 +337,75 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         peak as f64 / (1024.0 * 1024.0)
     );
 
-    if args.status_requests > 0 {
-        let idle = start_idle_workers(&address, args.idle_workers, temporary.path());
-        wait_for_workers(&mut client, args.workers + args.idle_workers).await?;
-        time_status_views(
+    if args.status_requests > 0 || args.idle_workers > 0 {
+        let idle = fleet::start(
             &mut client,
-            &http_address,
-            submitted.first_job,
-            args.status_requests,
+            &address,
+            coordinator_pid,
+            args.workers,
+            args.idle_workers,
         )
         .await?;
-        // The coordinator first, so it does not log a thousand lost workers.
-        drop(processes);
-        for worker in idle {
-            worker.abort();
+        if args.status_requests > 0 {
+            time_status_views(
+                &mut client,
+                &http_address,
+                coordinator_pid,
+                idle.background,
+                submitted.first_job,
+                args.status_requests,
+            )
+            .await?;
         }
+        // The coordinator first, so it does not log thousands of lost workers.
+        drop(processes);
+        drop(idle);
         return Ok(());
     }
     drop(processes);
     Ok(())
 }
 
-async fn wait_for_workers(client: &mut Client, count: usize) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let workers = client.workers().await?;
-        let connected = workers
-            .iter()
-            .filter(|worker| worker.gone_at_ms.is_none())
-            .count();
-        if connected >= count {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("only {connected} of {count} workers registered within 60s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Workers that only connect, register and heartbeat: the load of a large fleet on the
-/// Registry, without a thousand processes.
-fn start_idle_workers(
-    address: &str,
-    count: usize,
-    scratch: &Path,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    crate::net::raise_open_files_limit();
-    (0..count)
-        .map(|index| {
-            let config = crate::worker::WorkerConfig {
-                coordinator: address.to_string(),
-                name: format!("idle-{}", index + 1),
-                slots: 1,
-                labels: Vec::new(),
-                scratch_dir: scratch.join(format!("idle-{index}")),
-                secret: None,
-                handlers: crate::worker::Handlers::stock(),
-                s3: Default::default(),
-                tls: None,
-                member: None,
-            };
-            tokio::spawn(async move {
-                if let Err(error) = crate::worker::run(config, std::future::pending()).await {
-                    tracing::warn!(%error, "idle worker stopped");
-                }
-            })
-        })
-        .collect()
-}
-
 /// Times each status view, over the binary protocol and over HTTP, and prints p50 and p99.
 async fn time_status_views(
     client: &mut Client,
     http_address: &str,
+    coordinator: u32,
+    background: f64,
     some_job: u64,
     requests: usize,
 ) -> anyhow::Result<()> {
     let status = client.status().await?;
     let jobs = &status.stats.jobs;
     println!(
-        "status views with {} workers connected and {} finished jobs on record ({} requests each):",
+        "status views with {} workers connected and {} finished jobs on record ({} requests each; \
+         the coordinator's CPU time per request, less its background load):",
         status.workers.idle + status.workers.busy + status.workers.draining,
         jobs.succeeded + jobs.failed + jobs.cancelled,
         requests
     );
-    let report = |view: &str, mut times: Vec<Duration>| {
+    let report = |view: &str, (mut times, cpu): (Vec<Duration>, Duration)| {
         times.sort();
         println!(
-            "  {view:<22} p50 {:.2} ms, p99 {:.2} ms",
+            "  {view:<22} p50 {:.2} ms, p99 {:.2} ms, CPU {:.2} ms",
             ms(percentile(&times, 0.5)),
-            ms(percentile(&times, 0.99))
+            ms(percentile(&times, 0.99)),
+            ms(cpu)
         );
     };
     macro_rules! time {
         ($request:expr) => {{
             let mut times = Vec::with_capacity(requests);
+            let cpu_before = cpu_time_of(coordinator)?;
+            let wall = Instant::now();
             for _ in 0..requests {
                 let clock = Instant::now();
                 $request;
                 times.push(clock.elapsed());
             }
-            times
+            let used = cpu_time_of(coordinator)?.saturating_sub(cpu_before);
+            let background = wall.elapsed().mul_f64(background);
+            (times, used.saturating_sub(background) / requests as u32)
         }};
     }
     report("drover status", time!(client.status().await?));

@@ -7,6 +7,7 @@ use crate::metrics::Metrics;
 use crate::net::address::Address;
 use crate::net::auth::Secret;
 use crate::net::codec::DEFAULT_MAX_FRAME;
+use crate::net::OpenFiles;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +32,8 @@ pub struct CoordinatorConfig {
     pub max_frame: usize,
     /// How long a peer has to authenticate.
     pub handshake_timeout: Duration,
-    /// Connections beyond this are closed at once.
+    /// Connections beyond this are closed at once; by default as many as the open-files limit
+    /// leaves room for (see [`connection_limit`]).
     pub max_connections: usize,
     /// Backoff before the second attempt of a failed job, doubled after each failure.
     pub retry_backoff: Duration,
@@ -76,6 +78,46 @@ pub const DEFAULT_MAX_WORKER_SLOTS: u32 = 1024;
 /// The default of [`CoordinatorConfig::max_write_buffer`]: four of the largest frames.
 pub const DEFAULT_MAX_WRITE_BUFFER: usize = 4 * DEFAULT_MAX_FRAME;
 
+/// How many connections a coordinator accepts, and what it says of that at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimit {
+    /// The most connections open at once.
+    pub max: usize,
+    /// Whether `--max-connections` set it; else the open-files limit did.
+    pub explicit: bool,
+    /// One line for the log when the open-files limit cannot hold the connections asked for.
+    pub warning: Option<String>,
+}
+
+/// The connection limit: `explicit` (`--max-connections`) as given, else as many connections as
+/// the open-files limit leaves room for beside the ledger, logs, HTTP and S3, so that a fleet
+/// grows with the limit instead of stopping at a fixed number.
+pub fn connection_limit(explicit: Option<usize>, open_files: &OpenFiles) -> ConnectionLimit {
+    let room = open_files.connections();
+    let Some(max) = explicit else {
+        return ConnectionLimit {
+            max: room,
+            explicit: false,
+            warning: None,
+        };
+    };
+    let warning = (max > room).then(|| {
+        format!(
+            "--max-connections {max} is more than the open-files limit of {} holds ({room} \
+             connections beside {} descriptors for the ledger, logs, HTTP and S3): connections \
+             past that fail; raise the limit (ulimit -n, LimitNOFILE= in a systemd unit) or \
+             lower --max-connections",
+            open_files.limit,
+            open_files.limit.saturating_sub(room as u64)
+        )
+    });
+    ConnectionLimit {
+        max,
+        explicit: true,
+        warning,
+    }
+}
+
 impl CoordinatorConfig {
     /// Defaults with the ledger in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -88,7 +130,7 @@ impl CoordinatorConfig {
             read_secret: None,
             max_frame: DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
-            max_connections: 4096,
+            max_connections: OpenFiles::now().connections(),
             retry_backoff: Duration::from_secs(1),
             http: None,
             max_batch_jobs: crate::actors::ledger::MAX_JOBS_PER_BATCH,
@@ -374,5 +416,44 @@ mod tests {
         };
         let error = bad.me("0.0.0.0:9000".parse().unwrap(), None).unwrap_err();
         assert!(error.starts_with("--advertise: "), "{error}");
+    }
+
+    #[test]
+    fn the_connection_limit_follows_the_open_files_limit_unless_given() {
+        let open_files = OpenFiles {
+            limit: 20_000,
+            hard: 20_000,
+            was: 1024,
+        };
+        assert_eq!(
+            connection_limit(None, &open_files),
+            ConnectionLimit {
+                max: 19_744,
+                explicit: false,
+                warning: None
+            }
+        );
+        // Given: kept as given, below the room or above it, and said when above.
+        let fewer = connection_limit(Some(100), &open_files);
+        assert_eq!(
+            (fewer.max, fewer.explicit, fewer.warning),
+            (100, true, None)
+        );
+        let more = connection_limit(Some(30_000), &open_files);
+        assert_eq!((more.max, more.explicit), (30_000, true));
+        let warning = more.warning.unwrap();
+        assert!(
+            warning.starts_with(
+                "--max-connections 30000 is more than the open-files limit of 20000 holds \
+                 (19744 connections beside 256 descriptors"
+            ),
+            "{warning}"
+        );
+        assert!(!warning.contains('\n'), "one line: {warning}");
+        // The library's default is the room the limit in force leaves.
+        assert_eq!(
+            CoordinatorConfig::new("unused").max_connections,
+            OpenFiles::now().connections()
+        );
     }
 }

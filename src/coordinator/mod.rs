@@ -13,7 +13,10 @@ mod front;
 mod lead;
 pub mod ledger_url;
 
-pub use config::{CoordinatorConfig, DEFAULT_MAX_WORKER_SLOTS, DEFAULT_MAX_WRITE_BUFFER};
+pub use config::{
+    connection_limit, ConnectionLimit, CoordinatorConfig, DEFAULT_MAX_WORKER_SLOTS,
+    DEFAULT_MAX_WRITE_BUFFER,
+};
 
 use crate::actors::ledger::{CloseStore, Ledger};
 use crate::actors::registry::Registry;

@@ -133,8 +133,8 @@ pub fn encode_frame<T: Serialize>(
     let start = dst.len();
     dst.put_u32(0);
     // Serialize straight into the buffer: no intermediate Vec per frame.
-    let buffer = std::mem::take(dst);
-    let mut buffer = postcard::to_extend(item, buffer).map_err(CodecError::Encode)?;
+    let buffer = BytesFlavor(std::mem::take(dst));
+    let mut buffer = postcard::serialize_with_flavor(item, buffer).map_err(CodecError::Encode)?;
     let size = buffer.len() - start - PREFIX_LEN;
     if size > max_frame {
         buffer.truncate(start);
@@ -147,6 +147,29 @@ pub fn encode_frame<T: Serialize>(
     buffer[start..start + PREFIX_LEN].copy_from_slice(&(size as u32).to_be_bytes());
     *dst = buffer;
     Ok(())
+}
+
+/// Postcard's output appended to a `BytesMut` a slice at a time: postcard's generic `Extend`
+/// output goes byte by byte, which for a large frame (the list of ten thousand workers) cost
+/// milliseconds of the coordinator's one thread.
+struct BytesFlavor(BytesMut);
+
+impl postcard::ser_flavors::Flavor for BytesFlavor {
+    type Output = BytesMut;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.put_u8(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<BytesMut> {
+        Ok(self.0)
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +256,16 @@ mod tests {
         codec.encode(submit(), &mut wire).unwrap();
         wire.truncate(wire.len() - 3);
         assert!(codec.decode_eof(&mut wire).is_err());
+    }
+
+    #[test]
+    fn a_frame_is_its_length_then_the_postcard_bytes() {
+        let mut wire = BytesMut::from(&b"before"[..]);
+        encode_frame(&submit(), &mut wire, DEFAULT_MAX_FRAME).unwrap();
+        let body = postcard::to_stdvec(&submit()).unwrap();
+        assert_eq!(&wire[..6], b"before");
+        assert_eq!(&wire[6..10], &(body.len() as u32).to_be_bytes());
+        assert_eq!(&wire[10..], &body[..]);
     }
 
     #[test]

@@ -5,11 +5,14 @@ pub mod auth;
 pub mod backlog;
 pub mod codec;
 pub mod connect;
+pub mod open_files;
 pub mod protocol;
 pub mod tls;
 
 #[cfg(test)]
 mod properties;
+
+pub use open_files::{raise_open_files_limit, OpenFiles};
 
 /// How long a connection may be silent at the TCP level before the kernel probes it, and how
 /// often: a peer whose host vanished without closing is noticed in about half a minute instead
@@ -21,25 +24,6 @@ pub fn keep_alive(stream: &tokio::net::TcpStream) {
         .with_retries(3);
     if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
         tracing::debug!(%error, "cannot enable TCP keepalive");
-    }
-}
-
-/// Raises this process's soft limit on open files to its hard limit: a coordinator with
-/// thousands of workers, or a process holding many worker connections, needs a descriptor each.
-pub fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                tracing::debug!("cannot raise the open files limit");
-            }
-        }
     }
 }
 

@@ -323,10 +323,16 @@ async fn run_exec(
         .process_group(0)
         .kill_on_drop(true);
     let worker = std::process::id();
-    // SAFETY: runs in the child between fork and exec, and calls only prctl(2) and getppid(2),
-    // which are async-signal-safe; it touches no memory shared with the parent.
+    let open_files = crate::net::open_files::started_with();
+    // SAFETY: runs in the child between fork and exec, and calls only prctl(2), getppid(2) and
+    // setrlimit(2), which are async-signal-safe; it touches no memory shared with the parent.
     unsafe {
         command.pre_exec(move || {
+            // The job runs with the open-files limit the worker was started with, not the
+            // worker's raised one.
+            if let Some(limits) = open_files {
+                crate::net::open_files::give_back(limits);
+            }
             // The child dies with its worker, even one killed with SIGKILL.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());

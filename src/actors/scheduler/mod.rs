@@ -26,11 +26,13 @@ use std::sync::Arc;
 
 mod fleet;
 mod hold;
+mod loads;
 mod slots;
 mod waiting;
 
 pub use fleet::{Demand, DrainIdle, FleetView, PoolWorker, Retire, ViewForFleet};
 pub use hold::AttemptsReleased;
+pub use loads::{CountLoads, ListLoads, LoadCount};
 use slots::{Held, WorkerSlots};
 pub use waiting::{blocker_among, Unplaceable, WaitingInLine, WhyWaiting};
 
@@ -656,41 +658,6 @@ impl Handler<PublishManifests> for Scheduler {
         if !frame.is_empty() {
             self.directory.tell(chosen, ToWorker::WriteManifests(frame));
         }
-    }
-}
-
-/// What each worker is doing, for the worker list.
-#[derive(Message)]
-#[rtype(result = "HashMap<WorkerId, WorkerLoad>")]
-pub struct ListLoads;
-
-impl Handler<ListLoads> for Scheduler {
-    type Result = MessageResult<ListLoads>;
-
-    fn handle(&mut self, _: ListLoads, _ctx: &mut Context<Self>) -> Self::Result {
-        let loads = self
-            .workers
-            .iter()
-            .map(|(id, slots)| {
-                let mut current: Vec<CurrentJob> = slots
-                    .running
-                    .values()
-                    .chain(slots.carried.values())
-                    .map(|held| CurrentJob {
-                        job: held.job,
-                        since_ms: held.since_ms,
-                    })
-                    .collect();
-                current.sort_unstable_by_key(|running| (running.job, running.since_ms));
-                let load = WorkerLoad {
-                    slots: slots.total,
-                    draining: slots.draining,
-                    current,
-                };
-                (*id, load)
-            })
-            .collect();
-        MessageResult(loads)
     }
 }
 

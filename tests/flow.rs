@@ -407,6 +407,13 @@ async fn sigterm_drains_a_worker() {
         .await
         .unwrap();
     wait_running(&mut client, submitted.first_job, Duration::from_secs(30)).await;
+    // The status counts what the worker list shows, without listing it.
+    let counts = client.status().await.unwrap().workers;
+    assert_eq!(
+        (counts.idle, counts.busy, counts.slots, counts.running),
+        (0, 1, 1, 1),
+        "{counts:?}"
+    );
     cluster.signal_worker("drainer", libc::SIGTERM);
     let status = cluster
         .wait_worker_exit("drainer", Duration::from_secs(30))
@@ -433,6 +440,12 @@ async fn sigterm_drains_a_worker() {
             && worker.gone_at_ms.is_some()
             && worker.lost == 0),
         "a drained worker is listed as left, having lost nothing: {workers:?}"
+    );
+    let counts = client.status().await.unwrap().workers;
+    assert_eq!(
+        counts,
+        drover::status::WorkerCounts::default(),
+        "one that left is not counted as lost"
     );
     // Said plainly, as a goodbye rather than a loss.
     let table = stdout_of(&cluster.cli(&["workers"]));

@@ -1,6 +1,8 @@
 //! The `ec2` provider against moto's EC2 server (started by each test on loopback), and the
 //! worker's spot interruption watch against a stand-in for the instance metadata.
 
+#![cfg(feature = "ec2")]
+
 mod common;
 
 use common::imds::Imds;

@@ -8,6 +8,7 @@
 //! tags, so a restarted coordinator adopts its own machines and touches no one else's.
 
 pub mod config;
+#[cfg(feature = "ec2")]
 pub mod ec2;
 pub mod process;
 pub mod provider;
@@ -29,6 +30,30 @@ pub fn provider_for(pool: &PoolConfig, worker_secret: Option<&Secret>) -> Arc<dy
             process.command.clone(),
             worker_secret.cloned(),
         )),
+        #[cfg(feature = "ec2")]
         ProviderConfig::Ec2(config) => Arc::new(ec2::Ec2Provider::new(pool, config, worker_secret)),
+        #[cfg(not(feature = "ec2"))]
+        ProviderConfig::Ec2(_) => Arc::new(WithoutEc2),
     }
 }
+
+/// The `ec2` provider of a drover built without its `ec2` feature: every launch fails, saying
+/// so, and it has no machines.
+#[cfg(not(feature = "ec2"))]
+struct WithoutEc2;
+
+#[cfg(not(feature = "ec2"))]
+impl Provider for WithoutEc2 {
+    fn launch(&self, _: LaunchRequest) -> ProviderFuture<Vec<Machine>> {
+        Box::pin(async { Err(ProviderError::new(WITHOUT_EC2)) })
+    }
+    fn terminate(&self, _: &str, _: Vec<String>) -> ProviderFuture<()> {
+        Box::pin(async { Err(ProviderError::new(WITHOUT_EC2)) })
+    }
+    fn list(&self, _: &str, _: &str) -> ProviderFuture<Vec<Machine>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+#[cfg(not(feature = "ec2"))]
+const WITHOUT_EC2: &str = "this drover was built without its `ec2` feature (cargo build --features ec2)";

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub mod ha;
 pub mod imds;
 pub mod in_process;
+#[cfg(feature = "ec2")]
 pub mod moto;
 pub mod postgres;
 pub mod s3;

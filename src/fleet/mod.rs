@@ -56,4 +56,5 @@ impl Provider for WithoutEc2 {
 }
 
 #[cfg(not(feature = "ec2"))]
-const WITHOUT_EC2: &str = "this drover was built without its `ec2` feature (cargo build --features ec2)";
+const WITHOUT_EC2: &str =
+    "this drover was built without its `ec2` feature (cargo build --features ec2)";

@@ -6,6 +6,7 @@
 mod common;
 
 use common::imds::Imds;
+use common::lost_answers::LostAnswers;
 use common::moto::{alive, Moto, IMAGE};
 use common::{wait_for, wait_running, Cluster};
 use drover::fleet::ec2::{Ec2Provider, CLUSTER_TAG, POOL_TAG};
@@ -318,6 +319,11 @@ async fn the_jobs_of_a_spot_worker_that_goes_while_draining_are_requeued_at_once
 
 /// A coordinator whose `drover.toml` has one ec2 pool named `gpu` (with these lines) on moto.
 async fn ec2_fleet(moto: &Moto, pool_lines: &str) -> Cluster {
+    ec2_fleet_through(moto, &moto.endpoint, pool_lines).await
+}
+
+/// The same, with EC2's requests sent to `endpoint`, which relays them to moto.
+async fn ec2_fleet_through(moto: &Moto, endpoint: &str, pool_lines: &str) -> Cluster {
     let mut cluster = Cluster::new(&[]);
     let config = format!(
         "[[pool]]\nname = \"gpu\"\nprovider = \"ec2\"\n{pool_lines}\n[pool.ec2]\n\
@@ -331,6 +337,9 @@ async fn ec2_fleet(moto: &Moto, pool_lines: &str) -> Cluster {
         .coordinator_env
         .push(("DROVER_CONFIG".into(), path.display().to_string()));
     cluster.coordinator_env.extend(moto.env());
+    cluster
+        .coordinator_env
+        .push(("AWS_ENDPOINT_URL".into(), endpoint.into()));
     cluster.start_coordinator().await;
     cluster
 }
@@ -502,4 +511,65 @@ async fn only_the_idle_instance_is_terminated_never_the_one_running_a_job() {
     })
     .await;
     assert_eq!(pool.terminated, 2, "{pool:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_of_a_launch_whose_answer_was_lost_are_found_and_terminated_not_leaked() {
+    let moto = Moto::start().await;
+    // EC2 starts the instances, but the answers to the first three RunInstances (the SDK's
+    // retries of one call) never reach the coordinator.
+    let relay = LostAnswers::start(
+        &moto.endpoint,
+        "Action=RunInstances",
+        "</RunInstancesResponse>",
+        3,
+    )
+    .await;
+    let cluster = ec2_fleet_through(
+        &moto,
+        &relay.endpoint,
+        "max = 1\nboot_timeout = \"2s\"\nmax_launches_per_minute = 10",
+    )
+    .await;
+    let ledger = ledger_of(&cluster).await;
+    let mut client = cluster.client().await;
+    client
+        .submit("waits", vec![JobSpec::exec(["true"])])
+        .await
+        .unwrap();
+    let failed = wait_pool(&cluster, "a launch whose answer was lost", |pool| {
+        pool.failed_launches > 0
+    })
+    .await;
+    let error = failed.last_error.unwrap_or_default();
+    assert!(error.starts_with("launch failed: "), "{error}");
+    // The instances EC2 started for the lost answers: each is found and, as no worker of it
+    // registers, terminated at the boot timeout.
+    let lost: BTreeSet<String> =
+        wait_for(Duration::from_secs(60), "three lost answers", || async {
+            let answers = relay.lost();
+            (answers.len() == 3).then_some(answers)
+        })
+        .await
+        .iter()
+        .flat_map(|answer| answer.split("<instanceId>").skip(1))
+        .filter_map(|rest| rest.split('<').next())
+        .map(str::to_string)
+        .collect();
+    assert!(!lost.is_empty(), "moto answered with instances");
+    let (all, _) = instances(&moto, &ledger).await;
+    assert!(lost.is_subset(&all), "{lost:?} tagged: {all:?}");
+    wait_for(
+        Duration::from_secs(60),
+        "the lost launches' instances terminated",
+        || async {
+            let (_, alive) = instances(&moto, &ledger).await;
+            alive.is_disjoint(&lost).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        cluster.coordinator_log().contains("had no record of"),
+        "the adoption is logged"
+    );
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub mod ha;
 pub mod imds;
 pub mod in_process;
+pub mod lost_answers;
 #[cfg(feature = "ec2")]
 pub mod moto;
 pub mod postgres;

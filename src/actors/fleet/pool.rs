@@ -29,6 +29,14 @@ const MINUTE_MS: u64 = 60_000;
 /// it was seen running a job, is a failed launch: a worker that dies on start is not launched
 /// again and again at the cap, but after a backoff.
 const EARLY_MS: u64 = 60_000;
+/// How often the provider is asked for the pool's machines again. A launch whose answer was
+/// lost (the call failed or timed out after the cloud had started machines) leaves machines
+/// nobody knows of: they are found and adopted within this long, so none is left running
+/// unwatched. A failed launch asks at once (after its backoff).
+const RELIST_MS: u64 = 60_000;
+/// How long a terminated machine is remembered: a list asked before its termination was
+/// answered does not bring it back.
+const TERMINATED_MEMORY_MS: u64 = 10 * 60_000;
 
 /// What the Fleet is to do for a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,10 +107,16 @@ pub(super) struct PoolState {
     machines: BTreeMap<String, MachineState>,
     /// Machines asked of the provider whose answer has not come.
     launching: u32,
-    /// The provider's list was answered: until then nothing is launched (its machines may be
-    /// up already).
+    /// The provider's list was answered, since the start and since the last failed launch:
+    /// until then nothing is launched (its machines may be up already).
     listed: bool,
     listing: bool,
+    /// When the provider was last asked for the list.
+    list_asked_ms: u64,
+    /// The first list was answered.
+    ever_listed: bool,
+    /// Machines terminated lately, with when.
+    terminated_lately: BTreeMap<String, u64>,
     /// No launch (or list) before this.
     not_before_ms: u64,
     /// Failures in a row, for the backoff.
@@ -124,6 +138,9 @@ impl PoolState {
             launching: 0,
             listed: false,
             listing: false,
+            list_asked_ms: 0,
+            ever_listed: false,
+            terminated_lately: BTreeMap::new(),
             not_before_ms: 0,
             failures: 0,
             recent: VecDeque::new(),
@@ -303,9 +320,18 @@ impl PoolState {
         if !self.listed {
             if !self.listing && now_ms >= self.not_before_ms {
                 self.listing = true;
+                self.list_asked_ms = now_ms;
                 actions.push(Action::List);
             }
             return actions;
+        }
+        if !self.listing
+            && self.launching == 0
+            && now_ms.saturating_sub(self.list_asked_ms) >= RELIST_MS
+        {
+            self.listing = true;
+            self.list_asked_ms = now_ms;
+            actions.push(Action::List);
         }
         let config = self.pool.config.clone();
         let (active, booting) = (self.active(), self.booting());
@@ -358,29 +384,45 @@ impl PoolState {
         actions
     }
 
-    /// The provider's list answered: its machines are adopted as booting (their workers
-    /// register, or they are terminated at the boot timeout).
+    /// The provider's list answered: machines it names that this pool does not know of are
+    /// adopted as booting (their workers register, or they are terminated at the boot
+    /// timeout). At start they are a predecessor's; later, a launch's whose answer was lost.
     pub(super) fn listed(&mut self, answer: Result<Vec<Machine>, ProviderError>, now_ms: u64) {
         self.listing = false;
-        match answer {
-            Ok(machines) => {
-                self.listed = true;
-                if !machines.is_empty() {
-                    tracing::info!(pool = %self.name(), machines = machines.len(), "adopted the pool's machines left running");
-                }
-                let deadline_ms = now_ms + self.pool.config.boot_timeout.as_millis() as u64;
-                for machine in machines {
-                    self.machines
-                        .entry(machine.id)
-                        .and_modify(|known| known.ours = true)
-                        .or_insert(MachineState::new(
-                            true,
-                            true,
-                            Phase::Booting { deadline_ms },
-                        ));
+        let machines = match answer {
+            Ok(machines) => machines,
+            Err(error) => {
+                return self.failed(format!("cannot list the pool's machines: {error}"), now_ms)
+            }
+        };
+        self.listed = true;
+        self.terminated_lately
+            .retain(|_, at| now_ms.saturating_sub(*at) < TERMINATED_MEMORY_MS);
+        let deadline_ms = now_ms + self.pool.config.boot_timeout.as_millis() as u64;
+        let mut found = Vec::new();
+        for machine in machines {
+            if self.terminated_lately.contains_key(&machine.id) {
+                continue;
+            }
+            match self.machines.get_mut(&machine.id) {
+                Some(known) => known.ours = true,
+                None => {
+                    found.push(machine.id.clone());
+                    self.machines.insert(
+                        machine.id,
+                        MachineState::new(true, true, Phase::Booting { deadline_ms }),
+                    );
                 }
             }
-            Err(error) => self.failed(format!("cannot list the pool's machines: {error}"), now_ms),
+        }
+        let first = !std::mem::replace(&mut self.ever_listed, true);
+        if found.is_empty() {
+            return;
+        }
+        if first {
+            tracing::info!(pool = %self.name(), machines = found.len(), "adopted the pool's machines left running");
+        } else {
+            tracing::warn!(pool = %self.name(), machines = ?found, "found machines of the pool this coordinator had no record of (a launch whose answer was lost); adopted them: their workers register, or they are terminated at the boot timeout");
         }
     }
 
@@ -396,6 +438,9 @@ impl PoolState {
             Ok(machines) => machines,
             Err(error) => {
                 self.failed_launches += u64::from(count);
+                // The call may have started machines all the same: the next launch waits for
+                // the list, which adopts them.
+                self.listed = false;
                 return self.failed(format!("launch failed: {error}"), now_ms);
             }
         };
@@ -485,6 +530,7 @@ impl PoolState {
                 tracing::info!(pool = %self.name(), machine, "machine terminated");
                 self.terminated += 1;
                 self.machines.remove(machine);
+                self.terminated_lately.insert(machine.to_string(), now_ms);
             }
             Err(error) => {
                 let message = format!("cannot terminate machine {machine}: {error}");

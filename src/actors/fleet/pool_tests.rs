@@ -144,7 +144,11 @@ fn launches_stay_within_the_cap_per_minute() {
         .is_some_and(|error| error.contains("did not register within the boot timeout")));
     // A minute after the first launches, past the backoff: four more, no more.
     assert!(state.decide(50, true, MINUTE_MS - 1).is_empty(), "the cap");
-    assert_eq!(state.decide(50, true, MINUTE_MS), vec![Action::Launch(4)]);
+    // The minute is also when the list is asked again.
+    assert_eq!(
+        state.decide(50, true, MINUTE_MS),
+        vec![Action::List, Action::Launch(4)]
+    );
 }
 
 #[test]
@@ -163,9 +167,14 @@ fn failures_back_off_longer_each_time_and_a_worker_that_runs_a_job_ends_it() {
         Some("launch failed: InsufficientInstanceCapacity: none")
     );
     assert!(state.decide(1, true, 999).is_empty(), "one second");
+    // The failed call may have started machines: the list comes first.
+    assert_eq!(state.decide(1, true, 1000), vec![Action::List]);
+    state.listed(Ok(Vec::new()), 1000);
     assert_eq!(state.decide(1, true, 1000), vec![Action::Launch(1)]);
     state.launched(1, Err(ProviderError::new("again")), 1000);
     assert!(state.decide(1, true, 2999).is_empty(), "two seconds");
+    assert_eq!(state.decide(1, true, 3000), vec![Action::List]);
+    state.listed(Ok(Vec::new()), 3000);
     assert_eq!(state.decide(1, true, 3000), vec![Action::Launch(1)]);
     state.launched(1, Ok(machines(&["a"], 3000)), 3000);
     assert_eq!(state.info().last_error, None, "cleared by a success");
@@ -405,7 +414,17 @@ fn a_worker_that_dies_soon_after_registering_is_a_failed_launch_with_backoff() {
             .is_some_and(|error| error.contains("went away soon after registering")));
         // The backoff doubles each time: no launch before it has passed.
         let backoff = FIRST_BACKOFF_MS << round;
-        assert!(state.decide(1, true, now + backoff - 1).is_empty());
+        let actions = state.decide(1, true, now + backoff - 1);
+        assert!(
+            !actions
+                .iter()
+                .any(|action| matches!(action, Action::Launch(_))),
+            "{actions:?}"
+        );
+        if actions == [Action::List] {
+            // Asked again each minute.
+            state.listed(Ok(Vec::new()), now + backoff - 1);
+        }
         now += backoff;
     }
 }
@@ -440,4 +459,66 @@ fn machines_being_terminated_count_against_max() {
         state.decide(1, true, 400 + MAX_BACKOFF_MS / 4),
         vec![Action::Launch(1)]
     );
+}
+
+#[test]
+fn machines_of_a_launch_whose_answer_was_lost_are_found_by_the_list_and_adopted() {
+    let mut state = listed(0, 4, 100);
+    assert_eq!(state.decide(2, true, 0), vec![Action::Launch(2)]);
+    // The call timed out, but the cloud started both machines.
+    state.launched(
+        2,
+        Err(ProviderError::new(
+            "the provider's launch did not answer within 2m",
+        )),
+        10,
+    );
+    assert_eq!(state.info().failed_launches, 2);
+    assert_eq!(state.decide(2, true, 1010), vec![Action::List]);
+    assert!(
+        state.decide(2, true, 1011).is_empty(),
+        "no launch before the list"
+    );
+    state.listed(Ok(machines(&["lost-1", "lost-2"], 5)), 1020);
+    // They are supply on its way (demand is given net of booting machines).
+    assert!(state.decide(0, true, 1030).is_empty());
+    assert_eq!(counts(&state).1, 2, "both booting");
+    // One registers and counts; the other never does and is terminated at the boot timeout,
+    // not counted a second time as a failed launch.
+    state.observe(vec![worker(1, "lost-1", 0, Some(1100))], 1100);
+    let retire = state.observe(vec![worker(1, "lost-1", 0, Some(1100))], 1020 + BOOT_MS);
+    assert_eq!(retire, vec![Action::Retire("lost-2".into())]);
+    assert_eq!(
+        state.retire_answered("lost-2", None, 1020 + BOOT_MS),
+        Some(Action::Terminate("lost-2".into()))
+    );
+    state.terminate_answered("lost-2", Ok(()), 1030 + BOOT_MS);
+    let info = state.info();
+    assert_eq!(
+        (info.idle, info.failed_launches, info.terminated),
+        (1, 2, 1),
+        "{info:?}"
+    );
+}
+
+#[test]
+fn the_list_is_asked_again_every_minute_and_brings_back_no_machine_terminated_meanwhile() {
+    let mut state = listed(0, 4, 100);
+    assert_eq!(state.decide(1, true, 0), vec![Action::Launch(1)]);
+    state.launched(1, Ok(machines(&["a"], 0)), 0);
+    assert!(state.decide(0, false, RELIST_MS - 1).is_empty());
+    assert_eq!(state.decide(0, false, RELIST_MS), vec![Action::List]);
+    assert!(
+        state.decide(0, false, RELIST_MS + 1).is_empty(),
+        "not while a list is awaited"
+    );
+    // "a" never registered: terminated before the list (asked while it ran) is answered.
+    let boot = state.observe(Vec::new(), BOOT_MS);
+    assert_eq!(boot, vec![Action::Retire("a".into())]);
+    state.retire_answered("a", None, BOOT_MS);
+    state.terminate_answered("a", Ok(()), BOOT_MS);
+    state.listed(Ok(machines(&["a", "unknown"], 0)), RELIST_MS + 10);
+    assert_eq!(counts(&state).1, 1, "only the unknown machine is adopted");
+    assert!(state.decide(0, false, 2 * RELIST_MS - 1).is_empty());
+    assert_eq!(state.decide(0, false, 2 * RELIST_MS), vec![Action::List]);
 }

@@ -6,6 +6,11 @@ use drover::net::protocol::PoolMember;
 use drover::worker::{self, Handlers, WorkerConfig};
 use std::path::PathBuf;
 
+/// The same allocator as the coordinator's (see there).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     version,

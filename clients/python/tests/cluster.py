@@ -81,6 +81,8 @@ class Cluster:
         self._coordinator: Optional[subprocess.Popen[bytes]] = None
         self._coordinator_starts = 0
         self._workers: Dict[str, subprocess.Popen[bytes]] = {}
+        # More of the coordinator's environment (`DROVER_CONFIG`, say).
+        self.coordinator_env: Dict[str, str] = {}
 
     def _env(self) -> Dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("DROVER_")}
@@ -106,7 +108,7 @@ class Cluster:
                 "--http", f"127.0.0.1:{self.http_port}",
                 "--data-dir", str(self.directory / "data"),
             ],
-            env=self._env(),
+            env={**self._env(), **self.coordinator_env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,

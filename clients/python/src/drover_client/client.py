@@ -229,6 +229,13 @@ class Client:
         workers: List[Dict[str, Any]] = self._get_json("/api/workers")
         return workers
 
+    def pools(self) -> List[Dict[str, Any]]:
+        """The elastic fleet's pools (empty without any), as ``drover pools --json`` prints
+        them: ``name``, ``provider``, ``min``, ``max``, ``desired``, ``booting``, ``idle``,
+        ``busy``, ``launched``, ``failed_launches``, ``terminated``, ``last_error``."""
+        pools: List[Dict[str, Any]] = self._get_json("/api/pools")
+        return pools
+
     # How.
 
     def _get_json(self, path: str) -> Any:

@@ -67,6 +67,27 @@ impl Ha {
         })
     }
 
+    /// `drover ARGS`, asked again for up to 30 s while it says the ledger's database is
+    /// unreachable: for a moment after a database failover the coordinator still refuses reads
+    /// (it says so, and the client is to try again), though its writes go through again.
+    fn cli_read(&self, args: &[&str]) -> Output {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = self.cli(args);
+            let refused = !output.status.success()
+                && stderr_of(&output).contains("the ledger database is unreachable");
+            if !refused || Instant::now() > deadline {
+                return output;
+            }
+            eprintln!(
+                "`drover {}` refused, asked again: {}",
+                args.join(" "),
+                stderr_of(&output).trim()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The CLI's JSON answer, or None if it failed or took more than `within`.
     fn json(&self, args: &[&str], within: Duration) -> Option<Value> {
         let output = cli_within(&self.cluster.address, &[], args, within)?;
@@ -176,7 +197,7 @@ impl Ha {
         assert_eq!(info["succeeded"], total, "batch {batch}: {info}");
         assert_eq!(info["failed"], 0, "batch {batch}: {info}");
 
-        let jobs = self.cli(&["jobs", "--batch", &batch.to_string(), "--json"]);
+        let jobs = self.cli_read(&["jobs", "--batch", &batch.to_string(), "--json"]);
         assert!(jobs.status.success(), "drover jobs: {}", stderr_of(&jobs));
         let jobs: Vec<Value> = serde_json::from_slice(&jobs.stdout).expect("a JSON array");
         let listed: BTreeSet<u64> = jobs.iter().map(|job| job["id"].as_u64().unwrap()).collect();
@@ -197,7 +218,7 @@ impl Ha {
             not_succeeded[0]
         );
 
-        let log = self.cli(&["log", "--batch", &batch.to_string(), "--format", "jsonl"]);
+        let log = self.cli_read(&["log", "--batch", &batch.to_string(), "--format", "jsonl"]);
         assert!(log.status.success(), "drover log: {}", stderr_of(&log));
         let mut times: HashMap<u64, usize> = HashMap::new();
         for line in stdout_of(&log).lines() {

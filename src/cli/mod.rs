@@ -260,10 +260,17 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(error) => {
+    // Run on one of the runtime's threads, not this one: that thread also reads the sockets, so
+    // an answer wakes the thread that waits for it and no other (`block_on` here would cost
+    // every round trip a second wakeup, from the runtime's thread to this one).
+    match runtime.block_on(runtime.spawn(run(cli))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => {
             eprintln!("drover: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(panicked) => {
+            eprintln!("drover: {panicked}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -47,21 +47,7 @@ pub async fn run(
             status: client.status().await?,
             workers: client.workers().await?,
         };
-        let mut out = std::io::stdout().lock();
-        if json {
-            serde_json::to_writer(&mut out, &frame)?;
-            writeln!(out)?;
-        } else {
-            let text = draw(&frame);
-            if terminal && drawn_lines > 0 {
-                // Back to the top of the last frame, and clear from there down.
-                write!(out, "\x1b[{drawn_lines}F\x1b[J")?;
-            }
-            writeln!(out, "{text}")?;
-            drawn_lines = text.lines().count();
-        }
-        out.flush()?;
-        drop(out);
+        drawn_lines = show(&frame, json, terminal, drawn_lines)?;
         if frame.finished() {
             let failed = frame.batch.is_some_and(|batch| batch.failed > 0);
             return Ok(if failed {
@@ -80,6 +66,31 @@ pub async fn run(
         };
         wait?;
     }
+}
+
+/// Prints a frame (over the last one, on a terminal); answers how many lines it drew. Apart
+/// from [`run`] so the lock on standard output is never held across an await.
+fn show(
+    frame: &Frame,
+    json: bool,
+    terminal: bool,
+    mut drawn_lines: usize,
+) -> std::io::Result<usize> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, frame)?;
+        writeln!(out)?;
+    } else {
+        let text = draw(frame);
+        if terminal && drawn_lines > 0 {
+            // Back to the top of the last frame, and clear from there down.
+            write!(out, "\x1b[{drawn_lines}F\x1b[J")?;
+        }
+        writeln!(out, "{text}")?;
+        drawn_lines = text.lines().count();
+    }
+    out.flush()?;
+    Ok(drawn_lines)
 }
 
 fn draw(frame: &Frame) -> String {

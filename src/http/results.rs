@@ -162,7 +162,7 @@ pub(super) async fn call(
         spec,
         idempotency_key: key,
     };
-    let completion = state.ledger.send(call).await??;
+    let completion = state.ledger.send(call).await?.recv().await?;
     Ok(HttpResponse::Ok().json(completion))
 }
 

@@ -21,8 +21,9 @@ pub use book::{
 };
 pub use error::{ErrorKind, LedgerError};
 pub use requests::{
-    CallJob, Cancel, GetBatch, GetJob, ListBatches, ListJobs, ReadResults, Retry, RetryJob,
-    SubmitBatch, WaitBatch, WaitingOutOfLine, MAX_JOBS_PER_BATCH, MAX_PAGE, MAX_RESULTS_PAGE_BYTES,
+    CallAnswer, CallJob, Cancel, GetBatch, GetJob, ListBatches, ListJobs, ReadResults, Retry,
+    RetryJob, SubmitBatch, WaitBatch, WaitingOutOfLine, MAX_JOBS_PER_BATCH, MAX_PAGE,
+    MAX_RESULTS_PAGE_BYTES,
 };
 pub use results::CALL_BATCH;
 

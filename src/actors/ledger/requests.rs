@@ -101,12 +101,23 @@ pub const MAX_RESULTS_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// that job (or answers at once with its record if it is finished). Refused as a submission
 /// would be.
 #[derive(Message)]
-#[rtype(result = "Result<Completion, LedgerError>")]
+#[rtype(result = "CallAnswer")]
 pub struct CallJob {
     /// The job.
     pub spec: JobSpec,
     /// The caller's name for this call.
     pub idempotency_key: Option<String>,
+}
+
+/// A call's answer, to be awaited ([`CallAnswer::recv`]) outside the Ledger: its record is
+/// sent to the caller the moment its commit is durable.
+pub struct CallAnswer(pub(super) oneshot::Receiver<Result<Completion, LedgerError>>);
+
+impl CallAnswer {
+    /// The job's final record, or why the call was refused.
+    pub async fn recv(self) -> Result<Completion, LedgerError> {
+        self.0.await.unwrap_or(Err(LedgerError::ShuttingDown))
+    }
 }
 
 /// One batch's progress.

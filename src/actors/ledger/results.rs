@@ -7,7 +7,7 @@
 //! queued, so the record cannot go by unseen.
 
 use super::book::{Answer, Commit, Pending, Phase};
-use super::requests::{ready, Reply};
+use super::requests::{ready, CallAnswer, Reply};
 use super::{CallJob, Ledger, LedgerError, ReadResults, MAX_PAGE, MAX_RESULTS_PAGE_BYTES};
 use crate::job::{now_ms, BatchId, JobId};
 use crate::status::{Completion, Finished, Resulted, ResultsPage};
@@ -223,11 +223,14 @@ async fn read_record(
 }
 
 impl Handler<CallJob> for Ledger {
-    type Result = Reply<Completion>;
+    type Result = MessageResult<CallJob>;
 
     fn handle(&mut self, call: CallJob, ctx: &mut Context<Self>) -> Self::Result {
+        let (call_tx, call_rx) = oneshot::channel();
+        let answer = CallAnswer(call_rx);
         if let Some(refused) = self.refusal() {
-            return ready(Err(refused));
+            let _ = call_tx.send(Err(refused));
+            return MessageResult(answer);
         }
         let name = call.spec.name.clone();
         let key = call.idempotency_key.as_deref();
@@ -236,9 +239,11 @@ impl Handler<CallJob> for Ledger {
             .submit(CALL_BATCH.into(), vec![call.spec], key, now_ms())
         {
             Ok(effects) => effects,
-            Err(error) => return ready(Err(error)),
+            Err(error) => {
+                let _ = call_tx.send(Err(error));
+                return MessageResult(answer);
+            }
         };
-        let (call_tx, call_rx) = oneshot::channel();
         let mut repeat = Some(call_tx);
         // A new job is queued once this commit is durable, which this actor hears after this
         // handler, or at once when it runs unwritten (see `unwritten`): its waiter is in
@@ -283,29 +288,28 @@ impl Handler<CallJob> for Ledger {
                 self.carry_out(ctx, effects, Some(tx));
             }
         }
-        let submitted = rx.into_actor(self);
-        Box::pin(submitted.then(move |answer, ledger, ctx| {
+        // The submission's answer is awaited here; the call's record goes from the waiter
+        // straight to the caller, with no turn of this actor on the way.
+        ctx.spawn(rx.into_actor(self).map(move |answer, ledger, ctx| {
             let refused = match answer {
                 Ok(Answer::Submitted(submitted)) => {
                     // A repeated key: the job it made.
                     if let Some(respond) = repeat {
                         ledger.follow_call(ctx, submitted.first_job, submitted.batch, respond);
                     }
-                    None
+                    return;
                 }
-                Ok(Answer::Refused(error)) => Some(error),
-                _ => Some(LedgerError::ShuttingDown),
+                Ok(Answer::Refused(error)) => error,
+                _ => LedgerError::ShuttingDown,
             };
-            if let (Some(_), Some((_, job))) = (&refused, new_job) {
-                ledger.calls.remove(&job);
+            let waiting = new_job
+                .and_then(|(_, job)| ledger.calls.remove(&job))
+                .map_or(Vec::new(), |waiter| waiter.respond);
+            for respond in repeat.into_iter().chain(waiting) {
+                let _ = respond.send(Err(refused.clone()));
             }
-            actix::fut::wrap_future(async move {
-                match refused {
-                    Some(error) => Err(error),
-                    None => call_rx.await.unwrap_or(Err(LedgerError::ShuttingDown)),
-                }
-            })
-        }))
+        }));
+        MessageResult(answer)
     }
 }
 

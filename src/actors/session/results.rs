@@ -67,7 +67,7 @@ pub(super) async fn call(
         spec,
         idempotency_key,
     };
-    let completion = shared.ledger.send(call).await??;
+    let completion = shared.ledger.send(call).await?.recv().await?;
     Ok(match too_large(&completion, shared.max_frame) {
         Some(refusal) => ClientResponse::Error(refusal),
         None => ClientResponse::Called(Box::new(completion)),

@@ -2,9 +2,9 @@
 
 use crate::job::JobId;
 use crate::storage::spec_format;
-use crate::storage::store::{Change, StoreError};
+use crate::storage::store::{Change, StoreError, WorkOrder};
 use rusqlite::{params, Connection};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// What a group of commits did beyond what was asked.
 #[derive(Debug, Default)]
@@ -16,16 +16,25 @@ pub struct Applied {
 /// Writes every commit of a group, in order, as one transaction: all of them or none.
 pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
+    let all = || group.iter().flat_map(|changes| changes.iter());
     // Only unfinished jobs' starts are ever read back: a start whose job is finished in the
     // same group need not be written (short jobs often start and end within one).
-    let finished: HashSet<JobId> = group
-        .iter()
-        .flat_map(|changes| changes.iter())
+    let mut finished: HashMap<JobId, &WorkOrder> = HashMap::new();
+    for change in all() {
+        if let Change::Finish(order) = change {
+            finished.entry(order.job).or_insert(order);
+        }
+    }
+    // A job submitted and finished in the same group (a call's, typically) is written once,
+    // as it ends, not written pending and then updated: that spares the pages of the index of
+    // pending jobs. Not a job with attempts counted in the group, which count onto its row.
+    let counted: HashSet<JobId> = all()
         .filter_map(|change| match change {
-            Change::Finish(order) => Some(order.job),
+            Change::Attempt(row) => Some(row.job),
             _ => None,
         })
         .collect();
+    let mut written_finished: HashSet<JobId> = HashSet::new();
     let tx = conn.transaction()?;
     {
         // A submission written again (see `Change::Submit`) finds its rows there and leaves
@@ -37,6 +46,14 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
         let mut insert_job = tx.prepare_cached(
             "INSERT INTO jobs (id, batch, name, spec, spec_format, state, queued_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6) ON CONFLICT (id) DO NOTHING",
+        )?;
+        let mut insert_finished = tx.prepare_cached(
+            "INSERT INTO jobs (id, batch, name, spec, spec_format, queued_at_ms, state, worker,
+                 attempts, lost_attempts, failures, started_at_ms, finished_at_ms, duration_ms,
+                 exit_code, output_tail, error, lease, outputs, result, cursor)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20, ?21)
+             ON CONFLICT (id) DO NOTHING",
         )?;
         let mut finish = tx.prepare_cached(
             "UPDATE jobs SET state = ?2, worker = ?3, attempts = ?4, lost_attempts = ?5,
@@ -61,6 +78,19 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
             "UPDATE jobs SET attempts = MAX(attempts, ?2), started_lease = ?3, started_worker = ?4
              WHERE id = ?1 AND state = 'pending'",
         )?;
+        // The highest cursor drawn is the highest a job has, or one that is on no job: cleared
+        // by a retry (a follower may have passed it) or drawn for a second record the ledger
+        // refused. Those are kept in meta, so none is drawn again.
+        let mut keep_cursor = tx.prepare_cached(
+            "INSERT INTO meta (key, value)
+                 SELECT 'last_cursor', cursor FROM jobs
+                 WHERE id = ?1 AND cursor IS NOT NULL AND state IN ('failed', 'cancelled')
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        )?;
+        let mut keep_drawn_cursor = tx.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('last_cursor', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        )?;
         let mut reopen = tx.prepare_cached(
             "UPDATE jobs SET state = 'pending', failures = 0, lost_attempts = 0, finished_at_ms = NULL,
                  error = NULL, lease = NULL, started_lease = NULL, started_worker = NULL,
@@ -73,8 +103,6 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
         // 1: written; 2: given up (too large for a frame). Replay asks again only for 0.
         let mut manifest_written =
             tx.prepare_cached("UPDATE jobs SET manifest_written = ?2 WHERE id = ?1")?;
-        // The highest cursor this group records.
-        let mut last_cursor = 0;
         for change in group.iter().flat_map(|changes| changes.iter()) {
             match change {
                 Change::Submit {
@@ -93,8 +121,41 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                         idempotency_key.as_deref()
                     ])?;
                     for (offset, (name, spec)) in jobs.iter().enumerate() {
+                        let job = first_job + offset as u64;
+                        let ends_here = finished.get(&job).filter(|_| !counted.contains(&job));
+                        if let Some(order) = ends_here {
+                            let inserted = insert_finished.execute(params![
+                                job as i64,
+                                *batch as i64,
+                                name,
+                                spec.as_bytes(),
+                                spec_format::CURRENT,
+                                *submitted_at_ms as i64,
+                                order.state.as_str(),
+                                order.worker,
+                                order.attempts,
+                                order.lost_attempts,
+                                order.failures,
+                                order.started_at_ms.map(|ms| ms as i64),
+                                order.finished_at_ms as i64,
+                                order.duration_ms.map(|ms| ms as i64),
+                                order.exit_code,
+                                order.output_tail,
+                                order.error,
+                                order.lease.map(|lease| lease as i64),
+                                order.outputs,
+                                order.result.as_deref(),
+                                order.cursor as i64
+                            ])?;
+                            // Already on disk (an earlier group wrote it pending): its finish
+                            // is written as any other.
+                            if inserted == 1 {
+                                written_finished.insert(job);
+                            }
+                            continue;
+                        }
                         insert_job.execute(params![
-                            (first_job + offset as u64) as i64,
+                            job as i64,
                             *batch as i64,
                             name,
                             spec.as_bytes(),
@@ -103,6 +164,8 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                         ])?;
                     }
                 }
+                // Its first finish in the group was written with its submission.
+                Change::Finish(order) if written_finished.remove(&order.job) => {}
                 Change::Finish(order) => {
                     let changed = finish.execute(params![
                         order.job as i64,
@@ -124,8 +187,9 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                     ])?;
                     if changed != 1 {
                         applied.refused_second_records.push(order.job);
+                        // Its cursor was drawn all the same: kept, so it is never drawn again.
+                        keep_drawn_cursor.execute(params![order.cursor as i64])?;
                     }
-                    last_cursor = last_cursor.max(order.cursor);
                 }
                 Change::Attempt(row) => {
                     attempt.execute(params![
@@ -146,7 +210,7 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                     ])?;
                 }
                 Change::Started(starts) => {
-                    for started in starts.iter().filter(|row| !finished.contains(&row.job)) {
+                    for started in starts.iter().filter(|row| !finished.contains_key(&row.job)) {
                         start.execute(params![
                             started.job as i64,
                             started.attempt,
@@ -157,6 +221,7 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                 }
                 Change::Reopen(jobs) => {
                     for job in jobs {
+                        keep_cursor.execute(params![*job as i64])?;
                         reopen.execute(params![*job as i64])?;
                     }
                 }
@@ -183,15 +248,6 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                     .execute(params![*below as i64])?;
                 }
             }
-        }
-        if last_cursor > 0 {
-            // Kept apart from the jobs: a retry clears its job's cursor, which must not be
-            // drawn again after a restart (a follower may have passed it).
-            tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('last_cursor', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-            )?
-            .execute(params![last_cursor as i64])?;
         }
     }
     tx.commit()?;

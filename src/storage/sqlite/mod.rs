@@ -8,7 +8,7 @@
 //! Tables (open the file with any SQLite tool): `batches`, `jobs` (one row per job; the finished
 //! ones are the completion log, each with its result and its cursor in recording order),
 //! `attempts` (attempts that ended without being the job's result), and `meta` (the
-//! coordinator's epoch, the last cursor drawn). Their version and migrations are in [`schema`].
+//! coordinator's epoch, the ids reserved, the highest cursor drawn that no job has). Their version and migrations are in [`schema`].
 
 mod apply;
 pub(crate) mod queries;

@@ -164,3 +164,72 @@ fn pages_read_by_their_indexes() {
     let one = plan("SELECT id FROM jobs WHERE batch = 2 AND cursor > 5 ORDER BY cursor LIMIT 10");
     assert!(one.contains("jobs_by_batch_cursor"), "{one}");
 }
+
+/// Every column of every job, in id order.
+fn job_rows(conn: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
+    let mut statement = conn.prepare("SELECT * FROM jobs ORDER BY id").unwrap();
+    let columns = statement.column_count();
+    statement
+        .query_map([], |row| {
+            (0..columns)
+                .map(|column| row.get::<_, rusqlite::types::Value>(column))
+                .collect()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn failed_attempt(job: JobId) -> Change {
+    Change::Attempt(Box::new(crate::storage::store::AttemptRow {
+        job,
+        lease: 7,
+        attempt: 1,
+        worker: "w1".into(),
+        outcome: "failed",
+        started_at_ms: 5,
+        finished_at_ms: 6,
+        exit_code: Some(1),
+        error: Some("exit 1".into()),
+    }))
+}
+
+#[test]
+fn jobs_submitted_and_finished_in_one_group_are_written_as_in_two_and_once() {
+    // Job 1 ends in the group, job 2 too after a failed attempt counted there, job 3 stays
+    // pending; job 1 is reported twice.
+    let ends = || {
+        vec![
+            failed_attempt(2),
+            finish(1, JobState::Succeeded, 1, Some(b"one")),
+            finish(2, JobState::Succeeded, 2, None),
+            finish(1, JobState::Failed, 3, None),
+        ]
+    };
+    let mut apart = ledger();
+    write(&mut apart, vec![submit(1, 1, 3)]);
+    let applied = apply(&mut apart, &[&ends()]).unwrap();
+    assert_eq!(applied.refused_second_records, vec![1]);
+
+    let mut together = ledger();
+    let submission = [submit(1, 1, 3)];
+    let applied = apply(&mut together, &[&submission, &ends()]).unwrap();
+    assert_eq!(applied.refused_second_records, vec![1]);
+    assert_eq!(job_rows(&together), job_rows(&apart));
+    let pending: i64 = together
+        .query_row(
+            "SELECT COUNT(*) FROM jobs INDEXED BY jobs_unfinished WHERE state = 'pending'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, 1);
+
+    // Submitted again with its finish (a call's submission rides with every commit about its
+    // job until one is durable): what is on disk stays, and the finish is refused as a second.
+    let again = [submit(1, 1, 3), finish(1, JobState::Succeeded, 4, None)];
+    let applied = apply(&mut together, &[&again]).unwrap();
+    assert_eq!(applied.refused_second_records, vec![1]);
+    assert_eq!(job_rows(&together), job_rows(&apart));
+    assert_eq!(replay(&mut together).unwrap().last_cursor, 4);
+}

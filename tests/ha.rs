@@ -69,7 +69,8 @@ impl Ha {
 
     /// `drover ARGS`, asked again for up to 30 s while it says the ledger's database is
     /// unreachable: for a moment after a database failover the coordinator still refuses reads
-    /// (it says so, and the client is to try again), though its writes go through again.
+    /// (it says so, and the client is to try again) until its lease keeper, which tries four
+    /// times a second while the database is away, has reached the promoted standby.
     fn cli_read(&self, args: &[&str]) -> Output {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -305,6 +305,9 @@ impl Campaign {
     }
 }
 
+/// How soon the lease keeper tries again after it could not reach the database.
+const RETRY_WHILE_AWAY: Duration = Duration::from_millis(250);
+
 /// The leader's side of the lease: renews it, keeps this coordinator's row fresh, publishes
 /// who is there, and notices when another coordinator has taken over.
 struct LeaseKeeper {
@@ -351,17 +354,26 @@ impl LeaseKeeper {
                     }
                 };
             }
+            let mut renewed = false;
             if let Some(client) = &self.client {
                 match tokio::time::timeout(ttl / 2, self.tick(client)).await {
-                    Ok(Ok(())) => self.shared.health.up(Link::Lease),
+                    Ok(Ok(())) => {
+                        self.shared.health.up(Link::Lease);
+                        renewed = true;
+                    }
+                    // Said once an outage (it is tried again four times a second meanwhile).
                     Ok(Err(error)) => {
-                        tracing::warn!(error = %chain(&error), "cannot renew the ledger's lease");
+                        if self.shared.health.reason(Link::Lease).is_none() {
+                            tracing::warn!(error = %chain(&error), "cannot renew the ledger's lease");
+                        }
                         self.shared.health.down(Link::Lease, chain(&error));
                     }
                     Err(_) => {
-                        tracing::warn!(
-                            "the ledger database did not answer a lease renewal in time"
-                        );
+                        if self.shared.health.reason(Link::Lease).is_none() {
+                            tracing::warn!(
+                                "the ledger database did not answer a lease renewal in time"
+                            );
+                        }
                         self.shared
                             .health
                             .down(Link::Lease, "no answer to a lease renewal".into());
@@ -369,7 +381,15 @@ impl LeaseKeeper {
                     }
                 }
             }
-            tokio::time::sleep_until((tick + ttl / 4).into()).await;
+            // Tried again soon while the database is away: the link counts as down until then,
+            // and reads are refused while it does, so a database back after a failover must
+            // not wait a whole renewal period to be seen.
+            let pause = if renewed {
+                ttl / 4
+            } else {
+                (ttl / 4).min(RETRY_WHILE_AWAY)
+            };
+            tokio::time::sleep_until((tick + pause).into()).await;
         }
     }
 

@@ -6,8 +6,10 @@
 //! acknowledged before it is on disk), sends jobs to the Scheduler, tells workers about their
 //! results, and answers clients. It never waits: the store answers with a message.
 //!
-//! Client requests are served in `requests.rs`.
+//! Client requests are served in `requests.rs`, workers' reports of their attempts in
+//! `attempts.rs`.
 
+mod attempts;
 mod book;
 pub mod error;
 mod notes;
@@ -16,6 +18,10 @@ mod results;
 mod stats;
 mod unwritten;
 
+pub use attempts::{
+    AttemptsCarried, AttemptsReturned, AttemptsStarted, ManifestsWritten, ResultsArrived,
+    WorkerLost,
+};
 pub use book::{
     manifest_order_size, LostAttempt, Started, WorkerRef, MAX_LOST_ATTEMPTS, MAX_SPEC_BYTES,
 };
@@ -33,7 +39,7 @@ use crate::actors::scheduler::{
 };
 use crate::actors::session::ToWorker;
 use crate::ha::{Deposed, LeaseClock};
-use crate::job::{now_ms, AttemptResult, BatchId, CarriedAttempt, JobId, Lease};
+use crate::job::{now_ms, BatchId, JobId, Lease};
 use crate::metrics::Metrics;
 use crate::status::{BatchInfo, JobStatistics};
 use crate::storage::store::{JobFilter, LedgerStore, Replay, StoreError};
@@ -522,145 +528,6 @@ impl Handler<Committed> for Ledger {
             .committed(committed.then, committed.result, now_ms());
         self.carry_out(ctx, effects, committed.respond);
         self.answer_late_calls(ctx);
-    }
-}
-
-/// The Scheduler handed jobs to a worker.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AttemptsStarted {
-    /// The worker.
-    pub worker: WorkerRef,
-    /// The attempts.
-    pub started: Vec<Started>,
-}
-
-impl Handler<AttemptsStarted> for Ledger {
-    type Result = ();
-
-    fn handle(&mut self, started: AttemptsStarted, ctx: &mut Context<Self>) {
-        if self.closing {
-            return;
-        }
-        let effects = self
-            .book
-            .attempts_started(&started.worker, &started.started, now_ms());
-        self.carry_out(ctx, effects, None);
-    }
-}
-
-/// A worker handed back attempts it held and never started: their jobs go back in line.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AttemptsReturned {
-    /// The worker.
-    pub worker: WorkerRef,
-    /// The attempts, as (job, lease).
-    pub returned: Vec<(JobId, Lease)>,
-}
-
-impl Handler<AttemptsReturned> for Ledger {
-    type Result = ();
-
-    fn handle(&mut self, returned: AttemptsReturned, ctx: &mut Context<Self>) {
-        if self.closing {
-            return;
-        }
-        let effects = self
-            .book
-            .attempts_returned(&returned.worker, &returned.returned);
-        self.carry_out(ctx, effects, None);
-    }
-}
-
-/// A worker registered with attempts it kept running across a reconnect or a coordinator restart.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AttemptsCarried {
-    /// The worker.
-    pub worker: WorkerRef,
-    /// The attempts.
-    pub carried: Vec<CarriedAttempt>,
-}
-
-impl Handler<AttemptsCarried> for Ledger {
-    type Result = ();
-
-    fn handle(&mut self, carried: AttemptsCarried, ctx: &mut Context<Self>) {
-        if self.closing {
-            return;
-        }
-        let effects = self
-            .book
-            .attempts_carried(&carried.worker, &carried.carried, now_ms());
-        self.carry_out(ctx, effects, None);
-    }
-}
-
-/// A worker's results, in the order the Scheduler saw them.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ResultsArrived {
-    /// The worker, which is told what became of them.
-    pub worker: WorkerRef,
-    /// The results.
-    pub results: Vec<AttemptResult>,
-}
-
-impl Handler<ResultsArrived> for Ledger {
-    type Result = ();
-
-    fn handle(&mut self, arrived: ResultsArrived, ctx: &mut Context<Self>) {
-        if self.closing {
-            return;
-        }
-        let effects = self
-            .book
-            .results(&arrived.worker, &arrived.results, now_ms());
-        self.carry_out(ctx, effects, None);
-    }
-}
-
-/// A worker is gone; its attempts are lost and their jobs go back to pending at once.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WorkerLost {
-    /// The worker's name.
-    pub worker_name: Arc<str>,
-    /// Its attempts.
-    pub attempts: Vec<LostAttempt>,
-    /// Why it was declared lost.
-    pub reason: String,
-}
-
-impl Handler<WorkerLost> for Ledger {
-    type Result = ();
-
-    fn handle(&mut self, lost: WorkerLost, ctx: &mut Context<Self>) {
-        if self.closing {
-            return;
-        }
-        let effects =
-            self.book
-                .worker_lost(&lost.worker_name, &lost.attempts, &lost.reason, now_ms());
-        self.carry_out(ctx, effects, None);
-    }
-}
-
-/// A worker wrote the manifests of these recorded attempts.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ManifestsWritten(pub Vec<Lease>);
-
-impl Handler<ManifestsWritten> for Ledger {
-    type Result = ();
-
-    fn handle(&mut self, ManifestsWritten(leases): ManifestsWritten, ctx: &mut Context<Self>) {
-        if self.closing {
-            return;
-        }
-        let effects = self.book.manifests_written(&leases);
-        self.carry_out(ctx, effects, None);
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::job::JobId;
 use crate::storage::spec_format;
 use crate::storage::store::{Change, StoreError, WorkOrder};
-use rusqlite::{params, Connection};
+use rusqlite::{params, params_from_iter, Connection, ToSql};
 use std::collections::{HashMap, HashSet};
 
 /// What a group of commits did beyond what was asked.
@@ -47,10 +47,11 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
             "INSERT INTO jobs (id, batch, name, spec, spec_format, state, queued_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6) ON CONFLICT (id) DO NOTHING",
         )?;
+        // Its record as `finish` takes it (see `Record`), then its submission.
         let mut insert_finished = tx.prepare_cached(
-            "INSERT INTO jobs (id, batch, name, spec, spec_format, queued_at_ms, state, worker,
-                 attempts, lost_attempts, failures, started_at_ms, finished_at_ms, duration_ms,
-                 exit_code, output_tail, error, lease, outputs, result, cursor)
+            "INSERT INTO jobs (id, state, worker, attempts, lost_attempts, failures,
+                 started_at_ms, finished_at_ms, duration_ms, exit_code, output_tail, error, lease,
+                 outputs, result, cursor, batch, name, spec, spec_format, queued_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                  ?18, ?19, ?20, ?21)
              ON CONFLICT (id) DO NOTHING",
@@ -124,29 +125,17 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                         let job = first_job + offset as u64;
                         let ends_here = finished.get(&job).filter(|_| !counted.contains(&job));
                         if let Some(order) = ends_here {
-                            let inserted = insert_finished.execute(params![
-                                job as i64,
-                                *batch as i64,
+                            let record = Record::of(order);
+                            let submission: [&dyn ToSql; 5] = [
+                                &(*batch as i64),
                                 name,
-                                spec.as_bytes(),
-                                spec_format::CURRENT,
-                                *submitted_at_ms as i64,
-                                order.state.as_str(),
-                                order.worker,
-                                order.attempts,
-                                order.lost_attempts,
-                                order.failures,
-                                order.started_at_ms.map(|ms| ms as i64),
-                                order.finished_at_ms as i64,
-                                order.duration_ms.map(|ms| ms as i64),
-                                order.exit_code,
-                                order.output_tail,
-                                order.error,
-                                order.lease.map(|lease| lease as i64),
-                                order.outputs,
-                                order.result.as_deref(),
-                                order.cursor as i64
-                            ])?;
+                                &spec.as_bytes(),
+                                &spec_format::CURRENT,
+                                &(*submitted_at_ms as i64),
+                            ];
+                            let inserted = insert_finished.execute(params_from_iter(
+                                record.values().into_iter().chain(submission),
+                            ))?;
                             // Already on disk (an earlier group wrote it pending): its finish
                             // is written as any other.
                             if inserted == 1 {
@@ -167,24 +156,7 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
                 // Its first finish in the group was written with its submission.
                 Change::Finish(order) if written_finished.remove(&order.job) => {}
                 Change::Finish(order) => {
-                    let changed = finish.execute(params![
-                        order.job as i64,
-                        order.state.as_str(),
-                        order.worker,
-                        order.attempts,
-                        order.lost_attempts,
-                        order.failures,
-                        order.started_at_ms.map(|ms| ms as i64),
-                        order.finished_at_ms as i64,
-                        order.duration_ms.map(|ms| ms as i64),
-                        order.exit_code,
-                        order.output_tail,
-                        order.error,
-                        order.lease.map(|lease| lease as i64),
-                        order.outputs,
-                        order.result.as_deref(),
-                        order.cursor as i64
-                    ])?;
+                    let changed = finish.execute(&Record::of(order).values()[..])?;
                     if changed != 1 {
                         applied.refused_second_records.push(order.job);
                         // Its cursor was drawn all the same: kept, so it is never drawn again.
@@ -252,4 +224,56 @@ pub fn apply(conn: &mut Connection, group: &[&[Change]]) -> Result<Applied, Stor
     }
     tx.commit()?;
     Ok(applied)
+}
+
+/// A terminal record's values as both ways of writing it take them: `?1` the job, `?2` to
+/// `?16` the record.
+struct Record<'a> {
+    order: &'a WorkOrder,
+    job: i64,
+    state: &'static str,
+    started_at_ms: Option<i64>,
+    finished_at_ms: i64,
+    duration_ms: Option<i64>,
+    lease: Option<i64>,
+    result: Option<&'a [u8]>,
+    cursor: i64,
+}
+
+impl<'a> Record<'a> {
+    fn of(order: &'a WorkOrder) -> Self {
+        Record {
+            order,
+            job: order.job as i64,
+            state: order.state.as_str(),
+            started_at_ms: order.started_at_ms.map(|ms| ms as i64),
+            finished_at_ms: order.finished_at_ms as i64,
+            duration_ms: order.duration_ms.map(|ms| ms as i64),
+            lease: order.lease.map(|lease| lease as i64),
+            result: order.result.as_deref(),
+            cursor: order.cursor as i64,
+        }
+    }
+
+    fn values(&self) -> [&dyn ToSql; 16] {
+        let order = self.order;
+        [
+            &self.job,
+            &self.state,
+            &order.worker,
+            &order.attempts,
+            &order.lost_attempts,
+            &order.failures,
+            &self.started_at_ms,
+            &self.finished_at_ms,
+            &self.duration_ms,
+            &order.exit_code,
+            &order.output_tail,
+            &order.error,
+            &self.lease,
+            &order.outputs,
+            &self.result,
+            &self.cursor,
+        ]
+    }
 }

@@ -28,6 +28,7 @@ pub mod ha;
 pub mod http;
 pub mod job;
 pub mod jobfile;
+pub mod keep_awake;
 pub mod local;
 pub mod logging;
 pub mod metrics;

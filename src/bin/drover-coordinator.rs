@@ -108,6 +108,12 @@ struct Args {
     /// Wait before retrying a failed job; doubles with each failure.
     #[arg(long, env = "DROVER_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     retry_backoff: Duration,
+    /// Keep every CPU of this machine from halting for this long (such as 2ms) after each
+    /// message from a worker or client, with one lowest-priority spinning thread per CPU. It
+    /// shortens one call's round trip on virtual machines, where waking a halted CPU is slow,
+    /// and keeps every CPU busy while jobs move [default: off].
+    #[arg(long, env = "DROVER_KEEP_CPUS_AWAKE", value_name = "WINDOW", value_parser = humantime::parse_duration)]
+    keep_cpus_awake: Option<Duration>,
 }
 
 /// The exit status of a coordinator that stepped down because another took the ledger's lease:
@@ -212,6 +218,14 @@ fn run(args: Args, open_files: drover::net::OpenFiles) -> anyhow::Result<Ended> 
     };
     // Which ledger, before any port is bound: a URL that names none stops here.
     let leadership = ledger_url::leadership(args.ledger.as_deref(), &config, args.lease_ttl)?;
+    if let Some(window) = args.keep_cpus_awake {
+        let spinners = drover::keep_awake::start(window)?;
+        tracing::info!(
+            spinners,
+            ?window,
+            "keeping the CPUs awake after each message"
+        );
+    }
     let system = actix_rt::System::new();
     system.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Requests timed per status view.
     #[arg(long, default_value_t = 200)]
     status_requests: usize,
+    /// Start the coordinator with `--keep-cpus-awake WINDOW` (such as 2ms): one
+    /// lowest-priority spinner per CPU while jobs move, for the round trip on virtual machines.
+    #[arg(long, value_name = "WINDOW")]
+    keep_cpus_awake: Option<String>,
 }
 
 /// Kills the child processes when the bench ends, however it ends.
@@ -122,9 +126,25 @@ fn fsync_time(dir: &Path) -> anyhow::Result<Duration> {
     Ok(percentile(&times, 0.5))
 }
 
-/// CPU time (user and system) a process has used so far, from /proc.
+/// CPU time (user and system) a process has used so far, from /proc, less what its
+/// `--keep-cpus-awake` spinners used: they run only on CPU time nothing else wanted.
 fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let mut ticks = stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?);
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            if stat.contains("(drover-awake-") {
+                ticks = ticks.saturating_sub(stat_ticks(&stat));
+            }
+        }
+    }
+    // SAFETY: sysconf(3) reads a constant of the system; no memory is involved.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros(ticks * 1_000_000 / per_second))
+}
+
+/// The clock ticks of CPU (user and system) in a /proc `stat` line.
+fn stat_ticks(stat: &str) -> u64 {
     // The fields after the command (which may hold spaces) start after its closing parenthesis;
     // utime and stime are the 14th and 15th fields of the line.
     let fields: Vec<&str> = stat
@@ -137,11 +157,7 @@ fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
             .and_then(|field| field.parse().ok())
             .unwrap_or(0)
     };
-    // SAFETY: sysconf(3) reads a constant of the system; no memory is involved.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Ok(Duration::from_micros(
-        (ticks(11) + ticks(12)) * 1_000_000 / per_second,
-    ))
+    ticks(11) + ticks(12)
 }
 
 /// CPU time the coordinator and the workers have used so far.
@@ -190,12 +206,19 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.ledger {
         coordinator.args(["--ledger", url]);
     }
+    if let Some(window) = &args.keep_cpus_awake {
+        coordinator.args(["--keep-cpus-awake", window]);
+    }
     let ledger = match &args.ledger {
         Some(url) => format!(
             "ledger on PostgreSQL {}",
             crate::storage::postgres::hide_password(url)
         ),
         None => format!("ledger in {}", data_dir.display()),
+    };
+    let ledger = match &args.keep_cpus_awake {
+        Some(window) => format!("{ledger}, CPUs kept awake {window} after each message"),
+        None => ledger,
     };
     let coordinator = coordinator
         .env("RUST_LOG", "warn")
@@ -206,7 +229,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .context("cannot start drover-coordinator")?;
     let coordinator_pid = coordinator.id();
     processes.0.push(coordinator);
-    let mut client = connect_when_up(&address).await?;
+    let mut client = connect_when_up(&address, &mut processes.0[0]).await?;
     let mut worker_pids = Vec::with_capacity(args.workers);
     for index in 0..args.workers {
         let worker = Command::new(sibling_binary("drover-worker")?)
@@ -303,6 +326,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     // Latency: one job at a time, one request each, from the call to its recorded result.
     let mut round_trips = Vec::with_capacity(args.round_trips);
+    let cpu_before = cpu_time_of(coordinator_pid)?;
     for _ in 0..args.round_trips {
         let clock = Instant::now();
         let called = client.call(JobSpec::call("noop", Vec::new())).await?;
@@ -315,6 +339,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         round_trips.push(clock.elapsed());
     }
+    let cpu_per_call = cpu_time_of(coordinator_pid)?.saturating_sub(cpu_before);
     round_trips.sort();
     if !round_trips.is_empty() {
         // The target set for it: two flushes to disk (a job queued, its result recorded) and
@@ -328,6 +353,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             ms(target),
             ms(percentile(&round_trips, 0.99)),
             round_trips.len()
+        );
+        println!(
+            "  CPU per call: {:.0} us in the coordinator",
+            cpu_per_call.as_secs_f64() * 1e6 / round_trips.len() as f64
         );
     }
 
@@ -435,9 +464,14 @@ async fn http_get(address: &str, path: &str) -> anyhow::Result<usize> {
     Ok(answer.len())
 }
 
-async fn connect_when_up(address: &str) -> anyhow::Result<Client> {
+/// A client of the coordinator just started as `process`, once it answers; an error at once if
+/// it exits first (it has said why on its standard error, which is the bench's).
+async fn connect_when_up(address: &str, process: &mut Child) -> anyhow::Result<Client> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        if let Some(status) = process.try_wait()? {
+            bail!("the coordinator exited as it started ({status})");
+        }
         match Client::connect(address, None).await {
             Ok(client) => return Ok(client),
             Err(error) if Instant::now() > deadline => {

@@ -146,6 +146,7 @@ pub(super) async fn call(
     payload: web::Payload,
     state: Serving,
 ) -> Result<HttpResponse, ApiError> {
+    crate::keep_awake::poke();
     let key = idempotency_key_header(&request)?;
     let body = read_body(&request, payload).await?;
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {

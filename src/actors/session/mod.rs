@@ -459,6 +459,10 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
             }
         };
         self.last_seen.store(now_ms(), Ordering::Relaxed);
+        // Heartbeats do not count as jobs moving: a fleet that only heartbeats is idle.
+        if !matches!(message, ToCoordinator::Heartbeat) {
+            crate::keep_awake::poke();
+        }
         match (&self.phase, message) {
             (
                 Phase::AwaitHello,

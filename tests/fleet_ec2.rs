@@ -5,9 +5,11 @@
 
 mod common;
 
+use common::ha::Coordinators;
 use common::imds::Imds;
 use common::lost_answers::LostAnswers;
 use common::moto::{alive, Moto, IMAGE};
+use common::postgres::PgServer;
 use common::{wait_for, wait_running, Cluster};
 use drover::fleet::ec2::{Ec2Provider, CLUSTER_TAG, POOL_TAG};
 use drover::fleet::{
@@ -571,5 +573,101 @@ async fn instances_of_a_launch_whose_answer_was_lost_are_found_and_terminated_no
     assert!(
         cluster.coordinator_log().contains("had no record of"),
         "the adoption is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_frozen_past_its_lease_terminates_nothing_of_its_successors_when_thawed() {
+    let moto = Moto::start().await;
+    let database = PgServer::start();
+    database.create_database("drover");
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinators = Coordinators::on_loopback(dir.path(), &database.url("drover"), 2);
+    // One machine, and a boot timeout that passes while the leader is frozen, not before the
+    // successor has adopted the machine and seen its worker.
+    let config = format!(
+        "[[pool]]\nname = \"gpu\"\nprovider = \"ec2\"\nmin = 1\nmax = 1\nboot_timeout = \"6s\"\n\
+         [pool.ec2]\nregion = \"{}\"\nimage_id = \"{IMAGE}\"\ninstance_type = \"t3.micro\"\n\
+         worker_token_parameter = \"/drover/worker-token\"\n",
+        common::moto::REGION
+    );
+    let path = dir.path().join("drover.toml");
+    std::fs::write(&path, config).unwrap();
+    coordinators
+        .env
+        .push(("DROVER_CONFIG".into(), path.display().to_string()));
+    coordinators.env.extend(moto.env());
+    coordinators
+        .env
+        .push(("AWS_ENDPOINT_URL".into(), moto.endpoint.clone()));
+    coordinators.start(0).await;
+    let leader = coordinators.wait_leader(&[], Duration::from_secs(30)).await;
+    coordinators.start(1).await;
+    let successor = 1 - leader;
+    let mut workers = coordinators.cluster();
+    let ledger = ledger_of(&workers).await;
+    let launched = wait_alive(&moto, &ledger, 1).await;
+    let instance = launched.first().unwrap().clone();
+
+    // Frozen with the machine booting; the standby takes the lease and adopts the machine,
+    // whose worker registers there.
+    coordinators.signal(leader, libc::SIGSTOP);
+    let frozen = std::time::Instant::now();
+    wait_for(
+        Duration::from_secs(30),
+        "the successor's adoption",
+        || async {
+            coordinators
+                .log(successor)
+                .contains("adopted the pool's machines left running")
+                .then_some(())
+        },
+    )
+    .await;
+    let successor_address = coordinators.members[successor].address.clone();
+    workers.start_worker_at(
+        &successor_address,
+        &instance,
+        1,
+        &["--pool", "gpu", "--machine-id", &instance],
+    );
+    let mut at_successor = coordinators.cluster();
+    at_successor.address = successor_address;
+    wait_pool(&at_successor, "the adopted machine's worker", |pool| {
+        pool.idle == 1
+    })
+    .await;
+
+    // Thawed past its boot timeout: to the old leader, the machine never registered. It must
+    // learn that it no longer leads before it acts on that.
+    let past_boot = Duration::from_secs(7).saturating_sub(frozen.elapsed());
+    tokio::time::sleep(past_boot).await;
+    coordinators.signal(leader, libc::SIGCONT);
+    let exited = coordinators
+        .wait_exit(leader, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the old leader did not step down:\n{}",
+                coordinators.log_tails(30)
+            )
+        });
+    assert_eq!(exited.code(), Some(3), "{}", coordinators.log(leader));
+    let (all, alive) = instances(&moto, &ledger).await;
+    assert_eq!(all, launched, "no launch after the first");
+    assert_eq!(
+        alive,
+        launched,
+        "the adopted machine lives:\n{}",
+        coordinators.log(leader)
+    );
+    let pool = wait_pool(&at_successor, "the pool at the successor", |_| true).await;
+    assert_eq!((pool.idle, pool.terminated), (1, 0), "{pool:?}");
+    // Not by luck (the word of its deposition racing its termination): thawed without its
+    // lease, it decided nothing about the machine at all.
+    let old_leader = coordinators.log(leader);
+    assert!(
+        !old_leader.contains("did not register within the boot timeout"),
+        "the old leader judged the machine without its lease:\n{old_leader}"
     );
 }

@@ -109,6 +109,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
             cluster: ledger_id.to_string(),
             coordinator: worker_addresses(&cluster.borrow()),
             scheduler: scheduler.clone(),
+            lease: lease.clone(),
         },
     )
     .start();

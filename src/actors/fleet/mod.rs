@@ -18,6 +18,7 @@ mod share;
 
 use crate::actors::scheduler::{DrainIdle, FleetView, PoolWorker, Retire, Scheduler, ViewForFleet};
 use crate::fleet::{LaunchRequest, PoolConfig, Provider, ProviderError, ProviderFuture};
+use crate::ha::LeaseClock;
 use crate::job::now_ms;
 use crate::net::protocol::PoolMember;
 use crate::status::PoolInfo;
@@ -66,6 +67,10 @@ pub struct FleetContext {
     /// Asked for demand and supply in one snapshot, and for the word before any worker is
     /// drained or machine terminated: it alone knows what each worker runs.
     pub scheduler: Addr<Scheduler>,
+    /// The lease this coordinator leads under. The Fleet acts only while it holds on this
+    /// machine's clock: a coordinator frozen past its lease, then thawed, must not launch or
+    /// terminate before it learns that another leads and adopted the machines.
+    pub lease: LeaseClock,
 }
 
 /// Keeps each pool between its min and max, as demand asks.
@@ -90,7 +95,7 @@ impl Fleet {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.viewing || self.stepped_down {
+        if self.viewing || self.stepped_down || !self.context.lease.is_valid() {
             return;
         }
         self.viewing = true;
@@ -106,7 +111,7 @@ impl Fleet {
 
     /// Every pool's decision on one snapshot, carried out.
     fn decide(&mut self, view: FleetView, ctx: &mut Context<Self>) {
-        if self.stepped_down {
+        if self.stepped_down || !self.context.lease.is_valid() {
             return;
         }
         let now = now_ms();
@@ -217,7 +222,12 @@ impl Fleet {
                     let registered = answer.unwrap_or(Some(0));
                     let next = fleet.pools[index].retire_answered(&machine, registered, now_ms());
                     if let Some(next) = next {
-                        if !fleet.stepped_down {
+                        if fleet.stepped_down || !fleet.context.lease.is_valid() {
+                            // Tried again later, by this coordinator if it still leads then.
+                            let lapsed =
+                                ProviderError::new("this coordinator's lease lapsed first");
+                            fleet.pools[index].terminate_answered(&machine, Err(lapsed), now_ms());
+                        } else {
                             fleet.act(index, next, ctx);
                         }
                     }

@@ -4,35 +4,37 @@
 //! worker, coordinator, ledger writer, coordinator, client. A CPU with nothing to run halts,
 //! and on a virtual machine waking a halted CPU goes through the hypervisor: tens of
 //! microseconds at each hand-off, more than the coordinator's own work for the call. With this
-//! on, the coordinator runs one spinning thread per CPU for a short window after each message
-//! it receives. The spinners run at the lowest priority there is (`SCHED_IDLE`), so any other
-//! thread that wakes takes their CPU at once, and the CPU is never halted when it does.
+//! on, the coordinator runs one spinning thread per CPU it may run on, for a short window after
+//! each message from an authenticated worker or client (heartbeats aside). The spinners run at
+//! the lowest priority there is (`SCHED_IDLE`), so any other thread of the same control group
+//! that wakes takes their CPU at once, and the CPU is never halted when it does.
 //!
-//! It is off by default: while jobs move, every CPU of the machine is busy. The spinners park
-//! once no message has come for the window, so an idle coordinator uses no CPU.
+//! It is off by default: while jobs move, every one of those CPUs is busy. The spinners park
+//! once no message has come for the window, so an idle coordinator uses no CPU. Under a CPU
+//! quota (a container's limit), their time counts against it: there, leave it off.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// The process's spinners, once [`start`]ed. Process-wide because what it keeps awake is the
 /// machine's CPUs, and because the places that [`poke`] it (every received message) should
 /// not each carry a handle.
-static KEEPER: OnceLock<Keeper> = OnceLock::new();
+static KEEPER: OnceLock<Arc<Keeper>> = OnceLock::new();
 
 /// The spinners, and when they were last told of a message.
 struct Keeper {
-    /// The spinners keep going this long after the last poke.
-    window: Duration,
+    /// The spinners keep going this long (in nanoseconds) after the last poke.
+    window_ns: u64,
     /// What [`Keeper::last_poke`] counts from.
     epoch: Instant,
     /// Nanoseconds from `epoch` to the last poke.
     last_poke: AtomicU64,
-    /// Set by a spinner before it parks; the next poke unparks them all.
-    parked: AtomicBool,
-    /// One per CPU, for unparking.
-    spinners: OnceLock<Vec<Thread>>,
+    /// Spinner `i` has parked, or is about to.
+    parked: Vec<AtomicBool>,
+    /// The spinners, by the same index, for unparking.
+    threads: OnceLock<Vec<Thread>>,
 }
 
 /// Why the CPUs cannot be kept awake.
@@ -47,55 +49,79 @@ pub enum KeepAwakeError {
     /// It was started already in this process.
     #[error("the CPUs are kept awake already")]
     Started,
-    /// A spinner could not be placed on its CPU or given the lowest priority.
-    #[error("cannot start a spinner: {0}")]
-    Spinner(#[from] std::io::Error),
+    /// Which CPUs this process may run on could not be read.
+    #[error("--keep-cpus-awake: cannot read which CPUs this process may run on: {0}")]
+    AllowedCpus(std::io::Error),
+    /// A spinner could not be started, placed on its CPU or given the lowest priority.
+    #[error("--keep-cpus-awake: cannot {step} the spinner of CPU {cpu}: {source}")]
+    Spinner {
+        /// The CPU.
+        cpu: usize,
+        /// What failed: "start", "pin", or "lower the priority of".
+        step: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
-/// Starts one spinner per CPU this process may run on, each for `window` after every
-/// [`poke`]. Answers how many.
+/// Starts one spinner per CPU this process may run on (its affinity when it starts), each for
+/// `window` after every [`poke`]. Answers how many. A failure leaves the spinners started so
+/// far parked for good: the caller is expected to stop.
 pub fn start(window: Duration) -> Result<usize, KeepAwakeError> {
     if window.is_zero() {
         return Err(KeepAwakeError::ZeroWindow);
     }
+    if KEEPER.get().is_some() {
+        return Err(KeepAwakeError::Started);
+    }
     let cpus = sched::allowed_cpus()?;
-    let keeper = Keeper {
-        window,
+    let keeper = Arc::new(Keeper {
+        window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
         epoch: Instant::now(),
         last_poke: AtomicU64::new(0),
-        parked: AtomicBool::new(false),
-        spinners: OnceLock::new(),
-    };
-    KEEPER.set(keeper).map_err(|_| KeepAwakeError::Started)?;
-    let keeper = KEEPER.get().expect("set just above");
-    let mut spinners = Vec::with_capacity(cpus.len());
-    for cpu in cpus {
+        parked: cpus.iter().map(|_| AtomicBool::new(false)).collect(),
+        threads: OnceLock::new(),
+    });
+    let mut threads = Vec::with_capacity(cpus.len());
+    for (index, &cpu) in cpus.iter().enumerate() {
         // Each spinner says whether it could take its place and priority before it spins: a
         // spinner at normal priority would take CPU from real work.
         let (placed_tx, placed_rx) = std::sync::mpsc::channel();
-        let spinner = std::thread::Builder::new()
+        let spinner = Arc::clone(&keeper);
+        let thread = std::thread::Builder::new()
             .name(format!("drover-awake-{cpu}"))
             .spawn(move || match sched::lowest_priority_on(cpu) {
                 Ok(()) => {
                     let _ = placed_tx.send(Ok(()));
-                    keeper.spin();
+                    spinner.spin(index);
                 }
-                Err(error) => {
-                    let _ = placed_tx.send(Err(error));
+                Err(failed) => {
+                    let _ = placed_tx.send(Err(failed));
                 }
+            })
+            .map_err(|source| KeepAwakeError::Spinner {
+                cpu,
+                step: "start",
+                source,
             })?;
-        placed_rx
+        let placed = placed_rx
             .recv()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the spinner exited")))?;
-        spinners.push(spinner.thread().clone());
+            .unwrap_or_else(|_| Err(("start", std::io::Error::other("it exited"))));
+        if let Err((step, source)) = placed {
+            return Err(KeepAwakeError::Spinner { cpu, step, source });
+        }
+        threads.push(thread.thread().clone());
     }
-    let count = spinners.len();
-    let _ = keeper.spinners.set(spinners);
+    let count = threads.len();
+    // Every spinner is known before the first poke can reach one.
+    let _ = keeper.threads.set(threads);
+    KEEPER.set(keeper).map_err(|_| KeepAwakeError::Started)?;
     Ok(count)
 }
 
 /// Tells the spinners, if started, that a message came: they keep their CPUs awake for the
-/// window from now. Cheap enough for every message: a clock read and two atomics.
+/// window from now. Cheap enough for every message: a clock read and an atomic load per CPU,
+/// and after a quiet spell an unpark per CPU.
 pub fn poke() {
     if let Some(keeper) = KEEPER.get() {
         keeper.poke();
@@ -108,12 +134,22 @@ impl Keeper {
     }
 
     fn poke(&self) {
-        // Sequentially consistent with the spinner's `parked` then `last_poke`: either the
-        // spinner sees this poke before it parks, or this sees it parked and unparks it.
-        self.last_poke.store(self.now(), Ordering::SeqCst);
-        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
-            for spinner in self.spinners.get().into_iter().flatten() {
-                spinner.unpark();
+        // Sequentially consistent with a spinner's `parked` store then `last_poke` load: either
+        // the spinner sees this poke before it parks, or this sees it parked.
+        self.last_poke.fetch_max(self.now(), Ordering::SeqCst);
+        for index in 0..self.parked.len() {
+            self.wake(index);
+        }
+    }
+
+    /// Unparks spinner `index` if it is parked.
+    fn wake(&self, index: usize) {
+        // A load first: while jobs move no spinner is parked, and the flags stay shared.
+        if self.parked[index].load(Ordering::SeqCst)
+            && self.parked[index].swap(false, Ordering::SeqCst)
+        {
+            if let Some(thread) = self.threads.get().and_then(|threads| threads.get(index)) {
+                thread.unpark();
             }
         }
     }
@@ -123,36 +159,40 @@ impl Keeper {
         let since = self
             .now()
             .saturating_sub(self.last_poke.load(Ordering::SeqCst));
-        since < self.window.as_nanos() as u64
+        since < self.window_ns
     }
 
-    fn spin(&self) -> ! {
+    fn spin(&self, index: usize) -> ! {
         loop {
             while self.recent() {
-                // A few hundred cycles between clock reads.
                 for _ in 0..64 {
                     std::hint::spin_loop();
                 }
             }
-            self.parked.store(true, Ordering::SeqCst);
-            if !self.recent() {
-                std::thread::park();
+            self.parked[index].store(true, Ordering::SeqCst);
+            if self.recent() {
+                self.parked[index].store(false, Ordering::SeqCst);
+                continue;
             }
+            std::thread::park();
+            // Woken by a poke, or spuriously: either way, spinning again until it parks anew.
+            self.parked[index].store(false, Ordering::SeqCst);
         }
     }
 }
 
 #[cfg(target_os = "linux")]
 mod sched {
+    use super::KeepAwakeError;
     use std::io;
 
     /// The CPUs this process may run on.
-    pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    pub fn allowed_cpus() -> Result<Vec<usize>, KeepAwakeError> {
         // SAFETY: a zeroed cpu_set_t is an empty set, and the call writes at most its size.
         let set = unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(KeepAwakeError::AllowedCpus(io::Error::last_os_error()));
             }
             set
         };
@@ -164,18 +204,18 @@ mod sched {
     }
 
     /// Pins the calling thread to `cpu` and gives it the lowest priority (`SCHED_IDLE`), which
-    /// any process may take for itself.
-    pub fn lowest_priority_on(cpu: usize) -> io::Result<()> {
+    /// any process may take for itself; on failure, which of the two failed.
+    pub fn lowest_priority_on(cpu: usize) -> Result<(), (&'static str, io::Error)> {
         // SAFETY: the set is a valid cpu_set_t, and pid 0 is the calling thread.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut set);
             if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(("pin", io::Error::last_os_error()));
             }
             let lowest = libc::sched_param { sched_priority: 0 };
             if libc::sched_setscheduler(0, libc::SCHED_IDLE, &lowest) != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(("lower the priority of", io::Error::last_os_error()));
             }
         }
         Ok(())
@@ -190,7 +230,10 @@ mod sched {
         Err(KeepAwakeError::Unsupported)
     }
 
-    pub fn lowest_priority_on(_cpu: usize) -> std::io::Result<()> {
-        Err(std::io::Error::other("SCHED_IDLE is Linux's"))
+    pub fn lowest_priority_on(_cpu: usize) -> Result<(), (&'static str, std::io::Error)> {
+        Err((
+            "lower the priority of",
+            std::io::Error::other("SCHED_IDLE is Linux's"),
+        ))
     }
 }

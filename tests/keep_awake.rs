@@ -3,27 +3,34 @@
 
 mod common;
 
-use common::{Cluster, COORDINATOR};
+use common::{wait_for, Cluster, COORDINATOR};
 use drover::job::{JobSpec, JobState};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// SCHED_IDLE, as /proc shows a thread's scheduling policy.
+/// The policies as /proc shows a thread's: SCHED_OTHER (the default) and SCHED_IDLE.
+const SCHED_OTHER: u32 = 0;
 const SCHED_IDLE: u32 = 5;
 
-/// A spinner thread of the coordinator, as /proc shows it.
-struct Spinner {
+/// A thread of the coordinator, as /proc shows it.
+struct Task {
     tid: String,
+    name: String,
     policy: u32,
     cpus: String,
 }
 
-/// The coordinator's threads named `drover-awake-*`.
-fn spinners_of(pid: u32) -> Vec<Spinner> {
-    let mut spinners = Vec::new();
+/// The coordinator's threads (one that exits while they are read is left out).
+fn tasks_of(pid: u32) -> Vec<Task> {
+    let mut tasks = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let tid = task.unwrap().file_name().to_string_lossy().into_owned();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+            continue;
+        };
         let field = |name: &str| {
             status
                 .lines()
@@ -31,44 +38,49 @@ fn spinners_of(pid: u32) -> Vec<Spinner> {
                 .map(|value| value.trim().to_string())
                 .unwrap()
         };
-        if !field("Name:").starts_with("drover-awake-") {
-            continue;
-        }
-        spinners.push(Spinner {
-            policy: stat_fields(pid, &tid)[38].parse().unwrap(),
+        // The fields after the name; the policy is the 41st field of the line.
+        let (_, rest) = stat.rsplit_once(')').unwrap();
+        let policy = rest.split_whitespace().nth(38).unwrap().parse().unwrap();
+        tasks.push(Task {
+            name: field("Name:"),
             cpus: field("Cpus_allowed_list:"),
+            policy,
             tid,
         });
     }
-    spinners
+    tasks
 }
 
-/// The fields of a thread's stat line after its name (the 3rd field of the line is the 1st).
-fn stat_fields(pid: u32, tid: &str) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
-    let (_, rest) = stat.rsplit_once(')').unwrap();
-    rest.split_whitespace().map(str::to_string).collect()
-}
-
-/// Clock ticks of CPU (user and system) the spinners have used so far.
-fn spinners_ticks(pid: u32, spinners: &[Spinner]) -> u64 {
+/// Nanoseconds the spinners have spent on a CPU so far (schedstat's first field).
+fn spinners_on_cpu(pid: u32, spinners: &[&Task]) -> u64 {
     spinners
         .iter()
         .map(|spinner| {
-            let fields = stat_fields(pid, &spinner.tid);
-            fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+            let line =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{}/schedstat", spinner.tid))
+                    .unwrap();
+            line.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
         })
         .sum()
 }
 
-/// The CPUs this process may run on, as the coordinator it starts may.
-fn allowed_cpus() -> usize {
+/// This process's CPUs (`Cpus_allowed_list`), which the coordinator it starts inherits.
+fn own_cpus() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let list = status
+    status
         .lines()
         .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
         .unwrap()
-        .trim();
+        .trim()
+        .to_string()
+}
+
+/// How many CPUs a `Cpus_allowed_list` names.
+fn count_cpus(list: &str) -> usize {
     list.split(',')
         .map(|range| match range.split_once('-') {
             Some((first, last)) => {
@@ -79,32 +91,25 @@ fn allowed_cpus() -> usize {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spinners_take_the_lowest_priority_one_per_cpu_and_stop_when_jobs_stop() {
-    let mut cluster = Cluster::start(&["--keep-cpus-awake", "5ms"]).await;
-    cluster.start_worker("w1", 1, &[]);
-    cluster.wait_for_workers(1).await;
-    let pid = cluster.coordinator_pid();
+/// The scheduler's state of a thread: `R` running or runnable (a spinner that spins, even one
+/// that other work keeps off the CPUs), `S` sleeping (a parked one).
+fn state_of(pid: u32, task: &Task) -> char {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{}/stat", task.tid)).unwrap_or_default();
+    let (_, rest) = stat.rsplit_once(") ").unwrap_or_default();
+    rest.chars().next().unwrap_or('?')
+}
 
-    let spinners = spinners_of(pid);
-    assert_eq!(spinners.len(), allowed_cpus(), "one spinner per CPU");
-    let pinned: BTreeSet<&str> = spinners.iter().map(|s| s.cpus.as_str()).collect();
-    assert_eq!(pinned.len(), spinners.len(), "each on a CPU of its own");
-    for spinner in &spinners {
-        assert_eq!(spinner.policy, SCHED_IDLE, "spinner {} policy", spinner.tid);
-        assert!(
-            spinner.cpus.parse::<usize>().is_ok(),
-            "spinner {} is pinned to one CPU, not {}",
-            spinner.tid,
-            spinner.cpus
-        );
-    }
-
-    // Jobs move, and are run and recorded as ever; the spinners run in the gaps.
-    let mut client = cluster.client().await;
-    let before = spinners_ticks(pid, &spinners);
+/// Calls for at least half a second (and 50), each checked; answers the spinners seen
+/// running or runnable right after a call.
+async fn calls_watching(
+    client: &mut drover::client::Client,
+    pid: u32,
+    spinners: &[&Task],
+) -> BTreeSet<String> {
     let moving = Instant::now();
     let mut calls = 0;
+    let mut awake = BTreeSet::new();
     while moving.elapsed() < Duration::from_millis(500) || calls < 50 {
         let done = client
             .call(JobSpec::call("noop", b"x".to_vec()))
@@ -112,31 +117,91 @@ async fn spinners_take_the_lowest_priority_one_per_cpu_and_stop_when_jobs_stop()
             .unwrap();
         assert_eq!(done.record.state, JobState::Succeeded);
         calls += 1;
+        for spinner in spinners {
+            if state_of(pid, spinner) == 'R' {
+                awake.insert(spinner.name.clone());
+            }
+        }
     }
-    let while_moving = spinners_ticks(pid, &spinners) - before;
-    assert!(
-        while_moving > 0,
-        "the spinners ran while {calls} calls moved"
-    );
+    awake
+}
 
-    // Only heartbeats now: the spinners park and use no CPU.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let parked = spinners_ticks(pid, &spinners);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinners_take_the_lowest_priority_one_per_cpu_and_stop_when_jobs_stop() {
+    let mut cluster = Cluster::start(&["--keep-cpus-awake", "5ms"]).await;
+    cluster.start_worker("w1", 1, &[]);
+    cluster.wait_for_workers(1).await;
+    let pid = cluster.coordinator_pid();
+
+    let tasks = tasks_of(pid);
+    let (spinners, others): (Vec<&Task>, Vec<&Task>) = tasks
+        .iter()
+        .partition(|task| task.name.starts_with("drover-awake-"));
+    assert_eq!(
+        spinners.len(),
+        count_cpus(&own_cpus()),
+        "one spinner per CPU"
+    );
+    let names: BTreeSet<String> = spinners.iter().map(|s| s.name.clone()).collect();
+    let pinned: BTreeSet<&str> = spinners.iter().map(|s| s.cpus.as_str()).collect();
+    assert_eq!(pinned.len(), spinners.len(), "each on a CPU of its own");
+    for spinner in &spinners {
+        assert_eq!(
+            spinner.policy, SCHED_IDLE,
+            "spinner {} policy",
+            spinner.name
+        );
+        assert!(
+            spinner.cpus.parse::<usize>().is_ok(),
+            "spinner {} is pinned to one CPU, not {}",
+            spinner.name,
+            spinner.cpus
+        );
+    }
+    // The coordinator's own threads keep their priority and every CPU.
+    assert!(!others.is_empty());
+    for task in &others {
+        assert_eq!(task.policy, SCHED_OTHER, "thread {} policy", task.name);
+        assert_eq!(task.cpus, own_cpus(), "thread {} CPUs", task.name);
+    }
+
+    // Jobs move, and are run and recorded as ever; every spinner is woken.
+    let mut client = cluster.client().await;
+    let awake = calls_watching(&mut client, pid, &spinners).await;
+    assert_eq!(awake, names, "the spinners seen awake while calls moved");
+
+    // Only heartbeats now: the spinners park (each once it next runs, which other work may
+    // put off), and stay parked, using no CPU.
+    wait_for(Duration::from_secs(30), "every spinner parked", || async {
+        spinners
+            .iter()
+            .all(|spinner| state_of(pid, spinner) == 'S')
+            .then_some(())
+    })
+    .await;
+    let parked = spinners_on_cpu(pid, &spinners);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let while_idle = spinners_ticks(pid, &spinners) - parked;
+    let while_idle = spinners_on_cpu(pid, &spinners) - parked;
+    for spinner in &spinners {
+        assert_eq!(
+            state_of(pid, spinner),
+            'S',
+            "spinner {} parked",
+            spinner.name
+        );
+    }
     assert!(
-        while_idle <= 1,
-        "the spinners used {while_idle} ticks over 2 s of heartbeats only"
+        while_idle < 50_000_000,
+        "the spinners spent {} ms on the CPUs over 2 s of heartbeats only",
+        while_idle / 1_000_000
     );
 
-    // Jobs move again: the spinners wake, and calls are answered as before.
-    for _ in 0..20 {
-        let done = client
-            .call(JobSpec::call("noop", b"y".to_vec()))
-            .await
-            .unwrap();
-        assert_eq!(done.record.state, JobState::Succeeded);
-    }
+    // Jobs move again: every spinner wakes again, and calls are answered as before.
+    let awake = calls_watching(&mut client, pid, &spinners).await;
+    assert_eq!(
+        awake, names,
+        "the spinners seen awake when calls moved again"
+    );
 }
 
 #[test]

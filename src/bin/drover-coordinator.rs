@@ -108,10 +108,10 @@ struct Args {
     /// Wait before retrying a failed job; doubles with each failure.
     #[arg(long, env = "DROVER_RETRY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     retry_backoff: Duration,
-    /// Keep every CPU of this machine from halting for this long (such as 2ms) after each
-    /// message from a worker or client, with one lowest-priority spinning thread per CPU. It
-    /// shortens one call's round trip on virtual machines, where waking a halted CPU is slow,
-    /// and keeps every CPU busy while jobs move [default: off].
+    /// Keep every CPU this coordinator may run on from halting for this long (such as 2ms)
+    /// after each message from a worker or client, with one lowest-priority spinning thread per
+    /// CPU. It shortens one call's round trip on virtual machines, where waking a halted CPU is
+    /// slow, and keeps those CPUs busy while jobs move; not under a CPU quota [default: off].
     #[arg(long, env = "DROVER_KEEP_CPUS_AWAKE", value_name = "WINDOW", value_parser = humantime::parse_duration)]
     keep_cpus_awake: Option<Duration>,
 }

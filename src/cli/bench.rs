@@ -127,20 +127,28 @@ fn fsync_time(dir: &Path) -> anyhow::Result<Duration> {
 }
 
 /// CPU time (user and system) a process has used so far, from /proc, less what its
-/// `--keep-cpus-awake` spinners used: they run only on CPU time nothing else wanted.
+/// `--keep-cpus-awake` spinners used: they run only on CPU time nothing else wanted. The
+/// process's time is counted in clock ticks (10 ms), the spinners' in nanoseconds.
 fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
-    let mut ticks = stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?);
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            if stat.contains("(drover-awake-") {
-                ticks = ticks.saturating_sub(stat_ticks(&stat));
-            }
-        }
-    }
+    let ticks = stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?);
     // SAFETY: sysconf(3) reads a constant of the system; no memory is involved.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Ok(Duration::from_micros(ticks * 1_000_000 / per_second))
+    let mut spent = Duration::from_micros(ticks * 1_000_000 / per_second);
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !name.starts_with("drover-awake-") {
+                continue;
+            }
+            // The first field of schedstat: nanoseconds on a CPU.
+            let on_cpu = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|line| line.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            spent = spent.saturating_sub(Duration::from_nanos(on_cpu));
+        }
+    }
+    Ok(spent)
 }
 
 /// The clock ticks of CPU (user and system) in a /proc `stat` line.
@@ -206,9 +214,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.ledger {
         coordinator.args(["--ledger", url]);
     }
-    if let Some(window) = &args.keep_cpus_awake {
-        coordinator.args(["--keep-cpus-awake", window]);
-    }
+    match &args.keep_cpus_awake {
+        Some(window) => coordinator.args(["--keep-cpus-awake", window]),
+        // Off unless asked for here, whatever the environment says.
+        None => coordinator.env_remove("DROVER_KEEP_CPUS_AWAKE"),
+    };
     let ledger = match &args.ledger {
         Some(url) => format!(
             "ledger on PostgreSQL {}",

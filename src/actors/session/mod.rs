@@ -459,8 +459,11 @@ impl StreamHandler<Result<ToCoordinator, CodecError>> for Session {
             }
         };
         self.last_seen.store(now_ms(), Ordering::Relaxed);
-        // Heartbeats do not count as jobs moving: a fleet that only heartbeats is idle.
-        if !matches!(message, ToCoordinator::Heartbeat) {
+        // Only authenticated peers' messages, and not heartbeats: a fleet that only
+        // heartbeats is idle, and a stranger's handshake keeps no CPU awake.
+        if matches!(self.phase, Phase::Client | Phase::Worker(_))
+            && !matches!(message, ToCoordinator::Heartbeat)
+        {
             crate::keep_awake::poke();
         }
         match (&self.phase, message) {

@@ -608,6 +608,14 @@ async fn a_leader_frozen_past_its_lease_terminates_nothing_of_its_successors_whe
     let ledger = ledger_of(&workers).await;
     let launched = wait_alive(&moto, &ledger, 1).await;
     let instance = launched.first().unwrap().clone();
+    // The leader has the launch's answer (the machine's boot timeout counts from it).
+    wait_for(Duration::from_secs(30), "the launch's answer", || async {
+        coordinators
+            .log(leader)
+            .contains("fleet::pool: launched")
+            .then_some(())
+    })
+    .await;
 
     // Frozen with the machine booting; the standby takes the lease and adopts the machine,
     // whose worker registers there.

@@ -30,6 +30,9 @@ use std::time::Duration;
 /// How often the Fleet looks at demand and supply: a job waits at most this long before a
 /// machine is launched for it.
 const TICK: Duration = Duration::from_millis(250);
+/// A gap between two looks at the pools longer than this is a pause: the coordinator stalled
+/// (frozen, or its loop held up) or did not hold the lease.
+const UNWATCHED_MS: u64 = 2_000;
 /// The longest a provider's list or termination may take: past it, a hung call counts as a
 /// failure (and is tried again) rather than leaving its pool waiting for good.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -81,6 +84,11 @@ pub struct Fleet {
     viewing: bool,
     /// This coordinator no longer leads: it launches and terminates nothing more.
     stepped_down: bool,
+    /// When the Fleet last looked at the pools under the lease (ms since the Unix epoch): a
+    /// longer gap than a few ticks is time nobody watched the machines.
+    looked_ms: Option<u64>,
+    /// The last tick found the lease not held (said once).
+    lease_lapsed: bool,
 }
 
 impl Fleet {
@@ -91,13 +99,36 @@ impl Fleet {
             context,
             viewing: false,
             stepped_down: false,
+            looked_ms: None,
+            lease_lapsed: false,
         }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.viewing || self.stepped_down || !self.context.lease.is_valid() {
+        if self.viewing || self.stepped_down {
             return;
         }
+        if !self.context.lease.is_valid() {
+            if !self.lease_lapsed {
+                self.lease_lapsed = true;
+                tracing::warn!("the ledger's lease is not held: the fleet launches and terminates nothing until it is");
+            }
+            return;
+        }
+        if std::mem::take(&mut self.lease_lapsed) {
+            tracing::info!("the ledger's lease is held again: the fleet acts again");
+        }
+        let now = now_ms();
+        if let Some(looked) = self.looked_ms {
+            let paused = now.saturating_sub(looked);
+            if paused > UNWATCHED_MS {
+                tracing::info!(paused_ms = paused, "the fleet looks at its pools again; their machines' deadlines move on by the time nobody watched them");
+                for pool in &mut self.pools {
+                    pool.resumed(paused);
+                }
+            }
+        }
+        self.looked_ms = Some(now);
         self.viewing = true;
         let view = self.context.scheduler.send(ViewForFleet);
         ctx.spawn(view.into_actor(self).map(|view, fleet, ctx| {
@@ -223,10 +254,7 @@ impl Fleet {
                     let next = fleet.pools[index].retire_answered(&machine, registered, now_ms());
                     if let Some(next) = next {
                         if fleet.stepped_down || !fleet.context.lease.is_valid() {
-                            // Tried again later, by this coordinator if it still leads then.
-                            let lapsed =
-                                ProviderError::new("this coordinator's lease lapsed first");
-                            fleet.pools[index].terminate_answered(&machine, Err(lapsed), now_ms());
+                            fleet.pools[index].retire_deferred(&machine, now_ms());
                         } else {
                             fleet.act(index, next, ctx);
                         }

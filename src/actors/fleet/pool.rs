@@ -518,6 +518,31 @@ impl PoolState {
         Some(Action::Terminate(machine.to_string()))
     }
 
+    /// The Fleet did not look at the pool for `paused_ms` (its coordinator stalled, or did not
+    /// hold the lease): the deadlines of machines booting, lost or to be terminated again move
+    /// on by as much, so none is judged on time in which nobody watched it.
+    pub(super) fn resumed(&mut self, paused_ms: u64) {
+        for machine in self.machines.values_mut() {
+            match &mut machine.phase {
+                Phase::Booting { deadline_ms }
+                | Phase::Lost { deadline_ms, .. }
+                | Phase::TerminateFailed {
+                    retry_ms: deadline_ms,
+                } => *deadline_ms = deadline_ms.saturating_add(paused_ms),
+                _ => {}
+            }
+        }
+    }
+
+    /// A termination decided on was not asked of the provider (the coordinator lost its lease
+    /// first): the machine is retired and terminated again at the next look, by this
+    /// coordinator if it leads then. Not an error of the provider's.
+    pub(super) fn retire_deferred(&mut self, machine: &str, now_ms: u64) {
+        if let Some(state) = self.machines.get_mut(machine) {
+            state.phase = Phase::TerminateFailed { retry_ms: now_ms };
+        }
+    }
+
     /// The provider answered a termination.
     pub(super) fn terminate_answered(
         &mut self,

@@ -522,3 +522,64 @@ fn the_list_is_asked_again_every_minute_and_brings_back_no_machine_terminated_me
     assert!(state.decide(0, false, 2 * RELIST_MS - 1).is_empty());
     assert_eq!(state.decide(0, false, 2 * RELIST_MS), vec![Action::List]);
 }
+
+#[test]
+fn time_nobody_watched_moves_the_deadlines_on_and_is_judged_by_none() {
+    const PAUSE_MS: u64 = 60_000;
+    let mut state = listed(0, 2, 10);
+    state.decide(2, true, 0);
+    state.launched(2, Ok(machines(&["a", "b"], 0)), 0);
+    // "b" registers, then its worker goes away unasked: held for the boot timeout.
+    state.observe(vec![worker(1, "b", 1, None)], 100);
+    assert!(state.observe(Vec::new(), 200).is_empty());
+    // The coordinator stalls, or loses its lease, for a minute: neither machine is judged
+    // on that minute, and each keeps the time it had left.
+    state.resumed(PAUSE_MS);
+    assert!(state.observe(Vec::new(), BOOT_MS + 200).is_empty());
+    assert!(state.observe(Vec::new(), PAUSE_MS + BOOT_MS - 1).is_empty());
+    assert_eq!(
+        state.observe(Vec::new(), PAUSE_MS + BOOT_MS),
+        vec![Action::Retire("a".into())],
+        "the boot timeout, a minute later"
+    );
+    assert_eq!(
+        state.observe(Vec::new(), PAUSE_MS + BOOT_MS + 200),
+        vec![Action::Retire("b".into())],
+        "the lost worker's grace, a minute later"
+    );
+}
+
+#[test]
+fn a_termination_the_lease_lapsed_before_is_asked_again_without_a_provider_error() {
+    let mut state = listed(0, 1, 10);
+    state.decide(1, true, 0);
+    state.launched(1, Ok(machines(&["a"], 0)), 0);
+    assert_eq!(
+        state.observe(Vec::new(), BOOT_MS),
+        vec![Action::Retire("a".into())]
+    );
+    assert_eq!(
+        state.retire_answered("a", None, BOOT_MS),
+        Some(Action::Terminate("a".into()))
+    );
+    let failed = state.info().last_error;
+    // The lease lapsed before the termination was asked of the provider.
+    state.retire_deferred("a", BOOT_MS + 10);
+    assert_eq!(
+        state.info().last_error,
+        failed,
+        "no error of the provider's"
+    );
+    assert_eq!(state.info().terminated, 0);
+    // Through the Scheduler again at the next look, then terminated.
+    assert_eq!(
+        state.observe(Vec::new(), BOOT_MS + 20),
+        vec![Action::Retire("a".into())]
+    );
+    assert_eq!(
+        state.retire_answered("a", None, BOOT_MS + 20),
+        Some(Action::Terminate("a".into()))
+    );
+    state.terminate_answered("a", Ok(()), BOOT_MS + 30);
+    assert_eq!(state.info().terminated, 1);
+}

@@ -15,6 +15,7 @@ use drover::fleet::ec2::{Ec2Provider, CLUSTER_TAG, POOL_TAG};
 use drover::fleet::{
     Ec2Config, LaunchRequest, Market, PoolConfig, Provider, ProviderConfig, TokenSource,
 };
+use drover::ha::LeaseClock;
 use drover::job::{JobSpec, JobState};
 use drover::net::protocol::{ClientRequest, ClientResponse};
 use drover::status::PoolInfo;
@@ -189,6 +190,46 @@ async fn the_provider_lists_and_terminates_only_its_own_clusters_and_pools_insta
         .unwrap();
     let listed = provider.list("ledger-a", "gpu").await.unwrap();
     assert_eq!(ids(&listed), ids(&ours[1..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_fenced_by_a_lease_that_lapsed_sends_ec2_nothing() {
+    let moto = Moto::start().await;
+    let (pool, ec2) = ec2_pool("gpu", Market::OnDemand, None);
+    let lease = LeaseClock::until(std::time::Instant::now() + Duration::from_secs(60));
+    let provider =
+        Ec2Provider::with_sdk_config(&pool, &ec2, None, moto.sdk_config()).fenced_by(lease.clone());
+    // Under the lease, as any provider.
+    let launched = provider
+        .launch(request(&pool, "ledger-a", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&provider.list("ledger-a", "gpu").await.unwrap()),
+        ids(&launched)
+    );
+
+    // The lease lapses (a standby took it, say): neither a launch nor a termination is sent.
+    lease.end();
+    let refused = provider
+        .launch(request(&pool, "ledger-a", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message.contains("does not hold the ledger's lease"),
+        "{refused}"
+    );
+    let refused = provider
+        .terminate("gpu", vec![launched[0].id.clone()])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message.contains("does not hold the ledger's lease"),
+        "{refused}"
+    );
+    let tagged = moto.instances_tagged(CLUSTER_TAG, "ledger-a").await;
+    assert_eq!(tagged.len(), 1, "no second RunInstances");
+    assert!(alive(&tagged[0]), "no TerminateInstances");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,7 +100,7 @@ pub(super) fn serve(front: Front, term: Term) -> CoordinatorHandle {
         .iter()
         .map(|pool| Pool {
             config: Arc::new(pool.clone()),
-            provider: crate::fleet::provider_for(pool, config.worker_secret.as_ref()),
+            provider: crate::fleet::provider_for(pool, config.worker_secret.as_ref(), &lease),
         })
         .collect();
     let fleet = Fleet::new(

@@ -18,12 +18,18 @@ pub use config::{
 };
 pub use provider::{LaunchRequest, Machine, Provider, ProviderError, ProviderFuture};
 
+use crate::ha::LeaseClock;
 use crate::net::auth::Secret;
 use std::sync::Arc;
 
 /// The provider a pool's configuration names. The worker secret is what `process` workers are
-/// given (through their environment) to join.
-pub fn provider_for(pool: &PoolConfig, worker_secret: Option<&Secret>) -> Arc<dyn Provider> {
+/// given (through their environment) to join; `lease` is the one the coordinator leads under,
+/// without which EC2 is sent nothing.
+pub fn provider_for(
+    pool: &PoolConfig,
+    worker_secret: Option<&Secret>,
+    lease: &LeaseClock,
+) -> Arc<dyn Provider> {
     match &pool.provider {
         ProviderConfig::Process(process) => Arc::new(process::ProcessProvider::new(
             pool,
@@ -31,9 +37,14 @@ pub fn provider_for(pool: &PoolConfig, worker_secret: Option<&Secret>) -> Arc<dy
             worker_secret.cloned(),
         )),
         #[cfg(feature = "ec2")]
-        ProviderConfig::Ec2(config) => Arc::new(ec2::Ec2Provider::new(pool, config, worker_secret)),
+        ProviderConfig::Ec2(config) => {
+            Arc::new(ec2::Ec2Provider::new(pool, config, worker_secret).fenced_by(lease.clone()))
+        }
         #[cfg(not(feature = "ec2"))]
-        ProviderConfig::Ec2(_) => Arc::new(WithoutEc2),
+        ProviderConfig::Ec2(_) => {
+            let _ = lease;
+            Arc::new(WithoutEc2)
+        }
     }
 }
 

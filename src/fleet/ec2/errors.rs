@@ -28,6 +28,10 @@ where
             }
         });
     }
+    if innermost(error) == super::NOT_LEADING {
+        // Refused here, not by EC2 nor on the way to it.
+        return ProviderError::new(format!("{reach}: {}", super::NOT_LEADING));
+    }
     ProviderError::new(match error {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();

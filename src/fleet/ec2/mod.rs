@@ -12,7 +12,11 @@ pub mod user_data;
 
 use super::config::{Ec2Config, Market, PoolConfig, TokenSource};
 use super::provider::{LaunchRequest, Machine, Provider, ProviderError, ProviderFuture};
+use crate::ha::LeaseClock;
 use crate::net::auth::Secret;
+use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_ec2::error::BoxError;
 use aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder;
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, Instance,
@@ -50,6 +54,9 @@ struct Inner {
     /// The cluster this provider works for, learnt from the first launch or list (the Fleet
     /// lists before anything else): terminate checks instances against it.
     cluster: Mutex<Option<String>>,
+    /// The lease of the coordinator whose Fleet this provider serves: no request goes to EC2
+    /// while it does not hold ([`LeaseFence`]).
+    fence: Option<LeaseClock>,
 }
 
 /// A client, and where its requests go in words (for messages).
@@ -103,10 +110,48 @@ impl Ec2Provider {
                 sdk_config,
                 client: OnceCell::new(),
                 cluster: Mutex::new(None),
+                fence: None,
             }),
         }
     }
+
+    /// The same, sending nothing to EC2 unless `lease` holds at the moment each request (and
+    /// each retry of it) goes out: a coordinator frozen in the middle of a launch or a
+    /// termination, and thawed after another took its lease, does not finish it.
+    pub fn fenced_by(mut self, lease: LeaseClock) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.fence = Some(lease);
+        }
+        self
+    }
 }
+
+/// Refuses each request to EC2, just before it is sent, unless the lease holds.
+#[derive(Debug)]
+struct LeaseFence(LeaseClock);
+
+impl Intercept for LeaseFence {
+    fn name(&self) -> &'static str {
+        "LeaseFence"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.0.is_valid() {
+            Ok(())
+        } else {
+            Err(NOT_LEADING.into())
+        }
+    }
+}
+
+/// What a request refused by the [`LeaseFence`] fails with.
+const NOT_LEADING: &str =
+    "not sent: this coordinator does not hold the ledger's lease (another may lead)";
 
 impl Provider for Ec2Provider {
     fn launch(&self, request: LaunchRequest) -> ProviderFuture<Vec<Machine>> {
@@ -174,12 +219,13 @@ impl Inner {
                     .unwrap_or_default()
                     .operation_timeout(CALL_DEADLINE)
                     .build();
-                let ec2 = aws_sdk_ec2::Client::from_conf(
-                    aws_sdk_ec2::config::Builder::from(&shared)
-                        .region(region)
-                        .timeout_config(timeouts)
-                        .build(),
-                );
+                let mut builder = aws_sdk_ec2::config::Builder::from(&shared)
+                    .region(region)
+                    .timeout_config(timeouts);
+                if let Some(lease) = &self.fence {
+                    builder = builder.interceptor(LeaseFence(lease.clone()));
+                }
+                let ec2 = aws_sdk_ec2::Client::from_conf(builder.build());
                 tracing::info!(pool = %self.pool, endpoint = %reach, "ec2 client ready");
                 Client { ec2, reach }
             })

@@ -117,7 +117,8 @@ impl Ec2Provider {
 
     /// The same, sending nothing to EC2 unless `lease` holds at the moment each request (and
     /// each retry of it) goes out: a coordinator frozen in the middle of a launch or a
-    /// termination, and thawed after another took its lease, does not finish it.
+    /// termination, and thawed after another took its lease, does not finish it. Called on a
+    /// provider just made, before its first request (whose future would share it).
     pub fn fenced_by(mut self, lease: LeaseClock) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.fence = Some(lease);

@@ -720,3 +720,62 @@ async fn a_leader_frozen_past_its_lease_terminates_nothing_of_its_successors_whe
         "the old leader judged the machine without its lease:\n{old_leader}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_longer_than_a_boot_timeout_stops_that_timeout_with_it() {
+    let moto = Moto::start().await;
+    let mut database = PgServer::start();
+    database.create_database("drover");
+    let dir = tempfile::tempdir().unwrap();
+    let mut coordinators = Coordinators::on_loopback(dir.path(), &database.url("drover"), 1);
+    let config = format!(
+        "[[pool]]\nname = \"gpu\"\nprovider = \"ec2\"\nmin = 1\nmax = 1\nboot_timeout = \"8s\"\n\
+         [pool.ec2]\nregion = \"{}\"\nimage_id = \"{IMAGE}\"\ninstance_type = \"t3.micro\"\n\
+         worker_token_parameter = \"/drover/worker-token\"\n",
+        common::moto::REGION
+    );
+    let path = dir.path().join("drover.toml");
+    std::fs::write(&path, config).unwrap();
+    coordinators
+        .env
+        .push(("DROVER_CONFIG".into(), path.display().to_string()));
+    coordinators.env.extend(moto.env());
+    coordinators
+        .env
+        .push(("AWS_ENDPOINT_URL".into(), moto.endpoint.clone()));
+    coordinators.start(0).await;
+    coordinators.wait_leader(&[], Duration::from_secs(30)).await;
+    let mut workers = coordinators.cluster();
+    let ledger = ledger_of(&workers).await;
+    let launched = wait_alive(&moto, &ledger, 1).await;
+    let instance = launched.first().unwrap().clone();
+    let log_says = |what: &'static str| {
+        let coordinators = &coordinators;
+        wait_for(Duration::from_secs(30), what, move || async move {
+            coordinators.log(0).contains(what).then_some(())
+        })
+    };
+    log_says("fleet::pool: launched").await;
+    let booting_since = std::time::Instant::now();
+
+    // The database goes away for longer than the machine's boot timeout: the lease is not
+    // renewed, and the fleet waits, watching nothing.
+    database.stop();
+    log_says("the fleet launches and terminates nothing until it is").await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(booting_since.elapsed())).await;
+    database.restart();
+    log_says("the fleet acts again").await;
+
+    // The machine's worker registers only now, within the boot time the machine had left.
+    workers.start_worker(&instance, 1, &["--pool", "gpu", "--machine-id", &instance]);
+    let pool = wait_pool(&workers, "the machine's worker", |pool| pool.idle == 1).await;
+    assert_eq!(
+        (pool.terminated, pool.failed_launches),
+        (0, 0),
+        "{pool:?}\n{}",
+        coordinators.log(0)
+    );
+    let (all, alive) = instances(&moto, &ledger).await;
+    assert_eq!(all, launched, "no launch after the first");
+    assert_eq!(alive, launched, "the machine lives");
+}

@@ -368,23 +368,47 @@ async fn ec2_fleet(moto: &Moto, pool_lines: &str) -> Cluster {
 /// The same, with EC2's requests sent to `endpoint`, which relays them to moto.
 async fn ec2_fleet_through(moto: &Moto, endpoint: &str, pool_lines: &str) -> Cluster {
     let mut cluster = Cluster::new(&[]);
+    let env = gpu_pool_env(moto, endpoint, cluster.dir.path(), pool_lines);
+    cluster.coordinator_env.extend(env);
+    cluster.start_coordinator().await;
+    cluster
+}
+
+/// `count` coordinators of one PostgreSQL ledger (`database`'s `drover`), their logs in `dir`,
+/// each with the same pool `gpu` (with these lines) on moto; none started.
+fn ec2_coordinators(
+    moto: &Moto,
+    database: &PgServer,
+    dir: &std::path::Path,
+    count: usize,
+    pool_lines: &str,
+) -> Coordinators {
+    let mut coordinators = Coordinators::on_loopback(dir, &database.url("drover"), count);
+    let env = gpu_pool_env(moto, &moto.endpoint, dir, pool_lines);
+    coordinators.env.extend(env);
+    coordinators
+}
+
+/// The environment of a coordinator whose `drover.toml` (written in `dir`) has one ec2 pool
+/// named `gpu` (with these lines), its EC2 requests sent to `endpoint`.
+fn gpu_pool_env(
+    moto: &Moto,
+    endpoint: &str,
+    dir: &std::path::Path,
+    pool_lines: &str,
+) -> Vec<(String, String)> {
     let config = format!(
         "[[pool]]\nname = \"gpu\"\nprovider = \"ec2\"\n{pool_lines}\n[pool.ec2]\n\
          region = \"{}\"\nimage_id = \"{IMAGE}\"\ninstance_type = \"t3.micro\"\n\
          worker_token_parameter = \"/drover/worker-token\"\n",
         common::moto::REGION
     );
-    let path = cluster.dir.path().join("drover.toml");
+    let path = dir.join("drover.toml");
     std::fs::write(&path, config).unwrap();
-    cluster
-        .coordinator_env
-        .push(("DROVER_CONFIG".into(), path.display().to_string()));
-    cluster.coordinator_env.extend(moto.env());
-    cluster
-        .coordinator_env
-        .push(("AWS_ENDPOINT_URL".into(), endpoint.into()));
-    cluster.start_coordinator().await;
-    cluster
+    let mut env = vec![("DROVER_CONFIG".to_string(), path.display().to_string())];
+    env.extend(moto.env());
+    env.push(("AWS_ENDPOINT_URL".into(), endpoint.into()));
+    env
 }
 
 /// The cluster's id, which its machines are tagged with.
@@ -623,24 +647,10 @@ async fn a_leader_frozen_past_its_lease_terminates_nothing_of_its_successors_whe
     let database = PgServer::start();
     database.create_database("drover");
     let dir = tempfile::tempdir().unwrap();
-    let mut coordinators = Coordinators::on_loopback(dir.path(), &database.url("drover"), 2);
     // One machine, and a boot timeout that passes while the leader is frozen, not before the
     // successor has adopted the machine and seen its worker.
-    let config = format!(
-        "[[pool]]\nname = \"gpu\"\nprovider = \"ec2\"\nmin = 1\nmax = 1\nboot_timeout = \"6s\"\n\
-         [pool.ec2]\nregion = \"{}\"\nimage_id = \"{IMAGE}\"\ninstance_type = \"t3.micro\"\n\
-         worker_token_parameter = \"/drover/worker-token\"\n",
-        common::moto::REGION
-    );
-    let path = dir.path().join("drover.toml");
-    std::fs::write(&path, config).unwrap();
-    coordinators
-        .env
-        .push(("DROVER_CONFIG".into(), path.display().to_string()));
-    coordinators.env.extend(moto.env());
-    coordinators
-        .env
-        .push(("AWS_ENDPOINT_URL".into(), moto.endpoint.clone()));
+    let pool = "min = 1\nmax = 1\nboot_timeout = \"6s\"";
+    let mut coordinators = ec2_coordinators(&moto, &database, dir.path(), 2, pool);
     coordinators.start(0).await;
     let leader = coordinators.wait_leader(&[], Duration::from_secs(30)).await;
     coordinators.start(1).await;
@@ -727,22 +737,8 @@ async fn a_database_outage_longer_than_a_boot_timeout_stops_that_timeout_with_it
     let mut database = PgServer::start();
     database.create_database("drover");
     let dir = tempfile::tempdir().unwrap();
-    let mut coordinators = Coordinators::on_loopback(dir.path(), &database.url("drover"), 1);
-    let config = format!(
-        "[[pool]]\nname = \"gpu\"\nprovider = \"ec2\"\nmin = 1\nmax = 1\nboot_timeout = \"8s\"\n\
-         [pool.ec2]\nregion = \"{}\"\nimage_id = \"{IMAGE}\"\ninstance_type = \"t3.micro\"\n\
-         worker_token_parameter = \"/drover/worker-token\"\n",
-        common::moto::REGION
-    );
-    let path = dir.path().join("drover.toml");
-    std::fs::write(&path, config).unwrap();
-    coordinators
-        .env
-        .push(("DROVER_CONFIG".into(), path.display().to_string()));
-    coordinators.env.extend(moto.env());
-    coordinators
-        .env
-        .push(("AWS_ENDPOINT_URL".into(), moto.endpoint.clone()));
+    let pool = "min = 1\nmax = 1\nboot_timeout = \"8s\"";
+    let mut coordinators = ec2_coordinators(&moto, &database, dir.path(), 1, pool);
     coordinators.start(0).await;
     coordinators.wait_leader(&[], Duration::from_secs(30)).await;
     let mut workers = coordinators.cluster();
